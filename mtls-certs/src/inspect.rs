@@ -1,0 +1,283 @@
+//! Reading a certificate into a typed summary.
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+use crate::error::{Error, Result};
+use crate::san::SubjectAltName;
+
+/// What a certificate says, typed. `Serialize` gives the `mtls cert inspect --json` output.
+///
+/// ```
+/// use mtls_certs::{CaParams, CertificateAuthority, CertificateSummary, LeafParams};
+///
+/// let ca = CertificateAuthority::new_root(&CaParams::new("Root"))?;
+/// let leaf = ca.issue(&LeafParams::svid("spiffe://example.org/api".parse()?))?;
+/// let summary = CertificateSummary::from_pem(&leaf.cert_pem())?;
+/// assert_eq!(summary.spiffe_id.as_deref(), Some("spiffe://example.org/api"));
+/// assert!(!summary.is_ca);
+/// assert_eq!(summary.extended_key_usage, ["serverAuth", "clientAuth"]);
+/// assert!(summary.authority_key_id.is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct CertificateSummary {
+    /// Subject DN (RFC 4514-like text).
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Start of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Subject alternative names, typed.
+    pub sans: Vec<SubjectAltName>,
+    /// The SPIFFE ID, when there is exactly one URI SAN and it is a valid SPIFFE ID.
+    pub spiffe_id: Option<String>,
+    /// basicConstraints cA.
+    pub is_ca: bool,
+    /// basicConstraints pathLenConstraint.
+    pub path_len: Option<u32>,
+    /// Key usages (RFC 5280 names, e.g. `digitalSignature`, `keyCertSign`).
+    pub key_usage: Vec<String>,
+    /// Extended key usages (`serverAuth`, `clientAuth`, ... or dotted OIDs).
+    pub extended_key_usage: Vec<String>,
+    /// Subject key identifier, hex.
+    pub subject_key_id: Option<String>,
+    /// Authority key identifier, hex.
+    pub authority_key_id: Option<String>,
+    /// Public key algorithm (e.g. `EC P-256`, `RSA 2048`, `Ed25519`).
+    pub public_key: String,
+    /// SHA-256 fingerprint of the DER, colon-separated uppercase hex (as openssl prints it).
+    pub sha256_fingerprint: String,
+}
+
+impl CertificateSummary {
+    /// Summarizes the first certificate of a PEM text.
+    pub fn from_pem(pem: &str) -> Result<Self> {
+        let certs = crate::pem::parse_certificates_pem(pem)?;
+        let first = certs.first().ok_or(Error::InvalidPem {
+            expected: "CERTIFICATE",
+            presented: "no certificate".into(),
+        })?;
+        Self::from_der(first)
+    }
+
+    /// Summarizes a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self> {
+        let x509 = parse_x509(der)?;
+        let sans = sans_of(&x509)?;
+        let uris: Vec<&String> = sans
+            .iter()
+            .filter_map(|s| match s {
+                SubjectAltName::Uri(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        let spiffe_id = match uris.as_slice() {
+            [one] => crate::spiffe_id::parse_spiffe_id(one).ok().map(|id| id.to_string()),
+            _ => None,
+        };
+        let (is_ca, path_len) = match x509.basic_constraints().map_err(invalid)? {
+            Some(bc) => (bc.value.ca, bc.value.path_len_constraint),
+            None => (false, None),
+        };
+        let key_usage = match x509.key_usage().map_err(invalid)? {
+            Some(ku) => key_usage_names(ku.value.flags),
+            None => Vec::new(),
+        };
+        let extended_key_usage = match x509.extended_key_usage().map_err(invalid)? {
+            Some(eku) => eku_names(eku.value),
+            None => Vec::new(),
+        };
+        let mut subject_key_id = None;
+        let mut authority_key_id = None;
+        for ext in x509.extensions() {
+            match ext.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(ki) => {
+                    subject_key_id = Some(hex::encode(ki.0));
+                }
+                x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    authority_key_id = aki.key_identifier.as_ref().map(|k| hex::encode(k.0));
+                }
+                _ => {}
+            }
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+        let sha256_fingerprint = digest
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        Ok(Self {
+            subject: x509.subject().to_string(),
+            issuer: x509.issuer().to_string(),
+            serial: hex::encode(x509.raw_serial()),
+            not_before: x509.validity().not_before.to_datetime(),
+            not_after: x509.validity().not_after.to_datetime(),
+            sans,
+            spiffe_id,
+            is_ca,
+            path_len,
+            key_usage,
+            extended_key_usage,
+            subject_key_id,
+            authority_key_id,
+            public_key: public_key_description(&x509),
+            sha256_fingerprint,
+        })
+    }
+}
+
+/// Summarizes a certificate given as PEM or DER bytes (PEM is detected by its header).
+///
+/// ```
+/// use mtls_certs::{inspect, Error};
+/// assert!(matches!(inspect(b"not a certificate"), Err(Error::InvalidDer { .. })));
+/// ```
+pub fn inspect(bytes: &[u8]) -> Result<CertificateSummary> {
+    if bytes
+        .windows(11)
+        .take(4096)
+        .any(|w| w == b"-----BEGIN ")
+    {
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::InvalidPem {
+            expected: "CERTIFICATE",
+            presented: "non-UTF-8 bytes".into(),
+        })?;
+        CertificateSummary::from_pem(text)
+    } else {
+        CertificateSummary::from_der(bytes)
+    }
+}
+
+pub(crate) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>> {
+    match X509Certificate::from_der(der) {
+        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(_) => Err(Error::InvalidDer {
+            what: "certificate",
+            reason: "trailing bytes after the certificate".into(),
+        }),
+        Err(e) => Err(Error::InvalidDer {
+            what: "certificate",
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Parses PEM or DER into DER certificates (PEM may hold several).
+pub(crate) fn certs_from_bytes(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        let mut out = Vec::new();
+        for item in CertificateDer::pem_slice_iter(bytes) {
+            out.push(item.map_err(|e| Error::InvalidPem {
+                expected: "CERTIFICATE",
+                presented: e.to_string(),
+            })?);
+        }
+        if out.is_empty() {
+            return Err(Error::InvalidPem {
+                expected: "CERTIFICATE",
+                presented: crate::pem::describe_missing(&String::from_utf8_lossy(bytes)),
+            });
+        }
+        Ok(out)
+    } else {
+        parse_x509(bytes)?;
+        Ok(vec![CertificateDer::from(bytes.to_vec())])
+    }
+}
+
+fn invalid(e: x509_parser::error::X509Error) -> Error {
+    Error::InvalidDer {
+        what: "certificate extension",
+        reason: e.to_string(),
+    }
+}
+
+pub(crate) fn sans_of(x509: &X509Certificate<'_>) -> Result<Vec<SubjectAltName>> {
+    let mut out = Vec::new();
+    if let Some(san) = x509.subject_alternative_name().map_err(invalid)? {
+        out.extend(general_names(&san.value.general_names));
+    }
+    Ok(out)
+}
+
+pub(crate) fn general_names(names: &[GeneralName<'_>]) -> Vec<SubjectAltName> {
+    names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(s) => Some(SubjectAltName::Dns((*s).to_owned())),
+            GeneralName::RFC822Name(s) => Some(SubjectAltName::Email((*s).to_owned())),
+            GeneralName::URI(s) => Some(SubjectAltName::Uri((*s).to_owned())),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| SubjectAltName::Ip(b.into())),
+                16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| SubjectAltName::Ip(b.into())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn key_usage_names(flags: u16) -> Vec<String> {
+    const NAMES: [&str; 9] = [
+        "digitalSignature",
+        "contentCommitment",
+        "keyEncipherment",
+        "dataEncipherment",
+        "keyAgreement",
+        "keyCertSign",
+        "cRLSign",
+        "encipherOnly",
+        "decipherOnly",
+    ];
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| flags & (1 << i) != 0)
+        .map(|(_, n)| (*n).to_owned())
+        .collect()
+}
+
+fn eku_names(eku: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    let flags = [
+        (eku.any, "any"),
+        (eku.server_auth, "serverAuth"),
+        (eku.client_auth, "clientAuth"),
+        (eku.code_signing, "codeSigning"),
+        (eku.email_protection, "emailProtection"),
+        (eku.time_stamping, "timeStamping"),
+        (eku.ocsp_signing, "OCSPSigning"),
+    ];
+    out.extend(flags.iter().filter(|(on, _)| *on).map(|(_, n)| (*n).to_owned()));
+    out.extend(eku.other.iter().map(|oid| oid.to_id_string()));
+    out
+}
+
+fn public_key_description(x509: &X509Certificate<'_>) -> String {
+    use x509_parser::public_key::PublicKey;
+    match x509.public_key().parsed() {
+        Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
+        Ok(PublicKey::EC(ec)) => match ec.key_size() {
+            256 => "EC P-256".into(),
+            384 => "EC P-384".into(),
+            n => format!("EC {n}"),
+        },
+        Ok(_) if x509.public_key().algorithm.algorithm.to_id_string() == "1.3.101.112" => {
+            "Ed25519".into()
+        }
+        _ => x509.public_key().algorithm.algorithm.to_id_string(),
+    }
+}

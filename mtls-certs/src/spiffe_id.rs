@@ -1,0 +1,48 @@
+//! SPIFFE ID helpers over the `spiffe` crate's parser.
+
+use spiffe::SpiffeId;
+
+use crate::error::{Error, Result};
+
+/// Parses a SPIFFE ID with the `spiffe` crate, mapping failures to
+/// [`Error::InvalidSpiffeId`].
+///
+/// ```
+/// use mtls_certs::{parse_spiffe_id, Error};
+///
+/// assert!(parse_spiffe_id("spiffe://example.org/ns/prod/sa/api").is_ok());
+/// for bad in ["spiffe://Example.org/api", "spiffe://example.org/a/../b",
+///             "spiffe://example.org/api?x=1", "spiffe://example.org:8443/api"] {
+///     assert!(matches!(parse_spiffe_id(bad), Err(Error::InvalidSpiffeId { .. })), "{bad}");
+/// }
+/// ```
+///
+/// Stricter than `SpiffeId::new` in one point: the `spiffe` crate lowercases an uppercase
+/// trust domain, but the SPIFFE spec (and SPIRE's Go library) allow only lowercase, so an ID
+/// that is not already in canonical form is refused.
+pub fn parse_spiffe_id(id: &str) -> Result<SpiffeId> {
+    let parsed = SpiffeId::new(id).map_err(|e| Error::InvalidSpiffeId {
+        presented: id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if parsed.to_string() != id {
+        return Err(Error::InvalidSpiffeId {
+            presented: id.to_owned(),
+            reason: format!(
+                "expected the canonical form {parsed} (trust domain and scheme in lowercase)"
+            ),
+        });
+    }
+    Ok(parsed)
+}
+
+/// An SVID's ID must name a workload: a non-empty path.
+pub(crate) fn require_workload_path(id: &SpiffeId) -> Result<()> {
+    if id.path().is_empty() {
+        return Err(Error::InvalidSpiffeId {
+            presented: id.to_string(),
+            reason: "expected a workload path after the trust domain, presented an empty path".into(),
+        });
+    }
+    Ok(())
+}
