@@ -197,10 +197,10 @@ impl CertificateAuthority {
         })?;
         let mut parents: Vec<_> = iter.collect();
         let mut root = None;
-        if let Some(last) = parents.last() {
-            if is_self_signed(last)? {
-                root = parents.pop();
-            }
+        if let Some(last) = parents.last()
+            && is_self_signed(last)?
+        {
+            root = parents.pop();
         }
         let mut ca = Self::from_parts(cert, key, parents)?;
         if ca.self_signed {
@@ -233,7 +233,9 @@ impl CertificateAuthority {
             })?
             .map(|ext| ext.value.clone());
         let path_len = match bc {
-            Some(bc) if bc.ca => bc.path_len_constraint.map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
+            Some(bc) if bc.ca => bc
+                .path_len_constraint
+                .map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
             Some(_) => {
                 return Err(Error::NotACa {
                     subject,
@@ -249,14 +251,14 @@ impl CertificateAuthority {
                 });
             }
         };
-        if let Ok(Some(ku)) = x509.key_usage() {
-            if !ku.value.key_cert_sign() {
-                return Err(Error::NotACa {
-                    subject,
-                    expected: "keyUsage keyCertSign",
-                    presented: format!("keyUsage {}", ku.value),
-                });
-            }
+        if let Ok(Some(ku)) = x509.key_usage()
+            && !ku.value.key_cert_sign()
+        {
+            return Err(Error::NotACa {
+                subject,
+                expected: "keyUsage keyCertSign",
+                presented: format!("keyUsage {}", ku.value),
+            });
         }
         let not_before = x509.validity().not_before.to_datetime();
         let not_after = x509.validity().not_after.to_datetime();
@@ -286,14 +288,14 @@ impl CertificateAuthority {
         let sans = params.checked_sans()?;
         let key = KeyPair::generate(params.key_algorithm)?;
         let mut subject = params.subject.clone();
-        if subject.cn().is_none() {
-            if let Some(crate::SubjectAltName::Dns(name)) =
-                sans.iter().find(|s| matches!(s, crate::SubjectAltName::Dns(_)))
-            {
-                subject = Subject::common_name(name.clone());
-                for (attr, value) in params.subject.attributes() {
-                    subject.push(*attr, value.clone());
-                }
+        if subject.cn().is_none()
+            && let Some(crate::SubjectAltName::Dns(name)) = sans
+                .iter()
+                .find(|s| matches!(s, crate::SubjectAltName::Dns(_)))
+        {
+            subject = Subject::common_name(name.clone());
+            for (attr, value) in params.subject.attributes() {
+                subject.push(*attr, value.clone());
             }
         }
         let cp = leaf_params(

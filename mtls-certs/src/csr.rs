@@ -1,8 +1,8 @@
 //! Certificate signing requests: creating them, and signing them under a policy.
 
 use rcgen::PublicKeyData;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateSigningRequestDer;
+use rustls_pki_types::pem::PemObject;
 use spiffe::TrustDomain;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::ParsedExtension;
@@ -62,8 +62,11 @@ impl CsrParams {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.sans
-            .extend(names.into_iter().filter_map(|n| SubjectAltName::classify(n.as_ref())));
+        self.sans.extend(
+            names
+                .into_iter()
+                .filter_map(|n| SubjectAltName::classify(n.as_ref())),
+        );
         self
     }
 
@@ -134,10 +137,11 @@ impl CertificateSigningRequest {
 
     /// Parses a DER CSR and checks its signature ([`Error::CsrBadSignature`] if it fails).
     pub fn from_der(der: &[u8]) -> Result<Self> {
-        let (rest, req) = X509CertificationRequest::from_der(der).map_err(|e| Error::InvalidDer {
-            what: "certificate signing request",
-            reason: e.to_string(),
-        })?;
+        let (rest, req) =
+            X509CertificationRequest::from_der(der).map_err(|e| Error::InvalidDer {
+                what: "certificate signing request",
+                reason: e.to_string(),
+            })?;
         if !rest.is_empty() {
             return Err(Error::InvalidDer {
                 what: "certificate signing request",

@@ -37,13 +37,17 @@ pub enum Error {
         reason: String,
     },
     /// A private key could not be read.
-    #[error("invalid private key: expected PKCS#8, SEC1 or PKCS#1 P-256/P-384/Ed25519/RSA key, presented {presented}")]
+    #[error(
+        "invalid private key: expected PKCS#8, SEC1 or PKCS#1 P-256/P-384/Ed25519/RSA key, presented {presented}"
+    )]
     InvalidKey {
         /// What was wrong with the presented key.
         presented: String,
     },
     /// The private key does not belong to the certificate.
-    #[error("private key does not match certificate: expected public key {expected}, presented {presented}")]
+    #[error(
+        "private key does not match certificate: expected public key {expected}, presented {presented}"
+    )]
     KeyMismatch {
         /// SHA-256 of the certificate's public key (hex prefix).
         expected: String,
@@ -51,7 +55,9 @@ pub enum Error {
         presented: String,
     },
     /// A certificate used as a CA is not a CA.
-    #[error("certificate {subject:?} used as CA is not a CA: expected {expected}, presented {presented}")]
+    #[error(
+        "certificate {subject:?} used as CA is not a CA: expected {expected}, presented {presented}"
+    )]
     NotACa {
         /// Subject of the offending certificate.
         subject: String,
@@ -61,7 +67,9 @@ pub enum Error {
         presented: String,
     },
     /// The CA's validity period is over (or not yet begun): it refuses to issue.
-    #[error("CA {subject:?} cannot issue: expected a CA valid at {now}, presented one valid {not_before} .. {not_after}")]
+    #[error(
+        "CA {subject:?} cannot issue: expected a CA valid at {now}, presented one valid {not_before} .. {not_after}"
+    )]
     CaNotValid {
         /// Subject of the CA.
         subject: String,
@@ -73,7 +81,9 @@ pub enum Error {
         now: time::OffsetDateTime,
     },
     /// The CA's path length does not allow another CA under it.
-    #[error("CA {subject:?} cannot sign an intermediate: expected pathlen >= 1, presented {presented}")]
+    #[error(
+        "CA {subject:?} cannot sign an intermediate: expected pathlen >= 1, presented {presented}"
+    )]
     PathLenExceeded {
         /// Subject of the CA.
         subject: String,
@@ -125,7 +135,9 @@ pub enum Error {
         reason: String,
     },
     /// The requested validity is empty or inverted.
-    #[error("invalid validity: expected not_before < not_after, presented {not_before} .. {not_after}")]
+    #[error(
+        "invalid validity: expected not_before < not_after, presented {not_before} .. {not_after}"
+    )]
     InvalidValidity {
         /// Requested start.
         not_before: time::OffsetDateTime,
@@ -139,7 +151,9 @@ pub enum Error {
         presented: String,
     },
     /// Chain verification (rustls-webpki) failed.
-    #[error("chain verification failed for {subject:?}: expected a chain to one of {anchors} trust anchor(s), presented {reason}")]
+    #[error(
+        "chain verification failed for {subject:?}: expected a chain to one of {anchors} trust anchor(s), presented {reason}"
+    )]
     ChainVerification {
         /// Subject of the leaf certificate.
         subject: String,
@@ -173,7 +187,9 @@ pub enum Error {
         expected: Vec<String>,
     },
     /// A file that must not be overwritten already exists.
-    #[error("refusing to overwrite existing file {path} (expected no file; pass --force to replace it)")]
+    #[error(
+        "refusing to overwrite existing file {path} (expected no file; pass --force to replace it)"
+    )]
     FileExists {
         /// The existing file.
         path: PathBuf,

@@ -44,7 +44,10 @@ pub fn write_private_key(path: &Path, contents: &str, overwrite: bool) -> Result
             })?;
         return f.write_all(contents.as_bytes()).map_err(io);
     }
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let written = secret_options()

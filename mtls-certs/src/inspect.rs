@@ -84,7 +84,9 @@ impl CertificateSummary {
             })
             .collect();
         let spiffe_id = match uris.as_slice() {
-            [one] => crate::spiffe_id::parse_spiffe_id(one).ok().map(|id| id.to_string()),
+            [one] => crate::spiffe_id::parse_spiffe_id(one)
+                .ok()
+                .map(|id| id.to_string()),
             _ => None,
         };
         let (is_ca, path_len) = match x509.basic_constraints().map_err(invalid)? {
@@ -146,11 +148,7 @@ impl CertificateSummary {
 /// assert!(matches!(inspect(b"not a certificate"), Err(Error::InvalidDer { .. })));
 /// ```
 pub fn inspect(bytes: &[u8]) -> Result<CertificateSummary> {
-    if bytes
-        .windows(11)
-        .take(4096)
-        .any(|w| w == b"-----BEGIN ")
-    {
+    if bytes.windows(11).take(4096).any(|w| w == b"-----BEGIN ") {
         let text = std::str::from_utf8(bytes).map_err(|_| Error::InvalidPem {
             expected: "CERTIFICATE",
             presented: "non-UTF-8 bytes".into(),
@@ -163,7 +161,7 @@ pub fn inspect(bytes: &[u8]) -> Result<CertificateSummary> {
 
 pub(crate) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(Error::InvalidDer {
             what: "certificate",
             reason: "trailing bytes after the certificate".into(),
@@ -221,8 +219,12 @@ pub(crate) fn general_names(names: &[GeneralName<'_>]) -> Vec<SubjectAltName> {
             GeneralName::RFC822Name(s) => Some(SubjectAltName::Email((*s).to_owned())),
             GeneralName::URI(s) => Some(SubjectAltName::Uri((*s).to_owned())),
             GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| SubjectAltName::Ip(b.into())),
-                16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| SubjectAltName::Ip(b.into())),
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| SubjectAltName::Ip(b.into())),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| SubjectAltName::Ip(b.into())),
                 _ => None,
             },
             _ => None,
@@ -261,7 +263,12 @@ fn eku_names(eku: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Vec<String>
         (eku.time_stamping, "timeStamping"),
         (eku.ocsp_signing, "OCSPSigning"),
     ];
-    out.extend(flags.iter().filter(|(on, _)| *on).map(|(_, n)| (*n).to_owned()));
+    out.extend(
+        flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| (*n).to_owned()),
+    );
     out.extend(eku.other.iter().map(|oid| oid.to_id_string()));
     out
 }

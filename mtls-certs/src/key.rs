@@ -115,7 +115,9 @@ impl FromStr for KeyAlgorithm {
     fn from_str(s: &str) -> Result<Self> {
         let lower = s.trim().to_ascii_lowercase().replace(['-', '_'], "");
         match lower.as_str() {
-            "p256" | "ecdsap256" | "ecdsa256" | "ecdsa" | "ec" | "prime256v1" => Ok(Self::EcdsaP256),
+            "p256" | "ecdsap256" | "ecdsa256" | "ecdsa" | "ec" | "prime256v1" => {
+                Ok(Self::EcdsaP256)
+            }
             "p384" | "ecdsap384" | "ecdsa384" | "secp384r1" => Ok(Self::EcdsaP384),
             "ed25519" => Ok(Self::Ed25519),
             "rsa" => Ok(Self::Rsa2048),
@@ -249,8 +251,8 @@ fn algorithm_of(key: &rcgen::KeyPair) -> Result<KeyAlgorithm> {
 
 /// Bits of the modulus of a DER `RSAPublicKey`.
 pub(crate) fn rsa_modulus_bits(rsa_public_key_der: &[u8]) -> usize {
-    use x509_parser::public_key::RSAPublicKey;
     use x509_parser::prelude::FromDer;
+    use x509_parser::public_key::RSAPublicKey;
     match RSAPublicKey::from_der(rsa_public_key_der) {
         Ok((_, key)) => key.key_size(),
         Err(_) => 0,

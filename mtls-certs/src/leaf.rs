@@ -96,8 +96,11 @@ impl LeafParams {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.sans
-            .extend(names.into_iter().filter_map(|n| SubjectAltName::classify(n.as_ref())));
+        self.sans.extend(
+            names
+                .into_iter()
+                .filter_map(|n| SubjectAltName::classify(n.as_ref())),
+        );
         self
     }
 
@@ -227,6 +230,9 @@ fn describe(sans: &[SubjectAltName]) -> String {
     if sans.is_empty() {
         "no SANs".into()
     } else {
-        sans.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        sans.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

@@ -21,7 +21,11 @@ fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -68,10 +72,10 @@ pub(crate) fn describe_missing(pem: &str) -> String {
     let trimmed = pem.trim();
     if trimmed.is_empty() {
         "empty input".into()
-    } else if let Some(label) = trimmed
-        .lines()
-        .find_map(|l| l.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")))
-    {
+    } else if let Some(label) = trimmed.lines().find_map(|l| {
+        l.strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+    }) {
         format!("a {label} block and no complete CERTIFICATE block")
     } else {
         "no PEM block".into()
@@ -93,9 +97,18 @@ mod tests {
 
     #[test]
     fn garbage_and_truncated() {
-        assert!(matches!(parse_certificates_pem("hello"), Err(Error::InvalidPem { .. })));
-        assert!(matches!(parse_certificates_pem(""), Err(Error::InvalidPem { .. })));
+        assert!(matches!(
+            parse_certificates_pem("hello"),
+            Err(Error::InvalidPem { .. })
+        ));
+        assert!(matches!(
+            parse_certificates_pem(""),
+            Err(Error::InvalidPem { .. })
+        ));
         let truncated = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n";
-        assert!(matches!(parse_certificates_pem(truncated), Err(Error::InvalidPem { .. })));
+        assert!(matches!(
+            parse_certificates_pem(truncated),
+            Err(Error::InvalidPem { .. })
+        ));
     }
 }

@@ -89,7 +89,12 @@ impl FromStr for Profile {
             "svid" => Ok(Self::Svid),
             _ => Err(Error::UnknownProfile {
                 presented: s.to_owned(),
-                expected: vec!["server".into(), "client".into(), "peer".into(), "svid".into()],
+                expected: vec![
+                    "server".into(),
+                    "client".into(),
+                    "peer".into(),
+                    "svid".into(),
+                ],
             }),
         }
     }

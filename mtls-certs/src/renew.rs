@@ -30,7 +30,11 @@ pub struct RenewalPolicy {
 impl RenewalPolicy {
     /// Renew after `fraction` of the lifetime (clamped into `(0, 1]`).
     pub fn fraction(fraction: f64) -> Self {
-        let fraction = if fraction.is_finite() { fraction.clamp(f64::EPSILON, 1.0) } else { 2.0 / 3.0 };
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(f64::EPSILON, 1.0)
+        } else {
+            2.0 / 3.0
+        };
         Self { fraction }
     }
 
@@ -65,7 +69,9 @@ impl RenewalPolicy {
 
 impl Default for RenewalPolicy {
     fn default() -> Self {
-        Self { fraction: 2.0 / 3.0 }
+        Self {
+            fraction: 2.0 / 3.0,
+        }
     }
 }
 

@@ -71,7 +71,9 @@ impl SubjectAltName {
             Self::Dns(s) => {
                 if !is_dns_name(s) {
                     return Err(Error::InvalidSan {
-                        expected: "a DNS name of letters, digits, '-', '.' (optionally a leading '*.')".into(),
+                        expected:
+                            "a DNS name of letters, digits, '-', '.' (optionally a leading '*.')"
+                                .into(),
                         presented: s.clone(),
                     });
                 }
@@ -126,7 +128,9 @@ fn is_dns_name(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
 }
 
@@ -136,16 +140,30 @@ mod tests {
 
     #[test]
     fn classify_order_matches_cfssl() {
-        assert!(matches!(SubjectAltName::classify("::1"), Some(SubjectAltName::Ip(_))));
-        assert!(matches!(SubjectAltName::classify("a@b"), Some(SubjectAltName::Email(_))));
-        assert!(matches!(SubjectAltName::classify("https://x"), Some(SubjectAltName::Uri(_))));
-        assert!(matches!(SubjectAltName::classify("*.svc.local"), Some(SubjectAltName::Dns(_))));
+        assert!(matches!(
+            SubjectAltName::classify("::1"),
+            Some(SubjectAltName::Ip(_))
+        ));
+        assert!(matches!(
+            SubjectAltName::classify("a@b"),
+            Some(SubjectAltName::Email(_))
+        ));
+        assert!(matches!(
+            SubjectAltName::classify("https://x"),
+            Some(SubjectAltName::Uri(_))
+        ));
+        assert!(matches!(
+            SubjectAltName::classify("*.svc.local"),
+            Some(SubjectAltName::Dns(_))
+        ));
         assert_eq!(SubjectAltName::classify("  "), None);
     }
 
     #[test]
     fn bad_dns_name_refused() {
-        let err = SubjectAltName::Dns("bad name".into()).to_rcgen().unwrap_err();
+        let err = SubjectAltName::Dns("bad name".into())
+            .to_rcgen()
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidSan { .. }));
     }
 }

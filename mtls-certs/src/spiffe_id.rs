@@ -41,7 +41,8 @@ pub(crate) fn require_workload_path(id: &SpiffeId) -> Result<()> {
     if id.path().is_empty() {
         return Err(Error::InvalidSpiffeId {
             presented: id.to_string(),
-            reason: "expected a workload path after the trust domain, presented an empty path".into(),
+            reason: "expected a workload path after the trust domain, presented an empty path"
+                .into(),
         });
     }
     Ok(())

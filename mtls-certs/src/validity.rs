@@ -177,9 +177,15 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("1y").unwrap(), Duration::from_secs(365 * 86400));
+        assert_eq!(
+            parse_duration("1y").unwrap(),
+            Duration::from_secs(365 * 86400)
+        );
         for bad in ["", "h", "10", "10x", "-5h", "0h"] {
-            assert!(matches!(parse_duration(bad), Err(Error::InvalidDuration { .. })), "{bad}");
+            assert!(
+                matches!(parse_duration(bad), Err(Error::InvalidDuration { .. })),
+                "{bad}"
+            );
         }
     }
 

@@ -75,7 +75,8 @@ pub fn verify_chain_at(
     if anchors.is_empty() {
         return Err(fail("an empty CA bundle".into()));
     }
-    let ee = EndEntityCert::try_from(leaf).map_err(|e| fail(format!("an unparsable leaf ({e})")))?;
+    let ee =
+        EndEntityCert::try_from(leaf).map_err(|e| fail(format!("an unparsable leaf ({e})")))?;
     let secs = u64::try_from(at.unix_timestamp()).unwrap_or(0);
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
     let intermediates: Vec<CertificateDer<'_>> = intermediates.to_vec();
@@ -94,7 +95,9 @@ pub fn verify_chain_at(
     let result = match usage {
         Usage::Server => attempt(KeyUsage::server_auth()),
         Usage::Client => attempt(KeyUsage::client_auth()),
-        Usage::Any => attempt(KeyUsage::server_auth()).or_else(|_| attempt(KeyUsage::client_auth())),
+        Usage::Any => {
+            attempt(KeyUsage::server_auth()).or_else(|_| attempt(KeyUsage::client_auth()))
+        }
     };
     result.map_err(|e| fail(format!("{e:?}")))
 }

@@ -68,7 +68,12 @@ impl SigningConfig {
             what: "signing config",
             reason: e.to_string(),
         })?;
-        for profile in cfg.signing.default.iter().chain(cfg.signing.profiles.values()) {
+        for profile in cfg
+            .signing
+            .default
+            .iter()
+            .chain(cfg.signing.profiles.values())
+        {
             profile.usages()?;
             profile.expiry()?;
         }

@@ -118,7 +118,10 @@ impl CfsslCsr {
                 (SubjectAttribute::State, &name.state),
                 (SubjectAttribute::Locality, &name.locality),
                 (SubjectAttribute::Organization, &name.organization),
-                (SubjectAttribute::OrganizationalUnit, &name.organizational_unit),
+                (
+                    SubjectAttribute::OrganizationalUnit,
+                    &name.organizational_unit,
+                ),
             ];
             for (attr, value) in fields {
                 if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {

@@ -61,7 +61,11 @@ impl BareFiles {
     /// Writes `NAME.pem`, `NAME-key.pem` (0600; refused if it exists unless `overwrite`)
     /// and `NAME.csr` into `dir`. The key is written first, so a refusal leaves no new files.
     pub fn write_bare(&self, dir: &Path, name: &str, overwrite: bool) -> Result<()> {
-        write_private_key(&dir.join(format!("{name}-key.pem")), &self.key_pem, overwrite)?;
+        write_private_key(
+            &dir.join(format!("{name}-key.pem")),
+            &self.key_pem,
+            overwrite,
+        )?;
         write_file(&dir.join(format!("{name}.pem")), &self.cert_pem)?;
         write_file(&dir.join(format!("{name}.csr")), &self.csr_pem)?;
         Ok(())
@@ -87,10 +91,8 @@ pub fn initca(csr: &CfsslCsr) -> Result<(CertificateAuthority, BareFiles)> {
         .with_path_len(path_len);
     let ca = CertificateAuthority::new_root(&params)?;
     let key = KeyPair::from_pem(&ca.key_pem())?;
-    let request = CertificateSigningRequest::for_key(
-        &CsrParams::new(csr.subject()).requesting_ca(),
-        &key,
-    )?;
+    let request =
+        CertificateSigningRequest::for_key(&CsrParams::new(csr.subject()).requesting_ca(), &key)?;
     let files = BareFiles {
         cert_pem: ca.cert_pem(),
         key_pem: ca.key_pem(),

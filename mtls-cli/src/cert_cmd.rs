@@ -1,0 +1,338 @@
+//! `mtls cert ...`: issue, sign, inspect, verify and check certificates.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use mtls_certs::{
+    CertificateSigningRequest, CertificateSummary, CsrPolicy, KeyAlgorithm, LeafParams, Profile,
+    RenewalPolicy, SanPolicy, SubjectAltName, TrustDomain, Usage, parse_spiffe_id,
+};
+use time::OffsetDateTime;
+
+use crate::ca_cmd::load_ca_dir;
+use crate::output::{
+    CliResult, check_key_free, ensure_dir, file_in, parse_duration, read_text, write_key,
+    write_public,
+};
+
+/// Certificate commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertCommand {
+    /// Issue a leaf with a fresh key: DIR/NAME.pem (leaf then intermediates), DIR/NAME-key.pem.
+    Issue(IssueArgs),
+    /// Sign a CSR under a policy (CA bit, validity, serial, usages decided by the CA).
+    SignCsr(SignCsrArgs),
+    /// Show what a certificate says (PEM or DER).
+    Inspect(InspectArgs),
+    /// Verify a certificate chain against a CA bundle (rustls-webpki).
+    Verify(VerifyArgs),
+    /// Say whether a certificate is due for renewal.
+    RenewCheck(RenewCheckArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProfileArg {
+    Server,
+    Client,
+    Peer,
+    Svid,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::Server => Profile::Server,
+            ProfileArg::Client => Profile::Client,
+            ProfileArg::Peer => Profile::Peer,
+            ProfileArg::Svid => Profile::Svid,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IssueArgs {
+    /// Directory of the issuing CA (ca.pem, ca-key.pem).
+    #[arg(long)]
+    ca: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Base name of the output files.
+    #[arg(long)]
+    name: String,
+    /// Profile: server, client, peer or svid.
+    #[arg(long, value_enum)]
+    profile: ProfileArg,
+    /// Subject alternative name (IP, e-mail, URI or DNS name, classified as cfssl does); repeatable.
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// SPIFFE ID (URI SAN); required for --profile svid.
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    /// Common name (default: the first DNS SAN).
+    #[arg(long)]
+    cn: Option<String>,
+    /// Lifetime (clamped to the CA's).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// Key algorithm.
+    #[arg(long, default_value = "p256")]
+    key_alg: KeyAlgorithm,
+    /// Replace an existing key file.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SignCsrArgs {
+    /// Directory of the issuing CA.
+    #[arg(long)]
+    ca: PathBuf,
+    /// The CSR (PEM).
+    csr: PathBuf,
+    /// Profile deciding key usages and SAN rules.
+    #[arg(long, value_enum, default_value = "peer")]
+    profile: ProfileArg,
+    /// Only allow SPIFFE IDs in this trust domain as SANs.
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// Issue CA:FALSE for a CSR asking CA:TRUE (default: refuse it).
+    #[arg(long)]
+    strip_ca: bool,
+    /// Lifetime.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// Write the chain here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// Certificate file (PEM or DER); with several certificates, all are shown.
+    file: PathBuf,
+    /// Print JSON (an object for one certificate, an array for several).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Trusted CA bundle (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// Extra intermediates (PEM), like openssl's -untrusted.
+    #[arg(long)]
+    untrusted: Option<PathBuf>,
+    /// Required usage.
+    #[arg(long, value_enum, default_value = "any")]
+    usage: UsageArg,
+    /// Certificate chain to verify (leaf first).
+    cert: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum UsageArg {
+    Server,
+    Client,
+    Any,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RenewCheckArgs {
+    /// Certificate file.
+    cert: PathBuf,
+    /// Renew after this fraction of the lifetime (SPIRE: 0.5).
+    #[arg(long, default_value_t = 2.0 / 3.0)]
+    fraction: f64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Exit with status 3 when renewal is due.
+    #[arg(long)]
+    fail_if_due: bool,
+}
+
+impl CertCommand {
+    pub(crate) fn run(self) -> CliResult {
+        match self {
+            Self::Issue(a) => issue(a),
+            Self::SignCsr(a) => sign_csr(a),
+            Self::Inspect(a) => inspect(a),
+            Self::Verify(a) => verify(a),
+            Self::RenewCheck(a) => renew_check(a),
+        }
+    }
+}
+
+fn issue(a: IssueArgs) -> CliResult {
+    let ca = load_ca_dir(&a.ca)?;
+    let key_path = file_in(&a.out, &format!("{}-key.pem", a.name));
+    check_key_free(&key_path, a.force)?;
+    let mut params = LeafParams::new(a.profile.into())
+        .with_names(&a.sans)
+        .with_key_algorithm(a.key_alg)
+        .valid_for(a.ttl);
+    if let Some(id) = &a.spiffe_id {
+        params = params.with_spiffe_id(parse_spiffe_id(id)?);
+    }
+    if let Some(cn) = a.cn {
+        params = params.with_common_name(cn);
+    }
+    let leaf = ca.issue(&params)?;
+    if leaf.certificate().was_clamped() {
+        eprintln!(
+            "warning: requested lifetime exceeds the CA's; not_after clamped to {}",
+            leaf.certificate().not_after()
+        );
+    }
+    ensure_dir(&a.out)?;
+    write_key(&key_path, &leaf.key_pem(), a.force)?;
+    write_public(
+        &file_in(&a.out, &format!("{}.pem", a.name)),
+        &leaf.chain_pem(),
+    )?;
+    Ok(())
+}
+
+fn sign_csr(a: SignCsrArgs) -> CliResult {
+    let ca = load_ca_dir(&a.ca)?;
+    let csr = CertificateSigningRequest::from_pem(&read_text(&a.csr)?)?;
+    let mut policy = CsrPolicy::new(a.profile.into()).valid_for(a.ttl);
+    if let Some(td) = &a.trust_domain {
+        let td = TrustDomain::new(td).map_err(|e| format!("invalid trust domain {td:?}: {e}"))?;
+        policy = policy.with_san_policy(SanPolicy::SpiffeTrustDomain(td));
+    }
+    if a.strip_ca {
+        policy = policy.stripping_ca_requests();
+    }
+    let issued = ca.sign_csr(&csr, &policy)?;
+    match a.out {
+        Some(path) => write_public(&path, &issued.chain_pem())?,
+        None => print!("{}", issued.chain_pem()),
+    }
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> CliResult {
+    let bytes =
+        std::fs::read(&a.file).map_err(|e| format!("cannot read {}: {e}", a.file.display()))?;
+    let summaries: Vec<CertificateSummary> =
+        if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            let text = String::from_utf8_lossy(&bytes);
+            mtls_certs::parse_certificates_pem(&text)?
+                .iter()
+                .map(|c| CertificateSummary::from_der(c))
+                .collect::<Result<_, _>>()?
+        } else {
+            vec![mtls_certs::inspect(&bytes)?]
+        };
+    if a.json {
+        let json = match summaries.as_slice() {
+            [one] => serde_json::to_string_pretty(one)?,
+            many => serde_json::to_string_pretty(many)?,
+        };
+        println!("{json}");
+        return Ok(());
+    }
+    for (i, s) in summaries.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print_summary(s);
+    }
+    Ok(())
+}
+
+fn print_summary(s: &CertificateSummary) {
+    println!("subject:        {}", s.subject);
+    println!("issuer:         {}", s.issuer);
+    println!("serial:         {}", s.serial);
+    println!("not before:     {}", s.not_before);
+    println!("not after:      {}", s.not_after);
+    let sans: Vec<String> = s.sans.iter().map(SubjectAltName::to_string).collect();
+    println!(
+        "SANs:           {}",
+        if sans.is_empty() {
+            "-".into()
+        } else {
+            sans.join(", ")
+        }
+    );
+    if let Some(id) = &s.spiffe_id {
+        println!("SPIFFE ID:      {id}");
+    }
+    match (s.is_ca, s.path_len) {
+        (true, Some(n)) => println!("CA:             TRUE, pathlen {n}"),
+        (true, None) => println!("CA:             TRUE"),
+        (false, _) => println!("CA:             FALSE"),
+    }
+    println!("key usage:      {}", s.key_usage.join(", "));
+    println!("ext key usage:  {}", s.extended_key_usage.join(", "));
+    println!("public key:     {}", s.public_key);
+    println!(
+        "SKI:            {}",
+        s.subject_key_id.as_deref().unwrap_or("-")
+    );
+    println!(
+        "AKI:            {}",
+        s.authority_key_id.as_deref().unwrap_or("-")
+    );
+    println!("SHA-256:        {}", s.sha256_fingerprint);
+}
+
+fn verify(a: VerifyArgs) -> CliResult {
+    let mut chain_pem = read_text(&a.cert)?;
+    if let Some(untrusted) = &a.untrusted {
+        chain_pem.push_str(&read_text(untrusted)?);
+    }
+    let bundle_pem = read_text(&a.ca)?;
+    let usage = match a.usage {
+        UsageArg::Server => Usage::Server,
+        UsageArg::Client => Usage::Client,
+        UsageArg::Any => Usage::Any,
+    };
+    mtls_certs::verify_chain_pem(&chain_pem, &bundle_pem, usage)?;
+    println!("{}: OK", a.cert.display());
+    Ok(())
+}
+
+fn renew_check(a: RenewCheckArgs) -> CliResult {
+    if !(a.fraction > 0.0 && a.fraction <= 1.0) {
+        return Err(format!(
+            "invalid --fraction: expected a number in (0, 1], found {}",
+            a.fraction
+        )
+        .into());
+    }
+    let summary = CertificateSummary::from_pem(&read_text(&a.cert)?)?;
+    let status = RenewalPolicy::fraction(a.fraction).check(&summary, OffsetDateTime::now_utc());
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else if status.expired {
+        println!(
+            "{}: EXPIRED at {}; renew now",
+            a.cert.display(),
+            status.not_after
+        );
+    } else if status.due {
+        println!(
+            "{}: renewal DUE since {} (expires {})",
+            a.cert.display(),
+            status.renew_at,
+            status.not_after
+        );
+    } else {
+        println!(
+            "{}: not due; renew at {} (expires {})",
+            a.cert.display(),
+            status.renew_at,
+            status.not_after
+        );
+    }
+    if a.fail_if_due && status.due {
+        std::process::exit(3);
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Helpers shared by every command group: errors, durations, reading inputs and writing
+//! outputs (keys with mode 0600, never overwritten without `--force`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What every command returns; the message is printed to stderr by `main`.
+pub(crate) type CliResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Clap value parser for cfssl-style durations: `24h`, `90d`, `876000h`, `1h30m`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    mtls_certs::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Reads a text file, naming the file in the error.
+pub(crate) fn read_text(path: &Path) -> CliResult<String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()).into())
+}
+
+/// Creates `dir` (and parents) if missing.
+pub(crate) fn ensure_dir(dir: &Path) -> CliResult {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()).into())
+}
+
+/// Writes a private key with mode 0600; refuses to replace an existing file unless `force`.
+pub(crate) fn write_key(path: &Path, pem: &str, force: bool) -> CliResult {
+    mtls_certs::write_private_key(path, pem, force)?;
+    announce(path);
+    Ok(())
+}
+
+/// Writes a public file (certificate, CSR, JSON).
+pub(crate) fn write_public(path: &Path, contents: &str) -> CliResult {
+    mtls_certs::write_file(path, contents)?;
+    announce(path);
+    Ok(())
+}
+
+/// Fails early if a key file exists and `force` is not given, so nothing is half-written.
+pub(crate) fn check_key_free(path: &Path, force: bool) -> CliResult {
+    if !force && path.exists() {
+        return Err(mtls_certs::Error::FileExists {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Prints the path of a written file on stdout.
+pub(crate) fn announce(path: &Path) {
+    println!("wrote {}", path.display());
+}
+
+/// `DIR/NAME`.
+pub(crate) fn file_in(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
