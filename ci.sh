@@ -13,6 +13,13 @@ cd "$(dirname "$0")"
 export MTLS_PYTHON="$PWD/.venv/bin/python"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+echo "==> one crypto provider (aws-lc-rs): ring must not be in the dependency graph"
+if cargo tree --workspace --locked -i ring 2>/dev/null | grep -q '^ring '; then
+  cargo tree --workspace -i ring
+  echo "ring is in the graph: enable aws-lc-rs features only" >&2
+  exit 1
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
