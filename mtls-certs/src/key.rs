@@ -182,6 +182,11 @@ impl KeyPair {
 
     /// Reads a DER private key.
     pub fn from_der(der: &PrivateKeyDer<'_>) -> Result<Self> {
+        if let Some(bits) = rsa_private_key_bits(der)
+            && bits < 2048
+        {
+            return Err(Error::RsaKeyTooSmall { presented: bits });
+        }
         let inner = rcgen::KeyPair::try_from(der).map_err(|e| Error::InvalidKey {
             presented: e.to_string(),
         })?;
@@ -246,6 +251,43 @@ fn algorithm_of(key: &rcgen::KeyPair) -> Result<KeyAlgorithm> {
             expected: EXPECTED_ALGS,
             presented: format!("{alg:?}"),
         })
+    }
+}
+
+/// Modulus size of an RSA private key (PKCS#8 or PKCS#1), so that small keys get a precise
+/// error instead of aws-lc-rs's generic rejection.
+fn rsa_private_key_bits(der: &PrivateKeyDer<'_>) -> Option<usize> {
+    use x509_parser::der_parser::ber::BerObject;
+    use x509_parser::der_parser::parse_der;
+    fn modulus_bits(rsa_private_key: &BerObject<'_>) -> Option<usize> {
+        let seq = rsa_private_key.as_sequence().ok()?;
+        let modulus = seq.get(1)?.as_slice().ok()?;
+        let modulus = match modulus.iter().position(|b| *b != 0) {
+            Some(i) => &modulus[i..],
+            None => return None,
+        };
+        Some(modulus.len() * 8 - modulus.first()?.leading_zeros() as usize)
+    }
+    match der {
+        PrivateKeyDer::Pkcs1(k) => modulus_bits(&parse_der(k.secret_pkcs1_der()).ok()?.1),
+        PrivateKeyDer::Pkcs8(k) => {
+            let (_, info) = parse_der(k.secret_pkcs8_der()).ok()?;
+            let seq = info.as_sequence().ok()?;
+            let alg = seq
+                .get(1)?
+                .as_sequence()
+                .ok()?
+                .first()?
+                .as_oid()
+                .ok()?
+                .to_id_string();
+            if alg != "1.2.840.113549.1.1.1" {
+                return None;
+            }
+            let inner = seq.get(2)?.as_slice().ok()?;
+            modulus_bits(&parse_der(inner).ok()?.1)
+        }
+        _ => None,
     }
 }
 
