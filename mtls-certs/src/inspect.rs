@@ -141,22 +141,29 @@ impl CertificateSummary {
     }
 }
 
-/// Summarizes a certificate given as PEM or DER bytes (PEM is detected by its header).
+/// Summarizes a certificate given as PEM or DER bytes (DER starts with a SEQUENCE tag;
+/// anything else is read as PEM).
 ///
 /// ```
 /// use mtls_certs::{inspect, Error};
-/// assert!(matches!(inspect(b"not a certificate"), Err(Error::InvalidDer { .. })));
+/// assert!(matches!(inspect(b"not a certificate"), Err(Error::InvalidPem { .. })));
+/// assert!(matches!(inspect(b"\x30\x03\x02\x01\x01"), Err(Error::InvalidDer { .. })));
 /// ```
 pub fn inspect(bytes: &[u8]) -> Result<CertificateSummary> {
-    if bytes.windows(11).take(4096).any(|w| w == b"-----BEGIN ") {
+    if looks_like_der(bytes) {
+        CertificateSummary::from_der(bytes)
+    } else {
         let text = std::str::from_utf8(bytes).map_err(|_| Error::InvalidPem {
             expected: "CERTIFICATE",
-            presented: "non-UTF-8 bytes".into(),
+            presented: "binary data that is neither PEM nor DER".into(),
         })?;
         CertificateSummary::from_pem(text)
-    } else {
-        CertificateSummary::from_der(bytes)
     }
+}
+
+/// DER certificates start with a SEQUENCE tag; PEM text never does.
+pub(crate) fn looks_like_der(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&0x30)
 }
 
 pub(crate) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>> {
@@ -175,7 +182,7 @@ pub(crate) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>> {
 
 /// Parses PEM or DER into DER certificates (PEM may hold several).
 pub(crate) fn certs_from_bytes(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
-    if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+    if !looks_like_der(bytes) {
         let mut out = Vec::new();
         for item in CertificateDer::pem_slice_iter(bytes) {
             out.push(item.map_err(|e| Error::InvalidPem {

@@ -218,16 +218,15 @@ fn sign_csr(a: SignCsrArgs) -> CliResult {
 fn inspect(a: InspectArgs) -> CliResult {
     let bytes =
         std::fs::read(&a.file).map_err(|e| format!("cannot read {}: {e}", a.file.display()))?;
-    let summaries: Vec<CertificateSummary> =
-        if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-            let text = String::from_utf8_lossy(&bytes);
-            mtls_certs::parse_certificates_pem(&text)?
-                .iter()
-                .map(|c| CertificateSummary::from_der(c))
-                .collect::<Result<_, _>>()?
-        } else {
-            vec![mtls_certs::inspect(&bytes)?]
-        };
+    let summaries: Vec<CertificateSummary> = if bytes.first() == Some(&0x30) {
+        vec![mtls_certs::inspect(&bytes)?]
+    } else {
+        let text = String::from_utf8_lossy(&bytes);
+        mtls_certs::parse_certificates_pem(&text)?
+            .iter()
+            .map(|c| CertificateSummary::from_der(c))
+            .collect::<Result<_, _>>()?
+    };
     if a.json {
         let json = match summaries.as_slice() {
             [one] => serde_json::to_string_pretty(one)?,

@@ -1,0 +1,52 @@
+//! Shared helpers for the CLI tests: the `mtls` binary and the real `openssl` CLI.
+// Tests may panic on a missing tool or a broken fixture: that is the failure we want to see.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The seed cfssl inputs (copied into mtls-certs so the repository is self-contained).
+pub fn cfssl_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../mtls-certs/tests/fixtures/cfssl")
+}
+
+/// Runs `mtls ARGS...` in `dir`.
+pub fn mtls(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtls"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs `mtls` and asserts success, returning stdout.
+pub fn mtls_ok(dir: &Path, args: &[&str]) -> String {
+    let out = mtls(dir, args);
+    assert!(
+        out.status.success(),
+        "mtls {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `mtls` and asserts failure with an error on stderr, returning stderr.
+pub fn mtls_err(dir: &Path, args: &[&str]) -> String {
+    let out = mtls(dir, args);
+    assert!(!out.status.success(), "mtls {args:?} should fail");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+/// Runs `openssl ARGS...` in `dir`, returning (success, stdout + stderr).
+pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the openssl CLI must be on PATH (run ./ci.sh, it installs the test peers)");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
