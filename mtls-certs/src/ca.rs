@@ -468,3 +468,61 @@ fn short_fingerprint(public_key: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public_key);
     format!("sha256:{}", hex::encode(&digest.as_ref()[..8]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_yet_valid_ca_refuses() {
+        let now = OffsetDateTime::now_utc();
+        let future = CertificateAuthority::new_root(
+            &CaParams::new("Future")
+                .valid_between(now + time::Duration::days(1), now + time::Duration::days(2)),
+        )
+        .unwrap();
+        assert!(matches!(
+            future.issue(&LeafParams::client(["c"])),
+            Err(Error::CaNotValid { .. })
+        ));
+    }
+
+    #[test]
+    fn intermediate_pathlen_is_capped_below_parent() {
+        let root = CertificateAuthority::new_root(&CaParams::new("Root").with_path_len(2)).unwrap();
+        let int = root
+            .new_intermediate(&CaParams::new("Int").with_path_len(9))
+            .unwrap();
+        assert_eq!(int.path_len(), Some(1));
+        let int2 = int.new_intermediate(&CaParams::new("Int2")).unwrap();
+        assert_eq!(int2.path_len(), Some(0));
+        // leaf chain: leaf, int2, int (root excluded)
+        let leaf = int2.issue(&LeafParams::peer(["p"])).unwrap();
+        assert_eq!(leaf.cert_chain().len(), 3);
+        assert_eq!(int2.root_der(), Some(root.cert_der()));
+    }
+
+    #[test]
+    fn explicit_validity_is_kept_exactly() {
+        let root = CertificateAuthority::new_root(&CaParams::new("Root")).unwrap();
+        let nb =
+            OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - time::Duration::hours(3);
+        let na = nb + time::Duration::hours(1);
+        let leaf = root
+            .issue(&LeafParams::server(["a"]).valid_between(nb, na))
+            .unwrap();
+        assert_eq!(leaf.certificate().not_before(), nb);
+        assert_eq!(leaf.certificate().not_after(), na);
+        let zero = root
+            .issue(
+                &LeafParams::server(["a"])
+                    .backdated_by(Duration::ZERO)
+                    .valid_for(Duration::from_secs(60)),
+            )
+            .unwrap();
+        assert_eq!(
+            zero.certificate().not_after() - zero.certificate().not_before(),
+            time::Duration::seconds(60)
+        );
+    }
+}

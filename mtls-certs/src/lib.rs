@@ -68,7 +68,7 @@
 //! - `rustls-pki-types` — DER/PEM types shared with rustls (`PemObject`).
 //! - `spiffe` — the SPIFFE ID parser ([`SpiffeId`], [`TrustDomain`]).
 //! - `time` — validity instants; `serde`/`serde_json` — cfssl JSON and `--json` output;
-//!   `hex` — serials and key IDs; `thiserror` — [`Error`]; `tracing` — logs.
+//!   `hex` — serials and key IDs; `base64` — PEM encoding; `thiserror` — [`Error`]; `tracing` — logs.
 
 #![forbid(unsafe_code)]
 

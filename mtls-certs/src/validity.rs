@@ -79,13 +79,20 @@ impl Validity {
     /// Fails with [`Error::InvalidValidity`] if the period is empty.
     pub fn resolve(&self, now: OffsetDateTime) -> Result<(OffsetDateTime, OffsetDateTime)> {
         let now = truncate(now);
+        let out_of_range = |d: Duration| Error::InvalidDuration {
+            presented: format!("{d:?} (the resulting date is outside years 1..9999)"),
+        };
         let not_before = match self.not_before {
             Some(t) => truncate(t),
-            None => now - to_time(self.backdate),
+            None => now
+                .checked_sub(to_time(self.backdate))
+                .ok_or_else(|| out_of_range(self.backdate))?,
         };
         let not_after = match self.not_after {
             Some(t) => truncate(t),
-            None => now + to_time(self.ttl),
+            None => now
+                .checked_add(to_time(self.ttl))
+                .ok_or_else(|| out_of_range(self.ttl))?,
         };
         if not_before >= not_after {
             return Err(Error::InvalidValidity {
@@ -187,6 +194,15 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn absurd_ttl_is_an_error_not_a_panic() {
+        let v = Validity::for_ttl(Duration::from_secs(10_000_000_000_000));
+        assert!(matches!(
+            v.resolve(OffsetDateTime::now_utc()),
+            Err(Error::InvalidDuration { .. })
+        ));
     }
 
     #[test]

@@ -94,6 +94,51 @@ fn non_ca_cert_used_as_ca() {
 }
 
 #[test]
+fn ca_without_key_cert_sign_is_not_a_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let crt = dir.path().join("c.pem");
+    let (ok, out) = support::openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=no-certsign",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,digitalSignature",
+    ]);
+    assert!(ok, "{out}");
+    let err = CertificateAuthority::from_pem(
+        &std::fs::read_to_string(&crt).unwrap(),
+        &std::fs::read_to_string(&key).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotACa {
+                expected: "keyUsage keyCertSign",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn expired_ca_refuses_to_issue() {
     let now = OffsetDateTime::now_utc();
     let expired = CertificateAuthority::new_root(
