@@ -148,3 +148,18 @@ impl CertifiedKey {
         (self.certificate, self.key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn shareable_across_tasks() {
+        assert_send_sync::<IssuedCertificate>();
+        assert_send_sync::<CertifiedKey>();
+        assert_send_sync::<crate::CertificateAuthority>();
+        assert_send_sync::<crate::Error>();
+    }
+}
