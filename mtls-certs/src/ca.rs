@@ -46,11 +46,11 @@ pub struct CaParams {
 impl CaParams {
     /// CA parameters with this common name and the defaults.
     pub fn new(common_name: impl Into<String>) -> Self {
-        Self::with_subject_dn(Subject::common_name(common_name))
+        Self::for_subject(Subject::common_name(common_name))
     }
 
     /// CA parameters with a full subject DN.
-    pub fn with_subject_dn(subject: Subject) -> Self {
+    pub fn for_subject(subject: Subject) -> Self {
         Self {
             subject,
             key_algorithm: KeyAlgorithm::default(),

@@ -85,7 +85,7 @@ pub fn initca(csr: &CfsslCsr) -> Result<(CertificateAuthority, BareFiles)> {
         None if ca_cfg.pathlenzero => 0,
         None => 1,
     };
-    let params = CaParams::with_subject_dn(csr.subject())
+    let params = CaParams::for_subject(csr.subject())
         .with_key_algorithm(csr.key_algorithm()?)
         .valid_for(expiry)
         .with_path_len(path_len);
