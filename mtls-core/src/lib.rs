@@ -1,1 +1,131 @@
-//! placeholder
+//! # mtls-core
+//!
+//! Mutual TLS for rustls 0.23 (aws-lc-rs) with the peer policies people already write for
+//! Envoy and SPIFFE, over any identity source, with live rotation and rejection messages
+//! that say what was presented and what was expected.
+//!
+//! The output is a **plain** `rustls::ServerConfig` / `rustls::ClientConfig`: use it with
+//! tokio-rustls, hyper, tonic (see mtls-tonic) or anything else that takes rustls configs.
+//!
+//! ```text
+//!  IdentitySource ──current()──► resolver ──► our certificate in every handshake
+//!  (Arc<Identity>, IdentityHandle::rotate, FileIdentitySource, Workload API ...)
+//!
+//!  peer chain ──► leaf facts ──► X509-SVID rules ──► roots of the peer's trust domain
+//!                 (x509-parser)   (SPIFFE only)        (TrustSource::current())
+//!             ──► webpki chain + CRLs ──► Authorizer (SPIFFE ID) ──► SanMatcher list
+//!             ──► accepted, or Error { presented, expected } logged at warn
+//! ```
+//!
+//! ## Quick start
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+//! # let api = ca.issue(&mtls_certs::LeafParams::svid(mtls_certs::SpiffeId::new("spiffe://example.org/ns/prod/sa/api")?))?;
+//! # let web = ca.issue(&mtls_certs::LeafParams::svid(mtls_certs::SpiffeId::new("spiffe://example.org/ns/prod/sa/web")?))?;
+//! # let (api_chain_pem, api_key_pem, web_chain_pem, web_key_pem, ca_pem) =
+//! #     (api.chain_pem(), api.key_pem(), web.chain_pem(), web.key_pem(), ca.cert_pem());
+//! use std::sync::Arc;
+//! use mtls_core::{Authorize, ClientConfigBuilder, Identity, IdentityHandle, ServerConfigBuilder, TrustBundle};
+//!
+//! let trust = Arc::new(TrustBundle::spiffe().with_domain_pem("example.org".parse()?, &ca_pem)?);
+//!
+//! // Server: only workloads of example.org under /ns/prod may call.
+//! let server_identity = IdentityHandle::new(Identity::from_pem(&api_chain_pem, &api_key_pem)?);
+//! let server: rustls::ServerConfig = ServerConfigBuilder::new(server_identity.clone(), trust.clone())
+//!     .authorize(Authorize::member_of("example.org".parse()?).and(Authorize::path_prefix("/ns/prod")))
+//!     .build()?;
+//!
+//! // Client: the server must be exactly the api workload (dialing 127.0.0.1 is fine).
+//! let client_identity = Arc::new(Identity::from_pem(&web_chain_pem, &web_key_pem)?);
+//! let client: rustls::ClientConfig = ClientConfigBuilder::new(client_identity, trust)
+//!     .authorize(Authorize::exact("spiffe://example.org/ns/prod/sa/api".parse()?))
+//!     .build()?;
+//!
+//! // After the handshake (tokio-rustls): mtls_core::PeerIdentity::from_connection(&stream.get_ref().1)?
+//! // Rotation: server_identity.rotate(new_identity) — new handshakes use it at once.
+//! # Ok(()) }
+//! ```
+//!
+//! ## SAN matching or SPIFFE authorizers?
+//!
+//! - Use **[`SanMatcher`]** (with a plain CA bundle, [`TrustBundle::from_pem`]) when peers
+//!   are identified by DNS names, IPs, e-mails or arbitrary URIs, or when you are carrying
+//!   over an Envoy `validation_context.match_typed_subject_alt_names` block: it
+//!   deserializes from the same YAML/JSON and matches with Envoy's semantics (any matcher
+//!   matching any SAN of its type; DNS `exact` honours wildcard SANs; `safe_regex` is a
+//!   full match). It checks *names*, nothing about SPIFFE's certificate rules.
+//! - Use a SPIFFE **[`Authorizer`]** ([`Authorize::member_of`], [`Authorize::exact`], ...,
+//!   or a closure) when peers are workloads with SPIFFE IDs. The peer must then be a valid
+//!   X509-SVID (exactly one URI SAN, a canonical SPIFFE ID with a non-root path, `cA=false`,
+//!   `digitalSignature`, no `keyCertSign`/`cRLSign`), and with a SPIFFE bundle set
+//!   ([`TrustBundle::spiffe`]) it is verified against **its own trust domain's** roots
+//!   only — a CA trusted for one domain cannot mint identities in another. Prefer this for
+//!   service-to-service traffic: the policy is typed, so `spiffe://example.org/ns/prodx`
+//!   cannot slip past a prefix meant for `/ns/prod`.
+//! - Both can be set; then both must accept.
+//!
+//! ## Rotation
+//!
+//! Resolvers and verifiers call [`IdentitySource::current`] and [`TrustSource::current`]
+//! on every handshake (a lock-free `ArcSwap` load), so swapping the value in an
+//! [`IdentityHandle`], [`TrustHandle`], or the files behind a [`FileIdentitySource`] /
+//! [`FileTrustSource`] affects the next handshake without rebuilding the config.
+//! Established connections are not touched.
+//!
+//! ## Errors
+//!
+//! A rejected peer yields an [`Error`] naming what was presented and expected, logged with
+//! `tracing` at `warn`. rustls sees it as `InvalidCertificate(CertificateError::Other(..))`
+//! (the peer gets a `bad_certificate` alert); recover it with [`Error::from_rustls`] or
+//! [`Error::from_io`] from a tokio-rustls handshake error.
+//!
+//! ## Features
+//!
+//! None; the crypto provider is always aws-lc-rs (another provider may be passed to the
+//! builders, but `ring` is never pulled in).
+//!
+//! ## Dependencies
+//!
+//! - `rustls` — the TLS implementation whose configs we build.
+//! - `rustls-pki-types` — DER/PEM certificate and key types (PEM parsing via `PemObject`).
+//! - `rustls-webpki` — chain building, validity and CRL checks (the same code rustls uses).
+//! - `x509-parser` — reading SANs, basic constraints and key usage that webpki does not expose.
+//! - `spiffe` — `SpiffeId` / `TrustDomain` parsing (no Workload API features enabled).
+//! - `arc-swap` — lock-free reads of the current identity/bundle on every handshake.
+//! - `tokio` (`sync` only) — `watch` channels that announce rotations to subscribers.
+//! - `regex` — Envoy `safe_regex` matchers.
+//! - `serde` — loading SAN matchers from Envoy-shaped YAML/JSON.
+//! - `thiserror` — the [`Error`] enum; `time` — RFC 3339 times in messages;
+//!   `tracing` — logs.
+#![forbid(unsafe_code)]
+
+mod authorizer;
+mod cert;
+mod client;
+mod error;
+mod files;
+mod identity;
+mod peer;
+mod san;
+mod server;
+mod source;
+mod string_matcher;
+mod trust;
+mod verify;
+
+pub use authorizer::{Authorize, Authorizer};
+pub use client::ClientConfigBuilder;
+pub use error::{Error, Result};
+pub use files::{FileIdentitySource, FileTrustSource};
+pub use identity::Identity;
+pub use peer::PeerIdentity;
+pub use san::{SanMatcher, SanType, SubjectAltName};
+pub use server::ServerConfigBuilder;
+pub use source::{IdentityHandle, IdentitySource, TrustHandle, TrustSource};
+pub use string_matcher::StringMatcher;
+pub use trust::TrustBundle;
+
+/// Re-exported so callers can name SPIFFE IDs without another dependency line.
+pub use spiffe::{SpiffeId, TrustDomain};

@@ -1,0 +1,218 @@
+//! [`ClientConfigBuilder`]: a `rustls::ClientConfig` that presents the current identity
+//! and authorizes the server by policy.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme, SupportedProtocolVersion};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::authorizer::Authorizer;
+use crate::error::{Error, Result};
+use crate::san::SanMatcher;
+use crate::source::{IdentitySource, TrustSource};
+use crate::verify::{PeerVerifier, Policy, Side};
+
+/// Builds a `rustls::ClientConfig` for mTLS.
+///
+/// Defaults: presents the identity, TLS 1.3 only, ALPN `h2`, aws-lc-rs. The server is
+/// verified against `trust`; then:
+/// - with a policy ([`authorize`](Self::authorize) and/or [`match_sans`](Self::match_sans))
+///   the **policy alone** decides who the server is — the dialed name is not checked, so
+///   dialing `127.0.0.1` or `localhost` works with URI-only SVIDs;
+/// - without a policy, the certificate must be valid for the dialed name (usual HTTPS rule).
+///
+/// ```
+/// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+/// # let svid = ca.issue(&mtls_certs::LeafParams::svid(mtls_certs::SpiffeId::new("spiffe://example.org/web")?))?;
+/// use std::sync::Arc;
+/// use mtls_core::{Authorize, ClientConfigBuilder, Identity, TrustBundle};
+///
+/// let identity = Arc::new(Identity::from_pem(svid.chain_pem(), svid.key_pem())?);
+/// let trust = Arc::new(TrustBundle::spiffe().with_domain_pem("example.org".parse()?, ca.cert_pem())?);
+/// let config: rustls::ClientConfig = ClientConfigBuilder::new(identity, trust)
+///     .authorize(Authorize::exact("spiffe://example.org/api".parse()?))
+///     .build()?;
+/// // connect with tokio_rustls::TlsConnector::from(Arc::new(config)) to ServerName "127.0.0.1"
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ClientConfigBuilder {
+    identity: Option<Arc<dyn IdentitySource>>,
+    trust: Arc<dyn TrustSource>,
+    policy: Policy,
+    tls12: bool,
+    alpn: Vec<Vec<u8>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientConfigBuilder {
+    /// Starts a builder presenting `identity` and verifying servers against `trust`.
+    pub fn new(identity: impl IdentitySource, trust: impl TrustSource) -> Self {
+        Self {
+            identity: Some(Arc::new(identity)),
+            ..Self::without_identity(trust)
+        }
+    }
+
+    /// A client that presents no certificate (e.g. talking to a permissive server, or
+    /// one-way TLS with a SPIFFE-authorized server).
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+    /// let trust = std::sync::Arc::new(mtls_core::TrustBundle::from_pem(ca.cert_pem())?);
+    /// let config = mtls_core::ClientConfigBuilder::without_identity(trust).build()?;
+    /// assert!(!config.client_auth_cert_resolver.has_certs());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn without_identity(trust: impl TrustSource) -> Self {
+        Self {
+            identity: None,
+            trust: Arc::new(trust),
+            policy: Policy::default(),
+            tls12: false,
+            alpn: vec![b"h2".to_vec()],
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        }
+    }
+
+    /// Accept only servers whose SPIFFE ID `authorizer` allows (implies the X509-SVID rules).
+    pub fn authorize(mut self, authorizer: impl Authorizer) -> Self {
+        self.policy.authorizer = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// Accept only servers with a SAN that one of `matchers` accepts (Envoy's
+    /// `match_typed_subject_alt_names` on an `UpstreamTlsContext`).
+    pub fn match_sans(mut self, matchers: impl IntoIterator<Item = SanMatcher>) -> Self {
+        self.policy.sans.extend(matchers);
+        self
+    }
+
+    /// Also offer TLS 1.2 (TLS 1.3 only by default).
+    pub fn allow_tls12(mut self) -> Self {
+        self.tls12 = true;
+        self
+    }
+
+    /// Replaces the ALPN protocols (`h2` by default; empty to disable ALPN).
+    pub fn alpn_protocols(
+        mut self,
+        protocols: impl IntoIterator<Item = impl Into<Vec<u8>>>,
+    ) -> Self {
+        self.alpn = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Uses another crypto provider (e.g. aws-lc-rs in FIPS mode).
+    pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
+        self.provider = provider;
+        self
+    }
+
+    /// Builds the config.
+    pub fn build(self) -> Result<rustls::ClientConfig> {
+        let verifier = ServerVerifier(PeerVerifier::new(
+            Side::Client,
+            self.trust,
+            self.policy,
+            &self.provider,
+        ));
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_protocol_versions(versions(self.tls12))
+            .map_err(|e| Error::InvalidConfig {
+                reason: e.to_string(),
+            })?
+            .dangerous() // our verifier replaces webpki's; see ServerVerifier
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut config = match self.identity {
+            Some(identity) => {
+                builder.with_client_cert_resolver(Arc::new(ClientIdentityResolver(identity)))
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = self.alpn;
+        Ok(config)
+    }
+}
+
+impl fmt::Debug for ClientConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfigBuilder")
+            .field("identity", &self.identity)
+            .field("trust", &self.trust)
+            .field("policy", &self.policy)
+            .field("tls12", &self.tls12)
+            .finish_non_exhaustive()
+    }
+}
+
+static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+static TLS13_AND_12: &[&SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+pub(crate) fn versions(tls12: bool) -> &'static [&'static SupportedProtocolVersion] {
+    if tls12 { TLS13_AND_12 } else { TLS13_ONLY }
+}
+
+#[derive(Debug)]
+struct ClientIdentityResolver(Arc<dyn IdentitySource>);
+
+impl ResolvesClientCert for ClientIdentityResolver {
+    fn resolve(
+        &self,
+        _root_hints: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(self.0.current().certified_key()))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Replaces rustls' WebPkiServerVerifier: same chain validation, but the dialed name is
+/// checked only when no policy is configured (see [`ClientConfigBuilder`]).
+#[derive(Debug)]
+struct ServerVerifier(PeerVerifier);
+
+impl ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        self.0
+            .verify(end_entity, intermediates, Some(server_name), now)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,201 @@
+//! [`ServerConfigBuilder`]: a `rustls::ServerConfig` that requires and verifies client
+//! certificates and presents the current identity.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+use crate::authorizer::Authorizer;
+use crate::error::{Error, Result};
+use crate::san::SanMatcher;
+use crate::source::{IdentitySource, TrustSource};
+use crate::verify::{PeerVerifier, Policy, Side};
+
+/// Builds a `rustls::ServerConfig` for mTLS.
+///
+/// Defaults: client certificate **required**, TLS 1.3 only, ALPN `h2`, aws-lc-rs.
+/// Without a policy, any client whose chain verifies is accepted (SPIFFE bundle sets still
+/// enforce the X509-SVID rules); add [`authorize`](Self::authorize) and/or
+/// [`match_sans`](Self::match_sans) to say who.
+///
+/// ```
+/// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+/// # let svid = ca.issue(&mtls_certs::LeafParams::svid(mtls_certs::SpiffeId::new("spiffe://example.org/api")?))?;
+/// use std::sync::Arc;
+/// use mtls_core::{Authorize, Identity, IdentityHandle, ServerConfigBuilder, TrustBundle};
+///
+/// let identity = IdentityHandle::new(Identity::from_pem(svid.chain_pem(), svid.key_pem())?);
+/// let trust = Arc::new(TrustBundle::spiffe().with_domain_pem("example.org".parse()?, ca.cert_pem())?);
+/// let config: rustls::ServerConfig = ServerConfigBuilder::new(identity.clone(), trust)
+///     .authorize(Authorize::member_of("example.org".parse()?).and(Authorize::path_prefix("/ns/prod")))
+///     .build()?;
+/// assert_eq!(config.alpn_protocols, [b"h2".to_vec()]);
+/// // later: identity.rotate(new_identity) — no restart needed
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ServerConfigBuilder {
+    identity: Arc<dyn IdentitySource>,
+    trust: Arc<dyn TrustSource>,
+    policy: Policy,
+    permissive: bool,
+    tls12: bool,
+    alpn: Vec<Vec<u8>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerConfigBuilder {
+    /// Starts a builder presenting `identity` and verifying clients against `trust`.
+    pub fn new(identity: impl IdentitySource, trust: impl TrustSource) -> Self {
+        Self {
+            identity: Arc::new(identity),
+            trust: Arc::new(trust),
+            policy: Policy::default(),
+            permissive: false,
+            tls12: false,
+            alpn: vec![b"h2".to_vec()],
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        }
+    }
+
+    /// Accept only clients whose SPIFFE ID `authorizer` allows (implies the X509-SVID rules).
+    pub fn authorize(mut self, authorizer: impl Authorizer) -> Self {
+        self.policy.authorizer = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// Accept only clients with a SAN that one of `matchers` accepts (Envoy's
+    /// `match_typed_subject_alt_names`). With [`authorize`](Self::authorize) too, both must pass.
+    pub fn match_sans(mut self, matchers: impl IntoIterator<Item = SanMatcher>) -> Self {
+        self.policy.sans.extend(matchers);
+        self
+    }
+
+    /// **Permissive mode** (Istio `PERMISSIVE`): clients without a certificate are let in
+    /// and show up as [`PeerIdentity::is_authenticated`](crate::PeerIdentity::is_authenticated)
+    /// `== false`. A client that *does* present a certificate must still pass verification.
+    pub fn allow_unauthenticated(mut self) -> Self {
+        self.permissive = true;
+        self
+    }
+
+    /// Also offer TLS 1.2 (TLS 1.3 only by default).
+    pub fn allow_tls12(mut self) -> Self {
+        self.tls12 = true;
+        self
+    }
+
+    /// Replaces the ALPN protocols (`h2` by default; empty to disable ALPN).
+    pub fn alpn_protocols(
+        mut self,
+        protocols: impl IntoIterator<Item = impl Into<Vec<u8>>>,
+    ) -> Self {
+        self.alpn = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Uses another crypto provider (e.g. aws-lc-rs in FIPS mode).
+    pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
+        self.provider = provider;
+        self
+    }
+
+    /// Builds the config.
+    pub fn build(self) -> Result<rustls::ServerConfig> {
+        let verifier = ClientVerifier {
+            inner: PeerVerifier::new(Side::Server, self.trust, self.policy, &self.provider),
+            permissive: self.permissive,
+        };
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_protocol_versions(crate::client::versions(self.tls12))
+            .map_err(|e| Error::InvalidConfig {
+                reason: e.to_string(),
+            })?
+            .with_client_cert_verifier(Arc::new(verifier))
+            .with_cert_resolver(Arc::new(IdentityResolver(self.identity)));
+        config.alpn_protocols = self.alpn;
+        Ok(config)
+    }
+}
+
+impl fmt::Debug for ServerConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfigBuilder")
+            .field("identity", &self.identity)
+            .field("trust", &self.trust)
+            .field("policy", &self.policy)
+            .field("permissive", &self.permissive)
+            .field("tls12", &self.tls12)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Presents the identity source's current certificate on every handshake.
+#[derive(Debug)]
+pub(crate) struct IdentityResolver(pub(crate) Arc<dyn IdentitySource>);
+
+impl ResolvesServerCert for IdentityResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(self.0.current().certified_key()))
+    }
+}
+
+#[derive(Debug)]
+struct ClientVerifier {
+    inner: PeerVerifier,
+    permissive: bool,
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        !self.permissive
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No CA hints: with SPIFFE bundles the roots change with the peer's trust domain,
+        // and clients (rustls, openssl, Go) send their certificate without them.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        self.inner.verify(end_entity, intermediates, None, now)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

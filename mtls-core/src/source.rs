@@ -1,0 +1,239 @@
+//! Where identities and trust bundles come from, and how they rotate.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::identity::Identity;
+use crate::trust::TrustBundle;
+
+/// Supplies our current [`Identity`]. Certificate resolvers call [`current`] on every
+/// handshake, so a source that changes its answer rotates the identity with no restart.
+///
+/// Implementations: `Arc<Identity>` (static), [`IdentityHandle`] (in memory, `rotate`),
+/// [`FileIdentitySource`](crate::FileIdentitySource) (watched PEM files). A SPIFFE
+/// Workload API source implements the same trait (typically by feeding an
+/// [`IdentityHandle`]).
+///
+/// [`current`]: IdentitySource::current
+///
+/// ```
+/// use std::sync::Arc;
+/// use mtls_core::{Identity, IdentitySource};
+/// fn serial_of(source: &dyn IdentitySource) -> String {
+///     source.current().serial_hex()
+/// }
+/// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+/// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["localhost"]))?;
+/// let fixed: Arc<Identity> = Arc::new(Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?);
+/// assert!(!serial_of(&fixed).is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait IdentitySource: Send + Sync + fmt::Debug + 'static {
+    /// The identity to present now. Must be cheap: it runs on every handshake.
+    fn current(&self) -> Arc<Identity>;
+
+    /// A receiver that sees every new identity, or `None` if this source never changes.
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<Identity>>> {
+        None
+    }
+}
+
+/// Supplies the current [`TrustBundle`]; verifiers call [`current`] on every handshake.
+///
+/// Implementations: `Arc<TrustBundle>` (static), [`TrustHandle`] (in memory, `rotate`),
+/// [`FileTrustSource`](crate::FileTrustSource) (watched PEM files).
+///
+/// [`current`]: TrustSource::current
+///
+/// ```
+/// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+/// use mtls_core::{TrustBundle, TrustSource};
+/// let fixed = std::sync::Arc::new(TrustBundle::from_pem(ca.cert_pem())?);
+/// assert!(fixed.subscribe().is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait TrustSource: Send + Sync + fmt::Debug + 'static {
+    /// The bundle to verify peers against now. Must be cheap.
+    fn current(&self) -> Arc<TrustBundle>;
+
+    /// A receiver that sees every new bundle, or `None` if this source never changes.
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<TrustBundle>>> {
+        None
+    }
+}
+
+impl IdentitySource for Arc<Identity> {
+    fn current(&self) -> Arc<Identity> {
+        Arc::clone(self)
+    }
+}
+
+impl IdentitySource for Arc<dyn IdentitySource> {
+    fn current(&self) -> Arc<Identity> {
+        (**self).current()
+    }
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<Identity>>> {
+        (**self).subscribe()
+    }
+}
+
+impl TrustSource for Arc<TrustBundle> {
+    fn current(&self) -> Arc<TrustBundle> {
+        Arc::clone(self)
+    }
+}
+
+impl TrustSource for Arc<dyn TrustSource> {
+    fn current(&self) -> Arc<TrustBundle> {
+        (**self).current()
+    }
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<TrustBundle>>> {
+        (**self).subscribe()
+    }
+}
+
+/// A value readers load lock-free on the hot path, plus a change channel.
+pub(crate) struct Cell<T> {
+    current: ArcSwap<T>,
+    changes: watch::Sender<Arc<T>>,
+}
+
+impl<T> Cell<T> {
+    pub(crate) fn new(value: T) -> Self {
+        let value = Arc::new(value);
+        Self {
+            current: ArcSwap::new(Arc::clone(&value)),
+            changes: watch::Sender::new(value),
+        }
+    }
+
+    pub(crate) fn load(&self) -> Arc<T> {
+        self.current.load_full()
+    }
+
+    pub(crate) fn store(&self, value: T) {
+        let value = Arc::new(value);
+        self.current.store(Arc::clone(&value));
+        self.changes.send_replace(value);
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<T>> {
+        self.changes.subscribe()
+    }
+}
+
+/// An in-memory identity you can [`rotate`](IdentityHandle::rotate). Clones share it.
+///
+/// ```
+/// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+/// # let (a, b) = (ca.issue(&mtls_certs::LeafParams::server(["x"]))?, ca.issue(&mtls_certs::LeafParams::server(["x"]))?);
+/// use mtls_core::{Identity, IdentityHandle, IdentitySource};
+/// let handle = IdentityHandle::new(Identity::from_pem(a.chain_pem(), a.key_pem())?);
+/// let mut changes = handle.subscribe().expect("handles notify");
+/// let new = Identity::from_pem(b.chain_pem(), b.key_pem())?;
+/// let new_serial = new.serial_hex();
+/// handle.rotate(new);
+/// assert_eq!(handle.current().serial_hex(), new_serial);
+/// assert!(changes.has_changed()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct IdentityHandle {
+    cell: Arc<Cell<Identity>>,
+}
+
+impl IdentityHandle {
+    /// A handle that starts with `identity`.
+    pub fn new(identity: Identity) -> Self {
+        Self {
+            cell: Arc::new(Cell::new(identity)),
+        }
+    }
+
+    /// Replaces the identity; handshakes that start after this use the new one.
+    pub fn rotate(&self, identity: Identity) {
+        tracing::info!(serial = %identity.serial_hex(), subject = %identity.subject(), "identity rotated");
+        self.cell.store(identity);
+    }
+}
+
+impl IdentitySource for IdentityHandle {
+    fn current(&self) -> Arc<Identity> {
+        self.cell.load()
+    }
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<Identity>>> {
+        Some(self.cell.subscribe())
+    }
+}
+
+impl From<Identity> for IdentityHandle {
+    fn from(identity: Identity) -> Self {
+        Self::new(identity)
+    }
+}
+
+impl fmt::Debug for IdentityHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("IdentityHandle")
+            .field(&self.cell.load())
+            .finish()
+    }
+}
+
+/// An in-memory trust bundle you can [`rotate`](TrustHandle::rotate). Clones share it.
+///
+/// ```
+/// # let a = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("A"))?;
+/// # let b = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("B"))?;
+/// use mtls_core::{TrustBundle, TrustHandle, TrustSource};
+/// let trust = TrustHandle::new(TrustBundle::from_pem(a.cert_pem())?);
+/// // during a CA rollover, trust both for a while:
+/// trust.rotate(TrustBundle::from_pem(a.cert_pem() + &b.cert_pem())?);
+/// assert_eq!(trust.current().roots(None).len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct TrustHandle {
+    cell: Arc<Cell<TrustBundle>>,
+}
+
+impl TrustHandle {
+    /// A handle that starts with `bundle`.
+    pub fn new(bundle: TrustBundle) -> Self {
+        Self {
+            cell: Arc::new(Cell::new(bundle)),
+        }
+    }
+
+    /// Replaces the bundle; handshakes that start after this verify against the new one.
+    pub fn rotate(&self, bundle: TrustBundle) {
+        tracing::info!(bundle = ?bundle, "trust bundle rotated");
+        self.cell.store(bundle);
+    }
+}
+
+impl TrustSource for TrustHandle {
+    fn current(&self) -> Arc<TrustBundle> {
+        self.cell.load()
+    }
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<TrustBundle>>> {
+        Some(self.cell.subscribe())
+    }
+}
+
+impl From<TrustBundle> for TrustHandle {
+    fn from(bundle: TrustBundle) -> Self {
+        Self::new(bundle)
+    }
+}
+
+impl fmt::Debug for TrustHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TrustHandle")
+            .field(&self.cell.load())
+            .finish()
+    }
+}

@@ -1,0 +1,263 @@
+//! The verification pipeline shared by the server's client-cert verifier and the client's
+//! server-cert verifier: leaf facts -> X509-SVID rules -> roots of the right trust domain
+//! -> webpki chain (+CRLs) -> policy.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use webpki::{EndEntityCert, KeyUsage, RevocationOptionsBuilder, UnknownStatusPolicy};
+
+use crate::authorizer::Authorizer;
+use crate::cert::{LeafInfo, rfc3339, sans_text, serial_hex};
+use crate::error::{Error, Result};
+use crate::san::SanMatcher;
+use crate::source::TrustSource;
+use crate::trust::RootsFor;
+
+/// Who the policy applies to (for log lines and EKU).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    /// We are the server verifying a client certificate.
+    Server,
+    /// We are the client verifying a server certificate.
+    Client,
+}
+
+/// Policy beyond "chains to a trusted root": a SPIFFE authorizer and/or SAN matchers.
+#[derive(Clone, Default)]
+pub(crate) struct Policy {
+    pub(crate) authorizer: Option<Arc<dyn Authorizer>>,
+    pub(crate) sans: Vec<SanMatcher>,
+}
+
+impl Policy {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.authorizer.is_none() && self.sans.is_empty()
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field(
+                "authorizer",
+                &self.authorizer.as_ref().map(|a| a.describe()),
+            )
+            .field(
+                "sans",
+                &self
+                    .sans
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+pub(crate) struct PeerVerifier {
+    pub(crate) side: Side,
+    pub(crate) trust: Arc<dyn TrustSource>,
+    pub(crate) policy: Policy,
+    pub(crate) algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PeerVerifier {
+    pub(crate) fn new(
+        side: Side,
+        trust: Arc<dyn TrustSource>,
+        policy: Policy,
+        provider: &CryptoProvider,
+    ) -> Self {
+        Self {
+            side,
+            trust,
+            policy,
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+
+    /// Verifies and logs a rejection at `warn`.
+    pub(crate) fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: Option<&ServerName<'_>>,
+        now: UnixTime,
+    ) -> std::result::Result<(), rustls::Error> {
+        self.check(end_entity, intermediates, server_name, now)
+            .map_err(|err| {
+                let side = match self.side {
+                    Side::Server => "client",
+                    Side::Client => "server",
+                };
+                tracing::warn!(peer = side, reason = %err, "rejected peer certificate");
+                rustls::Error::from(err)
+            })
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: Option<&ServerName<'_>>,
+        now: UnixTime,
+    ) -> Result<()> {
+        let trust = self.trust.current();
+        let leaf = LeafInfo::parse(end_entity)?;
+        if leaf.is_ca {
+            return Err(Error::CaCertificateAsLeaf {
+                subject: leaf.subject.clone(),
+            });
+        }
+        // X509-SVID rules apply whenever SPIFFE identity matters: a SPIFFE bundle set
+        // (roots are chosen by trust domain) or a SPIFFE authorizer.
+        let spiffe_id = if trust.is_spiffe() || self.policy.authorizer.is_some() {
+            Some(leaf.svid_id()?)
+        } else {
+            None
+        };
+        let (anchors, trusted) =
+            match trust.roots_for(spiffe_id.as_ref().map(|id| id.trust_domain())) {
+                RootsFor::Found(anchors, trusted) => (anchors, trusted),
+                RootsFor::UnknownDomain(known) => {
+                    let (presented, trust_domain) = spiffe_id
+                        .as_ref()
+                        .map(|id| (id.to_string(), id.trust_domain().to_string()))
+                        .unwrap_or_default();
+                    return Err(Error::UnknownTrustDomain {
+                        presented,
+                        trust_domain,
+                        known,
+                    });
+                }
+            };
+
+        let cert =
+            EndEntityCert::try_from(end_entity).map_err(|e| Error::MalformedCertificate {
+                reason: format!("{}: {e}", leaf.display_name()),
+            })?;
+        let crl_refs: Vec<&webpki::CertRevocationList<'_>> =
+            trust.crls().iter().map(|c| &**c).collect();
+        let revocation = match RevocationOptionsBuilder::new(&crl_refs) {
+            // Only certificates whose issuer published a CRL here are checked; the rest
+            // are not "unknown" failures (rustls' default would deny them).
+            Ok(b) => Some(b.with_status_policy(UnknownStatusPolicy::Allow).build()),
+            Err(_) => None, // no CRLs configured
+        };
+        let usage = match self.side {
+            Side::Server => KeyUsage::client_auth(),
+            Side::Client => KeyUsage::server_auth(),
+        };
+        cert.verify_for_usage(
+            self.algorithms.all,
+            &anchors.anchors,
+            intermediates,
+            now,
+            usage,
+            revocation,
+            None,
+        )
+        .map_err(|e| chain_error(e, &leaf, trusted, now))?;
+
+        if let (Some(authorizer), Some(id)) = (&self.policy.authorizer, &spiffe_id)
+            && !authorizer.authorize(id)
+        {
+            return Err(Error::Unauthorized {
+                presented: id.to_string(),
+                expected: authorizer.describe(),
+            });
+        }
+        if !self.policy.sans.is_empty() && !SanMatcher::matches_any(&self.policy.sans, &leaf.sans) {
+            return Err(Error::SanMismatch {
+                presented: sans_text(&leaf.sans),
+                expected: self
+                    .policy
+                    .sans
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        // A client with no policy falls back to the usual check of the dialed name. With
+        // a policy, the policy *is* the server's identity check, so dialing an IP or
+        // `localhost` works against URI-only SVIDs.
+        if let (Side::Client, true, Some(name)) = (self.side, self.policy.is_empty(), server_name) {
+            cert.verify_is_valid_for_subject_name(name)
+                .map_err(|_| Error::NameMismatch {
+                    presented: sans_text(&leaf.sans),
+                    expected: name.to_str().into_owned(),
+                })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    pub(crate) fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    pub(crate) fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl fmt::Debug for PeerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerVerifier")
+            .field("side", &self.side)
+            .field("trust", &self.trust)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+fn chain_error(err: webpki::Error, leaf: &LeafInfo, trusted: String, now: UnixTime) -> Error {
+    let subject = leaf.display_name();
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+    match err {
+        webpki::Error::CertExpired { .. } => Error::Expired {
+            subject,
+            not_after: rfc3339(leaf.not_after),
+            now: rfc3339(now),
+        },
+        webpki::Error::CertNotValidYet { .. } => Error::NotYetValid {
+            subject,
+            not_before: rfc3339(leaf.not_before),
+            now: rfc3339(now),
+        },
+        webpki::Error::UnknownIssuer => Error::UnknownIssuer {
+            subject,
+            issuer: leaf.issuer.clone(),
+            trusted,
+        },
+        webpki::Error::CertRevoked => Error::Revoked {
+            subject,
+            serial: serial_hex(&leaf.serial),
+        },
+        webpki::Error::CaUsedAsEndEntity => Error::CaCertificateAsLeaf { subject },
+        other => Error::Chain {
+            subject,
+            reason: format!("{other:?}"),
+        },
+    }
+}
