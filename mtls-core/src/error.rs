@@ -286,7 +286,7 @@ impl Error {
 }
 
 impl From<Error> for rustls::Error {
-    /// Wraps a peer rejection so that rustls sends a `bad_certificate` alert while the
+    /// Wraps a peer rejection so that rustls sends a `certificate_unknown` alert while the
     /// detailed reason stays reachable through [`Error::from_rustls`].
     fn from(err: Error) -> Self {
         rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(

@@ -78,7 +78,7 @@
 //!
 //! A rejected peer yields an [`Error`] naming what was presented and expected, logged with
 //! `tracing` at `warn`. rustls sees it as `InvalidCertificate(CertificateError::Other(..))`
-//! (the peer gets a `bad_certificate` alert); recover it with [`Error::from_rustls`] or
+//! (the peer gets a `certificate_unknown` alert); recover it with [`Error::from_rustls`] or
 //! [`Error::from_io`] from a tokio-rustls handshake error.
 //!
 //! ## Features
