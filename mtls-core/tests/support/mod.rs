@@ -283,5 +283,11 @@ pub fn example_bin(name: &str) -> std::path::PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    dir.join("examples").join(name)
+    let bin = dir.join("examples").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test -p mtls-core` (which builds the examples) or `cargo build -p mtls-core --examples` first",
+        bin.display()
+    );
+    bin
 }
