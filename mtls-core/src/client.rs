@@ -19,7 +19,8 @@ use crate::verify::{PeerVerifier, Policy, Side};
 
 /// Builds a `rustls::ClientConfig` for mTLS.
 ///
-/// Defaults: presents the identity, TLS 1.3 only, ALPN `h2`, aws-lc-rs. The server is
+/// Defaults: presents the identity, TLS 1.3 only, ALPN `h2`, no session resumption,
+/// aws-lc-rs. The server is
 /// verified against `trust`; then:
 /// - with a policy ([`authorize`](Self::authorize) and/or [`match_sans`](Self::match_sans))
 ///   the **policy alone** decides who the server is — the dialed name is not checked, so
@@ -45,6 +46,7 @@ pub struct ClientConfigBuilder {
     trust: Arc<dyn TrustSource>,
     policy: Policy,
     tls12: bool,
+    resumption: bool,
     alpn: Vec<Vec<u8>>,
     provider: Arc<CryptoProvider>,
 }
@@ -74,6 +76,7 @@ impl ClientConfigBuilder {
             trust: Arc::new(trust),
             policy: Policy::default(),
             tls12: false,
+            resumption: false,
             alpn: vec![b"h2".to_vec()],
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         }
@@ -95,6 +98,14 @@ impl ClientConfigBuilder {
     /// Also offer TLS 1.2 (TLS 1.3 only by default).
     pub fn allow_tls12(mut self) -> Self {
         self.tls12 = true;
+        self
+    }
+
+    /// Allows TLS session resumption (off by default). A resumed session is not
+    /// re-verified, so it does not see a rotated trust bundle or a new server identity
+    /// until the ticket expires; see [`ServerConfigBuilder::enable_resumption`](crate::ServerConfigBuilder::enable_resumption).
+    pub fn enable_resumption(mut self) -> Self {
+        self.resumption = true;
         self
     }
 
@@ -135,6 +146,9 @@ impl ClientConfigBuilder {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn;
+        if !self.resumption {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
         Ok(config)
     }
 }
@@ -146,6 +160,7 @@ impl fmt::Debug for ClientConfigBuilder {
             .field("trust", &self.trust)
             .field("policy", &self.policy)
             .field("tls12", &self.tls12)
+            .field("resumption", &self.resumption)
             .finish_non_exhaustive()
     }
 }

@@ -20,7 +20,8 @@ use crate::verify::{PeerVerifier, Policy, Side};
 
 /// Builds a `rustls::ServerConfig` for mTLS.
 ///
-/// Defaults: client certificate **required**, TLS 1.3 only, ALPN `h2`, aws-lc-rs.
+/// Defaults: client certificate **required**, TLS 1.3 only, ALPN `h2`, no session
+/// resumption (every connection is verified against the current trust and policy), aws-lc-rs.
 /// Without a policy, any client whose chain verifies is accepted (SPIFFE bundle sets still
 /// enforce the X509-SVID rules); add [`authorize`](Self::authorize) and/or
 /// [`match_sans`](Self::match_sans) to say who.
@@ -46,6 +47,7 @@ pub struct ServerConfigBuilder {
     policy: Policy,
     permissive: bool,
     tls12: bool,
+    resumption: bool,
     alpn: Vec<Vec<u8>>,
     provider: Arc<CryptoProvider>,
 }
@@ -59,6 +61,7 @@ impl ServerConfigBuilder {
             policy: Policy::default(),
             permissive: false,
             tls12: false,
+            resumption: false,
             alpn: vec![b"h2".to_vec()],
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         }
@@ -91,6 +94,18 @@ impl ServerConfigBuilder {
         self
     }
 
+    /// Allows TLS session resumption (off by default).
+    ///
+    /// A resumed session skips certificate verification: the client is admitted on the
+    /// strength of its *earlier* handshake, so a trust-bundle rotation, a new CRL or a
+    /// tightened policy does not apply to it until the ticket expires. mTLS connections
+    /// (gRPC in particular) are long-lived, so full handshakes cost little; turn this on
+    /// only when connection churn is high and that window is acceptable.
+    pub fn enable_resumption(mut self) -> Self {
+        self.resumption = true;
+        self
+    }
+
     /// Replaces the ALPN protocols (`h2` by default; empty to disable ALPN).
     pub fn alpn_protocols(
         mut self,
@@ -120,6 +135,10 @@ impl ServerConfigBuilder {
             .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(Arc::new(IdentityResolver(self.identity)));
         config.alpn_protocols = self.alpn;
+        if !self.resumption {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
         Ok(config)
     }
 }
@@ -132,6 +151,7 @@ impl fmt::Debug for ServerConfigBuilder {
             .field("policy", &self.policy)
             .field("permissive", &self.permissive)
             .field("tls12", &self.tls12)
+            .field("resumption", &self.resumption)
             .finish_non_exhaustive()
     }
 }
