@@ -85,8 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let work = async {
         let tcp = tokio::net::TcpStream::connect(args.connect).await?;
         let mut tls = connector.connect(server_name, tcp).await?;
-        let peer =
-            PeerIdentity::from_connection(&tls.get_ref().1).map_err(std::io::Error::other)?;
+        let peer = PeerIdentity::from_connection(tls.get_ref().1).map_err(std::io::Error::other)?;
         println!("connected to {peer}");
         tls.write_all(format!("{}\n", args.message).as_bytes())
             .await?;

@@ -101,7 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     return;
                 }
             };
-            match PeerIdentity::from_connection(&tls.get_ref().1) {
+            match PeerIdentity::from_connection(tls.get_ref().1) {
                 Ok(peer) => println!("accepted {addr} {peer}"),
                 Err(err) => println!("accepted {addr} (unreadable peer certificate: {err})"),
             }

@@ -43,7 +43,7 @@
 //!     .authorize(Authorize::exact("spiffe://example.org/ns/prod/sa/api".parse()?))
 //!     .build()?;
 //!
-//! // After the handshake (tokio-rustls): mtls_core::PeerIdentity::from_connection(&stream.get_ref().1)?
+//! // After the handshake (tokio-rustls): mtls_core::PeerIdentity::from_connection(stream.get_ref().1)?
 //! // Rotation: server_identity.rotate(new_identity) — new handshakes use it at once.
 //! # Ok(()) }
 //! ```

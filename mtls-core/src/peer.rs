@@ -21,7 +21,7 @@ use crate::san::SubjectAltName;
 /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
 /// # let svid = ca.issue(&mtls_certs::LeafParams::svid(mtls_certs::SpiffeId::new("spiffe://example.org/web")?))?;
 /// use mtls_core::PeerIdentity;
-/// // in a server: PeerIdentity::from_connection(&tls_stream.get_ref().1)?
+/// // in a server: PeerIdentity::from_connection(tls_stream.get_ref().1)?
 /// let peer = PeerIdentity::from_chain(&svid.cert_chain())?;
 /// assert!(peer.is_authenticated());
 /// assert_eq!(peer.spiffe_id().map(|id| id.to_string()).as_deref(), Some("spiffe://example.org/web"));

@@ -174,15 +174,17 @@ async fn identity_then_trust_bundle_rotate_under_load_with_zero_failures() {
             .unwrap();
     }
 
-    let all = log.lock().unwrap();
-    let failures: Vec<_> = all.iter().filter_map(|r| r.result.as_ref().err()).collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} handshakes failed: {failures:?}",
-        failures.len(),
-        all.len()
-    );
-    assert!(all.len() >= 170, "only {} handshakes", all.len());
+    {
+        let all = log.lock().unwrap();
+        let failures: Vec<_> = all.iter().filter_map(|r| r.result.as_ref().err()).collect();
+        assert!(
+            failures.is_empty(),
+            "{} of {} handshakes failed: {failures:?}",
+            failures.len(),
+            all.len()
+        );
+        assert!(all.len() >= 170, "only {} handshakes", all.len());
+    }
 
     // The new trust bundle really is in force: an identity from the old root is refused now.
     let old_client = ClientConfigBuilder::new(

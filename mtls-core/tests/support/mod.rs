@@ -183,7 +183,7 @@ pub async fn handshake(
     let server_task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await?;
         let mut tls = acceptor.accept(tcp).await?;
-        let peer = PeerIdentity::from_connection(&tls.get_ref().1).map_err(io::Error::other)?;
+        let peer = PeerIdentity::from_connection(tls.get_ref().1).map_err(io::Error::other)?;
         tls.write_all(b"ok\n").await?;
         tls.flush().await?;
         let _ = tls.shutdown().await;
@@ -211,7 +211,7 @@ pub async fn connect(
     let work = async {
         let tcp = TcpStream::connect(addr).await?;
         let tls = connector.connect(name, tcp).await?;
-        let peer = PeerIdentity::from_connection(&tls.get_ref().1).map_err(io::Error::other)?;
+        let peer = PeerIdentity::from_connection(tls.get_ref().1).map_err(io::Error::other)?;
         let mut line = String::new();
         BufReader::new(tls).read_line(&mut line).await?;
         if line != "ok\n" {
