@@ -197,14 +197,6 @@ pub enum Error {
         /// What the authorizer accepts.
         expected: String,
     },
-    /// A SPIFFE authorizer is configured but the peer has no SPIFFE ID.
-    #[error("peer presented no SPIFFE ID (URI SANs {presented:?}); expected {expected}")]
-    NoSpiffeId {
-        /// The URI SANs presented.
-        presented: Vec<String>,
-        /// What the authorizer accepts.
-        expected: String,
-    },
     /// No SAN matcher accepted any of the peer's SANs.
     #[error("peer presented SANs [{presented}]; expected a SAN matching one of [{expected}]")]
     SanMismatch {

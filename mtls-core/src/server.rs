@@ -75,6 +75,17 @@ impl ServerConfigBuilder {
 
     /// Accept only clients with a SAN that one of `matchers` accepts (Envoy's
     /// `match_typed_subject_alt_names`). With [`authorize`](Self::authorize) too, both must pass.
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["api.internal"]))?;
+    /// # let identity = std::sync::Arc::new(mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?);
+    /// # let trust = std::sync::Arc::new(mtls_core::TrustBundle::from_pem(ca.cert_pem())?);
+    /// let envoy_block = r#"[{"san_type": "URI", "matcher": {"prefix": "spiffe://example.org/ns/prod/"}}]"#;
+    /// let matchers: Vec<mtls_core::SanMatcher> = serde_json::from_str(envoy_block)?;
+    /// let config = mtls_core::ServerConfigBuilder::new(identity, trust).match_sans(matchers).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn match_sans(mut self, matchers: impl IntoIterator<Item = SanMatcher>) -> Self {
         self.policy.sans.extend(matchers);
         self
@@ -83,6 +94,15 @@ impl ServerConfigBuilder {
     /// **Permissive mode** (Istio `PERMISSIVE`): clients without a certificate are let in
     /// and show up as [`PeerIdentity::is_authenticated`](crate::PeerIdentity::is_authenticated)
     /// `== false`. A client that *does* present a certificate must still pass verification.
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["api.internal"]))?;
+    /// # let identity = std::sync::Arc::new(mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?);
+    /// # let trust = std::sync::Arc::new(mtls_core::TrustBundle::from_pem(ca.cert_pem())?);
+    /// let config = mtls_core::ServerConfigBuilder::new(identity, trust).allow_unauthenticated().build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn allow_unauthenticated(mut self) -> Self {
         self.permissive = true;
         self
