@@ -1,0 +1,212 @@
+//! DNS-driven discovery: resolve, diff, insert/remove endpoints, schedule the next resolve.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use hickory_resolver::{
+    TokioResolver,
+    config::{LookupIpStrategy, NameServerConfig, ResolverConfig},
+    net::runtime::TokioRuntimeProvider,
+};
+use tokio::sync::mpsc::UnboundedSender;
+use tower::discover::Change;
+use tracing::{debug, info, warn};
+
+use super::{
+    Backoff, ResolutionState,
+    backoff::jittered,
+    ctx::Ctx,
+    endpoint::{self, Shared, Subchannel},
+};
+use crate::{Error, Result};
+
+/// Where and how to ask DNS.
+#[derive(Clone, Debug)]
+pub(crate) struct DnsSettings {
+    pub(crate) nameserver: Option<SocketAddr>,
+    pub(crate) timeout: Duration,
+    pub(crate) attempts: usize,
+    pub(crate) refresh_floor: Duration,
+    pub(crate) refresh_ceiling: Duration,
+    pub(crate) refresh_jitter: f64,
+    pub(crate) reresolve_min_interval: Duration,
+    pub(crate) failure_backoff: Backoff,
+}
+
+pub(crate) fn build_resolver(settings: &DnsSettings) -> Result<TokioResolver> {
+    let provider = TokioRuntimeProvider::default();
+    let mut builder = match settings.nameserver {
+        Some(addr) => {
+            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+            for connection in &mut server.connections {
+                connection.port = addr.port();
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![server]),
+                provider,
+            )
+        }
+        None => TokioResolver::builder(provider).map_err(|e| Error::Resolver(e.to_string()))?,
+    };
+    let options = builder.options_mut();
+    // We schedule re-resolution from the TTL ourselves; a cache would only hide changes.
+    options.cache_size = 0;
+    options.timeout = settings.timeout;
+    options.attempts = settings.attempts.max(1);
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    builder.build().map_err(|e| Error::Resolver(e.to_string()))
+}
+
+enum Lookup {
+    Found(Vec<IpAddr>, Duration),
+    NoRecords,
+    Failed(String),
+}
+
+async fn lookup(resolver: &TokioResolver, host: &str) -> Lookup {
+    // A trailing dot: the target is a full name, no search-list expansion.
+    let fqdn = format!("{host}.");
+    let name = if host.contains('.') {
+        fqdn.as_str()
+    } else {
+        host
+    };
+    match resolver.lookup_ip(name).await {
+        Ok(found) => {
+            let ttl = found
+                .valid_until()
+                .saturating_duration_since(Instant::now());
+            let mut ips: Vec<IpAddr> = found.iter().collect();
+            ips.sort();
+            ips.dedup();
+            if ips.is_empty() {
+                Lookup::NoRecords
+            } else {
+                Lookup::Found(ips, ttl)
+            }
+        }
+        Err(error) if error.is_no_records_found() || error.is_nx_domain() => Lookup::NoRecords,
+        Err(error) => Lookup::Failed(error.to_string()),
+    }
+}
+
+type Changes = UnboundedSender<Change<SocketAddr, Subchannel>>;
+
+/// Brings the endpoint set in line with `addrs`: new ones get a task and go to the balancer,
+/// vanished ones are drained.
+fn apply(
+    ctx: &Arc<Ctx>,
+    current: &mut HashMap<SocketAddr, Arc<Shared>>,
+    addrs: &[SocketAddr],
+    tx: &Changes,
+) {
+    let gone: Vec<SocketAddr> = current
+        .keys()
+        .filter(|a| !addrs.contains(a))
+        .copied()
+        .collect();
+    for addr in gone {
+        if let Some(shared) = current.remove(&addr) {
+            info!(target = %ctx.target, endpoint = %addr, "endpoint left DNS: draining");
+            shared.remove();
+            let _ = tx.send(Change::Remove(addr));
+        }
+    }
+    for &addr in addrs {
+        if current.contains_key(&addr) {
+            continue;
+        }
+        info!(target = %ctx.target, endpoint = %addr, "endpoint added");
+        let shared = Shared::new(addr, ctx);
+        ctx.register(shared.clone());
+        tokio::spawn(endpoint::run(ctx.clone(), shared.clone()));
+        let _ = tx.send(Change::Insert(addr, Subchannel::new(shared.clone())));
+        current.insert(addr, shared);
+    }
+}
+
+/// The discovery task. Ends when the balancer is gone (the change receiver dropped).
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    resolver: Option<TokioResolver>,
+    settings: DnsSettings,
+    tx: Changes,
+) {
+    let mut current = HashMap::new();
+    let port = ctx.target.port;
+    let resolver = match (ctx.target.ip, resolver) {
+        (None, Some(resolver)) => resolver,
+        (ip, _) => {
+            // An IP literal: one endpoint for good.
+            let addrs: Vec<SocketAddr> =
+                ip.map(|ip| SocketAddr::new(ip, port)).into_iter().collect();
+            apply(&ctx, &mut current, &addrs, &tx);
+            ctx.set_resolution(ResolutionState::Static);
+            tx.closed().await;
+            apply(&ctx, &mut current, &[], &tx);
+            return;
+        }
+    };
+    let mut failures = settings.failure_backoff.start();
+    loop {
+        let resolved_at = tokio::time::Instant::now();
+        let wait = match lookup(&resolver, &ctx.target.host).await {
+            Lookup::Found(ips, ttl) => {
+                failures.reset();
+                let addrs: Vec<SocketAddr> = ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect();
+                debug!(target = %ctx.target, ?addrs, ?ttl, "resolved");
+                apply(&ctx, &mut current, &addrs, &tx);
+                ctx.set_resolution(ResolutionState::Resolved {
+                    addresses: addrs.len(),
+                    ttl,
+                    at: SystemTime::now(),
+                });
+                jittered(
+                    ttl.clamp(settings.refresh_floor, settings.refresh_ceiling),
+                    settings.refresh_jitter,
+                )
+            }
+            Lookup::NoRecords => {
+                failures.reset();
+                if !current.is_empty() {
+                    warn!(target = %ctx.target, "DNS says the name has no records: removing all endpoints");
+                }
+                apply(&ctx, &mut current, &[], &tx);
+                ctx.set_resolution(ResolutionState::NoRecords {
+                    at: SystemTime::now(),
+                });
+                jittered(settings.refresh_floor, settings.refresh_jitter)
+            }
+            Lookup::Failed(error) => {
+                warn!(target = %ctx.target, %error, kept = current.len(), "DNS unreachable: keeping the last good endpoints");
+                ctx.set_resolution(ResolutionState::Unreachable {
+                    error,
+                    at: SystemTime::now(),
+                });
+                failures.next_delay().min(settings.refresh_ceiling)
+            }
+        };
+        let mut deadline = resolved_at + wait;
+        let earliest = resolved_at + settings.reresolve_min_interval;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break,
+                () = ctx.reresolve.notified() => {
+                    // A connection failed: resolve now, but not more often than the minimum interval.
+                    deadline = deadline.min(earliest);
+                }
+                () = tx.closed() => {
+                    apply(&ctx, &mut current, &[], &tx);
+                    return;
+                }
+            }
+        }
+    }
+}
