@@ -438,11 +438,12 @@ impl Future for ResponseFuture {
             return Poll::Ready(result);
         }
         if let Some(deadline) = self.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(Box::new(Status::deadline_exceeded(
-                    "deadline exceeded before a response",
-                ))));
-            }
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(Box::new(Status::deadline_exceeded(
+                "deadline exceeded before a response",
+            ))));
+        }
         Poll::Pending
     }
 }

@@ -535,10 +535,12 @@ impl<T: AsyncRead> AsyncRead for FirstRead<T> {
         let this = self.project();
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before
-            && let Some(signal) = this.signal.take() {
-                let _ = signal.send(());
-            }
+        if matches!(result, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && let Some(signal) = this.signal.take()
+        {
+            let _ = signal.send(());
+        }
         result
     }
 }

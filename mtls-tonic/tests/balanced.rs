@@ -1,0 +1,474 @@
+//! BalancedChannel against a real DNS server (hickory-server on loopback, records changed at
+//! run time) and real mTLS tonic replicas on 127.0.0.2.. sharing one port.
+// Tests panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use mtls_tonic::{Backoff, BalancedChannel, EndpointState, MtlsConnector, ResolutionState};
+use support::{
+    dns::DnsServer,
+    pki::{CLIENT_ID, Pki},
+    replica::{Replica, bind_shared_port},
+    wait_until,
+};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+const NAME: &str = "bookstore.test.";
+const TTL: u32 = 1;
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+struct Fixture {
+    pki: Pki,
+    port: u16,
+    config: Arc<rustls::ServerConfig>,
+    dns: DnsServer,
+    replicas: HashMap<Ipv4Addr, Replica>,
+}
+
+impl Fixture {
+    /// Replicas on 127.0.0.2..=127.0.0.(1+started), DNS naming the first `in_dns` of them.
+    async fn start(started: u8, in_dns: u8) -> Self {
+        support::init_tracing();
+        let pki = Pki::new();
+        let config = Arc::new(pki.server_config(Pki::member_policy()));
+        let ips: Vec<Ipv4Addr> = (2..2 + started).map(ip).collect();
+        let (port, listeners) = bind_shared_port(&ips);
+        let replicas = listeners
+            .into_iter()
+            .map(|l| {
+                let r = Replica::start(l, config.clone());
+                let std::net::IpAddr::V4(v4) = r.addr.ip() else {
+                    unreachable!()
+                };
+                (v4, r)
+            })
+            .collect();
+        let mut dns = DnsServer::start().await;
+        dns.set_a(NAME, &ips[..usize::from(in_dns)], TTL).await;
+        Self {
+            pki,
+            port,
+            config,
+            dns,
+            replicas,
+        }
+    }
+
+    fn channel(&self) -> BalancedChannel {
+        self.builder().build().unwrap()
+    }
+
+    fn builder(&self) -> mtls_tonic::BalancedChannelBuilder {
+        let connector = MtlsConnector::new(self.pki.client_config(CLIENT_ID));
+        BalancedChannel::builder(format!("bookstore.test:{}", self.port), connector)
+            .nameserver(self.dns.addr)
+            .dns_timeout(Duration::from_millis(300), 1)
+            .refresh(Duration::from_millis(500), Duration::from_secs(1), 0.1)
+            .reresolve_min_interval(Duration::from_millis(500))
+            .backoff(
+                Backoff::default()
+                    .initial(Duration::from_millis(100))
+                    .max(Duration::from_millis(400)),
+            )
+            .connect_timeout(Duration::from_secs(2))
+            .ready_timeout(Duration::from_secs(1))
+    }
+}
+
+/// One unary call; the replica that served it.
+async fn call(channel: &BalancedChannel, service: &str) -> Result<String, tonic::Status> {
+    let mut client = HealthClient::new(channel.clone());
+    let response = client
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(response
+        .metadata()
+        .get("x-replica")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned())
+}
+
+fn ready_count(channel: &BalancedChannel) -> usize {
+    channel
+        .endpoints()
+        .iter()
+        .filter(|e| e.state.is_ready())
+        .count()
+}
+
+#[derive(Debug)]
+struct Outcome {
+    started: Instant,
+    result: Result<String, Code>,
+}
+
+/// `workers` loops calling until `stop`; every call's start time and outcome.
+fn load(
+    channel: &BalancedChannel,
+    workers: usize,
+    service: &'static str,
+) -> (
+    Arc<Mutex<Vec<Outcome>>>,
+    tokio::sync::watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let handles = (0..workers)
+        .map(|_| {
+            let channel = channel.clone();
+            let outcomes = outcomes.clone();
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                while !*stopped.borrow() {
+                    let started = Instant::now();
+                    let result = call(&channel, service).await.map_err(|s| s.code());
+                    outcomes.lock().unwrap().push(Outcome { started, result });
+                }
+            })
+        })
+        .collect();
+    (outcomes, stop, handles)
+}
+
+async fn finish(stop: tokio::sync::watch::Sender<bool>, handles: Vec<tokio::task::JoinHandle<()>>) {
+    stop.send_replace(true);
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spreads_3000_calls_evenly_over_three_replicas() {
+    let fx = Fixture::start(3, 3).await;
+    let channel = fx.channel();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let channel = channel.clone();
+        let counts = counts.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..300 {
+                let replica = call(&channel, "").await.unwrap();
+                *counts.lock().unwrap().entry(replica).or_default() += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let counts = counts.lock().unwrap().clone();
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 3000);
+    let max = *counts.values().max().unwrap() as f64;
+    let min = *counts.values().min().unwrap() as f64;
+    assert!(max / min <= 1.2, "max/min = {:.3}: {counts:?}", max / min);
+    assert!(matches!(
+        channel.resolution(),
+        ResolutionState::Resolved { addresses: 3, .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fourth_record_gets_calls_within_one_refresh() {
+    let mut fx = Fixture::start(4, 3).await;
+    let channel = fx.channel();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    let all: Vec<Ipv4Addr> = (2..6).map(ip).collect();
+    fx.dns.set_a(NAME, &all, TTL).await;
+    let added = Instant::now();
+    let fourth = ip(5).to_string();
+    // Refresh period: TTL 1 s (+10 % jitter); allow the connect on top.
+    let deadline = added + Duration::from_millis(1100) + Duration::from_millis(900);
+    let mut first_at = None;
+    while Instant::now() < deadline {
+        if call(&channel, "").await.unwrap() == fourth {
+            first_at = Some(added.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first_at = first_at.unwrap_or_else(|| panic!("4th replica got no call: {channel:?}"));
+    eprintln!("4th replica served its first call {first_at:?} after the record was added");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_record_drains_without_failed_calls() {
+    let mut fx = Fixture::start(3, 3).await;
+    let channel = fx.channel();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    let (outcomes, stop, handles) = load(&channel, 8, "slow:30");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fx.dns.set_a(NAME, &[ip(2), ip(3)], TTL).await;
+    let removed = ip(4).to_string();
+    let gone = wait_until(Duration::from_secs(3), || {
+        channel
+            .endpoints()
+            .iter()
+            .all(|e| e.addr.ip().to_string() != removed || e.state == EndpointState::Draining)
+    })
+    .await;
+    assert!(gone, "{channel:?}");
+    let refreshed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    finish(stop, handles).await;
+    let outcomes = outcomes.lock().unwrap();
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
+    let late = outcomes
+        .iter()
+        .filter(|o| o.started > refreshed && o.result.as_deref() == Ok(removed.as_str()))
+        .count();
+    assert_eq!(
+        late, 0,
+        "calls started after the refresh went to the removed replica"
+    );
+    let before = outcomes
+        .iter()
+        .filter(|o| o.result.as_deref() == Ok(removed.as_str()))
+        .count();
+    assert!(before > 0, "the removed replica had calls before removal");
+    // The drained endpoint leaves the channel's endpoint list.
+    assert!(
+        wait_until(Duration::from_secs(3), || channel.endpoints().len() == 2).await,
+        "{channel:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replica_is_avoided_then_used_again() {
+    let mut fx = Fixture::start(3, 3).await;
+    let channel = fx.channel();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    let (outcomes, stop, handles) = load(&channel, 8, "slow:20");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let victim = ip(3);
+    let addr = fx.replicas[&victim].addr;
+    let killed = Instant::now();
+    fx.replicas.get_mut(&victim).unwrap().kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let restarted = Instant::now();
+    fx.replicas
+        .insert(victim, Replica::restart(addr, fx.config.clone()));
+    let back = wait_until(Duration::from_secs(5), || {
+        outcomes.lock().unwrap().iter().any(|o| {
+            o.started > restarted && o.result.as_deref() == Ok(victim.to_string().as_str())
+        })
+    })
+    .await;
+    finish(stop, handles).await;
+    assert!(back, "restarted replica never served again: {channel:?}");
+    let outcomes = outcomes.lock().unwrap();
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    // Only calls in flight on the victim may fail: at most one per worker, all started before
+    // the kill was noticed (within 1 s).
+    assert!(failed.len() <= 8, "{} failed: {failed:?}", failed.len());
+    for f in &failed {
+        assert!(
+            f.started < killed + Duration::from_secs(1),
+            "a call started {:?} after the kill failed: {f:?}",
+            f.started - killed
+        );
+        assert_eq!(f.result, Err(Code::Unavailable));
+    }
+    let to_victim_while_down = outcomes
+        .iter()
+        .filter(|o| o.started > killed + Duration::from_secs(1) && o.started < restarted)
+        .filter(|o| o.result.as_deref() == Ok(victim.to_string().as_str()))
+        .count();
+    assert_eq!(to_victim_while_down, 0);
+    eprintln!("kill: {} calls, {} failed", outcomes.len(), failed.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_replicas_down_fails_unavailable_within_bound() {
+    let mut fx = Fixture::start(3, 3).await;
+    let channel = fx.channel();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    for replica in fx.replicas.values_mut() {
+        replica.kill();
+    }
+    for _ in 0..3 {
+        let started = Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(5), call(&channel, ""))
+            .await
+            .expect("call hung")
+            .unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        // Bound 1 s (ready_timeout) plus scheduling slack.
+        assert!(took < Duration::from_millis(2500), "took {took:?}");
+        assert!(
+            status
+                .message()
+                .contains("no ready endpoint for bookstore.test"),
+            "{}",
+            status.message()
+        );
+    }
+    // Once failing, later calls fail at once rather than waiting the bound again.
+    let started = Instant::now();
+    let _ = call(&channel, "").await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_stopped_keeps_last_good_set() {
+    let mut fx = Fixture::start(3, 3).await;
+    let channel = fx.channel();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    fx.dns.stop().await;
+    let unreachable = wait_until(Duration::from_secs(5), || {
+        matches!(channel.resolution(), ResolutionState::Unreachable { .. })
+    })
+    .await;
+    assert!(unreachable, "{:?}", channel.resolution());
+    let mut seen = HashMap::<String, usize>::new();
+    for _ in 0..300 {
+        *seen.entry(call(&channel, "").await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(ready_count(&channel), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_records_is_told_apart_and_fails_unavailable() {
+    let mut fx = Fixture::start(1, 1).await;
+    let channel = fx.channel();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 1).await,
+        "{channel:?}"
+    );
+    fx.dns.set_a(NAME, &[], TTL).await;
+    let empty = wait_until(Duration::from_secs(3), || {
+        matches!(channel.resolution(), ResolutionState::NoRecords { .. })
+    })
+    .await;
+    assert!(empty, "{:?}", channel.resolution());
+    let status = call(&channel, "").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("DNS: no records"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_serving_endpoint_is_not_picked() {
+    let fx = Fixture::start(2, 2).await;
+    let channel = fx.builder().health_check("").build().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
+        "{channel:?}"
+    );
+    let sick = &fx.replicas[&ip(2)];
+    sick.set_serving(false).await;
+    assert!(
+        wait_until(Duration::from_secs(2), || channel.endpoints().iter().any(
+            |e| e.addr == sick.addr && e.state == EndpointState::NotServing
+        ))
+        .await,
+        "{channel:?}"
+    );
+    for _ in 0..50 {
+        assert_eq!(call(&channel, "").await.unwrap(), ip(3).to_string());
+    }
+    sick.set_serving(true).await;
+    assert!(
+        wait_until(Duration::from_secs(2), || ready_count(&channel) == 2).await,
+        "{channel:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_and_peak_ewma_policies_reach_every_replica() {
+    let fx = Fixture::start(3, 3).await;
+    for policy in [
+        mtls_tonic::LoadPolicy::RoundRobin,
+        mtls_tonic::LoadPolicy::PeakEwma,
+    ] {
+        let channel = fx.builder().load_policy(policy).build().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+            "{channel:?}"
+        );
+        let mut seen = HashMap::<String, usize>::new();
+        for _ in 0..90 {
+            *seen.entry(call(&channel, "").await.unwrap()).or_default() += 1;
+        }
+        assert_eq!(seen.len(), 3, "{policy:?}: {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_server_is_never_ready() {
+    let fx = Fixture::start(1, 1).await;
+    // A client trusting a different CA: every handshake fails; the endpoint stays in
+    // transient failure with the reason, and calls fail UNAVAILABLE (no hang).
+    let other = Pki::new();
+    let connector = MtlsConnector::new(other.client_config(CLIENT_ID));
+    let channel = BalancedChannel::builder(format!("bookstore.test:{}", fx.port), connector)
+        .nameserver(fx.dns.addr)
+        .backoff(
+            Backoff::default()
+                .initial(Duration::from_millis(100))
+                .max(Duration::from_millis(200)),
+        )
+        .ready_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let status = call(&channel, "").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    let endpoints = channel.endpoints();
+    assert_eq!(endpoints.len(), 1);
+    assert!(
+        matches!(&endpoints[0].state, EndpointState::TransientFailure { reason } if reason.contains("TLS handshake")),
+        "{endpoints:?}"
+    );
+}

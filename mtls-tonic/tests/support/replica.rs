@@ -1,0 +1,181 @@
+//! tonic replicas, each on its own runtime and thread so a "kill" really closes every socket.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    sync::Arc,
+    time::Duration,
+};
+
+use mtls_tonic::{MtlsIncoming, PeerIdentityExt};
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+use tonic_health::{
+    pb::{
+        HealthCheckRequest, HealthCheckResponse,
+        health_check_response::ServingStatus,
+        health_server::{Health, HealthServer},
+    },
+    server::{HealthReporter, HealthService, WatchStream},
+};
+
+/// `grpc.health.v1.Health` that names the replica (`x-replica`) and the caller's SPIFFE ID
+/// (`x-peer`, read with `request.peer_identity()`) in response metadata. A `check` for
+/// service `slow:<ms>` answers after `<ms>` milliseconds. `watch` is tonic-health's.
+pub struct Probe {
+    pub name: String,
+    pub inner: HealthService,
+}
+
+#[tonic::async_trait]
+impl Health for Probe {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let peer = request
+            .peer_identity()
+            .and_then(|p| p.spiffe_id())
+            .map(|id| id.to_string());
+        if let Some(ms) = request.get_ref().service.strip_prefix("slow:") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
+        }
+        let mut response = Response::new(HealthCheckResponse {
+            status: ServingStatus::Serving as i32,
+        });
+        response
+            .metadata_mut()
+            .insert("x-replica", self.name.parse().unwrap());
+        if let Some(peer) = peer {
+            response
+                .metadata_mut()
+                .insert("x-peer", peer.parse().unwrap());
+        }
+        Ok(response)
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.inner.watch(request).await
+    }
+}
+
+pub fn probe(name: &str) -> (HealthReporter, HealthServer<Probe>) {
+    let reporter = HealthReporter::new();
+    let inner = HealthService::from_health_reporter(reporter.clone());
+    (
+        reporter,
+        HealthServer::new(Probe {
+            name: name.to_owned(),
+            inner,
+        }),
+    )
+}
+
+/// Binds every address in `ips` on one common port (DNS A records carry no port).
+pub fn bind_shared_port(ips: &[Ipv4Addr]) -> (u16, Vec<TcpListener>) {
+    for _ in 0..100 {
+        let Ok(first) = TcpListener::bind((ips[0], 0)) else {
+            continue;
+        };
+        let port = first.local_addr().unwrap().port();
+        let mut listeners = vec![first];
+        for ip in &ips[1..] {
+            match TcpListener::bind((*ip, port)) {
+                Ok(l) => listeners.push(l),
+                Err(_) => break,
+            }
+        }
+        if listeners.len() == ips.len() {
+            return (port, listeners);
+        }
+    }
+    panic!("no common free port on {ips:?}");
+}
+
+pub struct Replica {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub reporter: HealthReporter,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Replica {
+    /// Serves `Probe` named after the listener's IP with mTLS on `listener`.
+    pub fn start(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let name = addr.ip().to_string();
+        let (reporter, service) = probe(&name);
+        let (stop, stopped) = oneshot::channel::<()>();
+        listener.set_nonblocking(true).unwrap();
+        let thread = std::thread::Builder::new()
+            .name(format!("replica-{name}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    let incoming = MtlsIncoming::new(listener, config);
+                    let serve = tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_incoming(incoming);
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime drops every connection task: sockets close at once.
+                rt.shutdown_background();
+            })
+            .unwrap();
+        Self {
+            addr,
+            name,
+            reporter,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Rebinds `addr` (after a kill) and serves again.
+    pub fn restart(addr: SocketAddr, config: Arc<rustls::ServerConfig>) -> Self {
+        for _ in 0..100 {
+            if let Ok(listener) = TcpListener::bind(addr) {
+                return Self::start(listener, config);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cannot rebind {addr}");
+    }
+
+    /// Stops the replica abruptly: listener and every connection closed.
+    pub fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
