@@ -74,6 +74,12 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A method pattern for an authorization rule is malformed.
+    #[error("invalid method pattern {presented:?}: expected /pkg.Service/Method or pkg.Service/*")]
+    InvalidMethodPattern {
+        /// The pattern as given.
+        presented: String,
+    },
     /// Reading a token source failed.
     #[error("token source: {0}")]
     Token(String),

@@ -1,0 +1,195 @@
+//! Which peers may call which gRPC methods.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use mtls_core::{Authorizer, PeerIdentity, SanMatcher};
+
+use super::AuthzError;
+use crate::{Error, Result};
+
+#[derive(Clone)]
+enum Rule {
+    Spiffe(Arc<dyn Authorizer>),
+    Sans(Arc<[SanMatcher]>),
+}
+
+impl Rule {
+    fn allows(&self, peer: &PeerIdentity) -> bool {
+        match self {
+            Self::Spiffe(authorizer) => peer.spiffe_id().is_some_and(|id| authorizer.authorize(id)),
+            Self::Sans(matchers) => SanMatcher::matches_any(matchers, peer.sans()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Spiffe(authorizer) => authorizer.describe(),
+            Self::Sans(matchers) => {
+                let list: Vec<String> = matchers.iter().map(ToString::to_string).collect();
+                format!("a SAN matching one of [{}]", list.join(", "))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Per-method authorization rules, keyed by gRPC method path.
+///
+/// Patterns: `/pkg.Service/Method` (exact), `pkg.Service/*` or `/pkg.Service/*` (every
+/// method of a service), and a default. The most specific pattern wins; a method no pattern
+/// covers is denied ([`MethodPolicy::deny_by_default`]) unless a default rule is set.
+///
+/// ```
+/// use mtls_core::{Authorize, PeerIdentity};
+/// use mtls_tonic::MethodPolicy;
+/// let policy = MethodPolicy::deny_by_default()
+///     .allow("/grpc.health.v1.Health/Check", Authorize::any())?
+///     .allow("bookstore.Bookstore/*", Authorize::exact("spiffe://example.org/web".parse()?))?;
+/// let anonymous = PeerIdentity::unauthenticated();
+/// let denied = policy.check("/bookstore.Bookstore/GetBook", Some(&anonymous)).unwrap_err();
+/// assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MethodPolicy {
+    exact: HashMap<String, Rule>,
+    services: HashMap<String, Rule>,
+    default: Option<Rule>,
+}
+
+impl MethodPolicy {
+    /// An empty policy: every method denied until allowed.
+    pub fn deny_by_default() -> Self {
+        Self::default()
+    }
+
+    /// Peers whose SPIFFE ID `authorizer` accepts may call methods matching `pattern`.
+    pub fn allow(self, pattern: &str, authorizer: impl Authorizer) -> Result<Self> {
+        self.insert(pattern, Rule::Spiffe(Arc::new(authorizer)))
+    }
+
+    /// Peers with a SAN matching any of `matchers` (Envoy `match_typed_subject_alt_names`
+    /// semantics) may call methods matching `pattern`.
+    pub fn allow_sans(self, pattern: &str, matchers: impl IntoIterator<Item = SanMatcher>) -> Result<Self> {
+        self.insert(pattern, Rule::Sans(matchers.into_iter().collect()))
+    }
+
+    /// The rule for methods no pattern covers (instead of denying them).
+    pub fn default_allow(mut self, authorizer: impl Authorizer) -> Self {
+        self.default = Some(Rule::Spiffe(Arc::new(authorizer)));
+        self
+    }
+
+    fn insert(mut self, pattern: &str, rule: Rule) -> Result<Self> {
+        let invalid = || Error::InvalidMethodPattern { presented: pattern.to_owned() };
+        let trimmed = pattern.strip_prefix('/').unwrap_or(pattern);
+        let (service, method) = trimmed.split_once('/').ok_or_else(invalid)?;
+        let valid = |s: &str| !s.is_empty() && !s.contains('/') && !s.contains('*');
+        if !valid(service) {
+            return Err(invalid());
+        }
+        if method == "*" {
+            self.services.insert(service.to_owned(), rule);
+        } else if valid(method) {
+            self.exact.insert(format!("/{service}/{method}"), rule);
+        } else {
+            return Err(invalid());
+        }
+        Ok(self)
+    }
+
+    fn rule(&self, path: &str) -> Option<&Rule> {
+        if let Some(rule) = self.exact.get(path) {
+            return Some(rule);
+        }
+        let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s);
+        service
+            .and_then(|s| self.services.get(s))
+            .or(self.default.as_ref())
+    }
+
+    /// Whether `peer` may call `path` (`/pkg.Service/Method`).
+    pub fn check(&self, path: &str, peer: Option<&PeerIdentity>) -> Result<(), AuthzError> {
+        let Some(rule) = self.rule(path) else {
+            return Err(match peer {
+                Some(peer) if peer.is_authenticated() => AuthzError::Denied {
+                    method: path.to_owned(),
+                    presented: describe_peer(peer),
+                    expected: "nobody (no rule for this method)".to_owned(),
+                },
+                _ => AuthzError::Unauthenticated {
+                    method: path.to_owned(),
+                    expected: "nobody (no rule for this method)".to_owned(),
+                },
+            });
+        };
+        match peer {
+            Some(peer) if peer.is_authenticated() => {
+                if rule.allows(peer) {
+                    Ok(())
+                } else {
+                    Err(AuthzError::Denied {
+                        method: path.to_owned(),
+                        presented: describe_peer(peer),
+                        expected: rule.describe(),
+                    })
+                }
+            }
+            _ => Err(AuthzError::Unauthenticated { method: path.to_owned(), expected: rule.describe() }),
+        }
+    }
+}
+
+fn describe_peer(peer: &PeerIdentity) -> String {
+    match peer.spiffe_id() {
+        Some(id) => id.to_string(),
+        None => {
+            let sans: Vec<String> = peer.sans().iter().map(ToString::to_string).collect();
+            format!("[{}]", sans.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mtls_core::Authorize;
+
+    fn policy() -> MethodPolicy {
+        MethodPolicy::deny_by_default()
+            .allow("/pkg.S/Open", Authorize::any())
+            .unwrap()
+            .allow("pkg.S/*", Authorize::exact("spiffe://example.org/admin".parse().unwrap()))
+            .unwrap()
+    }
+
+    #[test]
+    fn most_specific_rule_wins() {
+        let p = policy();
+        assert!(matches!(p.rule("/pkg.S/Open"), Some(Rule::Spiffe(_))));
+        assert_eq!(p.rule("/pkg.S/Open").unwrap().describe(), "any SPIFFE ID");
+        assert_ne!(p.rule("/pkg.S/Other").unwrap().describe(), "any SPIFFE ID");
+        assert!(p.rule("/other.S/Open").is_none());
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        for bad in ["", "/", "pkg.S", "/pkg.S/", "*/x", "/a/b/c", "/pkg.S/Op*"] {
+            let err = MethodPolicy::deny_by_default().allow(bad, Authorize::any()).unwrap_err();
+            assert!(matches!(&err, Error::InvalidMethodPattern { presented } if presented == bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_peer_is_unauthenticated() {
+        let err = policy().check("/pkg.S/Open", None).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let err = policy().check("/nope.S/X", None).unwrap_err();
+        assert!(err.to_string().contains("no rule"), "{err}");
+    }
+}
