@@ -31,7 +31,8 @@ async fn batch<T>(client: &HealthClient<T>)
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
     T::ResponseBody: tonic::transport::Body<Data = bytes::Bytes> + Send + 'static,
-    <T::ResponseBody as tonic::transport::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    <T::ResponseBody as tonic::transport::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     T::Future: Send,
 {
@@ -50,17 +51,28 @@ where
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let pki = Pki::new();
     let config = Arc::new(pki.server_config(Pki::member_policy()));
     let ips: Vec<Ipv4Addr> = (2..5).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
     let (port, listeners) = bind_shared_port(&ips);
-    let _replicas: Vec<Replica> = listeners.into_iter().map(|l| Replica::start(l, config.clone())).collect();
+    let _replicas: Vec<Replica> = listeners
+        .into_iter()
+        .map(|l| Replica::start(l, config.clone()))
+        .collect();
     let (dns, balanced, single, plain) = rt.block_on(async {
         let mut dns = DnsServer::start().await;
         dns.set_a("bookstore.test.", &ips, 30).await;
         dns.set_a("one.test.", &ips[..1], 30).await;
-        let connector = || MtlsConnector::new(pki.client_config(CLIENT_ID)).server_name(SERVICE_NAME).unwrap();
+        let connector = || {
+            MtlsConnector::new(pki.client_config(CLIENT_ID))
+                .server_name(SERVICE_NAME)
+                .unwrap()
+        };
         let balanced = BalancedChannel::builder(format!("bookstore.test:{port}"), connector())
             .nameserver(dns.addr)
             .build()
@@ -86,19 +98,21 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("unary_calls");
     group.throughput(Throughput::Elements(CALLS_PER_BATCH as u64));
     group.sample_size(10);
-    let mut run = |name: &str, f: &dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        f().await;
-                    }
-                    start.elapsed()
+    let mut run =
+        |name: &str,
+         f: &dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            f().await;
+                        }
+                        start.elapsed()
+                    })
                 })
-            })
-        });
-    };
+            });
+        };
     let client = HealthClient::new(balanced.clone());
     run("balanced_channel_3_replicas", &|| {
         let client = client.clone();

@@ -50,7 +50,9 @@ impl TokenValidator for Hs256 {
                         presented: "?".into(),
                         expected: AUDIENCE.into(),
                     },
-                    _ => JwtError::Invalid { reason: e.to_string() },
+                    _ => JwtError::Invalid {
+                        reason: e.to_string(),
+                    },
                 })
         })
     }
@@ -66,9 +68,17 @@ fn token(sub: &str, aud: &str) -> String {
         .unwrap()
         .as_secs()
         + 600;
-    let claims = Claims { sub: sub.into(), aud: aud.into(), exp };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET))
-        .unwrap()
+    let claims = Claims {
+        sub: sub.into(),
+        aud: aud.into(),
+        exp,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
 }
 
 /// Check: any member of example.org, with a token whose sub is the peer. Watch: admin only.
@@ -100,7 +110,9 @@ async fn server(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 async fn channel(pki_config: rustls::ClientConfig, addr: SocketAddr) -> Channel {
-    let connector = MtlsConnector::new(pki_config).server_name(SERVICE_NAME).unwrap();
+    let connector = MtlsConnector::new(pki_config)
+        .server_name(SERVICE_NAME)
+        .unwrap();
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_with_connector(connector)
@@ -108,25 +120,38 @@ async fn channel(pki_config: rustls::ClientConfig, addr: SocketAddr) -> Channel 
         .unwrap()
 }
 
-fn client(channel: Channel, bearer: Option<String>) -> HealthClient<InterceptedService<Channel, BearerInterceptor>> {
-    let source = bearer.unwrap_or_default();
-    let interceptor = if source.is_empty() {
-        // No token: the interceptor is a no-op closure source returning an error would fail the
-        // call client-side, so send an empty-scheme header instead of none at all.
-        BearerInterceptor::new(|| Err(mtls_tonic::Error::Token("none".into())))
-    } else {
-        BearerInterceptor::new(StaticToken::new(source))
-    };
-    HealthClient::with_interceptor(channel, interceptor)
+fn client(
+    channel: Channel,
+    bearer: String,
+) -> HealthClient<InterceptedService<Channel, BearerInterceptor>> {
+    HealthClient::with_interceptor(channel, BearerInterceptor::new(StaticToken::new(bearer)))
 }
 
-async fn check(pki: &Pki, addr: SocketAddr, bearer: Option<String>) -> Result<String, tonic::Status> {
+async fn check(
+    pki: &Pki,
+    addr: SocketAddr,
+    bearer: Option<String>,
+) -> Result<String, tonic::Status> {
     let channel = channel(pki.client_config(CLIENT_ID), addr).await;
     let response = match bearer {
-        Some(b) => client(channel, Some(b)).check(HealthCheckRequest::default()).await?,
-        None => HealthClient::new(channel).check(HealthCheckRequest::default()).await?,
+        Some(b) => {
+            client(channel, b)
+                .check(HealthCheckRequest::default())
+                .await?
+        }
+        None => {
+            HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await?
+        }
     };
-    Ok(response.metadata().get("x-peer").unwrap().to_str().unwrap().to_owned())
+    Ok(response
+        .metadata()
+        .get("x-peer")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned())
 }
 
 #[tokio::test]
@@ -134,7 +159,9 @@ async fn allowed_peer_with_bound_token_reaches_handler_with_identity() {
     support::init_tracing();
     let pki = Pki::new();
     let (addr, task) = server(&pki).await;
-    let peer = check(&pki, addr, Some(token(CLIENT_ID, AUDIENCE))).await.unwrap();
+    let peer = check(&pki, addr, Some(token(CLIENT_ID, AUDIENCE)))
+        .await
+        .unwrap();
     assert_eq!(peer, CLIENT_ID, "handler saw request.peer_identity()");
     task.abort();
 }
@@ -144,12 +171,19 @@ async fn intruder_certificate_fails_the_handshake() {
     support::init_tracing();
     let pki = Pki::new();
     let (addr, task) = server(&pki).await;
-    let connector = MtlsConnector::new(pki.intruder_client_config()).server_name(SERVICE_NAME).unwrap();
+    let connector = MtlsConnector::new(pki.intruder_client_config())
+        .server_name(SERVICE_NAME)
+        .unwrap();
     // TLS 1.3: the client's side of the handshake completes before the server has judged our
     // certificate; the server's verdict arrives as an alert on the first read.
     let outcome = async {
-        let mut tls = connector.connect(addr, None).await.map_err(|e| e.to_string())?;
-        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.map_err(|e| e.to_string())?;
+        let mut tls = connector
+            .connect(addr, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
         let mut buf = [0u8; 64];
         match tls.read(&mut buf).await {
             Ok(0) => Err("closed".to_owned()),
@@ -157,8 +191,14 @@ async fn intruder_certificate_fails_the_handshake() {
             Err(e) => Err(e.to_string()),
         }
     };
-    let error = tokio::time::timeout(Duration::from_secs(5), outcome).await.unwrap().unwrap_err();
-    assert!(error.contains("alert") || error.contains("closed"), "{error}");
+    let error = tokio::time::timeout(Duration::from_secs(5), outcome)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        error.contains("alert") || error.contains("closed"),
+        "{error}"
+    );
     task.abort();
 }
 
@@ -168,11 +208,18 @@ async fn method_not_allowed_is_permission_denied() {
     let pki = Pki::new();
     let (addr, task) = server(&pki).await;
     let channel = channel(pki.client_config(CLIENT_ID), addr).await;
-    let mut health = client(channel, Some(token(CLIENT_ID, AUDIENCE)));
-    let status = health.watch(HealthCheckRequest::default()).await.unwrap_err();
+    let mut health = client(channel, token(CLIENT_ID, AUDIENCE));
+    let status = health
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains(CLIENT_ID), "{}", status.message());
-    assert!(status.message().contains("/grpc.health.v1.Health/Watch"), "{}", status.message());
+    assert!(
+        status.message().contains("/grpc.health.v1.Health/Watch"),
+        "{}",
+        status.message()
+    );
     task.abort();
 }
 
@@ -192,9 +239,17 @@ async fn wrong_audience_is_permission_denied() {
     support::init_tracing();
     let pki = Pki::new();
     let (addr, task) = server(&pki).await;
-    let status = check(&pki, addr, Some(token(CLIENT_ID, "someone-else"))).await.unwrap_err();
+    let status = check(&pki, addr, Some(token(CLIENT_ID, "someone-else")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().starts_with("Audiences in Jwt are not allowed"), "{}", status.message());
+    assert!(
+        status
+            .message()
+            .starts_with("Audiences in Jwt are not allowed"),
+        "{}",
+        status.message()
+    );
     task.abort();
 }
 
@@ -203,9 +258,15 @@ async fn garbage_token_is_unauthenticated() {
     support::init_tracing();
     let pki = Pki::new();
     let (addr, task) = server(&pki).await;
-    let status = check(&pki, addr, Some("not.a.jwt".into())).await.unwrap_err();
+    let status = check(&pki, addr, Some("not.a.jwt".into()))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(status.message().starts_with("Jwt verification fails"), "{}", status.message());
+    assert!(
+        status.message().starts_with("Jwt verification fails"),
+        "{}",
+        status.message()
+    );
     task.abort();
 }
 
@@ -214,9 +275,13 @@ async fn subject_other_than_peer_is_permission_denied() {
     support::init_tracing();
     let pki = Pki::new();
     let (addr, task) = server(&pki).await;
-    let status = check(&pki, addr, Some(token("spiffe://example.org/ns/default/sa/other", AUDIENCE)))
-        .await
-        .unwrap_err();
+    let status = check(
+        &pki,
+        addr,
+        Some(token("spiffe://example.org/ns/default/sa/other", AUDIENCE)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains(CLIENT_ID), "{}", status.message());
     task.abort();
@@ -247,12 +312,22 @@ async fn silent_client_does_not_stall_accepts() {
         silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
     let mut garbage = tokio::net::TcpStream::connect(addr).await.unwrap();
-    garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     // A real client is served well within the 5 s handshake timeout of the silent ones.
     let started = std::time::Instant::now();
     let channel = channel(pki.client_config(CLIENT_ID), addr).await;
-    HealthClient::new(channel).check(HealthCheckRequest::default()).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     drop(silent);
     task.abort();
 }

@@ -118,16 +118,14 @@ struct Outcome {
     result: Result<String, Code>,
 }
 
-/// `workers` loops calling until `stop`; every call's start time and outcome.
-fn load(
-    channel: &BalancedChannel,
-    workers: usize,
-    service: &'static str,
-) -> (
+type LoadRun = (
     Arc<Mutex<Vec<Outcome>>>,
     tokio::sync::watch::Sender<bool>,
     Vec<tokio::task::JoinHandle<()>>,
-) {
+);
+
+/// `workers` loops calling until `stop`; every call's start time and outcome.
+fn load(channel: &BalancedChannel, workers: usize, service: &'static str) -> LoadRun {
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let handles = (0..workers)
@@ -244,7 +242,7 @@ async fn removed_record_drains_without_failed_calls() {
     let refreshed = Instant::now();
     tokio::time::sleep(Duration::from_millis(800)).await;
     finish(stop, handles).await;
-    let outcomes = outcomes.lock().unwrap();
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     assert!(failed.is_empty(), "failed calls: {failed:?}");
     let late = outcomes
@@ -293,7 +291,7 @@ async fn killed_replica_is_avoided_then_used_again() {
     .await;
     finish(stop, handles).await;
     assert!(back, "restarted replica never served again: {channel:?}");
-    let outcomes = outcomes.lock().unwrap();
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     // Only calls in flight on the victim may fail: at most one per worker, all started before
     // the kill was noticed (within 1 s).
@@ -326,6 +324,9 @@ async fn all_replicas_down_fails_unavailable_within_bound() {
     for replica in fx.replicas.values_mut() {
         replica.kill();
     }
+    // The channel notices the closed connections (a call racing the kill itself may fail
+    // UNAVAILABLE on the dying connection instead).
+    assert!(wait_until(Duration::from_secs(2), || ready_count(&channel) == 0).await, "{channel:?}");
     for _ in 0..3 {
         let started = Instant::now();
         let status = tokio::time::timeout(Duration::from_secs(5), call(&channel, ""))

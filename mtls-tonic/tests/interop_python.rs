@@ -15,14 +15,20 @@ use std::{
 
 use mtls_tonic::{BalancedChannel, MtlsConnector, MtlsIncoming};
 use support::pki::{CLIENT_ID, Pki, SERVER_ID, SERVICE_NAME};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 fn python() -> PathBuf {
     if let Ok(p) = std::env::var("MTLS_PYTHON") {
         return p.into();
     }
     let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(".venv/bin/python");
-    assert!(p.exists(), "{} missing: run ./ci.sh (it installs the test peers)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run ./ci.sh (it installs the test peers)",
+        p.display()
+    );
     p
 }
 
@@ -90,7 +96,10 @@ fn run_client(args: &[&str]) -> String {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("python client timed out").trim().to_owned()
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("python client timed out")
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,17 +117,25 @@ async fn grpcio_client_calls_our_server_and_is_rejected_without_certificate() {
     let incoming = MtlsIncoming::new(listener, pki.server_config(Pki::member_policy()));
     let (_reporter, service) = support::replica::probe("solo");
     let server = tokio::spawn(
-        tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming),
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
     );
 
     let args = [addr.clone(), ca.clone(), chain.clone(), key.clone()];
     let out = tokio::task::spawn_blocking(move || run_client(&args.each_ref().map(String::as_str)))
         .await
         .unwrap();
-    assert_eq!(out, format!("OK 1 {CLIENT_ID}"), "grpcio client with certificate");
+    assert_eq!(
+        out,
+        format!("OK 1 {CLIENT_ID}"),
+        "grpcio client with certificate"
+    );
 
     let args = [addr.clone(), ca.clone(), "-".to_owned(), "-".to_owned()];
-    let out = tokio::task::spawn_blocking(move || run_client(&args.each_ref().map(String::as_str))).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || run_client(&args.each_ref().map(String::as_str)))
+        .await
+        .unwrap();
     assert_eq!(out, "ERR UNAVAILABLE", "grpcio client without certificate");
     server.abort();
 }
@@ -149,21 +166,36 @@ async fn our_client_calls_grpcio_server_requiring_client_auth() {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let port: u16 = rx.recv_timeout(Duration::from_secs(30)).expect("grpcio server did not start").trim().parse().unwrap();
+    let port: u16 = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("grpcio server did not start")
+        .trim()
+        .parse()
+        .unwrap();
 
     // Plain tonic Channel through our connector.
-    let connector = MtlsConnector::new(pki.client_config(CLIENT_ID)).server_name(SERVICE_NAME).unwrap();
+    let connector = MtlsConnector::new(pki.client_config(CLIENT_ID))
+        .server_name(SERVICE_NAME)
+        .unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect_with_connector(connector.clone())
         .await
         .unwrap();
-    let status = HealthClient::new(channel).check(HealthCheckRequest::default()).await.unwrap();
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
     assert_eq!(status.get_ref().status, ServingStatus::Serving as i32);
 
     // BalancedChannel (static address target) through the same connector.
-    let balanced = BalancedChannel::builder(format!("127.0.0.1:{port}"), connector).build().unwrap();
-    let status = HealthClient::new(balanced).check(HealthCheckRequest::default()).await.unwrap();
+    let balanced = BalancedChannel::builder(format!("127.0.0.1:{port}"), connector)
+        .build()
+        .unwrap();
+    let status = HealthClient::new(balanced)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
     assert_eq!(status.get_ref().status, ServingStatus::Serving as i32);
 
     // A client without a certificate is refused by grpcio.
@@ -171,12 +203,17 @@ async fn our_client_calls_grpcio_server_requiring_client_auth() {
         .authorize(mtls_core::Authorize::exact(SERVER_ID.parse().unwrap()))
         .build()
         .unwrap();
-    let connector = MtlsConnector::new(anonymous).server_name(SERVICE_NAME).unwrap();
+    let connector = MtlsConnector::new(anonymous)
+        .server_name(SERVICE_NAME)
+        .unwrap();
     let balanced = BalancedChannel::builder(format!("127.0.0.1:{port}"), connector)
         .ready_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let status = HealthClient::new(balanced.clone()).check(HealthCheckRequest::default()).await.unwrap_err();
+    let status = HealthClient::new(balanced.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     drop(child);
 }

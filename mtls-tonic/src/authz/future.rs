@@ -26,11 +26,17 @@ pin_project_lite::pin_project! {
 
 impl<F, B> ResponseFuture<F, B> {
     pub(crate) fn inner(future: F) -> Self {
-        Self { kind: Kind::Inner { future } }
+        Self {
+            kind: Kind::Inner { future },
+        }
     }
 
     pub(crate) fn denied(response: http::Response<B>) -> Self {
-        Self { kind: Kind::Denied { response: Some(response) } }
+        Self {
+            kind: Kind::Denied {
+                response: Some(response),
+            },
+        }
     }
 }
 

@@ -26,7 +26,9 @@ pub struct AuthzLayer {
 impl AuthzLayer {
     /// A layer enforcing `policy`.
     pub fn new(policy: impl Into<Arc<MethodPolicy>>) -> Self {
-        Self { policy: policy.into() }
+        Self {
+            policy: policy.into(),
+        }
     }
 }
 

@@ -32,7 +32,10 @@ pub struct AuthzService<S> {
 impl<S> AuthzService<S> {
     /// Wraps `inner` with `policy`.
     pub fn new(inner: S, policy: impl Into<Arc<MethodPolicy>>) -> Self {
-        Self { inner, policy: policy.into() }
+        Self {
+            inner,
+            policy: policy.into(),
+        }
     }
 
     /// The wrapped service.
@@ -65,7 +68,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        match self.policy.check(request.uri().path(), request.peer_identity()) {
+        match self
+            .policy
+            .check(request.uri().path(), request.peer_identity())
+        {
             Ok(()) => ResponseFuture::inner(self.inner.call(request)),
             Err(denied) => {
                 warn!(%denied, "call denied");

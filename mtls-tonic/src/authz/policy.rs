@@ -75,7 +75,11 @@ impl MethodPolicy {
 
     /// Peers with a SAN matching any of `matchers` (Envoy `match_typed_subject_alt_names`
     /// semantics) may call methods matching `pattern`.
-    pub fn allow_sans(self, pattern: &str, matchers: impl IntoIterator<Item = SanMatcher>) -> Result<Self> {
+    pub fn allow_sans(
+        self,
+        pattern: &str,
+        matchers: impl IntoIterator<Item = SanMatcher>,
+    ) -> Result<Self> {
         self.insert(pattern, Rule::Sans(matchers.into_iter().collect()))
     }
 
@@ -86,7 +90,9 @@ impl MethodPolicy {
     }
 
     fn insert(mut self, pattern: &str, rule: Rule) -> Result<Self> {
-        let invalid = || Error::InvalidMethodPattern { presented: pattern.to_owned() };
+        let invalid = || Error::InvalidMethodPattern {
+            presented: pattern.to_owned(),
+        };
         let trimmed = pattern.strip_prefix('/').unwrap_or(pattern);
         let (service, method) = trimmed.split_once('/').ok_or_else(invalid)?;
         let valid = |s: &str| !s.is_empty() && !s.contains('/') && !s.contains('*');
@@ -107,7 +113,10 @@ impl MethodPolicy {
         if let Some(rule) = self.exact.get(path) {
             return Some(rule);
         }
-        let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s);
+        let service = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .map(|(s, _)| s);
         service
             .and_then(|s| self.services.get(s))
             .or(self.default.as_ref())
@@ -140,7 +149,10 @@ impl MethodPolicy {
                     })
                 }
             }
-            _ => Err(AuthzError::Unauthenticated { method: path.to_owned(), expected: rule.describe() }),
+            _ => Err(AuthzError::Unauthenticated {
+                method: path.to_owned(),
+                expected: rule.describe(),
+            }),
         }
     }
 }
@@ -164,7 +176,10 @@ mod tests {
         MethodPolicy::deny_by_default()
             .allow("/pkg.S/Open", Authorize::any())
             .unwrap()
-            .allow("pkg.S/*", Authorize::exact("spiffe://example.org/admin".parse().unwrap()))
+            .allow(
+                "pkg.S/*",
+                Authorize::exact("spiffe://example.org/admin".parse().unwrap()),
+            )
             .unwrap()
     }
 
@@ -180,8 +195,13 @@ mod tests {
     #[test]
     fn rejects_bad_patterns() {
         for bad in ["", "/", "pkg.S", "/pkg.S/", "*/x", "/a/b/c", "/pkg.S/Op*"] {
-            let err = MethodPolicy::deny_by_default().allow(bad, Authorize::any()).unwrap_err();
-            assert!(matches!(&err, Error::InvalidMethodPattern { presented } if presented == bad), "{bad}");
+            let err = MethodPolicy::deny_by_default()
+                .allow(bad, Authorize::any())
+                .unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidMethodPattern { presented } if presented == bad),
+                "{bad}"
+            );
         }
     }
 

@@ -67,11 +67,8 @@ where
                 }
             }
         }
-        loop {
-            match self.services.poll_pending(cx) {
-                Poll::Ready(Err(error)) => debug!(%error, "dropping failed endpoint"),
-                Poll::Ready(Ok(())) | Poll::Pending => break,
-            }
+        while let Poll::Ready(Err(error)) = self.services.poll_pending(cx) {
+            debug!(%error, "dropping failed endpoint");
         }
         loop {
             let len = self.services.ready_len();

@@ -24,14 +24,12 @@ impl Target {
         let rest = target.strip_prefix("dns:///").unwrap_or(target);
         let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;
         let port: u16 = port.parse().map_err(|_| invalid())?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty()
-            || host.contains('/')
-            || (host.contains(':') && host.parse::<IpAddr>().is_err())
-        {
+        let (host, bracketed) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(inner) => (inner, true),
+            None => (host, false),
+        };
+        let bad_v6 = host.contains(':') && (!bracketed || host.parse::<IpAddr>().is_err());
+        if host.is_empty() || host.contains('/') || bad_v6 {
             return Err(invalid());
         }
         let ip = host.parse::<IpAddr>().ok();

@@ -43,7 +43,9 @@ impl JwtError {
     pub fn code(&self) -> Code {
         match self {
             Self::Missing | Self::Expired | Self::Invalid { .. } => Code::Unauthenticated,
-            Self::AudienceNotAllowed { .. } | Self::SubjectMismatch { .. } => Code::PermissionDenied,
+            Self::AudienceNotAllowed { .. } | Self::SubjectMismatch { .. } => {
+                Code::PermissionDenied
+            }
         }
     }
 
@@ -61,8 +63,14 @@ mod tests {
     fn codes_follow_envoy() {
         assert_eq!(JwtError::Missing.code(), Code::Unauthenticated);
         assert_eq!(JwtError::Expired.code(), Code::Unauthenticated);
-        let aud = JwtError::AudienceNotAllowed { presented: "a".into(), expected: "b".into() };
+        let aud = JwtError::AudienceNotAllowed {
+            presented: "a".into(),
+            expected: "b".into(),
+        };
         assert_eq!(aud.code(), Code::PermissionDenied);
-        assert!(aud.to_string().starts_with("Audiences in Jwt are not allowed"));
+        assert!(
+            aud.to_string()
+                .starts_with("Audiences in Jwt are not allowed")
+        );
     }
 }

@@ -15,8 +15,12 @@ pub struct ResponseFuture<B, E> {
 }
 
 impl<B, E> ResponseFuture<B, E> {
-    pub(crate) fn new(future: impl Future<Output = Result<http::Response<B>, E>> + Send + 'static) -> Self {
-        Self { inner: Box::pin(future) }
+    pub(crate) fn new(
+        future: impl Future<Output = Result<http::Response<B>, E>> + Send + 'static,
+    ) -> Self {
+        Self {
+            inner: Box::pin(future),
+        }
     }
 
     pub(crate) fn rejected(response: http::Response<B>) -> Self
@@ -24,7 +28,9 @@ impl<B, E> ResponseFuture<B, E> {
         B: Send + 'static,
         E: Send + 'static,
     {
-        Self { inner: Box::pin(std::future::ready(Ok(response))) }
+        Self {
+            inner: Box::pin(std::future::ready(Ok(response))),
+        }
     }
 }
 

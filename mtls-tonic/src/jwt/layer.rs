@@ -33,14 +33,20 @@ pub struct JwtLayer<V> {
 
 impl<V> Clone for JwtLayer<V> {
     fn clone(&self) -> Self {
-        Self { validator: self.validator.clone(), rules: self.rules.clone() }
+        Self {
+            validator: self.validator.clone(),
+            rules: self.rules.clone(),
+        }
     }
 }
 
 impl<V> JwtLayer<V> {
     /// A layer validating with `validator` where `rules` require a token.
     pub fn new(validator: impl Into<Arc<V>>, rules: JwtRules) -> Self {
-        Self { validator: validator.into(), rules: Arc::new(rules) }
+        Self {
+            validator: validator.into(),
+            rules: Arc::new(rules),
+        }
     }
 }
 

@@ -36,14 +36,22 @@ pub struct JwtService<S, V> {
 
 impl<S: Clone, V> Clone for JwtService<S, V> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), validator: self.validator.clone(), rules: self.rules.clone() }
+        Self {
+            inner: self.inner.clone(),
+            validator: self.validator.clone(),
+            rules: self.rules.clone(),
+        }
     }
 }
 
 impl<S, V> JwtService<S, V> {
     /// Wraps `inner`.
     pub fn new(inner: S, validator: Arc<V>, rules: Arc<JwtRules>) -> Self {
-        Self { inner, validator, rules }
+        Self {
+            inner,
+            validator,
+            rules,
+        }
     }
 
     /// The wrapped service.
@@ -74,7 +82,6 @@ where
     type Response = http::Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<ResBody, S::Error>;
-
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -30,7 +30,9 @@ impl JwtRules {
 
     /// Methods matching `pattern` need no token.
     pub fn skip(mut self, pattern: &str) -> Result<Self> {
-        let invalid = || Error::InvalidMethodPattern { presented: pattern.to_owned() };
+        let invalid = || Error::InvalidMethodPattern {
+            presented: pattern.to_owned(),
+        };
         let trimmed = pattern.strip_prefix('/').unwrap_or(pattern);
         let (service, method) = trimmed.split_once('/').ok_or_else(invalid)?;
         let valid = |s: &str| !s.is_empty() && !s.contains('/') && !s.contains('*');
@@ -58,7 +60,10 @@ impl JwtRules {
         if self.skip_exact.contains(path) {
             return false;
         }
-        let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s);
+        let service = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .map(|(s, _)| s);
         !service.is_some_and(|s| self.skip_services.contains(s))
     }
 
