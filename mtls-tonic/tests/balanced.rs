@@ -326,7 +326,10 @@ async fn all_replicas_down_fails_unavailable_within_bound() {
     }
     // The channel notices the closed connections (a call racing the kill itself may fail
     // UNAVAILABLE on the dying connection instead).
-    assert!(wait_until(Duration::from_secs(2), || ready_count(&channel) == 0).await, "{channel:?}");
+    assert!(
+        wait_until(Duration::from_secs(2), || ready_count(&channel) == 0).await,
+        "{channel:?}"
+    );
     for _ in 0..3 {
         let started = Instant::now();
         let status = tokio::time::timeout(Duration::from_secs(5), call(&channel, ""))
@@ -471,5 +474,43 @@ async fn untrusted_server_is_never_ready() {
     assert!(
         matches!(&endpoints[0].state, EndpointState::TransientFailure { reason } if reason.contains("TLS handshake")),
         "{endpoints:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_ready_is_bounded_by_the_call_deadline() {
+    let mut fx = Fixture::start(1, 1).await;
+    let channel = fx.builder().wait_for_ready().build().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 1).await,
+        "{channel:?}"
+    );
+    for replica in fx.replicas.values_mut() {
+        replica.kill();
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), || ready_count(&channel) == 0).await,
+        "{channel:?}"
+    );
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    request.set_timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let status = tokio::time::timeout(
+        Duration::from_secs(5),
+        HealthClient::new(channel.clone()).check(request),
+    )
+    .await
+    .expect("call hung")
+    .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
     );
 }

@@ -213,3 +213,59 @@ mod tests {
         assert!(err.to_string().contains("no rule"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod san_tests {
+    use super::*;
+    use mtls_certs::{CaParams, CertificateAuthority, LeafParams};
+    use mtls_core::Authorize;
+
+    fn peer(id: &str) -> PeerIdentity {
+        let ca = CertificateAuthority::new_root(&CaParams::new("t")).unwrap();
+        let leaf = ca
+            .issue(
+                &LeafParams::svid(mtls_certs::SpiffeId::new(id).unwrap())
+                    .with_dns_name("web.internal"),
+            )
+            .unwrap();
+        PeerIdentity::from_chain(&leaf.cert_chain()).unwrap()
+    }
+
+    #[test]
+    fn san_rules_and_denials_name_peer_and_method() {
+        let policy = MethodPolicy::deny_by_default()
+            .allow_sans("/pkg.S/Dns", ["DNS:exact:web.internal".parse().unwrap()])
+            .unwrap()
+            .allow(
+                "/pkg.S/Admin",
+                Authorize::exact("spiffe://example.org/admin".parse().unwrap()),
+            )
+            .unwrap();
+        let web = peer("spiffe://example.org/web");
+        assert_eq!(policy.check("/pkg.S/Dns", Some(&web)), Ok(()));
+        let err = policy.check("/pkg.S/Admin", Some(&web)).unwrap_err();
+        assert_eq!(
+            err,
+            AuthzError::Denied {
+                method: "/pkg.S/Admin".into(),
+                presented: "spiffe://example.org/web".into(),
+                expected: "spiffe://example.org/admin".into(),
+            }
+        );
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        let err = policy.check("/pkg.S/Other", Some(&web)).unwrap_err();
+        assert!(
+            matches!(err, AuthzError::Denied { .. }),
+            "deny by default: {err}"
+        );
+    }
+
+    #[test]
+    fn default_rule_applies_to_uncovered_methods() {
+        let policy = MethodPolicy::deny_by_default().default_allow(Authorize::any());
+        assert_eq!(
+            policy.check("/any.S/M", Some(&peer("spiffe://example.org/x"))),
+            Ok(())
+        );
+    }
+}

@@ -186,3 +186,52 @@ impl Interceptor for BearerInterceptor {
         Ok(request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_token_reloads_and_keeps_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let source = FileToken::new(&path, Duration::ZERO).unwrap();
+        assert_eq!(source.token().unwrap(), "first");
+        // Different length so the change is seen even within one mtime tick.
+        std::fs::write(&path, "second-token").unwrap();
+        let modified = SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        assert_eq!(source.token().unwrap(), "second-token");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            source.token().unwrap(),
+            "second-token",
+            "unreadable file keeps the last token"
+        );
+    }
+
+    #[test]
+    fn empty_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  \n").unwrap();
+        let err = FileToken::new(&path, Duration::ZERO).unwrap_err();
+        assert!(
+            matches!(&err, Error::Token(m) if m.ends_with("is empty")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn failing_source_fails_the_call_unavailable() {
+        let mut interceptor = BearerInterceptor::new(|| Err(Error::Token("no token yet".into())));
+        let status = interceptor.call(Request::new(())).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+}
