@@ -115,8 +115,10 @@
 //!   failure (timeout, refused, SERVFAIL) is not: the last good set is kept.
 //!
 //! # Dependencies
+//! The JWT layer takes any [`TokenValidator`]; the project's `mtls-jwt` validator plugs in
+//! through it (an adapter is added here once `mtls-jwt` publishes its API).
+//!
 //! - `mtls-core`: rustls configurations, SPIFFE authorizers, SAN matchers, `PeerIdentity`.
-//! - `mtls-jwt`: the project's JWT validator (adapted through [`TokenValidator`]).
 //! - `rustls`, `rustls-pki-types`, `tokio-rustls`: the TLS handshakes (aws-lc-rs provider).
 //! - `tokio`: runtime, sockets, timers, sync.
 //! - `tonic`, `tonic-health`: gRPC server/client types, `grpc.health.v1` for endpoint health.

@@ -378,6 +378,17 @@ async fn dns_stopped_keeps_last_good_set() {
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(ready_count(&channel), 3);
+    // DNS comes back with a smaller set: the channel follows it again.
+    let mut dns = DnsServer::start_on(Some(fx.dns.addr)).await;
+    dns.set_a(NAME, &[ip(2), ip(3)], TTL).await;
+    let recovered = wait_until(Duration::from_secs(8), || {
+        matches!(
+            channel.resolution(),
+            ResolutionState::Resolved { addresses: 2, .. }
+        )
+    })
+    .await;
+    assert!(recovered, "{:?}", channel.resolution());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

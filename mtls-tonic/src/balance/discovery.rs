@@ -154,7 +154,7 @@ pub(crate) async fn run(
     let mut failures = settings.failure_backoff.start();
     loop {
         let resolved_at = tokio::time::Instant::now();
-        let wait = match lookup(&resolver, &ctx.target.host).await {
+        let wait = match lookup(&resolver, &ctx.target.dns_name).await {
             Lookup::Found(ips, ttl) => {
                 failures.reset();
                 let addrs: Vec<SocketAddr> = ips

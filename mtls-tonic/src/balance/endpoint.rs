@@ -125,6 +125,16 @@ impl Shared {
         self.waker.wake();
     }
 
+    /// Records a failed attempt or a lost connection (a removed endpoint stays draining).
+    fn fail(&self, reason: String) {
+        self.update(|inner| {
+            inner.sender = None;
+            if !matches!(inner.phase, Phase::Draining) {
+                inner.phase = Phase::Failed(reason);
+            }
+        });
+    }
+
     pub(crate) fn set_serving(&self, serving: bool) {
         self.update(|inner| inner.serving = serving);
     }
@@ -399,7 +409,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, shared: Arc<Shared>) {
                     // the backoff on READY); one that died young waits like a failed dial.
                     if lived >= Duration::from_secs(1) {
                         backoff.reset();
-                        shared.update(|inner| inner.phase = Phase::Failed(reason));
+                        shared.fail(reason);
                         ctx.request_reresolve(shared.addr);
                         continue;
                     }
@@ -408,7 +418,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, shared: Arc<Shared>) {
             },
             Err(error) => error.to_string(),
         };
-        shared.update(|inner| inner.phase = Phase::Failed(reason));
+        shared.fail(reason);
         ctx.request_reresolve(shared.addr);
         let delay = backoff.next_delay();
         debug!(endpoint = %shared.addr, ?delay, "reconnect backoff");

@@ -9,6 +9,9 @@ use crate::{Error, Result};
 pub(crate) struct Target {
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// The name to look up: as given, so a trailing dot keeps it absolute and a short name
+    /// gets the resolver's search domains (Kubernetes `svc` names rely on them).
+    pub(crate) dns_name: String,
     /// Set when the host is an IP literal: no DNS, one endpoint.
     pub(crate) ip: Option<IpAddr>,
 }
@@ -35,6 +38,7 @@ impl Target {
         let ip = host.parse::<IpAddr>().ok();
         Ok(Self {
             host: host.trim_end_matches('.').to_owned(),
+            dns_name: host.to_owned(),
             port,
             ip,
         })

@@ -27,6 +27,11 @@ pub struct DnsServer {
 impl DnsServer {
     /// Serves zone `test.` on 127.0.0.1 (UDP and TCP, same port).
     pub async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// Like [`DnsServer::start`], on `addr` when given (e.g. to restart a stopped server).
+    pub async fn start_on(addr: Option<SocketAddr>) -> Self {
         let origin = Name::from_ascii("test.").unwrap();
         let mut zone =
             InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
@@ -46,6 +51,11 @@ impl DnsServer {
         let mut server = Server::new(catalog);
         // UDP and TCP on the same port: find one free for both.
         let (udp, tcp) = loop {
+            if let Some(addr) = addr {
+                let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
+                let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+                break (udp, tcp);
+            }
             let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let port = udp.local_addr().unwrap().port();
             if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
