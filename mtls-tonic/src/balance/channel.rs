@@ -1,289 +1,33 @@
-//! `BalancedChannel`: the handle, its builder and its `Service` impl.
+//! `BalancedChannel`: the handle, introspection and its `Service` impl.
 
 use std::{
     future::Future,
-    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::{sync::mpsc, task::JoinHandle};
-use tokio_stream::{StreamExt, wrappers::UnboundedReceiverStream};
+use tokio::task::JoinHandle;
 use tonic::{Status, body::Body};
-use tower::{
-    balance::p2c::Balance,
-    buffer::Buffer,
-    discover::Change,
-    load::{CompleteOnResponse, PeakEwma},
-};
+use tower::buffer::Buffer;
 use tower_service::Service;
 
 use super::{
-    Backoff, EndpointInfo, ResolutionState,
+    Backoff, BalancedChannelBuilder, EndpointInfo, LoadPolicy, ResolutionState,
     ctx::{Ctx, EndpointSettings},
-    discovery::{self, DnsSettings},
-    endpoint::Subchannel,
-    gate::{BoxFuture, ReadyGate},
-    round_robin::RoundRobin,
-    target::Target,
+    discovery::DnsSettings,
+    gate::BoxFuture,
 };
-use crate::{MtlsConnector, Result, client::parse_server_name_pub};
+use crate::{MtlsConnector, Result};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How a call picks among the ready endpoints.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LoadPolicy {
-    /// Power of two choices comparing calls in flight (tower `p2c` + pending requests).
-    #[default]
-    PendingRequests,
-    /// Power of two choices comparing a peak-EWMA of response latency (tower `PeakEwma`).
-    PeakEwma,
-    /// Each call to the next ready endpoint in turn.
-    RoundRobin,
-}
-
-/// Builder for [`BalancedChannel`]; see [`BalancedChannel::builder`].
-#[derive(Debug)]
-#[must_use]
-pub struct BalancedChannelBuilder {
-    target: String,
-    connector: MtlsConnector,
-    dns: DnsSettings,
-    endpoint: EndpointSettings,
-    policy: LoadPolicy,
-    ready_timeout: Option<Duration>,
-    buffer: usize,
-}
-
-impl BalancedChannelBuilder {
-    /// Ask this DNS server (UDP and TCP) instead of the system's resolvers.
-    pub fn nameserver(mut self, addr: SocketAddr) -> Self {
-        self.dns.nameserver = Some(addr);
-        self
-    }
-
-    /// Per-query DNS timeout (default 5 s) and attempts (default 2).
-    pub fn dns_timeout(mut self, timeout: Duration, attempts: usize) -> Self {
-        self.dns.timeout = timeout;
-        self.dns.attempts = attempts;
-        self
-    }
-
-    /// Re-resolve at the records' TTL, but no sooner than `floor` and no later than
-    /// `ceiling` (defaults 5 s and 30 s), spread by `± jitter` (default 0.1).
-    pub fn refresh(mut self, floor: Duration, ceiling: Duration, jitter: f64) -> Self {
-        self.dns.refresh_floor = floor.min(ceiling);
-        self.dns.refresh_ceiling = ceiling.max(floor);
-        self.dns.refresh_jitter = if jitter.is_finite() {
-            jitter.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        self
-    }
-
-    /// A failed connection triggers a re-resolution at once, but at most once per `interval`
-    /// after the previous one (default 5 s).
-    pub fn reresolve_min_interval(mut self, interval: Duration) -> Self {
-        self.dns.reresolve_min_interval = interval;
-        self
-    }
-
-    /// Retry schedule while DNS is unreachable (default 1 s × 1.6, capped by the refresh ceiling).
-    pub fn dns_failure_backoff(mut self, backoff: Backoff) -> Self {
-        self.dns.failure_backoff = backoff;
-        self
-    }
-
-    /// Per-endpoint reconnect backoff (default gRPC's: 1 s × 1.6, jitter 0.2, cap 120 s).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.endpoint.backoff = backoff;
-        self
-    }
-
-    /// Bound on TCP + TLS + the server's first HTTP/2 frame per attempt (default 20 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.endpoint.connect_timeout = timeout;
-        self.connector = self.connector.connect_timeout(timeout);
-        self
-    }
-
-    /// HTTP/2 keepalive PING every `interval`, connection dropped when a PING is not answered
-    /// within `timeout` (default 20 s / 10 s). `None` turns keepalive off.
-    pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
-        self.endpoint.keepalive = keepalive;
-        self
-    }
-
-    /// Watch `grpc.health.v1` for `service` ("" = the whole server) on every endpoint; only
-    /// SERVING endpoints are picked. Off by default.
-    pub fn health_check(mut self, service: impl Into<String>) -> Self {
-        self.endpoint.health_service = Some(service.into());
-        self
-    }
-
-    /// How long a removed endpoint may keep serving its in-flight calls (default 30 s).
-    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.endpoint.drain_timeout = timeout;
-        self
-    }
-
-    /// How calls pick among ready endpoints (default p2c over pending requests).
-    pub fn load_policy(mut self, policy: LoadPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// With no ready endpoint, calls fail UNAVAILABLE after waiting `timeout` (default 10 s);
-    /// while the channel stays without a ready endpoint, later calls fail at once.
-    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = Some(timeout);
-        self
-    }
-
-    /// Calls wait for a ready endpoint without the fail-fast bound, until their own deadline
-    /// (`grpc-timeout`, e.g. [`tonic::Request::set_timeout`]) fails them DEADLINE_EXCEEDED.
-    pub fn wait_for_ready(mut self) -> Self {
-        self.ready_timeout = None;
-        self
-    }
-
-    /// Calls that may queue in front of the balancer (default 1024).
-    pub fn buffer_size(mut self, size: usize) -> Self {
-        self.buffer = size.max(1);
-        self
-    }
-
-    /// Starts the channel: DNS discovery and one connection task per endpoint. Must be
-    /// called within a tokio runtime.
-    pub fn build(self) -> Result<BalancedChannel> {
-        let target = Target::parse(&self.target)?;
-        let authority: http::uri::Authority =
-            target
-                .authority()
-                .parse()
-                .map_err(|_| crate::Error::InvalidTarget {
-                    target: self.target.clone(),
-                    expected: "host:port, dns:///host:port or [ipv6]:port",
-                })?;
-        let sni = match self.connector.server_name_value() {
-            Some(name) => name.clone(),
-            None => parse_server_name_pub(&target.host)?,
-        };
-        let resolver = match target.ip {
-            Some(_) => None,
-            None => Some(discovery::build_resolver(&self.dns)?),
-        };
-        let ctx = Arc::new(Ctx::new(
-            target,
-            self.connector,
-            sni,
-            authority,
-            self.endpoint,
-        ));
-        let (tx, rx) = mpsc::unbounded_channel::<Change<SocketAddr, Subchannel>>();
-        let changes = UnboundedReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
-        let service: ReadyGate<BoxedBalancer> = ReadyGate::new(
-            match self.policy {
-                LoadPolicy::PendingRequests => BoxedBalancer::new(Balance::new(changes)),
-                LoadPolicy::PeakEwma => BoxedBalancer::new(Balance::new(changes.map(|change| {
-                    change.map(|change| match change {
-                        Change::Insert(key, svc) => Change::Insert(
-                            key,
-                            PeakEwma::new(
-                                svc,
-                                Duration::from_millis(30),
-                                10e9,
-                                CompleteOnResponse::default(),
-                            ),
-                        ),
-                        Change::Remove(key) => Change::Remove(key),
-                    })
-                }))),
-                LoadPolicy::RoundRobin => BoxedBalancer::new(RoundRobin::new(changes)),
-            },
-            ctx.clone(),
-            self.ready_timeout,
-        );
-        let buffer = Buffer::new(service, self.buffer);
-        let discovery = tokio::spawn(discovery::run(ctx.clone(), resolver, self.dns, tx));
-        Ok(BalancedChannel {
-            buffer,
-            ctx: ctx.clone(),
-            _tasks: Arc::new(Tasks { discovery, ctx }),
-        })
-    }
-}
-
-/// The balancer behind the fail-fast gate, type-erased over the load policy.
-struct BoxedBalancer {
-    inner: Box<
-        dyn Service<
-                http::Request<Body>,
-                Response = http::Response<Body>,
-                Error = BoxError,
-                Future = BoxFuture,
-            > + Send,
-    >,
-}
-
-impl BoxedBalancer {
-    fn new<S>(inner: S) -> Self
-    where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        Self {
-            inner: Box::new(Boxing(inner)),
-        }
-    }
-}
-
-struct Boxing<S>(S);
-
-impl<S> Service<http::Request<Body>> for Boxing<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> BoxFuture {
-        Box::pin(self.0.call(request))
-    }
-}
-
-impl Service<http::Request<Body>> for BoxedBalancer {
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> BoxFuture {
-        self.inner.call(request)
-    }
-}
-
 /// Stops discovery and drains every endpoint when the last channel handle is dropped.
 #[derive(Debug)]
-struct Tasks {
-    discovery: JoinHandle<()>,
-    ctx: Arc<Ctx>,
+pub(super) struct Tasks {
+    pub(super) discovery: JoinHandle<()>,
+    pub(super) ctx: Arc<Ctx>,
 }
 
 impl Drop for Tasks {
@@ -337,9 +81,9 @@ impl Drop for Tasks {
 /// ```
 #[derive(Clone)]
 pub struct BalancedChannel {
-    buffer: Buffer<http::Request<Body>, BoxFuture>,
-    ctx: Arc<Ctx>,
-    _tasks: Arc<Tasks>,
+    pub(super) buffer: Buffer<http::Request<Body>, BoxFuture>,
+    pub(super) ctx: Arc<Ctx>,
+    pub(super) _tasks: Arc<Tasks>,
 }
 
 impl std::fmt::Debug for BalancedChannel {

@@ -19,8 +19,9 @@ use tracing::{debug, info, warn};
 use super::{
     Backoff, ResolutionState,
     backoff::jittered,
+    connection,
     ctx::Ctx,
-    endpoint::{self, Shared, Subchannel},
+    endpoint::{Shared, Subchannel},
 };
 use crate::{Error, Result};
 
@@ -123,7 +124,7 @@ fn apply(
         info!(target = %ctx.target, endpoint = %addr, "endpoint added");
         let shared = Shared::new(addr, ctx);
         ctx.register(shared.clone());
-        tokio::spawn(endpoint::run(ctx.clone(), shared.clone()));
+        tokio::spawn(connection::run(ctx.clone(), shared.clone()));
         let _ = tx.send(Change::Insert(addr, Subchannel::new(shared.clone())));
         current.insert(addr, shared);
     }

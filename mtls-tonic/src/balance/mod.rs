@@ -1,7 +1,9 @@
 //! The DNS load-balanced mTLS channel.
 
 mod backoff;
+mod builder;
 mod channel;
+mod connection;
 mod ctx;
 mod discovery;
 mod endpoint;
@@ -12,5 +14,6 @@ mod round_robin;
 mod target;
 
 pub use backoff::Backoff;
-pub use channel::{BalancedChannel, BalancedChannelBuilder, LoadPolicy, ResponseFuture};
+pub use builder::{BalancedChannelBuilder, LoadPolicy};
+pub use channel::{BalancedChannel, ResponseFuture};
 pub use info::{EndpointInfo, EndpointState, ResolutionState};
