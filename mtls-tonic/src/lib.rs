@@ -114,6 +114,12 @@
 //! - "No records" (NXDOMAIN/NODATA) is an answer: the endpoint set becomes empty. A DNS
 //!   failure (timeout, refused, SERVFAIL) is not: the last good set is kept.
 //!
+//! # Performance
+//! `benches/balanced.rs` (loopback, 2 cores shared by client and replicas, 32 concurrent
+//! unary calls, same TLS): `BalancedChannel` over 3 replicas ≈ 45k calls/s vs a plain tonic
+//! `Channel` to one replica ≈ 41k calls/s (interleaved ratio 1.09); over the same single
+//! replica the balanced channel is within noise of the plain one (≈ 0.98×).
+//!
 //! # Dependencies
 //! The JWT layer takes any [`TokenValidator`]; the project's `mtls-jwt` validator plugs in
 //! through it (an adapter is added here once `mtls-jwt` publishes its API).

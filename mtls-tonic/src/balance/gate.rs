@@ -45,8 +45,12 @@ impl<S> ReadyGate<S> {
 
 impl<S> Service<http::Request<Body>> for ReadyGate<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>,
-    S::Future: Send + 'static,
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = BoxError,
+            Future = BoxFuture,
+        >,
 {
     type Response = http::Response<Body>;
     type Error = BoxError;
@@ -103,6 +107,7 @@ where
                 Box::new(Status::unavailable(message)) as BoxError,
             )));
         }
-        Box::pin(self.inner.call(request))
+        // Already boxed by the type-erased balancer: no second allocation per call.
+        self.inner.call(request)
     }
 }
