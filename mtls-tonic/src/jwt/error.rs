@@ -35,6 +35,16 @@ pub enum JwtError {
         /// The peer's SPIFFE ID from the mTLS handshake.
         expected: String,
     },
+    /// A failure a validator names itself (e.g. mtls-jwt's Envoy-named failures such as
+    /// "Jwt issuer is not configured"), with the gRPC code it maps to: UNAUTHENTICATED, or
+    /// PERMISSION_DENIED for tokens that are valid but not allowed here.
+    #[error("{message}")]
+    Rejected {
+        /// The status code to answer with.
+        code: Code,
+        /// The message, sent to the caller as is.
+        message: String,
+    },
 }
 
 impl JwtError {
@@ -46,6 +56,7 @@ impl JwtError {
             Self::AudienceNotAllowed { .. } | Self::SubjectMismatch { .. } => {
                 Code::PermissionDenied
             }
+            Self::Rejected { code, .. } => *code,
         }
     }
 
