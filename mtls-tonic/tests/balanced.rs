@@ -525,3 +525,39 @@ async fn wait_for_ready_is_bounded_by_the_call_deadline() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_failure_triggers_early_reresolution() {
+    let mut fx = Fixture::start(3, 2).await;
+    fx.dns.set_a(NAME, &[ip(2), ip(3)], 60).await;
+    // TTL 60 s and a 30 s ceiling: without a trigger the next resolution is far away.
+    let channel = fx
+        .builder()
+        .refresh(Duration::from_secs(30), Duration::from_secs(30), 0.0)
+        .reresolve_min_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
+        "{channel:?}"
+    );
+    fx.dns.set_a(NAME, &[ip(2), ip(3), ip(4)], 60).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        channel.endpoints().len(),
+        2,
+        "no resolution expected yet: {channel:?}"
+    );
+    fx.replicas.get_mut(&ip(3)).unwrap().kill();
+    let found = wait_until(Duration::from_secs(3), || {
+        channel
+            .endpoints()
+            .iter()
+            .any(|e| e.addr.ip() == ip(4) && e.state.is_ready())
+    })
+    .await;
+    assert!(
+        found,
+        "the lost connection did not trigger a re-resolution: {channel:?}"
+    );
+}
