@@ -1,1 +1,128 @@
-//! placeholder
+//! JWT validation against a JWKS, the way Envoy's `jwt_authn` does it, in-process.
+//!
+//! A [`Validator`] checks bearer tokens against keys from a [`JwksSource`]: an inline JWKS, a
+//! file (reloaded when it changes) or a remote URL / OIDC discovery ([`RemoteJwks`]: cached
+//! 10 min like Envoy, refreshed in the background, refetched — rate-limited — when a token
+//! names an unknown `kid`, last good keys kept when the server fails). Failures are
+//! [`enum@Error`] variants named and worded like Envoy's (`"Jwt is expired"`, `"Audiences in
+//! Jwt are not allowed"`, ...) with their HTTP status (401, or 403 for audiences) and gRPC
+//! code ([`GrpcCode`]). Verified tokens are cached (bounded, keyed by the token, expiring with
+//! it, dropped when the JWKS changes), as Envoy's `jwt_cache_config` does.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), mtls_jwt::Error> {
+//! // An issuer's key and its JWKS (in production: JwksSource::remote(url) or ::file(path)).
+//! let key = SigningKey::generate(Algorithm::ES256)?;
+//! let jwks = mtls_jwt::jwks_json([key.jwk(None)]);
+//!
+//! let validator = Validator::builder()
+//!     .jwks(JwksSource::inline(jwks))
+//!     .issuer("https://issuer.test")
+//!     .audience("bookstore")
+//!     .build()?;
+//!
+//! let token = key.mint(
+//!     &TokenSpec::new(Duration::from_secs(300))
+//!         .issuer("https://issuer.test")
+//!         .audience("bookstore")
+//!         .subject("spiffe://example.org/client"),
+//! )?;
+//! let claims = validator.validate(&token).await?;
+//! assert_eq!(claims.subject(), Some("spiffe://example.org/client"));
+//!
+//! // Failures carry Envoy's message and the status to answer with.
+//! let err = validator.validate("a.b").await.unwrap_err();
+//! assert_eq!(err.envoy_message(),
+//!     "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections");
+//! assert_eq!(err.http_status(), 401);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A remote JWKS (needs a tokio runtime; the background refresh runs on it):
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), mtls_jwt::Error> {
+//! use std::time::Duration;
+//! use mtls_jwt::{RemoteJwks, Validator};
+//!
+//! let validator = Validator::builder()
+//!     .jwks(RemoteJwks::new("https://issuer.example/.well-known/jwks.json")
+//!         .cache_duration(Duration::from_secs(600))
+//!         .refetch_min_interval(Duration::from_secs(10)))
+//!     .issuer("https://issuer.example")
+//!     .audience("bookstore")
+//!     .build()?;
+//! # let headers = http::HeaderMap::new();
+//! let claims = validator.validate_headers(&headers).await?; // authorization: Bearer <jwt>
+//! # Ok(()) }
+//! ```
+//!
+//! # JWT-SVIDs
+//!
+//! [`ValidatorBuilder::jwt_svid`] applies the SPIFFE JWT-SVID rules: RS/ES/PS algorithms only,
+//! `aud` required and containing ours, `exp` required, `sub` a valid SPIFFE ID
+//! ([`Claims::spiffe_id`]), `typ` absent or `JWT`/`JOSE`. ES512 is supported: `jsonwebtoken`
+//! does not implement it, but we verify with aws-lc-rs directly (below).
+//!
+//! # What the defaults refuse
+//!
+//! - `alg: none`, unknown algorithms, and HMAC unless a secret is configured
+//!   ([`ValidatorBuilder::hmac_secret`]), so an `HS256` token "signed" with the RSA public key
+//!   (algorithm confusion) fails with [`Error::AlgorithmNotAllowed`];
+//! - a key whose JWK `alg` or key type/curve differs from the token's `alg`
+//!   ([`Error::KeyAlgorithmMismatch`]), and a JWK with `use` other than `sig`
+//!   ([`Error::KeyNotForSignature`]);
+//! - tokens without `exp`, or without `aud` when audiences are configured;
+//! - `crit` header parameters (we implement none), tokens over 8 KiB.
+//!
+//! # Design notes
+//!
+//! - **Verification with pre-parsed keys.** Each JWK is parsed once into an aws-lc-rs
+//!   `ParsedPublicKey` per algorithm it may verify; `jsonwebtoken::decode` instead re-parses
+//!   the key and the header on every call. So the uncached path is no slower than raw
+//!   `decode` (see `benches/validate.rs`), and the JWK's own `alg`/`use` can be enforced.
+//! - **No lock on the hot path.** Keys live in an `ArcSwap`; a refresh swaps them in. Only a
+//!   token with an unknown `kid` waits, for one coalesced, rate-limited refetch.
+//! - **One crypto provider**: aws-lc-rs (also under reqwest's rustls); no `ring`.
+//!
+//! # Dependencies
+//!
+//! - `aws-lc-rs`: signature verification, key generation and signing, SHA-256 for RFC 7638
+//!   thumbprints — the provider the rest of the workspace uses.
+//! - `serde`, `serde_json`, `base64`: JOSE headers, claims and JWKS documents.
+//! - `reqwest` (rustls, aws-lc-rs): fetching remote JWKS and OIDC discovery documents.
+//! - `tokio`: background refresh and file-watch tasks, timeouts, the refetch lock.
+//! - `arc-swap`: lock-free reads of the current key set.
+//! - `spiffe`: `SpiffeId` for JWT-SVID subjects.
+//! - `http`: header maps for token extraction.
+//! - `rustls-pki-types`: PEM parsing of public and private keys.
+//! - `thiserror`, `tracing`: the error type and logs (target `mtls_jwt`).
+
+#![forbid(unsafe_code)]
+
+mod alg;
+mod bearer;
+mod cache;
+mod claims;
+mod der;
+mod error;
+mod jwk;
+mod keys;
+mod source;
+mod validator;
+
+pub use alg::Algorithm;
+pub use bearer::{TokenLocation, bearer_token};
+pub use claims::Claims;
+pub use error::{Error, GrpcCode, Result};
+pub use jwk::KeySet;
+pub use keys::{PublicKey, SigningKey, TokenSpec, jwks_json};
+pub use source::{FileJwks, JwksSource, RemoteJwks};
+pub use validator::{Validator, ValidatorBuilder};

@@ -1,0 +1,354 @@
+//! A parsed JWKS: verification keys, pre-parsed once so each validation only verifies.
+
+use std::fmt;
+
+use aws_lc_rs::signature::ParsedPublicKey;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+
+use crate::alg::Algorithm;
+use crate::der;
+use crate::error::{Error, Result};
+
+/// The key type and curve of a JWK: which algorithms it can verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Rsa,
+    P256,
+    P384,
+    P521,
+    Ed25519,
+}
+
+impl KeyKind {
+    fn fits(self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        match self {
+            Self::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            Self::P256 => alg == ES256,
+            Self::P384 => alg == ES384,
+            Self::P521 => alg == ES512,
+            Self::Ed25519 => alg == EdDSA,
+        }
+    }
+
+    fn algorithms(self) -> &'static [Algorithm] {
+        use Algorithm::*;
+        match self {
+            Self::Rsa => &[RS256, RS384, RS512, PS256, PS384, PS512],
+            Self::P256 => &[ES256],
+            Self::P384 => &[ES384],
+            Self::P521 => &[ES512],
+            Self::Ed25519 => &[EdDSA],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rsa => "RSA",
+            Self::P256 => "EC P-256",
+            Self::P384 => "EC P-384",
+            Self::P521 => "EC P-521",
+            Self::Ed25519 => "OKP Ed25519",
+        }
+    }
+}
+
+/// One verification key of a JWKS.
+pub(crate) struct VerifyingKey {
+    pub(crate) kid: Option<String>,
+    /// The JWK's own `alg`, as written.
+    jwk_alg: Option<String>,
+    /// `Some(description)` when `use`/`key_ops` say the key is not for verifying signatures.
+    not_for_signing: Option<String>,
+    kind: KeyKind,
+    /// One parsed key per algorithm the key may verify.
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.jwk_alg)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// Why this key may not verify a token signed with `alg`, if it may not.
+    pub(crate) fn refuse(&self, alg: Algorithm) -> Option<Error> {
+        let kid = || self.kid.clone().unwrap_or_default();
+        if let Some(key_use) = &self.not_for_signing {
+            return Some(Error::KeyNotForSignature {
+                kid: kid(),
+                key_use: key_use.clone(),
+            });
+        }
+        if let Some(jwk_alg) = &self.jwk_alg {
+            if jwk_alg != alg.as_str() {
+                return Some(Error::KeyAlgorithmMismatch {
+                    kid: kid(),
+                    key_alg: jwk_alg.clone(),
+                    token_alg: alg.as_str().to_owned(),
+                });
+            }
+        }
+        if !self.kind.fits(alg) {
+            return Some(Error::KeyAlgorithmMismatch {
+                kid: kid(),
+                key_alg: self.kind.name().to_owned(),
+                token_alg: alg.as_str().to_owned(),
+            });
+        }
+        None
+    }
+
+    /// Verifies `signature` over `message` with `alg` (which [`Self::refuse`] accepted).
+    pub(crate) fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
+    }
+
+    fn parse(jwk: &Value) -> std::result::Result<Self, String> {
+        let obj = jwk.as_object().ok_or("a key is not a JSON object")?;
+        let text = |name: &str| -> std::result::Result<Option<&str>, String> {
+            match obj.get(name) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(format!("[{name}] is not a string")),
+            }
+        };
+        let b64 = |name: &str| -> std::result::Result<Vec<u8>, String> {
+            let s = text(name)?.ok_or_else(|| format!("[{name}] is missing"))?;
+            URL_SAFE_NO_PAD
+                .decode(s.trim_end_matches('='))
+                .map_err(|e| format!("[{name}] is not base64url: {e}"))
+        };
+        let kid = text("kid")?.map(str::to_owned);
+        let kty = text("kty")?.ok_or("[kty] is missing")?;
+        let (kind, bytes) = match (kty, text("crv")?) {
+            ("RSA", _) => {
+                let n = b64("n")?;
+                let e = b64("e")?;
+                (KeyKind::Rsa, der::encode_rsa_public_key(&n, &e))
+            }
+            ("EC", Some(crv)) => {
+                let (kind, len) = match crv {
+                    "P-256" => (KeyKind::P256, 32),
+                    "P-384" => (KeyKind::P384, 48),
+                    "P-521" => (KeyKind::P521, 66),
+                    other => return Err(format!("EC curve {other:?} is not supported")),
+                };
+                let (x, y) = (b64("x")?, b64("y")?);
+                if x.len() != len || y.len() != len {
+                    return Err(format!("{crv} [x]/[y] must be {len} bytes each"));
+                }
+                let mut point = vec![4u8];
+                point.extend(x);
+                point.extend(y);
+                (kind, point)
+            }
+            ("OKP", Some("Ed25519")) => (KeyKind::Ed25519, b64("x")?),
+            ("oct", _) => {
+                return Err("symmetric (oct) keys in a JWKS are never used; \
+                            configure an HMAC secret on the validator instead"
+                    .into());
+            }
+            (kty, crv) => return Err(format!("key type {kty:?} (crv {crv:?}) is not supported")),
+        };
+        let jwk_alg = text("alg")?.map(str::to_owned);
+        let not_for_signing = match (text("use")?, obj.get("key_ops")) {
+            (Some(u), _) if u != "sig" => Some(format!("use: {u}")),
+            (_, Some(Value::Array(ops))) if !ops.iter().any(|o| o == "verify") => {
+                Some(format!("key_ops: {}", Value::Array(ops.clone())))
+            }
+            _ => None,
+        };
+        let algs: Vec<Algorithm> = match jwk_alg.as_deref().map(str::parse::<Algorithm>) {
+            Some(Ok(alg)) if kind.fits(alg) => vec![alg],
+            _ => kind.algorithms().to_vec(),
+        };
+        let mut parsed = Vec::with_capacity(algs.len());
+        for alg in algs {
+            let Some(verification) = alg.verification() else {
+                continue;
+            };
+            let key = ParsedPublicKey::new(verification, &bytes)
+                .map_err(|e| format!("{} key rejected: {e}", kind.name()))?;
+            parsed.push((alg, key));
+        }
+        Ok(Self {
+            kid,
+            jwk_alg,
+            not_for_signing,
+            kind,
+            parsed,
+        })
+    }
+}
+
+/// A parsed JWKS (RFC 7517 `{"keys": [...]}`): the verification keys a validator uses.
+///
+/// Keys that cannot be parsed (unknown key types or curves, bad base64, invalid points,
+/// symmetric `oct` keys) are skipped with a warning; a set left with no key is an error.
+/// Keys whose `use` is not `sig` stay in the set so a token naming them fails with
+/// [`Error::KeyNotForSignature`] rather than [`Error::UnknownKid`], but they do not count as
+/// usable keys.
+///
+/// ```
+/// let key = mtls_jwt::SigningKey::generate(mtls_jwt::Algorithm::ES256)?;
+/// let jwks = mtls_jwt::jwks_json([key.public_key().to_jwk(None)]);
+/// let set = mtls_jwt::KeySet::from_json(&jwks)?;
+/// assert_eq!(set.key_ids(), vec![key.kid().to_string()]);
+/// assert!(matches!(
+///     mtls_jwt::KeySet::from_json(r#"{"keys": []}"#),
+///     Err(mtls_jwt::Error::EmptyJwks { .. })
+/// ));
+/// # Ok::<(), mtls_jwt::Error>(())
+/// ```
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+    document: Value,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet").field("keys", &self.keys).finish()
+    }
+}
+
+impl KeySet {
+    /// Parses a JWKS document.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let document: Value = serde_json::from_str(json).map_err(|e| Error::InvalidJwks {
+            reason: e.to_string(),
+        })?;
+        Self::from_value(document)
+    }
+
+    /// Parses a JWKS already read as JSON.
+    pub fn from_value(document: Value) -> Result<Self> {
+        let Some(keys) = document.get("keys") else {
+            return Err(Error::InvalidJwks {
+                reason: "Jwks does not have [keys] field".into(),
+            });
+        };
+        let Some(keys) = keys.as_array() else {
+            return Err(Error::InvalidJwks {
+                reason: "[keys] in Jwks is not an array".into(),
+            });
+        };
+        let mut parsed = Vec::with_capacity(keys.len());
+        let mut skipped = 0usize;
+        for (i, jwk) in keys.iter().enumerate() {
+            match VerifyingKey::parse(jwk) {
+                Ok(key) => parsed.push(key),
+                Err(reason) => {
+                    skipped += 1;
+                    let kid = jwk.get("kid").and_then(Value::as_str).unwrap_or("");
+                    tracing::warn!(index = i, kid, %reason, "skipping a JWK that cannot be used");
+                }
+            }
+        }
+        let usable = parsed.iter().filter(|k| k.not_for_signing.is_none()).count();
+        if usable == 0 {
+            return Err(Error::EmptyJwks {
+                reason: format!(
+                    "{} keys, {skipped} skipped, {} not for signatures",
+                    keys.len(),
+                    parsed.len()
+                ),
+            });
+        }
+        Ok(Self {
+            keys: parsed,
+            document,
+        })
+    }
+
+    /// The `kid`s of the keys (keys without one are left out).
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.iter().filter_map(|k| k.kid.clone()).collect()
+    }
+
+    /// How many keys the set holds (including keys not for signatures).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True if the set holds no key (never true for a set built by [`KeySet::from_json`]).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The document the set was parsed from.
+    pub fn document(&self) -> &Value {
+        &self.document
+    }
+
+    /// Verifies a signature: the key named by `kid`, or (without `kid`) every key that fits `alg`.
+    pub(crate) fn verify(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<()> {
+        match kid {
+            Some(kid) => {
+                let mut refusal = None;
+                for key in self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)) {
+                    match key.refuse(alg) {
+                        None if key.verify(alg, message, signature) => return Ok(()),
+                        None => return Err(Error::BadSignature),
+                        Some(e) => refusal = refusal.or(Some(e)),
+                    }
+                }
+                Err(refusal.unwrap_or_else(|| Error::UnknownKid {
+                    kid: kid.to_owned(),
+                }))
+            }
+            None => {
+                let mut candidates = self.keys.iter().filter(|k| k.refuse(alg).is_none());
+                let mut any = false;
+                for key in candidates.by_ref() {
+                    any = true;
+                    if key.verify(alg, message, signature) {
+                        return Ok(());
+                    }
+                }
+                if any {
+                    Err(Error::BadSignature)
+                } else {
+                    Err(Error::NoKeyForAlgorithm {
+                        alg: alg.as_str().to_owned(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bad_keys_are_skipped_and_an_empty_set_refused() {
+        let err = KeySet::from_value(json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}))
+            .unwrap_err();
+        assert!(matches!(err, Error::EmptyJwks { .. }), "{err}");
+        let err = KeySet::from_value(json!({"nokeys": []})).unwrap_err();
+        assert!(matches!(err, Error::InvalidJwks { .. }), "{err}");
+        let err = KeySet::from_json("{").unwrap_err();
+        assert!(matches!(err, Error::InvalidJwks { .. }), "{err}");
+        let err = KeySet::from_value(json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]})).unwrap_err();
+        assert!(matches!(err, Error::EmptyJwks { .. }), "{err}");
+    }
+}
