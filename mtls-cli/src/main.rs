@@ -9,6 +9,7 @@
 mod ca_cmd;
 mod cert_cmd;
 mod cfssl_cmd;
+mod jwt_cmd;
 mod output;
 
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ enum Command {
     /// cfssl-compatible initca/gencert from cfssl JSON inputs.
     #[command(subcommand)]
     Cfssl(cfssl_cmd::CfsslCommand),
+    /// JWT signing keys, JWKS, dev tokens and verification.
+    #[command(subcommand)]
+    Jwt(jwt_cmd::JwtCommand),
 }
 
 fn run(cli: Cli) -> output::CliResult {
@@ -41,6 +45,7 @@ fn run(cli: Cli) -> output::CliResult {
         Command::Ca(cmd) => cmd.run(),
         Command::Cert(cmd) => cmd.run(),
         Command::Cfssl(cmd) => cmd.run(),
+        Command::Jwt(cmd) => cmd.run(),
     }
 }
 
