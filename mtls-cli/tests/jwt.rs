@@ -11,10 +11,16 @@ use std::process::Command;
 use support::{mtls_err, mtls_ok};
 
 fn python() -> PathBuf {
-    let path = std::env::var_os("MTLS_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
-    });
-    assert!(path.exists(), "no Python at {}: run ./ci.sh (it installs the test peers)", path.display());
+    let path = std::env::var_os("MTLS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
+        });
+    assert!(
+        path.exists(),
+        "no Python at {}: run ./ci.sh (it installs the test peers)",
+        path.display()
+    );
     path
 }
 
@@ -24,7 +30,12 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
     let d = dir.path();
     let mut pubs = Vec::new();
     for (alg, name) in [("ES256", "es"), ("RS256", "rs"), ("EdDSA", "ed")] {
-        let out = mtls_ok(d, &["jwt", "keygen", "--alg", alg, "--out", "keys", "--name", name]);
+        let out = mtls_ok(
+            d,
+            &[
+                "jwt", "keygen", "--alg", alg, "--out", "keys", "--name", name,
+            ],
+        );
         assert!(out.contains(&format!("keys/{name}-key.pem")), "{out}");
         #[cfg(unix)]
         {
@@ -38,9 +49,19 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
         pubs.push(format!("keys/{name}.pub.pem"));
     }
     // Refuses to overwrite a key without --force.
-    let err = mtls_err(d, &["jwt", "keygen", "--alg", "ES256", "--out", "keys", "--name", "es"]);
+    let err = mtls_err(
+        d,
+        &[
+            "jwt", "keygen", "--alg", "ES256", "--out", "keys", "--name", "es",
+        ],
+    );
     assert!(err.contains("es-key.pem"), "{err}");
-    mtls_ok(d, &["jwt", "keygen", "--alg", "ES256", "--out", "keys", "--name", "es2", "--force"]);
+    mtls_ok(
+        d,
+        &[
+            "jwt", "keygen", "--alg", "ES256", "--out", "keys", "--name", "es2", "--force",
+        ],
+    );
 
     let mut args = vec!["jwt", "jwks"];
     args.extend(pubs.iter().map(String::as_str));
@@ -55,9 +76,22 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
         let token = mtls_ok(
             d,
             &[
-                "jwt", "mint", "--key", &key, "--iss", "https://issuer.test", "--aud", "bookstore",
-                "--sub", "spiffe://example.org/client", "--ttl", "5m", "--claim", "scope=read write",
-                "--claim", "level=3",
+                "jwt",
+                "mint",
+                "--key",
+                &key,
+                "--iss",
+                "https://issuer.test",
+                "--aud",
+                "bookstore",
+                "--sub",
+                "spiffe://example.org/client",
+                "--ttl",
+                "5m",
+                "--claim",
+                "scope=read write",
+                "--claim",
+                "level=3",
             ],
         );
         tokens.push(token.trim().to_owned());
@@ -65,7 +99,17 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
     for token in &tokens {
         let out = mtls_ok(
             d,
-            &["jwt", "verify", "--jwks", "jwks.json", "--iss", "https://issuer.test", "--aud", "bookstore", token],
+            &[
+                "jwt",
+                "verify",
+                "--jwks",
+                "jwks.json",
+                "--iss",
+                "https://issuer.test",
+                "--aud",
+                "bookstore",
+                token,
+            ],
         );
         let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(claims["sub"], "spiffe://example.org/client");
@@ -76,74 +120,241 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
     // The default kid of `mint` is the thumbprint `jwks` gives, so an independent verifier
     // finds the key by kid.
     let out = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../mtls-jwt/tests/support/verify_tokens.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../mtls-jwt/tests/support/verify_tokens.py"
+        ))
         .arg(d.join("jwks.json"))
         .args(["https://issuer.test", "bookstore"])
         .args(&tokens)
         .output()
         .unwrap();
-    assert!(out.status.success(), "PyJWT refused: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "PyJWT refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
 
     // Named failures, non-zero exit.
     let err = mtls_err(
         d,
-        &["jwt", "verify", "--jwks", "jwks.json", "--iss", "https://issuer.test", "--aud", "other", &tokens[0]],
+        &[
+            "jwt",
+            "verify",
+            "--jwks",
+            "jwks.json",
+            "--iss",
+            "https://issuer.test",
+            "--aud",
+            "other",
+            &tokens[0],
+        ],
     );
     assert!(err.contains("Audiences in Jwt are not allowed"), "{err}");
     let err = mtls_err(
         d,
-        &["jwt", "verify", "--jwks", "jwks.json", "--iss", "https://evil.test", "--aud", "bookstore", &tokens[0]],
+        &[
+            "jwt",
+            "verify",
+            "--jwks",
+            "jwks.json",
+            "--iss",
+            "https://evil.test",
+            "--aud",
+            "bookstore",
+            &tokens[0],
+        ],
     );
     assert!(err.contains("Jwt issuer is not configured"), "{err}");
     let expired = mtls_ok(
         d,
-        &["jwt", "mint", "--key", "keys/es-key.pem", "--iss", "https://issuer.test", "--aud", "bookstore",
-          "--sub", "s", "--ttl", "1s", "--claim", "exp=1000"],
+        &[
+            "jwt",
+            "mint",
+            "--key",
+            "keys/es-key.pem",
+            "--iss",
+            "https://issuer.test",
+            "--aud",
+            "bookstore",
+            "--sub",
+            "s",
+            "--ttl",
+            "1s",
+            "--claim",
+            "exp=1000",
+        ],
     );
     let err = mtls_err(
         d,
-        &["jwt", "verify", "--jwks", "jwks.json", "--iss", "https://issuer.test", "--aud", "bookstore", expired.trim()],
+        &[
+            "jwt",
+            "verify",
+            "--jwks",
+            "jwks.json",
+            "--iss",
+            "https://issuer.test",
+            "--aud",
+            "bookstore",
+            expired.trim(),
+        ],
     );
     assert!(err.contains("Jwt is expired"), "{err}");
     let err = mtls_err(
         d,
-        &["jwt", "verify", "--jwks", "jwks.json", "--iss", "i", "--aud", "a", "a.b"],
+        &[
+            "jwt",
+            "verify",
+            "--jwks",
+            "jwks.json",
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+            "a.b",
+        ],
     );
-    assert!(err.contains("Jwt is not in the form of Header.Payload.Signature"), "{err}");
+    assert!(
+        err.contains("Jwt is not in the form of Header.Payload.Signature"),
+        "{err}"
+    );
 }
 
 #[test]
 fn jwks_kids_and_mint_kid_options() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    mtls_ok(d, &["jwt", "keygen", "--alg", "RS256", "--out", ".", "--name", "k"]);
-    let jwks = mtls_ok(d, &["jwt", "jwks", "k.pub.pem", "--kid", "my-key", "--alg", "PS256"]);
+    mtls_ok(
+        d,
+        &[
+            "jwt", "keygen", "--alg", "RS256", "--out", ".", "--name", "k",
+        ],
+    );
+    let jwks = mtls_ok(
+        d,
+        &[
+            "jwt",
+            "jwks",
+            "k.pub.pem",
+            "--kid",
+            "my-key",
+            "--alg",
+            "PS256",
+        ],
+    );
     let doc: serde_json::Value = serde_json::from_str(&jwks).unwrap();
     assert_eq!(doc["keys"][0]["kid"], "my-key");
     assert_eq!(doc["keys"][0]["alg"], "PS256");
     std::fs::write(d.join("jwks.json"), &jwks).unwrap();
     let token = mtls_ok(
         d,
-        &["jwt", "mint", "--key", "k-key.pem", "--alg", "PS256", "--kid", "my-key", "--iss", "i",
-          "--aud", "a", "--sub", "s", "--ttl", "1m"],
+        &[
+            "jwt",
+            "mint",
+            "--key",
+            "k-key.pem",
+            "--alg",
+            "PS256",
+            "--kid",
+            "my-key",
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+            "--sub",
+            "s",
+            "--ttl",
+            "1m",
+        ],
     );
-    mtls_ok(d, &["jwt", "verify", "--jwks", "jwks.json", "--iss", "i", "--aud", "a", token.trim()]);
+    mtls_ok(
+        d,
+        &[
+            "jwt",
+            "verify",
+            "--jwks",
+            "jwks.json",
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+            token.trim(),
+        ],
+    );
     // RS256 token against the PS256-only JWK: the kid's alg does not match.
     let rs = mtls_ok(
         d,
-        &["jwt", "mint", "--key", "k-key.pem", "--kid", "my-key", "--iss", "i", "--aud", "a",
-          "--sub", "s", "--ttl", "1m"],
+        &[
+            "jwt",
+            "mint",
+            "--key",
+            "k-key.pem",
+            "--kid",
+            "my-key",
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+            "--sub",
+            "s",
+            "--ttl",
+            "1m",
+        ],
     );
-    let err = mtls_err(d, &["jwt", "verify", "--jwks", "jwks.json", "--iss", "i", "--aud", "a", rs.trim()]);
-    assert!(err.contains("Jwks doesn't have key to match kid or alg from Jwt"), "{err}");
+    let err = mtls_err(
+        d,
+        &[
+            "jwt",
+            "verify",
+            "--jwks",
+            "jwks.json",
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+            rs.trim(),
+        ],
+    );
+    assert!(
+        err.contains("Jwks doesn't have key to match kid or alg from Jwt"),
+        "{err}"
+    );
     // No kid: matched by algorithm.
     let nokid = mtls_ok(
         d,
-        &["jwt", "mint", "--key", "k-key.pem", "--alg", "PS256", "--no-kid", "--iss", "i", "--aud", "a",
-          "--sub", "s", "--ttl", "1m"],
+        &[
+            "jwt",
+            "mint",
+            "--key",
+            "k-key.pem",
+            "--alg",
+            "PS256",
+            "--no-kid",
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+            "--sub",
+            "s",
+            "--ttl",
+            "1m",
+        ],
     );
-    mtls_ok(d, &["jwt", "verify", "--jwks", "jwks.json", "--iss", "i", "--aud", "a", nokid.trim()]);
+    mtls_ok(
+        d,
+        &[
+            "jwt",
+            "verify",
+            "--jwks",
+            "jwks.json",
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+            nokid.trim(),
+        ],
+    );
     let err = mtls_err(d, &["jwt", "jwks", "missing.pem"]);
     assert!(err.contains("missing.pem"), "{err}");
 }

@@ -45,7 +45,14 @@ impl TokenCache {
     }
 
     /// Remembers a verified token until `until`.
-    pub(crate) fn insert(&self, token: &str, claims: Claims, until: i64, generation: u64, now: i64) {
+    pub(crate) fn insert(
+        &self,
+        token: &str,
+        claims: Claims,
+        until: i64,
+        generation: u64,
+        now: i64,
+    ) {
         if self.capacity == 0 {
             return;
         }

@@ -82,7 +82,11 @@ fn time_claim(map: &Map<String, Value>, name: &str) -> Result<Option<i64>> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
             .map(Some)
             .ok_or_else(|| Error::InvalidClaim {
                 claim: name.into(),
@@ -108,10 +112,12 @@ impl Claims {
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| {
-                    v.as_str().map(str::to_owned).ok_or_else(|| Error::InvalidClaim {
-                        claim: "aud".into(),
-                        reason: format!("expected strings, found {v}"),
-                    })
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| Error::InvalidClaim {
+                            claim: "aud".into(),
+                            reason: format!("expected strings, found {v}"),
+                        })
                 })
                 .collect::<Result<_>>()?,
             Some(other) => {
@@ -218,8 +224,14 @@ mod tests {
         let c = parse(json!({"aud": ["a", "b"], "exp": 10.7, "iss": "i"})).unwrap();
         assert_eq!(c.audiences(), ["a", "b"]);
         assert_eq!(c.expires_at(), Some(10));
-        assert!(matches!(parse(json!({"exp": "soon"})), Err(Error::InvalidClaim { claim, .. }) if claim == "exp"));
-        assert!(matches!(parse(json!({"aud": [1]})), Err(Error::InvalidClaim { claim, .. }) if claim == "aud"));
-        assert!(matches!(parse(json!({"iss": 3})), Err(Error::InvalidClaim { claim, .. }) if claim == "iss"));
+        assert!(
+            matches!(parse(json!({"exp": "soon"})), Err(Error::InvalidClaim { claim, .. }) if claim == "exp")
+        );
+        assert!(
+            matches!(parse(json!({"aud": [1]})), Err(Error::InvalidClaim { claim, .. }) if claim == "aud")
+        );
+        assert!(
+            matches!(parse(json!({"iss": 3})), Err(Error::InvalidClaim { claim, .. }) if claim == "iss")
+        );
     }
 }

@@ -61,7 +61,7 @@ pub(crate) fn spki(der: &[u8]) -> Option<Spki<'_>> {
     Some(Spki {
         algorithm,
         parameter,
-        key: key.as_ref(),
+        key,
     })
 }
 

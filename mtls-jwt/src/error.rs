@@ -183,7 +183,9 @@ pub enum Error {
         expected: Vec<String>,
     },
     /// None of the token's audiences is one of ours.
-    #[error("Audiences in Jwt are not allowed: presented {presented:?}, expected one of {expected:?}")]
+    #[error(
+        "Audiences in Jwt are not allowed: presented {presented:?}, expected one of {expected:?}"
+    )]
     AudienceNotAllowed {
         /// The token's `aud` values.
         presented: Vec<String>,
@@ -313,9 +315,10 @@ impl Error {
             | Self::InvalidClaim { .. }
             | Self::LifetimeTooLong { .. }
             | Self::ClaimsType { .. } => "Jwt verification fails",
-            Self::Config { .. } | Self::InvalidKey { .. } | Self::Signing { .. } | Self::Io { .. } => {
-                "Jwt verification fails"
-            }
+            Self::Config { .. }
+            | Self::InvalidKey { .. }
+            | Self::Signing { .. }
+            | Self::Io { .. } => "Jwt verification fails",
         }
     }
 

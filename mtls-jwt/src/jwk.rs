@@ -87,14 +87,14 @@ impl VerifyingKey {
                 key_use: key_use.clone(),
             });
         }
-        if let Some(jwk_alg) = &self.jwk_alg {
-            if jwk_alg != alg.as_str() {
-                return Some(Error::KeyAlgorithmMismatch {
-                    kid: kid(),
-                    key_alg: jwk_alg.clone(),
-                    token_alg: alg.as_str().to_owned(),
-                });
-            }
+        if let Some(jwk_alg) = &self.jwk_alg
+            && jwk_alg != alg.as_str()
+        {
+            return Some(Error::KeyAlgorithmMismatch {
+                kid: kid(),
+                key_alg: jwk_alg.clone(),
+                token_alg: alg.as_str().to_owned(),
+            });
         }
         if !self.kind.fits(alg) {
             return Some(Error::KeyAlgorithmMismatch {
@@ -255,7 +255,10 @@ impl KeySet {
                 }
             }
         }
-        let usable = parsed.iter().filter(|k| k.not_for_signing.is_none()).count();
+        let usable = parsed
+            .iter()
+            .filter(|k| k.not_for_signing.is_none())
+            .count();
         if usable == 0 {
             return Err(Error::EmptyJwks {
                 reason: format!(
@@ -341,14 +344,17 @@ mod tests {
 
     #[test]
     fn bad_keys_are_skipped_and_an_empty_set_refused() {
-        let err = KeySet::from_value(json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}))
-            .unwrap_err();
+        let err = KeySet::from_value(
+            json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}),
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::EmptyJwks { .. }), "{err}");
         let err = KeySet::from_value(json!({"nokeys": []})).unwrap_err();
         assert!(matches!(err, Error::InvalidJwks { .. }), "{err}");
         let err = KeySet::from_json("{").unwrap_err();
         assert!(matches!(err, Error::InvalidJwks { .. }), "{err}");
-        let err = KeySet::from_value(json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]})).unwrap_err();
+        let err =
+            KeySet::from_value(json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]})).unwrap_err();
         assert!(matches!(err, Error::EmptyJwks { .. }), "{err}");
     }
 }

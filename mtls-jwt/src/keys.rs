@@ -227,7 +227,9 @@ impl SigningKey {
                 der.as_ref().to_vec()
             }
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-                return Err(key_err("HMAC algorithms use a shared secret, not a key pair"));
+                return Err(key_err(
+                    "HMAC algorithms use a shared secret, not a key pair",
+                ));
             }
         };
         Self::from_pkcs8(&pkcs8, Some(alg))

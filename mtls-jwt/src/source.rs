@@ -291,14 +291,15 @@ impl KeyStore {
     /// Installs `set` unless it equals the current one; true if the keys changed.
     fn store(&self, set: KeySet) -> bool {
         let current = self.current.load();
-        if let Some(cur) = current.as_ref() {
-            if cur.set.document() == set.document() {
-                return false;
-            }
+        if let Some(cur) = current.as_ref()
+            && cur.set.document() == set.document()
+        {
+            return false;
         }
         let generation = current.as_ref().map_or(0, |l| l.generation) + 1;
         tracing::info!(source = %self.name, generation, kids = ?set.key_ids(), "JWKS loaded");
-        self.current.store(Some(Arc::new(Loaded { set, generation })));
+        self.current
+            .store(Some(Arc::new(Loaded { set, generation })));
         self.changed.send_replace(generation);
         true
     }
@@ -353,11 +354,11 @@ impl KeyStore {
             let Ok(mut last) = remote.last_miss_fetch.lock() else {
                 return false;
             };
-            if let Some(at) = *last {
-                if at.elapsed() < remote.config.refetch_min_interval {
-                    tracing::debug!(source = %self.name, "unknown kid: refetch rate-limited");
-                    return false;
-                }
+            if let Some(at) = *last
+                && at.elapsed() < remote.config.refetch_min_interval
+            {
+                tracing::debug!(source = %self.name, "unknown kid: refetch rate-limited");
+                return false;
             }
             *last = Some(Instant::now());
         }
@@ -395,12 +396,11 @@ impl KeyStore {
                 tracing::warn!(source = %self.name, error = %e, keeping_last_good_keys = keeping,
                     "JWKS fetch failed");
                 self.set_error(Some(e.to_string()));
-                if let Some(remote) = &self.remote {
-                    if let (Location::Discovery(_), Ok(mut uri)) =
+                if let Some(remote) = &self.remote
+                    && let (Location::Discovery(_), Ok(mut uri)) =
                         (&remote.config.location, remote.jwks_uri.lock())
-                    {
-                        *uri = None;
-                    }
+                {
+                    *uri = None;
                 }
                 Err(e)
             }
@@ -617,14 +617,22 @@ mod tests {
         assert!(check_url("http://127.0.0.1:8080/jwks").is_ok());
         assert!(check_url("http://[::1]:8080/jwks").is_ok());
         assert!(check_url("http://localhost/jwks").is_ok());
-        assert!(matches!(check_url("http://issuer.example/jwks"), Err(Error::Config { .. })));
-        assert!(matches!(check_url("file:///etc/jwks"), Err(Error::Config { .. })));
+        assert!(matches!(
+            check_url("http://issuer.example/jwks"),
+            Err(Error::Config { .. })
+        ));
+        assert!(matches!(
+            check_url("file:///etc/jwks"),
+            Err(Error::Config { .. })
+        ));
         assert!(matches!(check_url("not a url"), Err(Error::Config { .. })));
     }
 
     #[test]
     fn sources_needing_tasks_need_a_runtime() {
-        let err = KeyStore::start(JwksSource::remote("https://issuer.example/jwks")).err().unwrap();
+        let err = KeyStore::start(JwksSource::remote("https://issuer.example/jwks"))
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::Config { .. }), "{err}");
     }
 }

@@ -243,9 +243,7 @@ impl ValidatorBuilder {
     /// Builds the validator. Remote and file sources start their background tasks, so they
     /// need a tokio runtime; an inline JWKS that does not parse is an error here.
     pub fn build(self) -> Result<Validator> {
-        let mut algorithms = self
-            .algorithms
-            .unwrap_or_else(|| alg::ASYMMETRIC.to_vec());
+        let mut algorithms = self.algorithms.unwrap_or_else(|| alg::ASYMMETRIC.to_vec());
         if self.jwt_svid {
             algorithms.retain(|a| alg::JWT_SVID.contains(a));
         }
@@ -410,15 +408,15 @@ impl Validator {
     pub fn validate_now(&self, token: &str) -> Result<Claims> {
         let seen = self.generation();
         let result = self.check(token);
-        if let (Err(e), Some(store)) = (&result, &self.inner.store) {
-            if e.is_key_miss() && store.is_remote() {
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    let store = store.clone();
-                    runtime.spawn(async move {
-                        store.refetch_for_miss(seen).await;
-                    });
-                }
-            }
+        if let (Err(e), Some(store)) = (&result, &self.inner.store)
+            && e.is_key_miss()
+            && store.is_remote()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let store = store.clone();
+            runtime.spawn(async move {
+                store.refetch_for_miss(seen).await;
+            });
         }
         result
     }
@@ -506,7 +504,8 @@ impl Validator {
         }
 
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(Error::WrongSegmentCount {
                 found: token.split('.').count(),
@@ -569,9 +568,13 @@ impl Validator {
         let claims = Claims::parse(map, alg, header.kid)?;
         self.check_claims(&claims, now)?;
         if let Some(exp) = claims.expires_at() {
-            inner
-                .cache
-                .insert(token, claims.clone(), exp.saturating_add(inner.leeway), generation, now);
+            inner.cache.insert(
+                token,
+                claims.clone(),
+                exp.saturating_add(inner.leeway),
+                generation,
+                now,
+            );
         }
         tracing::trace!(iss = ?claims.issuer(), sub = ?claims.subject(), "token verified");
         Ok(claims)
@@ -595,7 +598,11 @@ impl Validator {
                         presented: typ.map(str::to_owned),
                         expected: format!(
                             "{}{values:?}",
-                            if *allow_absent { "absent or one of " } else { "one of " }
+                            if *allow_absent {
+                                "absent or one of "
+                            } else {
+                                "one of "
+                            }
                         ),
                     })
                 }
@@ -629,14 +636,14 @@ impl Validator {
             }
             _ => {}
         }
-        if let Some(nbf) = claims.not_before() {
-            if nbf > now.saturating_add(leeway) {
-                return Err(Error::NotYetValid {
-                    nbf,
-                    now,
-                    leeway: leeway as u64,
-                });
-            }
+        if let Some(nbf) = claims.not_before()
+            && nbf > now.saturating_add(leeway)
+        {
+            return Err(Error::NotYetValid {
+                nbf,
+                now,
+                leeway: leeway as u64,
+            });
         }
         if let (Some(max), Some(exp)) = (inner.max_lifetime, claims.expires_at()) {
             let lifetime = exp.saturating_sub(claims.issued_at().unwrap_or(now));

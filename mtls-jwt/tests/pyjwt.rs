@@ -54,28 +54,63 @@ fn each_bad_token_fails_with_its_own_error() {
     assert!(matches!(err("expired"), Error::Expired { .. }));
     assert!(matches!(err("nbf-future"), Error::NotYetValid { .. }));
     let aud = err("wrong-aud");
-    assert!(matches!(&aud, Error::AudienceNotAllowed { presented, .. } if presented == &["elsewhere"]));
-    assert_eq!((aud.http_status(), aud.grpc_code()), (403, GrpcCode::PermissionDenied));
+    assert!(
+        matches!(&aud, Error::AudienceNotAllowed { presented, .. } if presented == &["elsewhere"])
+    );
+    assert_eq!(
+        (aud.http_status(), aud.grpc_code()),
+        (403, GrpcCode::PermissionDenied)
+    );
     assert_eq!(aud.envoy_message(), "Audiences in Jwt are not allowed");
     assert!(matches!(err("no-aud"), Error::AudienceMissing { .. }));
     let iss = err("wrong-iss");
-    assert!(matches!(&iss, Error::IssuerNotAllowed { presented: Some(p), .. } if p == "https://evil.test"));
+    assert!(
+        matches!(&iss, Error::IssuerNotAllowed { presented: Some(p), .. } if p == "https://evil.test")
+    );
     assert_eq!(iss.envoy_message(), "Jwt issuer is not configured");
-    assert!(matches!(err("no-exp"), Error::MissingClaim { claim: "exp" }));
-    assert!(matches!(err("alg-none"), Error::AlgorithmNotSupported { presented } if presented == "none"));
-    assert!(matches!(err("hs256-confusion"), Error::AlgorithmNotAllowed { presented, .. } if presented == "HS256"));
+    assert!(matches!(
+        err("no-exp"),
+        Error::MissingClaim { claim: "exp" }
+    ));
+    assert!(
+        matches!(err("alg-none"), Error::AlgorithmNotSupported { presented } if presented == "none")
+    );
+    assert!(
+        matches!(err("hs256-confusion"), Error::AlgorithmNotAllowed { presented, .. } if presented == "HS256")
+    );
     assert!(matches!(err("unknown-kid"), Error::UnknownKid { kid } if kid == "k-nobody"));
     assert!(matches!(
         err("kid-other-alg"),
         Error::KeyAlgorithmMismatch { key_alg, token_alg, .. } if key_alg == "PS256" && token_alg == "RS256"
     ));
-    assert!(matches!(err("kid-enc"), Error::KeyNotForSignature { key_use, .. } if key_use == "use: enc"));
-    assert!(matches!(err("oversize"), Error::TooLarge { limit: 8192, .. }));
-    assert!(matches!(err("two-segments"), Error::WrongSegmentCount { found: 2 }));
-    assert!(matches!(err("four-segments"), Error::WrongSegmentCount { found: 4 }));
-    for name in ["tampered", "expired", "unknown-kid", "alg-none", "two-segments"] {
+    assert!(
+        matches!(err("kid-enc"), Error::KeyNotForSignature { key_use, .. } if key_use == "use: enc")
+    );
+    assert!(matches!(
+        err("oversize"),
+        Error::TooLarge { limit: 8192, .. }
+    ));
+    assert!(matches!(
+        err("two-segments"),
+        Error::WrongSegmentCount { found: 2 }
+    ));
+    assert!(matches!(
+        err("four-segments"),
+        Error::WrongSegmentCount { found: 4 }
+    ));
+    for name in [
+        "tampered",
+        "expired",
+        "unknown-kid",
+        "alg-none",
+        "two-segments",
+    ] {
         let e = err(name);
-        assert_eq!((e.http_status(), e.grpc_code()), (401, GrpcCode::Unauthenticated), "{name}");
+        assert_eq!(
+            (e.http_status(), e.grpc_code()),
+            (401, GrpcCode::Unauthenticated),
+            "{name}"
+        );
     }
     assert_eq!(err("expired").envoy_message(), "Jwt is expired");
     assert_eq!(err("tampered").envoy_message(), "Jwt verification fails");

@@ -30,7 +30,10 @@ async fn validator(source: RemoteJwks) -> Validator {
         .audience("bookstore")
         .build()
         .unwrap();
-    assert!(v.wait_for_keys(Duration::from_secs(10)).await, "first fetch");
+    assert!(
+        v.wait_for_keys(Duration::from_secs(10)).await,
+        "first fetch"
+    );
     v
 }
 
@@ -63,18 +66,32 @@ async fn unknown_kid_refetches_are_rate_limited() {
     .await;
     let bad = token(&stranger);
     for _ in 0..20 {
-        assert!(matches!(v.validate(&bad).await, Err(Error::UnknownKid { .. })));
+        assert!(matches!(
+            v.validate(&bad).await,
+            Err(Error::UnknownKid { .. })
+        ));
     }
-    assert_eq!(server.hits(), 2, "initial fetch + one refetch for 20 unknown-kid tokens");
+    assert_eq!(
+        server.hits(),
+        2,
+        "initial fetch + one refetch for 20 unknown-kid tokens"
+    );
     // The synchronous path never waits, and its background refetch is rate-limited too.
     for _ in 0..20 {
-        assert!(matches!(v.validate_now(&bad), Err(Error::UnknownKid { .. })));
+        assert!(matches!(
+            v.validate_now(&bad),
+            Err(Error::UnknownKid { .. })
+        ));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.hits(), 2);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(v.validate(&bad).await.is_err());
-    assert_eq!(server.hits(), 3, "one more refetch once the interval has passed");
+    assert_eq!(
+        server.hits(),
+        3,
+        "one more refetch once the interval has passed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +132,8 @@ async fn server_down_keeps_the_last_good_keys() {
 async fn a_stalled_fetch_does_not_stall_validation_of_known_keys() {
     let k1 = SigningKey::generate(Algorithm::ES256).unwrap();
     let server = JwksServer::start(&jwks(&[&k1]));
-    let v = validator(RemoteJwks::new(server.url("/jwks")).fetch_timeout(Duration::from_secs(20))).await;
+    let v = validator(RemoteJwks::new(server.url("/jwks")).fetch_timeout(Duration::from_secs(20)))
+        .await;
     let good = token(&k1);
     server.stall_next(5);
     let refresher = {
@@ -125,7 +143,10 @@ async fn a_stalled_fetch_does_not_stall_validation_of_known_keys() {
     // Wait until the stalled request has reached the server.
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.hits() < 2 {
-        assert!(Instant::now() < deadline, "the refresh never reached the server");
+        assert!(
+            Instant::now() < deadline,
+            "the refresh never reached the server"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
@@ -141,7 +162,10 @@ async fn a_stalled_fetch_does_not_stall_validation_of_known_keys() {
     );
     let waited = Instant::now();
     refresher.await.unwrap().unwrap();
-    assert!(waited.elapsed() > Duration::from_secs(2), "the stall was real");
+    assert!(
+        waited.elapsed() > Duration::from_secs(2),
+        "the stall was real"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,13 +221,18 @@ async fn a_jwks_file_is_reloaded_and_bad_contents_keep_the_last_keys() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     v.validate(&token(&k2)).await.unwrap();
-    assert!(matches!(v.validate(&t1).await, Err(Error::UnknownKid { .. })), "cache dropped with the old JWKS");
+    assert!(
+        matches!(v.validate(&t1).await, Err(Error::UnknownKid { .. })),
+        "cache dropped with the old JWKS"
+    );
 
     std::fs::write(&path, "{ not json").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     v.validate(&token(&k2)).await.unwrap();
     assert!(matches!(
-        Validator::builder().jwks(FileJwks::new(dir.path().join("missing.json"))).build(),
+        Validator::builder()
+            .jwks(FileJwks::new(dir.path().join("missing.json")))
+            .build(),
         Err(Error::Io { .. })
     ));
 }

@@ -14,9 +14,11 @@ use serde_json::Value;
 
 /// `MTLS_PYTHON`, else `<workspace>/.venv/bin/python`.
 pub fn python() -> PathBuf {
-    let path = std::env::var_os("MTLS_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
-    });
+    let path = std::env::var_os("MTLS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
+        });
     assert!(
         path.exists(),
         "no Python at {}: run ./ci.sh (it installs the test peers)",
@@ -111,7 +113,9 @@ impl JwksServer {
 
     fn request(&self, method: &str, path: &str, body: &str) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -120,7 +124,10 @@ impl JwksServer {
         .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+            "{response}"
+        );
         response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
     }
 
@@ -129,7 +136,10 @@ impl JwksServer {
     }
 
     pub fn hits(&self) -> u64 {
-        self.request("GET", "/control/hits", "").trim().parse().unwrap()
+        self.request("GET", "/control/hits", "")
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     pub fn down(&self) {
