@@ -121,9 +121,9 @@
 //! replica the balanced channel is within noise of the plain one (≈ 0.98×).
 //!
 //! # Dependencies
-//! The JWT layer takes any [`TokenValidator`]; the project's `mtls-jwt` validator plugs in
-//! through it (an adapter is added here once `mtls-jwt` publishes its API).
-//!
+//! - `mtls-jwt`: the JWT validator; `mtls_jwt::Validator` is a [`TokenValidator`], so
+//!   `JwtLayer::new(validator, rules)` is all a server needs (any other validator plugs in
+//!   through the same trait).
 //! - `mtls-core`: rustls configurations, SPIFFE authorizers, SAN matchers, `PeerIdentity`.
 //! - `rustls`, `rustls-pki-types`, `tokio-rustls`: the TLS handshakes (aws-lc-rs provider).
 //! - `tokio`: runtime, sockets, timers, sync.

@@ -5,80 +5,48 @@
 
 mod support;
 
-use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
+use std::{net::SocketAddr, sync::OnceLock, time::Duration};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use mtls_core::Authorize;
+use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator, jwks_json};
 use mtls_tonic::{
-    AuthzLayer, BearerInterceptor, JwtError, JwtLayer, JwtRules, MethodPolicy, MtlsConnector,
-    MtlsIncoming, StaticToken, TokenValidator,
+    AuthzLayer, BearerInterceptor, JwtLayer, JwtRules, MethodPolicy, MtlsConnector, MtlsIncoming,
+    StaticToken,
 };
-use serde::{Deserialize, Serialize};
 use support::pki::{CLIENT_ID, Pki, SERVICE_NAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-const SECRET: &[u8] = b"test-only-hmac-secret";
+const ISSUER: &str = "https://issuer.example.org";
 const AUDIENCE: &str = "bookstore";
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    aud: String,
-    exp: u64,
+/// The token issuer's key (ES256), shared by the tests of this file.
+fn signing_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate(Algorithm::ES256).unwrap())
 }
 
-/// A small HS256 validator standing in for any `TokenValidator`.
-struct Hs256;
-
-impl TokenValidator for Hs256 {
-    type Claims = Claims;
-
-    fn validate<'a>(
-        &'a self,
-        token: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Claims, JwtError>> + Send + 'a>> {
-        Box::pin(async move {
-            let mut validation = Validation::new(Algorithm::HS256);
-            validation.set_audience(&[AUDIENCE]);
-            jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(SECRET), &validation)
-                .map(|data| data.claims)
-                .map_err(|e| match e.kind() {
-                    ErrorKind::ExpiredSignature => JwtError::Expired,
-                    ErrorKind::InvalidAudience => JwtError::AudienceNotAllowed {
-                        presented: "?".into(),
-                        expected: AUDIENCE.into(),
-                    },
-                    _ => JwtError::Invalid {
-                        reason: e.to_string(),
-                    },
-                })
-        })
-    }
-
-    fn subject<'c>(&self, claims: &'c Claims) -> Option<&'c str> {
-        Some(&claims.sub)
-    }
+/// mtls-jwt's validator over the issuer's JWKS, as a server would configure it.
+fn validator() -> Validator {
+    let key = signing_key();
+    Validator::builder()
+        .jwks(JwksSource::inline(jwks_json([key.jwk(Some(key.kid()))])))
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()
+        .unwrap()
 }
 
 fn token(sub: &str, aud: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    signing_key()
+        .mint(
+            &TokenSpec::new(Duration::from_secs(600))
+                .issuer(ISSUER)
+                .subject(sub)
+                .audience(aud),
+        )
         .unwrap()
-        .as_secs()
-        + 600;
-    let claims = Claims {
-        sub: sub.into(),
-        aud: aud.into(),
-        exp,
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
 }
 
 /// Check: any member of example.org, with a token whose sub is the peer. Watch: admin only.
@@ -100,7 +68,7 @@ async fn server(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .layer(AuthzLayer::new(policy))
-            .layer(JwtLayer::new(Hs256, rules))
+            .layer(JwtLayer::new(validator(), rules))
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
@@ -263,7 +231,9 @@ async fn garbage_token_is_unauthenticated() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(
-        status.message().starts_with("Jwt verification fails"),
+        status
+            .message()
+            .starts_with("Jwt header is an invalid JSON"),
         "{}",
         status.message()
     );
@@ -329,5 +299,85 @@ async fn silent_client_does_not_stall_accepts() {
         started.elapsed()
     );
     drop(silent);
+    task.abort();
+}
+
+#[tokio::test]
+async fn expired_token_is_unauthenticated() {
+    support::init_tracing();
+    let pki = Pki::new();
+    let (addr, task) = server(&pki).await;
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let expired = signing_key()
+        .mint(
+            &TokenSpec::new(Duration::from_secs(600))
+                .issuer(ISSUER)
+                .subject(CLIENT_ID)
+                .audience(AUDIENCE)
+                .issued_at(an_hour_ago),
+        )
+        .unwrap();
+    let status = check(&pki, addr, Some(expired)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().starts_with("Jwt is expired"),
+        "{}",
+        status.message()
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn token_signed_by_another_key_is_unauthenticated() {
+    support::init_tracing();
+    let pki = Pki::new();
+    let (addr, task) = server(&pki).await;
+    let stranger = SigningKey::generate(Algorithm::ES256).unwrap();
+    let forged = stranger
+        .mint(
+            &TokenSpec::new(Duration::from_secs(600))
+                .issuer(ISSUER)
+                .subject(CLIENT_ID)
+                .audience(AUDIENCE),
+        )
+        .unwrap();
+    let status = check(&pki, addr, Some(forged)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("Jwks doesn't have key to match kid or alg from Jwt"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains(stranger.kid()),
+        "{}",
+        status.message()
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn token_from_another_issuer_is_unauthenticated() {
+    support::init_tracing();
+    let pki = Pki::new();
+    let (addr, task) = server(&pki).await;
+    let other = signing_key()
+        .mint(
+            &TokenSpec::new(Duration::from_secs(600))
+                .issuer("https://elsewhere.example.org")
+                .subject(CLIENT_ID)
+                .audience(AUDIENCE),
+        )
+        .unwrap();
+    let status = check(&pki, addr, Some(other)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().starts_with("Jwt issuer is not configured")
+            && status.message().contains("elsewhere.example.org"),
+        "{}",
+        status.message()
+    );
     task.abort();
 }

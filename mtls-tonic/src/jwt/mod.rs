@@ -4,6 +4,7 @@
 mod error;
 mod future;
 mod layer;
+mod mtls_jwt;
 mod rules;
 mod validator;
 

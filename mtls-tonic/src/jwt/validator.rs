@@ -22,17 +22,17 @@ pub trait TokenValidator: Send + Sync + 'static {
     fn subject<'c>(&self, claims: &'c Self::Claims) -> Option<&'c str>;
 }
 
-/// The token of an `authorization: Bearer <token>` header (scheme case-insensitive).
+/// The token of an `authorization: Bearer <token>` header (scheme case-insensitive); the
+/// parsing is [`mtls_jwt::bearer_token`]'s.
 ///
 /// ```
 /// let mut headers = http::HeaderMap::new();
 /// headers.insert("authorization", "bearer abc.def.ghi".parse()?);
 /// assert_eq!(mtls_tonic::bearer_token(&headers), Some("abc.def.ghi"));
+/// headers.insert("authorization", "Basic dXNlcg==".parse()?);
+/// assert_eq!(mtls_tonic::bearer_token(&headers), None);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    mtls_jwt::bearer_token(headers.get(http::header::AUTHORIZATION)?.to_str().ok()?)
 }
