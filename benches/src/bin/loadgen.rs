@@ -1,0 +1,198 @@
+//! `loadgen` — the load generator of the mtls benchmarks.
+//!
+//! ```text
+//! loadgen run --scenario handshake,proxyless --concurrency 1,16,128 --replicas 1,3,9 \
+//!             --warmup 1s --duration 5s --out results.json
+//! ```
+//!
+//! Server processes are this same executable with an internal `serve-*` subcommand, so
+//! each server has its own CPU and memory accounting.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mtls_benches::result::RunFile;
+use mtls_benches::scenario::{self, RunOptions, Scenario};
+use mtls_benches::{Error, handshake};
+
+#[derive(Parser, Debug)]
+#[command(name = "loadgen", about = "mtls whole-system load generator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Measure scenarios and write the results as JSON.
+    Run(RunArgs),
+    /// (internal) The mtls-core handshake server of the `handshake` scenario.
+    #[command(hide = true)]
+    ServeHandshake {
+        /// Directory with the scenario's certificates.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Runtime worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Scenarios (comma-separated): handshake, plain-tonic, proxyless, envoy, or all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    scenario: Vec<String>,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,128")]
+    concurrency: Vec<usize>,
+    /// Replica counts (proxyless and envoy).
+    #[arg(long, value_delimiter = ',', default_value = "1,3,9")]
+    replicas: Vec<usize>,
+    /// Warm-up per point.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// Measurement window per point.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    duration: Duration,
+    /// Worker threads per server process and per Envoy.
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Worker threads of the client runtime (default: one per CPU).
+    #[arg(long)]
+    client_threads: Option<usize>,
+    /// Write the JSON here (default: stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Cmd::Run(args) => run(args),
+        Cmd::ServeHandshake { dir, threads } => serve_handshake(dir, threads),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            context: "tokio runtime".into(),
+            source,
+        })
+}
+
+fn parse_scenarios(names: &[String]) -> Result<Vec<Scenario>, Error> {
+    let mut out = Vec::new();
+    for name in names {
+        if name == "all" {
+            out.extend(Scenario::ALL);
+        } else {
+            out.push(name.parse()?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn run(args: RunArgs) -> Result<(), Error> {
+    let scenarios = parse_scenarios(&args.scenario)?;
+    let client_threads = args.client_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("mtls-bench-")
+        .tempdir()
+        .map_err(|source| Error::Io {
+            context: "temporary directory".into(),
+            source,
+        })?;
+    let opts = RunOptions {
+        concurrency: args.concurrency.clone(),
+        replicas: args.replicas.clone(),
+        warmup: args.warmup,
+        duration: args.duration,
+        server_threads: args.server_threads,
+        server_exe: std::env::current_exe().map_err(|source| Error::Io {
+            context: "locating the loadgen executable".into(),
+            source,
+        })?,
+        dir: dir.path().to_owned(),
+        verbose: !args.quiet,
+    };
+    let rt = runtime(client_threads)?;
+    let mut file = RunFile {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        client_threads,
+        points: Vec::new(),
+    };
+    for s in scenarios {
+        let points = rt.block_on(async {
+            match s {
+                Scenario::Handshake => scenario::run_handshake(&opts).await,
+                other => Err(Error::Invalid {
+                    what: "scenario",
+                    expected: "an implemented scenario",
+                    found: other.to_string(),
+                }),
+            }
+        })?;
+        file.points.extend(points);
+    }
+    let json = serde_json::to_string_pretty(&file).map_err(|e| Error::Io {
+        context: "serializing results".into(),
+        source: e.into(),
+    })?;
+    match args.out {
+        Some(path) => std::fs::write(&path, json).map_err(|source| Error::Io {
+            context: format!("writing {}", path.display()),
+            source,
+        })?,
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
+fn serve_handshake(dir: PathBuf, threads: usize) -> Result<(), Error> {
+    let files = handshake::HandshakeFiles::in_dir(&dir);
+    let config = handshake::server_config(&files)?;
+    runtime(threads)?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|source| Error::Io {
+                context: "bind 127.0.0.1:0".into(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            context: "local_addr".into(),
+            source,
+        })?;
+        println!("READY {addr}");
+        let _ = std::io::stdout().flush();
+        handshake::serve(listener, config).await;
+        Ok(())
+    })
+}

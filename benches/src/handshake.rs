@@ -1,0 +1,259 @@
+//! The `handshake` scenario: a new mTLS connection per call (TCP connect, full TLS 1.3
+//! handshake with a client certificate, no resumption, one byte echoed, close), against
+//! the mtls-core server (a child process) and an Envoy listener with the same certificates
+//! and the same SAN policy. The figure of merit is handshakes per server CPU-second.
+//!
+//! Both servers see the same client offer: TLS 1.3, `TLS13_AES_128_GCM_SHA256`, X25519
+//! only (rustls would otherwise also offer the post-quantum hybrid, which BoringSSL in
+//! Envoy 1.40 does not pick by default, and the two servers would not do the same work),
+//! ALPN `h2`, P-256 ECDSA certificates from one root.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mtls_certs::{CaParams, CertificateAuthority, LeafParams, SpiffeId};
+use mtls_core::{
+    Authorize, ClientConfigBuilder, Identity, SanMatcher, SanType, ServerConfigBuilder,
+    StringMatcher, TrustBundle,
+};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::driver::CallFn;
+use crate::error::{Error, Result};
+
+/// The trust domain of the benchmark PKI.
+pub const TRUST_DOMAIN: &str = "example.org";
+/// The server's SPIFFE ID.
+pub const SERVER_ID: &str = "spiffe://example.org/ns/prod/sa/handshake-server";
+/// The client's SPIFFE ID.
+pub const CLIENT_ID: &str = "spiffe://example.org/ns/prod/sa/loadgen";
+/// The SAN policy both servers apply to clients: a URI SAN with this prefix.
+pub const CLIENT_URI_PREFIX: &str = "spiffe://example.org/ns/prod/";
+
+/// Certificate files of the handshake scenario, made at run time in a directory.
+#[derive(Clone, Debug)]
+pub struct HandshakeFiles {
+    /// Root CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Server chain and key (PEM).
+    pub server_cert: PathBuf,
+    /// Server key.
+    pub server_key: PathBuf,
+    /// Client chain.
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
+}
+
+impl HandshakeFiles {
+    /// The file names inside `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            ca: dir.join("hs-ca.pem"),
+            server_cert: dir.join("hs-server.pem"),
+            server_key: dir.join("hs-server-key.pem"),
+            client_cert: dir.join("hs-client.pem"),
+            client_key: dir.join("hs-client-key.pem"),
+        }
+    }
+
+    /// Makes a root CA and the two SVIDs (P-256) and writes them to `dir`.
+    pub fn generate(dir: &Path) -> Result<Self> {
+        let pki = |e: mtls_certs::Error| Error::Pki(e.to_string());
+        let files = Self::in_dir(dir);
+        let ca = CertificateAuthority::new_root(&CaParams::new("mtls bench root")).map_err(pki)?;
+        let issue = |id: &str| -> Result<mtls_certs::CertifiedKey> {
+            ca.issue(&LeafParams::svid(
+                SpiffeId::new(id).map_err(|e| Error::Pki(e.to_string()))?,
+            ))
+            .map_err(pki)
+        };
+        let server = issue(SERVER_ID)?;
+        let client = issue(CLIENT_ID)?;
+        let write = |path: &Path, text: &str| mtls_certs::write_file(path, text).map_err(pki);
+        let write_key =
+            |path: &Path, text: &str| mtls_certs::write_private_key(path, text, true).map_err(pki);
+        write(&files.ca, &ca.cert_pem())?;
+        write(&files.server_cert, &server.chain_pem())?;
+        write_key(&files.server_key, &server.key_pem())?;
+        write(&files.client_cert, &client.chain_pem())?;
+        write_key(&files.client_key, &client.key_pem())?;
+        Ok(files)
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn core_err(e: mtls_core::Error) -> Error {
+    Error::Pki(e.to_string())
+}
+
+/// The SAN policy: URI prefix [`CLIENT_URI_PREFIX`] (Envoy: `match_typed_subject_alt_names`).
+pub fn client_san_policy() -> Result<SanMatcher> {
+    Ok(SanMatcher::new(
+        SanType::Uri,
+        StringMatcher::prefix(CLIENT_URI_PREFIX).map_err(core_err)?,
+    ))
+}
+
+/// The mtls-core server config: plain CA bundle + the SAN policy, as the Envoy listener.
+pub fn server_config(files: &HandshakeFiles) -> Result<rustls::ServerConfig> {
+    let identity = Arc::new(
+        Identity::from_pem(read(&files.server_cert)?, read(&files.server_key)?)
+            .map_err(core_err)?,
+    );
+    let trust = Arc::new(TrustBundle::from_pem(read(&files.ca)?).map_err(core_err)?);
+    ServerConfigBuilder::new(identity, trust)
+        .match_sans([client_san_policy()?])
+        .build()
+        .map_err(core_err)
+}
+
+/// The client config: our SVID, the server must be [`SERVER_ID`]; one key exchange group
+/// (X25519) and one cipher suite, so both servers do the same work.
+pub fn client_config(files: &HandshakeFiles) -> Result<rustls::ClientConfig> {
+    let identity = Arc::new(
+        Identity::from_pem(read(&files.client_cert)?, read(&files.client_key)?)
+            .map_err(core_err)?,
+    );
+    let trust = Arc::new(
+        TrustBundle::spiffe()
+            .with_domain_pem(
+                TRUST_DOMAIN
+                    .parse()
+                    .map_err(|e| Error::Pki(format!("{e}")))?,
+                read(&files.ca)?,
+            )
+            .map_err(core_err)?,
+    );
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    provider.cipher_suites =
+        vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    ClientConfigBuilder::new(identity, trust)
+        .authorize(Authorize::exact(
+            SERVER_ID.parse().map_err(|e| Error::Pki(format!("{e}")))?,
+        ))
+        .crypto_provider(Arc::new(provider))
+        .build()
+        .map_err(core_err)
+}
+
+/// The Envoy listener: TLS 1.3 only, client certificate required, the same CA and SAN
+/// policy, no session resumption (neither tickets nor a session cache), ALPN `h2`, and the
+/// `echo` network filter. (`direct_response` would be the obvious choice, but it writes and
+/// closes as the connection is created, which races the TLS handshake: measured, most
+/// connections ended in "handshake eof".)
+pub fn envoy_bootstrap(files: &HandshakeFiles, port: u16) -> String {
+    let p = |path: &Path| path.display().to_string();
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: handshake
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.echo
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          disable_stateless_session_resumption: true
+          disable_stateful_session_resumption: true
+          common_tls_context:
+            tls_params:
+              tls_minimum_protocol_version: TLSv1_3
+              tls_maximum_protocol_version: TLSv1_3
+            alpn_protocols: ["h2"]
+            tls_certificates:
+            - certificate_chain: {{ filename: "{cert}" }}
+              private_key: {{ filename: "{key}" }}
+            validation_context:
+              trusted_ca: {{ filename: "{ca}" }}
+              match_typed_subject_alt_names:
+              - san_type: URI
+                matcher: {{ prefix: "{prefix}" }}
+"#,
+        cert = p(&files.server_cert),
+        key = p(&files.server_key),
+        ca = p(&files.ca),
+        prefix = CLIENT_URI_PREFIX,
+    )
+}
+
+/// Serves handshakes on `listener` forever: each accepted connection is handshaken with
+/// `config`, then echoes what it reads until the client closes (as Envoy's `echo` filter).
+pub async fn serve(listener: tokio::net::TcpListener, config: rustls::ServerConfig) {
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                eprintln!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            match acceptor.accept(tcp).await {
+                Ok(mut tls) => {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = tls.read(&mut buf).await {
+                        if tls.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => eprintln!("handshake failed: {e}"),
+            }
+        });
+    }
+}
+
+/// One call of the scenario: connect to `addr`, handshake, send one byte, read it back
+/// (proof that the server accepted our certificate: with TLS 1.3 the client finishes its
+/// handshake before the server has verified it), close.
+pub fn call(addr: SocketAddr, config: rustls::ClientConfig) -> CallFn {
+    let connector = TlsConnector::from(Arc::new(config));
+    let name = ServerName::IpAddress(addr.ip().into());
+    Arc::new(move |_worker| {
+        let (connector, name) = (connector.clone(), name.clone());
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            let _ = tcp.set_nodelay(true);
+            let mut tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("handshake with {addr}: {e}"))?;
+            tls.write_all(b"x")
+                .await
+                .map_err(|e| format!("writing to {addr}: {e}"))?;
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte)
+                .await
+                .map_err(|e| format!("reading the answer from {addr}: {e}"))?;
+            if byte != *b"x" {
+                return Err(format!("expected answer \"x\" from {addr}, got {byte:?}"));
+            }
+            Ok(())
+        })
+    })
+}
