@@ -1,0 +1,181 @@
+//! The mesh's names and policy, defined once: the proxyless server and client, the Envoy
+//! configurations and the Kubernetes manifests are all generated from a [`MeshPolicy`].
+
+use std::time::Duration;
+
+use mtls_core::{Authorize, SanMatcher, SanType, SpiffeId, StringMatcher, TrustDomain};
+use mtls_jwt::{JwksSource, Validator};
+use mtls_tonic::{JwtRules, MethodPolicy};
+
+use crate::{Error, Result};
+
+/// The trust domain of the example mesh.
+pub const TRUST_DOMAIN: &str = "bookstore.local";
+/// The DNS name clients dial (a headless Service in Kubernetes; the in-process DNS here).
+pub const SERVICE_NAME: &str = "bookstore.local";
+/// The bookstore replicas' SPIFFE ID.
+pub const SERVER_ID: &str = "spiffe://bookstore.local/ns/default/sa/bookstore";
+/// The client's SPIFFE ID: the only workload allowed to call the bookstore.
+pub const CLIENT_ID: &str = "spiffe://bookstore.local/ns/default/sa/client";
+/// A workload of the same trust domain, with a valid certificate from the same CA, that is
+/// *not* allowed to call the bookstore.
+pub const INTRUDER_ID: &str = "spiffe://bookstore.local/ns/default/sa/intruder";
+/// The `iss` of the mesh's tokens.
+pub const ISSUER: &str = "https://issuer.bookstore.local";
+/// The `aud` the bookstore accepts.
+pub const AUDIENCE: &str = "bookstore";
+/// The response header naming the replica that answered.
+pub const REPLICA_HEADER: &str = "x-bookstore-replica";
+/// The gRPC service name of the bookstore.
+pub const BOOKSTORE_SERVICE: &str = "endpoints.examples.bookstore.Bookstore";
+/// The gRPC health service name.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// Who may call whom, and with which tokens — the single source of truth of the mesh.
+///
+/// ```
+/// let policy = bookstore::MeshPolicy::bookstore();
+/// assert_eq!(policy.server_id.to_string(), bookstore::SERVER_ID);
+/// // What the Envoy server sidecar puts in `match_typed_subject_alt_names`:
+/// let sans = serde_json::to_value(policy.client_san_matchers())?;
+/// assert_eq!(sans[0]["san_type"], "URI");
+/// assert_eq!(sans[0]["matcher"]["exact"], bookstore::CLIENT_ID);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct MeshPolicy {
+    /// The trust domain every workload belongs to.
+    pub trust_domain: TrustDomain,
+    /// The DNS name of the bookstore service.
+    pub service_name: String,
+    /// The bookstore's SPIFFE ID (clients accept only this server).
+    pub server_id: SpiffeId,
+    /// The SPIFFE IDs allowed to call the bookstore.
+    pub allowed_clients: Vec<SpiffeId>,
+    /// Accepted token issuer.
+    pub issuer: String,
+    /// Accepted token audience.
+    pub audience: String,
+    /// Lifetime of the tokens the mesh mints.
+    pub token_ttl: Duration,
+}
+
+impl MeshPolicy {
+    /// The example mesh: [`SERVER_ID`] serves, only [`CLIENT_ID`] calls, tokens from
+    /// [`ISSUER`] for [`AUDIENCE`].
+    pub fn bookstore() -> Self {
+        Self {
+            trust_domain: parse_td(TRUST_DOMAIN),
+            service_name: SERVICE_NAME.to_owned(),
+            server_id: parse_id(SERVER_ID),
+            allowed_clients: vec![parse_id(CLIENT_ID)],
+            issuer: ISSUER.to_owned(),
+            audience: AUDIENCE.to_owned(),
+            token_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    /// The handshake-level authorizer of the bookstore: one of the allowed clients.
+    pub fn server_authorizer(&self) -> Authorize {
+        Authorize::one_of(self.allowed_clients.clone())
+    }
+
+    /// Per-method policy: health checks from any member of the trust domain, the bookstore
+    /// only from the allowed clients.
+    pub fn method_policy(&self) -> Result<MethodPolicy> {
+        MethodPolicy::deny_by_default()
+            .allow(
+                &format!("{HEALTH_SERVICE}/*"),
+                Authorize::member_of(self.trust_domain.clone()),
+            )
+            .and_then(|p| p.allow(&format!("{BOOKSTORE_SERVICE}/*"), self.server_authorizer()))
+            .map_err(|e| Error::tonic("method policy", e))
+    }
+
+    /// Which calls need a token: everything but health checks.
+    pub fn jwt_rules(&self) -> Result<JwtRules> {
+        JwtRules::require_all()
+            .skip(&format!("{HEALTH_SERVICE}/*"))
+            .map_err(|e| Error::tonic("JWT rules", e))
+    }
+
+    /// A validator for the mesh's tokens over `jwks`.
+    pub fn validator(&self, jwks: JwksSource) -> Result<Validator> {
+        Validator::builder()
+            .jwks(jwks)
+            .issuer(self.issuer.clone())
+            .audience(self.audience.clone())
+            .build()
+            .map_err(|e| Error::jwt("JWT validator", e))
+    }
+
+    /// The client-side authorizer: the server must be exactly [`MeshPolicy::server_id`].
+    pub fn client_authorizer(&self) -> Authorize {
+        Authorize::exact(self.server_id.clone())
+    }
+
+    /// The allowed clients as Envoy `match_typed_subject_alt_names` entries (URI, exact).
+    pub fn client_san_matchers(&self) -> Vec<SanMatcher> {
+        self.allowed_clients
+            .iter()
+            .map(|id| SanMatcher::new(SanType::Uri, StringMatcher::exact(id.to_string())))
+            .collect()
+    }
+
+    /// The server as an Envoy `match_typed_subject_alt_names` entry (URI, exact).
+    pub fn server_san_matchers(&self) -> Vec<SanMatcher> {
+        vec![SanMatcher::new(
+            SanType::Uri,
+            StringMatcher::exact(self.server_id.to_string()),
+        )]
+    }
+}
+
+impl Default for MeshPolicy {
+    fn default() -> Self {
+        Self::bookstore()
+    }
+}
+
+/// Parses one of this module's constant IDs (a test proves they parse).
+fn parse_id(id: &str) -> SpiffeId {
+    #[expect(clippy::expect_used, reason = "constant IDs, checked by a unit test")]
+    SpiffeId::new(id).expect("constant SPIFFE ID")
+}
+
+fn parse_td(td: &str) -> TrustDomain {
+    #[expect(
+        clippy::expect_used,
+        reason = "constant trust domain, checked by a unit test"
+    )]
+    TrustDomain::new(td).expect("constant trust domain")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_parse_and_policies_build() {
+        for id in [SERVER_ID, CLIENT_ID, INTRUDER_ID] {
+            SpiffeId::new(id).unwrap();
+        }
+        let policy = MeshPolicy::bookstore();
+        policy.method_policy().unwrap();
+        let rules = policy.jwt_rules().unwrap();
+        assert!(!rules.requires_token("/grpc.health.v1.Health/Check"));
+        assert!(rules.requires_token("/endpoints.examples.bookstore.Bookstore/ListShelves"));
+        use mtls_core::Authorizer;
+        assert!(
+            policy
+                .server_authorizer()
+                .authorize(&SpiffeId::new(CLIENT_ID).unwrap())
+        );
+        assert!(
+            !policy
+                .server_authorizer()
+                .authorize(&SpiffeId::new(INTRUDER_ID).unwrap())
+        );
+    }
+}

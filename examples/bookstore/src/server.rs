@@ -1,0 +1,196 @@
+//! Serving the bookstore: mTLS with per-method SPIFFE authorization and JWT validation
+//! (proxyless), or plaintext on loopback behind an Envoy sidecar; `grpc.health.v1` either way.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use mtls_jwt::Validator;
+use mtls_tonic::{AuthzLayer, JwtLayer, JwtRules, MethodPolicy, MtlsIncoming};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{BookstoreService, Error, Result, proto::bookstore_server::BookstoreServer};
+
+/// How a server accepts calls.
+#[derive(Debug)]
+#[non_exhaustive]
+#[expect(clippy::large_enum_variant, reason = "built once per server, never copied around")]
+pub enum Security {
+    /// Mutual TLS; callers authorized per method; tokens validated when `jwt` is set.
+    Mtls {
+        /// The rustls configuration (client certificates required).
+        tls: Arc<rustls::ServerConfig>,
+        /// Which SPIFFE IDs may call which methods.
+        policy: MethodPolicy,
+        /// Token validation, if any.
+        jwt: Option<(Validator, JwtRules)>,
+    },
+    /// Plaintext, for a loopback address behind a sidecar that does mTLS and JWT.
+    Plaintext,
+}
+
+/// Binds `addr` with an error that names the address and the reason ("address already in
+/// use"). With `loopback_only`, refuses any address that is not loopback.
+pub async fn bind(addr: SocketAddr, loopback_only: bool) -> Result<TcpListener> {
+    if loopback_only && !addr.ip().is_loopback() {
+        return Err(Error::Config(format!(
+            "--plaintext serves without TLS, so it binds loopback addresses only \
+             (127.0.0.0/8 or ::1), not {addr}"
+        )));
+    }
+    TcpListener::bind(addr).await.map_err(|e| Error::Bind {
+        addr,
+        reason: match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "address already in use (another server on this port?)".to_owned()
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "address not available on this machine".to_owned()
+            }
+            _ => e.to_string(),
+        },
+    })
+}
+
+/// A running bookstore server. Dropping it stops the server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    replica: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+impl ServerHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The replica name it answers with.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Waits until the server stops (it runs until stopped or failed).
+    pub async fn wait(mut self) -> Result<()> {
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| Error::Serve {
+                addr: self.addr,
+                reason: e.to_string(),
+            })?,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting, lets calls in flight finish (bounded), and waits.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let addr = self.addr;
+        match self.task.take() {
+            Some(mut task) => {
+                match tokio::time::timeout(std::time::Duration::from_secs(2), &mut task).await {
+                    Ok(joined) => joined.map_err(|e| Error::Serve {
+                        addr,
+                        reason: e.to_string(),
+                    })?,
+                    Err(_) => {
+                        task.abort();
+                        Ok(())
+                    }
+                }
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Serves `service` (and `grpc.health.v1`) on `listener` in a task of the current runtime.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), bookstore::Error> {
+/// use bookstore::{BookstoreService, Security, Store, server};
+/// let listener = server::bind("127.0.0.1:0".parse().unwrap(), true).await?;
+/// let handle = server::spawn(listener, BookstoreService::new(Store::seeded(), "r1")?, Security::Plaintext)?;
+/// println!("serving on {}", handle.addr());
+/// handle.wait().await
+/// # }
+/// ```
+pub fn spawn(
+    listener: TcpListener,
+    service: BookstoreService,
+    security: Security,
+) -> Result<ServerHandle> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the listener's address", e))?;
+    let replica = service.replica().to_owned();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let signal = async move {
+        let _ = stopped.await;
+    };
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let bookstore = BookstoreServer::new(service);
+    let task = tokio::spawn(async move {
+        reporter
+            .set_serving::<BookstoreServer<BookstoreService>>()
+            .await;
+        let result = match security {
+            Security::Plaintext => {
+                Server::builder()
+                    .add_service(health)
+                    .add_service(bookstore)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+                    .await
+            }
+            Security::Mtls {
+                tls,
+                policy,
+                jwt: None,
+            } => {
+                Server::builder()
+                    .layer(AuthzLayer::new(policy))
+                    .add_service(health)
+                    .add_service(bookstore)
+                    .serve_with_incoming_shutdown(MtlsIncoming::new(listener, tls), signal)
+                    .await
+            }
+            Security::Mtls {
+                tls,
+                policy,
+                jwt: Some((validator, rules)),
+            } => {
+                Server::builder()
+                    .layer(AuthzLayer::new(policy))
+                    .layer(JwtLayer::new(validator, rules))
+                    .add_service(health)
+                    .add_service(bookstore)
+                    .serve_with_incoming_shutdown(MtlsIncoming::new(listener, tls), signal)
+                    .await
+            }
+        };
+        result.map_err(|e| Error::Serve {
+            addr,
+            reason: e.to_string(),
+        })
+    });
+    Ok(ServerHandle {
+        addr,
+        replica,
+        shutdown: Some(shutdown),
+        task: Some(task),
+    })
+}

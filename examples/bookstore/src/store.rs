@@ -1,0 +1,360 @@
+//! The in-memory bookstore and its gRPC service.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use tonic::{Request, Response, Status, metadata::MetadataValue};
+
+use crate::{
+    REPLICA_HEADER,
+    proto::{
+        Book, CreateBookRequest, CreateShelfRequest, DeleteBookRequest, DeleteShelfRequest,
+        GetBookRequest, GetShelfRequest, ListBooksRequest, ListBooksResponse, ListShelvesResponse,
+        Shelf, bookstore_server::Bookstore,
+    },
+};
+
+/// Shelves and their books, in memory. Cheap to clone (shared); replicas that share one
+/// `Store` behave like stateless replicas over one database.
+///
+/// ```
+/// let store = bookstore::Store::seeded();
+/// let shelves = store.list_shelves();
+/// assert_eq!(shelves[0].theme, "Fiction");
+/// assert_eq!(store.list_books(1)?[0].title, "REAMDE");
+/// # Ok::<(), tonic::Status>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    shelves: BTreeMap<i64, ShelfEntry>,
+    next_shelf: i64,
+}
+
+#[derive(Debug)]
+struct ShelfEntry {
+    shelf: Shelf,
+    books: BTreeMap<i64, Book>,
+    next_book: i64,
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The sample's seed: shelf 1 "Fiction" with "REAMDE" by Neal Stephenson, shelf 2
+    /// "Fantasy" with "A Game of Thrones" by George R.R. Martin.
+    pub fn seeded() -> Self {
+        let store = Self::new();
+        for (theme, author, title) in [
+            ("Fiction", "Neal Stephenson", "REAMDE"),
+            ("Fantasy", "George R.R. Martin", "A Game of Thrones"),
+        ] {
+            let shelf = store.create_shelf(theme.to_owned());
+            let _ = store.create_book(
+                shelf.id,
+                Book {
+                    id: 0,
+                    author: author.to_owned(),
+                    title: title.to_owned(),
+                },
+            );
+        }
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated (each update is
+        // one insert/remove), so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every shelf, by id.
+    pub fn list_shelves(&self) -> Vec<Shelf> {
+        self.lock()
+            .shelves
+            .values()
+            .map(|e| e.shelf.clone())
+            .collect()
+    }
+
+    /// Creates a shelf with the next id.
+    pub fn create_shelf(&self, theme: String) -> Shelf {
+        let mut inner = self.lock();
+        inner.next_shelf += 1;
+        let shelf = Shelf {
+            id: inner.next_shelf,
+            theme,
+        };
+        inner.shelves.insert(
+            shelf.id,
+            ShelfEntry {
+                shelf: shelf.clone(),
+                books: BTreeMap::new(),
+                next_book: 0,
+            },
+        );
+        shelf
+    }
+
+    /// The shelf `id`, or NOT_FOUND.
+    pub fn shelf(&self, id: i64) -> Result<Shelf, Status> {
+        self.entry(id, |e| e.shelf.clone())
+    }
+
+    /// Deletes shelf `id` and its books, or NOT_FOUND.
+    pub fn delete_shelf(&self, id: i64) -> Result<(), Status> {
+        self.lock()
+            .shelves
+            .remove(&id)
+            .map(drop)
+            .ok_or_else(|| shelf_not_found(id))
+    }
+
+    /// The books of shelf `shelf`, or NOT_FOUND.
+    pub fn list_books(&self, shelf: i64) -> Result<Vec<Book>, Status> {
+        self.entry(shelf, |e| e.books.values().cloned().collect())
+    }
+
+    /// Adds `book` (its id is assigned) to shelf `shelf`, or NOT_FOUND.
+    pub fn create_book(&self, shelf: i64, mut book: Book) -> Result<Book, Status> {
+        let mut inner = self.lock();
+        let entry = inner
+            .shelves
+            .get_mut(&shelf)
+            .ok_or_else(|| shelf_not_found(shelf))?;
+        entry.next_book += 1;
+        book.id = entry.next_book;
+        entry.books.insert(book.id, book.clone());
+        Ok(book)
+    }
+
+    /// Book `book` of shelf `shelf`, or NOT_FOUND.
+    pub fn book(&self, shelf: i64, book: i64) -> Result<Book, Status> {
+        self.entry(shelf, |e| e.books.get(&book).cloned())?
+            .ok_or_else(|| book_not_found(shelf, book))
+    }
+
+    /// Deletes book `book` of shelf `shelf`, or NOT_FOUND.
+    pub fn delete_book(&self, shelf: i64, book: i64) -> Result<(), Status> {
+        let mut inner = self.lock();
+        let entry = inner
+            .shelves
+            .get_mut(&shelf)
+            .ok_or_else(|| shelf_not_found(shelf))?;
+        entry
+            .books
+            .remove(&book)
+            .map(drop)
+            .ok_or_else(|| book_not_found(shelf, book))
+    }
+
+    fn entry<T>(&self, id: i64, f: impl FnOnce(&ShelfEntry) -> T) -> Result<T, Status> {
+        self.lock()
+            .shelves
+            .get(&id)
+            .map(f)
+            .ok_or_else(|| shelf_not_found(id))
+    }
+}
+
+fn shelf_not_found(id: i64) -> Status {
+    Status::not_found(format!("shelf {id} not found"))
+}
+
+fn book_not_found(shelf: i64, book: i64) -> Status {
+    Status::not_found(format!("book {book} not found on shelf {shelf}"))
+}
+
+/// The gRPC `endpoints.examples.bookstore.Bookstore` service over a [`Store`]. Every
+/// response and error carries the replica's name in [`REPLICA_HEADER`].
+///
+/// ```
+/// use bookstore::{BookstoreService, Store, proto::bookstore_server::BookstoreServer};
+/// let service = BookstoreServer::new(BookstoreService::new(Store::seeded(), "replica-1")?);
+/// # let _ = service;
+/// # Ok::<(), bookstore::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct BookstoreService {
+    store: Store,
+    replica: MetadataValue<tonic::metadata::Ascii>,
+    name: Arc<str>,
+}
+
+impl BookstoreService {
+    /// The service over `store`, answering as `replica` (ASCII, a valid header value).
+    pub fn new(store: Store, replica: &str) -> crate::Result<Self> {
+        let value = replica.parse().map_err(|_| {
+            crate::Error::Config(format!(
+                "replica name {replica:?} is not a valid header value (printable ASCII)"
+            ))
+        })?;
+        Ok(Self {
+            store,
+            replica: value,
+            name: replica.into(),
+        })
+    }
+
+    /// The replica name.
+    pub fn replica(&self) -> &str {
+        &self.name
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn answer<T>(&self, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        match result {
+            Ok(message) => {
+                let mut response = Response::new(message);
+                response
+                    .metadata_mut()
+                    .insert(REPLICA_HEADER, self.replica.clone());
+                Ok(response)
+            }
+            Err(mut status) => {
+                status
+                    .metadata_mut()
+                    .insert(REPLICA_HEADER, self.replica.clone());
+                Err(status)
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Bookstore for BookstoreService {
+    async fn list_shelves(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<ListShelvesResponse>, Status> {
+        self.answer(Ok(ListShelvesResponse {
+            shelves: self.store.list_shelves(),
+        }))
+    }
+
+    async fn create_shelf(
+        &self,
+        request: Request<CreateShelfRequest>,
+    ) -> Result<Response<Shelf>, Status> {
+        let result = match request.into_inner().shelf {
+            None => Err(Status::invalid_argument("CreateShelf: shelf is required")),
+            Some(shelf) if shelf.theme.trim().is_empty() => Err(Status::invalid_argument(
+                "CreateShelf: shelf.theme must not be empty",
+            )),
+            Some(shelf) => Ok(self.store.create_shelf(shelf.theme)),
+        };
+        self.answer(result)
+    }
+
+    async fn get_shelf(
+        &self,
+        request: Request<GetShelfRequest>,
+    ) -> Result<Response<Shelf>, Status> {
+        self.answer(self.store.shelf(request.get_ref().shelf))
+    }
+
+    async fn delete_shelf(
+        &self,
+        request: Request<DeleteShelfRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.answer(self.store.delete_shelf(request.get_ref().shelf))
+    }
+
+    async fn list_books(
+        &self,
+        request: Request<ListBooksRequest>,
+    ) -> Result<Response<ListBooksResponse>, Status> {
+        let books = self.store.list_books(request.get_ref().shelf);
+        self.answer(books.map(|books| ListBooksResponse { books }))
+    }
+
+    async fn create_book(
+        &self,
+        request: Request<CreateBookRequest>,
+    ) -> Result<Response<Book>, Status> {
+        let CreateBookRequest { shelf, book } = request.into_inner();
+        let result = match book {
+            None => Err(Status::invalid_argument("CreateBook: book is required")),
+            Some(book) if book.title.trim().is_empty() => Err(Status::invalid_argument(
+                "CreateBook: book.title must not be empty",
+            )),
+            Some(book) => self.store.create_book(shelf, book),
+        };
+        self.answer(result)
+    }
+
+    async fn get_book(&self, request: Request<GetBookRequest>) -> Result<Response<Book>, Status> {
+        let r = request.get_ref();
+        self.answer(self.store.book(r.shelf, r.book))
+    }
+
+    async fn delete_book(
+        &self,
+        request: Request<DeleteBookRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.get_ref();
+        self.answer(self.store.delete_book(r.shelf, r.book))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_store_and_errors() {
+        let store = Store::seeded();
+        assert_eq!(store.list_shelves().len(), 2);
+        assert_eq!(store.list_books(2).unwrap()[0].author, "George R.R. Martin");
+        let shelf = store.create_shelf("Poetry".into());
+        assert_eq!(shelf.id, 3);
+        let book = store
+            .create_book(
+                3,
+                Book {
+                    id: 0,
+                    author: "a".into(),
+                    title: "t".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(store.book(3, book.id).unwrap().title, "t");
+        store.delete_book(3, book.id).unwrap();
+        let e = store.book(3, book.id).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert_eq!(e.message(), "book 1 not found on shelf 3");
+        store.delete_shelf(3).unwrap();
+        assert_eq!(store.shelf(3).unwrap_err().message(), "shelf 3 not found");
+        assert_eq!(
+            store.delete_shelf(3).unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn service_answers_with_replica_header_and_invalid_argument() {
+        let service = BookstoreService::new(Store::seeded(), "r1").unwrap();
+        let ok = service.list_shelves(Request::new(())).await.unwrap();
+        assert_eq!(ok.metadata().get(REPLICA_HEADER).unwrap(), "r1");
+        let err = service
+            .create_shelf(Request::new(CreateShelfRequest { shelf: None }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.metadata().get(REPLICA_HEADER).unwrap(), "r1");
+        assert!(BookstoreService::new(Store::new(), "bad\nname").is_err());
+    }
+}
