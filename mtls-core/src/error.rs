@@ -93,6 +93,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The SPIFFE Workload API gave no usable X509-SVID (feature `workload-api`).
+    #[error("SPIFFE Workload API at {endpoint}: {reason}")]
+    WorkloadApi {
+        /// The endpoint (`unix:///path/to/agent.sock`), or the variable it should come from.
+        endpoint: String,
+        /// What went wrong (e.g. no SVID within the start-up timeout, the socket is absent).
+        reason: String,
+    },
 
     // ---- verifying a peer -------------------------------------------------------------
     /// The peer presented a CA certificate as its end-entity certificate.
@@ -273,6 +281,7 @@ impl Error {
                 | Error::InvalidSpiffeId { .. }
                 | Error::InvalidSanMatcher { .. }
                 | Error::InvalidConfig { .. }
+                | Error::WorkloadApi { .. }
         )
     }
 }

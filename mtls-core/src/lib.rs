@@ -83,7 +83,14 @@
 //!
 //! ## Features
 //!
-//! None; the crypto provider is always aws-lc-rs (another provider may be passed to the
+//! - `workload-api` (off by default): [`WorkloadApiSource`], an [`IdentitySource`] and
+//!   [`TrustSource`] fed by the SPIFFE Workload API (a SPIRE agent or `mtls-agent`) through
+//!   the `spiffe` crate's `X509Source`: the address comes from `SPIFFE_ENDPOINT_SOCKET` or
+//!   is given, start-up waits for the first SVID with a bounded timeout and fails with an
+//!   error naming the socket, and every new SVID/bundle is used by the next handshake.
+//!   Needs a tokio runtime.
+//!
+//! The crypto provider is always aws-lc-rs (another provider may be passed to the
 //! builders, but `ring` is never pulled in).
 //!
 //! ## Dependencies
@@ -92,7 +99,8 @@
 //! - `rustls-pki-types` — DER/PEM certificate and key types (PEM parsing via `PemObject`).
 //! - `rustls-webpki` — chain building, validity and CRL checks (the same code rustls uses).
 //! - `x509-parser` — reading SANs, basic constraints and key usage that webpki does not expose.
-//! - `spiffe` — `SpiffeId` / `TrustDomain` parsing (no Workload API features enabled).
+//! - `spiffe` — `SpiffeId` / `TrustDomain` parsing; with `workload-api`, its `X509Source`
+//!   (Workload API client over tonic, no TLS stack of its own).
 //! - `arc-swap` — lock-free reads of the current identity/bundle on every handshake.
 //! - `tokio` (`sync` only) — `watch` channels that announce rotations to subscribers.
 //! - `regex` — Envoy `safe_regex` matchers.
@@ -114,6 +122,8 @@ mod source;
 mod string_matcher;
 mod trust;
 mod verify;
+#[cfg(feature = "workload-api")]
+mod workload;
 
 pub use authorizer::{Authorize, Authorizer};
 pub use client::ClientConfigBuilder;
@@ -126,6 +136,10 @@ pub use server::ServerConfigBuilder;
 pub use source::{IdentityHandle, IdentitySource, TrustHandle, TrustSource};
 pub use string_matcher::StringMatcher;
 pub use trust::TrustBundle;
+#[cfg(feature = "workload-api")]
+pub use workload::{
+    DEFAULT_STARTUP_TIMEOUT, SPIFFE_ENDPOINT_SOCKET, WorkloadApiSource, WorkloadApiSourceBuilder,
+};
 
 /// Re-exported so callers can name SPIFFE IDs without another dependency line.
 pub use spiffe::{SpiffeId, TrustDomain};

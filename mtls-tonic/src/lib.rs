@@ -90,6 +90,27 @@
 //!   [`Backoff`], introspection with [`EndpointInfo`], [`EndpointState`],
 //!   [`ResolutionState`].
 //!
+//! # Features
+//! - `workload-api` (off by default): SPIFFE Workload API identities. [`WorkloadJwtToken`]
+//!   is a [`TokenSource`] of JWT-SVIDs from `FetchJWTSVID`, cached and refreshed at half of
+//!   the remaining lifetime; and `mtls_core::WorkloadApiSource` (enabled with it) is the
+//!   identity and trust source for [`MtlsIncoming`] / [`MtlsConnector`] /
+//!   [`BalancedChannel`] configs, so servers and channels rotate with the agent.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[cfg(feature = "workload-api")] {
+//! use mtls_core::{Authorize, ServerConfigBuilder, WorkloadApiSource};
+//! use mtls_tonic::{BearerInterceptor, WorkloadJwtToken};
+//! let source = WorkloadApiSource::builder().connect().await?; // $SPIFFE_ENDPOINT_SOCKET
+//! let server_config = ServerConfigBuilder::new(source.clone(), source.clone())
+//!     .authorize(Authorize::member_of("bookstore.local".parse()?))
+//!     .build()?;
+//! let bearer = BearerInterceptor::new(WorkloadJwtToken::builder(["bookstore"]).connect().await?);
+//! # }
+//! # Ok(()) }
+//! ```
+//!
 //! # Status codes
 //! Rejected client certificate: the handshake fails (no gRPC status). Method not allowed for
 //! the peer: PERMISSION_DENIED naming peer and method. Missing/invalid/expired token:
@@ -153,6 +174,8 @@ pub use balance::{
     ResolutionState, ResponseFuture as BalancedResponseFuture,
 };
 pub use client::{BearerInterceptor, FileToken, MtlsConnector, StaticToken, TokenSource};
+#[cfg(feature = "workload-api")]
+pub use client::{WorkloadJwtToken, WorkloadJwtTokenBuilder};
 pub use error::{Error, Result};
 pub use jwt::{
     JwtError, JwtLayer, JwtRules, JwtService, ResponseFuture as JwtResponseFuture, TokenValidator,

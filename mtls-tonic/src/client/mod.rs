@@ -2,8 +2,12 @@
 
 mod bearer;
 mod connector;
+#[cfg(feature = "workload-api")]
+mod workload_jwt;
 
 pub use bearer::{BearerInterceptor, FileToken, StaticToken, TokenSource};
 pub use connector::MtlsConnector;
+#[cfg(feature = "workload-api")]
+pub use workload_jwt::{WorkloadJwtToken, WorkloadJwtTokenBuilder};
 
 pub(crate) use connector::parse_server_name as parse_server_name_pub;

@@ -1,0 +1,348 @@
+//! Configuration, start-up and the running agent.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mtls_certs::CertificateAuthority;
+use mtls_jwt::{Algorithm, SigningKey};
+use spiffe::{SpiffeId, TrustDomain};
+use tokio::net::UnixListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::error::{Error, Result};
+use crate::issuer::{self, Issuer};
+use crate::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
+use crate::pb::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use crate::registration::Registration;
+use crate::sds::Sds;
+use crate::workload::WorkloadApi;
+
+/// Default X509-SVID lifetime (SPIRE's default): rotated at half of it.
+pub const DEFAULT_SVID_TTL: Duration = Duration::from_secs(3600);
+/// Default JWT-SVID lifetime.
+pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
+
+/// What the agent serves and with which keys.
+///
+/// ```
+/// use mtls_agent::{AgentConfig, Registration};
+/// let config = AgentConfig::new(
+///     "example.org".parse()?,
+///     "/run/mtls-agent/workload.sock",
+///     Registration::from_yaml("entries: [{spiffe_id: 'spiffe://example.org/web', selectors: {uid: 1000}}]")?,
+/// )
+/// .sds_socket("/run/mtls-agent/sds.sock")
+/// .state_dir("/var/lib/mtls-agent")
+/// .svid_ttl(std::time::Duration::from_secs(600));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct AgentConfig {
+    trust_domain: TrustDomain,
+    workload_socket: PathBuf,
+    sds_socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    ca: Option<CertificateAuthority>,
+    jwt_key: Option<SigningKey>,
+    svid_ttl: Duration,
+    jwt_ttl: Duration,
+    registration: Registration,
+    registration_file: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// Serve the Workload API for `trust_domain` on `workload_socket`, granting identities
+    /// per `registration`. Without a CA or state directory, a fresh in-memory CA is made.
+    pub fn new(
+        trust_domain: TrustDomain,
+        workload_socket: impl Into<PathBuf>,
+        registration: Registration,
+    ) -> Self {
+        Self {
+            trust_domain,
+            workload_socket: workload_socket.into(),
+            sds_socket: None,
+            state_dir: None,
+            ca: None,
+            jwt_key: None,
+            svid_ttl: DEFAULT_SVID_TTL,
+            jwt_ttl: DEFAULT_JWT_TTL,
+            registration,
+            registration_file: None,
+        }
+    }
+
+    /// Also serve Envoy SDS on this Unix socket.
+    pub fn sds_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.sds_socket = Some(path.into());
+        self
+    }
+
+    /// Keep the CA (`ca.pem`, `ca-key.pem`) and JWT key (`jwt-key.pem`) here, created on
+    /// first run (keys mode 0600) and reused after.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Issue from this CA (takes precedence over the state directory's).
+    pub fn ca(mut self, ca: CertificateAuthority) -> Self {
+        self.ca = Some(ca);
+        self
+    }
+
+    /// Sign JWT-SVIDs with this key (takes precedence over the state directory's).
+    pub fn jwt_key(mut self, key: SigningKey) -> Self {
+        self.jwt_key = Some(key);
+        self
+    }
+
+    /// X509-SVID lifetime (default 1 h); rotation happens at half of it.
+    pub fn svid_ttl(mut self, ttl: Duration) -> Self {
+        self.svid_ttl = ttl;
+        self
+    }
+
+    /// JWT-SVID lifetime (default 5 min).
+    pub fn jwt_ttl(mut self, ttl: Duration) -> Self {
+        self.jwt_ttl = ttl;
+        self
+    }
+
+    /// The file the registration came from, re-read by [`Agent::reload_registration`].
+    pub fn registration_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.registration_file = Some(path.into());
+        self
+    }
+}
+
+/// A running agent. Dropping it stops serving and removes its socket files.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use mtls_agent::{Agent, AgentConfig, Registration};
+/// let registration = Registration::from_file("registration.yaml")?;
+/// let agent = Agent::start(
+///     AgentConfig::new("example.org".parse()?, "/tmp/agent/workload.sock", registration)
+///         .sds_socket("/tmp/agent/sds.sock"),
+/// )
+/// .await?;
+/// // workloads: SPIFFE_ENDPOINT_SOCKET=unix:///tmp/agent/workload.sock
+/// agent.rotate_now()?; // every open stream gets the new SVIDs
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Agent {
+    issuer: Arc<Issuer>,
+    workload_socket: PathBuf,
+    sds_socket: Option<PathBuf>,
+    registration_file: Option<PathBuf>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Loads or creates the CA, issues the first SVIDs, binds the sockets and serves.
+    /// Needs a tokio runtime.
+    pub async fn start(config: AgentConfig) -> Result<Self> {
+        let started = Instant::now();
+        if config.svid_ttl < Duration::from_secs(2) {
+            return Err(Error::Config {
+                reason: format!(
+                    "svid_ttl {:?} is too short; expected at least 2 s",
+                    config.svid_ttl
+                ),
+            });
+        }
+        let (state_ca, state_key) = match &config.state_dir {
+            Some(dir) => {
+                let (ca, key) = issuer::load_or_create_state(dir, &config.trust_domain)?;
+                (Some(ca), Some(key))
+            }
+            None => (None, None),
+        };
+        let ca = match config.ca.or(state_ca) {
+            Some(ca) => ca,
+            None => {
+                tracing::warn!(
+                    "no CA and no state directory given: using an in-memory CA for this run"
+                );
+                issuer::new_ca(&config.trust_domain)?
+            }
+        };
+        let jwt_key = match config.jwt_key.or(state_key) {
+            Some(k) => k,
+            None => SigningKey::generate(Algorithm::ES256)?,
+        };
+        let issuer = Issuer::new(
+            ca,
+            jwt_key,
+            config.trust_domain.clone(),
+            config.svid_ttl,
+            config.jwt_ttl,
+            config.registration,
+        )?;
+
+        let mut tasks = Vec::new();
+        let listener = bind(&config.workload_socket, "binding the Workload API socket")?;
+        let workload = SpiffeWorkloadApiServer::new(WorkloadApi {
+            issuer: Arc::clone(&issuer),
+        });
+        tasks.push(serve(
+            tonic::transport::Server::builder().add_service(workload),
+            listener,
+            "Workload API",
+        ));
+        if let Some(path) = &config.sds_socket {
+            let listener = bind(path, "binding the SDS socket")?;
+            let sds = SecretDiscoveryServiceServer::new(Sds {
+                issuer: Arc::clone(&issuer),
+            });
+            tasks.push(serve(
+                tonic::transport::Server::builder().add_service(sds),
+                listener,
+                "SDS",
+            ));
+        }
+        tasks.push(tokio::spawn(issuer::rotation_task(Arc::clone(&issuer))));
+        tracing::info!(
+            trust_domain = %config.trust_domain,
+            workload_api = %config.workload_socket.display(),
+            sds = ?config.sds_socket,
+            svid_ttl = ?config.svid_ttl,
+            ca = %issuer.ca().subject(),
+            startup = ?started.elapsed(),
+            "mtls-agent ready"
+        );
+        Ok(Self {
+            issuer,
+            workload_socket: config.workload_socket,
+            sds_socket: config.sds_socket,
+            registration_file: config.registration_file,
+            tasks,
+        })
+    }
+
+    /// Issues new SVIDs for every registered ID now and pushes them on every open
+    /// Workload API and SDS stream. Returns the new generation (also the SDS version).
+    pub fn rotate_now(&self) -> Result<u64> {
+        self.issuer.rotate("requested")
+    }
+
+    /// Re-reads the registration file (if one was configured) and reissues.
+    pub fn reload_registration(&self) -> Result<u64> {
+        match &self.registration_file {
+            Some(path) => self.issuer.set_registration(Registration::from_file(path)?),
+            None => self.rotate_now(),
+        }
+    }
+
+    /// The generation of the current SVID set (starts at 1, +1 per rotation).
+    pub fn generation(&self) -> u64 {
+        self.issuer.current().generation
+    }
+
+    /// Serial (colon-separated hex) of the current SVID of `id`.
+    pub fn serial_of(&self, id: &SpiffeId) -> Option<String> {
+        self.issuer.current().svid(id).map(|s| s.serial_hex.clone())
+    }
+
+    /// Waits until the generation is at least `generation`.
+    pub async fn wait_for_generation(&self, generation: u64) {
+        let mut rx = self.issuer.subscribe();
+        let _ = rx.wait_for(|s| s.generation >= generation).await;
+    }
+
+    /// The trust bundle (our trust domain's root), PEM.
+    pub fn bundle_pem(&self) -> String {
+        self.issuer.current().bundle_pem.clone()
+    }
+
+    /// The trust domain served.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        self.issuer.trust_domain()
+    }
+
+    /// The CA issuing SVIDs.
+    pub fn ca(&self) -> &CertificateAuthority {
+        self.issuer.ca()
+    }
+
+    /// The Workload API endpoint as workloads spell it: `unix:///path`.
+    pub fn workload_endpoint(&self) -> String {
+        format!("unix://{}", absolute(&self.workload_socket).display())
+    }
+
+    /// The Workload API socket path.
+    pub fn workload_socket(&self) -> &Path {
+        &self.workload_socket
+    }
+
+    /// The SDS socket path, if SDS is served.
+    pub fn sds_socket(&self) -> Option<&Path> {
+        self.sds_socket.as_deref()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.workload_socket);
+        if let Some(p) = &self.sds_socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir().map_or_else(|_| p.to_owned(), |d| d.join(p))
+    }
+}
+
+/// Binds a Unix socket, replacing a stale socket file (never another kind of file), and
+/// opens it to every local user (callers are told apart by their credentials, as SPIRE does).
+fn bind(path: &Path, what: &'static str) -> Result<UnixListener> {
+    let io = |source| Error::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path).map_err(io)?;
+        } else {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket; expected a free path or a stale socket",
+            )));
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+    Ok(listener)
+}
+
+fn serve(
+    router: tonic::transport::server::Router,
+    listener: UnixListener,
+    what: &'static str,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming(UnixListenerStream::new(listener))
+            .await
+        {
+            tracing::error!(error = %e, "{what} server stopped");
+        }
+    })
+}

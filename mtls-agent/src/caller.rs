@@ -1,0 +1,29 @@
+//! Who is calling: Unix peer credentials (SO_PEERCRED) of the connection.
+
+use std::path::PathBuf;
+
+use tonic::Request;
+use tonic::transport::server::UdsConnectInfo;
+
+use crate::registration::Caller;
+
+/// The caller of `request` (uid, gid, pid and `/proc/<pid>/exe`), plus an SDS node id.
+pub(crate) fn caller_of<T>(request: &Request<T>, sds_node_id: Option<String>) -> Caller {
+    let cred = request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred);
+    let pid = cred.and_then(|c| c.pid());
+    Caller {
+        uid: cred.map(|c| c.uid()),
+        gid: cred.map(|c| c.gid()),
+        pid,
+        exe: pid.and_then(exe_of),
+        sds_node_id,
+    }
+}
+
+/// The executable of `pid` (Linux `/proc`; `None` elsewhere or when unreadable).
+fn exe_of(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}

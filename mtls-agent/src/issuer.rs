@@ -1,0 +1,330 @@
+//! The agent's CA and JWT key, the current set of SVIDs, and their rotation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use mtls_certs::{CaParams, CertificateAuthority, LeafParams};
+use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator};
+use spiffe::{SpiffeId, TrustDomain};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::registration::Registration;
+
+/// One issued X509-SVID, in the encodings the two APIs want.
+#[derive(Debug)]
+pub(crate) struct Svid {
+    pub(crate) spiffe_id: SpiffeId,
+    /// DER certificates, leaf first, concatenated (Workload API `x509_svid`).
+    pub(crate) chain_der: Vec<u8>,
+    /// PKCS#8 DER key (Workload API `x509_svid_key`).
+    pub(crate) key_pkcs8: Vec<u8>,
+    /// PEM chain and key (Envoy SDS `tls_certificate`).
+    pub(crate) chain_pem: String,
+    pub(crate) key_pem: String,
+    pub(crate) serial_hex: String,
+}
+
+/// Everything the agent serves at one moment. Each rotation publishes a new one.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) generation: u64,
+    pub(crate) issued_at: Instant,
+    pub(crate) trust_domain: TrustDomain,
+    /// Root certificates of our trust domain, DER concatenated (Workload API `bundle`).
+    pub(crate) bundle_der: Vec<u8>,
+    /// The same, PEM (Envoy SDS `validation_context.trusted_ca`).
+    pub(crate) bundle_pem: String,
+    pub(crate) svids: BTreeMap<String, Arc<Svid>>,
+    /// JWKS of the JWT-SVID signing key.
+    pub(crate) jwks: String,
+}
+
+impl Snapshot {
+    pub(crate) fn svid(&self, id: &SpiffeId) -> Option<&Arc<Svid>> {
+        self.svids.get(id.to_string().as_str())
+    }
+}
+
+/// Issues and rotates; shared by the Workload API and SDS services.
+pub(crate) struct Issuer {
+    ca: CertificateAuthority,
+    jwt_key: SigningKey,
+    trust_domain: TrustDomain,
+    svid_ttl: Duration,
+    jwt_ttl: Duration,
+    registration: RwLock<Registration>,
+    tx: watch::Sender<Arc<Snapshot>>,
+    issuing: Mutex<()>,
+    validators: Mutex<HashMap<String, Arc<Validator>>>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("trust_domain", &self.trust_domain)
+            .field("ca", &self.ca.subject())
+            .field("svid_ttl", &self.svid_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    pub(crate) fn new(
+        ca: CertificateAuthority,
+        jwt_key: SigningKey,
+        trust_domain: TrustDomain,
+        svid_ttl: Duration,
+        jwt_ttl: Duration,
+        registration: Registration,
+    ) -> Result<Arc<Self>> {
+        registration.check_trust_domain(&trust_domain)?;
+        let first = issue_all(&ca, &jwt_key, &trust_domain, svid_ttl, &registration, 1)?;
+        let (tx, _) = watch::channel(Arc::new(first));
+        Ok(Arc::new(Self {
+            ca,
+            jwt_key,
+            trust_domain,
+            svid_ttl,
+            jwt_ttl,
+            registration: RwLock::new(registration),
+            tx,
+            issuing: Mutex::new(()),
+            validators: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    pub(crate) fn registration(&self) -> Registration {
+        self.registration
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    pub(crate) fn svid_ttl(&self) -> Duration {
+        self.svid_ttl
+    }
+
+    pub(crate) fn ca(&self) -> &CertificateAuthority {
+        &self.ca
+    }
+
+    /// Issues a new SVID for every registered ID and pushes it to every open stream.
+    pub(crate) fn rotate(&self, reason: &str) -> Result<u64> {
+        let _guard = self.issuing.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.current().generation + 1;
+        let registration = self.registration();
+        let next = issue_all(
+            &self.ca,
+            &self.jwt_key,
+            &self.trust_domain,
+            self.svid_ttl,
+            &registration,
+            generation,
+        )?;
+        tracing::info!(generation, reason, svids = next.svids.len(), "rotated");
+        self.tx.send_replace(Arc::new(next));
+        Ok(generation)
+    }
+
+    /// Replaces the registration and reissues (new IDs get SVIDs at once).
+    pub(crate) fn set_registration(&self, registration: Registration) -> Result<u64> {
+        registration.check_trust_domain(&self.trust_domain)?;
+        *self
+            .registration
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = registration;
+        self.rotate("registration reloaded")
+    }
+
+    /// A JWT-SVID for `id` with `audiences`.
+    pub(crate) fn mint_jwt(&self, id: &SpiffeId, audiences: &[String]) -> Result<String> {
+        let mut spec = TokenSpec::new(self.jwt_ttl).subject(id.to_string());
+        for a in audiences {
+            spec = spec.audience(a.clone());
+        }
+        let token = self.jwt_key.mint(&spec)?;
+        tracing::info!(spiffe_id = %id, ?audiences, ttl = ?self.jwt_ttl, "issued JWT-SVID");
+        Ok(token)
+    }
+
+    /// A JWT-SVID validator for `audience` over our own key (cached per audience).
+    pub(crate) fn validator(&self, audience: &str) -> Result<Arc<Validator>> {
+        let mut map = self
+            .validators
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = map.get(audience) {
+            return Ok(Arc::clone(v));
+        }
+        let jwks = mtls_jwt::jwks_json([self.jwt_key.jwk(None)]);
+        let v = Arc::new(
+            Validator::builder()
+                .jwks(JwksSource::inline(jwks))
+                .jwt_svid(audience)
+                .build()?,
+        );
+        if map.len() > 1000 {
+            map.clear();
+        }
+        map.insert(audience.to_owned(), Arc::clone(&v));
+        Ok(v)
+    }
+}
+
+fn issue_all(
+    ca: &CertificateAuthority,
+    jwt_key: &SigningKey,
+    trust_domain: &TrustDomain,
+    ttl: Duration,
+    registration: &Registration,
+    generation: u64,
+) -> Result<Snapshot> {
+    let mut svids = BTreeMap::new();
+    for id in registration.spiffe_ids() {
+        let issued = ca.issue(
+            &LeafParams::svid(id.clone())
+                .valid_for(ttl)
+                // SPIRE backdates by 10 s; short-lived SVIDs should not start 5 min early.
+                .backdated_by(Duration::from_secs(10)),
+        )?;
+        let chain_der: Vec<u8> = issued
+            .cert_chain()
+            .iter()
+            .flat_map(|c| c.as_ref().to_vec())
+            .collect();
+        let key_pkcs8 = issued.private_key_der().secret_der().to_vec();
+        let serial_hex = hex_serial(issued.certificate().serial());
+        tracing::info!(spiffe_id = %id, serial = %serial_hex,
+            not_after = %issued.certificate().not_after(), generation, "issued X509-SVID");
+        svids.insert(
+            id.to_string(),
+            Arc::new(Svid {
+                spiffe_id: id,
+                chain_der,
+                key_pkcs8,
+                chain_pem: issued.chain_pem(),
+                key_pem: issued.key_pem(),
+                serial_hex,
+            }),
+        );
+    }
+    let root = ca.root_der().unwrap_or(ca.cert_der());
+    let bundle_pem = ca.root_pem().unwrap_or_else(|| ca.cert_pem());
+    let mut jwk = jwt_key.jwk(None);
+    // The Workload API serves a plain JWKS; `use` is left out so both SPIFFE libraries
+    // (which expect `jwt-svid` in bundle documents) and JOSE validators (`sig`) accept it.
+    if let Some(obj) = jwk.as_object_mut() {
+        obj.remove("use");
+    }
+    Ok(Snapshot {
+        generation,
+        issued_at: Instant::now(),
+        trust_domain: trust_domain.clone(),
+        bundle_der: root.as_ref().to_vec(),
+        bundle_pem,
+        svids,
+        jwks: mtls_jwt::jwks_json([jwk]),
+    })
+}
+
+fn hex_serial(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Loads the CA and JWT key from `state_dir`, or creates and stores them (keys 0600).
+pub(crate) fn load_or_create_state(
+    state_dir: &Path,
+    trust_domain: &TrustDomain,
+) -> Result<(CertificateAuthority, SigningKey)> {
+    std::fs::create_dir_all(state_dir).map_err(|source| Error::Io {
+        what: "creating the state directory",
+        path: state_dir.to_owned(),
+        source,
+    })?;
+    let ca_cert = state_dir.join("ca.pem");
+    let ca_key = state_dir.join("ca-key.pem");
+    let ca = if ca_cert.exists() {
+        load_ca(&ca_cert, &ca_key)?
+    } else {
+        let ca = new_ca(trust_domain)?;
+        mtls_certs::write_private_key(&ca_key, &ca.key_pem(), true)?;
+        mtls_certs::write_file(&ca_cert, &ca.cert_pem())?;
+        tracing::info!(path = %ca_cert.display(), subject = %ca.subject(), "created CA");
+        ca
+    };
+    let jwt_path = state_dir.join("jwt-key.pem");
+    let jwt_key = if jwt_path.exists() {
+        let pem = read(&jwt_path, "reading the JWT signing key")?;
+        SigningKey::from_pem(&pem)?
+    } else {
+        let key = SigningKey::generate(Algorithm::ES256)?;
+        mtls_certs::write_private_key(&jwt_path, &key.private_pem(), true)?;
+        tracing::info!(path = %jwt_path.display(), kid = %key.kid(), "created JWT signing key");
+        key
+    };
+    Ok((ca, jwt_key))
+}
+
+/// A CA for `trust_domain`, valid for a year (the agent is for development and single
+/// hosts; pass your own CA for anything longer-lived).
+pub(crate) fn new_ca(trust_domain: &TrustDomain) -> Result<CertificateAuthority> {
+    Ok(CertificateAuthority::new_root(
+        &CaParams::new(format!("mtls-agent CA {trust_domain}"))
+            .valid_for(Duration::from_secs(365 * 24 * 3600)),
+    )?)
+}
+
+pub(crate) fn load_ca(cert: &Path, key: &Path) -> Result<CertificateAuthority> {
+    let cert_pem = read(cert, "reading the CA certificate")?;
+    let key_pem = read(key, "reading the CA key")?;
+    Ok(CertificateAuthority::from_pem(&cert_pem, &key_pem)?)
+}
+
+fn read(path: &Path, what: &'static str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Rotates at half-life, restarting the clock whenever a snapshot is published.
+pub(crate) async fn rotation_task(issuer: Arc<Issuer>) {
+    let mut rx = issuer.subscribe();
+    loop {
+        let issued_at = rx.borrow_and_update().issued_at;
+        let due = issued_at + issuer.svid_ttl() / 2;
+        tokio::select! {
+            () = tokio::time::sleep_until(due.into()) => {
+                if let Err(e) = issuer.rotate("half-life") {
+                    tracing::error!(error = %e, "rotation failed; retrying in 5 s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! # mtls-agent
+//!
+//! A local identity agent for development, CI and single-host deployments: what a SPIRE
+//! agent does for workloads and Envoy, without a SPIRE server.
+//!
+//! ```text
+//!  registration.yaml ──► Registration (uid/gid/exe, SDS node id → SPIFFE ID)
+//!  CA (given, or created in --state-dir) ──► Issuer: one X509-SVID per registered ID
+//!        (default 1 h, rotated at half-life or on SIGHUP / Agent::rotate_now)
+//!        │ watch channel: every rotation is pushed on every open stream
+//!        ├──► SPIFFE Workload API  (unix socket; `workload.spiffe.io: true` required)
+//!        │      FetchX509SVID, FetchX509Bundles, FetchJWTSVID, FetchJWTBundles, ValidateJWTSVID
+//!        └──► Envoy SDS            (unix socket; envoy.service.secret.v3)
+//!               StreamSecrets, FetchSecrets: "<spiffe id>" | "default" → tls_certificate,
+//!               "spiffe://<td>" | "ROOTCA" | "ALL" → validation_context
+//! ```
+//!
+//! Callers are identified by their Unix peer credentials (`SO_PEERCRED`: uid, gid, pid →
+//! `/proc/<pid>/exe`) and, on SDS, Envoy's `node.id`. A caller no entry matches gets
+//! PERMISSION_DENIED; a call without the security header gets INVALID_ARGUMENT; an SDS
+//! request for an unknown secret name ends the stream with INVALID_ARGUMENT naming the
+//! names that exist (Envoy logs it and counts `sds.<name>.update_failure`).
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use mtls_agent::{Agent, AgentConfig, Registration};
+//!
+//! let registration = Registration::from_yaml(r#"
+//! entries:
+//!   - spiffe_id: spiffe://bookstore.local/web
+//!     selectors: { uid: 1000 }
+//!   - spiffe_id: spiffe://bookstore.local/envoy
+//!     selectors: { sds_node_id: web-sidecar }
+//! "#)?;
+//! let agent = Agent::start(
+//!     AgentConfig::new("bookstore.local".parse()?, "/tmp/mtls-agent/workload.sock", registration)
+//!         .sds_socket("/tmp/mtls-agent/sds.sock")
+//!         .state_dir("/tmp/mtls-agent/state"),
+//! )
+//! .await?;
+//! // A workload: SPIFFE_ENDPOINT_SOCKET=unix:///tmp/mtls-agent/workload.sock, then
+//! // mtls_core::WorkloadApiSource::builder().connect().await? (feature workload-api).
+//! agent.rotate_now()?;
+//! # Ok(()) }
+//! ```
+//!
+//! The `mtls-agent` binary wraps the same: `mtls-agent --trust-domain bookstore.local
+//! --registration reg.yaml --socket /tmp/a/workload.sock --sds-socket /tmp/a/sds.sock
+//! --state-dir /tmp/a/state`; SIGHUP re-reads the registration file and rotates now.
+//!
+//! ## Protos
+//! The SPIFFE `workload.proto` and a trimmed subset of Envoy's xDS protos (field numbers
+//! kept) are vendored in `proto/` and compiled by `build.rs` with protox and
+//! tonic-prost-build — no system `protoc`. The `spiffe` crate's generated types are
+//! crate-private and client-only, and the Envoy API crates on crates.io generate the whole
+//! xDS API (thousands of messages) for the four SDS needs.
+//!
+//! ## Dependencies
+//! - `mtls-certs`: the CA and SVID issuance (random serials, SKI/AKI, backdating, clamping).
+//! - `mtls-jwt`: the ES256 JWT-SVID signing key, JWKS, and JWT-SVID validation.
+//! - `spiffe`: `SpiffeId` / `TrustDomain` parsing (no Workload API client features).
+//! - `tonic`, `tonic-prost`, `prost`, `prost-types`: the gRPC servers and messages;
+//!   `protox`, `tonic-prost-build` (build): proto compilation.
+//! - `tokio`, `tokio-stream`, `futures-util`: Unix sockets, streams, signals, timers.
+//! - `serde`, `serde_yaml_ng`, `serde_json`: the registration file and JWT claims.
+//! - `clap`, `humantime`, `tracing-subscriber` (binary): flags, durations, logs.
+//! - `thiserror`, `tracing`, `time`, `rustls-pki-types`, `x509-parser`: errors, logs, PEM.
+#![forbid(unsafe_code)]
+
+mod agent;
+mod caller;
+mod error;
+mod issuer;
+pub mod pb;
+mod registration;
+mod sds;
+mod workload;
+
+pub use agent::{Agent, AgentConfig, DEFAULT_JWT_TTL, DEFAULT_SVID_TTL};
+pub use error::{Error, Result};
+pub use registration::{Caller, Entry, Registration, Selectors};
+pub use sds::SECRET_TYPE_URL;

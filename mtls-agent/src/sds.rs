@@ -1,0 +1,240 @@
+//! Envoy's Secret Discovery Service (`envoy.service.secret.v3`), named as SPIRE names
+//! secrets: a SPIFFE ID (or `default`) is a `tls_certificate`; the trust-domain ID
+//! (`spiffe://example.org`, or `ROOTCA` / `ALL`) is a `validation_context`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use prost::Message;
+use spiffe::SpiffeId;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::caller::caller_of;
+use crate::issuer::{Issuer, Snapshot};
+use crate::pb::envoy::config::core::v3::{DataSource, data_source};
+use crate::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, Secret, TlsCertificate, secret,
+};
+use crate::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use crate::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService;
+use crate::registration::Caller;
+
+/// The type URL of an SDS resource.
+pub const SECRET_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// SDS over the agent's issuer.
+#[derive(Debug, Clone)]
+pub(crate) struct Sds {
+    pub(crate) issuer: Arc<Issuer>,
+}
+
+fn inline(bytes: &str) -> Option<DataSource> {
+    Some(DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(
+            bytes.as_bytes().to_vec(),
+        )),
+    })
+}
+
+/// The secret called `name` for a caller entitled to `ids`.
+fn resolve(
+    name: &str,
+    snapshot: &Snapshot,
+    ids: &[SpiffeId],
+    caller: &Caller,
+) -> Result<Secret, Status> {
+    let td_id = format!("spiffe://{}", snapshot.trust_domain);
+    if name == "ROOTCA" || name == "ALL" || name == td_id {
+        return Ok(Secret {
+            name: name.to_owned(),
+            r#type: Some(secret::Type::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: inline(&snapshot.bundle_pem),
+                },
+            )),
+        });
+    }
+    let id = if name == "default" {
+        ids.first().cloned()
+    } else {
+        match name.parse::<SpiffeId>() {
+            Ok(id) if ids.contains(&id) => Some(id),
+            Ok(id) if snapshot.svid(&id).is_some() => {
+                return Err(Status::permission_denied(format!(
+                    "SDS secret {name:?}: the caller ({caller}) is not entitled to {id}; entitled: {}",
+                    list(ids)
+                )));
+            }
+            _ => None,
+        }
+    };
+    let svid = id.as_ref().and_then(|id| snapshot.svid(id)).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "unknown SDS secret name {name:?}: expected \"default\", one of the caller's SPIFFE IDs [{}], \
+             the trust domain ID {td_id:?}, \"ROOTCA\" or \"ALL\"",
+            list(ids)
+        ))
+    })?;
+    Ok(Secret {
+        name: name.to_owned(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: inline(&svid.chain_pem),
+            private_key: inline(&svid.key_pem),
+        })),
+    })
+}
+
+fn list(ids: &[SpiffeId]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Sds {
+    /// The response for `names`, or the status that refuses them.
+    fn respond(
+        &self,
+        caller: &Caller,
+        names: &[String],
+        nonce: u64,
+    ) -> Result<(DiscoveryResponse, Arc<Snapshot>), Status> {
+        let snapshot = self.issuer.current();
+        let ids = self.issuer.registration().identities_for(caller);
+        if ids.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "no identity issued: no registration entry matches the SDS caller ({caller})"
+            )));
+        }
+        let mut resources = Vec::with_capacity(names.len());
+        for name in names {
+            let secret = resolve(name, &snapshot, &ids, caller)?;
+            resources.push(prost_types::Any {
+                type_url: SECRET_TYPE_URL.to_owned(),
+                value: secret.encode_to_vec(),
+            });
+        }
+        Ok((
+            DiscoveryResponse {
+                version_info: snapshot.generation.to_string(),
+                resources,
+                canary: false,
+                type_url: SECRET_TYPE_URL.to_owned(),
+                nonce: nonce.to_string(),
+                control_plane: None,
+            },
+            snapshot,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl SecretDiscoveryService for Sds {
+    type DeltaSecretsStream = Streamed<DeltaDiscoveryResponse>;
+    type StreamSecretsStream = Streamed<DiscoveryResponse>;
+
+    async fn delta_secrets(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        Err(Status::unimplemented(
+            "DeltaSecrets is not implemented: use the state-of-the-world StreamSecrets (Envoy's default for SDS)",
+        ))
+    }
+
+    async fn stream_secrets(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        let base = caller_of(&request, None);
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let sds = self.clone();
+        tokio::spawn(async move {
+            let mut updates = sds.issuer.subscribe();
+            let mut caller = base;
+            let mut names: Vec<String> = Vec::new();
+            let mut sent: Option<u64> = None;
+            let mut nonce = 0u64;
+            loop {
+                let push = tokio::select! {
+                    msg = requests.next() => match msg {
+                        Some(Ok(req)) => {
+                            if caller.sds_node_id.is_none() {
+                                caller.sds_node_id = req.node.as_ref().map(|n| n.id.clone()).filter(|id| !id.is_empty());
+                            }
+                            if let Some(err) = &req.error_detail {
+                                tracing::warn!(%caller, names = ?req.resource_names, nonce = %req.response_nonce,
+                                    code = err.code, message = %err.message, "Envoy rejected (NACK) an SDS response");
+                            }
+                            let changed = req.resource_names != names;
+                            names = req.resource_names;
+                            let current = sds.issuer.current().generation;
+                            // First request, new names, or a version Envoy does not have yet.
+                            changed || sent.is_none() || req.version_info != current.to_string()
+                                && req.error_detail.is_none()
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(%caller, error = %e, "SDS stream ended with an error");
+                            break;
+                        }
+                        None => break,
+                    },
+                    changed = updates.changed() => {
+                        if changed.is_err() { break }
+                        !names.is_empty()
+                    }
+                    () = tx.closed() => break,
+                };
+                if !push {
+                    continue;
+                }
+                nonce += 1;
+                match sds.respond(&caller, &names, nonce) {
+                    Ok((response, snapshot)) => {
+                        tracing::info!(%caller, ?names, version = %response.version_info,
+                            serials = ?names.iter().filter_map(|n| n.parse::<SpiffeId>().ok())
+                                .filter_map(|id| snapshot.svid(&id).map(|s| s.serial_hex.clone())).collect::<Vec<_>>(),
+                            "SDS secrets sent");
+                        sent = Some(snapshot.generation);
+                        updates.borrow_and_update();
+                        if tx.send(Ok(response)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(status) => {
+                        tracing::warn!(%caller, ?names, error = %status.message(), "SDS request refused");
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let node = request
+            .get_ref()
+            .node
+            .as_ref()
+            .map(|n| n.id.clone())
+            .filter(|id| !id.is_empty());
+        let caller = caller_of(&request, node);
+        let names = request.into_inner().resource_names;
+        let (response, _) = self.respond(&caller, &names, 0)?;
+        tracing::info!(%caller, ?names, version = %response.version_info, "SDS secrets fetched");
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,270 @@
+//! The SPIFFE Workload API service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use spiffe::SpiffeId;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::caller::caller_of;
+use crate::issuer::{Issuer, Snapshot};
+use crate::pb::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
+use crate::pb::workload::{
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
+    X509svid, X509svidRequest, X509svidResponse,
+};
+use crate::registration::Caller;
+
+/// The header every Workload API call must carry (SPIFFE Workload API spec, SSRF guard).
+pub(crate) const SECURITY_HEADER: &str = "workload.spiffe.io";
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// `SpiffeWorkloadAPI` over the agent's issuer.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkloadApi {
+    pub(crate) issuer: Arc<Issuer>,
+}
+
+fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
+    match request.metadata().get(SECURITY_HEADER) {
+        Some(v) if v.as_bytes() == b"true" => Ok(()),
+        Some(v) => Err(Status::invalid_argument(format!(
+            "security header {SECURITY_HEADER} is {:?}; expected \"true\"",
+            String::from_utf8_lossy(v.as_bytes())
+        ))),
+        None => Err(Status::invalid_argument(format!(
+            "security header missing from request: expected `{SECURITY_HEADER}: true`"
+        ))),
+    }
+}
+
+impl WorkloadApi {
+    /// Header check, caller attestation, and its SPIFFE IDs (PERMISSION_DENIED if none).
+    fn admit<T>(&self, request: &Request<T>, rpc: &str) -> Result<(Caller, Vec<SpiffeId>), Status> {
+        check_header(request)?;
+        let caller = caller_of(request, None);
+        let ids = self.issuer.registration().identities_for(&caller);
+        if ids.is_empty() {
+            tracing::warn!(%caller, rpc, "no registration entry matches the caller");
+            return Err(Status::permission_denied(format!(
+                "no identity issued: no registration entry matches the caller ({caller})"
+            )));
+        }
+        tracing::debug!(%caller, rpc, ids = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "caller attested");
+        Ok((caller, ids))
+    }
+}
+
+fn x509_response(snapshot: &Snapshot, ids: &[SpiffeId]) -> X509svidResponse {
+    let svids = ids
+        .iter()
+        .filter_map(|id| snapshot.svid(id))
+        .map(|svid| X509svid {
+            spiffe_id: svid.spiffe_id.to_string(),
+            x509_svid: svid.chain_der.clone(),
+            x509_svid_key: svid.key_pkcs8.clone(),
+            bundle: snapshot.bundle_der.clone(),
+            hint: String::new(),
+        })
+        .collect();
+    X509svidResponse {
+        svids,
+        crl: Vec::new(),
+        federated_bundles: Default::default(),
+    }
+}
+
+fn td_id(snapshot: &Snapshot) -> String {
+    format!("spiffe://{}", snapshot.trust_domain)
+}
+
+/// Streams `make(snapshot)` now and after every rotation until the client goes away.
+fn stream_snapshots<T, F>(
+    issuer: &Arc<Issuer>,
+    what: &'static str,
+    caller: Caller,
+    make: F,
+) -> Streamed<T>
+where
+    T: Send + 'static,
+    F: Fn(&Snapshot) -> T + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    let mut updates = issuer.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let snapshot = updates.borrow_and_update().clone();
+            if tx.send(Ok(make(&snapshot))).await.is_err() {
+                break;
+            }
+            tracing::debug!(%caller, what, generation = snapshot.generation, "sent");
+            tokio::select! {
+                changed = updates.changed() => if changed.is_err() { break },
+                () = tx.closed() => break,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = Streamed<X509svidResponse>;
+    type FetchX509BundlesStream = Streamed<X509BundlesResponse>;
+    type FetchJWTBundlesStream = Streamed<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let (caller, ids) = self.admit(&request, "FetchX509SVID")?;
+        tracing::info!(%caller, ids = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "FetchX509SVID stream opened");
+        Ok(Response::new(stream_snapshots(
+            &self.issuer,
+            "X509-SVIDs",
+            caller,
+            move |s| x509_response(s, &ids),
+        )))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let (caller, _) = self.admit(&request, "FetchX509Bundles")?;
+        Ok(Response::new(stream_snapshots(
+            &self.issuer,
+            "X.509 bundles",
+            caller,
+            |s| X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: [(td_id(s), s.bundle_der.clone())].into_iter().collect(),
+            },
+        )))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        let (caller, ids) = self.admit(&request, "FetchJWTSVID")?;
+        let req = request.into_inner();
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument(
+                "audience must be specified: expected at least one audience",
+            ));
+        }
+        let wanted: Vec<SpiffeId> = if req.spiffe_id.is_empty() {
+            ids
+        } else {
+            let id: SpiffeId = req.spiffe_id.parse().map_err(|e| {
+                Status::invalid_argument(format!(
+                    "requested spiffe_id {:?} is not a SPIFFE ID: {e}",
+                    req.spiffe_id
+                ))
+            })?;
+            if !ids.contains(&id) {
+                return Err(Status::permission_denied(format!(
+                    "the caller ({caller}) is not entitled to {id}; entitled: {}",
+                    ids.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            vec![id]
+        };
+        let mut svids = Vec::with_capacity(wanted.len());
+        for id in wanted {
+            let token = self
+                .issuer
+                .mint_jwt(&id, &req.audience)
+                .map_err(|e| Status::internal(format!("minting a JWT-SVID for {id}: {e}")))?;
+            svids.push(Jwtsvid {
+                spiffe_id: id.to_string(),
+                svid: token,
+                hint: String::new(),
+            });
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let (caller, _) = self.admit(&request, "FetchJWTBundles")?;
+        Ok(Response::new(stream_snapshots(
+            &self.issuer,
+            "JWT bundles",
+            caller,
+            |s| JwtBundlesResponse {
+                bundles: [(td_id(s), s.jwks.clone().into_bytes())]
+                    .into_iter()
+                    .collect(),
+            },
+        )))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        // Validation needs no identity of the caller (a verifier may have none), only the
+        // security header.
+        check_header(&request)?;
+        let req = request.into_inner();
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if req.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let validator = self
+            .issuer
+            .validator(&req.audience)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let claims = validator.validate_now(&req.svid).map_err(|e| {
+            tracing::info!(audience = %req.audience, error = %e, "ValidateJWTSVID refused a token");
+            Status::invalid_argument(e.envoy_message())
+        })?;
+        let spiffe_id = claims
+            .spiffe_id()
+            .map(|id| id.to_string())
+            .ok_or_else(|| Status::invalid_argument("token subject is not a SPIFFE ID"))?;
+        let fields = claims
+            .as_map()
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_prost(v)))
+            .collect();
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id,
+            claims: Some(prost_types::Struct { fields }),
+        }))
+    }
+}
+
+fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_prost).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_prost(v)))
+                .collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}

@@ -1,0 +1,278 @@
+//! The Workload API as clients nobody here wrote see it: the Rust `spiffe` crate's
+//! `WorkloadApiClient` and `X509Source`, plus the negatives (header, unregistered caller).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use mtls_agent::pb::workload::{
+    X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient,
+};
+use spiffe::{SpiffeId, TrustDomain, WorkloadApiClient, WorkloadApiError, X509Source};
+use support::*;
+
+async fn raw_client(
+    socket: std::path::PathBuf,
+) -> SpiffeWorkloadApiClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    SpiffeWorkloadApiClient::new(channel)
+}
+
+#[tokio::test]
+async fn rust_spiffe_client_fetches_svid_bundles_and_a_jwt_svid_that_validates() {
+    let t = TestAgent::start(&web_for_me()).await;
+    let client = WorkloadApiClient::connect_to(t.endpoint()).await.unwrap();
+
+    let svid = client.fetch_x509_svid().await.unwrap();
+    assert_eq!(svid.spiffe_id().to_string(), WEB);
+    let leaf = svid.leaf().as_bytes();
+    assert_eq!(
+        serial_of_der(leaf),
+        t.agent.serial_of(&WEB.parse().unwrap()).unwrap()
+    );
+    // The chain verifies against the bundle we serve, with webpki (mtls-certs).
+    let chain_pem: String = svid
+        .cert_chain()
+        .iter()
+        .map(|c| pem("CERTIFICATE", c.as_bytes()))
+        .collect();
+    mtls_certs::verify_chain_pem(&chain_pem, &t.agent.bundle_pem(), mtls_certs::Usage::Client)
+        .unwrap();
+
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    let td = TrustDomain::new(TD).unwrap();
+    let bundle = bundles.get(&td).expect("bundle of our trust domain");
+    assert_eq!(bundle.authorities().len(), 1);
+    assert_eq!(
+        bundle.authorities()[0].as_bytes(),
+        t.agent.ca().cert_der().as_ref()
+    );
+
+    let jwt = client.fetch_jwt_svid(["bookstore"], None).await.unwrap();
+    assert_eq!(jwt.spiffe_id().to_string(), WEB);
+    let validated = client
+        .validate_jwt_token("bookstore", jwt.token())
+        .await
+        .unwrap();
+    assert_eq!(validated.spiffe_id().to_string(), WEB);
+    // Wrong audience: ValidateJWTSVID refuses it.
+    let err = client
+        .validate_jwt_token("other", jwt.token())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("aud"), "{err}");
+
+    let jwt_bundles = client.fetch_jwt_bundles().await.unwrap();
+    assert!(jwt_bundles.get(&td).is_some());
+}
+
+#[tokio::test]
+async fn x509_source_follows_rotations_and_each_message_carries_full_state() {
+    let reg = format!(
+        "entries:\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {uid} }}\n  - spiffe_id: spiffe://bookstore.local/admin\n    selectors: {{ uid: {uid} }}\n",
+        uid = my_uid()
+    );
+    let t = TestAgent::start(&reg).await;
+    let source = X509Source::builder()
+        .endpoint(t.endpoint())
+        .initial_sync_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let first = serial_of_der(source.svid().unwrap().leaf().as_bytes());
+    let mut updates = source.updated();
+    let generation = t.agent.rotate_now().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), updates.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = serial_of_der(source.svid().unwrap().leaf().as_bytes());
+    assert_ne!(first, second);
+    assert_eq!(
+        second,
+        t.agent.serial_of(&WEB.parse().unwrap()).unwrap(),
+        "generation {generation}"
+    );
+
+    // Every stream message is the full set: both SVIDs, the bundle.
+    let client = WorkloadApiClient::connect_to(t.endpoint()).await.unwrap();
+    let all = client.fetch_all_x509_svids().await.unwrap();
+    let ids: Vec<String> = all.iter().map(|s| s.spiffe_id().to_string()).collect();
+    assert_eq!(ids, [WEB, "spiffe://bookstore.local/admin"]);
+    let mut raw = raw_client(t.agent.workload_socket().to_owned()).await;
+    let mut request = tonic::Request::new(X509svidRequest {});
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let mut stream = raw.fetch_x509svid(request).await.unwrap().into_inner();
+    let m1 = stream.message().await.unwrap().unwrap();
+    t.agent.rotate_now().unwrap();
+    let m2 = stream.message().await.unwrap().unwrap();
+    for m in [&m1, &m2] {
+        assert_eq!(m.svids.len(), 2);
+        assert!(
+            m.svids
+                .iter()
+                .all(|s| !s.bundle.is_empty() && !s.x509_svid_key.is_empty())
+        );
+    }
+    assert_ne!(m1.svids[0].x509_svid, m2.svids[0].x509_svid);
+}
+
+#[tokio::test]
+async fn missing_security_header_is_invalid_argument() {
+    let t = TestAgent::start(&web_for_me()).await;
+    let mut raw = raw_client(t.agent.workload_socket().to_owned()).await;
+    let status = raw.fetch_x509svid(X509svidRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("workload.spiffe.io"),
+        "{status:?}"
+    );
+
+    let mut request = tonic::Request::new(X509svidRequest {});
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "yes".parse().unwrap());
+    let status = raw.fetch_x509svid(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("expected \"true\""), "{status:?}");
+}
+
+#[tokio::test]
+async fn unregistered_uid_is_permission_denied() {
+    let other = my_uid().wrapping_add(4242);
+    let t = TestAgent::start(&format!(
+        "entries:\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {other} }}\n"
+    ))
+    .await;
+    // The spiffe crate reports PERMISSION_DENIED on FetchX509SVID as NoIdentityIssued.
+    let client = WorkloadApiClient::connect_to(t.endpoint()).await.unwrap();
+    let err = client.fetch_x509_svid().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WorkloadApiError::NoIdentityIssued | WorkloadApiError::PermissionDenied(_)
+        ),
+        "{err:?}"
+    );
+    // On the wire: PERMISSION_DENIED naming the caller.
+    let mut raw = raw_client(t.agent.workload_socket().to_owned()).await;
+    let mut request = tonic::Request::new(X509svidRequest {});
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let status = raw.fetch_x509svid(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains(&format!("uid={}", my_uid())),
+        "names the caller: {status:?}"
+    );
+    let err = client.fetch_jwt_svid(["aud"], None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WorkloadApiError::NoIdentityIssued | WorkloadApiError::PermissionDenied(_)
+        ),
+        "{err:?}"
+    );
+
+    // A registered caller asking for an ID it is not entitled to is refused too.
+    let t = TestAgent::start(&web_for_me()).await;
+    let client = WorkloadApiClient::connect_to(t.endpoint()).await.unwrap();
+    let admin: SpiffeId = "spiffe://bookstore.local/admin".parse().unwrap();
+    let err = client
+        .fetch_jwt_svid(["aud"], Some(&admin))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WorkloadApiError::NoIdentityIssued | WorkloadApiError::PermissionDenied(_)
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn jwt_svid_validation_refuses_foreign_and_tampered_tokens() {
+    let t = TestAgent::start(&web_for_me()).await;
+    let client = WorkloadApiClient::connect_to(t.endpoint()).await.unwrap();
+    let foreign = mtls_jwt::SigningKey::generate(mtls_jwt::Algorithm::ES256).unwrap();
+    let token = foreign
+        .mint(
+            &mtls_jwt::TokenSpec::new(Duration::from_secs(60))
+                .subject(WEB)
+                .audience("bookstore"),
+        )
+        .unwrap();
+    let err = client
+        .validate_jwt_token("bookstore", &token)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("InvalidArgument"), "{err:?}");
+    let good = client.fetch_jwt_svid(["bookstore"], None).await.unwrap();
+    let mut tampered = good.token().to_owned();
+    tampered.pop();
+    tampered.push(if good.token().ends_with('A') {
+        'B'
+    } else {
+        'A'
+    });
+    assert!(
+        client
+            .validate_jwt_token("bookstore", &tampered)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn absent_agent_socket_startup_error_names_the_socket_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("no-agent-here.sock");
+    let err = mtls_core::WorkloadApiSource::builder()
+        .endpoint(socket.to_str().unwrap())
+        .startup_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(socket.to_str().unwrap()), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+
+    let err = mtls_tonic::WorkloadJwtToken::builder(["bookstore"])
+        .endpoint(socket.to_str().unwrap())
+        .startup_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(socket.to_str().unwrap()), "{text}");
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}

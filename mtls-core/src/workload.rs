@@ -1,0 +1,348 @@
+//! Identity and trust from the SPIFFE Workload API (feature `workload-api`).
+//!
+//! [`WorkloadApiSource`] wraps the `spiffe` crate's `X509Source` (which keeps a stream to
+//! the agent open, reconnects with backoff and keeps the last good SVID) and mirrors every
+//! update into an [`IdentityHandle`] and a [`TrustHandle`], so configs built on it present
+//! the newest SVID and verify against the newest bundles on the next handshake.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use spiffe::{X509Source, X509Svid};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::source::{IdentityHandle, IdentitySource, TrustHandle, TrustSource};
+use crate::trust::TrustBundle;
+
+/// The environment variable naming the Workload API endpoint (`unix:///run/agent.sock`).
+pub const SPIFFE_ENDPOINT_SOCKET: &str = "SPIFFE_ENDPOINT_SOCKET";
+
+/// Default bound on waiting for the first SVID.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Our X509-SVID and the trust bundles, streamed from a SPIFFE Workload API (SPIRE agent,
+/// `mtls-agent`, ...). An [`IdentitySource`] and a [`TrustSource`]: pass clones of it to
+/// [`ServerConfigBuilder`](crate::ServerConfigBuilder) /
+/// [`ClientConfigBuilder`](crate::ClientConfigBuilder). Clones share one stream; the
+/// stream stops when the last clone is dropped.
+///
+/// The trust bundle is a SPIFFE bundle set ([`TrustBundle::spiffe`]): each trust domain
+/// the agent sends (ours and federated ones) with its own roots.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use mtls_core::{Authorize, ServerConfigBuilder, WorkloadApiSource};
+/// // SPIFFE_ENDPOINT_SOCKET=unix:///run/mtls-agent/workload.sock, or .endpoint(...)
+/// let source = WorkloadApiSource::builder().connect().await?;
+/// let config = ServerConfigBuilder::new(source.clone(), source.clone())
+///     .authorize(Authorize::member_of("example.org".parse()?))
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct WorkloadApiSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: String,
+    identity: IdentityHandle,
+    trust: TrustHandle,
+    source: X509Source,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Configures and connects a [`WorkloadApiSource`].
+#[derive(Debug, Clone)]
+pub struct WorkloadApiSourceBuilder {
+    endpoint: Option<String>,
+    startup_timeout: Duration,
+}
+
+impl WorkloadApiSource {
+    /// A builder: endpoint from `SPIFFE_ENDPOINT_SOCKET`, start-up timeout
+    /// [`DEFAULT_STARTUP_TIMEOUT`].
+    pub fn builder() -> WorkloadApiSourceBuilder {
+        WorkloadApiSourceBuilder {
+            endpoint: None,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+        }
+    }
+
+    /// The endpoint this source reads from (`unix:///...`).
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// The identity handle fed by the stream (clone it to share).
+    pub fn identity(&self) -> &IdentityHandle {
+        &self.inner.identity
+    }
+
+    /// The trust handle fed by the stream.
+    pub fn trust(&self) -> &TrustHandle {
+        &self.inner.trust
+    }
+
+    /// The underlying `spiffe::X509Source` (health, raw SVIDs and bundles).
+    pub fn x509_source(&self) -> &X509Source {
+        &self.inner.source
+    }
+}
+
+impl WorkloadApiSourceBuilder {
+    /// The Workload API endpoint: `unix:///path`, `unix:/path`, `tcp://ip:port`, or a bare
+    /// filesystem path (taken as a Unix socket). Default: `$SPIFFE_ENDPOINT_SOCKET`.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// How long [`connect`](Self::connect) waits for the first SVID and bundle.
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Connects, waits (bounded) for the first X509-SVID and bundle, and keeps following
+    /// updates in a background task. Needs a tokio runtime.
+    ///
+    /// Fails with [`Error::WorkloadApi`] naming the endpoint when the variable is unset, the
+    /// endpoint is malformed, or no SVID arrived in time (the message says whether the
+    /// socket file exists and what the last attempt reported).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = mtls_core::WorkloadApiSource::builder()
+    ///     .endpoint("/nonexistent/agent.sock")
+    ///     .startup_timeout(std::time::Duration::from_millis(200))
+    ///     .connect()
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("/nonexistent/agent.sock"), "{err}");
+    /// # }
+    /// ```
+    pub async fn connect(self) -> Result<WorkloadApiSource> {
+        let endpoint = match self.endpoint {
+            Some(e) => normalize_endpoint(&e),
+            None => match std::env::var(SPIFFE_ENDPOINT_SOCKET) {
+                Ok(e) if !e.trim().is_empty() => normalize_endpoint(e.trim()),
+                _ => {
+                    return Err(Error::WorkloadApi {
+                        endpoint: format!("${SPIFFE_ENDPOINT_SOCKET}"),
+                        reason: format!(
+                            "{SPIFFE_ENDPOINT_SOCKET} is not set; set it to unix:///path/to/agent.sock or pass an endpoint"
+                        ),
+                    });
+                }
+            },
+        };
+        let built = X509Source::builder()
+            .endpoint(&endpoint)
+            .initial_sync_timeout(self.startup_timeout)
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(5))
+            .build()
+            .await;
+        let source = match built {
+            Ok(s) => s,
+            Err(e) => {
+                let socket = socket_path(&endpoint);
+                let state = match &socket {
+                    Some(p) if !p.exists() => format!("; socket {} does not exist", p.display()),
+                    Some(p) => format!("; socket {} exists but gave no SVID", p.display()),
+                    None => String::new(),
+                };
+                return Err(Error::WorkloadApi {
+                    endpoint,
+                    reason: format!(
+                        "no X509-SVID within {:?}: {}{state}",
+                        self.startup_timeout,
+                        error_chain(&e)
+                    ),
+                });
+            }
+        };
+        let (identity, trust) = snapshot(&source).map_err(|reason| Error::WorkloadApi {
+            endpoint: endpoint.clone(),
+            reason,
+        })?;
+        let identity = IdentityHandle::new(identity);
+        let trust = TrustHandle::new(trust);
+        tracing::info!(%endpoint, spiffe_id = ?identity.current().spiffe_id(),
+            serial = %identity.current().serial_hex(), "X509-SVID from the Workload API");
+        let task = tokio::spawn(follow(
+            source.clone(),
+            identity.clone(),
+            trust.clone(),
+            endpoint.clone(),
+        ));
+        Ok(WorkloadApiSource {
+            inner: Arc::new(Inner {
+                endpoint,
+                identity,
+                trust,
+                source,
+                task,
+            }),
+        })
+    }
+}
+
+/// Mirrors every update of `source` into the handles.
+async fn follow(
+    source: X509Source,
+    identity: IdentityHandle,
+    trust: TrustHandle,
+    endpoint: String,
+) {
+    let mut updates = source.updated();
+    loop {
+        if let Err(e) = updates.changed().await {
+            tracing::warn!(%endpoint, error = %e, "Workload API updates ended; keeping the last SVID");
+            return;
+        }
+        match snapshot(&source) {
+            Ok((id, bundle)) => {
+                let old = identity.current();
+                if old.cert_chain() != id.cert_chain() {
+                    identity.rotate(id);
+                }
+                trust.rotate(bundle);
+            }
+            Err(reason) => {
+                tracing::warn!(%endpoint, %reason, "unusable Workload API update; keeping the last SVID");
+            }
+        }
+    }
+}
+
+fn snapshot(source: &X509Source) -> std::result::Result<(Identity, TrustBundle), String> {
+    let svid = source.svid().map_err(|e| error_chain(&e))?;
+    let identity = identity_from_svid(&svid)?;
+    let bundles = source.bundle_set().map_err(|e| error_chain(&e))?;
+    let mut trust = TrustBundle::spiffe();
+    for (td, bundle) in bundles.iter() {
+        let certs = bundle
+            .authorities()
+            .iter()
+            .map(|c| CertificateDer::from(c.as_bytes().to_vec()));
+        trust = trust
+            .with_domain_der(td.clone(), certs)
+            .map_err(|e| format!("bundle of {td}: {e}"))?;
+    }
+    Ok((identity, trust))
+}
+
+fn identity_from_svid(svid: &X509Svid) -> std::result::Result<Identity, String> {
+    let chain = svid
+        .cert_chain()
+        .iter()
+        .map(|c| CertificateDer::from(c.as_bytes().to_vec()))
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        svid.private_key().as_bytes().to_vec(),
+    ));
+    Identity::from_der(chain, key).map_err(|e| format!("X509-SVID {}: {e}", svid.spiffe_id()))
+}
+
+/// `unix:///p`, `unix:/p`, `tcp://...` stay; a bare path becomes `unix://<abs path>`.
+fn normalize_endpoint(e: &str) -> String {
+    if e.contains("://") || e.starts_with("unix:") {
+        e.to_owned()
+    } else {
+        let path = Path::new(e);
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(path))
+                .unwrap_or_else(|_| path.to_path_buf())
+        };
+        format!("unix://{}", abs.display())
+    }
+}
+
+fn socket_path(endpoint: &str) -> Option<PathBuf> {
+    let rest = endpoint.strip_prefix("unix:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    Some(PathBuf::from(rest))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+impl IdentitySource for WorkloadApiSource {
+    fn current(&self) -> Arc<Identity> {
+        self.inner.identity.current()
+    }
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<Identity>>> {
+        self.inner.identity.subscribe()
+    }
+}
+
+impl TrustSource for WorkloadApiSource {
+    fn current(&self) -> Arc<TrustBundle> {
+        self.inner.trust.current()
+    }
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<TrustBundle>>> {
+        self.inner.trust.subscribe()
+    }
+}
+
+impl fmt::Debug for WorkloadApiSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadApiSource")
+            .field("endpoint", &self.inner.endpoint)
+            .field("identity", &self.inner.identity)
+            .field("trust", &self.inner.trust)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalized() {
+        assert_eq!(normalize_endpoint("/run/a.sock"), "unix:///run/a.sock");
+        assert_eq!(
+            normalize_endpoint("unix:///run/a.sock"),
+            "unix:///run/a.sock"
+        );
+        assert_eq!(normalize_endpoint("tcp://127.0.0.1:1"), "tcp://127.0.0.1:1");
+        assert_eq!(
+            socket_path("unix:///run/a.sock").as_deref(),
+            Some(Path::new("/run/a.sock"))
+        );
+        assert_eq!(
+            socket_path("unix:/run/a.sock").as_deref(),
+            Some(Path::new("/run/a.sock"))
+        );
+        assert_eq!(socket_path("tcp://127.0.0.1:1"), None);
+    }
+}
