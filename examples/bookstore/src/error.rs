@@ -140,4 +140,11 @@ impl Error {
             source,
         }
     }
+
+    pub(crate) fn envoy(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Envoy {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
 }

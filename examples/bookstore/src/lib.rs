@@ -77,7 +77,10 @@
 #![forbid(unsafe_code)]
 
 mod dns;
+pub mod envoy;
 mod error;
+pub mod identity;
+pub mod mesh;
 mod pki;
 mod policy;
 pub mod scenario;
@@ -92,11 +95,13 @@ pub mod proto {
 
 pub use dns::MeshDns;
 pub use error::{Error, Result};
+pub use identity::{Workload, WorkloadIdentities};
+pub use mesh::{MeshOptions, MeshOutcome};
 pub use pki::{MeshPki, SvidFiles};
 pub use policy::{
-    AUDIENCE, BOOKSTORE_SERVICE, CLIENT_ID, HEALTH_SERVICE, INTRUDER_ID, ISSUER, MeshPolicy,
-    REPLICA_HEADER, SERVER_ID, SERVICE_NAME, TRUST_DOMAIN,
+    AUDIENCE, BOOKSTORE_SERVICE, CALLER_HEADER, CLIENT_ID, HEALTH_SERVICE, INTRUDER_ID, ISSUER,
+    MeshPolicy, REPLICA_HEADER, SERVER_ID, SERVICE_NAME, TRUST_DOMAIN,
 };
 pub use scenario::{Report, Scenario};
 pub use server::{Security, ServerHandle};
-pub use store::{BookstoreService, Store};
+pub use store::{BookstoreService, Store, caller};

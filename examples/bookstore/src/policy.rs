@@ -26,6 +26,9 @@ pub const ISSUER: &str = "https://issuer.bookstore.local";
 pub const AUDIENCE: &str = "bookstore";
 /// The response header naming the replica that answered.
 pub const REPLICA_HEADER: &str = "x-bookstore-replica";
+/// The response header naming the caller's SPIFFE ID as the replica saw it (its own mTLS
+/// peer, or Envoy's `x-forwarded-client-cert`).
+pub const CALLER_HEADER: &str = "x-bookstore-caller";
 /// The gRPC service name of the bookstore.
 pub const BOOKSTORE_SERVICE: &str = "endpoints.examples.bookstore.Bookstore";
 /// The gRPC health service name.

@@ -1,13 +1,17 @@
 //! The client's scenario — list, create a shelf, create/get/list/delete a book, delete the
 //! shelf — over any gRPC channel, recording which replica answered each call.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    time::Duration,
+};
 
 use tonic::{Code, Request, Status, body::Body, metadata::MetadataMap};
 use tower::util::BoxCloneService;
 
 use crate::{
-    REPLICA_HEADER,
+    CALLER_HEADER, REPLICA_HEADER,
     proto::{
         Book, CreateBookRequest, CreateShelfRequest, DeleteBookRequest, DeleteShelfRequest,
         GetBookRequest, GetShelfRequest, ListBooksRequest, Shelf,
@@ -63,6 +67,8 @@ pub struct Report {
     /// their own in-memory store (separate `bookstore-server` processes) do not share data.
     /// Such a round stops early; this is not a failure.
     pub cross_replica_misses: usize,
+    /// The caller identities the replicas reported ([`CALLER_HEADER`]).
+    pub callers: BTreeSet<String>,
 }
 
 impl Report {
@@ -316,6 +322,7 @@ impl Scenario {
             .get_shelf(self.request(GetShelfRequest { shelf }))
             .await;
         let replica = replica_of_result(&r);
+        rec.caller(&r);
         let outcome = match r {
             Err(status) if status.code() == Code::NotFound => {
                 Ok(format!("NOT_FOUND as expected: {}", status.message()))
@@ -333,6 +340,16 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
+    fn caller<T>(&mut self, result: &Result<tonic::Response<T>, Status>) {
+        let metadata = match result {
+            Ok(r) => r.metadata(),
+            Err(s) => s.metadata(),
+        };
+        if let Some(caller) = metadata.get(CALLER_HEADER).and_then(|v| v.to_str().ok()) {
+            self.report.callers.insert(caller.to_owned());
+        }
+    }
+
     fn push(
         &mut self,
         step: String,
@@ -368,6 +385,7 @@ impl Recorder<'_> {
         verify: impl FnOnce(T) -> Result<(String, V), String>,
     ) -> Option<(V, Option<String>)> {
         let replica = replica_of_result(&result);
+        self.caller(&result);
         let (outcome, value) = match result {
             Ok(response) => match verify(response.into_inner()) {
                 Ok((summary, value)) => (Ok(summary), Some(value)),

@@ -14,7 +14,10 @@ use crate::{BookstoreService, Error, Result, proto::bookstore_server::BookstoreS
 /// How a server accepts calls.
 #[derive(Debug)]
 #[non_exhaustive]
-#[expect(clippy::large_enum_variant, reason = "built once per server, never copied around")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per server, never copied around"
+)]
 pub enum Security {
     /// Mutual TLS; callers authorized per method; tokens validated when `jwt` is set.
     Mtls {

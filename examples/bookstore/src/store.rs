@@ -7,8 +7,10 @@ use std::{
 
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
+use mtls_tonic::PeerIdentityExt;
+
 use crate::{
-    REPLICA_HEADER,
+    CALLER_HEADER, REPLICA_HEADER,
     proto::{
         Book, CreateBookRequest, CreateShelfRequest, DeleteBookRequest, DeleteShelfRequest,
         GetBookRequest, GetShelfRequest, ListBooksRequest, ListBooksResponse, ListShelvesResponse,
@@ -215,19 +217,26 @@ impl BookstoreService {
         &self.store
     }
 
-    fn answer<T>(&self, result: Result<T, Status>) -> Result<Response<T>, Status> {
+    fn answer<T>(
+        &self,
+        caller: Option<String>,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let caller = caller.and_then(|c| MetadataValue::try_from(c).ok());
+        let stamp = |metadata: &mut tonic::metadata::MetadataMap| {
+            metadata.insert(REPLICA_HEADER, self.replica.clone());
+            if let Some(caller) = caller {
+                metadata.insert(CALLER_HEADER, caller);
+            }
+        };
         match result {
             Ok(message) => {
                 let mut response = Response::new(message);
-                response
-                    .metadata_mut()
-                    .insert(REPLICA_HEADER, self.replica.clone());
+                stamp(response.metadata_mut());
                 Ok(response)
             }
             Err(mut status) => {
-                status
-                    .metadata_mut()
-                    .insert(REPLICA_HEADER, self.replica.clone());
+                stamp(status.metadata_mut());
                 Err(status)
             }
         }
@@ -238,17 +247,21 @@ impl BookstoreService {
 impl Bookstore for BookstoreService {
     async fn list_shelves(
         &self,
-        _request: Request<()>,
+        request: Request<()>,
     ) -> Result<Response<ListShelvesResponse>, Status> {
-        self.answer(Ok(ListShelvesResponse {
-            shelves: self.store.list_shelves(),
-        }))
+        self.answer(
+            caller(&request),
+            Ok(ListShelvesResponse {
+                shelves: self.store.list_shelves(),
+            }),
+        )
     }
 
     async fn create_shelf(
         &self,
         request: Request<CreateShelfRequest>,
     ) -> Result<Response<Shelf>, Status> {
+        let caller = caller(&request);
         let result = match request.into_inner().shelf {
             None => Err(Status::invalid_argument("CreateShelf: shelf is required")),
             Some(shelf) if shelf.theme.trim().is_empty() => Err(Status::invalid_argument(
@@ -256,21 +269,24 @@ impl Bookstore for BookstoreService {
             )),
             Some(shelf) => Ok(self.store.create_shelf(shelf.theme)),
         };
-        self.answer(result)
+        self.answer(caller, result)
     }
 
     async fn get_shelf(
         &self,
         request: Request<GetShelfRequest>,
     ) -> Result<Response<Shelf>, Status> {
-        self.answer(self.store.shelf(request.get_ref().shelf))
+        self.answer(caller(&request), self.store.shelf(request.get_ref().shelf))
     }
 
     async fn delete_shelf(
         &self,
         request: Request<DeleteShelfRequest>,
     ) -> Result<Response<()>, Status> {
-        self.answer(self.store.delete_shelf(request.get_ref().shelf))
+        self.answer(
+            caller(&request),
+            self.store.delete_shelf(request.get_ref().shelf),
+        )
     }
 
     async fn list_books(
@@ -278,13 +294,17 @@ impl Bookstore for BookstoreService {
         request: Request<ListBooksRequest>,
     ) -> Result<Response<ListBooksResponse>, Status> {
         let books = self.store.list_books(request.get_ref().shelf);
-        self.answer(books.map(|books| ListBooksResponse { books }))
+        self.answer(
+            caller(&request),
+            books.map(|books| ListBooksResponse { books }),
+        )
     }
 
     async fn create_book(
         &self,
         request: Request<CreateBookRequest>,
     ) -> Result<Response<Book>, Status> {
+        let caller = caller(&request);
         let CreateBookRequest { shelf, book } = request.into_inner();
         let result = match book {
             None => Err(Status::invalid_argument("CreateBook: book is required")),
@@ -293,12 +313,12 @@ impl Bookstore for BookstoreService {
             )),
             Some(book) => self.store.create_book(shelf, book),
         };
-        self.answer(result)
+        self.answer(caller, result)
     }
 
     async fn get_book(&self, request: Request<GetBookRequest>) -> Result<Response<Book>, Status> {
         let r = request.get_ref();
-        self.answer(self.store.book(r.shelf, r.book))
+        self.answer(caller(&request), self.store.book(r.shelf, r.book))
     }
 
     async fn delete_book(
@@ -306,8 +326,34 @@ impl Bookstore for BookstoreService {
         request: Request<DeleteBookRequest>,
     ) -> Result<Response<()>, Status> {
         let r = request.get_ref();
-        self.answer(self.store.delete_book(r.shelf, r.book))
+        self.answer(caller(&request), self.store.delete_book(r.shelf, r.book))
     }
+}
+
+/// The caller's SPIFFE ID: from our own mTLS handshake (proxyless), else from the
+/// `URI=` of the last element of `x-forwarded-client-cert` (set by an Envoy sidecar with
+/// `forward_client_cert_details: SANITIZE_SET`, so a client cannot forge it).
+pub fn caller<T>(request: &Request<T>) -> Option<String> {
+    if let Some(id) = request.peer_identity().and_then(|p| p.spiffe_id()) {
+        return Some(id.to_string());
+    }
+    let xfcc = request
+        .metadata()
+        .get("x-forwarded-client-cert")?
+        .to_str()
+        .ok()?;
+    xfcc_uri(xfcc)
+}
+
+/// The `URI=` of the last (nearest) element of an `x-forwarded-client-cert` value.
+fn xfcc_uri(xfcc: &str) -> Option<String> {
+    let last = xfcc.rsplit(',').next()?;
+    last.split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("uri")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })
 }
 
 #[cfg(test)]
@@ -356,5 +402,19 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert_eq!(err.metadata().get(REPLICA_HEADER).unwrap(), "r1");
         assert!(BookstoreService::new(Store::new(), "bad\nname").is_err());
+        let mut request = Request::new(());
+        request.metadata_mut().insert(
+            "x-forwarded-client-cert",
+            "By=spiffe://td/sa/server;Hash=ab12;URI=spiffe://td/ns/default/sa/client"
+                .parse()
+                .unwrap(),
+        );
+        let ok = service.list_shelves(request).await.unwrap();
+        assert_eq!(
+            ok.metadata().get(CALLER_HEADER).unwrap(),
+            "spiffe://td/ns/default/sa/client"
+        );
+        assert_eq!(xfcc_uri("URI=a,Hash=x;URI=\"b\""), Some("b".to_owned()));
+        assert_eq!(xfcc_uri("Hash=x"), None);
     }
 }

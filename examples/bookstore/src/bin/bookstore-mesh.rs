@@ -1,0 +1,104 @@
+//! `bookstore-mesh`: the whole mesh on one machine, one command.
+//!
+//! A throwaway PKI and JWT issuer, an in-process DNS server for `bookstore.local`, three
+//! bookstore replicas on 127.0.0.2–4; the client scenario proxyless (balanced mTLS +
+//! bearer token), then through Envoy sidecars when an Envoy binary is available; the
+//! refusals (intruder certificate, no token, wrong audience) on both paths; a summary
+//! table. Exit code 0 only if every expectation held.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use bookstore::mesh::{self, EnvoyChoice, MeshOptions};
+use clap::Parser;
+
+/// Runs the bookstore mesh: proxyless, then through Envoy sidecars.
+#[derive(Debug, Parser)]
+#[command(name = "bookstore-mesh", version)]
+struct Args {
+    /// The Envoy binary (default: $MTLS_ENVOY, `envoy` on PATH, or ./.venv/bin/envoy).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_envoy")]
+    envoy: Option<PathBuf>,
+    /// Skip the Envoy path.
+    #[arg(long)]
+    no_envoy: bool,
+    /// Fail when no Envoy binary is found (instead of skipping the Envoy path).
+    #[arg(long, env = "MTLS_REQUIRE_ENVOY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    require_envoy: bool,
+    /// Scenario calls per path (rounded up to whole rounds of 9).
+    #[arg(long, default_value_t = 90)]
+    calls: usize,
+    /// Print only the summary table.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut options = MeshOptions::default();
+    options.calls = args.calls.max(1);
+    options.verbose = !args.quiet;
+    options.require_envoy = args.require_envoy;
+    options.envoy = match (args.no_envoy, args.envoy) {
+        (true, _) => EnvoyChoice::Off,
+        (false, Some(path)) => EnvoyChoice::Binary(path),
+        (false, None) => EnvoyChoice::Auto,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bookstore-mesh: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            // Dropping the mesh future stops the replicas and kills every Envoy.
+            outcome = mesh::run(&options) => Some(outcome),
+            _ = shutdown_signal() => None,
+        }
+    });
+    // Replica tasks are aborted with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        None => {
+            eprintln!("bookstore-mesh: interrupted; everything it started is stopped");
+            ExitCode::from(130)
+        }
+        Some(Err(e)) => {
+            eprintln!("bookstore-mesh: error: {e}");
+            ExitCode::FAILURE
+        }
+        Some(Ok(outcome)) => {
+            println!("\n{}", outcome.table());
+            if outcome.passed() {
+                println!("bookstore-mesh: every expectation held");
+                ExitCode::SUCCESS
+            } else {
+                println!("bookstore-mesh: some expectations FAILED (see the table)");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

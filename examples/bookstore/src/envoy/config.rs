@@ -1,0 +1,302 @@
+//! Envoy v3 bootstrap documents (JSON, which Envoy reads as YAML's subset).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::MeshPolicy;
+
+/// The HTTP connection manager's stat prefix on the client sidecar.
+pub const STAT_PREFIX_OUTBOUND: &str = "bookstore_outbound";
+/// The HTTP connection manager's stat prefix on the server sidecars.
+pub const STAT_PREFIX_INBOUND: &str = "bookstore_inbound";
+
+/// Where an Envoy gets its certificate, key and trust bundle.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum CertSource {
+    /// PEM files (Envoy reads them at start; Kubernetes mounts them from Secrets).
+    Files {
+        /// Leaf + intermediates.
+        chain: PathBuf,
+        /// Private key.
+        key: PathBuf,
+        /// Trust bundle (CA certificates).
+        bundle: PathBuf,
+    },
+}
+
+impl CertSource {
+    /// The `common_tls_context` for this source: our certificate, ALPN `h2`, and a
+    /// validation context with the bundle and `match_typed_subject_alt_names` = `sans`.
+    pub fn common_tls_context(&self, sans: &[mtls_core::SanMatcher]) -> Value {
+        match self {
+            CertSource::Files { chain, key, bundle } => json!({
+                // gRPC clients need h2 negotiated ("missing selected ALPN property" otherwise).
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [{
+                    "certificate_chain": { "filename": chain },
+                    "private_key": { "filename": key },
+                }],
+                "validation_context": {
+                    "trusted_ca": { "filename": bundle },
+                    "match_typed_subject_alt_names": sans,
+                },
+            }),
+        }
+    }
+}
+
+/// The client-side sidecar: plaintext HTTP/2 in, mTLS to every address DNS gives for the
+/// service (strict DNS, round robin).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientSidecar {
+    /// Where the application connects (plaintext).
+    pub listen: SocketAddr,
+    /// The server sidecars' port (DNS A records carry no port).
+    pub upstream_port: u16,
+    /// The DNS server to resolve [`MeshPolicy::service_name`] with; `None`: the system's.
+    pub dns: Option<SocketAddr>,
+    /// How often to re-resolve (seconds; the records' TTL is respected too).
+    pub dns_refresh_secs: u64,
+    /// Our SVID and the trust bundle.
+    pub certs: CertSource,
+    /// Admin interface address (port 0: ephemeral, see `--admin-address-path`).
+    pub admin: SocketAddr,
+}
+
+impl ClientSidecar {
+    /// A client sidecar with loopback defaults: admin on `127.0.0.1:0`, system DNS,
+    /// refresh every 5 s.
+    pub fn new(listen: SocketAddr, upstream_port: u16, certs: CertSource) -> Self {
+        Self {
+            listen,
+            upstream_port,
+            dns: None,
+            dns_refresh_secs: 5,
+            certs,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+
+    /// The bootstrap for `policy`.
+    ///
+    /// ```
+    /// use bookstore::envoy::{CertSource, ClientSidecar};
+    /// let certs = CertSource::Files { chain: "c.pem".into(), key: "k.pem".into(), bundle: "b.pem".into() };
+    /// let mut sidecar = ClientSidecar::new("127.0.0.1:10000".parse()?, 8443, certs);
+    /// sidecar.dns = Some("127.0.0.1:5353".parse()?);
+    /// let bootstrap = sidecar.bootstrap(&bookstore::MeshPolicy::bookstore());
+    /// let tls = &bootstrap["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+    /// assert_eq!(
+    ///     tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+    ///     bookstore::SERVER_ID,
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bootstrap(&self, policy: &MeshPolicy) -> Value {
+        let mut dns_cluster = json!({
+            "@type": "type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster",
+            "dns_refresh_rate": format!("{}s", self.dns_refresh_secs.max(1)),
+            "respect_dns_ttl": true,
+            // c-ares would also ask for AAAA (and resolve `localhost` to ::1).
+            "dns_lookup_family": "V4_ONLY",
+            "all_addresses_in_single_endpoint": false,
+        });
+        if let Some(dns) = self.dns {
+            dns_cluster["typed_dns_resolver_config"] = json!({
+                "name": "envoy.network.dns_resolver.cares",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+                    "resolvers": [socket_address(dns)],
+                    "use_resolvers_as_fallback": false,
+                    "dns_resolver_options": { "no_default_search_domain": true },
+                },
+            });
+        }
+        json!({
+            "node": { "id": "bookstore-client-sidecar", "cluster": "bookstore-client" },
+            "admin": { "address": socket_address(self.admin) },
+            "static_resources": {
+                "listeners": [{
+                    "name": STAT_PREFIX_OUTBOUND,
+                    "address": socket_address(self.listen),
+                    "filter_chains": [{
+                        "filters": [http_connection_manager(STAT_PREFIX_OUTBOUND, "bookstore", vec![router()], None)],
+                    }],
+                }],
+                "clusters": [{
+                    "name": "bookstore",
+                    "connect_timeout": "2s",
+                    "cluster_type": { "name": "envoy.clusters.dns", "typed_config": dns_cluster },
+                    "lb_policy": "ROUND_ROBIN",
+                    "load_assignment": {
+                        "cluster_name": "bookstore",
+                        "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": { "socket_address": {
+                            "address": policy.service_name,
+                            "port_value": self.upstream_port,
+                        }}}}]}],
+                    },
+                    "typed_extension_protocol_options": http2_upstream(),
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.tls",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                            "sni": policy.service_name,
+                            "common_tls_context": self.certs.common_tls_context(&policy.server_san_matchers()),
+                        },
+                    },
+                }],
+            },
+        })
+    }
+}
+
+/// A server-side sidecar in front of one replica: mTLS in (client certificate required,
+/// SAN one of the allowed clients), JWT checked, caller's SPIFFE ID forwarded in
+/// `x-forwarded-client-cert`, plaintext HTTP/2 to the replica.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerSidecar {
+    /// Where clients (their sidecars) connect: the replica's address in DNS.
+    pub listen: SocketAddr,
+    /// The replica's plaintext (loopback) address.
+    pub upstream: SocketAddr,
+    /// The JWKS document to validate tokens with (inline in the config).
+    pub jwks: String,
+    /// Our SVID and the trust bundle.
+    pub certs: CertSource,
+    /// Admin interface address (port 0: ephemeral).
+    pub admin: SocketAddr,
+}
+
+impl ServerSidecar {
+    /// A server sidecar with the admin interface on `127.0.0.1:0`.
+    pub fn new(listen: SocketAddr, upstream: SocketAddr, jwks: String, certs: CertSource) -> Self {
+        Self {
+            listen,
+            upstream,
+            jwks,
+            certs,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+
+    /// The bootstrap for `policy`.
+    ///
+    /// ```
+    /// use bookstore::envoy::{CertSource, ServerSidecar};
+    /// let certs = CertSource::Files { chain: "c.pem".into(), key: "k.pem".into(), bundle: "b.pem".into() };
+    /// let sidecar = ServerSidecar::new("127.0.0.2:8443".parse()?, "127.0.0.1:8080".parse()?, "{\"keys\":[]}".into(), certs);
+    /// let bootstrap = sidecar.bootstrap(&bookstore::MeshPolicy::bookstore());
+    /// let chain = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0];
+    /// assert_eq!(chain["transport_socket"]["typed_config"]["require_client_certificate"], true);
+    /// let hcm = &chain["filters"][0]["typed_config"];
+    /// let jwt = &hcm["http_filters"][0]["typed_config"]["providers"]["bookstore"];
+    /// assert_eq!(jwt["audiences"][0], bookstore::AUDIENCE);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bootstrap(&self, policy: &MeshPolicy) -> Value {
+        let jwt_authn = json!({
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {
+                    "bookstore": {
+                        "issuer": policy.issuer,
+                        "audiences": [policy.audience],
+                        "local_jwks": { "inline_string": self.jwks },
+                        "forward": true,
+                    },
+                },
+                "rules": [
+                    // Health checks need no token (as JwtRules::skip on the proxyless side).
+                    { "match": { "prefix": format!("/{}/", crate::HEALTH_SERVICE) } },
+                    { "match": { "prefix": "/" }, "requires": { "provider_name": "bookstore" } },
+                ],
+            },
+        });
+        let xfcc = json!({
+            "forward_client_cert_details": "SANITIZE_SET",
+            "set_current_client_cert_details": { "uri": true },
+        });
+        json!({
+            "node": { "id": format!("bookstore-sidecar-{}", self.listen), "cluster": "bookstore" },
+            "admin": { "address": socket_address(self.admin) },
+            "static_resources": {
+                "listeners": [{
+                    "name": STAT_PREFIX_INBOUND,
+                    "address": socket_address(self.listen),
+                    "filter_chains": [{
+                        "transport_socket": {
+                            "name": "envoy.transport_sockets.tls",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                                "require_client_certificate": true,
+                                "common_tls_context": self.certs.common_tls_context(&policy.client_san_matchers()),
+                            },
+                        },
+                        "filters": [http_connection_manager(STAT_PREFIX_INBOUND, "replica", vec![jwt_authn, router()], Some(xfcc))],
+                    }],
+                }],
+                "clusters": [{
+                    "name": "replica",
+                    "connect_timeout": "1s",
+                    "type": "STATIC",
+                    "load_assignment": {
+                        "cluster_name": "replica",
+                        "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(self.upstream) } }] }],
+                    },
+                    "typed_extension_protocol_options": http2_upstream(),
+                }],
+            },
+        })
+    }
+}
+
+pub(crate) fn socket_address(addr: SocketAddr) -> Value {
+    json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
+}
+
+fn router() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+    })
+}
+
+fn http2_upstream() -> Value {
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": { "http2_protocol_options": {} },
+        },
+    })
+}
+
+fn http_connection_manager(
+    stat_prefix: &str,
+    cluster: &str,
+    filters: Vec<Value>,
+    extra: Option<Value>,
+) -> Value {
+    let mut hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "local",
+            "virtual_hosts": [{
+                "name": cluster,
+                "domains": ["*"],
+                "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": cluster, "timeout": "15s" } }],
+            }],
+        },
+        "http_filters": filters,
+    });
+    if let (Some(Value::Object(extra)), Some(object)) = (extra, hcm.as_object_mut()) {
+        object.extend(extra);
+    }
+    json!({ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm })
+}

@@ -1,0 +1,19 @@
+//! Envoy sidecars for the bookstore: bootstrap JSON generated from the [`MeshPolicy`]
+//! (the same object the proxyless server and client are built from), and Envoy processes.
+//!
+//! ```text
+//! client ──h2c──► client sidecar ──mTLS (client SVID; server SAN = MeshPolicy::server_id)──►
+//!   server sidecar (require_client_certificate; SAN ∈ MeshPolicy::allowed_clients;
+//!                   jwt_authn: MeshPolicy::issuer/audience + JWKS; XFCC SANITIZE_SET)
+//!   ──h2c──► replica on loopback
+//! ```
+//!
+//! [`MeshPolicy`]: crate::MeshPolicy
+
+mod config;
+mod process;
+
+pub use config::{
+    CertSource, ClientSidecar, STAT_PREFIX_INBOUND, STAT_PREFIX_OUTBOUND, ServerSidecar,
+};
+pub use process::{EnvoyProcess, find_envoy};
