@@ -85,6 +85,22 @@ impl ChildGuard {
         }
     }
 
+    /// Like [`spawn`](Self::spawn), with stdout and stderr going to `log` (unbuffered, so a
+    /// test can read it while the child runs).
+    pub fn spawn_logging(name: &str, cmd: &mut Command, log: &Path) -> Self {
+        let file = std::fs::File::create(log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

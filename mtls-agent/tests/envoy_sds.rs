@@ -1,0 +1,346 @@
+//! Envoy 1.40 gets its certificate and validation context over SDS from mtls-agent (Unix
+//! socket), serves mTLS, and picks up a forced rotation with no restart while a load loop
+//! runs across it; an unknown secret name is an error Envoy reports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mtls_core::{Authorize, ClientConfigBuilder, WorkloadApiSource};
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NODE_ID: &str = "envoy-test";
+
+fn sds_config(sds_socket_cluster: &str, initial_fetch_timeout: &str) -> Value {
+    json!({
+        "resource_api_version": "V3",
+        "initial_fetch_timeout": initial_fetch_timeout,
+        "api_config_source": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{ "envoy_grpc": { "cluster_name": sds_socket_cluster } }]
+        }
+    })
+}
+
+/// A TLS listener (client certificate required) whose certificate and validation context
+/// come from SDS; Envoy waits at most `wait` for them before starting.
+fn tls_listener(name: &str, port: u16, cert_name: &str, ca_name: &str, wait: &str) -> Value {
+    json!({
+        "name": name,
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+        "filter_chains": [{
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "require_client_certificate": true,
+                    "common_tls_context": {
+                        "tls_certificate_sds_secret_configs": [
+                            { "name": cert_name, "sds_config": sds_config("sds_agent", wait) }
+                        ],
+                        "validation_context_sds_secret_config":
+                            { "name": ca_name, "sds_config": sds_config("sds_agent", wait) }
+                    }
+                }
+            },
+            "filters": [{
+                "name": "envoy.filters.network.tcp_proxy",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": name,
+                    "cluster": "upstream"
+                }
+            }]
+        }]
+    })
+}
+
+fn bootstrap(sds_socket: &Path, good_port: u16, bad_port: u16, upstream_port: u16) -> Value {
+    json!({
+        "node": { "id": NODE_ID, "cluster": "mtls-agent-test" },
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": "sds_agent",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": { "http2_protocol_options": {} }
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": "sds_agent",
+                        "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                            "pipe": { "path": sds_socket.to_str().unwrap() }
+                        } } }] }]
+                    }
+                },
+                {
+                    "name": "upstream",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "upstream",
+                        "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                            "socket_address": { "address": "127.0.0.1", "port_value": upstream_port }
+                        } } }] }]
+                    }
+                }
+            ],
+            "listeners": [
+                tls_listener("mtls", good_port, ENVOY, "spiffe://bookstore.local", "5s"),
+                tls_listener("unknown_name", bad_port, "no-such-secret", "ROOTCA", "0.3s")
+            ]
+        }
+    })
+}
+
+/// A loopback TCP echo server (the upstream behind Envoy).
+async fn echo_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+/// One mTLS round trip through Envoy; returns the serial of the certificate Envoy showed.
+async fn round_trip(
+    connector: &tokio_rustls::TlsConnector,
+    port: u16,
+    n: u64,
+) -> Result<String, String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = rustls_pki_types::ServerName::try_from("envoy.bookstore.local").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let serial = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| serial_of_der(c.as_ref()))
+        .ok_or("no peer certificate")?;
+    let msg = format!("ping {n}\n");
+    tls.write_all(msg.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = vec![0u8; msg.len()];
+    tls.read_exact(&mut buf)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    if buf != msg.as_bytes() {
+        return Err(format!(
+            "echo mismatch: {:?}",
+            String::from_utf8_lossy(&buf)
+        ));
+    }
+    let _ = tls.shutdown().await;
+    Ok(serial)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_restart() {
+    let Some(envoy) = envoy_or_skip("envoy_sds") else {
+        return;
+    };
+    let reg = format!(
+        "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ sds_node_id: {NODE_ID} }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {} }}\n",
+        my_uid()
+    );
+    let t = TestAgent::start(&reg).await;
+    let upstream = echo_server().await;
+    let (good, bad) = (free_port(), free_port());
+    let config = t.dir.path().join("envoy.json");
+    std::fs::write(
+        &config,
+        bootstrap(&t.sds_socket(), good, bad, upstream).to_string(),
+    )
+    .unwrap();
+    let admin_path = t.dir.path().join("admin.txt");
+    let log_path = t.dir.path().join("envoy.log");
+    let mut proc = ChildGuard::spawn_logging(
+        "envoy",
+        Command::new(&envoy)
+            .arg("-c")
+            .arg(&config)
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["-l", "info"]),
+        &log_path,
+    );
+    let envoy_pid = proc.pid();
+
+    // The workload side of the test gets its own SVID from the agent too.
+    let source = WorkloadApiSource::builder()
+        .endpoint(t.endpoint())
+        .connect()
+        .await
+        .unwrap();
+    let client = ClientConfigBuilder::new(source.clone(), source.clone())
+        .authorize(Authorize::exact(ENVOY.parse().unwrap()))
+        .alpn_protocols(["echo"])
+        .build()
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+
+    // Ready: admin address written and the mTLS listener completes a round trip.
+    let started = Instant::now();
+    let admin = loop {
+        if let Some(status) = proc.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("envoy exited with {status}: {log}");
+        }
+        if let Some(admin) = std::fs::read_to_string(&admin_path)
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+            && round_trip(&connector, good, 0).await.is_ok()
+        {
+            break admin.trim().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "envoy did not serve mTLS with SDS secrets; log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let envoy_id = ENVOY.parse().unwrap();
+    let first = t.agent.serial_of(&envoy_id).unwrap();
+    let certs = http_get(&admin, "/certs");
+    assert!(
+        certs.contains(&first.replace(':', "")),
+        "/certs shows the SDS certificate {first}: {certs}"
+    );
+    assert!(certs.contains(ENVOY), "{certs}");
+
+    // Load loop across a forced rotation: new connections all the time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..4u64 {
+        let (stop, ok, failures, seen, connector) = (
+            stop.clone(),
+            ok.clone(),
+            failures.clone(),
+            seen.clone(),
+            connector.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut n = w * 1_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match round_trip(&connector, good, n).await {
+                    Ok(serial) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        seen.lock().unwrap().insert(serial);
+                    }
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+            }
+        }));
+    }
+    eventually(Duration::from_secs(10), "calls before rotation", || {
+        (ok.load(Ordering::Relaxed) >= 50).then_some(())
+    })
+    .await;
+    t.agent.rotate_now().unwrap();
+    let second = t.agent.serial_of(&envoy_id).unwrap();
+    assert_ne!(first, second);
+    let mut certs = String::new();
+    eventually(
+        Duration::from_secs(10),
+        "Envoy /certs to show the new serial",
+        || {
+            certs = http_get(&admin, "/certs");
+            certs.contains(&second.replace(':', "")).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !certs.contains(&first.replace(':', "")),
+        "old serial gone from /certs: {certs}"
+    );
+    let at_rotation = ok.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "calls after rotation", || {
+        (ok.load(Ordering::Relaxed) >= at_rotation + 50 && seen.lock().unwrap().contains(&second))
+            .then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed calls across the rotation: {failures:?}",
+        failures.len()
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&first) && seen.contains(&second), "{seen:?}");
+    // No restart: same process, still running.
+    assert!(proc.child.try_wait().unwrap().is_none());
+    assert_eq!(proc.pid(), envoy_pid);
+    let stats = http_get(&admin, "/stats?filter=sds");
+    eprintln!(
+        "{} calls, 0 failed, serials {seen:?}; Envoy SDS stats:\n{stats}",
+        ok.load(Ordering::Relaxed)
+    );
+
+    // The listener whose certificate name is unknown: the agent refuses the name, Envoy
+    // counts an SDS update failure and logs the agent's message; no handshake succeeds.
+    let stats = eventually(
+        Duration::from_secs(10),
+        "sds.no-such-secret.update_failure",
+        || {
+            let stats = http_get(&admin, "/stats?filter=no-such-secret");
+            stats
+                .lines()
+                .find(|l| l.starts_with("sds.no-such-secret.update_failure:"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|v| *v > 0)
+                .map(|_| stats.clone())
+        },
+    )
+    .await;
+    assert!(round_trip(&connector, bad, 1).await.is_err());
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        // grpc-message arrives percent-encoded: "unknown%20SDS%20secret%20name%20%22no-such-secret%22..."
+        log.contains(
+            "StreamSecrets gRPC config stream to sds_agent closed: 3, unknown%20SDS%20secret%20name"
+        ) && log.contains("no-such-secret"),
+        "Envoy logs the agent's refusal; stats:\n{stats}\nlog:\n{log}"
+    );
+}
