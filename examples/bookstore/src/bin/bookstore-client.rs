@@ -1,0 +1,207 @@
+//! `bookstore-client`: the client scenario (list, create a shelf, create/get/list/delete a
+//! book, delete the shelf), printing which replica answered each call.
+//!
+//! ```text
+//! # proxyless: balanced mTLS over every address DNS gives for the name, bearer token
+//! bookstore-client --target bookstore.default.svc.cluster.local:8443 \
+//!     --ca bundle.pem --cert client.pem --key client-key.pem --token-file token.jwt
+//! # through a local Envoy sidecar (which does mTLS and balancing)
+//! bookstore-client --plaintext 127.0.0.1:10000 --token-file token.jwt
+//! ```
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bookstore::{Error, Scenario, scenario::boxed};
+use clap::Parser;
+use mtls_core::{Authorize, ClientConfigBuilder, Identity, SpiffeId, TrustBundle};
+use mtls_tonic::{BalancedChannel, LoadPolicy, MtlsConnector};
+
+/// Runs the bookstore scenario, proxyless (balanced mTLS) or through a local Envoy sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "bookstore-client", version)]
+struct Args {
+    /// The service, `host:port`; every address the host resolves to is a replica.
+    #[arg(
+        long,
+        default_value = "bookstore.local:50051",
+        conflicts_with = "plaintext"
+    )]
+    target: String,
+    /// DNS server to resolve the target with (default: the system's).
+    #[arg(long, value_name = "ADDR")]
+    nameserver: Option<SocketAddr>,
+    /// Trust bundle (CA certificates, PEM).
+    #[arg(long, required_unless_present = "plaintext")]
+    ca: Option<PathBuf>,
+    /// Our certificate chain (leaf first, PEM).
+    #[arg(long, required_unless_present = "plaintext")]
+    cert: Option<PathBuf>,
+    /// Our private key (PEM).
+    #[arg(long, required_unless_present = "plaintext")]
+    key: Option<PathBuf>,
+    /// The server's SPIFFE ID: any other server is refused.
+    #[arg(long, default_value = bookstore::SERVER_ID)]
+    server_id: SpiffeId,
+    /// Bearer token.
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Plaintext HTTP/2 to a local Envoy sidecar at this address (no TLS here).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["ca", "cert", "key", "nameserver"])]
+    plaintext: Option<SocketAddr>,
+    /// Calls to make (rounded up to whole rounds of 9).
+    #[arg(long, default_value_t = 18)]
+    calls: usize,
+    /// Print only the per-replica summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bookstore-client: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bookstore-client: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<bool, Error> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => Some(token.trim().to_owned()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::File {
+                    what: "reading the token (--token-file)".into(),
+                    path: path.clone(),
+                    source: e,
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let (channel, how) = match args.plaintext {
+        Some(addr) => (
+            boxed(bookstore::mesh::envoy_channel(addr).await?),
+            format!("plaintext to the sidecar on {addr}"),
+        ),
+        None => {
+            let channel = proxyless(&args)?;
+            settle(&channel).await;
+            (
+                boxed(channel),
+                format!("proxyless mTLS to {} (balanced)", args.target),
+            )
+        }
+    };
+    println!(
+        "bookstore-client: {how}, {}",
+        if token.is_some() {
+            "with a bearer token"
+        } else {
+            "without a token"
+        }
+    );
+    let report = Scenario::new(channel, token).run(args.calls).await;
+    if !args.quiet {
+        for call in &report.calls {
+            println!("  {call}");
+        }
+    }
+    println!(
+        "{} / {} calls ok; calls per replica:",
+        report.succeeded(),
+        report.total()
+    );
+    println!("{}", report.distribution());
+    if report.cross_replica_misses > 0 {
+        println!(
+            "({} rounds ended early: the replicas keep separate in-memory stores)",
+            report.cross_replica_misses
+        );
+    }
+    Ok(report.total() > 0 && report.succeeded() == report.total())
+}
+
+fn proxyless(args: &Args) -> Result<BalancedChannel, Error> {
+    let (Some(ca), Some(cert), Some(key)) = (&args.ca, &args.cert, &args.key) else {
+        return Err(Error::Config(
+            "--ca, --cert and --key are required without --plaintext".into(),
+        ));
+    };
+    let tls = |context: String| move |e| Error::Tls { context, source: e };
+    let identity = Identity::from_pem_files(cert, key).map_err(tls(format!(
+        "loading --cert {} / --key {}",
+        cert.display(),
+        key.display()
+    )))?;
+    let ca_pem = std::fs::read(ca).map_err(|e| Error::File {
+        what: "reading the trust bundle (--ca)".into(),
+        path: ca.clone(),
+        source: e,
+    })?;
+    let trust = TrustBundle::spiffe()
+        .with_domain_pem(args.server_id.trust_domain().clone(), &ca_pem)
+        .map_err(tls(format!("loading --ca {}", ca.display())))?;
+    let config = ClientConfigBuilder::new(Arc::new(identity), Arc::new(trust))
+        .authorize(Authorize::exact(args.server_id.clone()))
+        .build()
+        .map_err(tls("building the TLS configuration".into()))?;
+    let host = args
+        .target
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(&args.target);
+    let connector = MtlsConnector::new(config)
+        .server_name(host.trim_start_matches('[').trim_end_matches(']'))
+        .map_err(|e| Error::Config(format!("server name {host:?}: {e}")))?;
+    let mut builder = BalancedChannel::builder(args.target.clone(), connector)
+        .load_policy(LoadPolicy::RoundRobin)
+        .ready_timeout(Duration::from_secs(5));
+    if let Some(ns) = args.nameserver {
+        builder = builder.nameserver(ns);
+    }
+    let channel = builder
+        .build()
+        .map_err(|e| Error::Config(format!("channel to {}: {e}", args.target)))?;
+    Ok(channel)
+}
+
+/// Gives the channel a moment (up to 3 s) to connect to every replica, so round robin
+/// starts even.
+async fn settle(channel: &BalancedChannel) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let endpoints = channel.endpoints();
+        if !endpoints.is_empty() && endpoints.iter().all(|e| e.state.is_ready()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,170 @@
+//! The whole mesh, as `bookstore-mesh` runs it: proxyless and through real Envoy 1.40
+//! sidecars (`.venv/bin/envoy` from `./scripts/install-test-tools.sh`, or `$MTLS_ENVOY`).
+//! With `MTLS_REQUIRE_ENVOY=1` (as `./ci.sh` sets) a missing Envoy fails the test.
+
+mod support;
+
+use bookstore::mesh::{self, MeshOptions, PathKind, checks};
+use tonic::Code;
+
+fn require_envoy() -> bool {
+    std::env::var("MTLS_REQUIRE_ENVOY").as_deref() == Ok("1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
+    let mut options = MeshOptions::default();
+    options.calls = 45;
+    options.require_envoy = require_envoy();
+    let outcome = match mesh::run(&options).await {
+        Ok(outcome) => outcome,
+        Err(e) => panic!("the mesh did not run: {e}"),
+    };
+    println!("{}", outcome.table());
+
+    let mut paths = vec![PathKind::Proxyless];
+    match (&outcome.envoy, &outcome.envoy_skipped) {
+        (Some(_), _) => paths.push(PathKind::Envoy),
+        (None, reason) => {
+            assert!(
+                !require_envoy(),
+                "MTLS_REQUIRE_ENVOY=1 but the Envoy path did not run: {reason:?}"
+            );
+            eprintln!(
+                "NOTE: Envoy path skipped ({reason:?}); run ./scripts/install-test-tools.sh for .venv/bin/envoy"
+            );
+        }
+    }
+
+    for path in paths {
+        let report = match path {
+            PathKind::Proxyless => outcome.proxyless.as_ref(),
+            _ => outcome.envoy.as_ref(),
+        }
+        .unwrap();
+        let check = |name: &str| {
+            outcome
+                .check(path, name)
+                .unwrap_or_else(|| panic!("{path}: no check {name:?}"))
+        };
+
+        // Every scenario call succeeds, and each replica serves at least 20 % of them.
+        assert!(report.total() >= 45, "{path}: {} calls", report.total());
+        assert_eq!(
+            report.succeeded(),
+            report.total(),
+            "{path}: {}",
+            check(checks::SCENARIO).observed
+        );
+        assert_eq!(
+            report.cross_replica_misses, 0,
+            "{path}: the mesh's replicas share a store"
+        );
+        for replica in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+            let share = report.share(replica);
+            assert!(
+                share >= 0.2,
+                "{path}: {replica} served {:.0}%:\n{}",
+                share * 100.0,
+                report.distribution()
+            );
+        }
+        assert_eq!(
+            report.per_replica.len(),
+            3,
+            "{path}: {:?}",
+            report.per_replica
+        );
+        assert!(check(checks::BALANCE).passed);
+
+        // The replicas saw the client's SPIFFE ID (own handshake, or Envoy's XFCC).
+        assert_eq!(
+            report.callers.iter().collect::<Vec<_>>(),
+            [bookstore::CLIENT_ID],
+            "{path}"
+        );
+
+        // Intruder: a valid SVID of the same CA and trust domain, refused in the handshake,
+        // so no replica ever answers.
+        let intruder = check(checks::INTRUDER);
+        assert!(intruder.passed, "{path}: {intruder:?}");
+        let (code, message) = intruder.status.clone().unwrap();
+        assert_eq!(code, Code::Unavailable, "{path}: {message}");
+        assert!(message.contains("no ready endpoint"), "{path}: {message}");
+
+        // No token: UNAUTHENTICATED, "Jwt is missing" (Envoy's jwt_authn wording on both).
+        let no_token = check(checks::NO_TOKEN);
+        assert_eq!(
+            no_token.status,
+            Some((Code::Unauthenticated, "Jwt is missing".to_owned())),
+            "{path}"
+        );
+
+        // Wrong audience: PERMISSION_DENIED (Envoy: 403).
+        let audience = check(checks::WRONG_AUDIENCE);
+        let (code, message) = audience.status.clone().unwrap();
+        assert_eq!(code, Code::PermissionDenied, "{path}: {message}");
+        assert!(
+            message.starts_with("Audiences in Jwt are not allowed"),
+            "{path}: {message}"
+        );
+    }
+
+    if outcome.envoy.is_some() {
+        // The server sidecars counted the intruder's handshakes as SAN verification failures.
+        let (before, after) = outcome.fail_verify_san.unwrap();
+        assert!(after > before, "ssl.fail_verify_san {before} -> {after}");
+        assert!(
+            outcome
+                .check(PathKind::Envoy, checks::INTRUDER)
+                .unwrap()
+                .expected
+                .contains("fail_verify_san")
+        );
+    }
+    assert!(outcome.passed(), "{}", outcome.table());
+}
+
+/// On a machine without Envoy the mesh still succeeds (proxyless only), says that Envoy was
+/// skipped and how to get it; asked to require Envoy, it fails and says the same.
+#[test]
+fn mesh_binary_without_envoy_skips_it_and_says_how_to_get_it() {
+    let empty = tempfile::tempdir().unwrap();
+    let command = |extra: &[&str]| {
+        let mut c = std::process::Command::new(support::bin("bookstore-mesh"));
+        c.args(["--calls", "9"])
+            .args(extra)
+            .current_dir(empty.path()) // no .venv above it
+            .env("PATH", empty.path())
+            .env_remove("MTLS_ENVOY")
+            .env_remove("MTLS_REQUIRE_ENVOY");
+        c
+    };
+    let out = support::run_command("bookstore-mesh", &mut command(&[]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Envoy path skipped: no Envoy binary found"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("./scripts/install-test-tools.sh") && stdout.contains("--envoy PATH"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("proxyless  no token") && stdout.contains("every expectation held"),
+        "{stdout}"
+    );
+
+    let out = support::run_command("bookstore-mesh", &mut command(&["--require-envoy"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("required but not found") && stderr.contains("install-test-tools.sh"),
+        "{stderr}"
+    );
+}

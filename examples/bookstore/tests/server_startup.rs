@@ -1,0 +1,230 @@
+//! `bookstore-server` and `bookstore-client` as processes: they serve and run the scenario,
+//! and the server refuses to start, with a clear message, on bad inputs.
+
+// Helpers outside #[test] fns: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+
+use bookstore::{AUDIENCE, CLIENT_ID, ISSUER, MeshPki, MeshPolicy};
+use support::{ChildGuard, bin, free_addr, run};
+
+fn pki(dir: &Path) -> MeshPki {
+    MeshPki::create(dir, &MeshPolicy::bookstore()).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn mtls_args<'a>(pki: &'a MeshPki, listen: &'a str) -> Vec<&'a str> {
+    vec![
+        "--listen",
+        listen,
+        "--ca",
+        s(pki.bundle_path()),
+        "--cert",
+        s(&pki.server().cert),
+        "--key",
+        s(&pki.server().key),
+        "--allow-spiffe-id",
+        CLIENT_ID,
+        "--jwks",
+        s(pki.jwks_path()),
+        "--issuer",
+        ISSUER,
+        "--audience",
+        AUDIENCE,
+    ]
+}
+
+/// Runs the server expecting it to refuse to start; returns stderr.
+fn refused(args: &[&str]) -> String {
+    let out = run("bookstore-server", args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "server started with {args:?}; stderr: {stderr}"
+    );
+    assert!(stderr.contains("bookstore-server: error: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn server_and_client_processes_run_the_scenario_over_mtls_and_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let listen = free_addr().to_string();
+    let mut server = ChildGuard::spawn(
+        "bookstore-server",
+        std::process::Command::new(bin("bookstore-server"))
+            .args(mtls_args(&pki, &listen))
+            .args(["--replica-name", "replica-a"]),
+    );
+    let line = server.wait_for_line("listening on");
+    assert!(
+        line.contains("replica-a") && line.contains("mTLS") && line.contains("JWT"),
+        "{line}"
+    );
+
+    let token = dir.path().join("token");
+    std::fs::write(&token, pki.token(AUDIENCE).unwrap()).unwrap();
+    let out = run(
+        "bookstore-client",
+        &[
+            "--target",
+            &listen,
+            "--ca",
+            s(pki.bundle_path()),
+            "--cert",
+            s(&pki.client().cert),
+            "--key",
+            s(&pki.client().key),
+            "--token-file",
+            s(&token),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("18 / 18 calls ok"), "{stdout}");
+    assert!(
+        stdout.contains("replica-a") && stdout.contains("ListShelves"),
+        "{stdout}"
+    );
+
+    // Without a token the client's calls fail, and it says so with a non-zero exit.
+    let out = run(
+        "bookstore-client",
+        &[
+            "--target",
+            &listen,
+            "--ca",
+            s(pki.bundle_path()),
+            "--cert",
+            s(&pki.client().cert),
+            "--key",
+            s(&pki.client().key),
+            "--calls",
+            "1",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("Unauthenticated: Jwt is missing"),
+        "{stdout}"
+    );
+
+    // Plaintext mode (behind a sidecar), and the client's plaintext mode.
+    let plain = free_addr().to_string();
+    let mut server = ChildGuard::spawn(
+        "bookstore-server --plaintext",
+        std::process::Command::new(bin("bookstore-server")).args([
+            "--plaintext",
+            "--listen",
+            &plain,
+        ]),
+    );
+    let line = server.wait_for_line("listening on");
+    assert!(line.contains("plaintext"), "{line}");
+    let out = run(
+        "bookstore-client",
+        &["--plaintext", &plain, "--calls", "9", "-q"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("9 / 9 calls ok") && stdout.contains(&plain),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn server_refuses_missing_or_mismatched_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let listen = free_addr().to_string();
+
+    let missing = dir.path().join("nope.pem");
+    let mut args = mtls_args(&pki, &listen);
+    args[5] = s(&missing); // --cert
+    let err = refused(&args);
+    assert!(err.contains("--cert") && err.contains("nope.pem"), "{err}");
+    assert!(err.contains("No such file"), "{err}");
+
+    // The client's key with the server's certificate.
+    let mut args = mtls_args(&pki, &listen);
+    args[7] = s(&pki.client().key); // --key
+    let err = refused(&args);
+    assert!(
+        err.contains("private key does not match certificate"),
+        "{err}"
+    );
+
+    // A key file that holds no key.
+    let mut args = mtls_args(&pki, &listen);
+    args[7] = s(pki.bundle_path());
+    let err = refused(&args);
+    assert!(err.contains("--key"), "{err}");
+
+    let mut args = mtls_args(&pki, &listen);
+    args[3] = s(&missing); // --ca
+    let err = refused(&args);
+    assert!(
+        err.contains("trust bundle (--ca)") && err.contains("nope.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn server_refuses_unreadable_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let listen = free_addr().to_string();
+
+    let missing = dir.path().join("missing-jwks.json");
+    let mut args = mtls_args(&pki, &listen);
+    args[11] = s(&missing);
+    let err = refused(&args);
+    assert!(
+        err.contains("JWKS (--jwks)") && err.contains("missing-jwks.json"),
+        "{err}"
+    );
+
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "this is not JSON").unwrap();
+    let mut args = mtls_args(&pki, &listen);
+    args[11] = s(&garbage);
+    let err = refused(&args);
+    assert!(
+        err.contains("is not a usable JWKS") && err.contains("garbage.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn server_refuses_a_port_in_use_and_plaintext_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = refused(&mtls_args(&pki, &addr));
+    assert!(
+        err.contains(&format!("cannot listen on {addr}")) && err.contains("already in use"),
+        "{err}"
+    );
+    let err = refused(&["--plaintext", "--listen", &addr]);
+    assert!(err.contains("already in use"), "{err}");
+
+    let err = refused(&["--plaintext", "--listen", "0.0.0.0:8080"]);
+    assert!(
+        err.contains("loopback addresses only") && err.contains("0.0.0.0:8080"),
+        "{err}"
+    );
+}

@@ -1,0 +1,139 @@
+//! Shared helpers: child processes killed on drop, free ports, the PKI.
+
+#![allow(dead_code, unreachable_pub)] // each test file uses a part
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a test failure
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+/// A child process killed (by PID) and reaped when dropped.
+pub struct ChildGuard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, command: &mut Command) -> Self {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Waits (up to 20 s) for a stdout line containing `needle`; panics with stderr if the
+    /// process exits first.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let stdout = self.child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().unwrap();
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+                    }
+                    panic!(
+                        "{} exited ({status}) before printing {needle:?}: {err}",
+                        self.name
+                    );
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not print {needle:?} within 20 s",
+                self.name
+            );
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "bookstore-server" => PathBuf::from(env!("CARGO_BIN_EXE_bookstore-server")),
+        "bookstore-client" => PathBuf::from(env!("CARGO_BIN_EXE_bookstore-client")),
+        "bookstore-mesh" => PathBuf::from(env!("CARGO_BIN_EXE_bookstore-mesh")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+/// Runs a binary to completion (20 s bound) and returns its output.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(bin(name));
+    command.args(args);
+    run_command(name, &mut command)
+}
+
+pub fn run_command(name: &str, command: &mut Command) -> Output {
+    let mut guard = ChildGuard::spawn(name, command);
+    let mut stdout = guard.child.stdout.take().unwrap();
+    let mut stderr = guard.child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut buf).map(|_| buf)
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut buf).map(|_| buf)
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = guard.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not finish within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap().unwrap(),
+        stderr: err.join().unwrap().unwrap(),
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The Python interpreter with grpcio: `MTLS_PYTHON`, else the project-local venv.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("MTLS_PYTHON") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+}
