@@ -190,11 +190,17 @@ impl Agent {
         let workload = SpiffeWorkloadApiServer::new(WorkloadApi {
             issuer: Arc::clone(&issuer),
         });
-        tasks.push(serve(
-            tonic::transport::Server::builder().add_service(workload),
-            listener,
-            "Workload API",
-        ));
+        // Workload API connections go through the :authority rewriter (gRPC C-core, Java
+        // and Swift clients send the socket path there; see authority.rs).
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(workload)
+                .serve_with_incoming(crate::authority::incoming(listener))
+                .await
+            {
+                tracing::error!(error = %e, "Workload API server stopped");
+            }
+        }));
         if let Some(path) = &config.sds_socket {
             let listener = bind(path, "binding the SDS socket")?;
             let sds = SecretDiscoveryServiceServer::new(Sds {

@@ -70,6 +70,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod authority;
 mod caller;
 mod error;
 mod issuer;
