@@ -80,6 +80,7 @@ mod dns;
 pub mod envoy;
 mod error;
 pub mod identity;
+pub mod k8s;
 pub mod mesh;
 mod pki;
 mod policy;

@@ -108,7 +108,7 @@ async fn run(args: Args) -> Result<bool, Error> {
     };
     let (channel, how) = match args.plaintext {
         Some(addr) => (
-            boxed(bookstore::mesh::envoy_channel(addr).await?),
+            boxed(connect_sidecar(addr).await?),
             format!("plaintext to the sidecar on {addr}"),
         ),
         None => {
@@ -191,6 +191,19 @@ fn proxyless(args: &Args) -> Result<BalancedChannel, Error> {
         .build()
         .map_err(|e| Error::Config(format!("channel to {}: {e}", args.target)))?;
     Ok(channel)
+}
+
+/// Connects to the sidecar, retrying for up to 30 s: a native sidecar may still be
+/// starting when the client container starts.
+async fn connect_sidecar(addr: SocketAddr) -> Result<tonic::transport::Channel, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match bookstore::mesh::envoy_channel(addr).await {
+            Ok(channel) => return Ok(channel),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// Gives the channel a moment (up to 3 s) to connect to every replica, so round robin

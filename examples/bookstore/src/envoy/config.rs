@@ -47,6 +47,37 @@ impl CertSource {
     }
 }
 
+/// Where a server sidecar's `jwt_authn` gets the JWKS.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum JwksRef {
+    /// The document itself, inline in the bootstrap.
+    Inline(String),
+    /// A file Envoy reads at start (a mounted ConfigMap in Kubernetes).
+    File(PathBuf),
+}
+
+impl JwksRef {
+    fn local_jwks(&self) -> Value {
+        match self {
+            JwksRef::Inline(json) => json!({ "inline_string": json }),
+            JwksRef::File(path) => json!({ "filename": path }),
+        }
+    }
+}
+
+impl From<String> for JwksRef {
+    fn from(json: String) -> Self {
+        JwksRef::Inline(json)
+    }
+}
+
+impl From<&str> for JwksRef {
+    fn from(json: &str) -> Self {
+        JwksRef::Inline(json.to_owned())
+    }
+}
+
 /// The client-side sidecar: plaintext HTTP/2 in, mTLS to every address DNS gives for the
 /// service (strict DNS, round robin).
 #[derive(Clone, Debug)]
@@ -163,8 +194,8 @@ pub struct ServerSidecar {
     pub listen: SocketAddr,
     /// The replica's plaintext (loopback) address.
     pub upstream: SocketAddr,
-    /// The JWKS document to validate tokens with (inline in the config).
-    pub jwks: String,
+    /// The JWKS to validate tokens with.
+    pub jwks: JwksRef,
     /// Our SVID and the trust bundle.
     pub certs: CertSource,
     /// Admin interface address (port 0: ephemeral).
@@ -173,11 +204,16 @@ pub struct ServerSidecar {
 
 impl ServerSidecar {
     /// A server sidecar with the admin interface on `127.0.0.1:0`.
-    pub fn new(listen: SocketAddr, upstream: SocketAddr, jwks: String, certs: CertSource) -> Self {
+    pub fn new(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        jwks: impl Into<JwksRef>,
+        certs: CertSource,
+    ) -> Self {
         Self {
             listen,
             upstream,
-            jwks,
+            jwks: jwks.into(),
             certs,
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -188,7 +224,7 @@ impl ServerSidecar {
     /// ```
     /// use bookstore::envoy::{CertSource, ServerSidecar};
     /// let certs = CertSource::Files { chain: "c.pem".into(), key: "k.pem".into(), bundle: "b.pem".into() };
-    /// let sidecar = ServerSidecar::new("127.0.0.2:8443".parse()?, "127.0.0.1:8080".parse()?, "{\"keys\":[]}".into(), certs);
+    /// let sidecar = ServerSidecar::new("127.0.0.2:8443".parse()?, "127.0.0.1:8080".parse()?, "{\"keys\":[]}", certs);
     /// let bootstrap = sidecar.bootstrap(&bookstore::MeshPolicy::bookstore());
     /// let chain = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0];
     /// assert_eq!(chain["transport_socket"]["typed_config"]["require_client_certificate"], true);
@@ -206,7 +242,7 @@ impl ServerSidecar {
                     "bookstore": {
                         "issuer": policy.issuer,
                         "audiences": [policy.audience],
-                        "local_jwks": { "inline_string": self.jwks },
+                        "local_jwks": self.jwks.local_jwks(),
                         "forward": true,
                     },
                 },
