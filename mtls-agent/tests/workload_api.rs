@@ -265,6 +265,32 @@ async fn absent_agent_socket_startup_error_names_the_socket_path() {
     assert!(text.contains(socket.to_str().unwrap()), "{text}");
 }
 
+#[tokio::test]
+async fn jwt_token_source_is_cached_and_refreshed_before_expiry() {
+    use mtls_tonic::TokenSource;
+    let t = TestAgent::start_with(&web_for_me(), |c| c.jwt_ttl(Duration::from_secs(2))).await;
+    let tokens = mtls_tonic::WorkloadJwtToken::builder(["bookstore"])
+        .endpoint(t.endpoint())
+        .connect()
+        .await
+        .unwrap();
+    let first = tokens.token().unwrap();
+    assert_eq!(tokens.token().unwrap(), first, "cached between refreshes");
+    // Refreshed at half of the remaining lifetime: a new token well before the old expires,
+    // and token() never fails meanwhile.
+    let fresh = eventually(Duration::from_secs(5), "a refreshed JWT-SVID", || {
+        let now = tokens.token().expect("never expired");
+        (now != first).then_some(now)
+    })
+    .await;
+    let client = WorkloadApiClient::connect_to(t.endpoint()).await.unwrap();
+    let checked = client
+        .validate_jwt_token("bookstore", &fresh)
+        .await
+        .unwrap();
+    assert_eq!(checked.spiffe_id().to_string(), WEB);
+}
+
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);

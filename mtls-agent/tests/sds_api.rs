@@ -1,0 +1,179 @@
+//! SDS naming as SPIRE does it, checked with our generated client (Envoy itself is in
+//! `envoy_sds.rs`): SPIFFE ID / `default` → tls_certificate, trust-domain ID / `ROOTCA` /
+//! `ALL` → validation_context, refusals named; streams push every rotation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use hyper_util::rt::TokioIo;
+use mtls_agent::SECRET_TYPE_URL;
+use mtls_agent::pb::envoy::config::core::v3::{Node, data_source};
+use mtls_agent::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use mtls_agent::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use mtls_agent::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use prost::Message;
+use support::*;
+
+async fn sds_client(
+    socket: std::path::PathBuf,
+) -> SecretDiscoveryServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    SecretDiscoveryServiceClient::new(channel)
+}
+
+fn request(node: &str, names: &[&str]) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: node.to_owned(),
+            cluster: "c".to_owned(),
+        }),
+        resource_names: names.iter().map(|s| (*s).to_owned()).collect(),
+        type_url: SECRET_TYPE_URL.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn secrets(resources: &[prost_types::Any]) -> Vec<Secret> {
+    resources
+        .iter()
+        .map(|a| {
+            assert_eq!(a.type_url, SECRET_TYPE_URL);
+            Secret::decode(a.value.as_slice()).unwrap()
+        })
+        .collect()
+}
+
+fn inline(ds: &Option<mtls_agent::pb::envoy::config::core::v3::DataSource>) -> String {
+    match ds.as_ref().and_then(|d| d.specifier.as_ref()) {
+        Some(data_source::Specifier::InlineBytes(b)) => String::from_utf8(b.clone()).unwrap(),
+        other => panic!("expected inline bytes, got {other:?}"),
+    }
+}
+
+fn registration() -> String {
+    format!(
+        "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ sds_node_id: sidecar }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {} }}\n",
+        my_uid().wrapping_add(1)
+    )
+}
+
+#[tokio::test]
+async fn secrets_are_named_as_spire_names_them() {
+    let t = TestAgent::start(&registration()).await;
+    let mut client = sds_client(t.sds_socket()).await;
+    let names = [
+        ENVOY,
+        "default",
+        "spiffe://bookstore.local",
+        "ROOTCA",
+        "ALL",
+    ];
+    let response = client
+        .fetch_secrets(request("sidecar", &names))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.type_url, SECRET_TYPE_URL);
+    assert_eq!(response.version_info, "1");
+    let got = secrets(&response.resources);
+    assert_eq!(
+        got.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        names
+    );
+    let serial = t.agent.serial_of(&ENVOY.parse().unwrap()).unwrap();
+    for s in &got[..2] {
+        let Some(secret::Type::TlsCertificate(tls)) = &s.r#type else {
+            panic!("{} should be a tls_certificate", s.name)
+        };
+        let chain = inline(&tls.certificate_chain);
+        let der = mtls_certs::parse_certificates_pem(&chain).unwrap();
+        assert_eq!(serial_of_der(der[0].as_ref()), serial);
+        assert!(inline(&tls.private_key).contains("PRIVATE KEY"));
+    }
+    for s in &got[2..] {
+        let Some(secret::Type::ValidationContext(vc)) = &s.r#type else {
+            panic!("{} should be a validation_context", s.name)
+        };
+        assert_eq!(inline(&vc.trusted_ca), t.agent.bundle_pem());
+    }
+}
+
+#[tokio::test]
+async fn refusals_name_what_exists() {
+    let t = TestAgent::start(&registration()).await;
+    let mut client = sds_client(t.sds_socket()).await;
+    // Unknown name: INVALID_ARGUMENT listing the valid names.
+    let status = client
+        .fetch_secrets(request("sidecar", &["no-such-secret"]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("\"no-such-secret\"") && status.message().contains(ENVOY),
+        "{status:?}"
+    );
+    // A registered ID the caller is not entitled to: PERMISSION_DENIED.
+    let status = client
+        .fetch_secrets(request("sidecar", &[WEB]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    // An unregistered node (and uid): PERMISSION_DENIED for anything.
+    let status = client
+        .fetch_secrets(request("stranger", &["ROOTCA"]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("sds_node_id=stranger"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn stream_pushes_rotations_and_stays_quiet_on_acks() {
+    let t = TestAgent::start(&registration()).await;
+    let mut client = sds_client(t.sds_socket()).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(request("sidecar", &[ENVOY])).await.unwrap();
+    let mut responses = client
+        .stream_secrets(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = responses.message().await.unwrap().unwrap();
+    assert_eq!(first.version_info, "1");
+    // ACK: no new response.
+    tx.send(DiscoveryRequest {
+        version_info: first.version_info.clone(),
+        response_nonce: first.nonce.clone(),
+        ..request("", &[ENVOY])
+    })
+    .await
+    .unwrap();
+    t.agent.rotate_now().unwrap();
+    let second = responses.message().await.unwrap().unwrap();
+    assert_eq!(
+        second.version_info, "2",
+        "the next message is the rotation, not an ACK echo"
+    );
+    assert_ne!(second.nonce, first.nonce);
+    let serial = t.agent.serial_of(&ENVOY.parse().unwrap()).unwrap();
+    let Some(secret::Type::TlsCertificate(tls)) = &secrets(&second.resources)[0].r#type else {
+        panic!()
+    };
+    let der = mtls_certs::parse_certificates_pem(&inline(&tls.certificate_chain)).unwrap();
+    assert_eq!(serial_of_der(der[0].as_ref()), serial);
+}
