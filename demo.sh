@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job (until the bookstore mesh lands): build `mtls` and walk the quick start.
+# The `mtls` CLI quick start of the README (replacing the cfssl recipe), in a temp dir.
+# (The main job is `cargo run --release --bin bookstore-mesh`.)
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build -q --release -p mtls-cli

@@ -462,7 +462,7 @@ impl MeshOutcome {
                 c.path.to_string(),
                 c.name.to_owned(),
                 c.expected.clone(),
-                truncate(&c.observed, 64),
+                truncate(&c.observed, 60),
                 if c.passed { "ok" } else { "FAILED" }.to_owned(),
             ]);
         }
@@ -683,7 +683,8 @@ pub async fn run_with(
             );
             outcome.envoy = Some(report);
 
-            // The intruder dials the sidecars directly with its own (valid, same-CA) SVID.
+            // The intruder (no sidecar of its own) dials the server sidecars with its valid,
+            // same-CA SVID.
             let before = sidecars.fail_verify_san().await?;
             let intruder = intruder_channel(policy, ids, sidecars.port(), dns.addr())?;
             let result = Scenario::new(boxed(intruder), Some(token.clone()))
@@ -828,13 +829,13 @@ fn intruder_check(
     result: std::result::Result<Option<String>, tonic::Status>,
     san: Option<(u64, u64)>,
 ) -> Check {
-    let mut expected = "handshake failure (no replica reached)".to_owned();
+    let mut expected = "handshake refused".to_owned();
     if san.is_some() {
-        expected.push_str("; ssl.fail_verify_san rises");
+        expected.push_str(", ssl.fail_verify_san rises");
     }
     let san_ok = san.is_none_or(|(before, after)| after > before);
     let san_text = san
-        .map(|(b, a)| format!("; ssl.fail_verify_san {b} -> {a}"))
+        .map(|(b, a)| format!(" (ssl.fail_verify_san {b} -> {a})"))
         .unwrap_or_default();
     match result {
         Ok(replica) => Check {
@@ -849,15 +850,27 @@ fn intruder_check(
             status: None,
         },
         Err(status) => {
-            // The channel names each endpoint's last failure: a TLS alert from the server.
-            let handshake = status.code() == Code::Unavailable;
+            // The channel names each endpoint's last failure: every replica (or sidecar)
+            // closed the connection in the handshake, so no call was ever sent.
+            let message = status.message();
+            let refused = message.matches("transient failure").count();
+            let reason = message
+                .split_once("transient failure (")
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(reason, _)| reason)
+                .unwrap_or(message);
+            let observed = if status.code() == Code::Unavailable && refused > 0 {
+                format!("{refused} endpoints refused it{san_text}: {reason}")
+            } else {
+                format!("{:?}{san_text}: {message}", status.code())
+            };
             Check {
                 path,
                 name: checks::INTRUDER,
                 expected,
-                observed: format!("{:?}: {}{san_text}", status.code(), status.message()),
-                passed: handshake && san_ok,
-                status: Some((status.code(), status.message().to_owned())),
+                observed,
+                passed: status.code() == Code::Unavailable && refused > 0 && san_ok,
+                status: Some((status.code(), message.to_owned())),
             }
         }
     }
