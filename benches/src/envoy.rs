@@ -10,13 +10,11 @@ use std::time::{Duration, Instant};
 use crate::child::{ChildProcess, Measured, Role};
 use crate::error::{Error, Result};
 
-/// The Envoy binary: `$MTLS_ENVOY`, else `<workspace>/.venv/bin/envoy` (installed by
-/// `./scripts/install-test-tools.sh`).
+/// The Envoy binary, found as the bookstore example finds it (`$MTLS_ENVOY`, `envoy` on
+/// `PATH`, the project's `.venv/bin/envoy` from `./scripts/install-test-tools.sh`); when
+/// there is none, the `.venv` path, for the error message.
 pub fn envoy_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("MTLS_ENVOY") {
-        return PathBuf::from(p);
-    }
-    workspace_root().join(".venv/bin/envoy")
+    bookstore::envoy::find_envoy(None).unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"))
 }
 
 /// The workspace root (the parent of this crate's directory).

@@ -32,6 +32,9 @@ pub const SERVER_ID: &str = "spiffe://example.org/ns/prod/sa/handshake-server";
 pub const CLIENT_ID: &str = "spiffe://example.org/ns/prod/sa/loadgen";
 /// The SAN policy both servers apply to clients: a URI SAN with this prefix.
 pub const CLIENT_URI_PREFIX: &str = "spiffe://example.org/ns/prod/";
+/// A client of the same CA outside the policy (`/ns/dev/`), for the tests that prove both
+/// servers enforce the same policy.
+pub const OUTSIDER_ID: &str = "spiffe://example.org/ns/dev/sa/loadgen";
 
 /// Certificate files of the handshake scenario, made at run time in a directory.
 #[derive(Clone, Debug)]
@@ -46,6 +49,10 @@ pub struct HandshakeFiles {
     pub client_cert: PathBuf,
     /// Client key.
     pub client_key: PathBuf,
+    /// The outsider's chain ([`OUTSIDER_ID`]).
+    pub outsider_cert: PathBuf,
+    /// The outsider's key.
+    pub outsider_key: PathBuf,
 }
 
 impl HandshakeFiles {
@@ -57,10 +64,12 @@ impl HandshakeFiles {
             server_key: dir.join("hs-server-key.pem"),
             client_cert: dir.join("hs-client.pem"),
             client_key: dir.join("hs-client-key.pem"),
+            outsider_cert: dir.join("hs-outsider.pem"),
+            outsider_key: dir.join("hs-outsider-key.pem"),
         }
     }
 
-    /// Makes a root CA and the two SVIDs (P-256) and writes them to `dir`.
+    /// Makes a root CA and the SVIDs (P-256) and writes them to `dir`.
     pub fn generate(dir: &Path) -> Result<Self> {
         let pki = |e: mtls_certs::Error| Error::Pki(e.to_string());
         let files = Self::in_dir(dir);
@@ -73,6 +82,7 @@ impl HandshakeFiles {
         };
         let server = issue(SERVER_ID)?;
         let client = issue(CLIENT_ID)?;
+        let outsider = issue(OUTSIDER_ID)?;
         let write = |path: &Path, text: &str| mtls_certs::write_file(path, text).map_err(pki);
         let write_key =
             |path: &Path, text: &str| mtls_certs::write_private_key(path, text, true).map_err(pki);
@@ -81,6 +91,8 @@ impl HandshakeFiles {
         write_key(&files.server_key, &server.key_pem())?;
         write(&files.client_cert, &client.chain_pem())?;
         write_key(&files.client_key, &client.key_pem())?;
+        write(&files.outsider_cert, &outsider.chain_pem())?;
+        write_key(&files.outsider_key, &outsider.key_pem())?;
         Ok(files)
     }
 }
@@ -120,10 +132,16 @@ pub fn server_config(files: &HandshakeFiles) -> Result<rustls::ServerConfig> {
 /// The client config: our SVID, the server must be [`SERVER_ID`]; one key exchange group
 /// (X25519) and one cipher suite, so both servers do the same work.
 pub fn client_config(files: &HandshakeFiles) -> Result<rustls::ClientConfig> {
-    let identity = Arc::new(
-        Identity::from_pem(read(&files.client_cert)?, read(&files.client_key)?)
-            .map_err(core_err)?,
-    );
+    client_config_for(files, &files.client_cert, &files.client_key)
+}
+
+/// [`client_config`] presenting another certificate (e.g. the outsider's).
+pub fn client_config_for(
+    files: &HandshakeFiles,
+    cert: &Path,
+    key: &Path,
+) -> Result<rustls::ClientConfig> {
+    let identity = Arc::new(Identity::from_pem(read(cert)?, read(key)?).map_err(core_err)?);
     let trust = Arc::new(
         TrustBundle::spiffe()
             .with_domain_pem(

@@ -29,6 +29,7 @@ pub mod envoy;
 mod error;
 pub mod handshake;
 pub mod latency;
+pub mod mesh;
 pub mod procstat;
 pub mod report;
 pub mod result;

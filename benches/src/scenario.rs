@@ -96,7 +96,7 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    fn spec(&self, concurrency: usize) -> LoadSpec {
+    pub(crate) fn spec(&self, concurrency: usize) -> LoadSpec {
         LoadSpec {
             concurrency,
             warmup: self.warmup,
@@ -104,7 +104,7 @@ impl RunOptions {
         }
     }
 
-    fn progress(&self, r: &PointResult) {
+    pub(crate) fn progress(&self, r: &PointResult) {
         if self.verbose {
             let variant = if r.variant.is_empty() {
                 String::new()

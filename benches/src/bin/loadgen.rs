@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use mtls_benches::mesh::{self, ReplicaMode};
 use mtls_benches::result::RunFile;
 use mtls_benches::scenario::{self, RunOptions, Scenario};
 use mtls_benches::{Error, handshake};
@@ -35,6 +36,25 @@ enum Cmd {
         /// Directory with the scenario's certificates.
         #[arg(long)]
         dir: PathBuf,
+        /// Runtime worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// (internal) One bookstore replica of the `plain-tonic`, `proxyless` or `envoy` scenario.
+    #[command(hide = true)]
+    ServeBookstore {
+        /// The mesh directory (PKI files written by the load generator).
+        #[arg(long)]
+        dir: PathBuf,
+        /// How to serve.
+        #[arg(long, value_enum)]
+        mode: ReplicaMode,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Replica name (answered in `x-bookstore-replica`).
+        #[arg(long)]
+        name: String,
         /// Runtime worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
@@ -77,6 +97,14 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Cmd::Run(args) => run(args),
         Cmd::ServeHandshake { dir, threads } => serve_handshake(dir, threads),
+        Cmd::ServeBookstore {
+            dir,
+            mode,
+            listen,
+            name,
+            threads,
+        } => runtime(threads)
+            .and_then(|rt| rt.block_on(mesh::serve_replica(&dir, mode, listen, &name))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -149,18 +177,18 @@ fn run(args: RunArgs) -> Result<(), Error> {
         client_threads,
         points: Vec::new(),
     };
-    for s in scenarios {
-        let points = rt.block_on(async {
-            match s {
-                Scenario::Handshake => scenario::run_handshake(&opts).await,
-                other => Err(Error::Invalid {
-                    what: "scenario",
-                    expected: "an implemented scenario",
-                    found: other.to_string(),
-                }),
-            }
-        })?;
-        file.points.extend(points);
+    if scenarios.contains(&Scenario::Handshake) {
+        file.points
+            .extend(rt.block_on(scenario::run_handshake(&opts))?);
+    }
+    let mesh_scenarios: Vec<Scenario> = scenarios
+        .iter()
+        .copied()
+        .filter(|s| *s != Scenario::Handshake)
+        .collect();
+    if !mesh_scenarios.is_empty() {
+        file.points
+            .extend(rt.block_on(mesh::run_mesh(&opts, &mesh_scenarios))?);
     }
     let json = serde_json::to_string_pretty(&file).map_err(|e| Error::Io {
         context: "serializing results".into(),

@@ -1,0 +1,591 @@
+//! The bookstore scenarios: `plain-tonic`, `proxyless` and `envoy`, each calling
+//! `GetBook(shelf 1, book 1)` on replicas that are separate processes (this executable's
+//! `serve-bookstore` subcommand), built from the bookstore example's pieces: [`MeshPki`],
+//! [`MeshPolicy`], [`MeshDns`], `server::spawn`, and the Envoy sidecar bootstraps.
+//!
+//! Points are interleaved so that each pair compared in BENCHMARKS.md is measured back to
+//! back: for each replica count, both meshes are up and, at each concurrency, `proxyless`
+//! then `envoy` (then `plain-tonic`, at 3 replicas or the first count) are measured.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bookstore::envoy::{CertSource, ClientSidecar, ServerSidecar};
+use bookstore::proto::GetBookRequest;
+use bookstore::proto::bookstore_client::BookstoreClient;
+use bookstore::{AUDIENCE, MeshDns, MeshPki, MeshPolicy};
+use mtls_tonic::{BalancedChannel, MtlsConnector};
+use tonic::metadata::{Ascii, MetadataValue};
+
+use crate::child::{ChildProcess, Measured, Role};
+use crate::driver::{CallFn, PointLabel, measure};
+use crate::envoy::Envoy;
+use crate::error::{Error, Result};
+use crate::result::PointResult;
+use crate::scenario::{RunOptions, Scenario};
+
+/// How a replica process serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[non_exhaustive]
+pub enum ReplicaMode {
+    /// mtls-tonic: mTLS (client certificate required, SPIFFE authorization), per-method
+    /// authorization and JWT validation — `bookstore::server::spawn` with `Security::Mtls`.
+    Mtls,
+    /// Plaintext on loopback, behind an Envoy sidecar (`Security::Plaintext`).
+    Plaintext,
+    /// tonic's own TLS (`ServerTlsConfig`, server authentication only), no JWT.
+    TonicTls,
+}
+
+/// The PKI files a replica process reads from the mesh directory (the layout
+/// [`MeshPki::create`] writes).
+#[derive(Clone, Debug)]
+pub struct MeshFiles {
+    /// Trust bundle.
+    pub bundle: PathBuf,
+    /// The bookstore's chain.
+    pub server_cert: PathBuf,
+    /// The bookstore's key.
+    pub server_key: PathBuf,
+    /// The JWKS.
+    pub jwks: PathBuf,
+}
+
+impl MeshFiles {
+    /// The files in `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            bundle: dir.join("bundle.pem"),
+            server_cert: dir.join("bookstore.pem"),
+            server_key: dir.join("bookstore-key.pem"),
+            jwks: dir.join("jwks.json"),
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn bs(e: bookstore::Error) -> Error {
+    Error::Pki(e.to_string())
+}
+
+/// Serves one replica named `name` on `listen` until killed (the `serve-bookstore`
+/// subcommand). Prints `READY <addr>` once listening.
+pub async fn serve_replica(
+    dir: &Path,
+    mode: ReplicaMode,
+    listen: SocketAddr,
+    name: &str,
+) -> Result<()> {
+    use std::io::Write;
+    let files = MeshFiles::in_dir(dir);
+    let policy = MeshPolicy::bookstore();
+    let service = bookstore::BookstoreService::new(bookstore::Store::seeded(), name).map_err(bs)?;
+    let listener = bookstore::server::bind(listen, mode == ReplicaMode::Plaintext)
+        .await
+        .map_err(bs)?;
+    let addr = listener.local_addr().map_err(Error::io("local_addr"))?;
+    let ready = || {
+        println!("READY {addr}");
+        let _ = std::io::stdout().flush();
+    };
+    match mode {
+        ReplicaMode::Mtls | ReplicaMode::Plaintext => {
+            let security = if mode == ReplicaMode::Mtls {
+                // MeshPki::server_config, from the files (this process did not create them).
+                let identity = Arc::new(
+                    mtls_core::Identity::from_pem_files(&files.server_cert, &files.server_key)
+                        .map_err(|e| Error::Pki(e.to_string()))?,
+                );
+                let trust = Arc::new(
+                    mtls_core::TrustBundle::spiffe()
+                        .with_domain_pem(policy.trust_domain.clone(), read(&files.bundle)?)
+                        .map_err(|e| Error::Pki(e.to_string()))?,
+                );
+                let tls = mtls_core::ServerConfigBuilder::new(identity, trust)
+                    .authorize(policy.server_authorizer())
+                    .build()
+                    .map_err(|e| Error::Pki(e.to_string()))?;
+                let validator = policy
+                    .validator(mtls_jwt::JwksSource::inline(read(&files.jwks)?))
+                    .map_err(bs)?;
+                bookstore::Security::Mtls {
+                    tls: Arc::new(tls),
+                    policy: policy.method_policy().map_err(bs)?,
+                    jwt: Some((validator, policy.jwt_rules().map_err(bs)?)),
+                }
+            } else {
+                bookstore::Security::Plaintext
+            };
+            let handle = bookstore::server::spawn(listener, service, security).map_err(bs)?;
+            ready();
+            handle.wait().await.map_err(bs)
+        }
+        ReplicaMode::TonicTls => {
+            let identity = tonic::transport::Identity::from_pem(
+                read(&files.server_cert)?,
+                read(&files.server_key)?,
+            );
+            let mut server = tonic::transport::Server::builder()
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| Error::Pki(format!("tonic TLS: {e}")))?;
+            ready();
+            server
+                .add_service(bookstore::proto::bookstore_server::BookstoreServer::new(
+                    service,
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .map_err(|e| Error::Io {
+                    context: format!("serving {addr}"),
+                    source: std::io::Error::other(e),
+                })
+        }
+    }
+}
+
+/// `GetBook(1, 1)` over `client`, with `token` as a bearer token when given.
+fn get_book<T>(client: BookstoreClient<T>, token: Option<MetadataValue<Ascii>>) -> CallFn
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
+    T::ResponseBody: tonic::transport::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::transport::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T::Future: Send,
+{
+    Arc::new(move |_worker| {
+        let mut client = client.clone();
+        let token = token.clone();
+        Box::pin(async move {
+            let mut request = tonic::Request::new(GetBookRequest { shelf: 1, book: 1 });
+            if let Some(token) = token {
+                request.metadata_mut().insert("authorization", token);
+            }
+            client
+                .get_book(request)
+                .await
+                .map(|_| ())
+                .map_err(|s| format!("GetBook: {:?}: {}", s.code(), s.message()))
+        })
+    })
+}
+
+/// Calls until one succeeds (replicas and proxies up, every connection made), or fails
+/// after `timeout` with the last error.
+async fn wait_until_serving(call: &CallFn, what: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match call(0).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(Error::Child {
+                    role: what.to_owned(),
+                    reason: format!("no successful call within {timeout:?}; last error: {e}"),
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A port that is free on every address in `ips` at once (DNS A records carry no port, so
+/// all replicas of a service share one).
+pub fn shared_free_port(ips: &[Ipv4Addr]) -> Result<u16> {
+    for _ in 0..100 {
+        let Ok(first) = std::net::TcpListener::bind((ips[0], 0)) else {
+            continue;
+        };
+        let Ok(port) = first.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        let all_free = ips[1..]
+            .iter()
+            .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok());
+        if all_free {
+            return Ok(port);
+        }
+    }
+    Err(Error::Io {
+        context: format!("finding a port free on all of {ips:?}"),
+        source: std::io::Error::other("none found in 100 tries"),
+    })
+}
+
+/// Replica addresses 127.0.0.2, .3, ...
+fn replica_ips(n: usize) -> Vec<Ipv4Addr> {
+    (0..n)
+        .map(|i| Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i).unwrap_or(u8::MAX - 2)))
+        .collect()
+}
+
+fn spawn_replica(
+    opts: &RunOptions,
+    mode: ReplicaMode,
+    listen: SocketAddr,
+    name: &str,
+) -> Result<ChildProcess> {
+    let mut command = Command::new(&opts.server_exe);
+    command
+        .arg("serve-bookstore")
+        .arg("--dir")
+        .arg(opts.dir.join("mesh"))
+        .arg("--mode")
+        .arg(match mode {
+            ReplicaMode::Mtls => "mtls",
+            ReplicaMode::Plaintext => "plaintext",
+            ReplicaMode::TonicTls => "tonic-tls",
+        })
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--name")
+        .arg(name)
+        .arg("--threads")
+        .arg(opts.server_threads.to_string());
+    let (child, _) =
+        ChildProcess::spawn_ready(name, Role::Server, command, Duration::from_secs(30))?;
+    Ok(child)
+}
+
+/// The `envoy` scenario's bootstrap for a server sidecar, with Envoy's JWT cache turned on
+/// (100 entries — the size of mtls-jwt's default cache, which the proxyless replicas use;
+/// Envoy's `jwt_authn` caches nothing unless `jwt_cache_config` is set).
+fn server_sidecar_bootstrap(sidecar: &ServerSidecar, policy: &MeshPolicy) -> serde_json::Value {
+    let mut bootstrap = sidecar.bootstrap(policy);
+    for listener in bootstrap["static_resources"]["listeners"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        for chain in listener["filter_chains"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            for filter in chain["filters"].as_array_mut().into_iter().flatten() {
+                for http in filter["typed_config"]["http_filters"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                {
+                    if http["name"] == "envoy.filters.http.jwt_authn" {
+                        for provider in http["typed_config"]["providers"]
+                            .as_object_mut()
+                            .into_iter()
+                            .flat_map(|m| m.values_mut())
+                        {
+                            provider["jwt_cache_config"] =
+                                serde_json::json!({ "jwt_cache_size": 100 });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    bootstrap
+}
+
+/// The processes of one `envoy` mesh: replicas, their sidecars, the client sidecar.
+struct EnvoyMesh {
+    replicas: Vec<ChildProcess>,
+    sidecars: Vec<Envoy>,
+    client_sidecar: Envoy,
+    call: CallFn,
+}
+
+impl EnvoyMesh {
+    fn measured(&self) -> Vec<Measured> {
+        let mut out = vec![self.client_sidecar.measured()];
+        out.extend(self.sidecars.iter().map(Envoy::measured));
+        out.extend(self.replicas.iter().map(ChildProcess::measured));
+        out
+    }
+}
+
+/// The processes of one `proxyless` mesh: replicas and the client's channel.
+struct ProxylessMesh {
+    replicas: Vec<ChildProcess>,
+    call: CallFn,
+}
+
+impl ProxylessMesh {
+    fn measured(&self) -> Vec<Measured> {
+        self.replicas.iter().map(ChildProcess::measured).collect()
+    }
+}
+
+struct Mesh<'a> {
+    opts: &'a RunOptions,
+    pki: MeshPki,
+    policy: MeshPolicy,
+    dns: MeshDns,
+    token: MetadataValue<Ascii>,
+    ports: Ports,
+}
+
+/// One port per role, each free on every replica address.
+struct Ports {
+    proxyless: u16,
+    sidecar: u16,
+    backend: u16,
+    plain: u16,
+}
+
+impl Mesh<'_> {
+    async fn proxyless(&self, replicas: usize) -> Result<ProxylessMesh> {
+        let ips = replica_ips(replicas);
+        let mut children = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            children.push(spawn_replica(
+                self.opts,
+                ReplicaMode::Mtls,
+                SocketAddr::from((*ip, self.ports.proxyless)),
+                &format!("replica-{}", i + 1),
+            )?);
+        }
+        let connector = MtlsConnector::new(self.pki.client_config(self.pki.client()).map_err(bs)?)
+            .server_name(&self.policy.service_name)
+            .map_err(|e| Error::Pki(e.to_string()))?;
+        let channel = BalancedChannel::builder(
+            format!("{}:{}", self.policy.service_name, self.ports.proxyless),
+            connector,
+        )
+        .nameserver(self.dns.addr())
+        .build()
+        .map_err(|e| Error::Pki(e.to_string()))?;
+        let call = get_book(
+            BookstoreClient::new(channel.clone()),
+            Some(self.token.clone()),
+        );
+        wait_until_serving(&call, "proxyless client", Duration::from_secs(20)).await?;
+        // Every endpoint connected before the first point.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while channel
+            .endpoints()
+            .iter()
+            .filter(|e| e.state.is_ready())
+            .count()
+            < replicas
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(ProxylessMesh {
+            replicas: children,
+            call,
+        })
+    }
+
+    async fn envoy(&self, replicas: usize) -> Result<EnvoyMesh> {
+        let ips = replica_ips(replicas);
+        let dir = self.opts.dir.join("mesh");
+        let mut children = Vec::new();
+        let mut sidecars = Vec::new();
+        let server_certs = CertSource::Files {
+            chain: self.pki.server().cert.clone(),
+            key: self.pki.server().key.clone(),
+            bundle: self.pki.bundle_path().to_owned(),
+        };
+        for (i, ip) in ips.iter().enumerate() {
+            let backend = SocketAddr::from((*ip, self.ports.backend));
+            children.push(spawn_replica(
+                self.opts,
+                ReplicaMode::Plaintext,
+                backend,
+                &format!("replica-{}", i + 1),
+            )?);
+            let sidecar = ServerSidecar::new(
+                SocketAddr::from((*ip, self.ports.sidecar)),
+                backend,
+                self.pki.jwks_json().to_owned(),
+                server_certs.clone(),
+            );
+            sidecars.push(Envoy::start(
+                &format!("envoy-server-{}", i + 1),
+                Role::ServerProxy,
+                &dir,
+                &server_sidecar_bootstrap(&sidecar, &self.policy).to_string(),
+                self.opts.server_threads,
+            )?);
+        }
+        let listen = SocketAddr::from(([127, 0, 0, 1], crate::scenario::free_port()?));
+        let mut client = ClientSidecar::new(
+            listen,
+            self.ports.sidecar,
+            CertSource::Files {
+                chain: self.pki.client().cert.clone(),
+                key: self.pki.client().key.clone(),
+                bundle: self.pki.bundle_path().to_owned(),
+            },
+        );
+        client.dns = Some(self.dns.addr());
+        let client_sidecar = Envoy::start(
+            "envoy-client",
+            Role::ClientProxy,
+            &dir,
+            &client.bootstrap(&self.policy).to_string(),
+            self.opts.server_threads,
+        )?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{listen}"))
+            .map_err(|e| Error::Pki(e.to_string()))?
+            .connect_lazy();
+        let call = get_book(BookstoreClient::new(channel), Some(self.token.clone()));
+        wait_until_serving(&call, "envoy client", Duration::from_secs(30)).await?;
+        // The client Envoy connects to each upstream lazily: warm every one.
+        for _ in 0..replicas * 4 {
+            let _ = call(0).await;
+        }
+        Ok(EnvoyMesh {
+            replicas: children,
+            sidecars,
+            client_sidecar,
+            call,
+        })
+    }
+
+    async fn plain(&self) -> Result<(ChildProcess, CallFn)> {
+        let addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), self.ports.plain));
+        let replica = spawn_replica(self.opts, ReplicaMode::TonicTls, addr, "replica-1")?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(
+                self.pki.bundle_path(),
+            )?))
+            .domain_name(&self.policy.service_name);
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|e| Error::Pki(e.to_string()))?
+            .tls_config(tls)
+            .map_err(|e| Error::Pki(format!("tonic client TLS: {e}")))?
+            .connect_lazy();
+        let call = get_book(BookstoreClient::new(channel), None);
+        wait_until_serving(&call, "plain-tonic client", Duration::from_secs(20)).await?;
+        Ok((replica, call))
+    }
+}
+
+/// Runs the bookstore scenarios among `scenarios` (`plain-tonic`, `proxyless`, `envoy`).
+pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<PointResult>> {
+    let has = |s| scenarios.contains(&s);
+    if has(Scenario::Envoy) {
+        crate::envoy::require_envoy(Scenario::Envoy.as_str())?;
+    }
+    let policy = MeshPolicy::bookstore();
+    let pki = MeshPki::create(opts.dir.join("mesh"), &policy).map_err(bs)?;
+    let token: MetadataValue<Ascii> = format!("Bearer {}", pki.token(AUDIENCE).map_err(bs)?)
+        .parse()
+        .map_err(|_| Error::Pki("the token is not a valid header value".into()))?;
+    let max_replicas = opts.replicas.iter().copied().max().unwrap_or(1).max(1);
+    let all_ips = replica_ips(max_replicas);
+    let ports = Ports {
+        proxyless: shared_free_port(&all_ips)?,
+        sidecar: shared_free_port(&all_ips)?,
+        backend: shared_free_port(&all_ips)?,
+        plain: shared_free_port(&all_ips[..1])?,
+    };
+    let dns = MeshDns::start(&policy.service_name, &all_ips[..1], 30)
+        .await
+        .map_err(bs)?;
+    let mesh = Mesh {
+        opts,
+        pki,
+        policy,
+        dns,
+        token,
+        ports,
+    };
+
+    let mut out = Vec::new();
+    let plain = if has(Scenario::PlainTonic) {
+        Some(mesh.plain().await?)
+    } else {
+        None
+    };
+    let record = |out: &mut Vec<PointResult>, r: PointResult| {
+        opts.progress(&r);
+        out.push(r);
+    };
+    let label = |s: Scenario, replicas| PointLabel {
+        scenario: s.as_str().into(),
+        variant: String::new(),
+        replicas,
+    };
+    let replica_counts: Vec<usize> = if has(Scenario::Proxyless) || has(Scenario::Envoy) {
+        opts.replicas.clone()
+    } else {
+        Vec::new()
+    };
+    let plain_at = if replica_counts.contains(&3) {
+        Some(3)
+    } else {
+        replica_counts.first().copied()
+    };
+    if let (Some((replica, call)), None) = (&plain, plain_at) {
+        for &c in &opts.concurrency {
+            let r = measure(
+                opts.spec(c),
+                label(Scenario::PlainTonic, 1),
+                &[replica.measured()],
+                call.clone(),
+            )
+            .await;
+            record(&mut out, r);
+        }
+    }
+    for &n in &replica_counts {
+        mesh.dns.set_addrs(&replica_ips(n)).await.map_err(bs)?;
+        let proxyless = if has(Scenario::Proxyless) {
+            Some(mesh.proxyless(n).await?)
+        } else {
+            None
+        };
+        let envoy = if has(Scenario::Envoy) {
+            Some(mesh.envoy(n).await?)
+        } else {
+            None
+        };
+        for &c in &opts.concurrency {
+            if let Some(m) = &proxyless {
+                let r = measure(
+                    opts.spec(c),
+                    label(Scenario::Proxyless, n),
+                    &m.measured(),
+                    m.call.clone(),
+                )
+                .await;
+                record(&mut out, r);
+            }
+            if let Some(m) = &envoy {
+                let r = measure(
+                    opts.spec(c),
+                    label(Scenario::Envoy, n),
+                    &m.measured(),
+                    m.call.clone(),
+                )
+                .await;
+                record(&mut out, r);
+            }
+            if let (Some((replica, call)), Some(at)) = (&plain, plain_at)
+                && at == n
+            {
+                let r = measure(
+                    opts.spec(c),
+                    label(Scenario::PlainTonic, 1),
+                    &[replica.measured()],
+                    call.clone(),
+                )
+                .await;
+                record(&mut out, r);
+            }
+        }
+        drop(envoy);
+        drop(proxyless);
+    }
+    Ok(out)
+}

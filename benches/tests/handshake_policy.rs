@@ -1,0 +1,60 @@
+//! The `handshake` scenario compares like with like: the mtls-core server and the Envoy
+//! listener accept the client inside the SAN policy and both refuse a client of the same CA
+//! outside it.
+
+// Tests panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+
+use mtls_benches::child::Role;
+use mtls_benches::envoy::Envoy;
+use mtls_benches::handshake::{self, HandshakeFiles};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_servers_enforce_the_same_san_policy() {
+    let envoy_present = mtls_benches::envoy::require_envoy("handshake");
+    if let Err(e) = &envoy_present {
+        if std::env::var("MTLS_REQUIRE_ENVOY").is_ok_and(|v| v == "1") {
+            panic!("MTLS_REQUIRE_ENVOY=1: {e}");
+        }
+        eprintln!("skipping: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let files = HandshakeFiles::generate(dir.path()).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ours: SocketAddr = listener.local_addr().unwrap();
+    let server = tokio::spawn(handshake::serve(
+        listener,
+        handshake::server_config(&files).unwrap(),
+    ));
+    let port = mtls_benches::scenario::free_port().unwrap();
+    let _envoy = Envoy::start(
+        "envoy-handshake",
+        Role::ServerProxy,
+        dir.path(),
+        &handshake::envoy_bootstrap(&files, port),
+        1,
+    )
+    .unwrap();
+    let envoy: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let insider = handshake::client_config(&files).unwrap();
+    let outsider =
+        handshake::client_config_for(&files, &files.outsider_cert, &files.outsider_key).unwrap();
+    for (name, addr) in [("mtls-core", ours), ("envoy", envoy)] {
+        handshake::call(addr, insider.clone())(0)
+            .await
+            .unwrap_or_else(|e| panic!("{name} refused the client inside the policy: {e}"));
+        let err = handshake::call(addr, outsider.clone())(0)
+            .await
+            .expect_err(&format!("{name} accepted {}", handshake::OUTSIDER_ID));
+        assert!(
+            err.contains("handshake") || err.contains("reading") || err.contains("writing"),
+            "{name}: {err}"
+        );
+    }
+    server.abort();
+}

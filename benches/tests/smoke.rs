@@ -1,0 +1,197 @@
+//! A smoke run of the load generator: every scenario, one tiny point each (a few seconds
+//! in all), and a sanity check of the JSON: calls made, no errors, every process of the
+//! scenario present with its own accounting. Speed is not asserted here (benches measure
+//! it; `./scripts/bench.sh` runs the real thing).
+//!
+//! Envoy scenarios need `.venv/bin/envoy` (or `$MTLS_ENVOY`); without it they are skipped
+//! with a message, unless `MTLS_REQUIRE_ENVOY=1`, which makes their absence a failure.
+
+// Tests panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use mtls_benches::child::Role;
+use mtls_benches::result::{PointResult, RunFile};
+
+fn loadgen() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+}
+
+fn envoy_required() -> bool {
+    std::env::var("MTLS_REQUIRE_ENVOY").is_ok_and(|v| v == "1")
+}
+
+fn run(scenarios: &str) -> RunFile {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("smoke.json");
+    let output = loadgen()
+        .args([
+            "run",
+            "--scenario",
+            scenarios,
+            "--concurrency",
+            "4",
+            "--replicas",
+            "2",
+            "--warmup",
+            "100ms",
+            "--duration",
+            "400ms",
+            "--server-threads",
+            "1",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+fn names(p: &PointResult) -> BTreeSet<&str> {
+    p.processes.iter().map(|u| u.name.as_str()).collect()
+}
+
+fn check_sane(p: &PointResult, expected: &[&str]) {
+    let what = format!(
+        "{} {} c={} r={}",
+        p.scenario, p.variant, p.concurrency, p.replicas
+    );
+    assert!(p.calls > 0, "{what}: no calls");
+    assert_eq!(p.errors, 0, "{what}: errors, first: {:?}", p.first_error);
+    assert!(p.throughput_per_s > 0.0, "{what}");
+    assert!(
+        p.latency.p50_us > 0.0 && p.latency.p50_us <= p.latency.p99_us,
+        "{what}: {:?}",
+        p.latency
+    );
+    assert!(
+        p.latency.p99_us <= p.latency.max_us,
+        "{what}: {:?}",
+        p.latency
+    );
+    assert_eq!(
+        names(p),
+        expected.iter().copied().collect(),
+        "{what}: processes"
+    );
+    for u in &p.processes {
+        assert!(u.pid > 0, "{what}: {}", u.name);
+        assert!(u.peak_rss_kib > 0, "{what}: {} has no RSS reading", u.name);
+        assert!(u.cpu_s >= 0.0 && u.cpu_s.is_finite(), "{what}: {}", u.name);
+    }
+    assert_eq!(
+        p.processes
+            .iter()
+            .filter(|u| u.role == Role::Client)
+            .count(),
+        1,
+        "{what}: exactly one client process"
+    );
+    let total: f64 = p.processes.iter().map(|u| u.cpu_s).sum();
+    assert!(total > 0.0, "{what}: no CPU time accounted at all");
+}
+
+#[test]
+fn every_scenario_runs_and_reports_sane_json() {
+    let envoy = mtls_benches::envoy::require_envoy("smoke");
+    let scenarios = match &envoy {
+        Ok(_) => "all",
+        Err(e) if envoy_required() => panic!("MTLS_REQUIRE_ENVOY=1: {e}"),
+        Err(e) => {
+            eprintln!("skipping the Envoy scenarios (handshake, envoy): {e}");
+            "plain-tonic,proxyless"
+        }
+    };
+    let run = run(scenarios);
+    let find = |scenario: &str, variant: &str| {
+        run.points
+            .iter()
+            .find(|p| p.scenario == scenario && p.variant == variant)
+            .unwrap_or_else(|| panic!("no {scenario} {variant} point in {:#?}", run.points))
+    };
+    check_sane(find("plain-tonic", ""), &["client", "replica-1"]);
+    check_sane(find("proxyless", ""), &["client", "replica-1", "replica-2"]);
+    if envoy.is_ok() {
+        let hs = find("handshake", "mtls-core");
+        check_sane(hs, &["client", "server"]);
+        assert!(hs.calls_per_server_cpu_s > 0.0);
+        check_sane(find("handshake", "envoy"), &["client", "envoy-server"]);
+        check_sane(
+            find("envoy", ""),
+            &[
+                "client",
+                "envoy-client",
+                "envoy-server-1",
+                "envoy-server-2",
+                "replica-1",
+                "replica-2",
+            ],
+        );
+        assert_eq!(run.points.len(), 5, "{:#?}", run.points);
+    }
+
+    // The report renders from this run.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    std::fs::write(&json, serde_json::to_string(&run).unwrap()).unwrap();
+    let md = dir.path().join("BENCHMARKS.md");
+    let status = Command::new(env!("CARGO_BIN_EXE_bench-report"))
+        .arg("--results")
+        .arg(&json)
+        .arg("--out")
+        .arg(&md)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("## Acceptance goals vs this run"), "{text}");
+    assert!(text.contains("proxyless vs plain-tonic"), "{text}");
+    let svg = std::fs::read_to_string(dir.path().join("benchmarks.svg")).unwrap();
+    assert!(svg.contains("proxyless (2 replicas)"), "{svg}");
+}
+
+#[test]
+fn envoy_scenarios_fail_clearly_without_envoy() {
+    let output = loadgen()
+        .env("MTLS_ENVOY", "/nonexistent/envoy")
+        .args([
+            "run",
+            "--scenario",
+            "envoy",
+            "--duration",
+            "100ms",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Envoy not found at /nonexistent/envoy")
+            && stderr.contains("envoy scenario"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_scenario_is_named() {
+    let output = loadgen()
+        .args(["run", "--scenario", "sidecarless", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .contains("expected handshake, plain-tonic, proxyless or envoy, found \"sidecarless\""),
+        "{stderr}"
+    );
+}
