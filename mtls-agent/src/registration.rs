@@ -235,6 +235,35 @@ impl Selectors {
         }
     }
 
+    /// Also require this uid.
+    ///
+    /// ```
+    /// let s = mtls_agent::Selectors::sds_node_id("web-sidecar").with_uid(1000).with_exe("/usr/bin/envoy");
+    /// assert_eq!((s.uid, s.exe.as_deref()), (Some(1000), Some(std::path::Path::new("/usr/bin/envoy"))));
+    /// ```
+    pub fn with_uid(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Also require this gid.
+    pub fn with_gid(mut self, gid: u32) -> Self {
+        self.gid = Some(gid);
+        self
+    }
+
+    /// Also require this executable path (as `/proc/<pid>/exe` shows it: symlinks resolved).
+    pub fn with_exe(mut self, exe: impl Into<PathBuf>) -> Self {
+        self.exe = Some(exe.into());
+        self
+    }
+
+    /// Also require this SDS node id.
+    pub fn with_sds_node_id(mut self, node: impl Into<String>) -> Self {
+        self.sds_node_id = Some(node.into());
+        self
+    }
+
     fn matches(&self, caller: &Caller) -> bool {
         fn eq<T: PartialEq>(want: Option<&T>, have: Option<&T>) -> bool {
             want.is_none_or(|w| have == Some(w))

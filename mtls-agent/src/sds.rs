@@ -106,8 +106,8 @@ impl Sds {
         caller: &Caller,
         names: &[String],
         nonce: u64,
+        snapshot: Arc<Snapshot>,
     ) -> Result<(DiscoveryResponse, Arc<Snapshot>), Status> {
-        let snapshot = self.issuer.current();
         let ids = self.issuer.registration().identities_for(caller);
         if ids.is_empty() {
             return Err(Status::permission_denied(format!(
@@ -198,14 +198,16 @@ impl SecretDiscoveryService for Sds {
                     continue;
                 }
                 nonce += 1;
-                match sds.respond(&caller, &names, nonce) {
+                // Mark this snapshot seen *before* answering from it, so a rotation that
+                // lands meanwhile is pushed next.
+                let snapshot = updates.borrow_and_update().clone();
+                match sds.respond(&caller, &names, nonce, snapshot) {
                     Ok((response, snapshot)) => {
                         tracing::info!(%caller, ?names, version = %response.version_info,
                             serials = ?names.iter().filter_map(|n| n.parse::<SpiffeId>().ok())
                                 .filter_map(|id| snapshot.svid(&id).map(|s| s.serial_hex.clone())).collect::<Vec<_>>(),
                             "SDS secrets sent");
                         sent = Some(snapshot.generation);
-                        updates.borrow_and_update();
                         if tx.send(Ok(response)).await.is_err() {
                             break;
                         }
@@ -233,7 +235,7 @@ impl SecretDiscoveryService for Sds {
             .filter(|id| !id.is_empty());
         let caller = caller_of(&request, node);
         let names = request.into_inner().resource_names;
-        let (response, _) = self.respond(&caller, &names, 0)?;
+        let (response, _) = self.respond(&caller, &names, 0, self.issuer.current())?;
         tracing::info!(%caller, ?names, version = %response.version_info, "SDS secrets fetched");
         Ok(Response::new(response))
     }

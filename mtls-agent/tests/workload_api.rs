@@ -113,6 +113,20 @@ async fn x509_source_follows_rotations_and_each_message_carries_full_state() {
     let all = client.fetch_all_x509_svids().await.unwrap();
     let ids: Vec<String> = all.iter().map(|s| s.spiffe_id().to_string()).collect();
     assert_eq!(ids, [WEB, "spiffe://bookstore.local/admin"]);
+    // mtls-core's source can pick the non-default one.
+    let admin = mtls_core::WorkloadApiSource::builder()
+        .endpoint(t.endpoint())
+        .spiffe_id("spiffe://bookstore.local/admin".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        mtls_core::IdentitySource::current(&admin)
+            .spiffe_id()
+            .unwrap()
+            .to_string(),
+        "spiffe://bookstore.local/admin"
+    );
     let mut raw = raw_client(t.agent.workload_socket().to_owned()).await;
     let mut request = tonic::Request::new(X509svidRequest {});
     request

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use spiffe::{X509Source, X509Svid};
+use spiffe::{SpiffeId, X509Source, X509Svid};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -68,7 +68,18 @@ impl Drop for Inner {
 #[derive(Debug, Clone)]
 pub struct WorkloadApiSourceBuilder {
     endpoint: Option<String>,
+    spiffe_id: Option<SpiffeId>,
     startup_timeout: Duration,
+}
+
+/// Picks the SVID with a given SPIFFE ID out of all the caller is entitled to.
+#[derive(Debug)]
+struct ById(SpiffeId);
+
+impl spiffe::x509_source::SvidPicker for ById {
+    fn pick_svid(&self, svids: &[Arc<X509Svid>]) -> Option<usize> {
+        svids.iter().position(|s| s.spiffe_id() == &self.0)
+    }
 }
 
 impl WorkloadApiSource {
@@ -77,6 +88,7 @@ impl WorkloadApiSource {
     pub fn builder() -> WorkloadApiSourceBuilder {
         WorkloadApiSourceBuilder {
             endpoint: None,
+            spiffe_id: None,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         }
     }
@@ -107,6 +119,13 @@ impl WorkloadApiSourceBuilder {
     /// filesystem path (taken as a Unix socket). Default: `$SPIFFE_ENDPOINT_SOCKET`.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Use the SVID with this SPIFFE ID when the agent grants several (default: the first,
+    /// which the Workload API calls the default SVID).
+    pub fn spiffe_id(mut self, id: SpiffeId) -> Self {
+        self.spiffe_id = Some(id);
         self
     }
 
@@ -150,12 +169,14 @@ impl WorkloadApiSourceBuilder {
                 }
             },
         };
-        let built = X509Source::builder()
+        let mut builder = X509Source::builder()
             .endpoint(&endpoint)
             .initial_sync_timeout(self.startup_timeout)
-            .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(5))
-            .build()
-            .await;
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(5));
+        if let Some(id) = &self.spiffe_id {
+            builder = builder.picker(ById(id.clone()));
+        }
+        let built = builder.build().await;
         let source = match built {
             Ok(s) => s,
             Err(e) => {
@@ -165,10 +186,15 @@ impl WorkloadApiSourceBuilder {
                     Some(p) => format!("; socket {} exists but gave no SVID", p.display()),
                     None => String::new(),
                 };
+                let which = self
+                    .spiffe_id
+                    .as_ref()
+                    .map(|id| format!(" for {id}"))
+                    .unwrap_or_default();
                 return Err(Error::WorkloadApi {
                     endpoint,
                     reason: format!(
-                        "no X509-SVID within {:?}: {}{state}",
+                        "no X509-SVID{which} within {:?}: {}{state}",
                         self.startup_timeout,
                         error_chain(&e)
                     ),
