@@ -28,14 +28,9 @@ print("jwt", checked.spiffe_id)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_spiffe_fetches_an_x509_svid_selected_by_executable() {
-    let Some(python) = python() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "no Python: run ./scripts/install-test-tools.sh or set MTLS_PYTHON"
-        );
-        eprintln!("skipped: no Python venv (run ./scripts/install-test-tools.sh)");
-        return;
-    };
+    let python = python().expect(
+        "no Python with py-spiffe: run ./scripts/install-test-tools.sh (makes .venv) or set MTLS_PYTHON",
+    );
     // The kernel reports the resolved interpreter, not the venv symlink.
     let exe = std::fs::canonicalize(&python).unwrap();
     let t = TestAgent::start(&format!(
