@@ -58,11 +58,16 @@
 //! xDS API (thousands of messages) for the four SDS needs.
 //!
 //! ## Dependencies
+//! The agent hands out material and terminates no TLS itself, so it builds on `mtls-certs`
+//! and `mtls-jwt`, not `mtls-core` (workloads use `mtls-core`'s `WorkloadApiSource`).
+//!
 //! - `mtls-certs`: the CA and SVID issuance (random serials, SKI/AKI, backdating, clamping).
 //! - `mtls-jwt`: the ES256 JWT-SVID signing key, JWKS, and JWT-SVID validation.
 //! - `spiffe`: `SpiffeId` / `TrustDomain` parsing (no Workload API client features).
 //! - `tonic`, `tonic-prost`, `prost`, `prost-types`: the gRPC servers and messages;
 //!   `protox`, `tonic-prost-build` (build): proto compilation.
+//! - `fluke-hpack`, `http`: the `:authority` rewrite for gRPC C-core/Java clients (HPACK
+//!   decoding of their header blocks; `http` decides what a valid authority is).
 //! - `tokio`, `tokio-stream`, `futures-util`: Unix sockets, streams, signals, timers.
 //! - `serde`, `serde_yaml_ng`, `serde_json`: the registration file and JWT claims.
 //! - `clap`, `humantime`, `tracing-subscriber` (binary): flags, durations, logs.
