@@ -27,9 +27,21 @@
 //!   replica.
 //! - [`MeshPki`]: a throwaway PKI (root, intermediate, SVIDs) and JWT issuer in a directory.
 //! - [`MeshDns`]: an in-process authoritative DNS server for `bookstore.local`.
-//! - [`envoy`]: Envoy bootstrap generation and Envoy processes (ready check, stats).
-//! - [`k8s`]: the Kubernetes manifests.
-//! - [`mesh`]: the whole mesh, as `bookstore-mesh` runs it.
+//! - [`identity`]: where workloads get their SVIDs ([`WorkloadIdentities`]; [`MeshPki`]
+//!   implements it with files; another source — a SPIFFE agent, SDS — plugs in there).
+//! - [`envoy`]: Envoy bootstrap generation ([`envoy::ClientSidecar`],
+//!   [`envoy::ServerSidecar`]) and Envoy processes ([`envoy::EnvoyProcess`]: ready check,
+//!   stats, killed on drop; [`envoy::find_envoy`]).
+//! - [`k8s`]: the Kubernetes manifests of `examples/bookstore/k8s/`.
+//! - [`mesh`]: the whole mesh, as `bookstore-mesh` runs it ([`mesh::run`]), and its parts
+//!   for other programs: [`mesh::Replicas`], [`mesh::Sidecars`],
+//!   [`mesh::proxyless_channel`], [`mesh::envoy_channel`].
+//!
+//! ## Binaries
+//! - `bookstore-mesh`: the main job (see the README).
+//! - `bookstore-server`: one replica, mTLS + SPIFFE authorization + JWT, or `--plaintext`
+//!   on loopback behind a sidecar.
+//! - `bookstore-client`: the scenario, proxyless or through a local sidecar.
 //!
 //! ## Quick start
 //!

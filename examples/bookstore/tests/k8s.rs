@@ -295,12 +295,20 @@ fn collect_filenames<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
     }
 }
 
-/// The secrets script runs against the real `mtls` CLI (when one is at hand: `$MTLS_CLI`)
-/// with a stand-in kubectl that records what it is asked to create.
+/// The secrets script runs against the real `mtls` CLI (`$MTLS_CLI`, else the `mtls`
+/// binary next to this test's target directory, as `cargo test --workspace` builds it) with
+/// a stand-in kubectl that records what it is asked to create.
 #[test]
 fn create_secrets_script_with_the_mtls_cli() {
-    let Some(cli) = std::env::var_os("MTLS_CLI") else {
-        eprintln!("MTLS_CLI not set: skipping the script run (the file itself is checked above)");
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("mtls")))
+        .filter(|p| p.is_file())
+        .map(std::ffi::OsString::from);
+    let Some(cli) = std::env::var_os("MTLS_CLI").or(sibling) else {
+        eprintln!(
+            "no mtls CLI (MTLS_CLI unset, none built in this target dir): skipping the script run"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -160,6 +160,8 @@ impl ClientSidecar {
                 "clusters": [{
                     "name": "bookstore",
                     "connect_timeout": "2s",
+                    // STRICT_DNS semantics (every address an endpoint) through the DnsCluster
+                    // extension: Cluster.dns_refresh_rate & co. are deprecated in Envoy 1.40.
                     "cluster_type": { "name": "envoy.clusters.dns", "typed_config": dns_cluster },
                     "lb_policy": "ROUND_ROBIN",
                     "load_assignment": {
