@@ -63,9 +63,10 @@ pub struct Report {
     pub calls: Vec<CallRecord>,
     /// Calls answered, per replica.
     pub per_replica: BTreeMap<String, usize>,
-    /// Reads of a shelf created on another replica that answered NOT_FOUND: replicas with
-    /// their own in-memory store (separate `bookstore-server` processes) do not share data.
-    /// Such a round stops early; this is not a failure.
+    /// Calls about a shelf or book created on another replica, answered by a replica
+    /// that does not have it: replicas with their own in-memory store (separate
+    /// `bookstore-server` processes) do not share data. Such a round ends early; this is
+    /// not a failure.
     pub cross_replica_misses: usize,
     /// The caller identities the replicas reported ([`CALLER_HEADER`]).
     pub callers: BTreeSet<String>,
@@ -136,6 +137,7 @@ pub struct Scenario {
     client: BookstoreClient<BoxChannel>,
     token: Option<String>,
     timeout: Duration,
+    tag: String,
 }
 
 impl Scenario {
@@ -145,6 +147,7 @@ impl Scenario {
             client: BookstoreClient::new(channel),
             token,
             timeout: Duration::from_secs(10),
+            tag: run_tag(),
         }
     }
 
@@ -187,140 +190,143 @@ impl Scenario {
 
     async fn round(&mut self, round: usize, report: &mut Report) {
         let mut rec = Recorder { round, report };
+        let tag = &self.tag;
 
         // 1. ListShelves: the seeded shelf 1 is there.
         let r = self.client.list_shelves(self.request(())).await;
-        rec.check("ListShelves", r, |list| {
+        let seeded = rec.step("ListShelves", r, None, |list| {
             let fiction = list
                 .shelves
                 .iter()
                 .any(|s| s.id == 1 && s.theme == "Fiction");
             if fiction {
-                Ok(format!("{} shelves", list.shelves.len()))
+                Ok((format!("{} shelves", list.shelves.len()), ()))
             } else {
                 Err("the seeded shelf 1 \"Fiction\" is missing".to_owned())
             }
         });
+        if seeded.is_none() {
+            return;
+        }
 
-        // 2. CreateShelf.
-        let theme = format!("Scenario round {round}");
-        let r = self
-            .client
-            .create_shelf(self.request(CreateShelfRequest {
-                shelf: Some(Shelf {
-                    id: 0,
-                    theme: theme.clone(),
-                }),
-            }))
-            .await;
-        let Some((shelf, home)) = rec.check_value("CreateShelf", r, |s| {
+        // 2. CreateShelf (the theme names this run, so another store's shelf cannot pass).
+        let theme = format!("Scenario {tag} round {round}");
+        let request = self.request(CreateShelfRequest {
+            shelf: Some(Shelf {
+                id: 0,
+                theme: theme.clone(),
+            }),
+        });
+        let r = self.client.create_shelf(request).await;
+        let Some((shelf, home)) = rec.step("CreateShelf", r, None, |s| {
             Ok((format!("shelf {} {:?}", s.id, s.theme), s.id))
         }) else {
             return;
         };
 
         // 3. GetShelf.
-        let step = format!("GetShelf({shelf})");
         let r = self
             .client
             .get_shelf(self.request(GetShelfRequest { shelf }))
             .await;
-        if rec.cross_replica(&step, &r, &home) {
-            return;
-        }
-        rec.check(&step, r, |s| {
+        let step = format!("GetShelf({shelf})");
+        let found = rec.step(&step, r, Some(&home), |s| {
             if s.theme == theme {
-                Ok(format!("{:?}", s.theme))
+                Ok((format!("{:?}", s.theme), ()))
             } else {
                 Err(format!("theme {:?}, expected {theme:?}", s.theme))
             }
         });
+        if found.is_none() {
+            return;
+        }
 
         // 4. CreateBook.
         let title = format!("The Mesh, part {round}");
+        let request = self.request(CreateBookRequest {
+            shelf,
+            book: Some(Book {
+                id: 0,
+                author: "mtls".to_owned(),
+                title: title.clone(),
+            }),
+        });
+        let r = self.client.create_book(request).await;
         let step = format!("CreateBook({shelf})");
-        let r = self
-            .client
-            .create_book(self.request(CreateBookRequest {
-                shelf,
-                book: Some(Book {
-                    id: 0,
-                    author: "mtls".to_owned(),
-                    title: title.clone(),
-                }),
-            }))
-            .await;
-        if rec.cross_replica(&step, &r, &home) {
-            return;
-        }
-        let Some((book, book_home)) = rec.check_value(&step, r, |b| {
+        let Some((book, book_home)) = rec.step(&step, r, Some(&home), |b| {
             Ok((format!("book {} {:?}", b.id, b.title), b.id))
         }) else {
             return;
         };
 
         // 5. GetBook.
-        let step = format!("GetBook({shelf}, {book})");
         let r = self
             .client
             .get_book(self.request(GetBookRequest { shelf, book }))
             .await;
-        if rec.cross_replica(&step, &r, &book_home) {
-            return;
-        }
-        rec.check(&step, r, |b| {
+        let step = format!("GetBook({shelf}, {book})");
+        let found = rec.step(&step, r, Some(&book_home), |b| {
             if b.title == title {
-                Ok(format!("{:?} by {}", b.title, b.author))
+                Ok((format!("{:?} by {}", b.title, b.author), ()))
             } else {
                 Err(format!("title {:?}, expected {title:?}", b.title))
             }
         });
+        if found.is_none() {
+            return;
+        }
 
         // 6. ListBooks.
-        let step = format!("ListBooks({shelf})");
         let r = self
             .client
             .list_books(self.request(ListBooksRequest { shelf }))
             .await;
-        if rec.cross_replica(&step, &r, &book_home) {
-            return;
-        }
-        rec.check(&step, r, |l| {
-            if l.books.iter().any(|b| b.id == book) {
-                Ok(format!("{} books", l.books.len()))
+        let step = format!("ListBooks({shelf})");
+        let listed = rec.step(&step, r, Some(&book_home), |l| {
+            if l.books.iter().any(|b| b.id == book && b.title == title) {
+                Ok((format!("{} books", l.books.len()), ()))
             } else {
                 Err(format!("book {book} is not listed"))
             }
         });
+        if listed.is_none() {
+            return;
+        }
 
         // 7. DeleteBook.
-        let step = format!("DeleteBook({shelf}, {book})");
         let r = self
             .client
             .delete_book(self.request(DeleteBookRequest { shelf, book }))
             .await;
-        if rec.cross_replica(&step, &r, &book_home) {
+        let step = format!("DeleteBook({shelf}, {book})");
+        if rec
+            .step(&step, r, Some(&book_home), |()| {
+                Ok(("deleted".to_owned(), ()))
+            })
+            .is_none()
+        {
             return;
         }
-        rec.check(&step, r, |()| Ok("deleted".to_owned()));
 
         // 8. DeleteShelf.
-        let step = format!("DeleteShelf({shelf})");
         let r = self
             .client
             .delete_shelf(self.request(DeleteShelfRequest { shelf }))
             .await;
-        if rec.cross_replica(&step, &r, &home) {
+        let step = format!("DeleteShelf({shelf})");
+        if rec
+            .step(&step, r, Some(&home), |()| Ok(("deleted".to_owned(), ())))
+            .is_none()
+        {
             return;
         }
-        rec.check(&step, r, |()| Ok("deleted".to_owned()));
 
         // 9. GetShelf of the deleted shelf: NOT_FOUND is the expected answer.
-        let step = format!("GetShelf({shelf}) deleted");
         let r = self
             .client
             .get_shelf(self.request(GetShelfRequest { shelf }))
             .await;
+        let step = format!("GetShelf({shelf}) deleted");
         let replica = replica_of_result(&r);
         rec.caller(&r);
         let outcome = match r {
@@ -328,6 +334,10 @@ impl Scenario {
                 Ok(format!("NOT_FOUND as expected: {}", status.message()))
             }
             Err(status) => Err((status.code(), status.message().to_owned())),
+            Ok(_) if replica.is_some() && replica != home => {
+                rec.cross(&step, replica, &home);
+                return;
+            }
             Ok(_) => Err((Code::Ok, "the deleted shelf is still there".to_owned())),
         };
         rec.push(step, replica, outcome);
@@ -367,60 +377,66 @@ impl Recorder<'_> {
         });
     }
 
-    fn check<T>(
+    /// Records one call. `home` is the replica that created the resource the call is
+    /// about: a NOT_FOUND or a different resource from another replica means the replicas
+    /// do not share a store (counted; the round ends). Returns the value and the replica
+    /// that answered, or `None` when the round must end.
+    fn step<T, V>(
         &mut self,
         step: &str,
         result: Result<tonic::Response<T>, Status>,
-        verify: impl FnOnce(T) -> Result<String, String>,
-    ) -> bool {
-        self.check_value(step, result, |m| verify(m).map(|s| (s, ())))
-            .is_some()
-    }
-
-    /// Records the call; on success returns the value and the replica that answered.
-    fn check_value<T, V>(
-        &mut self,
-        step: &str,
-        result: Result<tonic::Response<T>, Status>,
+        home: Option<&Option<String>>,
         verify: impl FnOnce(T) -> Result<(String, V), String>,
     ) -> Option<(V, Option<String>)> {
         let replica = replica_of_result(&result);
         self.caller(&result);
-        let (outcome, value) = match result {
-            Ok(response) => match verify(response.into_inner()) {
-                Ok((summary, value)) => (Ok(summary), Some(value)),
-                Err(problem) => (Err((Code::Ok, problem)), None),
-            },
-            Err(status) => (Err((status.code(), status.message().to_owned())), None),
-        };
-        self.push(step.to_owned(), replica.clone(), outcome);
-        value.map(|v| (v, replica))
-    }
-
-    /// A NOT_FOUND from another replica than the one that created the resource: replicas
-    /// with separate stores. Recorded, counted, and the round ends.
-    fn cross_replica<T>(
-        &mut self,
-        step: &str,
-        result: &Result<tonic::Response<T>, Status>,
-        home: &Option<String>,
-    ) -> bool {
-        let replica = replica_of_result(result);
+        let foreign = home.filter(|home| replica.is_some() && replica != **home);
         match result {
-            Err(status)
-                if status.code() == Code::NotFound && replica.is_some() && replica != *home =>
-            {
-                self.report.cross_replica_misses += 1;
-                let outcome = Ok(format!(
-                    "NOT_FOUND: created on {}, this replica has its own store (round ends)",
-                    home.as_deref().unwrap_or("?")
-                ));
-                self.push(step.to_owned(), replica, outcome);
-                true
+            Ok(response) => match verify(response.into_inner()) {
+                Ok((summary, value)) => {
+                    self.push(step.to_owned(), replica.clone(), Ok(summary));
+                    Some((value, replica))
+                }
+                Err(_) if foreign.is_some() => {
+                    self.cross(step, replica, foreign.unwrap_or(&None));
+                    None
+                }
+                Err(problem) => {
+                    self.push(step.to_owned(), replica, Err((Code::Ok, problem)));
+                    None
+                }
+            },
+            Err(status) if status.code() == Code::NotFound && foreign.is_some() => {
+                self.cross(step, replica, foreign.unwrap_or(&None));
+                None
             }
-            _ => false,
+            Err(status) => {
+                let outcome = Err((status.code(), status.message().to_owned()));
+                self.push(step.to_owned(), replica, outcome);
+                None
+            }
         }
     }
+
+    /// A call about a resource created on another replica, answered by a replica that does
+    /// not have it: separate stores. Recorded (not a failure) and counted.
+    fn cross(&mut self, step: &str, replica: Option<String>, home: &Option<String>) {
+        self.report.cross_replica_misses += 1;
+        let outcome = Ok(format!(
+            "not here: created on {}, this replica has its own store (round ends)",
+            home.as_deref().unwrap_or("?")
+        ));
+        self.push(step.to_owned(), replica, outcome);
+    }
+}
+
+/// Four hex digits that differ between runs (names the shelves a run creates).
+fn run_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{:04x}", (nanos ^ std::process::id()) & 0xffff)
 }
 
 fn replica_of(metadata: &MetadataMap) -> Option<String> {

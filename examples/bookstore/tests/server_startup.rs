@@ -228,3 +228,75 @@ fn server_refuses_a_port_in_use_and_plaintext_off_loopback() {
         "{err}"
     );
 }
+
+/// Three `bookstore-server` processes on 127.0.0.2–4 (one port), each with its own store,
+/// found through the in-process DNS by `bookstore-client`: calls spread over all three, and
+/// rounds that meet a shelf made on another replica end early instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_balances_over_independent_server_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let ips = bookstore::mesh::REPLICA_IPS;
+    let (port, probe) = bookstore::mesh::bind_shared_port(&ips).await.unwrap();
+    drop(probe);
+    let mut servers = Vec::new();
+    for ip in ips {
+        let listen = format!("{ip}:{port}");
+        let mut server = ChildGuard::spawn(
+            "bookstore-server",
+            std::process::Command::new(bin("bookstore-server"))
+                .args(mtls_args(&pki, &listen))
+                .args(["--replica-name", &format!("pod-{ip}")]),
+        );
+        server.wait_for_line("listening on");
+        servers.push(server);
+    }
+    let dns = bookstore::MeshDns::start("bookstore.local", &ips, 5)
+        .await
+        .unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, pki.token(AUDIENCE).unwrap()).unwrap();
+    let args: Vec<String> = [
+        "--target",
+        &format!("bookstore.local:{port}"),
+        "--nameserver",
+        &dns.addr().to_string(),
+        "--ca",
+        s(pki.bundle_path()),
+        "--cert",
+        s(&pki.client().cert),
+        "--key",
+        s(&pki.client().key),
+        "--token-file",
+        s(&token),
+        "--calls",
+        "27",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("bookstore-client", &args)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for ip in ips {
+        assert!(
+            stdout.contains(&format!("pod-{ip}")),
+            "{ip} never answered:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("rounds ended early: the replicas keep separate in-memory stores"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    println!("{stdout}");
+    drop(servers);
+}
