@@ -168,3 +168,69 @@ fn mesh_binary_without_envoy_skips_it_and_says_how_to_get_it() {
         "{stderr}"
     );
 }
+
+/// Ctrl-C while the Envoy path runs: the mesh exits 130 and no process it started (Envoy
+/// children reading configs from its temporary directory) survives; the directory is gone.
+#[test]
+fn mesh_interrupted_stops_every_envoy_it_started() {
+    if bookstore::envoy::find_envoy(None).is_none() {
+        assert!(
+            !require_envoy(),
+            "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh"
+        );
+        eprintln!("no Envoy: skipping");
+        return;
+    }
+    let mut mesh = support::ChildGuard::spawn(
+        "bookstore-mesh",
+        std::process::Command::new(support::bin("bookstore-mesh")).args(["--calls", "900"]),
+    );
+    let (first, lines) = mesh.wait_for_line_keep("==> identities: PEM files in ");
+    let dir = first
+        .split("PEM files in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .to_owned();
+    support::wait_on(&lines, "client sidecar on", &mut mesh);
+    let envoys_running = envoy_pids_using(&dir);
+    assert_eq!(
+        envoys_running.len(),
+        4,
+        "4 Envoys expected, found {envoys_running:?}"
+    );
+
+    let pid = mesh.child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = mesh.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    let left = envoy_pids_using(&dir);
+    assert!(left.is_empty(), "processes still using {dir}: {left:?}");
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "{dir} was not removed"
+    );
+}
+
+/// PIDs whose command line mentions `dir`.
+fn envoy_pids_using(dir: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        // A zombie has an empty command line: it is dead, only not reaped yet.
+        if cmdline.contains(dir) && cmdline.contains("envoy") {
+            pids.push(pid);
+        }
+    }
+    pids
+}

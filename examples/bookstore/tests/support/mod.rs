@@ -35,6 +35,11 @@ impl ChildGuard {
     /// Waits (up to 20 s) for a stdout line containing `needle`; panics with stderr if the
     /// process exits first.
     pub fn wait_for_line(&mut self, needle: &str) -> String {
+        self.wait_for_line_keep(needle).0
+    }
+
+    /// [`ChildGuard::wait_for_line`], also returning the rest of stdout, line by line.
+    pub fn wait_for_line_keep(&mut self, needle: &str) -> (String, mpsc::Receiver<String>) {
         let stdout = self.child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -44,30 +49,36 @@ impl ChildGuard {
                 }
             }
         });
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().unwrap();
-                    let mut err = String::new();
-                    if let Some(mut e) = self.child.stderr.take() {
-                        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
-                    }
-                    panic!(
-                        "{} exited ({status}) before printing {needle:?}: {err}",
-                        self.name
-                    );
+        let line = wait_on(&rx, needle, self);
+        (line, rx)
+    }
+}
+
+/// Waits (up to 20 s) for a line containing `needle` from `rx` (the stdout of `child`).
+pub fn wait_on(rx: &mpsc::Receiver<String>, needle: &str, child: &mut ChildGuard) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.child.wait().unwrap();
+                let mut err = String::new();
+                if let Some(mut e) = child.child.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut err).unwrap();
                 }
+                panic!(
+                    "{} exited ({status}) before printing {needle:?}: {err}",
+                    child.name
+                );
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} did not print {needle:?} within 20 s",
-                self.name
-            );
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not print {needle:?} within 20 s",
+            child.name
+        );
     }
 }
 
