@@ -43,10 +43,13 @@ def main() -> None:
     parser.add_argument("--server-name", default="bookstore.local")
     args = parser.parse_args()
 
-    out_dir = tempfile.mkdtemp(prefix="bookstore-stubs-")
-    generate_stubs(args.proto_dir, out_dir)
-    sys.path.insert(0, out_dir)
+    with tempfile.TemporaryDirectory(prefix="bookstore-stubs-") as out_dir:
+        generate_stubs(args.proto_dir, out_dir)
+        sys.path.insert(0, out_dir)
+        print(json.dumps(list_shelves(args)))
 
+
+def list_shelves(args: argparse.Namespace) -> dict:
     import grpc
     from google.protobuf import empty_pb2
 
@@ -83,7 +86,7 @@ def main() -> None:
     except grpc.RpcError as e:
         result["no_token"] = {"code": e.code().name, "details": e.details()}
     channel.close()
-    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":
