@@ -71,5 +71,6 @@ async fn python_grpcio_client_lists_the_seeded_shelves_over_mtls() {
         result["no_token"],
         serde_json::json!({"code": "UNAUTHENTICATED", "details": "Jwt is missing"})
     );
+    assert_eq!(result["health"], "SERVING");
     handle.stop().await.unwrap();
 }

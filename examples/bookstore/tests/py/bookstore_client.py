@@ -1,7 +1,7 @@
 """A Python grpcio client for the bookstore, generated from proto/bookstore.proto at run time.
 
-Calls ListShelves over mTLS with a bearer token, then once without a token, and prints
-the outcome as JSON. Usage:
+Calls ListShelves over mTLS with a bearer token, then once without a token, then the
+grpc.health.v1 check of the bookstore service, and prints the outcomes as JSON. Usage:
 
     bookstore_client.py --proto-dir DIR --port PORT --ca CA --cert CERT --key KEY --token T
 """
@@ -85,6 +85,14 @@ def list_shelves(args: argparse.Namespace) -> dict:
         result["no_token"] = "answered"
     except grpc.RpcError as e:
         result["no_token"] = {"code": e.code().name, "details": e.details()}
+    # grpc.health.v1 needs no token (the server's JWT rules skip it).
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="endpoints.examples.bookstore.Bookstore"),
+        timeout=10,
+    )
+    result["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
     channel.close()
     return result
 
