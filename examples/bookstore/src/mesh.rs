@@ -346,7 +346,8 @@ pub struct MeshOptions {
     pub calls: usize,
     /// Which Envoy.
     pub envoy: EnvoyChoice,
-    /// Fail (instead of skipping the Envoy path) when no Envoy is found.
+    /// Fail (instead of skipping the Envoy path) when no Envoy is found; `EnvoyChoice::Off`
+    /// still skips it.
     pub require_envoy: bool,
     /// The least share of calls each replica must serve.
     pub min_share: f64,
@@ -535,6 +536,21 @@ pub async fn run_with(
     dir: &Path,
 ) -> Result<MeshOutcome> {
     let mut outcome = MeshOutcome::default();
+    // Decided first: a required but missing Envoy fails before anything starts (an
+    // explicit --no-envoy wins over the requirement).
+    let envoy = match &options.envoy {
+        EnvoyChoice::Off => None,
+        EnvoyChoice::Binary(path) => Some(path.clone()),
+        EnvoyChoice::Auto => find_envoy(None),
+    };
+    if envoy.is_none() && options.require_envoy && !matches!(options.envoy, EnvoyChoice::Off) {
+        return Err(Error::envoy(
+            "binary",
+            format!(
+                "required but not found (--envoy, $MTLS_ENVOY, PATH, .venv/bin/envoy): {ENVOY_HINT}"
+            ),
+        ));
+    }
     say!(options, "==> identities: {}", ids.describe());
     say!(
         options,
@@ -591,7 +607,7 @@ pub async fn run_with(
         &TokenSpec::new(policy.token_ttl)
             .issuer(policy.issuer.clone())
             .audience("not-the-bookstore")
-            .subject(crate::CLIENT_ID),
+            .subject(client_id.clone()),
     )?;
 
     // ---- proxyless ----------------------------------------------------------------------
@@ -634,20 +650,7 @@ pub async fn run_with(
     print_checks(options, &outcome, PathKind::Proxyless);
 
     // ---- Envoy --------------------------------------------------------------------------
-    let envoy = match &options.envoy {
-        EnvoyChoice::Off => None,
-        EnvoyChoice::Binary(path) => Some(path.clone()),
-        EnvoyChoice::Auto => find_envoy(None),
-    };
     match envoy {
-        None if options.require_envoy => {
-            return Err(Error::envoy(
-                "binary",
-                format!(
-                    "required but not found (--envoy, $MTLS_ENVOY, PATH, .venv/bin/envoy): {ENVOY_HINT}"
-                ),
-            ));
-        }
         None => {
             let reason = match options.envoy {
                 EnvoyChoice::Off => "--no-envoy".to_owned(),
