@@ -20,7 +20,7 @@ const PANEL_W: f64 = 470.0;
 const PANEL_H: f64 = 330.0;
 const MARGIN_L: f64 = 70.0;
 const MARGIN_R: f64 = 20.0;
-const MARGIN_T: f64 = 40.0;
+const MARGIN_T: f64 = 52.0;
 const MARGIN_B: f64 = 45.0;
 const LEGEND_ROW: f64 = 20.0;
 
@@ -130,7 +130,7 @@ struct Panel<'a> {
 pub fn render(title: &str, xs: &[f64], series: &[Series]) -> String {
     let legend_rows = series.len().div_ceil(3).max(1) as f64;
     let width = 2.0 * PANEL_W;
-    let height = PANEL_H + 30.0 + legend_rows * LEGEND_ROW + 20.0;
+    let height = PANEL_H + MARGIN_T + 20.0 + legend_rows * LEGEND_ROW + 10.0;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -138,7 +138,7 @@ pub fn render(title: &str, xs: &[f64], series: &[Series]) -> String {
     );
     let _ = writeln!(
         svg,
-        r#"<rect width="100%" height="100%" fill="white"/><text x="{}" y="18" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="{}" y="20" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
         width / 2.0,
         esc(title)
     );
@@ -252,7 +252,8 @@ pub fn render(title: &str, xs: &[f64], series: &[Series]) -> String {
         }
     }
     // legend
-    let legend_top = PANEL_H + 30.0;
+    // Below the axis titles (plot bottom + ticks + title).
+    let legend_top = PANEL_H + MARGIN_T + 20.0;
     for (i, s) in series.iter().enumerate() {
         let col = (i % 3) as f64;
         let row = (i / 3) as f64;

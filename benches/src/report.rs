@@ -626,10 +626,11 @@ pub fn chart_series(points: &[PointResult]) -> Vec<Series> {
     let replicas = levels(points, |p| p.replicas);
     for (i, r) in replicas.iter().enumerate() {
         let k = i.min(2);
-        add(format!("proxyless ({r} replicas)"), blues[k], false, &|p| {
+        let plural = if *r == 1 { "replica" } else { "replicas" };
+        add(format!("proxyless ({r} {plural})"), blues[k], false, &|p| {
             p.scenario == "proxyless" && p.replicas == *r
         });
-        add(format!("envoy ({r} replicas)"), reds[k], false, &|p| {
+        add(format!("envoy ({r} {plural})"), reds[k], false, &|p| {
             p.scenario == "envoy" && p.replicas == *r
         });
     }
@@ -695,14 +696,22 @@ pub fn markdown(input: &ReportInput) -> String {
     }
     let _ = writeln!(md);
 
-    let warm = pts.first().map_or(0.0, |p| p.warmup_s);
-    let dur = pts.first().map_or(0.0, |p| p.duration_s.round());
+    let secs = |v: f64| {
+        let s = format!("{v:.1}");
+        s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
+    };
+    let warm = secs(pts.first().map_or(0.0, |p| p.warmup_s));
+    // The window as asked: the measured wall time overshoots it by a few ms.
+    let dur = secs(
+        pts.first()
+            .map_or(0.0, |p| (p.duration_s * 10.0).floor() / 10.0),
+    );
     let _ = writeln!(md, "## Method\n");
     let _ = writeln!(
         md,
         "- `loadgen` (benches/) is a closed-loop generator: *concurrency* workers each send \
-         the next call as soon as the previous one answers. Each point: {warm:.0} s warm-up, \
-         then a {dur:.0} s window; latency of every successful call goes into an HdrHistogram \
+         the next call as soon as the previous one answers. Each point: {warm} s warm-up, \
+         then a {dur} s window; latency of every successful call goes into an HdrHistogram \
          (p50/p90/p99/max). All on loopback; servers bind 127.0.0.2, .3, … on one port."
     );
     let _ = writeln!(
@@ -777,4 +786,159 @@ pub fn markdown(input: &ReportInput) -> String {
         micro(input, &mut md);
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::LatencySummary;
+    use crate::result::ProcessUsage;
+
+    fn point(
+        scenario: &str,
+        variant: &str,
+        replicas: usize,
+        c: usize,
+        thr: f64,
+        p50: f64,
+    ) -> PointResult {
+        let usage = |name: &str, role, rss| ProcessUsage {
+            name: name.into(),
+            role,
+            pid: 1,
+            cpu_s: 1.0,
+            user_s: 0.5,
+            system_s: 0.5,
+            cpu_s_per_1k_calls: 0.1,
+            peak_rss_kib: rss,
+            peak_rss_window_only: true,
+        };
+        let mut processes = vec![usage("client", Role::Client, 20 * 1024)];
+        if scenario == "envoy" {
+            processes.push(usage("envoy-client", Role::ClientProxy, 60 * 1024));
+        }
+        PointResult {
+            scenario: scenario.into(),
+            variant: variant.into(),
+            concurrency: c,
+            replicas,
+            warmup_s: 1.0,
+            duration_s: 5.0,
+            calls: (thr * 5.0) as u64,
+            errors: 0,
+            first_error: None,
+            throughput_per_s: thr,
+            latency: LatencySummary {
+                count: 1,
+                p50_us: p50,
+                p90_us: p50,
+                p99_us: p50 * 2.0,
+                max_us: p50 * 3.0,
+                mean_us: p50,
+            },
+            processes,
+            cpu_s_per_1k_calls_total: 0.2,
+            calls_per_server_cpu_s: thr / 2.0,
+            machine_cpus: 2,
+            other_cpu_s: 1.0,
+        }
+    }
+
+    fn input() -> ReportInput {
+        ReportInput {
+            points: vec![
+                point("proxyless", "", 3, 16, 40_000.0, 300.0),
+                point("envoy", "", 3, 16, 10_000.0, 1500.0),
+                point("plain-tonic", "", 1, 16, 50_000.0, 250.0),
+                point("handshake", "mtls-core", 1, 16, 5000.0, 3000.0),
+                point("handshake", "envoy", 1, 16, 5500.0, 3000.0),
+            ],
+            estimates: vec![
+                Estimate {
+                    group: "ES256".into(),
+                    function: "mtls_jwt uncached".into(),
+                    mean_ns: 50_000.0,
+                    mean_ci_ns: (49_000.0, 51_000.0),
+                    median_ns: 50_000.0,
+                    elements: None,
+                },
+                Estimate {
+                    group: "ES256".into(),
+                    function: "jsonwebtoken::decode".into(),
+                    mean_ns: 49_000.0,
+                    mean_ci_ns: (48_000.0, 50_000.0),
+                    median_ns: 49_000.0,
+                    elements: None,
+                },
+            ],
+            chart_file: "benchmarks.svg".into(),
+            ..ReportInput::default()
+        }
+    }
+
+    #[test]
+    fn acceptance_rows_carry_ratios_and_verdicts() {
+        let md = markdown(&input());
+        let row = |needle: &str| {
+            md.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no row with {needle:?} in\n{md}"))
+                .to_owned()
+        };
+        let thr = row("throughput ≥ 3× `envoy` (3 replicas, concurrency 16)");
+        assert!(
+            thr.contains("4.00× (40000 vs 10000 calls/s)") && thr.contains("**met**"),
+            "{thr}"
+        );
+        let p50 = row("p50 ≤ ⅓ of `envoy` (3 replicas, concurrency 16)");
+        assert!(p50.contains("0.20") && p50.contains("**met**"), "{p50}");
+        let floor = row("≥ 0.85× `plain-tonic` throughput (concurrency 16)");
+        assert!(
+            floor.contains("0.80×") && floor.contains("short"),
+            "{floor}"
+        );
+        let hs = row("mtls-core ≥ 1.0× Envoy (concurrency 16)");
+        assert!(hs.contains("0.91×") && hs.contains("short"), "{hs}");
+        let jwt = row("raw jsonwebtoken (ES256");
+        assert!(jwt.contains("0.98×") && jwt.contains("**met**"), "{jwt}");
+        let rss = row(
+            "peak RSS: proxyless client process (3 endpoints) < one Envoy sidecar (concurrency 16)",
+        );
+        assert!(
+            rss.contains("20.0 MiB vs 60.0 MiB") && rss.contains("**met**"),
+            "{rss}"
+        );
+        // Not measured in this input: said so, not guessed.
+        assert!(row("(3 replicas, concurrency 128)").contains("not measured"));
+        assert!(row("leaf issuance").contains("not measured"));
+        // Other load: 1 CPU-s of 10 available.
+        assert!(md.contains("averaged 10 %"), "{md}");
+        assert!(md.contains("![throughput and p99"));
+    }
+
+    #[test]
+    fn chart_has_a_series_per_scenario_and_replica_count() {
+        let names: Vec<String> = chart_series(&input().points)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "plain-tonic (1 replica)",
+                "proxyless (3 replicas)",
+                "envoy (3 replicas)",
+                "handshake: mtls-core",
+                "handshake: Envoy"
+            ]
+        );
+        assert!(chart_svg(&input().points).contains("<polyline"));
+    }
+
+    #[test]
+    fn empty_input_renders_without_panicking() {
+        let md = markdown(&ReportInput::default());
+        assert!(md.contains("No criterion results found."));
+        assert!(!md.contains("NaN"));
+    }
 }
