@@ -57,7 +57,8 @@ struct Args {
     /// Plaintext HTTP/2 to a local Envoy sidecar at this address (no TLS here).
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["ca", "cert", "key", "nameserver"])]
     plaintext: Option<SocketAddr>,
-    /// Calls to make (rounded up to whole rounds of 9).
+    /// Calls to make (rounded up to whole rounds of 9; a round ends early when the replicas
+    /// turn out to keep separate stores).
     #[arg(long, default_value_t = 18)]
     calls: usize,
     /// Print only the per-replica summary.
