@@ -145,6 +145,13 @@ impl Envoy {
     }
 }
 
+impl Envoy {
+    /// Every stat whose name matches the regex `filter`, as Envoy prints them.
+    pub fn stats_matching(&self, filter: &str) -> Option<String> {
+        http_get(self.admin, &format!("/stats?filter={filter}"))
+    }
+}
+
 /// A tiny HTTP/1.1 GET (Connection: close) against Envoy's admin port; the body on 200.
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;

@@ -745,6 +745,17 @@ pub fn markdown(input: &ReportInput) -> String {
     );
     let _ = writeln!(
         md,
+        "- Like for like in `envoy`: the server sidecars' `jwt_authn` gets `jwt_cache_config` \
+         (100 tokens), as mtls-jwt's default cache on the proxyless replicas (Envoy caches \
+         nothing unless told to); the client sidecar resolves the replicas through the same \
+         in-process DNS server as the proxyless client. The application reaches its sidecar \
+         over one HTTP/2 connection, as a gRPC channel does, which Envoy serves on one worker.\n\
+         - Memory: *client process* is the whole load generator (its gRPC channels, the DNS \
+         server, latency histograms), so the proxyless client figure is an upper bound; \
+         Envoy figures are Envoy processes alone."
+    );
+    let _ = writeln!(
+        md,
         "- Worker threads: each server process and each Envoy (`--concurrency`) gets the same \
          number; the client runtime one per CPU. With {} CPUs, client, servers and proxies \
          share the same cores, so throughput is bounded by total CPU per call — which is \

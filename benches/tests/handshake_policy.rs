@@ -31,7 +31,7 @@ async fn both_servers_enforce_the_same_san_policy() {
         handshake::server_config(&files).unwrap(),
     ));
     let port = mtls_benches::scenario::free_port().unwrap();
-    let _envoy = Envoy::start(
+    let envoy_process = Envoy::start(
         "envoy-handshake",
         Role::ServerProxy,
         dir.path(),
@@ -56,5 +56,24 @@ async fn both_servers_enforce_the_same_san_policy() {
             "{name}: {err}"
         );
     }
+    // Envoy did the same work as our server: X25519, AES-128-GCM, ECDSA P-256 signatures.
+    let prefix = format!("listener.127.0.0.1_{port}.ssl");
+    for stat in [
+        "curves.X25519",
+        "ciphers.TLS_AES_128_GCM_SHA256",
+        "sigalgs.ecdsa_secp256r1_sha256",
+        "versions.TLSv1.3",
+    ] {
+        let name = format!("{prefix}.{stat}");
+        assert!(
+            envoy_process.stat(&name).is_some_and(|n| n >= 1),
+            "{name} not counted; Envoy stats:\n{}",
+            envoy_process.stats_matching("ssl").unwrap_or_default()
+        );
+    }
+    assert_eq!(
+        envoy_process.stat(&format!("{prefix}.fail_verify_san")),
+        Some(1)
+    );
     server.abort();
 }
