@@ -23,7 +23,8 @@ pub fn workspace_root() -> PathBuf {
     here.parent().unwrap_or(here).to_owned()
 }
 
-/// The Envoy binary if it is installed, or [`Error::EnvoyMissing`] naming `scenario`.
+/// The Envoy binary if it is installed, or [`Error::EnvoyMissing`] naming what needs it
+/// (`"the envoy scenario"`).
 pub fn require_envoy(scenario: &str) -> Result<PathBuf> {
     let path = envoy_path();
     if path.is_file() {
@@ -65,7 +66,7 @@ impl Envoy {
         bootstrap: &str,
         concurrency: usize,
     ) -> Result<Self> {
-        let binary = require_envoy(name)?;
+        let binary = require_envoy(&format!("Envoy process {name}"))?;
         let config = dir.join(format!("{name}.yaml"));
         let admin_path = dir.join(format!("{name}.admin"));
         let log = dir.join(format!("{name}.log"));

@@ -35,12 +35,12 @@ pub enum Error {
     /// Envoy is required but not installed.
     #[error(
         "Envoy not found at {path} (run ./scripts/install-test-tools.sh, or set MTLS_ENVOY); \
-         the {scenario} scenario needs it"
+         needed by {scenario}"
     )]
     EnvoyMissing {
         /// Where it was looked for.
         path: PathBuf,
-        /// The scenario that needs it.
+        /// What needs it ("the envoy scenario").
         scenario: String,
     },
     /// Certificates or TLS configuration could not be built.

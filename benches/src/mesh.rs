@@ -474,7 +474,7 @@ impl Mesh<'_> {
 pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<PointResult>> {
     let has = |s| scenarios.contains(&s);
     if has(Scenario::Envoy) {
-        crate::envoy::require_envoy(Scenario::Envoy.as_str())?;
+        crate::envoy::require_envoy("the envoy scenario")?;
     }
     let policy = MeshPolicy::bookstore();
     let pki = MeshPki::create(opts.dir.join("mesh"), &policy).map_err(bs)?;

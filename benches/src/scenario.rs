@@ -129,7 +129,7 @@ impl RunOptions {
 /// Runs the `handshake` scenario: both servers started once; for each concurrency, the
 /// mtls-core server then Envoy, back to back.
 pub async fn run_handshake(opts: &RunOptions) -> Result<Vec<PointResult>> {
-    crate::envoy::require_envoy(Scenario::Handshake.as_str())?;
+    crate::envoy::require_envoy("the handshake scenario")?;
     let files = HandshakeFiles::generate(&opts.dir)?;
     let client = handshake::client_config(&files)?;
 

@@ -13,7 +13,7 @@ use mtls_benches::handshake::{self, HandshakeFiles};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_servers_enforce_the_same_san_policy() {
-    let envoy_present = mtls_benches::envoy::require_envoy("handshake");
+    let envoy_present = mtls_benches::envoy::require_envoy("the handshake parity test");
     if let Err(e) = &envoy_present {
         if std::env::var("MTLS_REQUIRE_ENVOY").is_ok_and(|v| v == "1") {
             panic!("MTLS_REQUIRE_ENVOY=1: {e}");

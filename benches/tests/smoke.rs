@@ -101,7 +101,8 @@ fn check_sane(p: &PointResult, expected: &[&str]) {
 
 #[test]
 fn every_scenario_runs_and_reports_sane_json() {
-    let envoy = mtls_benches::envoy::require_envoy("smoke");
+    let envoy =
+        mtls_benches::envoy::require_envoy("the smoke test's handshake and envoy scenarios");
     let scenarios = match &envoy {
         Ok(_) => "all",
         Err(e) if envoy_required() => panic!("MTLS_REQUIRE_ENVOY=1: {e}"),
