@@ -35,15 +35,15 @@ mkdir -p "$out_dir"
 start=$(date +%s)
 
 echo "==> building the load generator (release)"
-cargo build --release --locked -p mtls-benches --bins
+cargo build --release -p mtls-benches --bins
 
 if [ "${SKIP_CRITERION:-0}" != 1 ]; then
   echo "==> criterion micro-benchmarks (${CRITERION_TIME}s each)"
   crit=(-- --warm-up-time 1 --measurement-time "$CRITERION_TIME" --noplot)
-  cargo bench --locked -p mtls-certs --bench issuance "${crit[@]}"
-  cargo bench --locked -p mtls-core --bench handshake --bench san --bench authorize "${crit[@]}"
-  cargo bench --locked -p mtls-jwt --bench validate "${crit[@]}"
-  cargo bench --locked -p mtls-tonic --bench balanced "${crit[@]}"
+  cargo bench -p mtls-certs --bench issuance "${crit[@]}"
+  cargo bench -p mtls-core --bench handshake --bench san --bench authorize "${crit[@]}"
+  cargo bench -p mtls-jwt --bench validate "${crit[@]}"
+  cargo bench -p mtls-tonic --bench balanced "${crit[@]}"
 fi
 
 echo "==> load generator: handshake, plain-tonic, proxyless, envoy (${WARMUP} + ${DURATION} per point)"
