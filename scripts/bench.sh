@@ -30,7 +30,10 @@ CONCURRENCY="${CONCURRENCY:-1,16,128}"
 REPLICAS="${REPLICAS:-1,3,9}"
 SERVER_THREADS="${SERVER_THREADS:-2}"
 CRITERION_TIME="${CRITERION_TIME:-3}"
-out_dir="$CARGO_TARGET_DIR/bench-results"
+# The raw points are kept next to the report, so it can be re-rendered without re-measuring:
+#   cargo run --release -p mtls-benches --bin bench-report -- --results benches/results/loadgen.json \
+#       --criterion "$CARGO_TARGET_DIR/criterion"
+out_dir=benches/results
 mkdir -p "$out_dir"
 start=$(date +%s)
 
