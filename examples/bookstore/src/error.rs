@@ -64,6 +64,14 @@ pub enum Error {
         /// The mtls-tonic error.
         source: mtls_tonic::Error,
     },
+    /// The identity agent failed (start-up, rotation).
+    #[error("{context}: {source}")]
+    Agent {
+        /// What was being done.
+        context: String,
+        /// The mtls-agent error.
+        source: mtls_agent::Error,
+    },
     /// The in-process DNS server failed.
     #[error("DNS: {0}")]
     Dns(String),
@@ -108,6 +116,13 @@ impl Error {
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn agent(context: impl Into<String>, source: mtls_agent::Error) -> Self {
+        Self::Agent {
             context: context.into(),
             source,
         }

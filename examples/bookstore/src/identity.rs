@@ -1,5 +1,6 @@
-//! Where the mesh's workloads get their identities. Today: the files of a [`MeshPki`];
-//! the trait leaves room for other sources (a SPIFFE Workload API agent, SDS for Envoy).
+//! Where the mesh's workloads get their identities: the files of a [`MeshPki`], or an
+//! identity agent ([`AgentIdentities`](crate::AgentIdentities): the SPIFFE Workload API for
+//! the in-process workloads, SDS for the Envoy sidecars, rotation with no restart).
 
 use std::{fmt, sync::Arc};
 
@@ -39,6 +40,25 @@ pub trait WorkloadIdentities: Send + Sync + fmt::Debug + 'static {
     fn envoy_certs(&self, workload: Workload) -> Result<CertSource>;
     /// One line for the mesh's output, e.g. "files in /tmp/... (root + intermediate)".
     fn describe(&self) -> String;
+
+    /// Whether [`rotate_now`](Self::rotate_now) issues new SVIDs (an identity agent does;
+    /// files do not). The mesh rotates mid-scenario when it does.
+    fn rotates(&self) -> bool {
+        false
+    }
+
+    /// Issues new SVIDs for every workload now and pushes them to every in-process source
+    /// and Envoy; returns the new generation, or `None` when this source cannot rotate.
+    fn rotate_now(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// The serial (colon-separated hex) of the SVID the issuer currently hands `workload`,
+    /// when the source knows its issuer's state (an agent); `None` for plain files.
+    fn issued_serial(&self, workload: Workload) -> Option<String> {
+        let _ = workload;
+        None
+    }
 }
 
 impl WorkloadIdentities for MeshPki {

@@ -88,6 +88,7 @@
 //! - build: `protox` (proto compiler in Rust), `tonic-prost-build` (code generation).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 mod dns;
 pub mod envoy;
 mod error;
@@ -96,6 +97,7 @@ pub mod k8s;
 pub mod mesh;
 mod pki;
 mod policy;
+mod rotation;
 pub mod scenario;
 pub mod server;
 mod store;
@@ -106,6 +108,7 @@ pub mod proto {
     tonic::include_proto!("endpoints.examples.bookstore");
 }
 
+pub use agent::AgentIdentities;
 pub use dns::MeshDns;
 pub use error::{Error, Result};
 pub use identity::{Workload, WorkloadIdentities};

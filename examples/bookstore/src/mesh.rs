@@ -17,11 +17,13 @@ use mtls_jwt::{JwksSource, TokenSpec};
 use mtls_tonic::{BalancedChannel, BalancedChannelBuilder, LoadPolicy, MtlsConnector};
 use tonic::Code;
 
+pub use crate::rotation::{Rotation, SeenSerial, same_serial};
 use crate::{
-    BookstoreService, Error, MeshDns, MeshPki, MeshPolicy, Report, Result, Scenario, Security,
-    ServerHandle, Store,
+    AgentIdentities, BookstoreService, Error, MeshDns, MeshPki, MeshPolicy, Report, Result,
+    Scenario, Security, ServerHandle, Store,
     envoy::{ClientSidecar, EnvoyProcess, ServerSidecar, find_envoy},
     identity::{Workload, WorkloadIdentities, client_tls, server_tls},
+    rotation::{envoy_serials, proxyless_serials, run_across_rotation},
     scenario::boxed,
     server,
 };
@@ -353,6 +355,10 @@ pub struct MeshOptions {
     pub min_share: f64,
     /// Print progress and the calls to stdout.
     pub verbose: bool,
+    /// Identities from an in-process `mtls-agent` ([`AgentIdentities`]: Workload API for the
+    /// workloads, SDS for the sidecars) instead of files, with a rotation forced in the
+    /// middle of each path's scenario.
+    pub agent: bool,
 }
 
 impl Default for MeshOptions {
@@ -363,6 +369,7 @@ impl Default for MeshOptions {
             require_envoy: false,
             min_share: 0.2,
             verbose: true,
+            agent: false,
         }
     }
 }
@@ -418,6 +425,11 @@ pub mod checks {
     pub const NO_TOKEN: &str = "no token";
     /// A token for another audience was refused.
     pub const WRONG_AUDIENCE: &str = "wrong audience";
+    /// Agent mode: every SVID the path uses is the one the agent currently issues.
+    pub const AGENT_IDENTITIES: &str = "agent identities";
+    /// Agent mode: after a forced rotation mid-scenario the path uses the new serial, and
+    /// no call failed.
+    pub const ROTATION: &str = "rotation";
 }
 
 /// What [`run`] saw.
@@ -434,6 +446,8 @@ pub struct MeshOutcome {
     pub envoy_skipped: Option<String>,
     /// The server sidecars' `ssl.fail_verify_san` before and after the intruder's attempt.
     pub fail_verify_san: Option<(u64, u64)>,
+    /// Agent mode: the rotation forced on each path.
+    pub rotations: Vec<Rotation>,
 }
 
 impl MeshOutcome {
@@ -521,8 +535,14 @@ pub async fn run(options: &MeshOptions) -> Result<MeshOutcome> {
         .tempdir()
         .map_err(|e| Error::io("creating a temporary directory", e))?;
     let policy = MeshPolicy::bookstore();
+    // The mesh's JWT issuer (and, without an agent, its certificates).
     let pki = MeshPki::create(dir.path(), &policy)?;
-    run_with(options, &policy, &pki, pki.jwks_json(), &pki, dir.path()).await
+    if options.agent {
+        let ids = AgentIdentities::start(dir.path().join("agent"), &policy).await?;
+        run_with(options, &policy, &ids, pki.jwks_json(), &pki, dir.path()).await
+    } else {
+        run_with(options, &policy, &pki, pki.jwks_json(), &pki, dir.path()).await
+    }
 }
 
 /// [`run`] with the identities, JWKS and token issuer given: `ids` supplies the workloads'
@@ -619,9 +639,17 @@ pub async fn run_with(
     );
     let channel = proxyless_channel(policy, ids, Workload::Client, replicas.port(), dns.addr())?;
     wait_ready(&channel, REPLICA_IPS.len(), Duration::from_secs(10)).await?;
-    let report = Scenario::new(boxed(channel.clone()), Some(token.clone()))
-        .run(options.calls)
-        .await;
+    let mut scenario = Scenario::new(boxed(channel.clone()), Some(token.clone()));
+    let addrs = replicas.mtls_addrs();
+    let report = run_across_rotation(
+        &mut outcome,
+        options,
+        ids,
+        PathKind::Proxyless,
+        &mut scenario,
+        || proxyless_serials(ids, policy, &addrs),
+    )
+    .await?;
     print_report(options, &report);
     scenario_checks(
         &mut outcome,
@@ -672,9 +700,16 @@ pub async fn run_with(
                 sidecars.port()
             );
             let channel = envoy_channel(sidecars.client_listen()).await?;
-            let report = Scenario::new(boxed(channel.clone()), Some(token.clone()))
-                .run(options.calls)
-                .await;
+            let mut scenario = Scenario::new(boxed(channel.clone()), Some(token.clone()));
+            let report = run_across_rotation(
+                &mut outcome,
+                options,
+                ids,
+                PathKind::Envoy,
+                &mut scenario,
+                || envoy_serials(ids, &sidecars),
+            )
+            .await?;
             print_report(options, &report);
             scenario_checks(
                 &mut outcome,
@@ -742,7 +777,15 @@ fn print_report(options: &MeshOptions, report: &Report) {
 
 fn print_checks(options: &MeshOptions, outcome: &MeshOutcome, path: PathKind) {
     for c in outcome.checks.iter().filter(|c| {
-        c.path == path && ![checks::SCENARIO, checks::BALANCE, checks::CALLER].contains(&c.name)
+        c.path == path
+            && ![
+                checks::SCENARIO,
+                checks::BALANCE,
+                checks::CALLER,
+                checks::AGENT_IDENTITIES,
+                checks::ROTATION,
+            ]
+            .contains(&c.name)
     }) {
         say!(
             options,

@@ -97,6 +97,16 @@ impl Report {
         self.per_replica.get(replica).copied().unwrap_or(0) as f64 / answered as f64
     }
 
+    /// Appends `later` (e.g. the second half of a run, after a rotation).
+    pub fn extend(&mut self, later: Report) {
+        self.calls.extend(later.calls);
+        for (replica, n) in later.per_replica {
+            *self.per_replica.entry(replica).or_default() += n;
+        }
+        self.cross_replica_misses += later.cross_replica_misses;
+        self.callers.extend(later.callers);
+    }
+
     /// One line per replica: `127.0.0.2  31 calls  34%`.
     pub fn distribution(&self) -> String {
         let answered: usize = self.per_replica.values().sum();
@@ -138,6 +148,7 @@ pub struct Scenario {
     token: Option<String>,
     timeout: Duration,
     tag: String,
+    rounds_done: usize,
 }
 
 impl Scenario {
@@ -148,6 +159,7 @@ impl Scenario {
             token,
             timeout: Duration::from_secs(10),
             tag: run_tag(),
+            rounds_done: 0,
         }
     }
 
@@ -182,7 +194,10 @@ impl Scenario {
     pub async fn run(&mut self, calls: usize) -> Report {
         let mut report = Report::default();
         let rounds = calls.div_ceil(CALLS_PER_ROUND).max(1);
-        for round in 1..=rounds {
+        // Rounds number on across runs of one scenario (e.g. two halves around a rotation).
+        let first = self.rounds_done + 1;
+        self.rounds_done += rounds;
+        for round in first..first + rounds {
             self.round(round, &mut report).await;
         }
         report

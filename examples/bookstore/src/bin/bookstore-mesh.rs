@@ -5,6 +5,10 @@
 //! bearer token), then through Envoy sidecars when an Envoy binary is available; the
 //! refusals (intruder certificate, no token, wrong audience) on both paths; a summary
 //! table. Exit code 0 only if every expectation held.
+//!
+//! `--agent`: every workload and every sidecar gets its SVID from an in-process
+//! `mtls-agent` (Workload API and SDS) instead of files, and the agent rotates them in the
+//! middle of each path's scenario; the table shows the new serial in use and no failed call.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -27,6 +31,10 @@ struct Args {
     /// Scenario calls per path (rounded up to whole rounds of 9).
     #[arg(long, default_value_t = 90)]
     calls: usize,
+    /// Identities from an in-process mtls-agent (SPIFFE Workload API for the workloads, SDS
+    /// for the Envoy sidecars) instead of files, with a rotation forced mid-scenario.
+    #[arg(long)]
+    agent: bool,
     /// Print only the summary table.
     #[arg(long, short)]
     quiet: bool,
@@ -45,6 +53,7 @@ fn main() -> ExitCode {
     options.calls = args.calls.max(1);
     options.verbose = !args.quiet;
     options.require_envoy = args.require_envoy;
+    options.agent = args.agent;
     options.envoy = match (args.no_envoy, args.envoy) {
         (true, _) => EnvoyChoice::Off,
         (false, Some(path)) => EnvoyChoice::Binary(path),

@@ -24,7 +24,24 @@ pub enum CertSource {
         /// Trust bundle (CA certificates).
         bundle: PathBuf,
     },
+    /// Envoy's Secret Discovery Service on a Unix socket (mtls-agent's `--sds-socket`, or a
+    /// SPIRE agent's): the certificate and the trust bundle are pushed, and every rotation
+    /// reaches Envoy with no restart. The agent selects the identity by Envoy's `node.id`,
+    /// so the bootstrap's node id becomes [`node_id`](CertSource::Sds::node_id).
+    Sds {
+        /// The SDS server's Unix socket.
+        socket: PathBuf,
+        /// Envoy's `node.id`, registered with the agent for this workload's sidecars.
+        node_id: String,
+        /// The `tls_certificate` secret: the workload's SPIFFE ID (SPIRE's naming).
+        certificate: String,
+        /// The `validation_context` secret: the trust-domain ID (`spiffe://bookstore.local`).
+        validation: String,
+    },
 }
+
+/// The name of the bootstrap cluster that reaches the SDS socket.
+pub const SDS_CLUSTER: &str = "sds_agent";
 
 impl CertSource {
     /// The `common_tls_context` for this source: our certificate, ALPN `h2`, and a
@@ -43,8 +60,74 @@ impl CertSource {
                     "match_typed_subject_alt_names": sans,
                 },
             }),
+            CertSource::Sds {
+                certificate,
+                validation,
+                ..
+            } => json!({
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [
+                    { "name": certificate, "sds_config": sds_config() },
+                ],
+                // The SDS validation context carries only the CA; the SAN policy stays in
+                // the bootstrap: Envoy merges the two (a bare `validation_context_sds_secret_config`
+                // would drop `match_typed_subject_alt_names` and accept any SVID of the CA).
+                "combined_validation_context": {
+                    "default_validation_context": { "match_typed_subject_alt_names": sans },
+                    "validation_context_sds_secret_config": { "name": validation, "sds_config": sds_config() },
+                },
+            }),
         }
     }
+
+    /// The bootstrap's `node`: `default_id` unless the agent selects by node id (SDS).
+    fn node(&self, default_id: String, cluster: &str) -> Value {
+        let id = match self {
+            CertSource::Sds { node_id, .. } => node_id.clone(),
+            CertSource::Files { .. } => default_id,
+        };
+        json!({ "id": id, "cluster": cluster })
+    }
+
+    /// The static cluster reaching the SDS socket (HTTP/2 over a `pipe` address), if any.
+    fn sds_cluster(&self) -> Option<Value> {
+        match self {
+            CertSource::Files { .. } => None,
+            CertSource::Sds { socket, .. } => Some(json!({
+                "name": SDS_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": http2_upstream(),
+                "load_assignment": {
+                    "cluster_name": SDS_CLUSTER,
+                    "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                        "pipe": { "path": socket },
+                    }}}]}],
+                },
+            })),
+        }
+    }
+}
+
+/// How a TLS context asks for an SDS secret: gRPC to [`SDS_CLUSTER`]. Without
+/// `initial_fetch_timeout`, Envoy started before its SDS server waits ~15 s; the retry
+/// policy brings the stream back quickly when the agent restarts.
+fn sds_config() -> Value {
+    json!({
+        "resource_api_version": "V3",
+        "initial_fetch_timeout": "5s",
+        "api_config_source": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{ "envoy_grpc": {
+                "cluster_name": SDS_CLUSTER,
+                "retry_policy": {
+                    "retry_back_off": { "base_interval": "0.05s", "max_interval": "1s" },
+                    "num_retries": 10,
+                },
+            }}],
+        },
+    })
 }
 
 /// Where a server sidecar's `jwt_authn` gets the JWKS.
@@ -146,8 +229,8 @@ impl ClientSidecar {
                 },
             });
         }
-        json!({
-            "node": { "id": "bookstore-client-sidecar", "cluster": "bookstore-client" },
+        let bootstrap = json!({
+            "node": self.certs.node("bookstore-client-sidecar".to_owned(), "bookstore-client"),
             "admin": { "address": socket_address(self.admin) },
             "static_resources": {
                 "listeners": [{
@@ -182,7 +265,8 @@ impl ClientSidecar {
                     },
                 }],
             },
-        })
+        });
+        with_sds_cluster(bootstrap, &self.certs)
     }
 }
 
@@ -259,8 +343,8 @@ impl ServerSidecar {
             "forward_client_cert_details": "SANITIZE_SET",
             "set_current_client_cert_details": { "uri": true },
         });
-        json!({
-            "node": { "id": format!("bookstore-sidecar-{}", self.listen), "cluster": "bookstore" },
+        let bootstrap = json!({
+            "node": self.certs.node(format!("bookstore-sidecar-{}", self.listen), "bookstore"),
             "admin": { "address": socket_address(self.admin) },
             "static_resources": {
                 "listeners": [{
@@ -289,8 +373,20 @@ impl ServerSidecar {
                     "typed_extension_protocol_options": http2_upstream(),
                 }],
             },
-        })
+        });
+        with_sds_cluster(bootstrap, &self.certs)
     }
+}
+
+/// Adds the SDS cluster to a bootstrap whose certificates come over SDS.
+fn with_sds_cluster(mut bootstrap: Value, certs: &CertSource) -> Value {
+    if let (Some(cluster), Some(clusters)) = (
+        certs.sds_cluster(),
+        bootstrap["static_resources"]["clusters"].as_array_mut(),
+    ) {
+        clusters.push(cluster);
+    }
+    bootstrap
 }
 
 pub(crate) fn socket_address(addr: SocketAddr) -> Value {

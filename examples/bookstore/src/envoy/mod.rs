@@ -14,6 +14,7 @@ mod config;
 mod process;
 
 pub use config::{
-    CertSource, ClientSidecar, JwksRef, STAT_PREFIX_INBOUND, STAT_PREFIX_OUTBOUND, ServerSidecar,
+    CertSource, ClientSidecar, JwksRef, SDS_CLUSTER, STAT_PREFIX_INBOUND, STAT_PREFIX_OUTBOUND,
+    ServerSidecar,
 };
 pub use process::{EnvoyProcess, find_envoy};

@@ -257,6 +257,26 @@ impl EnvoyProcess {
         Ok(hosts)
     }
 
+    /// The serials of the certificates Envoy presents (`/certs`: every TLS context's
+    /// `cert_chain`, leaf first), as Envoy prints them (hex without colons). With SDS, the
+    /// list changes when the agent pushes a rotation.
+    pub async fn cert_serials(&self) -> Result<Vec<String>> {
+        let (status, body) = self.admin_get("/certs").await?;
+        let certs: Value = serde_json::from_str(&body).map_err(|e| {
+            Error::envoy(
+                &self.name,
+                format!("admin /certs (status {status}): {e}; expected JSON, got {body:?}"),
+            )
+        })?;
+        Ok(certs["certificates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|context| context["cert_chain"].as_array()?.first())
+            .filter_map(|leaf| leaf["serial_number"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// Kills the process and reaps it.
     pub fn kill(&mut self) {
         if let Ok(None) = self.child.try_wait() {
