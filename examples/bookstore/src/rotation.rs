@@ -323,3 +323,26 @@ fn rotation_check(r: &Rotation) -> Check {
         status: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_compare_as_numbers_whatever_the_spelling() {
+        assert!(same_serial("0a:1b:2c", "a1b2c"));
+        assert!(same_serial("0A:1B", "0a1b"));
+        assert!(!same_serial("0a:1b", "0a:1c"));
+        assert!(!same_serial("", ""), "an unknown serial never matches");
+        assert!(!same_serial("", "00"));
+    }
+
+    #[test]
+    fn envoy_hex_becomes_colon_hex() {
+        assert_eq!(colon_hex("3C4d5e"), "3c:4d:5e");
+        assert_eq!(colon_hex("a1b"), "0a:1b");
+        assert_eq!(colon_hex(""), "");
+        assert_eq!(short("3c:4d:5e:6f:70"), "3c:4d:5e:6f…");
+        assert_eq!(short("3c:4d"), "3c:4d");
+    }
+}

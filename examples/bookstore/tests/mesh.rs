@@ -193,7 +193,7 @@ fn mesh_interrupted_stops_every_envoy_it_started() {
         .unwrap()
         .to_owned();
     support::wait_on(&lines, "client sidecar on", &mut mesh);
-    let envoys_running = envoy_pids_using(&dir);
+    let envoys_running = support::envoy_pids_using(&dir);
     assert_eq!(
         envoys_running.len(),
         4,
@@ -208,29 +208,10 @@ fn mesh_interrupted_stops_every_envoy_it_started() {
     assert!(kill.success());
     let status = mesh.child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{status}");
-    let left = envoy_pids_using(&dir);
+    let left = support::envoy_pids_using(&dir);
     assert!(left.is_empty(), "processes still using {dir}: {left:?}");
     assert!(
         !std::path::Path::new(&dir).exists(),
         "{dir} was not removed"
     );
-}
-
-/// PIDs whose command line mentions `dir`.
-fn envoy_pids_using(dir: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        // A zombie has an empty command line: it is dead, only not reaped yet.
-        if cmdline.contains(dir) && cmdline.contains("envoy") {
-            pids.push(pid);
-        }
-    }
-    pids
 }

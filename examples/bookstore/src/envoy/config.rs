@@ -12,6 +12,33 @@ pub const STAT_PREFIX_OUTBOUND: &str = "bookstore_outbound";
 pub const STAT_PREFIX_INBOUND: &str = "bookstore_inbound";
 
 /// Where an Envoy gets its certificate, key and trust bundle.
+///
+/// ```
+/// use bookstore::envoy::{CertSource, ClientSidecar};
+/// let certs = CertSource::Sds {
+///     socket: "/run/mtls-agent/sds.sock".into(),
+///     node_id: "web-sidecar".into(),
+///     certificate: bookstore::CLIENT_ID.into(),
+///     validation: "spiffe://bookstore.local".into(),
+/// };
+/// let bootstrap = ClientSidecar::new("127.0.0.1:10000".parse()?, 8443, certs)
+///     .bootstrap(&bookstore::MeshPolicy::bookstore());
+/// assert_eq!(bootstrap["node"]["id"], "web-sidecar"); // the agent selects by node id
+/// let clusters = &bootstrap["static_resources"]["clusters"];
+/// let tls = &clusters[0]["transport_socket"]["typed_config"]["common_tls_context"];
+/// assert_eq!(tls["tls_certificate_sds_secret_configs"][0]["name"], bookstore::CLIENT_ID);
+/// // The CA comes over SDS; the SAN policy stays in the bootstrap, merged by Envoy.
+/// let validation = &tls["combined_validation_context"];
+/// assert_eq!(validation["validation_context_sds_secret_config"]["name"], "spiffe://bookstore.local");
+/// assert_eq!(
+///     validation["default_validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+///     bookstore::SERVER_ID,
+/// );
+/// assert_eq!(clusters[1]["name"], bookstore::envoy::SDS_CLUSTER);
+/// let address = &clusters[1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+/// assert_eq!(address["pipe"]["path"], "/run/mtls-agent/sds.sock");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum CertSource {

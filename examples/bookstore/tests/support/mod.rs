@@ -148,3 +148,22 @@ pub fn python() -> PathBuf {
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
 }
+
+/// PIDs whose command line mentions `dir`.
+pub fn envoy_pids_using(dir: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        // A zombie has an empty command line: it is dead, only not reaped yet.
+        if cmdline.contains(dir) && cmdline.contains("envoy") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
