@@ -14,7 +14,7 @@
 //! its own process with its own entry; the bookstore's policy is the same either way.
 //!
 //! The **intruder** is registered like any workload of the trust domain: it gets a valid
-//! SVID from the agent's CA with [`INTRUDER_ID`](crate::INTRUDER_ID), exactly what a
+//! SVID from the agent's CA with [`INTRUDER_ID`], exactly what a
 //! compromised or misconfigured neighbour would hold. It is refused because the bookstore's
 //! policy does not allow that ID (handshake authorizer, Envoy's SAN match), not because its
 //! certificate is foreign — the case worth demonstrating.

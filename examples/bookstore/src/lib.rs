@@ -28,17 +28,23 @@
 //! - [`MeshPki`]: a throwaway PKI (root, intermediate, SVIDs) and JWT issuer in a directory.
 //! - [`MeshDns`]: an in-process authoritative DNS server for `bookstore.local`.
 //! - [`identity`]: where workloads get their SVIDs ([`WorkloadIdentities`]; [`MeshPki`]
-//!   implements it with files; another source — a SPIFFE agent, SDS — plugs in there).
+//!   implements it with files, [`AgentIdentities`] with an identity agent).
+//! - [`agent`]: [`AgentIdentities`], an in-process `mtls-agent`: SPIFFE Workload API
+//!   sources for the replicas, the client and the intruder, SDS for the Envoy sidecars
+//!   ([`envoy::CertSource::Sds`]), rotation with no restart — `bookstore-mesh --agent`.
 //! - [`envoy`]: Envoy bootstrap generation ([`envoy::ClientSidecar`],
 //!   [`envoy::ServerSidecar`]) and Envoy processes ([`envoy::EnvoyProcess`]: ready check,
 //!   stats, killed on drop; [`envoy::find_envoy`]).
 //! - [`k8s`]: the Kubernetes manifests of `examples/bookstore/k8s/`.
 //! - [`mesh`]: the whole mesh, as `bookstore-mesh` runs it ([`mesh::run`]), and its parts
 //!   for other programs: [`mesh::Replicas`], [`mesh::Sidecars`],
-//!   [`mesh::proxyless_channel`], [`mesh::envoy_channel`].
+//!   [`mesh::proxyless_channel`], [`mesh::envoy_channel`]. With identities that rotate
+//!   (an agent), each path's scenario runs in two halves around a forced rotation
+//!   ([`mesh::Rotation`]: the new serial must be in use, no call may fail).
 //!
 //! ## Binaries
-//! - `bookstore-mesh`: the main job (see the README).
+//! - `bookstore-mesh`: the main job (see the README); `--agent` for identities from an
+//!   in-process `mtls-agent` (Workload API + SDS) with a rotation mid-scenario.
 //! - `bookstore-server`: one replica, mTLS + SPIFFE authorization + JWT, or `--plaintext`
 //!   on loopback behind a sidecar.
 //! - `bookstore-client`: the scenario, proxyless or through a local sidecar.
@@ -79,7 +85,9 @@
 //! ```
 //!
 //! ## Dependencies
-//! - `mtls-certs`, `mtls-core`, `mtls-jwt`, `mtls-tonic`: the project's crates.
+//! - `mtls-certs`, `mtls-core` (feature `workload-api`), `mtls-jwt`, `mtls-tonic`,
+//!   `mtls-agent`: the project's crates.
+//! - `tokio-rustls`: the agent mode's probe of the certificate each replica serves.
 //! - `tonic`, `tonic-prost`, `prost`, `tonic-health`, `tower`, `http`: gRPC.
 //! - `tokio`, `tokio-stream`: runtime, sockets, child processes, signals.
 //! - `hickory-server`, `hickory-proto`: the in-process DNS server.

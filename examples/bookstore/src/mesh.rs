@@ -4,6 +4,12 @@
 //!
 //! The pieces are public so other programs (benches, the agent demo) can assemble their
 //! own mesh: [`Replicas`], [`Sidecars`], [`proxyless_channel`], [`envoy_channel`].
+//!
+//! With [`MeshOptions::agent`] the identities come from an in-process `mtls-agent`
+//! ([`AgentIdentities`]); [`run_with`] takes any [`WorkloadIdentities`], and when they
+//! rotate it checks the SVIDs in use (check [`checks::AGENT_IDENTITIES`]), runs each path's
+//! scenario in two halves around `rotate_now()`, and records a [`Rotation`] (check
+//! [`checks::ROTATION`]).
 
 use std::{
     fmt,
