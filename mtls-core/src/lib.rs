@@ -83,7 +83,7 @@
 //!
 //! ## Features
 //!
-//! - `workload-api` (off by default): [`WorkloadApiSource`], an [`IdentitySource`] and
+//! - `workload-api` (off by default): `WorkloadApiSource`, an [`IdentitySource`] and
 //!   [`TrustSource`] fed by the SPIFFE Workload API (a SPIRE agent or `mtls-agent`) through
 //!   the `spiffe` crate's `X509Source`: the address comes from `SPIFFE_ENDPOINT_SOCKET` or
 //!   is given, start-up waits for the first SVID with a bounded timeout and fails with an

@@ -91,7 +91,7 @@
 //!   [`ResolutionState`].
 //!
 //! # Features
-//! - `workload-api` (off by default): SPIFFE Workload API identities. [`WorkloadJwtToken`]
+//! - `workload-api` (off by default): SPIFFE Workload API identities. `WorkloadJwtToken`
 //!   is a [`TokenSource`] of JWT-SVIDs from `FetchJWTSVID`, cached and refreshed at half of
 //!   the remaining lifetime; and `mtls_core::WorkloadApiSource` (enabled with it) is the
 //!   identity and trust source for [`MtlsIncoming`] / [`MtlsConnector`] /
