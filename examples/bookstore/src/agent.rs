@@ -56,14 +56,27 @@ pub const MESH_SVID_TTL: Duration = Duration::from_secs(600);
 /// [`WorkloadApiSource`] per workload (each rotates with the agent), SDS for the sidecars.
 /// Dropping it stops the agent and removes its sockets.
 ///
-/// ```no_run
-/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use bookstore::{AgentIdentities, MeshPolicy, Workload, WorkloadIdentities};
 /// let dir = tempfile::tempdir()?;
 /// let ids = AgentIdentities::start(dir.path(), &MeshPolicy::bookstore()).await?;
-/// let before = ids.issued_serial(Workload::Bookstore);
-/// ids.rotate_now()?; // every source and SDS stream gets new SVIDs
-/// assert_ne!(before, ids.issued_serial(Workload::Bookstore));
+/// // Each in-process workload holds its own SVID, issued by the agent.
+/// let source = ids.identity(Workload::Client)?;
+/// assert_eq!(source.current().spiffe_id().unwrap().to_string(), bookstore::CLIENT_ID);
+/// let before = ids.issued_serial(Workload::Client).unwrap();
+/// assert_eq!(source.current().serial_hex(), before);
+///
+/// ids.rotate_now()?; // new SVIDs, pushed on every Workload API and SDS stream
+/// let after = ids.issued_serial(Workload::Client).unwrap();
+/// assert_ne!(before, after);
+/// let pushed = async {
+///     while source.current().serial_hex() != after {
+///         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+///     }
+/// };
+/// tokio::time::timeout(std::time::Duration::from_secs(5), pushed).await?;
 /// # Ok(()) }
 /// ```
 pub struct AgentIdentities {
