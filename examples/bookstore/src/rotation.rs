@@ -337,6 +337,81 @@ mod tests {
         assert!(!same_serial("", "00"));
     }
 
+    fn seen_one(who: &str, serial: std::result::Result<&str, &str>, current: bool) -> SeenSerial {
+        SeenSerial {
+            who: who.to_owned(),
+            workload: Workload::Bookstore,
+            serial: serial.map(str::to_owned).map_err(str::to_owned),
+            current,
+        }
+    }
+
+    fn rotation(seen: Vec<SeenSerial>, failed_after: usize) -> Rotation {
+        Rotation {
+            path: PathKind::Envoy,
+            generation: 3,
+            bookstore: ("0a:0b".to_owned(), "0c:0d".to_owned()),
+            client: ("1a:1b".to_owned(), "1c:1d".to_owned()),
+            seen,
+            calls_before: 18,
+            calls_after: 18,
+            failed_after,
+        }
+    }
+
+    #[test]
+    fn rotation_check_needs_the_new_serial_everywhere_and_no_failed_call() {
+        let good = rotation(vec![seen_one("server-sidecar", Ok("0c:0d"), true)], 0);
+        let check = rotation_check(&good);
+        assert!(check.passed, "{check:?}");
+        assert_eq!(
+            check.observed,
+            "gen 3: 0c:0d in /certs 1/1; 18 after, 0 failed"
+        );
+
+        let stale = rotation(vec![seen_one("server-sidecar", Ok("0a:0b"), false)], 0);
+        let check = rotation_check(&stale);
+        assert!(!check.passed && check.observed.contains("0/1"), "{check:?}");
+
+        let failed = rotation(vec![seen_one("server-sidecar", Ok("0c:0d"), true)], 2);
+        let check = rotation_check(&failed);
+        assert!(
+            !check.passed && check.observed.contains("2 failed"),
+            "{check:?}"
+        );
+
+        let nothing_seen = rotation(Vec::new(), 0);
+        assert!(!rotation_check(&nothing_seen).passed);
+
+        let mut not_rotated = good.clone();
+        not_rotated.bookstore.1 = not_rotated.bookstore.0.clone();
+        assert!(!not_rotated.new_serials_in_use());
+    }
+
+    #[test]
+    fn identity_check_names_what_is_not_the_agents() {
+        let check = identity_check(
+            PathKind::Proxyless,
+            &[
+                seen_one("bookstore source", Ok("0a:0b"), true),
+                seen_one("127.0.0.2 served", Ok("99:99"), false),
+                seen_one("127.0.0.3 served", Err("handshake timed out"), false),
+            ],
+        );
+        assert!(!check.passed);
+        assert_eq!(
+            check.observed,
+            "not the agent's: 127.0.0.2 served 99:99; 127.0.0.3 served: handshake timed out"
+        );
+        assert!(!identity_check(PathKind::Envoy, &[]).passed);
+        let check = identity_check(
+            PathKind::Envoy,
+            &[seen_one("server-sidecar", Ok("0a:0b"), true)],
+        );
+        assert!(check.passed);
+        assert_eq!(check.observed, "1/1 sidecars' /certs; bookstore 0a:0b");
+    }
+
     #[test]
     fn envoy_hex_becomes_colon_hex() {
         assert_eq!(colon_hex("3C4d5e"), "3c:4d:5e");

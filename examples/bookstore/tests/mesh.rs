@@ -122,6 +122,14 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
                 .contains("fail_verify_san")
         );
     }
+    // File identities do not rotate: no agent rows.
+    assert!(outcome.rotations.is_empty());
+    assert!(
+        outcome
+            .checks
+            .iter()
+            .all(|c| c.name != checks::ROTATION && c.name != checks::AGENT_IDENTITIES)
+    );
     assert!(outcome.passed(), "{}", outcome.table());
 }
 
