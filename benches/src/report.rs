@@ -251,30 +251,34 @@ fn acceptance(input: &ReportInput, md: &mut String) {
     for (alg, label) in [("ES256", "ES256"), ("RS256", "RS256")] {
         let ours = find_estimate(&input.estimates, alg, "mtls_jwt uncached");
         let raw = find_estimate(&input.estimates, alg, "jsonwebtoken::decode");
-        let r = ours.zip(raw).and_then(|(o, w)| ratio(w.mean_ns, o.mean_ns));
+        let r = ours
+            .zip(raw)
+            .and_then(|(o, w)| ratio(w.median_ns, o.median_ns));
         let _ = writeln!(
             md,
             "| JWT validation ≥ 0.95× raw jsonwebtoken ({label}, no token cache) | {} | {} |",
             ours.zip(raw).map_or("–".into(), |(o, w)| format!(
-                "{} ({} vs {} per validation)",
+                "{} ({} vs {} per validation, medians)",
                 fx(r),
-                ns(o.mean_ns),
-                ns(w.mean_ns)
+                ns(o.median_ns),
+                ns(w.median_ns)
             )),
             verdict(r.map(|r| r >= 0.95))
         );
     }
     let ours = find_estimate(&input.estimates, "leaf_issuance_p256", "mtls_certs");
     let raw = find_estimate(&input.estimates, "leaf_issuance_p256", "raw_rcgen");
-    let r = ours.zip(raw).and_then(|(o, w)| ratio(w.mean_ns, o.mean_ns));
+    let r = ours
+        .zip(raw)
+        .and_then(|(o, w)| ratio(w.median_ns, o.median_ns));
     let _ = writeln!(
         md,
         "| leaf issuance ≥ 0.9× raw rcgen (P-256) | {} | {} |",
         ours.zip(raw).map_or("–".into(), |(o, w)| format!(
-            "{} ({} vs {} per leaf)",
+            "{} ({} vs {} per leaf, medians)",
             fx(r),
-            ns(o.mean_ns),
-            ns(w.mean_ns)
+            ns(o.median_ns),
+            ns(w.median_ns)
         )),
         verdict(r.map(|r| r >= 0.9))
     );
@@ -562,6 +566,11 @@ fn micro(input: &ReportInput, md: &mut String) {
     ];
     let _ = writeln!(
         md,
+        "Medians of criterion's samples (more robust than means to bursts of other load on a \
+         shared machine); speed ratio = baseline time / our time.\n"
+    );
+    let _ = writeln!(
+        md,
         "| comparison | ours | baseline | ours / baseline (speed) |"
     );
     let _ = writeln!(md, "|---|---|---|---|");
@@ -573,24 +582,28 @@ fn micro(input: &ReportInput, md: &mut String) {
         let _ = writeln!(
             md,
             "| {label} | `{ours}` {} | `{base}` {} | {} |",
-            ns(o.mean_ns),
-            ns(b.mean_ns),
-            fx(ratio(b.mean_ns, o.mean_ns))
+            ns(o.median_ns),
+            ns(b.median_ns),
+            fx(ratio(b.median_ns, o.median_ns))
         );
     }
     let _ = writeln!(md);
     let _ = writeln!(
         md,
-        "<details><summary>every criterion estimate (mean time per iteration, 95 % CI)</summary>\n"
+        "<details><summary>every criterion estimate (time per iteration)</summary>\n"
     );
-    let _ = writeln!(md, "| benchmark | mean | 95 % CI | per second |");
-    let _ = writeln!(md, "|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| benchmark | median | mean | 95 % CI of the mean | per second (median) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
     for est in e {
-        let per_s = est.elements.unwrap_or(1) as f64 * 1e9 / est.mean_ns;
+        let per_s = est.elements.unwrap_or(1) as f64 * 1e9 / est.median_ns;
         let _ = writeln!(
             md,
-            "| `{}` | {} | {} – {} | {:.0} |",
+            "| `{}` | {} | {} | {} – {} | {:.0} |",
             est.id(),
+            ns(est.median_ns),
             ns(est.mean_ns),
             ns(est.mean_ci_ns.0),
             ns(est.mean_ci_ns.1),
