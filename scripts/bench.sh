@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark in one go and writes BENCHMARKS.md (+ benchmarks.svg) at the
-# workspace root: the criterion micro-benchmarks of each crate, then the load generator's
-# scenarios (handshake, plain-tonic, proxyless, envoy) at each concurrency and replica
+# workspace root: the criterion micro-benchmarks of each crate, interleaved A/B ratios
+# (JWT vs jsonwebtoken, issuance vs rcgen), then the load generator's scenarios (handshake, plain-tonic, proxyless, envoy) at each concurrency and replica
 # count, then the report with pairwise ratios. Not part of ./ci.sh (which runs a smoke
 # run of a few seconds: benches/tests/smoke.rs).
 #
@@ -31,7 +31,8 @@ REPLICAS="${REPLICAS:-1,3,9}"
 SERVER_THREADS="${SERVER_THREADS:-2}"
 CRITERION_TIME="${CRITERION_TIME:-3}"
 # The raw points are kept next to the report, so it can be re-rendered without re-measuring:
-#   cargo run --release -p mtls-benches --bin bench-report -- --results benches/results/loadgen.json \
+#   cargo run --release -p mtls-benches --bin bench-report -- \
+#       --results benches/results/loadgen.json benches/results/ab.json \
 #       --criterion "$CARGO_TARGET_DIR/criterion"
 out_dir=benches/results
 mkdir -p "$out_dir"
@@ -49,6 +50,9 @@ if [ "${SKIP_CRITERION:-0}" != 1 ]; then
   cargo bench -p mtls-tonic --bench balanced "${crit[@]}"
 fi
 
+echo "==> interleaved A/B: JWT validation vs jsonwebtoken, leaf issuance vs rcgen"
+"$CARGO_TARGET_DIR/release/loadgen" ab --out "$out_dir/ab.json"
+
 echo "==> load generator: handshake, plain-tonic, proxyless, envoy (${WARMUP} + ${DURATION} per point)"
 "$CARGO_TARGET_DIR/release/loadgen" run --scenario all \
   --concurrency "$CONCURRENCY" --replicas "$REPLICAS" \
@@ -57,7 +61,7 @@ echo "==> load generator: handshake, plain-tonic, proxyless, envoy (${WARMUP} + 
 
 echo "==> BENCHMARKS.md"
 "$CARGO_TARGET_DIR/release/bench-report" \
-  --results "$out_dir/loadgen.json" \
+  --results "$out_dir/loadgen.json" "$out_dir/ab.json" \
   --criterion "$CARGO_TARGET_DIR/criterion" \
   --out BENCHMARKS.md --chart benchmarks.svg \
   --note "${BENCH_NOTE:-}"

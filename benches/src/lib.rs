@@ -60,6 +60,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod ab;
 pub mod chart;
 pub mod child;
 pub mod criterion;

@@ -108,4 +108,7 @@ pub struct RunFile {
     pub client_threads: usize,
     /// Every point, in the order measured.
     pub points: Vec<PointResult>,
+    /// Interleaved A/B micro comparisons (`loadgen ab`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ab: Vec<crate::ab::AbResult>,
 }

@@ -19,7 +19,7 @@ use mtls_benches::result::RunFile;
     about = "write BENCHMARKS.md from loadgen and criterion results"
 )]
 struct Cli {
-    /// loadgen JSON files (points are taken in order).
+    /// loadgen JSON files (`loadgen run` points, in order, and `loadgen ab` comparisons).
     #[arg(long, num_args = 1..)]
     results: Vec<PathBuf>,
     /// criterion's output directory (`<target>/criterion`).
@@ -59,6 +59,7 @@ fn main() -> ExitCode {
             input.command = run.command.clone();
         }
         input.points.extend(run.points);
+        input.ab.extend(run.ab);
     }
     if let Some(dir) = &cli.criterion {
         input.estimates = mtls_benches::criterion::read_estimates(dir);
@@ -77,9 +78,10 @@ fn main() -> ExitCode {
     match written {
         Ok(()) => {
             eprintln!(
-                "bench-report: wrote {} ({} points, {} criterion estimates)",
+                "bench-report: wrote {} ({} points, {} A/B comparisons, {} criterion estimates)",
                 cli.out.display(),
                 input.points.len(),
+                input.ab.len(),
                 input.estimates.len()
             );
             ExitCode::SUCCESS

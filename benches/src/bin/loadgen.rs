@@ -30,6 +30,19 @@ struct Cli {
 enum Cmd {
     /// Measure scenarios and write the results as JSON.
     Run(RunArgs),
+    /// Interleaved A/B comparisons: JWT validation vs raw jsonwebtoken (ES256, RS256, no
+    /// cache), leaf issuance vs raw rcgen.
+    Ab {
+        /// Rounds (each: one batch of ours, one of the baseline).
+        #[arg(long, default_value_t = 40)]
+        rounds: usize,
+        /// Time per batch.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "25ms")]
+        batch_time: Duration,
+        /// Write the JSON here (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// (internal) The mtls-core handshake server of the `handshake` scenario.
     #[command(hide = true)]
     ServeHandshake {
@@ -96,6 +109,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::Run(args) => run(args),
+        Cmd::Ab {
+            rounds,
+            batch_time,
+            out,
+        } => ab(rounds, batch_time, out),
         Cmd::ServeHandshake { dir, threads } => serve_handshake(dir, threads),
         Cmd::ServeBookstore {
             dir,
@@ -175,7 +193,7 @@ fn run(args: RunArgs) -> Result<(), Error> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         client_threads,
-        points: Vec::new(),
+        ..RunFile::default()
     };
     if scenarios.contains(&Scenario::Handshake) {
         file.points
@@ -190,11 +208,38 @@ fn run(args: RunArgs) -> Result<(), Error> {
         file.points
             .extend(rt.block_on(mesh::run_mesh(&opts, &mesh_scenarios))?);
     }
-    let json = serde_json::to_string_pretty(&file).map_err(|e| Error::Io {
+    write_json(&file, args.out)
+}
+
+fn ab(rounds: usize, batch_time: Duration, out: Option<PathBuf>) -> Result<(), Error> {
+    let results = mtls_benches::ab::all(rounds, batch_time)?;
+    for r in &results {
+        eprintln!(
+            "{}: {} {:.2} µs vs {} {:.2} µs — speed ratio {:.3} (rounds {:.3}..{:.3})",
+            r.name,
+            r.ours,
+            r.ours_ns / 1000.0,
+            r.baseline,
+            r.baseline_ns / 1000.0,
+            r.speed_ratio,
+            r.ratio_range.0,
+            r.ratio_range.1
+        );
+    }
+    let file = RunFile {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ab: results,
+        ..RunFile::default()
+    };
+    write_json(&file, out)
+}
+
+fn write_json(file: &RunFile, out: Option<PathBuf>) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(file).map_err(|e| Error::Io {
         context: "serializing results".into(),
         source: e.into(),
     })?;
-    match args.out {
+    match out {
         Some(path) => std::fs::write(&path, json).map_err(|source| Error::Io {
             context: format!("writing {}", path.display()),
             source,
