@@ -105,8 +105,28 @@ struct RunArgs {
     quiet: bool,
 }
 
+/// Server children exit when the load generator that started them is gone (killed with
+/// SIGKILL, its destructors never ran): they notice being re-parented.
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(0);
+            }
+        }
+    });
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Cmd::ServeHandshake { .. } | Cmd::ServeBookstore { .. }
+    ) {
+        exit_with_parent();
+    }
     let outcome = match cli.command {
         Cmd::Run(args) => run(args),
         Cmd::Ab {
