@@ -49,11 +49,14 @@ impl SvidFiles {
 /// assert_eq!(token.split('.').count(), 3);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// Another process reads the same directory with [`MeshPki::open`].
 #[derive(Debug)]
 pub struct MeshPki {
     dir: PathBuf,
     policy: MeshPolicy,
-    intermediate: CertificateAuthority,
+    /// `None` when opened: the intermediate's key is never written.
+    intermediate: Option<CertificateAuthority>,
     bundle: PathBuf,
     server: SvidFiles,
     client: SvidFiles,
@@ -124,7 +127,81 @@ impl MeshPki {
         Ok(Self {
             dir,
             policy: policy.clone(),
-            intermediate,
+            intermediate: Some(intermediate),
+            bundle,
+            server,
+            client,
+            intruder,
+            jwt_key,
+            jwks,
+            jwks_path,
+        })
+    }
+
+    /// Opens the PKI that [`MeshPki::create`] wrote into `dir` for `policy` (e.g. in
+    /// another process): reads the trust bundle, the three SVIDs, the JWKS and the JWT
+    /// signing key. The intermediate CA's key is never written, so an opened PKI has no
+    /// [`issuing_ca`](MeshPki::issuing_ca); everything else works as after `create`.
+    ///
+    /// A missing directory or file is an [`Error::File`] naming the path.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let policy = bookstore::MeshPolicy::bookstore();
+    /// let created = bookstore::MeshPki::create(dir.path(), &policy)?;
+    /// let opened = bookstore::MeshPki::open(dir.path(), &policy)?;
+    /// assert_eq!(opened.jwks_json(), created.jwks_json());
+    /// assert_eq!(opened.server().cert, created.server().cert);
+    /// opened.server_config()?;
+    /// assert!(opened.issuing_ca().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(dir: impl AsRef<Path>, policy: &MeshPolicy) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let read = |name: &str, what: &str| -> Result<(PathBuf, String)> {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path)
+                .map(|text| (path.clone(), text))
+                .map_err(|e| Error::file(format!("reading {what}"), &path, e))
+        };
+        let svid = |name: &str, id: &SpiffeId| -> Result<SvidFiles> {
+            let (cert, _) = read(&format!("{name}.pem"), &format!("the SVID of {id}"))?;
+            let (key, _) = read(&format!("{name}-key.pem"), &format!("the key of {id}"))?;
+            Ok(SvidFiles {
+                id: id.clone(),
+                cert,
+                key,
+            })
+        };
+        if !dir.is_dir() {
+            return Err(Error::file(
+                "opening PKI directory",
+                &dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+            ));
+        }
+        let (bundle, _) = read("bundle.pem", "the trust bundle")?;
+        let server = svid("bookstore", &policy.server_id)?;
+        let client_id = policy
+            .allowed_clients
+            .first()
+            .ok_or_else(|| Error::Config("the policy allows no client".into()))?;
+        let client = svid("client", client_id)?;
+        let intruder_id = SpiffeId::new(INTRUDER_ID)
+            .map_err(|e| Error::Config(format!("intruder ID {INTRUDER_ID}: {e}")))?;
+        let intruder = svid("intruder", &intruder_id)?;
+        let (jwks_path, jwks) = read("jwks.json", "the JWKS")?;
+        let (key_path, key_pem) = read("jwt-signing-key.pem", "the JWT signing key")?;
+        let jwt_key = SigningKey::from_pem(&key_pem).map_err(|e| {
+            Error::jwt(
+                format!("loading the JWT signing key {}", key_path.display()),
+                e,
+            )
+        })?;
+        Ok(Self {
+            dir,
+            policy: policy.clone(),
+            intermediate: None,
             bundle,
             server,
             client,
@@ -160,9 +237,10 @@ impl MeshPki {
         &self.intruder
     }
 
-    /// The intermediate CA, to issue more SVIDs (e.g. short-lived ones for an agent).
-    pub fn issuing_ca(&self) -> &CertificateAuthority {
-        &self.intermediate
+    /// The intermediate CA, to issue more SVIDs (e.g. short-lived ones for an agent);
+    /// `None` for a PKI from [`MeshPki::open`] (the CA's key is never written).
+    pub fn issuing_ca(&self) -> Option<&CertificateAuthority> {
+        self.intermediate.as_ref()
     }
 
     /// The JWKS document (the public half of the signing key).
@@ -252,4 +330,67 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<()> {
         mtls_certs::write_file(path, contents)
     };
     result.map_err(|e| Error::pki(format!("writing {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_reads_what_create_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = MeshPolicy::bookstore();
+        let created = MeshPki::create(dir.path(), &policy).unwrap();
+        let opened = MeshPki::open(dir.path(), &policy).unwrap();
+        assert_eq!(opened.client().id, created.client().id);
+        assert_eq!(opened.intruder().key, created.intruder().key);
+        // A token minted by the opened PKI validates against the created one's JWKS.
+        let token = opened.token(&policy.audience).unwrap();
+        let validator = policy
+            .validator(mtls_jwt::JwksSource::inline(created.jwks_json().to_owned()))
+            .unwrap();
+        validator.validate_now(&token).unwrap();
+        opened.client_config(opened.client()).unwrap();
+    }
+
+    #[test]
+    fn open_missing_dir_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-mesh");
+        let err = MeshPki::open(&missing, &MeshPolicy::bookstore()).unwrap_err();
+        assert!(
+            matches!(&err, Error::File { path, .. } if path == &missing),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no-such-mesh"), "{err}");
+    }
+
+    #[test]
+    fn open_missing_file_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = MeshPolicy::bookstore();
+        MeshPki::create(dir.path(), &policy).unwrap();
+        for name in ["bundle.pem", "client-key.pem", "jwt-signing-key.pem"] {
+            let path = dir.path().join(name);
+            let saved = std::fs::read(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let err = MeshPki::open(dir.path(), &policy).unwrap_err();
+            assert!(
+                matches!(&err, Error::File { path: p, .. } if p == &path),
+                "{err}"
+            );
+            assert!(err.to_string().contains(name), "{err}");
+            std::fs::write(&path, saved).unwrap();
+        }
+    }
+
+    #[test]
+    fn open_bad_signing_key_is_a_jwt_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = MeshPolicy::bookstore();
+        MeshPki::create(dir.path(), &policy).unwrap();
+        std::fs::write(dir.path().join("jwt-signing-key.pem"), "not a key").unwrap();
+        let err = MeshPki::open(dir.path(), &policy).unwrap_err();
+        assert!(err.to_string().contains("jwt-signing-key.pem"), "{err}");
+    }
 }

@@ -62,6 +62,13 @@ pub struct MeshPolicy {
     pub audience: String,
     /// Lifetime of the tokens the mesh mints.
     pub token_ttl: Duration,
+    /// How many verified tokens the server side remembers (default 100; 0: none).
+    ///
+    /// Both server paths use it, so they do the same work per request: the proxyless
+    /// [`validator`](MeshPolicy::validator) (mtls-jwt caches verified tokens by default) and
+    /// the Envoy server sidecar's `jwt_authn` provider as `jwt_cache_config` (Envoy caches
+    /// nothing unless that is set).
+    pub jwt_cache_size: usize,
 }
 
 impl MeshPolicy {
@@ -76,6 +83,7 @@ impl MeshPolicy {
             issuer: ISSUER.to_owned(),
             audience: AUDIENCE.to_owned(),
             token_ttl: Duration::from_secs(3600),
+            jwt_cache_size: 100,
         }
     }
 
@@ -103,12 +111,14 @@ impl MeshPolicy {
             .map_err(|e| Error::tonic("JWT rules", e))
     }
 
-    /// A validator for the mesh's tokens over `jwks`.
+    /// A validator for the mesh's tokens over `jwks`, remembering up to
+    /// [`jwt_cache_size`](MeshPolicy::jwt_cache_size) verified tokens.
     pub fn validator(&self, jwks: JwksSource) -> Result<Validator> {
         Validator::builder()
             .jwks(jwks)
             .issuer(self.issuer.clone())
             .audience(self.audience.clone())
+            .token_cache(self.jwt_cache_size)
             .build()
             .map_err(|e| Error::jwt("JWT validator", e))
     }

@@ -344,10 +344,16 @@ impl ServerSidecar {
     /// let hcm = &chain["filters"][0]["typed_config"];
     /// let jwt = &hcm["http_filters"][0]["typed_config"]["providers"]["bookstore"];
     /// assert_eq!(jwt["audiences"][0], bookstore::AUDIENCE);
+    /// // Verified tokens are cached, as by the proxyless side's validator.
+    /// assert_eq!(jwt["jwt_cache_config"]["jwt_cache_size"], 100);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// The `jwt_authn` provider gets `jwt_cache_config` of
+    /// [`MeshPolicy::jwt_cache_size`] entries (left out when 0: Envoy then caches nothing),
+    /// so the sidecar and mtls-jwt's validator do the same work per request.
     pub fn bootstrap(&self, policy: &MeshPolicy) -> Value {
-        let jwt_authn = json!({
+        let mut jwt_authn = json!({
             "name": "envoy.filters.http.jwt_authn",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
@@ -366,6 +372,10 @@ impl ServerSidecar {
                 ],
             },
         });
+        if policy.jwt_cache_size > 0 {
+            jwt_authn["typed_config"]["providers"]["bookstore"]["jwt_cache_config"] =
+                json!({ "jwt_cache_size": policy.jwt_cache_size });
+        }
         let xfcc = json!({
             "forward_client_cert_details": "SANITIZE_SET",
             "set_current_client_cert_details": { "uri": true },

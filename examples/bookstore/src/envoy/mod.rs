@@ -17,4 +17,4 @@ pub use config::{
     CertSource, ClientSidecar, JwksRef, SDS_CLUSTER, STAT_PREFIX_INBOUND, STAT_PREFIX_OUTBOUND,
     ServerSidecar,
 };
-pub use process::{EnvoyProcess, find_envoy};
+pub use process::{EnvoyOptions, EnvoyProcess, find_envoy};

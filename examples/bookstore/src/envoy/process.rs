@@ -50,6 +50,39 @@ fn is_executable(path: &Path) -> bool {
     }
 }
 
+/// How [`EnvoyProcess::start_with`] runs Envoy. The default is what
+/// [`EnvoyProcess::start`] does: one worker thread.
+///
+/// ```
+/// let options = bookstore::envoy::EnvoyOptions::default().concurrency(4);
+/// assert_eq!(options.worker_threads(), 4);
+/// assert_eq!(bookstore::envoy::EnvoyOptions::default().worker_threads(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvoyOptions {
+    concurrency: usize,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        Self { concurrency: 1 }
+    }
+}
+
+impl EnvoyOptions {
+    /// Sets the number of worker threads (Envoy's `--concurrency`; 0 is taken as 1).
+    pub fn concurrency(mut self, workers: usize) -> Self {
+        self.concurrency = workers.max(1);
+        self
+    }
+
+    /// The number of worker threads.
+    pub fn worker_threads(&self) -> usize {
+        self.concurrency
+    }
+}
+
 /// A running Envoy. Dropping it kills the process (by its PID) and reaps it.
 #[derive(Debug)]
 pub struct EnvoyProcess {
@@ -65,6 +98,17 @@ impl EnvoyProcess {
     /// (`--disable-hot-restart`, one worker thread, log level warning, log in
     /// `dir/<name>.log`), then waits (up to 30 s) until the admin interface reports ready.
     pub async fn start(binary: &Path, name: &str, bootstrap: &Value, dir: &Path) -> Result<Self> {
+        Self::start_with(binary, name, bootstrap, dir, &EnvoyOptions::default()).await
+    }
+
+    /// As [`EnvoyProcess::start`], with `options` (e.g. more worker threads).
+    pub async fn start_with(
+        binary: &Path,
+        name: &str,
+        bootstrap: &Value,
+        dir: &Path,
+        options: &EnvoyOptions,
+    ) -> Result<Self> {
         let file_name: String = name
             .chars()
             .map(|c| {
@@ -94,7 +138,9 @@ impl EnvoyProcess {
             .arg("--disable-hot-restart")
             .arg("--admin-address-path")
             .arg(&admin_path)
-            .args(["--concurrency", "1", "-l", "warning"])
+            .arg("--concurrency")
+            .arg(options.concurrency.to_string())
+            .args(["-l", "warning"])
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)
