@@ -170,46 +170,52 @@ pub fn client_config_for(
 /// `echo` network filter. (`direct_response` would be the obvious choice, but it writes and
 /// closes as the connection is created, which races the TLS handshake: measured, most
 /// connections ended in "handshake eof".)
-pub fn envoy_bootstrap(files: &HandshakeFiles, port: u16) -> String {
+pub fn envoy_bootstrap(files: &HandshakeFiles, port: u16) -> serde_json::Value {
     let p = |path: &Path| path.display().to_string();
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-static_resources:
-  listeners:
-  - name: handshake
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.echo
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          disable_stateless_session_resumption: true
-          disable_stateful_session_resumption: true
-          common_tls_context:
-            tls_params:
-              tls_minimum_protocol_version: TLSv1_3
-              tls_maximum_protocol_version: TLSv1_3
-            alpn_protocols: ["h2"]
-            tls_certificates:
-            - certificate_chain: {{ filename: "{cert}" }}
-              private_key: {{ filename: "{key}" }}
-            validation_context:
-              trusted_ca: {{ filename: "{ca}" }}
-              match_typed_subject_alt_names:
-              - san_type: URI
-                matcher: {{ prefix: "{prefix}" }}
-"#,
-        cert = p(&files.server_cert),
-        key = p(&files.server_key),
-        ca = p(&files.ca),
-        prefix = CLIENT_URI_PREFIX,
-    )
+    serde_json::json!({
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": {
+            "listeners": [{
+                "name": "handshake",
+                "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+                "filter_chains": [{
+                    "filters": [{
+                        "name": "envoy.filters.network.echo",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo",
+                        },
+                    }],
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.tls",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                            "require_client_certificate": true,
+                            "disable_stateless_session_resumption": true,
+                            "disable_stateful_session_resumption": true,
+                            "common_tls_context": {
+                                "tls_params": {
+                                    "tls_minimum_protocol_version": "TLSv1_3",
+                                    "tls_maximum_protocol_version": "TLSv1_3",
+                                },
+                                "alpn_protocols": ["h2"],
+                                "tls_certificates": [{
+                                    "certificate_chain": { "filename": p(&files.server_cert) },
+                                    "private_key": { "filename": p(&files.server_key) },
+                                }],
+                                "validation_context": {
+                                    "trusted_ca": { "filename": p(&files.ca) },
+                                    "match_typed_subject_alt_names": [{
+                                        "san_type": "URI",
+                                        "matcher": { "prefix": CLIENT_URI_PREFIX },
+                                    }],
+                                },
+                            },
+                        },
+                    },
+                }],
+            }],
+        },
+    })
 }
 
 /// Serves handshakes on `listener` forever: each accepted connection is handshaken with

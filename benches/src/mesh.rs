@@ -8,7 +8,7 @@
 //! then `envoy` (then `plain-tonic`, at 3 replicas or the first count) are measured.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,32 +40,6 @@ pub enum ReplicaMode {
     TonicTls,
 }
 
-/// The PKI files a replica process reads from the mesh directory (the layout
-/// [`MeshPki::create`] writes).
-#[derive(Clone, Debug)]
-pub struct MeshFiles {
-    /// Trust bundle.
-    pub bundle: PathBuf,
-    /// The bookstore's chain.
-    pub server_cert: PathBuf,
-    /// The bookstore's key.
-    pub server_key: PathBuf,
-    /// The JWKS.
-    pub jwks: PathBuf,
-}
-
-impl MeshFiles {
-    /// The files in `dir`.
-    pub fn in_dir(dir: &Path) -> Self {
-        Self {
-            bundle: dir.join("bundle.pem"),
-            server_cert: dir.join("bookstore.pem"),
-            server_key: dir.join("bookstore-key.pem"),
-            jwks: dir.join("jwks.json"),
-        }
-    }
-}
-
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_owned(),
@@ -86,8 +60,9 @@ pub async fn serve_replica(
     name: &str,
 ) -> Result<()> {
     use std::io::Write;
-    let files = MeshFiles::in_dir(dir);
     let policy = MeshPolicy::bookstore();
+    // The mesh's PKI, as the load generator's `MeshPki::create` wrote it.
+    let pki = MeshPki::open(dir, &policy).map_err(bs)?;
     let service = bookstore::BookstoreService::new(bookstore::Store::seeded(), name).map_err(bs)?;
     let listener = bookstore::server::bind(listen, mode == ReplicaMode::Plaintext)
         .await
@@ -100,25 +75,11 @@ pub async fn serve_replica(
     match mode {
         ReplicaMode::Mtls | ReplicaMode::Plaintext => {
             let security = if mode == ReplicaMode::Mtls {
-                // MeshPki::server_config, from the files (this process did not create them).
-                let identity = Arc::new(
-                    mtls_core::Identity::from_pem_files(&files.server_cert, &files.server_key)
-                        .map_err(|e| Error::Pki(e.to_string()))?,
-                );
-                let trust = Arc::new(
-                    mtls_core::TrustBundle::spiffe()
-                        .with_domain_pem(policy.trust_domain.clone(), read(&files.bundle)?)
-                        .map_err(|e| Error::Pki(e.to_string()))?,
-                );
-                let tls = mtls_core::ServerConfigBuilder::new(identity, trust)
-                    .authorize(policy.server_authorizer())
-                    .build()
-                    .map_err(|e| Error::Pki(e.to_string()))?;
                 let validator = policy
-                    .validator(mtls_jwt::JwksSource::inline(read(&files.jwks)?))
+                    .validator(mtls_jwt::JwksSource::inline(pki.jwks_json().to_owned()))
                     .map_err(bs)?;
                 bookstore::Security::Mtls {
-                    tls: Arc::new(tls),
+                    tls: Arc::new(pki.server_config().map_err(bs)?),
                     policy: policy.method_policy().map_err(bs)?,
                     jwt: Some((validator, policy.jwt_rules().map_err(bs)?)),
                 }
@@ -131,8 +92,8 @@ pub async fn serve_replica(
         }
         ReplicaMode::TonicTls => {
             let identity = tonic::transport::Identity::from_pem(
-                read(&files.server_cert)?,
-                read(&files.server_key)?,
+                read(&pki.server().cert)?,
+                read(&pki.server().key)?,
             );
             let mut server = tonic::transport::Server::builder()
                 .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
@@ -255,44 +216,6 @@ fn spawn_replica(
     Ok(child)
 }
 
-/// The `envoy` scenario's bootstrap for a server sidecar, with Envoy's JWT cache turned on
-/// (100 entries — the size of mtls-jwt's default cache, which the proxyless replicas use;
-/// Envoy's `jwt_authn` caches nothing unless `jwt_cache_config` is set).
-fn server_sidecar_bootstrap(sidecar: &ServerSidecar, policy: &MeshPolicy) -> serde_json::Value {
-    let mut bootstrap = sidecar.bootstrap(policy);
-    for listener in bootstrap["static_resources"]["listeners"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-    {
-        for chain in listener["filter_chains"]
-            .as_array_mut()
-            .into_iter()
-            .flatten()
-        {
-            for filter in chain["filters"].as_array_mut().into_iter().flatten() {
-                for http in filter["typed_config"]["http_filters"]
-                    .as_array_mut()
-                    .into_iter()
-                    .flatten()
-                {
-                    if http["name"] == "envoy.filters.http.jwt_authn" {
-                        for provider in http["typed_config"]["providers"]
-                            .as_object_mut()
-                            .into_iter()
-                            .flat_map(|m| m.values_mut())
-                        {
-                            provider["jwt_cache_config"] =
-                                serde_json::json!({ "jwt_cache_size": 100 });
-                        }
-                    }
-                }
-            }
-        }
-    }
-    bootstrap
-}
-
 /// The processes of one `envoy` mesh: replicas, their sidecars, the client sidecar.
 struct EnvoyMesh {
     replicas: Vec<ChildProcess>,
@@ -408,13 +331,16 @@ impl Mesh<'_> {
                 self.pki.jwks_json().to_owned(),
                 server_certs.clone(),
             );
-            sidecars.push(Envoy::start(
-                &format!("envoy-server-{}", i + 1),
-                Role::ServerProxy,
-                &dir,
-                &server_sidecar_bootstrap(&sidecar, &self.policy).to_string(),
-                self.opts.server_threads,
-            )?);
+            sidecars.push(
+                Envoy::start(
+                    &format!("envoy-server-{}", i + 1),
+                    Role::ServerProxy,
+                    &dir,
+                    &sidecar.bootstrap(&self.policy),
+                    self.opts.server_threads,
+                )
+                .await?,
+            );
         }
         let listen = SocketAddr::from(([127, 0, 0, 1], crate::scenario::free_port()?));
         let mut client = ClientSidecar::new(
@@ -431,9 +357,10 @@ impl Mesh<'_> {
             "envoy-client",
             Role::ClientProxy,
             &dir,
-            &client.bootstrap(&self.policy).to_string(),
+            &client.bootstrap(&self.policy),
             self.opts.server_threads,
-        )?;
+        )
+        .await?;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{listen}"))
             .map_err(|e| Error::Pki(e.to_string()))?
             .connect_lazy();

@@ -154,7 +154,8 @@ pub async fn run_handshake(opts: &RunOptions) -> Result<Vec<PointResult>> {
         &opts.dir,
         &handshake::envoy_bootstrap(&files, port),
         opts.server_threads,
-    )?;
+    )
+    .await?;
     let envoy_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
 
     let mut out = Vec::new();
