@@ -6,7 +6,6 @@
 
 mod support;
 
-use hyper_util::rt::TokioIo;
 use mtls_agent::SECRET_TYPE_URL;
 use mtls_agent::pb::envoy::config::core::v3::{Node, data_source};
 use mtls_agent::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
@@ -18,19 +17,7 @@ use support::*;
 async fn sds_client(
     socket: std::path::PathBuf,
 ) -> SecretDiscoveryServiceClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
-    SecretDiscoveryServiceClient::new(channel)
+    SecretDiscoveryServiceClient::new(unix_channel(socket).await)
 }
 
 fn request(node: &str, names: &[&str]) -> DiscoveryRequest {

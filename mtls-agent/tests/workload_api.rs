@@ -7,7 +7,6 @@ mod support;
 
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use mtls_agent::pb::workload::{
     X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient,
 };
@@ -17,19 +16,7 @@ use support::*;
 async fn raw_client(
     socket: std::path::PathBuf,
 ) -> SpiffeWorkloadApiClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
-    SpiffeWorkloadApiClient::new(channel)
+    SpiffeWorkloadApiClient::new(unix_channel(socket).await)
 }
 
 #[tokio::test]

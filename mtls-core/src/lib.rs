@@ -138,7 +138,8 @@ pub use string_matcher::StringMatcher;
 pub use trust::TrustBundle;
 #[cfg(feature = "workload-api")]
 pub use workload::{
-    DEFAULT_STARTUP_TIMEOUT, SPIFFE_ENDPOINT_SOCKET, WorkloadApiSource, WorkloadApiSourceBuilder,
+    DEFAULT_STARTUP_TIMEOUT, SPIFFE_ENDPOINT_SOCKET, WorkloadApiEndpoint, WorkloadApiSource,
+    WorkloadApiSourceBuilder,
 };
 
 /// Re-exported so callers can name SPIFFE IDs without another dependency line.

@@ -155,20 +155,8 @@ impl WorkloadApiSourceBuilder {
     /// # }
     /// ```
     pub async fn connect(self) -> Result<WorkloadApiSource> {
-        let endpoint = match self.endpoint {
-            Some(e) => normalize_endpoint(&e),
-            None => match std::env::var(SPIFFE_ENDPOINT_SOCKET) {
-                Ok(e) if !e.trim().is_empty() => normalize_endpoint(e.trim()),
-                _ => {
-                    return Err(Error::WorkloadApi {
-                        endpoint: format!("${SPIFFE_ENDPOINT_SOCKET}"),
-                        reason: format!(
-                            "{SPIFFE_ENDPOINT_SOCKET} is not set; set it to unix:///path/to/agent.sock or pass an endpoint"
-                        ),
-                    });
-                }
-            },
-        };
+        let address = WorkloadApiEndpoint::resolve(self.endpoint.as_deref())?;
+        let endpoint = address.as_str().to_owned();
         let mut builder = X509Source::builder()
             .endpoint(&endpoint)
             .initial_sync_timeout(self.startup_timeout)
@@ -180,12 +168,7 @@ impl WorkloadApiSourceBuilder {
         let source = match built {
             Ok(s) => s,
             Err(e) => {
-                let socket = socket_path(&endpoint);
-                let state = match &socket {
-                    Some(p) if !p.exists() => format!("; socket {} does not exist", p.display()),
-                    Some(p) => format!("; socket {} exists but gave no SVID", p.display()),
-                    None => String::new(),
-                };
+                let state = address.socket_state("SVID");
                 let which = self
                     .spiffe_id
                     .as_ref()
@@ -285,11 +268,44 @@ fn identity_from_svid(svid: &X509Svid) -> std::result::Result<Identity, String> 
 }
 
 /// `unix:///p`, `unix:/p`, `tcp://...` stay; a bare path becomes `unix://<abs path>`.
-fn normalize_endpoint(e: &str) -> String {
-    if e.contains("://") || e.starts_with("unix:") {
-        e.to_owned()
-    } else {
-        let path = Path::new(e);
+/// A Workload API address as the `spiffe` crate takes it: what the caller gave, or
+/// `$SPIFFE_ENDPOINT_SOCKET`; a bare filesystem path becomes `unix://<absolute path>`.
+/// Every Workload API client here (X509-SVIDs, JWT-SVIDs) resolves its address this way.
+///
+/// ```
+/// use mtls_core::WorkloadApiEndpoint;
+///
+/// let e = WorkloadApiEndpoint::resolve(Some("/run/agent.sock"))?;
+/// assert_eq!(e.as_str(), "unix:///run/agent.sock");
+/// assert_eq!(WorkloadApiEndpoint::resolve(Some("tcp://127.0.0.1:8081"))?.as_str(), "tcp://127.0.0.1:8081");
+/// assert!(e.socket_state("SVID").contains("/run/agent.sock does not exist"));
+/// # Ok::<(), mtls_core::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadApiEndpoint(String);
+
+impl WorkloadApiEndpoint {
+    /// `given`, else `$SPIFFE_ENDPOINT_SOCKET`; [`Error::WorkloadApi`] naming the variable
+    /// when neither is set.
+    pub fn resolve(given: Option<&str>) -> Result<Self> {
+        let raw = match given {
+            Some(e) => e.to_owned(),
+            None => match std::env::var(SPIFFE_ENDPOINT_SOCKET) {
+                Ok(e) if !e.trim().is_empty() => e.trim().to_owned(),
+                _ => {
+                    return Err(Error::WorkloadApi {
+                        endpoint: format!("${SPIFFE_ENDPOINT_SOCKET}"),
+                        reason: format!(
+                            "{SPIFFE_ENDPOINT_SOCKET} is not set; set it to unix:///path/to/agent.sock or pass an endpoint"
+                        ),
+                    });
+                }
+            },
+        };
+        if raw.contains("://") || raw.starts_with("unix:") {
+            return Ok(Self(raw));
+        }
+        let path = Path::new(&raw);
         let abs = if path.is_absolute() {
             path.to_path_buf()
         } else {
@@ -297,14 +313,35 @@ fn normalize_endpoint(e: &str) -> String {
                 .map(|d| d.join(path))
                 .unwrap_or_else(|_| path.to_path_buf())
         };
-        format!("unix://{}", abs.display())
+        Ok(Self(format!("unix://{}", abs.display())))
+    }
+
+    /// The address, e.g. `unix:///run/agent.sock`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The Unix socket's path, for a `unix:` address.
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        let rest = self.0.strip_prefix("unix:")?;
+        Some(PathBuf::from(rest.strip_prefix("//").unwrap_or(rest)))
+    }
+
+    /// For error messages: `"; socket <path> does not exist"` or `"; socket <path> exists
+    /// but gave no <what>"` (empty for a non-Unix address).
+    pub fn socket_state(&self, what: &str) -> String {
+        match self.socket_path() {
+            Some(p) if !p.exists() => format!("; socket {} does not exist", p.display()),
+            Some(p) => format!("; socket {} exists but gave no {what}", p.display()),
+            None => String::new(),
+        }
     }
 }
 
-fn socket_path(endpoint: &str) -> Option<PathBuf> {
-    let rest = endpoint.strip_prefix("unix:")?;
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    Some(PathBuf::from(rest))
+impl fmt::Display for WorkloadApiEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -355,20 +392,22 @@ mod tests {
 
     #[test]
     fn endpoints_are_normalized() {
-        assert_eq!(normalize_endpoint("/run/a.sock"), "unix:///run/a.sock");
+        let e = |s: &str| WorkloadApiEndpoint::resolve(Some(s)).unwrap();
+        assert_eq!(e("/run/a.sock").as_str(), "unix:///run/a.sock");
+        assert_eq!(e("unix:///run/a.sock").as_str(), "unix:///run/a.sock");
+        assert_eq!(e("tcp://127.0.0.1:1").as_str(), "tcp://127.0.0.1:1");
+        let relative = e("run/a.sock");
+        assert!(relative.as_str().starts_with("unix:///"), "{relative}");
+        assert!(relative.as_str().ends_with("/run/a.sock"), "{relative}");
         assert_eq!(
-            normalize_endpoint("unix:///run/a.sock"),
-            "unix:///run/a.sock"
-        );
-        assert_eq!(normalize_endpoint("tcp://127.0.0.1:1"), "tcp://127.0.0.1:1");
-        assert_eq!(
-            socket_path("unix:///run/a.sock").as_deref(),
+            e("unix:///run/a.sock").socket_path().as_deref(),
             Some(Path::new("/run/a.sock"))
         );
         assert_eq!(
-            socket_path("unix:/run/a.sock").as_deref(),
+            e("unix:/run/a.sock").socket_path().as_deref(),
             Some(Path::new("/run/a.sock"))
         );
-        assert_eq!(socket_path("tcp://127.0.0.1:1"), None);
+        assert_eq!(e("tcp://127.0.0.1:1").socket_path(), None);
+        assert_eq!(e("tcp://127.0.0.1:1").socket_state("SVID"), "");
     }
 }

@@ -129,3 +129,19 @@ pub use policy::{
 pub use scenario::{Report, Scenario};
 pub use server::{Security, ServerHandle};
 pub use store::{BookstoreService, Store, caller};
+
+/// Logs to stderr for the bookstore binaries: `RUST_LOG` if set, else `default` (e.g.
+/// `"warn"`), so the binaries' own output on stdout stays readable.
+///
+/// ```
+/// bookstore::init_logging("error");
+/// ```
+pub fn init_logging(default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    // A second call (tests, embedding) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

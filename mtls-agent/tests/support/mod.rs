@@ -231,3 +231,19 @@ pub fn serial_of_der(der: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// A tonic channel over the agent's Unix socket at `socket`.
+pub async fn unix_channel(socket: PathBuf) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}

@@ -5,14 +5,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use mtls_core::WorkloadApiEndpoint;
 use spiffe::{JwtSvid, SpiffeId, WorkloadApiClient};
 use tokio::task::JoinHandle;
 
 use super::bearer::TokenSource;
 use crate::{Error, Result};
-
-/// The environment variable naming the Workload API endpoint.
-const SPIFFE_ENDPOINT_SOCKET: &str = "SPIFFE_ENDPOINT_SOCKET";
 
 /// JWT-SVIDs for an audience from the Workload API's `FetchJWTSVID`, cached until near
 /// expiry: a background task fetches a fresh token at half of the current one's remaining
@@ -116,17 +114,9 @@ impl WorkloadJwtTokenBuilder {
                 "a JWT-SVID needs at least one audience; none was given".to_owned(),
             ));
         }
-        let endpoint = match self.endpoint {
-            Some(e) => normalize_endpoint(&e),
-            None => match std::env::var(SPIFFE_ENDPOINT_SOCKET) {
-                Ok(e) if !e.trim().is_empty() => normalize_endpoint(e.trim()),
-                _ => {
-                    return Err(Error::Token(format!(
-                        "Workload API: {SPIFFE_ENDPOINT_SOCKET} is not set; set it to unix:///path/to/agent.sock or pass an endpoint"
-                    )));
-                }
-            },
-        };
+        let address = WorkloadApiEndpoint::resolve(self.endpoint.as_deref())
+            .map_err(|e| Error::Token(e.to_string()))?;
+        let endpoint = address.as_str().to_owned();
         let fetcher = Fetcher {
             endpoint: endpoint.clone(),
             audiences: self.audiences.clone(),
@@ -160,7 +150,7 @@ impl WorkloadJwtTokenBuilder {
                     "Workload API at {endpoint}: no JWT-SVID within {:?}: {}{}",
                     self.startup_timeout,
                     lock_str(&last),
-                    socket_state(&endpoint)
+                    address.socket_state("token")
                 )));
             }
         };
@@ -277,26 +267,6 @@ fn lock_str(m: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
 fn expiry_of(svid: &JwtSvid) -> SystemTime {
     let secs = svid.expiry().unix_timestamp();
     SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
-}
-
-fn normalize_endpoint(e: &str) -> String {
-    if e.contains("://") || e.starts_with("unix:") {
-        e.to_owned()
-    } else {
-        format!("unix://{e}")
-    }
-}
-
-fn socket_state(endpoint: &str) -> String {
-    let Some(rest) = endpoint.strip_prefix("unix:") else {
-        return String::new();
-    };
-    let path = std::path::Path::new(rest.strip_prefix("//").unwrap_or(rest));
-    if path.exists() {
-        format!("; socket {} exists but gave no token", path.display())
-    } else {
-        format!("; socket {} does not exist", path.display())
-    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
