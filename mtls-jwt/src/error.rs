@@ -129,6 +129,17 @@ pub enum Error {
         /// The header's `alg`.
         alg: String,
     },
+    /// The JWK named by `kid` is an RSA key shorter than 2048 bits (RFC 7518 §3.3): it was
+    /// refused when the JWKS loaded, so no token it signed is accepted.
+    #[error(
+        "Jwks doesn't have key to match kid or alg from Jwt: the key {kid:?} is an RSA key of {bits} bits, at least 2048 are required"
+    )]
+    WeakKey {
+        /// The header's `kid`.
+        kid: String,
+        /// The modulus size.
+        bits: usize,
+    },
     /// The signature does not verify with the key.
     #[error("Jwt verification fails: bad signature")]
     BadSignature,
@@ -173,6 +184,17 @@ pub enum Error {
         lifetime: i64,
         /// The configured maximum.
         max: u64,
+    },
+    /// With a maximum lifetime configured, `iat` lies in the future (beyond the clock skew),
+    /// which would let the token live longer than `exp - iat` says.
+    #[error("Jwt verification fails: iat {iat} is after now {now} (clock skew {leeway} s)")]
+    IssuedInFuture {
+        /// The token's `iat`.
+        iat: i64,
+        /// The verification time.
+        now: i64,
+        /// The clock skew allowed, seconds.
+        leeway: u64,
     },
     /// `iss` is not one of the configured issuers.
     #[error("Jwt issuer is not configured: presented {presented:?}, expected one of {expected:?}")]
@@ -294,6 +316,7 @@ impl Error {
             | Self::UnknownKid { .. }
             | Self::KeyAlgorithmMismatch { .. }
             | Self::KeyNotForSignature { .. }
+            | Self::WeakKey { .. }
             | Self::NoKeyForAlgorithm { .. } => {
                 "Jwks doesn't have key to match kid or alg from Jwt"
             }
@@ -314,6 +337,7 @@ impl Error {
             | Self::MissingClaim { .. }
             | Self::InvalidClaim { .. }
             | Self::LifetimeTooLong { .. }
+            | Self::IssuedInFuture { .. }
             | Self::ClaimsType { .. } => "Jwt verification fails",
             Self::Config { .. }
             | Self::InvalidKey { .. }

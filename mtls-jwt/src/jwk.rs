@@ -62,6 +62,9 @@ pub(crate) struct VerifyingKey {
     jwk_alg: Option<String>,
     /// `Some(description)` when `use`/`key_ops` say the key is not for verifying signatures.
     not_for_signing: Option<String>,
+    /// `Some(bits)` for an RSA key under 2048 bits: kept so a token naming it is told why,
+    /// never used.
+    weak_rsa_bits: Option<usize>,
     kind: KeyKind,
     /// One parsed key per algorithm the key may verify.
     parsed: Vec<(Algorithm, ParsedPublicKey)>,
@@ -81,6 +84,9 @@ impl VerifyingKey {
     /// Why this key may not verify a token signed with `alg`, if it may not.
     pub(crate) fn refuse(&self, alg: Algorithm) -> Option<Error> {
         let kid = || self.kid.clone().unwrap_or_default();
+        if let Some(bits) = self.weak_rsa_bits {
+            return Some(Error::WeakKey { kid: kid(), bits });
+        }
         if let Some(key_use) = &self.not_for_signing {
             return Some(Error::KeyNotForSignature {
                 kid: kid(),
@@ -135,6 +141,17 @@ impl VerifyingKey {
             ("RSA", _) => {
                 let n = b64("n")?;
                 let e = b64("e")?;
+                let bits = rsa_bits(&n);
+                if bits < MIN_RSA_BITS {
+                    return Ok(Self {
+                        kid,
+                        jwk_alg: text("alg")?.map(str::to_owned),
+                        not_for_signing: None,
+                        weak_rsa_bits: Some(bits),
+                        kind: KeyKind::Rsa,
+                        parsed: Vec::new(),
+                    });
+                }
                 (KeyKind::Rsa, der::encode_rsa_public_key(&n, &e))
             }
             ("EC", Some(crv)) => {
@@ -186,16 +203,45 @@ impl VerifyingKey {
             kid,
             jwk_alg,
             not_for_signing,
+            weak_rsa_bits: None,
             kind,
             parsed,
         })
     }
+
+    /// Why the key can never verify anything, if it cannot.
+    fn unusable(&self) -> Option<String> {
+        let kid = self.kid.as_deref().unwrap_or("");
+        if let Some(bits) = self.weak_rsa_bits {
+            return Some(format!(
+                "key {kid:?} is an RSA key of {bits} bits, at least {MIN_RSA_BITS} are required"
+            ));
+        }
+        self.not_for_signing
+            .as_ref()
+            .map(|u| format!("key {kid:?} is not for signatures ({u})"))
+    }
+}
+
+/// RFC 7518 §3.3: "A key of size 2048 bits or larger MUST be used" with RS*/PS*.
+const MIN_RSA_BITS: usize = 2048;
+
+/// The size of an RSA modulus in bits (leading zero bytes and bits not counted).
+fn rsa_bits(n: &[u8]) -> usize {
+    let n = match n.iter().position(|&b| b != 0) {
+        Some(i) => &n[i..],
+        None => return 0,
+    };
+    (n.len() - 1) * 8 + (8 - n[0].leading_zeros() as usize)
 }
 
 /// A parsed JWKS (RFC 7517 `{"keys": [...]}`): the verification keys a validator uses.
 ///
 /// Keys that cannot be parsed (unknown key types or curves, bad base64, invalid points,
-/// symmetric `oct` keys) are skipped with a warning; a set left with no key is an error.
+/// symmetric `oct` keys) are skipped with a warning; RSA keys under 2048 bits are refused
+/// (a warning naming the `kid` and size; a token naming such a key fails with
+/// [`Error::WeakKey`]); a set left with no usable key is an error saying why, key by key.
+/// Several keys may share a `kid`: each that fits the token's algorithm is tried.
 /// Keys whose `use` is not `sig` stay in the set so a token naming them fails with
 /// [`Error::KeyNotForSignature`] rather than [`Error::UnknownKid`], but they do not count as
 /// usable keys.
@@ -244,29 +290,35 @@ impl KeySet {
             });
         };
         let mut parsed = Vec::with_capacity(keys.len());
-        let mut skipped = 0usize;
+        // Why each key cannot be used (bounded: only the first few go into the error).
+        let mut refused: Vec<String> = Vec::new();
         for (i, jwk) in keys.iter().enumerate() {
+            let kid = jwk.get("kid").and_then(Value::as_str).unwrap_or("");
             match VerifyingKey::parse(jwk) {
-                Ok(key) => parsed.push(key),
+                Ok(key) => {
+                    if let Some(reason) = key.unusable() {
+                        tracing::warn!(index = i, kid, %reason, "a JWK that cannot verify tokens");
+                        refused.push(reason);
+                    }
+                    parsed.push(key);
+                }
                 Err(reason) => {
-                    skipped += 1;
-                    let kid = jwk.get("kid").and_then(Value::as_str).unwrap_or("");
                     tracing::warn!(index = i, kid, %reason, "skipping a JWK that cannot be used");
+                    refused.push(format!("key {kid:?}: {reason}"));
                 }
             }
         }
-        let usable = parsed
-            .iter()
-            .filter(|k| k.not_for_signing.is_none())
-            .count();
-        if usable == 0 {
-            return Err(Error::EmptyJwks {
-                reason: format!(
-                    "{} keys, {skipped} skipped, {} not for signatures",
-                    keys.len(),
-                    parsed.len()
-                ),
-            });
+        if parsed.iter().all(|k| k.unusable().is_some()) {
+            const SHOWN: usize = 4;
+            let mut reason = format!("{} keys, none usable", keys.len());
+            for r in refused.iter().take(SHOWN) {
+                reason.push_str("; ");
+                reason.push_str(r);
+            }
+            if refused.len() > SHOWN {
+                reason.push_str(&format!("; and {} more", refused.len() - SHOWN));
+            }
+            return Err(Error::EmptyJwks { reason });
         }
         Ok(Self {
             keys: parsed,
@@ -304,13 +356,19 @@ impl KeySet {
     ) -> Result<()> {
         match kid {
             Some(kid) => {
+                // `kid` need not be unique (RFC 7517 §4.5 only says SHOULD when keys share a
+                // `kty`): try every key of that `kid` that fits the algorithm, as Envoy does.
                 let mut refusal = None;
+                let mut tried = false;
                 for key in self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)) {
                     match key.refuse(alg) {
                         None if key.verify(alg, message, signature) => return Ok(()),
-                        None => return Err(Error::BadSignature),
+                        None => tried = true,
                         Some(e) => refusal = refusal.or(Some(e)),
                     }
+                }
+                if tried {
+                    return Err(Error::BadSignature);
                 }
                 Err(refusal.unwrap_or_else(|| Error::UnknownKid {
                     kid: kid.to_owned(),

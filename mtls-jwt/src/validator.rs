@@ -168,7 +168,9 @@ impl ValidatorBuilder {
         self
     }
 
-    /// Refuses tokens living longer than `max` (`exp - iat`, or `exp - now` without `iat`).
+    /// Refuses tokens living longer than `max`: `exp` minus the earlier of `iat` and now
+    /// (now without `iat`). A token whose `iat` lies beyond now + clock skew is refused
+    /// ([`Error::IssuedInFuture`]), so a future `iat` cannot stretch the lifetime.
     pub fn max_lifetime(mut self, max: Duration) -> Self {
         self.max_lifetime = Some(max);
         self
@@ -192,8 +194,10 @@ impl ValidatorBuilder {
         self
     }
 
-    /// A custom check on the claims, run after every standard check. A refusal is
-    /// [`Error::ClaimCheckFailed`] (403 / PERMISSION_DENIED).
+    /// A custom check on the claims, run after every standard check on every validation —
+    /// also when the token's signature check comes from the verified-token cache (the cache
+    /// holds verified signatures, never verdicts). A refusal is [`Error::ClaimCheckFailed`]
+    /// (403 / PERMISSION_DENIED).
     pub fn check<F>(mut self, name: impl Into<String>, check: F) -> Self
     where
         F: Fn(&Claims) -> std::result::Result<(), String> + Send + Sync + 'static,
@@ -386,6 +390,34 @@ struct Header {
     crit: Option<Vec<String>>,
 }
 
+impl Header {
+    /// The JOSE header: a JSON object (RFC 7515 §5.2) of valid UTF-8. Parsing into a
+    /// `Value` first validates every member (serde skips ignored members unchecked, and
+    /// would fill the struct by position from an array).
+    fn parse(json: &[u8]) -> Result<Self> {
+        let malformed = |reason: String| Error::MalformedHeader { reason };
+        let value: Value = serde_json::from_slice(json).map_err(|e| malformed(e.to_string()))?;
+        if !value.is_object() {
+            return Err(malformed(format!(
+                "the JOSE header must be a JSON object, presented {}",
+                json_kind(&value)
+            )));
+        }
+        serde_json::from_value(value).map_err(|e| malformed(e.to_string()))
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -499,7 +531,10 @@ impl Validator {
             .as_ref()
             .and_then(|k| k.as_ref().map(|l| l.generation))
             .unwrap_or(0);
+        // The cache spares the signature verification and the parsing, never the verdict:
+        // the claim checks (custom ones may depend on time or state) run on every call.
         if let Some(claims) = inner.cache.get(token, generation, now) {
+            self.check_claims(&claims, now)?;
             return Ok(claims);
         }
 
@@ -514,10 +549,7 @@ impl Validator {
         let header_json = b64(h).ok_or_else(|| Error::MalformedHeader {
             reason: "not base64url".into(),
         })?;
-        let header: Header =
-            serde_json::from_slice(&header_json).map_err(|e| Error::MalformedHeader {
-                reason: e.to_string(),
-            })?;
+        let header = Header::parse(&header_json)?;
         let alg: Algorithm = header.alg.parse()?;
         if !inner.algorithms.contains(&alg) {
             return Err(Error::AlgorithmNotAllowed {
@@ -566,7 +598,6 @@ impl Validator {
                 reason: e.to_string(),
             })?;
         let claims = Claims::parse(map, alg, header.kid)?;
-        self.check_claims(&claims, now)?;
         if let Some(exp) = claims.expires_at() {
             inner.cache.insert(
                 token,
@@ -576,6 +607,7 @@ impl Validator {
                 now,
             );
         }
+        self.check_claims(&claims, now)?;
         tracing::trace!(iss = ?claims.issuer(), sub = ?claims.subject(), "token verified");
         Ok(claims)
     }
@@ -646,7 +678,17 @@ impl Validator {
             });
         }
         if let (Some(max), Some(exp)) = (inner.max_lifetime, claims.expires_at()) {
-            let lifetime = exp.saturating_sub(claims.issued_at().unwrap_or(now));
+            // A future `iat` would shrink `exp - iat`: refuse it beyond the skew, and count
+            // the lifetime from the earlier of `iat` and now.
+            let issued = claims.issued_at().unwrap_or(now);
+            if issued > now.saturating_add(leeway) {
+                return Err(Error::IssuedInFuture {
+                    iat: issued,
+                    now,
+                    leeway: leeway as u64,
+                });
+            }
+            let lifetime = exp.saturating_sub(issued.min(now));
             if lifetime > i64::try_from(max).unwrap_or(i64::MAX) {
                 return Err(Error::LifetimeTooLong { lifetime, max });
             }

@@ -1,0 +1,291 @@
+//! Audit findings (issue 13, items 4, 5, 7, 8): a future `iat` cannot stretch
+//! `max_lifetime`, the JOSE header is a JSON object of valid UTF-8, keys sharing a `kid` are
+//! each tried, weak RSA keys are refused when the JWKS loads, and a cache hit still runs the
+//! custom checks.
+// Tests may panic: a failed assertion is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mtls_jwt::{Algorithm, Error, JwksSource, KeySet, SigningKey, TokenSpec, Validator, jwks_json};
+use serde_json::json;
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token with exactly these header and payload bytes, signed by `key`.
+fn signed(key: &SigningKey, header: &[u8], payload: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let signature = key.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", b64(&signature))
+}
+
+fn validator(key: &SigningKey) -> mtls_jwt::ValidatorBuilder {
+    Validator::builder().jwks(JwksSource::inline(jwks_json([key.jwk(None)])))
+}
+
+#[test]
+fn a_future_iat_cannot_stretch_max_lifetime() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let v = validator(&key)
+        .max_lifetime(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let now = now();
+    let mint = |iat: i64, exp: i64| {
+        key.mint(
+            &TokenSpec::new(Duration::from_secs(60))
+                .claim("iat", iat)
+                .claim("nbf", now)
+                .claim("exp", exp),
+        )
+        .unwrap()
+    };
+    // Lives 65 minutes from now; `exp - iat` alone would say 5.
+    let err = v.validate_now(&mint(now + 3600, now + 3900)).unwrap_err();
+    assert!(matches!(err, Error::IssuedInFuture { .. }), "{err}");
+    assert!(err.to_string().contains("iat"), "{err}");
+    assert_eq!(err.http_status(), 401);
+
+    // Within the clock skew `iat` may be ahead, but the lifetime counts from now.
+    let err = v.validate_now(&mint(now + 30, now + 630)).unwrap_err();
+    assert!(
+        matches!(err, Error::LifetimeTooLong { lifetime, max: 600 } if lifetime >= 629),
+        "{err}"
+    );
+    v.validate_now(&mint(now + 30, now + 590)).unwrap();
+    // An old `iat` still counts from `iat`.
+    let err = v.validate_now(&mint(now - 3600, now + 60)).unwrap_err();
+    assert!(matches!(err, Error::LifetimeTooLong { .. }), "{err}");
+}
+
+#[test]
+fn the_jose_header_must_be_a_json_object() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let v = validator(&key).build().unwrap();
+    let payload = json!({"exp": now() + 300}).to_string();
+    // serde would fill `alg` and `kid` by position from an array.
+    let array = json!(["ES256", key.kid()]).to_string();
+    let err = v
+        .validate_now(&signed(&key, array.as_bytes(), payload.as_bytes()))
+        .unwrap_err();
+    assert!(matches!(err, Error::MalformedHeader { .. }), "{err}");
+    assert!(err.to_string().contains("object"), "{err}");
+    for not_object in ["\"ES256\"", "null", "42"] {
+        let err = v
+            .validate_now(&signed(&key, not_object.as_bytes(), payload.as_bytes()))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::MalformedHeader { .. }),
+            "{not_object}: {err}"
+        );
+    }
+    // The well-formed object is accepted.
+    let header = json!({"alg": "ES256", "kid": key.kid()}).to_string();
+    v.validate_now(&signed(&key, header.as_bytes(), payload.as_bytes()))
+        .unwrap();
+}
+
+#[test]
+fn invalid_utf8_in_header_or_payload_is_refused() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let v = validator(&key).build().unwrap();
+    let good_header = json!({"alg": "ES256", "kid": key.kid()}).to_string();
+    let good_payload = json!({"exp": now() + 300}).to_string();
+
+    // An unknown header member whose string is not UTF-8 (0xff never occurs in UTF-8).
+    let mut header = format!(r#"{{"alg":"ES256","kid":"{}","x":""#, key.kid()).into_bytes();
+    header.extend_from_slice(&[0xff, 0xfe]);
+    header.extend_from_slice(b"\"}");
+    let err = v
+        .validate_now(&signed(&key, &header, good_payload.as_bytes()))
+        .unwrap_err();
+    assert!(matches!(err, Error::MalformedHeader { .. }), "{err}");
+
+    // An overlong encoding of '/' (0xc0 0xaf) in a claim.
+    let mut payload = format!(r#"{{"exp":{},"note":""#, now() + 300).into_bytes();
+    payload.extend_from_slice(&[0xc0, 0xaf]);
+    payload.extend_from_slice(b"\"}");
+    let err = v
+        .validate_now(&signed(&key, good_header.as_bytes(), &payload))
+        .unwrap_err();
+    assert!(matches!(err, Error::MalformedPayload { .. }), "{err}");
+
+    // A lone surrogate escape is not a Unicode scalar value either.
+    let payload = format!(r#"{{"exp":{},"note":"\udc00"}}"#, now() + 300);
+    let err = v
+        .validate_now(&signed(&key, good_header.as_bytes(), payload.as_bytes()))
+        .unwrap_err();
+    assert!(matches!(err, Error::MalformedPayload { .. }), "{err}");
+}
+
+#[test]
+fn keys_sharing_a_kid_are_each_tried() {
+    let first = SigningKey::generate(Algorithm::ES256).unwrap();
+    let second = SigningKey::generate(Algorithm::ES256).unwrap();
+    let rsa = SigningKey::generate(Algorithm::RS256).unwrap();
+    let jwks = jwks_json([
+        rsa.jwk(Some("shared")),
+        first.jwk(Some("shared")),
+        second.jwk(Some("shared")),
+    ]);
+    let v = Validator::builder()
+        .jwks(JwksSource::inline(jwks))
+        .build()
+        .unwrap();
+    let spec = TokenSpec::new(Duration::from_secs(300)).kid("shared");
+    for key in [&first, &second, &rsa] {
+        v.validate_now(&key.mint(&spec).unwrap()).unwrap();
+    }
+    // A key that is not in the set still fails with a bad signature.
+    let stranger = SigningKey::generate(Algorithm::ES256).unwrap();
+    let err = v.validate_now(&stranger.mint(&spec).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::BadSignature), "{err}");
+}
+
+/// A 1024-bit RSA key made by the openssl CLI: (PEM path holder, JWK).
+fn weak_rsa(kid: &str) -> (tempfile::TempDir, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("weak.pem");
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+            "-out",
+        ])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("openssl")
+        .args(["rsa", "-noout", "-modulus", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hex = text.trim().strip_prefix("Modulus=").unwrap();
+    let n: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(n.len(), 128);
+    let jwk =
+        json!({"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": b64(&n), "e": "AQAB"});
+    (dir, jwk)
+}
+
+/// Signs `input` with the PEM key in `dir` (RS256) using the openssl CLI.
+fn openssl_rs256(dir: &tempfile::TempDir, input: &str) -> Vec<u8> {
+    let data = dir.path().join("input");
+    std::fs::write(&data, input).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(dir.path().join("weak.pem"))
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn rsa_keys_under_2048_bits_are_refused_when_the_jwks_loads() {
+    let (dir, weak) = weak_rsa("legacy-1024");
+    // Alone: the JWKS is refused, naming the kid and the size.
+    let err = KeySet::from_value(json!({"keys": [weak.clone()]})).unwrap_err();
+    assert!(matches!(err, Error::EmptyJwks { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("legacy-1024") && text.contains("1024"),
+        "{text}"
+    );
+    let err = Validator::builder()
+        .jwks(JwksSource::inline(
+            json!({"keys": [weak.clone()]}).to_string(),
+        ))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("legacy-1024"), "{err}");
+
+    // Beside a good key: the set loads, and a token naming the weak key is refused for
+    // what it is, not as a bad signature.
+    let good = SigningKey::generate(Algorithm::ES256).unwrap();
+    let set = KeySet::from_value(json!({"keys": [weak, good.jwk(Some("good"))]})).unwrap();
+    let v = Validator::builder()
+        .jwks(JwksSource::key_set(set))
+        .build()
+        .unwrap();
+    let header = json!({"alg": "RS256", "kid": "legacy-1024"}).to_string();
+    let payload = json!({"exp": now() + 300}).to_string();
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+    let token = format!("{input}.{}", b64(&openssl_rs256(&dir, &input)));
+    let err = v.validate_now(&token).unwrap_err();
+    assert!(
+        matches!(&err, Error::WeakKey { kid, bits: 1024 } if kid == "legacy-1024"),
+        "{err}"
+    );
+    assert_eq!(err.http_status(), 401);
+    v.validate_now(
+        &good
+            .mint(&TokenSpec::new(Duration::from_secs(60)).kid("good"))
+            .unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_cache_hit_still_runs_the_custom_checks() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let revoked = Arc::new(AtomicBool::new(false));
+    let flag = revoked.clone();
+    let v = validator(&key)
+        .check("not revoked", move |_| {
+            if flag.load(Ordering::SeqCst) {
+                Err("the session was revoked".into())
+            } else {
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap();
+    let token = key.mint(&TokenSpec::new(Duration::from_secs(300))).unwrap();
+    v.validate_now(&token).unwrap();
+    v.validate_now(&token).unwrap();
+    revoked.store(true, Ordering::SeqCst);
+    let err = v.validate_now(&token).unwrap_err();
+    assert!(
+        matches!(&err, Error::ClaimCheckFailed { check, .. } if check == "not revoked"),
+        "{err}"
+    );
+    revoked.store(false, Ordering::SeqCst);
+    v.validate_now(&token).unwrap();
+}
