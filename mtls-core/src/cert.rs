@@ -32,6 +32,48 @@ pub(crate) struct KeyUsageFlags {
     crl_sign: bool,
 }
 
+impl std::fmt::Display for KeyUsageFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let flags: Vec<&str> = [
+            (self.digital_signature, "digitalSignature"),
+            (self.key_cert_sign, "keyCertSign"),
+            (self.crl_sign, "cRLSign"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if flags.is_empty() {
+            f.write_str("(no relevant flags)")
+        } else {
+            f.write_str(&flags.join(","))
+        }
+    }
+}
+
+/// RFC 5280 §6.1.4(n): a CA certificate whose keyUsage extension is present must assert
+/// keyCertSign to sign certificates. Checked for every CA of a verified path (intermediates
+/// and the trust anchor's certificate): webpki reads the issuer's key usage only for CRLs.
+/// Returns the CA's subject and key usage when it may not sign.
+pub(crate) fn ca_may_not_sign(der: &[u8]) -> Result<Option<(String, String)>> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| Error::MalformedCertificate {
+        reason: e.to_string(),
+    })?;
+    let ku = cert.key_usage().map_err(|e| Error::MalformedCertificate {
+        reason: format!("{}: {e}", cert.subject()),
+    })?;
+    Ok(match ku {
+        Some(ku) if !ku.value.key_cert_sign() => {
+            let flags = KeyUsageFlags {
+                digital_signature: ku.value.digital_signature(),
+                key_cert_sign: false,
+                crl_sign: ku.value.crl_sign(),
+            };
+            Some((cert.subject().to_string(), flags.to_string()))
+        }
+        _ => None,
+    })
+}
+
 impl LeafInfo {
     pub(crate) fn parse(der: &[u8]) -> Result<Self> {
         let (_, cert) =
@@ -130,23 +172,9 @@ impl LeafInfo {
     }
 
     fn key_usage_text(&self) -> String {
-        let Some(ku) = self.key_usage else {
-            return "(none)".to_owned();
-        };
-        let mut flags = Vec::new();
-        if ku.digital_signature {
-            flags.push("digitalSignature");
-        }
-        if ku.key_cert_sign {
-            flags.push("keyCertSign");
-        }
-        if ku.crl_sign {
-            flags.push("cRLSign");
-        }
-        if flags.is_empty() {
-            "(no relevant flags)".to_owned()
-        } else {
-            flags.join(",")
+        match self.key_usage {
+            Some(ku) => ku.to_string(),
+            None => "(none)".to_owned(),
         }
     }
 

@@ -181,6 +181,19 @@ pub enum Error {
         /// Which roots were tried (e.g. "the bundle of trust domain example.org").
         trusted: String,
     },
+    /// A CA certificate of the verified path has a keyUsage extension without keyCertSign,
+    /// so it may not sign certificates (RFC 5280 §6.1.4(n), X509-SVID §3.2/§4.3).
+    #[error(
+        "peer certificate {subject} chains through CA {ca}, whose key usage {key_usage} lacks keyCertSign; expected keyCertSign on every CA of the path"
+    )]
+    CaKeyUsage {
+        /// Subject (or SPIFFE ID) of the peer.
+        subject: String,
+        /// Subject of the CA certificate.
+        ca: String,
+        /// The key usage flags it has.
+        key_usage: String,
+    },
     /// The certificate was revoked by a CRL.
     #[error("peer certificate {subject} (serial {serial}) is revoked by a CRL")]
     Revoked {

@@ -2,6 +2,7 @@
 //! server-cert verifier: leaf facts -> X509-SVID rules -> roots of the right trust domain
 //! -> webpki chain (+CRLs) -> policy.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,7 +14,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use webpki::{EndEntityCert, KeyUsage, RevocationOptionsBuilder, UnknownStatusPolicy};
 
 use crate::authorizer::Authorizer;
-use crate::cert::{LeafInfo, rfc3339, sans_text, serial_hex};
+use crate::cert::{LeafInfo, ca_may_not_sign, rfc3339, sans_text, serial_hex};
 use crate::error::{Error, Result};
 use crate::san::SanMatcher;
 use crate::source::TrustSource;
@@ -154,6 +155,39 @@ impl PeerVerifier {
             Side::Server => KeyUsage::client_auth(),
             Side::Client => KeyUsage::server_auth(),
         };
+        // Every CA of a candidate path must be allowed to sign certificates; a path that
+        // fails this makes webpki try the others, and our reason is kept for the message.
+        let refused_ca: RefCell<Option<Error>> = RefCell::new(None);
+        let check_cas =
+            |path: &webpki::VerifiedPath<'_>| -> std::result::Result<(), webpki::Error> {
+                let anchor_cert = anchors
+                    .anchors
+                    .iter()
+                    .position(|a| std::ptr::eq(a, path.anchor()))
+                    .and_then(|i| anchors.certs.get(i));
+                let cas = path
+                    .intermediate_certificates()
+                    .map(|c| c.der())
+                    .chain(anchor_cert.cloned());
+                for ca in cas {
+                    match ca_may_not_sign(&ca) {
+                        Ok(None) => {}
+                        Ok(Some((ca, key_usage))) => {
+                            *refused_ca.borrow_mut() = Some(Error::CaKeyUsage {
+                                subject: leaf.display_name(),
+                                ca,
+                                key_usage,
+                            });
+                            return Err(CA_MAY_NOT_SIGN);
+                        }
+                        Err(e) => {
+                            *refused_ca.borrow_mut() = Some(e);
+                            return Err(CA_MAY_NOT_SIGN);
+                        }
+                    }
+                }
+                Ok(())
+            };
         cert.verify_for_usage(
             self.algorithms.all,
             &anchors.anchors,
@@ -161,9 +195,12 @@ impl PeerVerifier {
             now,
             usage,
             revocation,
-            None,
+            Some(&check_cas),
         )
-        .map_err(|e| chain_error(e, &leaf, trusted, now))?;
+        .map_err(|e| match refused_ca.take() {
+            Some(ours) if e == CA_MAY_NOT_SIGN => ours,
+            _ => chain_error(e, &leaf, trusted, now),
+        })?;
 
         if let (Some(authorizer), Some(id)) = (&self.policy.authorizer, &spiffe_id)
             && !authorizer.authorize(id)
@@ -230,6 +267,11 @@ impl fmt::Debug for PeerVerifier {
             .finish()
     }
 }
+
+/// What our path check hands webpki when a CA may not sign (webpki has no such error; the
+/// detailed reason travels beside it). Ranked low, so a more specific webpki error on
+/// another candidate path wins.
+const CA_MAY_NOT_SIGN: webpki::Error = webpki::Error::EndEntityUsedAsCa;
 
 fn chain_error(err: webpki::Error, leaf: &LeafInfo, trusted: String, now: UnixTime) -> Error {
     let subject = leaf.display_name();
