@@ -55,7 +55,10 @@
 //!   over an Envoy `validation_context.match_typed_subject_alt_names` block: it
 //!   deserializes from the same YAML/JSON and matches with Envoy's semantics (any matcher
 //!   matching any SAN of its type; DNS `exact` honours wildcard SANs; `safe_regex` is a
-//!   full match). It checks *names*, nothing about SPIFFE's certificate rules.
+//!   full match), checked against a live Envoy 1.40. One deliberate difference: a wildcard
+//!   must be a whole left-most label — Envoy also accepts `api*.example.com`, RFC 9525 does
+//!   not (the repository's `ENVOY-PARITY.md` lists every case). It checks *names*, nothing
+//!   about SPIFFE's certificate rules.
 //! - Use a SPIFFE **[`Authorizer`]** ([`Authorize::member_of`], [`Authorize::exact`], ...,
 //!   or a closure) when peers are workloads with SPIFFE IDs. The peer must then be a valid
 //!   X509-SVID (exactly one URI SAN, a canonical SPIFFE ID with a non-root path, `cA=false`,

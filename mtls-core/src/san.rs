@@ -46,19 +46,39 @@ impl SubjectAltName {
         }
     }
 
-    /// The value as Envoy renders it for matching (IPv6 in RFC 5952 form).
+    /// The value as Envoy renders it for matching: IPv6 in RFC 5952 form, except that an
+    /// IPv4-compatible address keeps its dotted quad, as `inet_ntop` writes it.
     ///
     /// ```
     /// # use mtls_core::SubjectAltName;
     /// let ip = SubjectAltName::IpAddress("::1".parse().unwrap());
     /// assert_eq!(ip.value(), "::1");
+    /// let compat = SubjectAltName::IpAddress("::7f00:1".parse().unwrap());
+    /// assert_eq!(compat.value(), "::127.0.0.1");
+    /// let mapped = SubjectAltName::IpAddress("::ffff:7f00:1".parse().unwrap());
+    /// assert_eq!(mapped.value(), "::ffff:127.0.0.1");
     /// ```
     pub fn value(&self) -> String {
         match self {
             SubjectAltName::Dns(v) | SubjectAltName::Uri(v) | SubjectAltName::Email(v) => v.clone(),
-            SubjectAltName::IpAddress(ip) => ip.to_string(),
+            SubjectAltName::IpAddress(ip) => ip_text(*ip),
         }
     }
+}
+
+/// An IP address as Envoy renders an `iPAddress` SAN for matching (`inet_ntop`): RFC 5952,
+/// except that an IPv4-compatible IPv6 address (`::a.b.c.d`, the first 96 bits zero and
+/// not `::` or `::1`-like) keeps the dotted quad — `::7f00:1` is `::127.0.0.1`, where
+/// Rust's `Display` writes `::7f00:1`.
+fn ip_text(ip: IpAddr) -> String {
+    if let IpAddr::V6(v6) = ip {
+        let s = v6.segments();
+        if s[..6].iter().all(|&x| x == 0) && s[6] != 0 {
+            let [.., a, b, c, d] = v6.octets();
+            return format!("::{a}.{b}.{c}.{d}");
+        }
+    }
+    ip.to_string()
 }
 
 impl fmt::Display for SubjectAltName {
@@ -217,7 +237,7 @@ impl SanMatcher {
                 None => self.matcher.matches(name),
             },
             SubjectAltName::Uri(v) | SubjectAltName::Email(v) => self.matcher.matches(v),
-            SubjectAltName::IpAddress(ip) => self.matcher.matches(&ip.to_string()),
+            SubjectAltName::IpAddress(ip) => self.matcher.matches(&ip_text(*ip)),
         }
     }
 
@@ -234,6 +254,12 @@ impl SanMatcher {
 }
 
 /// Envoy's `Utility::dnsNameMatch(dns_name, pattern)`: `pattern` is the certificate SAN.
+///
+/// Deliberately stricter than Envoy 1.40 in one point: a wildcard must be the whole
+/// left-most label (`*.example.com`). Envoy also accepts partial-label wildcards
+/// (`api*.example.com`, `a*i.example.com` match `api.example.com`); RFC 9525 §6.3 forbids
+/// them, and rustls-webpki, Go's crypto/x509 and the CA/Browser Forum refuse them, so a
+/// certificate relying on one is refused here (a `SanMismatch`, never a silent accept).
 fn dns_name_match(dns_name: &str, pattern: &str) -> bool {
     let name = dns_name.to_ascii_lowercase();
     let pattern = pattern.to_ascii_lowercase();
@@ -280,6 +306,9 @@ impl FromStr for SanMatcher {
             "prefix" => StringMatcher::prefix(value)?,
             "suffix" => StringMatcher::suffix(value)?,
             "contains" => StringMatcher::contains(value)?,
+            "regex" | "safe_regex" if ignore_case => {
+                return Err(crate::string_matcher::regex_ignore_case());
+            }
             "regex" | "safe_regex" => StringMatcher::regex(value)?,
             other => {
                 return Err(Error::InvalidSanMatcher {
@@ -304,7 +333,35 @@ mod tests {
         assert!(!dns_name_match("a.b.example.com", "*.example.com"));
         assert!(!dns_name_match("example.com", "*.example.com"));
         assert!(!dns_name_match(".example.com", "*.example.com"));
-        assert!(!dns_name_match("api.example.com", "api*.example.com"));
+    }
+
+    #[test]
+    fn partial_label_wildcards_are_refused_unlike_envoy() {
+        // Envoy 1.40 accepts each of these for api.example.com (measured in
+        // tests/envoy_san_yaml.rs); RFC 9525 §6.3 does not, and neither do we.
+        for pattern in [
+            "api*.example.com",
+            "a*.example.com",
+            "*i.example.com",
+            "a*i.example.com",
+        ] {
+            assert!(!dns_name_match("api.example.com", pattern), "{pattern}");
+        }
+    }
+
+    #[test]
+    fn ipv4_compatible_ipv6_renders_as_envoy_does() {
+        let text = |s: &str| ip_text(s.parse().unwrap());
+        assert_eq!(text("::7f00:1"), "::127.0.0.1");
+        assert_eq!(text("::1.2.3.4"), "::1.2.3.4");
+        assert_eq!(text("::ffff:7f00:1"), "::ffff:127.0.0.1");
+        assert_eq!(text("::1"), "::1");
+        assert_eq!(text("::"), "::");
+        assert_eq!(text("::2"), "::2");
+        assert_eq!(text("fd00::7f00:1"), "fd00::7f00:1");
+        assert_eq!(text("10.0.0.7"), "10.0.0.7");
+        let m: SanMatcher = "IP_ADDRESS:exact:::127.0.0.1".parse().unwrap();
+        assert!(m.matches(&SubjectAltName::IpAddress("::7f00:1".parse().unwrap())));
     }
 
     #[test]
@@ -328,6 +385,8 @@ mod tests {
         assert!(e.to_string().contains("TYPE:MATCHER:VALUE"), "{e}");
         let e = "URL:exact:x".parse::<SanMatcher>().unwrap_err();
         assert!(e.to_string().contains("\"URL\" is not supported"), "{e}");
+        let e = "URI:regex/i:x".parse::<SanMatcher>().unwrap_err();
+        assert!(e.to_string().contains("ignore_case has no effect"), "{e}");
         let e = "URI:glob:x".parse::<SanMatcher>().unwrap_err();
         assert!(e.to_string().contains("\"glob\""), "{e}");
     }

