@@ -16,8 +16,9 @@
 //!            └─ tower Buffer -> fail-fast gate -> tower p2c (pending requests) over READY endpoints
 //!                 └─ per endpoint: MtlsConnector (TCP, rustls ClientConfig, SNI = service name)
 //!                      -> hyper HTTP/2 connection (keepalive), reconnect with backoff
-//! server:  TcpListener -> MtlsIncoming (bounded handshakes, rustls ServerConfig)
-//!            -> tonic Server: MtlsConnectInfo in request extensions (request.peer_identity())
+//! server:  TcpListener -> MtlsIncoming (accept never pauses; handshakes bounded in time,
+//!            overall and per source IP, oldest shed; rustls ServerConfig; PING/SETTINGS budget)
+//!            -> tonic Server (ServerOptions' HTTP/2 limits): MtlsConnectInfo in request extensions (request.peer_identity())
 //!            -> AuthzLayer (method -> allowed SPIFFE IDs / SANs) -> JwtLayer (bearer) -> service
 //! ```
 //!
@@ -29,7 +30,9 @@
 //! ```no_run
 //! use std::{sync::Arc, time::Duration};
 //! use mtls_core::{Authorize, ClientConfigBuilder, Identity, ServerConfigBuilder, TrustBundle};
-//! use mtls_tonic::{AuthzLayer, BalancedChannel, MethodPolicy, MtlsConnector, MtlsIncoming};
+//! use mtls_tonic::{
+//!     AuthzLayer, BalancedChannel, MethodPolicy, MtlsConnector, MtlsIncoming, ServerOptions,
+//! };
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let identity = Arc::new(Identity::from_pem_files("svid.pem", "svid-key.pem")?);
@@ -42,16 +45,19 @@
 //! let server_config = ServerConfigBuilder::new(identity.clone(), trust.clone())
 //!     .authorize(Authorize::member_of("example.org".parse()?))
 //!     .build()?;
-//! let listener = tokio::net::TcpListener::bind("0.0.0.0:50051").await?;
+//! // Every accept-path and HTTP/2 limit, set on purpose (see ServerOptions).
+//! let options = ServerOptions::default();
+//! let listener = options.bind("0.0.0.0:50051".parse()?)?;
 //! let policy = MethodPolicy::deny_by_default()
 //!     .allow("grpc.health.v1.Health/*", Authorize::any())?
 //!     .allow("bookstore.Bookstore/*", Authorize::exact("spiffe://example.org/web".parse()?))?;
 //! let (_health_reporter, health) = tonic_health::server::health_reporter();
 //! tokio::spawn(
-//!     tonic::transport::Server::builder()
+//!     options
+//!         .server()
 //!         .layer(AuthzLayer::new(policy))
 //!         .add_service(health)
-//!         .serve_with_incoming(MtlsIncoming::new(listener, server_config)),
+//!         .serve_with_incoming(MtlsIncoming::with_options(listener, server_config, options.clone())),
 //! );
 //!
 //! // Client: one connection per replica of a headless Service, p2c over the ready ones.
@@ -79,8 +85,11 @@
 //! ```
 //!
 //! # Pieces
-//! - Server: [`MtlsIncoming`] ([`ServerOptions`]: handshake timeout and concurrency),
-//!   [`MtlsStream`], [`MtlsConnectInfo`], [`PeerIdentityExt`].
+//! - Server: [`MtlsIncoming`], [`ServerOptions`] (every limit a peer meets: listen backlog,
+//!   handshake timeout, incomplete handshakes overall and per source IP with the oldest shed
+//!   when full, HTTP/2 streams, header list, rapid-reset and local-reset budgets, windows,
+//!   frame size, keepalive, PING/SETTINGS flood budget), [`MtlsStream`], [`MtlsConnectInfo`],
+//!   [`PeerIdentityExt`].
 //! - Authorization (tower anatomy: service, layer, future, error): [`AuthzLayer`] /
 //!   [`AuthzService`] over a [`MethodPolicy`] ([`AuthzError`]); [`JwtLayer`] /
 //!   [`JwtService`] over a [`TokenValidator`] and [`JwtRules`] ([`JwtError`]).

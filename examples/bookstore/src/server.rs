@@ -4,10 +4,9 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use mtls_jwt::Validator;
-use mtls_tonic::{AuthzLayer, JwtLayer, JwtRules, MethodPolicy, MtlsIncoming};
+use mtls_tonic::{AuthzLayer, JwtLayer, JwtRules, MethodPolicy, MtlsIncoming, ServerOptions};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
 
 use crate::{BookstoreService, Error, Result, proto::bookstore_server::BookstoreServer};
 
@@ -32,8 +31,9 @@ pub enum Security {
     Plaintext,
 }
 
-/// Binds `addr` with an error that names the address and the reason ("address already in
-/// use"). With `loopback_only`, refuses any address that is not loopback.
+/// Binds `addr` (listen backlog from [`ServerOptions::default`]) with an error that names the
+/// address and the reason ("address already in use"). With `loopback_only`, refuses any
+/// address that is not loopback.
 pub async fn bind(addr: SocketAddr, loopback_only: bool) -> Result<TcpListener> {
     if loopback_only && !addr.ip().is_loopback() {
         return Err(Error::Config(format!(
@@ -41,18 +41,20 @@ pub async fn bind(addr: SocketAddr, loopback_only: bool) -> Result<TcpListener> 
              (127.0.0.0/8 or ::1), not {addr}"
         )));
     }
-    TcpListener::bind(addr).await.map_err(|e| Error::Bind {
-        addr,
-        reason: match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                "address already in use (another server on this port?)".to_owned()
-            }
-            std::io::ErrorKind::AddrNotAvailable => {
-                "address not available on this machine".to_owned()
-            }
-            _ => e.to_string(),
-        },
-    })
+    ServerOptions::default()
+        .bind(addr)
+        .map_err(|e| Error::Bind {
+            addr,
+            reason: match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "address already in use (another server on this port?)".to_owned()
+                }
+                std::io::ErrorKind::AddrNotAvailable => {
+                    "address not available on this machine".to_owned()
+                }
+                _ => e.to_string(),
+            },
+        })
 }
 
 /// A running bookstore server. Dropping it stops the server.
@@ -121,7 +123,8 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Serves `service` (and `grpc.health.v1`) on `listener` in a task of the current runtime.
+/// Serves `service` (and `grpc.health.v1`) on `listener` in a task of the current runtime,
+/// with mtls-tonic's [`ServerOptions`] (HTTP/2 limits; accept-path limits with mTLS).
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), bookstore::Error> {
@@ -147,13 +150,15 @@ pub fn spawn(
     };
     let (reporter, health) = tonic_health::server::health_reporter();
     let bookstore = BookstoreServer::new(service);
+    let options = ServerOptions::default();
     let task = tokio::spawn(async move {
         reporter
             .set_serving::<BookstoreServer<BookstoreService>>()
             .await;
         let result = match security {
             Security::Plaintext => {
-                Server::builder()
+                options
+                    .server()
                     .add_service(health)
                     .add_service(bookstore)
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
@@ -164,11 +169,15 @@ pub fn spawn(
                 policy,
                 jwt: None,
             } => {
-                Server::builder()
+                options
+                    .server()
                     .layer(AuthzLayer::new(policy))
                     .add_service(health)
                     .add_service(bookstore)
-                    .serve_with_incoming_shutdown(MtlsIncoming::new(listener, tls), signal)
+                    .serve_with_incoming_shutdown(
+                        MtlsIncoming::with_options(listener, tls, options.clone()),
+                        signal,
+                    )
                     .await
             }
             Security::Mtls {
@@ -176,12 +185,16 @@ pub fn spawn(
                 policy,
                 jwt: Some((validator, rules)),
             } => {
-                Server::builder()
+                options
+                    .server()
                     .layer(AuthzLayer::new(policy))
                     .layer(JwtLayer::new(validator, rules))
                     .add_service(health)
                     .add_service(bookstore)
-                    .serve_with_incoming_shutdown(MtlsIncoming::new(listener, tls), signal)
+                    .serve_with_incoming_shutdown(
+                        MtlsIncoming::with_options(listener, tls, options.clone()),
+                        signal,
+                    )
                     .await
             }
         };

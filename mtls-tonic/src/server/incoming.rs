@@ -1,4 +1,6 @@
-//! The accept loop: TCP accept, bounded concurrent rustls handshakes, verified streams out.
+//! The accept loop: TCP accept as fast as connections arrive, rustls handshakes bounded in
+//! time, overall and per source IP (the oldest incomplete one shed when full), verified
+//! streams out.
 
 use std::{
     io,
@@ -12,76 +14,36 @@ use std::{
 use mtls_core::PeerIdentity;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
+    sync::mpsc,
     task::JoinHandle,
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
 use tracing::{debug, warn};
 
-use super::{MtlsConnectInfo, MtlsStream};
-
-/// Limits of the accept loop.
-///
-/// ```
-/// use std::time::Duration;
-/// let options = mtls_tonic::ServerOptions::default()
-///     .handshake_timeout(Duration::from_secs(5))
-///     .max_concurrent_handshakes(64);
-/// assert_eq!(options.handshake_timeout_value(), Duration::from_secs(5));
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ServerOptions {
-    handshake_timeout: Duration,
-    max_concurrent_handshakes: usize,
-    accepted_queue: usize,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        Self {
-            handshake_timeout: Duration::from_secs(10),
-            max_concurrent_handshakes: 256,
-            accepted_queue: 64,
-        }
-    }
-}
-
-impl ServerOptions {
-    /// How long a client gets from TCP accept to a finished TLS handshake (default 10 s).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// How many handshakes may run at once (default 256). When all slots are busy, accepting
-    /// pauses (connections wait in the kernel backlog) until a slot frees or a handshake times out.
-    pub fn max_concurrent_handshakes(mut self, n: usize) -> Self {
-        self.max_concurrent_handshakes = n.max(1);
-        self
-    }
-
-    /// The configured handshake timeout.
-    pub fn handshake_timeout_value(&self) -> Duration {
-        self.handshake_timeout
-    }
-
-    /// The configured handshake concurrency.
-    pub fn max_concurrent_handshakes_value(&self) -> usize {
-        self.max_concurrent_handshakes
-    }
-}
+use super::{
+    MtlsConnectInfo, MtlsStream, ServerOptions,
+    admission::{Admission, Shed, Slot},
+    guard::FrameGuard,
+    log_limit::ServerLog,
+};
 
 /// A stream of mutually authenticated connections for
 /// [`tonic::transport::Server::serve_with_incoming`].
 ///
-/// A background task accepts TCP connections and runs each rustls handshake in its own task,
-/// bounded in time ([`ServerOptions::handshake_timeout`]) and number
-/// ([`ServerOptions::max_concurrent_handshakes`]), so a silent or garbage-speaking client
-/// never blocks other clients. Failed handshakes are logged at `warn` with the reason
-/// (mtls-core's verification error when the peer was rejected) and dropped; the stream only
-/// yields connections whose handshake succeeded. Dropping the stream stops the accept loop.
+/// A background task accepts TCP connections as fast as they arrive and runs each rustls
+/// handshake in its own task, bounded in time ([`ServerOptions::handshake_timeout`]) and
+/// number ([`ServerOptions::max_concurrent_handshakes`],
+/// [`ServerOptions::max_handshakes_per_ip`]). When the slots are full the *oldest*
+/// incomplete handshake is shed, so silent, slow or garbage-speaking clients never keep an
+/// honest client's connection waiting in the kernel's backlog. Failed, timed-out and shed
+/// handshakes are logged at `warn` with the reason (mtls-core's verification error when the
+/// peer was rejected) — at most a few lines per second per kind, then one line per second
+/// with the counts of the rest. The stream only yields connections whose handshake
+/// succeeded. Dropping the stream stops the accept loop.
+///
+/// Bind the listener with [`ServerOptions::bind`] to set the listen backlog, and put the
+/// same options' HTTP/2 limits on tonic's server with [`ServerOptions::apply`].
 ///
 /// ```no_run
 /// # async fn run(config: rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
@@ -98,6 +60,7 @@ impl ServerOptions {
 pub struct MtlsIncoming {
     rx: mpsc::Receiver<MtlsStream>,
     local_addr: SocketAddr,
+    admission: Arc<Admission>,
     task: JoinHandle<()>,
 }
 
@@ -120,10 +83,21 @@ impl MtlsIncoming {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, rx) = mpsc::channel(options.accepted_queue);
         let acceptor = TlsAcceptor::from(config.into());
-        let task = tokio::spawn(accept_loop(listener, acceptor, options, tx));
+        let shared = Arc::new(Shared {
+            admission: Admission::new(
+                options.max_concurrent_handshakes,
+                options.max_handshakes_per_ip,
+            ),
+            log: Arc::new(ServerLog::new()),
+            acceptor,
+            options,
+        });
+        let admission = shared.admission.clone();
+        let task = tokio::spawn(accept_loop(listener, shared, tx));
         Self {
             rx,
             local_addr,
+            admission,
             task,
         }
     }
@@ -131,6 +105,12 @@ impl MtlsIncoming {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Connections accepted whose TLS handshake has not finished yet (at most
+    /// [`ServerOptions::max_concurrent_handshakes`]).
+    pub fn incomplete_handshakes(&self) -> usize {
+        self.admission.in_progress()
     }
 }
 
@@ -148,21 +128,18 @@ impl Stream for MtlsIncoming {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What the accept loop shares with its handshake tasks.
+struct Shared {
+    admission: Arc<Admission>,
+    log: Arc<ServerLog>,
     acceptor: TlsAcceptor,
     options: ServerOptions,
-    tx: mpsc::Sender<MtlsStream>,
-) {
-    let slots = Arc::new(Semaphore::new(options.max_concurrent_handshakes));
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: mpsc::Sender<MtlsStream>) {
+    let mut report = tokio::time::interval(Duration::from_secs(1));
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = tx.closed() => return,
-        };
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -173,15 +150,26 @@ async fn accept_loop(
                     continue;
                 }
             },
+            _ = report.tick() => {
+                shared.log.report_suppressed();
+                continue;
+            }
             () = tx.closed() => return,
         };
-        let acceptor = acceptor.clone();
+        let (slot, shed) = shared.admission.admit(remote.ip());
+        if let Some(shed) = shed
+            && shared.log.handshake_shed.allow()
+        {
+            let why = match shed {
+                Shed::SameSource => "this source's incomplete handshakes are at the per-IP limit",
+                Shed::Oldest => "all handshake slots are taken",
+            };
+            warn!(%remote, why, "shed the oldest incomplete mTLS handshake for a new connection");
+        }
+        let shared = shared.clone();
         let tx = tx.clone();
-        let timeout = options.handshake_timeout;
         tokio::spawn(async move {
-            let stream = handshake(acceptor, tcp, remote, timeout).await;
-            drop(permit);
-            if let Some(stream) = stream {
+            if let Some(stream) = handshake(&shared, slot, tcp, remote).await {
                 // The receiver may be gone (server shutting down); the connection just closes.
                 let _ = tx.send(stream).await;
             }
@@ -190,37 +178,57 @@ async fn accept_loop(
 }
 
 async fn handshake(
-    acceptor: TlsAcceptor,
+    shared: &Shared,
+    mut slot: Slot,
     tcp: TcpStream,
     remote: SocketAddr,
-    timeout: Duration,
 ) -> Option<MtlsStream> {
     let _ = tcp.set_nodelay(true);
     let local = tcp
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    let timeout = shared.options.handshake_timeout;
+    let log = &shared.log;
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(timeout, shared.acceptor.accept(tcp)) => accepted,
+        // Shed for a newer connection (the shedder logged it): just close.
+        _ = &mut slot.shed => return None,
+    };
+    drop(slot);
+    let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
-            warn!(%remote, reason = %handshake_reason(&error), "mTLS handshake failed");
+            if log.handshake_failed.allow() {
+                warn!(%remote, reason = %handshake_reason(&error), "mTLS handshake failed");
+            }
             return None;
         }
         Err(_) => {
-            warn!(%remote, ?timeout, "mTLS handshake timed out");
+            if log.handshake_timed_out.allow() {
+                warn!(%remote, ?timeout, "mTLS handshake timed out");
+            }
             return None;
         }
     };
     let peer = match PeerIdentity::from_connection(tls.get_ref().1) {
         Ok(peer) => peer,
         Err(error) => {
-            warn!(%remote, %error, "peer identity unreadable after handshake");
+            if log.handshake_failed.allow() {
+                warn!(%remote, %error, "peer identity unreadable after handshake");
+            }
             return None;
         }
     };
     debug!(%remote, %peer, "mTLS connection accepted");
+    let guard = FrameGuard::new(
+        shared.options.control_frame_burst,
+        shared.options.control_frames_per_second,
+    );
     Some(MtlsStream::new(
         tls,
         MtlsConnectInfo::new(peer, remote, local),
+        guard,
+        log.clone(),
     ))
 }
 

@@ -1,10 +1,16 @@
-//! Server side: an mTLS incoming stream for tonic and access to the verified peer.
+//! Server side: an mTLS incoming stream for tonic, the server's limits, and access to the
+//! verified peer.
 
+mod admission;
+mod guard;
 mod incoming;
+mod log_limit;
+mod options;
 mod peer;
 mod stream;
 
-pub use incoming::{MtlsIncoming, ServerOptions};
+pub use incoming::MtlsIncoming;
+pub use options::ServerOptions;
 pub use peer::PeerIdentityExt;
 pub use stream::{MtlsConnectInfo, MtlsStream};
 

@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
 use mtls_core::PeerIdentity;
@@ -15,6 +15,12 @@ use tokio::{
 };
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
+use tracing::warn;
+
+use super::{
+    guard::{FrameGuard, Verdict},
+    log_limit::ServerLog,
+};
 
 /// Facts about an accepted mTLS connection, put by tonic into every request's extensions.
 ///
@@ -66,16 +72,39 @@ impl MtlsConnectInfo {
 /// An accepted TCP connection after a successful rustls handshake, with the peer's identity.
 ///
 /// Yielded by [`MtlsIncoming`](crate::MtlsIncoming); implements tonic's [`Connected`] so
-/// tonic places an [`MtlsConnectInfo`] into each request's extensions.
+/// tonic places an [`MtlsConnectInfo`] into each request's extensions. Reading and writing
+/// go through to the TLS stream; on the way, the HTTP/2 frame headers are watched for
+/// control-frame floods ([`ServerOptions::control_frame_budget`](crate::ServerOptions::control_frame_budget)).
 #[derive(Debug)]
 pub struct MtlsStream {
     inner: TlsStream<TcpStream>,
     info: MtlsConnectInfo,
+    guard: FrameGuard,
+    log: Arc<ServerLog>,
+    closing: Option<Closing>,
+}
+
+/// The GOAWAY on its way out after a flood.
+#[derive(Debug)]
+struct Closing {
+    frame: Vec<u8>,
+    written: usize,
 }
 
 impl MtlsStream {
-    pub(crate) fn new(inner: TlsStream<TcpStream>, info: MtlsConnectInfo) -> Self {
-        Self { inner, info }
+    pub(crate) fn new(
+        inner: TlsStream<TcpStream>,
+        info: MtlsConnectInfo,
+        guard: FrameGuard,
+        log: Arc<ServerLog>,
+    ) -> Self {
+        Self {
+            inner,
+            info,
+            guard,
+            log,
+            closing: None,
+        }
     }
 
     /// The connection's info (peer identity and addresses).
@@ -97,6 +126,59 @@ impl MtlsStream {
     pub fn into_inner(self) -> TlsStream<TcpStream> {
         self.inner
     }
+
+    fn start_closing(&mut self) {
+        if self.closing.is_none() {
+            if self.log.http2_flood.allow() {
+                warn!(
+                    remote = %self.info.remote_addr,
+                    peer = %self.info.peer,
+                    "HTTP/2 control-frame flood (PING/SETTINGS over budget): GOAWAY ENHANCE_YOUR_CALM, closing"
+                );
+            }
+            self.closing = Some(Closing {
+                frame: self.guard.goaway(),
+                written: 0,
+            });
+        }
+    }
+
+    /// Writes the GOAWAY (we are at a frame boundary), flushes and closes the TLS session.
+    fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(closing) = self.closing.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while closing.written < closing.frame.len() {
+            let n = ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &closing.frame[closing.written..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            closing.written += n;
+        }
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    /// Once closing: finish the frame h2 is in the middle of, then the GOAWAY, then fail.
+    fn poll_write_closing(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if !self.guard.outbound_at_boundary() {
+            let n = self.guard.outbound_until_boundary(buf);
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &buf[..n]))?;
+            self.guard.outbound(&buf[..n]);
+            return Poll::Ready(Ok(n));
+        }
+        ready!(self.poll_goaway(cx))?;
+        Poll::Ready(Err(flood_error()))
+    }
+}
+
+fn flood_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "HTTP/2 control-frame flood: connection closed with GOAWAY ENHANCE_YOUR_CALM",
+    )
 }
 
 impl Connected for MtlsStream {
@@ -109,21 +191,49 @@ impl Connected for MtlsStream {
 
 impl AsyncRead for MtlsStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.closing.is_some() {
+            if !this.guard.outbound_at_boundary() {
+                // h2 is in the middle of a frame: no clean place for a GOAWAY; just close.
+                return Poll::Ready(Err(flood_error()));
+            }
+            ready!(this.poll_goaway(cx))?;
+            return Poll::Ready(Err(flood_error()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        match this.guard.inbound(&buf.filled()[before..]) {
+            Verdict::Pass => Poll::Ready(Ok(())),
+            Verdict::Flood { keep } => {
+                buf.set_filled(before + keep);
+                this.start_closing();
+                if keep > 0 {
+                    // h2 gets the frames before the flood; its next read sends the GOAWAY.
+                    return Poll::Ready(Ok(()));
+                }
+                Pin::new(this).poll_read(cx, buf)
+            }
+        }
     }
 }
 
 impl AsyncWrite for MtlsStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.closing.is_some() {
+            return this.poll_write_closing(cx, buf);
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.guard.outbound(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -135,11 +245,29 @@ impl AsyncWrite for MtlsStream {
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.closing.is_some() {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return this.poll_write_closing(cx, first);
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        let mut left = n;
+        for slice in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(slice.len());
+            this.guard.outbound(&slice[..take]);
+            left -= take;
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
