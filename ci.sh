@@ -28,6 +28,12 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> fuzz targets on stable (type-check the binaries, replay the committed seeds)"
+# fuzz/ is its own workspace (never built with --all-features); it shares the target dir.
+fuzz=(--manifest-path fuzz/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-$PWD/target}" --no-default-features)
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
+cargo clippy "${fuzz[@]}" --features targets --all-targets -- -D warnings
+cargo test "${fuzz[@]}"
 echo "==> cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 echo "==> all checks passed"

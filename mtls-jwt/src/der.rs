@@ -8,7 +8,8 @@ pub(crate) const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 pub(crate) const OID_P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
 pub(crate) const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 
-/// Reads one TLV: `(tag, contents, rest)`.
+/// Reads one TLV: `(tag, contents, rest)`. Lengths must be DER (minimal): short form below
+/// 128, long form without leading zero bytes.
 pub(crate) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
@@ -16,12 +17,15 @@ pub(crate) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         (usize::from(first), rest)
     } else {
         let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
+        if n == 0 || n > 4 || rest.len() < n || rest[0] == 0 {
             return None;
         }
         let len = rest[..n]
             .iter()
             .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        if len < 0x80 {
+            return None;
+        }
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -37,9 +41,9 @@ pub(crate) struct Spki<'a> {
     pub(crate) key: &'a [u8],
 }
 
-/// Parses a DER SubjectPublicKeyInfo.
+/// Parses a DER SubjectPublicKeyInfo: exactly one, nothing after it (see [`trailing`]).
 pub(crate) fn spki(der: &[u8]) -> Option<Spki<'_>> {
-    let (0x30, body, _) = tlv(der)? else {
+    let (0x30, body, []) = tlv(der)? else {
         return None;
     };
     let (0x30, alg_id, rest) = tlv(body)? else {
@@ -48,11 +52,15 @@ pub(crate) fn spki(der: &[u8]) -> Option<Spki<'_>> {
     let (0x06, algorithm, params) = tlv(alg_id)? else {
         return None;
     };
-    let parameter = match tlv(params) {
-        Some((0x06, oid, _)) => Some(oid),
-        _ => None,
+    // AlgorithmIdentifier parameters: absent, NULL, or a curve OID — and nothing else.
+    let parameter = match params {
+        [] | [0x05, 0x00] => None,
+        _ => match tlv(params)? {
+            (0x06, oid, []) => Some(oid),
+            _ => return None,
+        },
     };
-    let (0x03, bits, _) = tlv(rest)? else {
+    let (0x03, bits, []) = tlv(rest)? else {
         return None;
     };
     let (0, key) = bits.split_first()? else {
@@ -65,15 +73,20 @@ pub(crate) fn spki(der: &[u8]) -> Option<Spki<'_>> {
     })
 }
 
+/// How many bytes follow the first TLV of `der` (`None` if there is no complete TLV).
+pub(crate) fn trailing(der: &[u8]) -> Option<usize> {
+    tlv(der).map(|(_, _, rest)| rest.len())
+}
+
 /// Parses an RSAPublicKey `SEQUENCE { n INTEGER, e INTEGER }` into unsigned big-endian bytes.
 pub(crate) fn rsa_public_key(der: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (0x30, body, _) = tlv(der)? else {
+    let (0x30, body, []) = tlv(der)? else {
         return None;
     };
     let (0x02, n, rest) = tlv(body)? else {
         return None;
     };
-    let (0x02, e, _) = tlv(rest)? else {
+    let (0x02, e, []) = tlv(rest)? else {
         return None;
     };
     Some((strip_zeros(n), strip_zeros(e)))
@@ -131,6 +144,15 @@ mod tests {
         let (n2, e2) = rsa_public_key(&der).unwrap();
         assert_eq!(n2, &n[..]);
         assert_eq!(e2, &[1, 0, 1]);
+    }
+
+    #[test]
+    fn lengths_must_be_minimal() {
+        assert!(tlv(&[0x04, 0x81, 0x01, 0xaa]).is_none());
+        assert!(tlv(&[0x04, 0x82, 0x00, 0x80]).is_none());
+        let mut long = vec![0x04, 0x81, 0x80];
+        long.extend([0u8; 0x80]);
+        assert_eq!(tlv(&long).map(|(_, v, _)| v.len()), Some(0x80));
     }
 
     #[test]

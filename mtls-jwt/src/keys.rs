@@ -56,6 +56,11 @@ impl PublicKey {
 
     /// Reads a DER SubjectPublicKeyInfo.
     pub fn from_spki_der(spki: &[u8]) -> Result<Self> {
+        if let Some(n @ 1..) = der::trailing(spki) {
+            return Err(key_err(format!(
+                "{n} bytes trailing after the DER SubjectPublicKeyInfo"
+            )));
+        }
         let parsed = der::spki(spki).ok_or_else(|| key_err("not a DER SubjectPublicKeyInfo"))?;
         let b64 = |b: &[u8]| Value::String(URL_SAFE_NO_PAD.encode(b));
         let mut members = Map::new();
