@@ -276,6 +276,19 @@ mod tests {
         assert!(matches!(e, Error::SvidInvalidId { .. }), "{e}");
     }
 
+    proptest::proptest! {
+        /// Serials are shown as colon-separated lowercase hex pairs that read back as the
+        /// serial's bytes (what `Identity::serial_hex` and `PeerIdentity::serial` print).
+        #[test]
+        fn serial_hex_reads_back(serial in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..=21)) {
+            let text = serial_hex(&serial);
+            proptest::prop_assert_eq!(text.len(), serial.len() * 3 - 1);
+            proptest::prop_assert!(text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b':')));
+            let back: Vec<u8> = text.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+            proptest::prop_assert_eq!(back, serial);
+        }
+    }
+
     #[test]
     fn time_formats() {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
