@@ -358,3 +358,115 @@ fn jwks_kids_and_mint_kid_options() {
     let err = mtls_err(d, &["jwt", "jwks", "missing.pem"]);
     assert!(err.contains("missing.pem"), "{err}");
 }
+
+/// A loopback HTTP server answering every request with `response`, in a thread; stopped
+/// (and joined) when dropped.
+struct Answer {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Answer {
+    fn start(response: String) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut tcp, _)) => {
+                        tcp.set_nonblocking(false).unwrap();
+                        tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                            .unwrap();
+                        let mut seen = Vec::new();
+                        let mut buf = [0u8; 4096];
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tcp.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = tcp.write_all(response.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn redirect_to(location: &str) -> String {
+    format!(
+        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// Issue 13 item 6 in the CLI: `jwt verify --jwks URL` applies the URL policy to every
+/// redirect hop.
+#[test]
+fn verify_refuses_a_jwks_redirect_to_a_refused_url() {
+    use mtls_jwt::{Algorithm, SigningKey, TokenSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let body = mtls_jwt::jwks_json([key.jwk(None)]);
+    let keys = Answer::start(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let token = key
+        .mint(
+            &TokenSpec::new(std::time::Duration::from_secs(300))
+                .issuer("iss")
+                .audience("aud"),
+        )
+        .unwrap();
+    let verify = |jwks: &str| {
+        vec![
+            "jwt".to_owned(),
+            "verify".into(),
+            "--jwks".into(),
+            jwks.into(),
+            "--iss".into(),
+            "iss".into(),
+            "--aud".into(),
+            "aud".into(),
+            token.clone(),
+        ]
+    };
+
+    let port = keys.addr.port();
+    let allowed = Answer::start(redirect_to(&format!("http://127.0.0.1:{port}/keys")));
+    let args = verify(&format!("http://{}/jwks", allowed.addr));
+    mtls_ok(dir.path(), &as_strs(&args));
+
+    let refused = Answer::start(redirect_to(&format!("http://jwks.test:{port}/keys")));
+    let args = verify(&format!("http://{}/jwks", refused.addr));
+    let err = mtls_err(dir.path(), &as_strs(&args));
+    assert!(
+        err.contains("jwks.test") && err.contains("not allowed"),
+        "names the refused hop and why: {err}"
+    );
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}

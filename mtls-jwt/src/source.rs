@@ -160,10 +160,41 @@ impl RemoteJwks {
         self
     }
 
-    /// Uses this HTTP client (e.g. one trusting a private CA). Default: reqwest with rustls.
+    /// Uses this HTTP client (e.g. one trusting a private CA). Default: reqwest with rustls
+    /// and [`RemoteJwks::redirect_policy`].
+    ///
+    /// The URL policy (https, or http to loopback only) applies to every redirect hop: give
+    /// your client [`RemoteJwks::redirect_policy`] (or `Policy::none()`) so that a refused
+    /// hop is never made. Whatever the client does, keys from a response whose final URL
+    /// the policy refuses are not trusted.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.client = Some(client);
         self
+    }
+
+    /// The redirect policy of the default client: at most 10 hops, each one checked
+    /// against the URL policy (https, or http to loopback only) before it is made. An
+    /// allowed URL answering `302` to `http://elsewhere/` gets its fetch refused, naming
+    /// the hop.
+    ///
+    /// ```
+    /// let client = reqwest::Client::builder()
+    ///     .redirect(mtls_jwt::RemoteJwks::redirect_policy())
+    ///     .build()?;
+    /// let source = mtls_jwt::RemoteJwks::new("https://issuer.example/jwks").http_client(client);
+    /// # let _ = source;
+    /// # Ok::<(), reqwest::Error>(())
+    /// ```
+    pub fn redirect_policy() -> reqwest::redirect::Policy {
+        reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            match check_url(attempt.url().as_str()) {
+                Ok(_) => attempt.follow(),
+                Err(e) => attempt.error(format!("redirect refused: {e}")),
+            }
+        })
     }
 
     fn name(&self) -> &str {
@@ -248,12 +279,7 @@ impl KeyStore {
                 let runtime = runtime("fetching a remote JWKS")?;
                 let client = match &config.client {
                     Some(c) => c.clone(),
-                    None => reqwest::Client::builder()
-                        .connect_timeout(config.fetch_timeout)
-                        .build()
-                        .map_err(|e| Error::Config {
-                            reason: format!("cannot build the HTTP client: {e}"),
-                        })?,
+                    None => default_client(config.fetch_timeout)?,
                 };
                 check_url(config.name())?;
                 let store = Arc::new(new(
@@ -414,6 +440,35 @@ fn runtime(what: &str) -> Result<tokio::runtime::Handle> {
     })
 }
 
+/// Redirect hops a fetch follows at most.
+const MAX_REDIRECTS: usize = 10;
+
+/// An error with its sources, for messages ("error sending request: ...: redirect refused").
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// The default HTTP client: rustls, the connect timeout, and the checked redirect policy.
+fn default_client(connect_timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .redirect(RemoteJwks::redirect_policy())
+        .build()
+        .map_err(|e| Error::Config {
+            reason: format!("cannot build the HTTP client: {e}"),
+        })
+}
+
 /// Refuses URLs other than https, and http except to loopback.
 pub(crate) fn check_url(url: &str) -> Result<reqwest::Url> {
     let parsed = reqwest::Url::parse(url).map_err(|e| Error::Config {
@@ -451,7 +506,13 @@ async fn get_json(remote: &Remote, url: &str) -> Result<serde_json::Value> {
         .timeout(remote.config.fetch_timeout)
         .send()
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(error_chain(&e)))?;
+    // A caller's client may follow redirects on its own: whatever it did, the answer
+    // counts only if its final URL passes the policy too.
+    if response.url().as_str() != url {
+        check_url(response.url().as_str())
+            .map_err(|e| fail(format!("redirected to a refused URL: {}", error_chain(&e))))?;
+    }
     let status = response.status();
     if !status.is_success() {
         return Err(fail(format!("HTTP status {status}")));
@@ -582,12 +643,7 @@ impl KeySet {
             })?;
         let config = RemoteJwks::new(url).fetch_timeout(timeout);
         runtime.block_on(async move {
-            let client = reqwest::Client::builder()
-                .connect_timeout(timeout)
-                .build()
-                .map_err(|e| Error::Config {
-                    reason: format!("cannot build the HTTP client: {e}"),
-                })?;
+            let client = default_client(timeout)?;
             let remote = Remote {
                 config,
                 client,

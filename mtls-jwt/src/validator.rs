@@ -462,12 +462,14 @@ impl Validator {
                 let Some(store) = self.inner.store.as_ref().filter(|s| s.is_remote()) else {
                     return Err(e);
                 };
-                let retry = if seen == 0 {
-                    store.wait_loaded(self.inner.first_fetch_wait).await
+                if seen == 0 {
+                    store.wait_loaded(self.inner.first_fetch_wait).await;
                 } else {
-                    store.refetch_for_miss(seen).await
-                };
-                if retry { self.check(token) } else { Err(e) }
+                    store.refetch_for_miss(seen).await;
+                }
+                // Checked again whether or not the keys changed: after the wait, a failure
+                // names what the fetch ran into (not "no JWKS fetched yet").
+                self.check(token)
             }
             result => result,
         }
