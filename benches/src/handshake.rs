@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use mtls_certs::{CaParams, CertificateAuthority, LeafParams, SpiffeId};
 use mtls_core::{
-    Authorize, ClientConfigBuilder, Identity, SanMatcher, SanType, ServerConfigBuilder,
-    StringMatcher, TrustBundle,
+    Authorize, ClientConfigBuilder, Identity, KxGroup, SanMatcher, SanType, ServerConfigBuilder,
+    StringMatcher, TlsPolicy, TlsSuite, TrustBundle,
 };
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -152,15 +152,15 @@ pub fn client_config_for(
             )
             .map_err(core_err)?,
     );
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
-    provider.cipher_suites =
-        vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256];
     ClientConfigBuilder::new(identity, trust)
         .authorize(Authorize::exact(
             SERVER_ID.parse().map_err(|e| Error::Pki(format!("{e}")))?,
         ))
-        .crypto_provider(Arc::new(provider))
+        .tls_policy(
+            TlsPolicy::classical()
+                .with_groups([KxGroup::X25519])
+                .with_cipher_suites([TlsSuite::Aes128GcmSha256]),
+        )
         .build()
         .map_err(core_err)
 }

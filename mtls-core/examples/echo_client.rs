@@ -52,6 +52,12 @@ struct Args {
     /// Also offer TLS 1.2.
     #[arg(long)]
     tls12: bool,
+    /// TLS policy preset: default, tls13-only, classical, nist.
+    #[arg(long, default_value = "default")]
+    tls_policy: mtls_core::TlsPolicy,
+    /// Log TLS secrets to $SSLKEYLOGFILE (only if that is set too).
+    #[arg(long)]
+    keylog: bool,
 }
 
 #[tokio::main]
@@ -73,8 +79,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !args.allow_san.is_empty() {
         builder = builder.match_sans(args.allow_san);
     }
+    builder = builder.tls_policy(args.tls_policy);
     if args.tls12 {
         builder = builder.allow_tls12();
+    }
+    if args.keylog {
+        builder = builder.key_log_from_env();
     }
     let connector = tokio_rustls::TlsConnector::from(Arc::new(builder.build()?));
     let name = args
@@ -87,6 +97,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut tls = connector.connect(server_name, tcp).await?;
         let peer = PeerIdentity::from_connection(tls.get_ref().1).map_err(std::io::Error::other)?;
         println!("connected to {peer}");
+        if let Some(tls) = peer.negotiated() {
+            println!("negotiated {tls}");
+        }
         tls.write_all(format!("{}\n", args.message).as_bytes())
             .await?;
         tls.flush().await?;

@@ -50,6 +50,12 @@ struct Args {
     /// Also accept TLS 1.2.
     #[arg(long)]
     tls12: bool,
+    /// TLS policy preset: default, tls13-only, classical, nist.
+    #[arg(long, default_value = "default")]
+    tls_policy: mtls_core::TlsPolicy,
+    /// Log TLS secrets to $SSLKEYLOGFILE (only if that is set too).
+    #[arg(long)]
+    keylog: bool,
 }
 
 #[tokio::main]
@@ -74,8 +80,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.permissive {
         builder = builder.allow_unauthenticated();
     }
+    builder = builder.tls_policy(args.tls_policy);
     if args.tls12 {
         builder = builder.allow_tls12();
+    }
+    if args.keylog {
+        builder = builder.key_log_from_env();
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(builder.build()?));
 
@@ -90,10 +100,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
-                    match mtls_core::Error::from_io(&err) {
-                        Some(reason) => println!("rejected {addr}: {reason}"),
-                        None => println!("rejected {addr}: {err}"),
-                    }
+                    println!(
+                        "rejected {addr}: {}",
+                        mtls_core::explain_handshake_error(&err)
+                    );
                     return;
                 }
                 Err(_) => {
@@ -102,7 +112,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             };
             match PeerIdentity::from_connection(tls.get_ref().1) {
-                Ok(peer) => println!("accepted {addr} {peer}"),
+                Ok(peer) => match peer.negotiated() {
+                    Some(tls) => println!("accepted {addr} {peer} negotiated {tls}"),
+                    None => println!("accepted {addr} {peer}"),
+                },
                 Err(err) => println!("accepted {addr} (unreadable peer certificate: {err})"),
             }
             let (read, mut write) = tokio::io::split(&mut tls);

@@ -8,14 +8,16 @@ use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, SignatureScheme, SupportedProtocolVersion};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::authorizer::Authorizer;
 use crate::error::{Error, Result};
+use crate::policy::TlsPolicy;
 use crate::san::SanMatcher;
 use crate::source::{IdentitySource, TrustSource};
 use crate::verify::{PeerVerifier, Policy, Side};
+use tracing::debug;
 
 /// Builds a `rustls::ClientConfig` for mTLS.
 ///
@@ -45,7 +47,8 @@ pub struct ClientConfigBuilder {
     identity: Option<Arc<dyn IdentitySource>>,
     trust: Arc<dyn TrustSource>,
     policy: Policy,
-    tls12: bool,
+    tls: TlsPolicy,
+    key_log: bool,
     resumption: bool,
     alpn: Vec<Vec<u8>>,
     provider: Arc<CryptoProvider>,
@@ -75,7 +78,8 @@ impl ClientConfigBuilder {
             identity: None,
             trust: Arc::new(trust),
             policy: Policy::default(),
-            tls12: false,
+            tls: TlsPolicy::default(),
+            key_log: false,
             resumption: false,
             alpn: vec![b"h2".to_vec()],
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
@@ -95,9 +99,36 @@ impl ClientConfigBuilder {
         self
     }
 
-    /// Also offer TLS 1.2 (TLS 1.3 only by default).
+    /// Also offer TLS 1.2 (TLS 1.3 only by default): lowers the policy's `min_version`.
     pub fn allow_tls12(mut self) -> Self {
-        self.tls12 = true;
+        self.tls = self.tls.allow_tls12();
+        self
+    }
+
+    /// Replaces the [`TlsPolicy`] (versions, key-exchange groups, cipher suites; the
+    /// default prefers hybrid post-quantum X25519MLKEM768). Checked by [`build`](Self::build).
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["api.internal"]))?;
+    /// # let identity = std::sync::Arc::new(mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?);
+    /// # let trust = std::sync::Arc::new(mtls_core::TrustBundle::from_pem(ca.cert_pem())?);
+    /// use mtls_core::{TlsPolicy, TlsPreset};
+    /// let builder = mtls_core::ClientConfigBuilder::new(identity, trust);
+    /// let err = builder.tls_policy(TlsPolicy::preset(TlsPreset::Tls13Only).allow_tls12()).build().unwrap_err();
+    /// assert!(err.to_string().starts_with("invalid TLS policy: cipher_suites:"), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tls_policy(mut self, policy: TlsPolicy) -> Self {
+        self.tls = policy;
+        self
+    }
+
+    /// Writes this side's TLS secrets to the file named by `SSLKEYLOGFILE` (NSS key log
+    /// format, for Wireshark) — only if that variable is set too; a warning is logged when
+    /// it is. Off by default: anyone who can read the file can decrypt the traffic.
+    pub fn key_log_from_env(mut self) -> Self {
+        self.key_log = true;
         self
     }
 
@@ -118,22 +149,25 @@ impl ClientConfigBuilder {
         self
     }
 
-    /// Uses another crypto provider (e.g. aws-lc-rs in FIPS mode).
+    /// Uses another crypto provider (e.g. aws-lc-rs in FIPS mode). The [`TlsPolicy`]
+    /// picks its groups and suites from it, and [`build`](Self::build) refuses a policy
+    /// naming one the provider lacks.
     pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
         self.provider = provider;
         self
     }
 
-    /// Builds the config.
+    /// Builds the config; refuses an impossible [`TlsPolicy`], naming the field.
     pub fn build(self) -> Result<rustls::ClientConfig> {
+        let (provider, versions) = crate::policy::apply(&self.tls, &self.provider)?;
         let verifier = ServerVerifier(PeerVerifier::new(
             Side::Client,
             self.trust,
             self.policy,
-            &self.provider,
+            &provider,
         ));
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&self.provider))
-            .with_protocol_versions(versions(self.tls12))
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)
             .map_err(|e| Error::InvalidConfig {
                 reason: e.to_string(),
             })?
@@ -146,6 +180,10 @@ impl ClientConfigBuilder {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn;
+        if self.key_log {
+            config.key_log = crate::policy::key_log("client");
+        }
+        debug!(policy = %self.tls.summary(), "mTLS client config built");
         if !self.resumption {
             config.resumption = rustls::client::Resumption::disabled();
         }
@@ -159,18 +197,11 @@ impl fmt::Debug for ClientConfigBuilder {
             .field("identity", &self.identity)
             .field("trust", &self.trust)
             .field("policy", &self.policy)
-            .field("tls12", &self.tls12)
+            .field("tls", &self.tls)
+            .field("key_log", &self.key_log)
             .field("resumption", &self.resumption)
             .finish_non_exhaustive()
     }
-}
-
-static TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
-static TLS13_AND_12: &[&SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
-
-pub(crate) fn versions(tls12: bool) -> &'static [&'static SupportedProtocolVersion] {
-    if tls12 { TLS13_AND_12 } else { TLS13_ONLY }
 }
 
 #[derive(Debug)]

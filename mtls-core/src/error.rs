@@ -93,6 +93,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A [`TlsPolicy`](crate::TlsPolicy) cannot work (e.g. TLS 1.2 with only hybrid
+    /// groups, no cipher suite left, a group the crypto provider lacks).
+    #[error("invalid TLS policy: {field}: {reason}")]
+    InvalidTlsPolicy {
+        /// The policy field at fault (`min_version`, `groups`, `cipher_suites`, ...).
+        field: &'static str,
+        /// Why, and what was given.
+        reason: String,
+    },
     /// The SPIFFE Workload API gave no usable X509-SVID (feature `workload-api`).
     #[error("SPIFFE Workload API at {endpoint}: {reason}")]
     WorkloadApi {
@@ -294,6 +303,7 @@ impl Error {
                 | Error::InvalidSpiffeId { .. }
                 | Error::InvalidSanMatcher { .. }
                 | Error::InvalidConfig { .. }
+                | Error::InvalidTlsPolicy { .. }
                 | Error::WorkloadApi { .. }
         )
     }

@@ -118,7 +118,9 @@ mod client;
 mod error;
 mod files;
 mod identity;
+mod negotiated;
 mod peer;
+mod policy;
 mod san;
 mod server;
 mod source;
@@ -133,7 +135,11 @@ pub use client::ClientConfigBuilder;
 pub use error::{Error, Result};
 pub use files::{FileIdentitySource, FileTrustSource};
 pub use identity::Identity;
+pub use negotiated::Negotiated;
 pub use peer::PeerIdentity;
+pub use policy::{
+    EnvoyTlsParams, KxGroup, TlsPolicy, TlsPreset, TlsSuite, TlsVersion, explain_handshake_error,
+};
 pub use san::{SanMatcher, SanType, SubjectAltName};
 pub use server::ServerConfigBuilder;
 pub use source::{IdentityHandle, IdentitySource, TrustHandle, TrustSource};

@@ -8,6 +8,7 @@ use spiffe::SpiffeId;
 
 use crate::cert::{LeafInfo, rfc3339, serial_hex};
 use crate::error::{Error, Result};
+use crate::negotiated::Negotiated;
 use crate::san::SubjectAltName;
 
 /// The peer of a finished handshake, for the application (request extensions, logs).
@@ -36,6 +37,7 @@ pub struct PeerIdentity {
     serial: Option<String>,
     not_after: Option<SystemTime>,
     chain: Vec<CertificateDer<'static>>,
+    negotiated: Option<Negotiated>,
 }
 
 impl PeerIdentity {
@@ -49,10 +51,12 @@ impl PeerIdentity {
     /// # Ok(()) }
     /// ```
     pub fn from_connection(conn: &rustls::CommonState) -> Result<Self> {
-        match conn.peer_certificates() {
-            Some(chain) if !chain.is_empty() => Self::from_chain(chain),
-            _ => Ok(Self::unauthenticated()),
-        }
+        let mut peer = match conn.peer_certificates() {
+            Some(chain) if !chain.is_empty() => Self::from_chain(chain)?,
+            _ => Self::unauthenticated(),
+        };
+        peer.negotiated = Negotiated::from_connection(conn);
+        Ok(peer)
     }
 
     /// From a peer certificate chain (leaf first).
@@ -76,6 +80,7 @@ impl PeerIdentity {
             not_after: Some(leaf.not_after),
             sans: leaf.sans,
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            negotiated: None,
         })
     }
 
@@ -88,6 +93,7 @@ impl PeerIdentity {
             serial: None,
             not_after: None,
             chain: Vec::new(),
+            negotiated: None,
         }
     }
 
@@ -119,6 +125,12 @@ impl PeerIdentity {
     /// End of the leaf's validity.
     pub fn not_after(&self) -> Option<SystemTime> {
         self.not_after
+    }
+
+    /// What the handshake negotiated (version, suite, key-exchange group, handshake kind,
+    /// ALPN) — set by [`from_connection`](Self::from_connection), `None` otherwise.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
     }
 
     /// The chain the peer presented (DER, leaf first).

@@ -14,9 +14,11 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::authorizer::Authorizer;
 use crate::error::{Error, Result};
+use crate::policy::TlsPolicy;
 use crate::san::SanMatcher;
 use crate::source::{IdentitySource, TrustSource};
 use crate::verify::{PeerVerifier, Policy, Side};
+use tracing::debug;
 
 /// Builds a `rustls::ServerConfig` for mTLS.
 ///
@@ -46,7 +48,8 @@ pub struct ServerConfigBuilder {
     trust: Arc<dyn TrustSource>,
     policy: Policy,
     permissive: bool,
-    tls12: bool,
+    tls: TlsPolicy,
+    key_log: bool,
     resumption: bool,
     alpn: Vec<Vec<u8>>,
     provider: Arc<CryptoProvider>,
@@ -60,7 +63,8 @@ impl ServerConfigBuilder {
             trust: Arc::new(trust),
             policy: Policy::default(),
             permissive: false,
-            tls12: false,
+            tls: TlsPolicy::default(),
+            key_log: false,
             resumption: false,
             alpn: vec![b"h2".to_vec()],
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
@@ -108,9 +112,36 @@ impl ServerConfigBuilder {
         self
     }
 
-    /// Also offer TLS 1.2 (TLS 1.3 only by default).
+    /// Also offer TLS 1.2 (TLS 1.3 only by default): lowers the policy's `min_version`.
     pub fn allow_tls12(mut self) -> Self {
-        self.tls12 = true;
+        self.tls = self.tls.allow_tls12();
+        self
+    }
+
+    /// Replaces the [`TlsPolicy`] (versions, key-exchange groups, cipher suites; the
+    /// default prefers hybrid post-quantum X25519MLKEM768). Checked by [`build`](Self::build).
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["api.internal"]))?;
+    /// # let identity = std::sync::Arc::new(mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?);
+    /// # let trust = std::sync::Arc::new(mtls_core::TrustBundle::from_pem(ca.cert_pem())?);
+    /// use mtls_core::{TlsPolicy, TlsPreset};
+    /// let builder = mtls_core::ServerConfigBuilder::new(identity, trust);
+    /// let err = builder.tls_policy(TlsPolicy::preset(TlsPreset::Tls13Only).allow_tls12()).build().unwrap_err();
+    /// assert!(err.to_string().starts_with("invalid TLS policy: cipher_suites:"), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tls_policy(mut self, policy: TlsPolicy) -> Self {
+        self.tls = policy;
+        self
+    }
+
+    /// Writes this side's TLS secrets to the file named by `SSLKEYLOGFILE` (NSS key log
+    /// format, for Wireshark) — only if that variable is set too; a warning is logged when
+    /// it is. Off by default: anyone who can read the file can decrypt the traffic.
+    pub fn key_log_from_env(mut self) -> Self {
+        self.key_log = true;
         self
     }
 
@@ -135,26 +166,33 @@ impl ServerConfigBuilder {
         self
     }
 
-    /// Uses another crypto provider (e.g. aws-lc-rs in FIPS mode).
+    /// Uses another crypto provider (e.g. aws-lc-rs in FIPS mode). The [`TlsPolicy`]
+    /// picks its groups and suites from it, and [`build`](Self::build) refuses a policy
+    /// naming one the provider lacks.
     pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
         self.provider = provider;
         self
     }
 
-    /// Builds the config.
+    /// Builds the config; refuses an impossible [`TlsPolicy`], naming the field.
     pub fn build(self) -> Result<rustls::ServerConfig> {
+        let (provider, versions) = crate::policy::apply(&self.tls, &self.provider)?;
         let verifier = ClientVerifier {
-            inner: PeerVerifier::new(Side::Server, self.trust, self.policy, &self.provider),
+            inner: PeerVerifier::new(Side::Server, self.trust, self.policy, &provider),
             permissive: self.permissive,
         };
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
-            .with_protocol_versions(crate::client::versions(self.tls12))
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)
             .map_err(|e| Error::InvalidConfig {
                 reason: e.to_string(),
             })?
             .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(Arc::new(IdentityResolver(self.identity)));
         config.alpn_protocols = self.alpn;
+        if self.key_log {
+            config.key_log = crate::policy::key_log("server");
+        }
+        debug!(policy = %self.tls.summary(), "mTLS server config built");
         if !self.resumption {
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
             config.send_tls13_tickets = 0;
@@ -170,7 +208,8 @@ impl fmt::Debug for ServerConfigBuilder {
             .field("trust", &self.trust)
             .field("policy", &self.policy)
             .field("permissive", &self.permissive)
-            .field("tls12", &self.tls12)
+            .field("tls", &self.tls)
+            .field("key_log", &self.key_log)
             .field("resumption", &self.resumption)
             .finish_non_exhaustive()
     }

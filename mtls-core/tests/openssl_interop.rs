@@ -174,6 +174,12 @@ fn openssl_s_client_against_echo_server() {
         line.starts_with("accepted") && line.contains(CLIENT_ID),
         "{line}"
     );
+    // OpenSSL 3.0 has no ML-KEM: it offers (and sends a share for) X25519 first, and our
+    // server, following the client's order, takes it with no HelloRetryRequest.
+    assert!(
+        line.ends_with("negotiated TLSv1.3 TLS_AES_256_GCM_SHA384 X25519 full"),
+        "{line}"
+    );
 
     assert!(
         !s_client(dir.path(), &server.addr, Some("intruder"), &[]),
@@ -210,6 +216,18 @@ fn openssl_s_client_against_echo_server() {
         !s_client(dir.path(), &server.addr, Some("good"), &["-tls1_2"]),
         "TLS 1.2 must be refused by default"
     );
+    let line = expect_line(&server.out, "TLS 1.2 rejection", |l| {
+        l.starts_with("rejected") || l.starts_with("accepted")
+    });
+    // The log says what each side offered and what to set.
+    for part in [
+        "protocol version mismatch: the peer offered only TLS 1.2 or older",
+        "this side accepts TLSv1.3 only",
+        "tls_maximum_protocol_version: TLSv1_3",
+        "min_version to TLSv1_2",
+    ] {
+        assert!(line.contains(part), "{part:?} missing: {line}");
+    }
     drop(server.guard);
 
     let server12 = start_echo_server(dir.path(), &["--tls12"]);
@@ -252,11 +270,15 @@ fn echo_client_against_openssl_s_server() {
     let line = expect_line(&out, "ACCEPT", |l| l.starts_with("ACCEPT "));
     let addr = line.trim_start_matches("ACCEPT ").to_owned();
 
-    let run_client = |cert: &str, allow: &str| {
+    let run_client_with = |cert: &str, allow: &str, extra: &[&str], keylog: Option<&Path>| {
+        let mut cmd = Command::new(example_bin("echo_client"));
+        cmd.env_remove("SSLKEYLOGFILE").args(extra);
+        if let Some(file) = keylog {
+            cmd.env("SSLKEYLOGFILE", file);
+        }
         let mut client = ChildGuard::spawn(
             "echo_client",
-            Command::new(example_bin("echo_client"))
-                .arg("--ca")
+            cmd.arg("--ca")
                 .arg(dir.path().join("ca.pem"))
                 .arg("--cert")
                 .arg(dir.path().join(format!("{cert}.pem")))
@@ -280,6 +302,7 @@ fn echo_client_against_openssl_s_server() {
             .unwrap();
         (status.success(), stdout, stderr)
     };
+    let run_client = |cert: &str, allow: &str| run_client_with(cert, allow, &[], None);
 
     let (ok, stdout, stderr) = run_client("good", SERVER_ID);
     assert!(ok, "stdout {stdout} stderr {stderr}");
@@ -291,6 +314,12 @@ fn echo_client_against_openssl_s_server() {
         stdout.contains("reply: olleh"),
         "s_server -rev reverses the line: {stdout}"
     );
+    // Our client sends X25519MLKEM768 and X25519 shares; OpenSSL 3.0 (no ML-KEM) picks
+    // X25519 from the first ClientHello: a full handshake, no HelloRetryRequest.
+    assert!(
+        stdout.contains("negotiated TLSv1.3 TLS_AES_256_GCM_SHA384 X25519 full\n"),
+        "{stdout}"
+    );
 
     // The client refuses a server that is not the one it wants, naming both.
     let (ok, _stdout, stderr) = run_client("good", "spiffe://example.org/ns/prod/sa/billing");
@@ -300,5 +329,28 @@ fn echo_client_against_openssl_s_server() {
             "peer presented {SERVER_ID}; expected spiffe://example.org/ns/prod/sa/billing"
         )),
         "{stderr}"
+    );
+
+    // Key logging needs both switches: SSLKEYLOGFILE alone writes nothing, and so does the
+    // flag alone; both together write the NSS key log (and warn).
+    let keylog = dir.path().join("keys.log");
+    let (ok, _, stderr) = run_client_with("good", SERVER_ID, &[], Some(&keylog));
+    assert!(ok, "{stderr}");
+    assert!(!keylog.exists(), "SSLKEYLOGFILE alone must not log keys");
+    let (ok, _, stderr) = run_client_with("good", SERVER_ID, &["--keylog"], None);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("key logging is ON"), "{stderr}");
+    let (ok, _, stderr) = run_client_with("good", SERVER_ID, &["--keylog"], Some(&keylog));
+    assert!(ok, "{stderr}");
+    let logged = std::fs::read_to_string(&keylog).expect("key log written with both switches on");
+    for label in [
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET ",
+        "CLIENT_TRAFFIC_SECRET_0 ",
+    ] {
+        assert!(logged.contains(label), "{label} missing from {logged}");
+    }
+    assert!(
+        stderr.contains("TLS key logging is ON"),
+        "a warning is logged: {stderr}"
     );
 }
