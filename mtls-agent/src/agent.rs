@@ -10,10 +10,11 @@ use mtls_jwt::{Algorithm, SigningKey};
 use spiffe::{SpiffeId, TrustDomain};
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::conn::{self, Admission, Socket, TrackCallsLayer};
 use crate::error::{Error, Result};
 use crate::issuer::{self, Issuer};
+use crate::limits::{Limits, RECEIVE_WINDOW};
 use crate::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use crate::pb::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use crate::registration::Registration;
@@ -51,6 +52,7 @@ pub struct AgentConfig {
     jwt_ttl: Duration,
     registration: Registration,
     registration_file: Option<PathBuf>,
+    limits: Limits,
 }
 
 impl AgentConfig {
@@ -72,6 +74,7 @@ impl AgentConfig {
             jwt_ttl: DEFAULT_JWT_TTL,
             registration,
             registration_file: None,
+            limits: Limits::default(),
         }
     }
 
@@ -109,6 +112,13 @@ impl AgentConfig {
     /// JWT-SVID lifetime (default 5 min).
     pub fn jwt_ttl(mut self, ttl: Duration) -> Self {
         self.jwt_ttl = ttl;
+        self
+    }
+
+    /// Bounds on connections, HTTP/2, requests and audiences (see [`Limits`] for every one
+    /// and its default).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -186,29 +196,47 @@ impl Agent {
         )?;
 
         let mut tasks = Vec::new();
+        let limits = Arc::new(config.limits);
+        let admission = Admission::new(&limits);
         let listener = bind(&config.workload_socket, "binding the Workload API socket")?;
         let workload = SpiffeWorkloadApiServer::new(WorkloadApi {
             issuer: Arc::clone(&issuer),
-        });
+            limits: Arc::clone(&limits),
+        })
+        .max_decoding_message_size(limits.max_request_size);
         // Workload API connections go through the :authority rewriter (gRPC C-core, Java
         // and Swift clients send the socket path there; see authority.rs).
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(workload)
-                .serve_with_incoming(crate::authority::incoming(listener))
-                .await
-            {
-                tracing::error!(error = %e, "Workload API server stopped");
-            }
-        }));
+        tasks.push(serve(
+            server_builder(&limits).add_service(workload),
+            conn::incoming(
+                listener,
+                Socket {
+                    what: "Workload API",
+                    rewrite_authority: true,
+                },
+                Arc::clone(&admission),
+                Arc::clone(&limits),
+            ),
+            "Workload API",
+        ));
         if let Some(path) = &config.sds_socket {
             let listener = bind(path, "binding the SDS socket")?;
             let sds = SecretDiscoveryServiceServer::new(Sds {
                 issuer: Arc::clone(&issuer),
-            });
+                limits: Arc::clone(&limits),
+            })
+            .max_decoding_message_size(limits.max_request_size);
             tasks.push(serve(
-                tonic::transport::Server::builder().add_service(sds),
-                listener,
+                server_builder(&limits).add_service(sds),
+                conn::incoming(
+                    listener,
+                    Socket {
+                        what: "SDS",
+                        rewrite_authority: false,
+                    },
+                    Arc::clone(&admission),
+                    Arc::clone(&limits),
+                ),
                 "SDS",
             ));
         }
@@ -338,16 +366,28 @@ fn bind(path: &Path, what: &'static str) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// A tonic server with every HTTP/2 limit set on purpose (see [`Limits`]).
+fn server_builder(
+    limits: &Limits,
+) -> tonic::transport::Server<tower_layer::Stack<TrackCallsLayer, tower_layer::Identity>> {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_size)
+        .max_frame_size(crate::authority::MAX_FRAME_SIZE as u32)
+        .initial_connection_window_size(RECEIVE_WINDOW)
+        .initial_stream_window_size(RECEIVE_WINDOW)
+        .layer(TrackCallsLayer)
+}
+
 fn serve(
-    router: tonic::transport::server::Router,
-    listener: UnixListener,
+    router: tonic::transport::server::Router<
+        tower_layer::Stack<TrackCallsLayer, tower_layer::Identity>,
+    >,
+    incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<conn::PeerConn>>,
     what: &'static str,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming(UnixListenerStream::new(listener))
-            .await
-        {
+        if let Err(e) = router.serve_with_incoming(incoming).await {
             tracing::error!(error = %e, "{what} server stopped");
         }
     })

@@ -3,16 +3,16 @@
 use std::path::PathBuf;
 
 use tonic::Request;
-use tonic::transport::server::UdsConnectInfo;
 
+use crate::conn::ConnInfo;
 use crate::registration::Caller;
 
 /// The caller of `request` (uid, gid, pid and `/proc/<pid>/exe`), plus an SDS node id.
 pub(crate) fn caller_of<T>(request: &Request<T>, sds_node_id: Option<String>) -> Caller {
     let cred = request
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred);
+        .get::<ConnInfo>()
+        .and_then(|info| info.uds.peer_cred);
     let pid = cred.and_then(|c| c.pid());
     Caller {
         uid: cred.map(|c| c.uid()),

@@ -37,6 +37,13 @@ pub enum Error {
     /// A JWT key operation failed.
     #[error("JWT signing key: {0}")]
     Jwt(#[from] mtls_jwt::Error),
+    /// An HTTP/2 peer sent what the agent refuses before any identity is known (a limit
+    /// exceeded or a malformed frame); the connection is closed.
+    #[error("refused HTTP/2 input: {reason}")]
+    Http2 {
+        /// The limit or rule violated, with the expected and the presented size.
+        reason: String,
+    },
     /// The configuration is inconsistent.
     #[error("invalid configuration: {reason}")]
     Config {

@@ -77,14 +77,19 @@
 mod agent;
 mod authority;
 mod caller;
+mod conn;
 mod error;
 mod issuer;
+mod limits;
+mod logging;
 pub mod pb;
 mod registration;
 mod sds;
 mod workload;
 
 pub use agent::{Agent, AgentConfig, DEFAULT_JWT_TTL, DEFAULT_SVID_TTL};
+pub use authority::{AuthorityRewriter, MAX_CONTINUATIONS, MAX_FRAME_SIZE};
 pub use error::{Error, Result};
+pub use limits::Limits;
 pub use registration::{Caller, Entry, Registration, Selectors};
 pub use sds::SECRET_TYPE_URL;

@@ -34,6 +34,7 @@ type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static
 #[derive(Debug, Clone)]
 pub(crate) struct Sds {
     pub(crate) issuer: Arc<Issuer>,
+    pub(crate) limits: Arc<crate::limits::Limits>,
 }
 
 fn inline(bytes: &str) -> Option<DataSource> {

@@ -28,6 +28,7 @@ type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static
 #[derive(Debug, Clone)]
 pub(crate) struct WorkloadApi {
     pub(crate) issuer: Arc<Issuer>,
+    pub(crate) limits: Arc<crate::limits::Limits>,
 }
 
 fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
