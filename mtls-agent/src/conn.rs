@@ -88,7 +88,8 @@ impl Admission {
     }
 
     /// Connections open now (total).
-    pub(crate) fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open.lock().unwrap_or_else(PoisonError::into_inner).0
     }
 }
@@ -441,9 +442,11 @@ mod tests {
 
     #[test]
     fn admission_bounds_total_and_per_uid_and_frees_on_drop() {
-        let mut limits = Limits::default();
-        limits.max_connections = 3;
-        limits.max_connections_per_uid = 2;
+        let limits = Limits {
+            max_connections: 3,
+            max_connections_per_uid: 2,
+            ..Limits::default()
+        };
         let a = Admission::new(&limits);
         let p1 = a.admit(Some(1000)).unwrap();
         let _p2 = a.admit(Some(1000)).unwrap();

@@ -1,6 +1,6 @@
 //! The agent's CA and JWT key, the current set of SVIDs, and their rotation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use spiffe::{SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::limits::VALIDATOR_CACHE_ENTRIES;
 use crate::registration::Registration;
 
 /// One issued X509-SVID, in the encodings the two APIs want.
@@ -58,7 +59,7 @@ pub(crate) struct Issuer {
     registration: RwLock<Registration>,
     tx: watch::Sender<Arc<Snapshot>>,
     issuing: Mutex<()>,
-    validators: Mutex<HashMap<String, Arc<Validator>>>,
+    validators: Mutex<ValidatorCache>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -92,7 +93,7 @@ impl Issuer {
             registration: RwLock::new(registration),
             tx,
             issuing: Mutex::new(()),
-            validators: Mutex::new(HashMap::new()),
+            validators: Mutex::new(ValidatorCache::default()),
         }))
     }
 
@@ -158,17 +159,19 @@ impl Issuer {
             spec = spec.audience(a.clone());
         }
         let token = self.jwt_key.mint(&spec)?;
-        tracing::info!(spiffe_id = %id, ?audiences, ttl = ?self.jwt_ttl, "issued JWT-SVID");
+        tracing::info!(spiffe_id = %id, audiences = ?audiences.iter().map(|a| crate::logging::Shown(a)).collect::<Vec<_>>(),
+            ttl = ?self.jwt_ttl, "issued JWT-SVID");
         Ok(token)
     }
 
-    /// A JWT-SVID validator for `audience` over our own key (cached per audience).
+    /// A JWT-SVID validator for `audience` over our own key (cached per audience, at most
+    /// [`VALIDATOR_CACHE_ENTRIES`] of them, oldest evicted first).
     pub(crate) fn validator(&self, audience: &str) -> Result<Arc<Validator>> {
-        let mut map = self
+        let mut cache = self
             .validators
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(v) = map.get(audience) {
+        if let Some(v) = cache.map.get(audience) {
             return Ok(Arc::clone(v));
         }
         let jwks = mtls_jwt::jwks_json([self.jwt_key.jwk(None)]);
@@ -178,11 +181,31 @@ impl Issuer {
                 .jwt_svid(audience)
                 .build()?,
         );
-        if map.len() > 1000 {
-            map.clear();
-        }
-        map.insert(audience.to_owned(), Arc::clone(&v));
+        cache.insert(audience, Arc::clone(&v));
         Ok(v)
+    }
+}
+
+/// ValidateJWTSVID validators by audience, bounded in entries (and so in bytes: audiences
+/// are at most [`crate::Limits::max_audience_len`] long); the oldest goes first.
+#[derive(Default)]
+struct ValidatorCache {
+    map: HashMap<String, Arc<Validator>>,
+    order: VecDeque<String>,
+}
+
+impl ValidatorCache {
+    fn insert(&mut self, audience: &str, validator: Arc<Validator>) {
+        while self.map.len() >= VALIDATOR_CACHE_ENTRIES {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.map.remove(&oldest);
+                }
+                None => self.map.clear(),
+            }
+        }
+        self.map.insert(audience.to_owned(), validator);
+        self.order.push_back(audience.to_owned());
     }
 }
 
@@ -326,5 +349,36 @@ pub(crate) async fn rotation_task(issuer: Arc<Issuer>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_validator_cache_is_bounded_and_evicts_the_oldest() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let jwks = mtls_jwt::jwks_json([key.jwk(None)]);
+        let v = Arc::new(
+            Validator::builder()
+                .jwks(JwksSource::inline(jwks))
+                .jwt_svid("a")
+                .build()
+                .unwrap(),
+        );
+        let mut cache = ValidatorCache::default();
+        for i in 0..VALIDATOR_CACHE_ENTRIES * 3 {
+            cache.insert(&format!("aud-{i}"), Arc::clone(&v));
+            assert!(cache.map.len() <= VALIDATOR_CACHE_ENTRIES);
+        }
+        assert_eq!(cache.map.len(), VALIDATOR_CACHE_ENTRIES);
+        assert_eq!(cache.order.len(), VALIDATOR_CACHE_ENTRIES);
+        assert!(!cache.map.contains_key("aud-0"));
+        assert!(
+            cache
+                .map
+                .contains_key(&format!("aud-{}", VALIDATOR_CACHE_ENTRIES * 3 - 1))
+        );
     }
 }

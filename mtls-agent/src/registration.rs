@@ -90,10 +90,15 @@ impl std::fmt::Display for Caller {
             opt(self.uid.map(|v| v.to_string())),
             opt(self.gid.map(|v| v.to_string())),
             opt(self.pid.map(|v| v.to_string())),
-            opt(self.exe.as_ref().map(|p| p.display().to_string())),
+            // Paths and node ids are the caller's to choose: escaped and bounded, so that a
+            // newline in an exe path cannot forge a log line.
+            opt(self
+                .exe
+                .as_ref()
+                .map(|p| crate::logging::Shown(&p.to_string_lossy()).to_string())),
         )?;
         if let Some(node) = &self.sds_node_id {
-            write!(f, " sds_node_id={node}")?;
+            write!(f, " sds_node_id={}", crate::logging::Shown(node))?;
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::caller::caller_of;
 use crate::issuer::{Issuer, Snapshot};
+use crate::limits::Limits;
+use crate::logging::{LogBudget, Shown};
 use crate::pb::envoy::config::core::v3::{DataSource, data_source};
 use crate::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, Secret, TlsCertificate, secret,
@@ -27,6 +29,12 @@ use crate::registration::Caller;
 /// The type URL of an SDS resource.
 pub const SECRET_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// The longest SDS resource name that can name anything (a SPIFFE ID is at most 2048 bytes).
+const MAX_RESOURCE_NAME: usize = 2048;
+
+static REFUSED: LogBudget = LogBudget::new(20);
+static NACKED: LogBudget = LogBudget::new(20);
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -46,12 +54,7 @@ fn inline(bytes: &str) -> Option<DataSource> {
 }
 
 /// The secret called `name` for a caller entitled to `ids`.
-fn resolve(
-    name: &str,
-    snapshot: &Snapshot,
-    ids: &[SpiffeId],
-    caller: &Caller,
-) -> Result<Secret, Status> {
+fn resolve(name: &str, snapshot: &Snapshot, ids: &[SpiffeId]) -> Result<Secret, Status> {
     let td_id = format!("spiffe://{}", snapshot.trust_domain);
     if name == "ROOTCA" || name == "ALL" || name == td_id {
         return Ok(Secret {
@@ -63,24 +66,18 @@ fn resolve(
             )),
         });
     }
+    // A SPIFFE ID the caller is not entitled to gets the same answer whether or not it is
+    // registered: the peer never learns which identities exist.
     let id = if name == "default" {
         ids.first().cloned()
     } else {
-        match name.parse::<SpiffeId>() {
-            Ok(id) if ids.contains(&id) => Some(id),
-            Ok(id) if snapshot.svid(&id).is_some() => {
-                return Err(Status::permission_denied(format!(
-                    "SDS secret {name:?}: the caller ({caller}) is not entitled to {id}; entitled: {}",
-                    list(ids)
-                )));
-            }
-            _ => None,
-        }
+        name.parse::<SpiffeId>().ok().filter(|id| ids.contains(id))
     };
     let svid = id.as_ref().and_then(|id| snapshot.svid(id)).ok_or_else(|| {
         Status::invalid_argument(format!(
-            "unknown SDS secret name {name:?}: expected \"default\", one of the caller's SPIFFE IDs [{}], \
+            "unknown SDS secret name \"{}\": expected \"default\", one of the caller's SPIFFE IDs [{}], \
              the trust domain ID {td_id:?}, \"ROOTCA\" or \"ALL\"",
+            Shown(name),
             list(ids)
         ))
     })?;
@@ -91,6 +88,35 @@ fn resolve(
             private_key: inline(&svid.key_pem),
         })),
     })
+}
+
+/// The requested resource names, duplicates merged (first occurrence kept), at most
+/// [`Limits::max_sds_resource_names`] of them, each at most 2048 bytes.
+fn requested_names(names: Vec<String>, limits: &Limits) -> Result<Vec<String>, Status> {
+    let mut unique: Vec<String> = Vec::new();
+    for name in names {
+        if name.len() > MAX_RESOURCE_NAME {
+            return Err(Status::invalid_argument(format!(
+                "SDS resource name of {} bytes; expected at most {MAX_RESOURCE_NAME}",
+                name.len()
+            )));
+        }
+        if !unique.contains(&name) {
+            if unique.len() == limits.max_sds_resource_names {
+                return Err(Status::invalid_argument(format!(
+                    "more than {} distinct SDS resource names requested; expected at most {}",
+                    limits.max_sds_resource_names, limits.max_sds_resource_names
+                )));
+            }
+            unique.push(name);
+        }
+    }
+    Ok(unique)
+}
+
+/// Names for a log line: escaped and bounded.
+fn shown_names(names: &[String]) -> Vec<Shown<'_>> {
+    names.iter().map(|n| Shown(n)).collect()
 }
 
 fn list(ids: &[SpiffeId]) -> String {
@@ -117,7 +143,7 @@ impl Sds {
         }
         let mut resources = Vec::with_capacity(names.len());
         for name in names {
-            let secret = resolve(name, &snapshot, &ids, caller)?;
+            let secret = resolve(name, &snapshot, &ids)?;
             resources.push(prost_types::Any {
                 type_url: SECRET_TYPE_URL.to_owned(),
                 value: secret.encode_to_vec(),
@@ -172,12 +198,25 @@ impl SecretDiscoveryService for Sds {
                             if caller.sds_node_id.is_none() {
                                 caller.sds_node_id = req.node.as_ref().map(|n| n.id.clone()).filter(|id| !id.is_empty());
                             }
-                            if let Some(err) = &req.error_detail {
-                                tracing::warn!(%caller, names = ?req.resource_names, nonce = %req.response_nonce,
-                                    code = err.code, message = %err.message, "Envoy rejected (NACK) an SDS response");
+                            let requested = match requested_names(req.resource_names, &sds.limits) {
+                                Ok(requested) => requested,
+                                Err(status) => {
+                                    if let Some(suppressed) = REFUSED.allow() {
+                                        tracing::warn!(%caller, error = %status.message(), suppressed, "SDS request refused");
+                                    }
+                                    let _ = tx.send(Err(status)).await;
+                                    break;
+                                }
+                            };
+                            if let Some(err) = &req.error_detail
+                                && let Some(suppressed) = NACKED.allow()
+                            {
+                                tracing::warn!(%caller, names = ?shown_names(&requested), nonce = %Shown(&req.response_nonce),
+                                    code = err.code, message = %Shown(&err.message), suppressed,
+                                    "Envoy rejected (NACK) an SDS response");
                             }
-                            let changed = req.resource_names != names;
-                            names = req.resource_names;
+                            let changed = requested != names;
+                            names = requested;
                             let current = sds.issuer.current().generation;
                             // First request, new names, or a version Envoy does not have yet.
                             changed || sent.is_none() || req.version_info != current.to_string()
@@ -204,7 +243,7 @@ impl SecretDiscoveryService for Sds {
                 let snapshot = updates.borrow_and_update().clone();
                 match sds.respond(&caller, &names, nonce, snapshot) {
                     Ok((response, snapshot)) => {
-                        tracing::info!(%caller, ?names, version = %response.version_info,
+                        tracing::info!(%caller, names = ?shown_names(&names), version = %response.version_info,
                             serials = ?names.iter().filter_map(|n| n.parse::<SpiffeId>().ok())
                                 .filter_map(|id| snapshot.svid(&id).map(|s| s.serial_hex.clone())).collect::<Vec<_>>(),
                             "SDS secrets sent");
@@ -214,7 +253,10 @@ impl SecretDiscoveryService for Sds {
                         }
                     }
                     Err(status) => {
-                        tracing::warn!(%caller, ?names, error = %status.message(), "SDS request refused");
+                        if let Some(suppressed) = REFUSED.allow() {
+                            tracing::warn!(%caller, names = ?shown_names(&names), error = %status.message(), suppressed,
+                                "SDS request refused");
+                        }
                         let _ = tx.send(Err(status)).await;
                         break;
                     }
@@ -235,9 +277,45 @@ impl SecretDiscoveryService for Sds {
             .map(|n| n.id.clone())
             .filter(|id| !id.is_empty());
         let caller = caller_of(&request, node);
-        let names = request.into_inner().resource_names;
+        let names = requested_names(request.into_inner().resource_names, &self.limits)?;
         let (response, _) = self.respond(&caller, &names, 0, self.issuer.current())?;
-        tracing::info!(%caller, ?names, version = %response.version_info, "SDS secrets fetched");
+        tracing::info!(%caller, names = ?shown_names(&names), version = %response.version_info, "SDS secrets fetched");
         Ok(Response::new(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names_are_deduplicated_and_bounded() {
+        let limits = Limits::default();
+        // 650k "ALL": one name.
+        let names = requested_names(vec!["ALL".to_owned(); 650_000], &limits).unwrap();
+        assert_eq!(names, ["ALL"]);
+        let names = requested_names(
+            vec!["default".into(), "ALL".into(), "default".into()],
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(names, ["default", "ALL"]);
+        let many: Vec<String> = (0..=limits.max_sds_resource_names)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let status = requested_names(many, &limits).unwrap_err();
+        assert!(
+            status
+                .message()
+                .contains("more than 32 distinct SDS resource names"),
+            "{}",
+            status.message()
+        );
+        let status = requested_names(vec!["x".repeat(4096)], &limits).unwrap_err();
+        assert!(
+            status
+                .message()
+                .contains("4096 bytes; expected at most 2048")
+        );
     }
 }

@@ -11,6 +11,8 @@ use tonic::{Request, Response, Status};
 
 use crate::caller::caller_of;
 use crate::issuer::{Issuer, Snapshot};
+use crate::limits::Limits;
+use crate::logging::{LogBudget, Shown};
 use crate::pb::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::pb::workload::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
@@ -21,6 +23,9 @@ use crate::registration::Caller;
 
 /// The header every Workload API call must carry (SPIFFE Workload API spec, SSRF guard).
 pub(crate) const SECURITY_HEADER: &str = "workload.spiffe.io";
+
+static UNMATCHED: LogBudget = LogBudget::new(20);
+static VALIDATE_REFUSED: LogBudget = LogBudget::new(20);
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -35,8 +40,8 @@ fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
     match request.metadata().get(SECURITY_HEADER) {
         Some(v) if v.as_bytes() == b"true" => Ok(()),
         Some(v) => Err(Status::invalid_argument(format!(
-            "security header {SECURITY_HEADER} is {:?}; expected \"true\"",
-            String::from_utf8_lossy(v.as_bytes())
+            "security header {SECURITY_HEADER} is \"{}\"; expected \"true\"",
+            crate::logging::shown_bytes(v.as_bytes())
         ))),
         None => Err(Status::invalid_argument(format!(
             "security header missing from request: expected `{SECURITY_HEADER}: true`"
@@ -51,7 +56,9 @@ impl WorkloadApi {
         let caller = caller_of(request, None);
         let ids = self.issuer.registration().identities_for(&caller);
         if ids.is_empty() {
-            tracing::warn!(%caller, rpc, "no registration entry matches the caller");
+            if let Some(suppressed) = UNMATCHED.allow() {
+                tracing::warn!(%caller, rpc, suppressed, "no registration entry matches the caller");
+            }
             return Err(Status::permission_denied(format!(
                 "no identity issued: no registration entry matches the caller ({caller})"
             )));
@@ -155,18 +162,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<JwtsvidResponse>, Status> {
         let (caller, ids) = self.admit(&request, "FetchJWTSVID")?;
         let req = request.into_inner();
-        if req.audience.is_empty() {
-            return Err(Status::invalid_argument(
-                "audience must be specified: expected at least one audience",
-            ));
-        }
+        check_audiences(&req.audience, &self.limits)?;
         let wanted: Vec<SpiffeId> = if req.spiffe_id.is_empty() {
             ids
         } else {
             let id: SpiffeId = req.spiffe_id.parse().map_err(|e| {
                 Status::invalid_argument(format!(
                     "requested spiffe_id {:?} is not a SPIFFE ID: {e}",
-                    req.spiffe_id
+                    Shown(&req.spiffe_id)
                 ))
             })?;
             if !ids.contains(&id) {
@@ -220,9 +223,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         // security header.
         check_header(&request)?;
         let req = request.into_inner();
-        if req.audience.is_empty() {
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
+        check_audiences(std::slice::from_ref(&req.audience), &self.limits)?;
         if req.svid.is_empty() {
             return Err(Status::invalid_argument("svid must be specified"));
         }
@@ -230,14 +231,35 @@ impl SpiffeWorkloadApi for WorkloadApi {
             .issuer
             .validator(&req.audience)
             .map_err(|e| Status::internal(e.to_string()))?;
+        let refused = |reason: &dyn std::fmt::Display| {
+            if let Some(suppressed) = VALIDATE_REFUSED.allow() {
+                tracing::info!(audience = %Shown(&req.audience), error = %reason, suppressed,
+                    "ValidateJWTSVID refused a token");
+            }
+        };
         let claims = validator.validate_now(&req.svid).map_err(|e| {
-            tracing::info!(audience = %req.audience, error = %e, "ValidateJWTSVID refused a token");
+            refused(&e);
             Status::invalid_argument(e.envoy_message())
         })?;
-        let spiffe_id = claims
-            .spiffe_id()
-            .map(|id| id.to_string())
-            .ok_or_else(|| Status::invalid_argument("token subject is not a SPIFFE ID"))?;
+        // Validation is keyed by trust domain (as SPIRE's is): we hold the bundle of our own
+        // trust domain only, so a subject in any other is refused even when our key signed it.
+        let spiffe_id = match claims.spiffe_id() {
+            Some(id) if id.trust_domain() == self.issuer.trust_domain() => id.to_string(),
+            Some(id) => {
+                refused(&format_args!(
+                    "subject {} is outside trust domain {}",
+                    Shown(&id.to_string()),
+                    self.issuer.trust_domain()
+                ));
+                return Err(Status::invalid_argument(
+                    "token subject is not in a trust domain this agent validates",
+                ));
+            }
+            None => {
+                refused(&"subject is not a SPIFFE ID");
+                return Err(Status::invalid_argument("token subject is not a SPIFFE ID"));
+            }
+        };
         let fields = claims
             .as_map()
             .iter()
@@ -248,6 +270,40 @@ impl SpiffeWorkloadApi for WorkloadApi {
             claims: Some(prost_types::Struct { fields }),
         }))
     }
+}
+
+/// Audiences of a JWT-SVID request: at least one, at most [`Limits::max_audiences`], each
+/// non-empty and at most [`Limits::max_audience_len`] bytes.
+fn check_audiences(audiences: &[String], limits: &Limits) -> Result<(), Status> {
+    if audiences.is_empty() {
+        return Err(Status::invalid_argument(
+            "audience must be specified: expected at least one audience",
+        ));
+    }
+    if audiences.len() > limits.max_audiences {
+        return Err(Status::invalid_argument(format!(
+            "{} audiences requested; expected at most {}",
+            audiences.len(),
+            limits.max_audiences
+        )));
+    }
+    for (i, audience) in audiences.iter().enumerate() {
+        if audience.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "audience {} is empty; expected a non-empty audience",
+                i + 1
+            )));
+        }
+        if audience.len() > limits.max_audience_len {
+            return Err(Status::invalid_argument(format!(
+                "audience {} is {} bytes; expected at most {}",
+                i + 1,
+                audience.len(),
+                limits.max_audience_len
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
@@ -268,4 +324,33 @@ fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
         }),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audiences_are_bounded_and_non_empty() {
+        let limits = Limits::default();
+        let ok = vec!["bookstore".to_owned(); limits.max_audiences];
+        check_audiences(&ok, &limits).unwrap();
+        for (audiences, expected) in [
+            (vec![], "expected at least one audience"),
+            (vec![String::new()], "audience 1 is empty"),
+            (vec!["a".to_owned(), String::new()], "audience 2 is empty"),
+            (
+                vec!["a".repeat(513)],
+                "audience 1 is 513 bytes; expected at most 512",
+            ),
+            (
+                vec!["a".to_owned(); 17],
+                "17 audiences requested; expected at most 16",
+            ),
+        ] {
+            let status = check_audiences(&audiences, &limits).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().contains(expected), "{}", status.message());
+        }
+    }
 }
