@@ -18,8 +18,31 @@
 //! Callers are identified by their Unix peer credentials (`SO_PEERCRED`: uid, gid, pid →
 //! `/proc/<pid>/exe`) and, on SDS, Envoy's `node.id`. A caller no entry matches gets
 //! PERMISSION_DENIED; a call without the security header gets INVALID_ARGUMENT; an SDS
-//! request for an unknown secret name ends the stream with INVALID_ARGUMENT naming the
-//! names that exist (Envoy logs it and counts `sds.<name>.update_failure`).
+//! request for a secret name the caller has no right to ends the stream with
+//! INVALID_ARGUMENT naming the caller's own names (Envoy logs it and counts
+//! `sds.<name>.update_failure`) — the same answer whether that SPIFFE ID is registered for
+//! someone else or not at all, so a peer cannot probe which identities exist.
+//!
+//! ## Limits: what a local peer can make the agent hold
+//! The agent runs as root on developer machines and CI hosts, and any local user can
+//! connect to its sockets. So everything a peer can send before (and after) it is
+//! identified is bounded — see [`Limits`] for the table of limits and their defaults
+//! ([`AgentConfig::limits`] changes them):
+//! - connections, total and per Unix uid (`SO_PEERCRED`), over both sockets; a handshake
+//!   timeout (the HTTP/2 preface) and an idle timeout (no call in flight);
+//! - HTTP/2: frame size, header-list size, concurrent streams and receive windows set on
+//!   both servers; the Workload API's `:authority` rewriter ([`AuthorityRewriter`], which
+//!   parses HTTP/2 before h2 does) enforces frame size, header-block size, CONTINUATION
+//!   count and the *decoded* HPACK size itself, so an HPACK bomb is refused, not decoded;
+//! - request messages, JWT-SVID audiences (count, length, non-empty), SDS resource names
+//!   (deduplicated, count, length) and the ValidateJWTSVID validator cache;
+//! - logs: client-controlled fields are escaped (a newline in an exe path cannot forge a
+//!   log line) and cut to 128 characters; refusals a peer can trigger at will are logged at
+//!   most 20 times per 10 s each, then counted.
+//!
+//! JWT-SVID rules: ValidateJWTSVID is keyed by trust domain — it holds our trust domain's
+//! keys only, so a token whose `sub` is in another trust domain is refused even when our
+//! key signed it; FetchJWTSVID refuses empty audiences.
 //!
 //! ## Quick start
 //!

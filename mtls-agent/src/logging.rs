@@ -53,7 +53,7 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// A per-event log budget: at most `per_window` lines every 10 s; the first line of the
 /// next window tells how many were suppressed.
 ///
-/// ```ignore
+/// ```text
 /// static REFUSED: LogBudget = LogBudget::new(10);
 /// if let Some(suppressed) = REFUSED.allow() {
 ///     tracing::warn!(suppressed, "connection refused");

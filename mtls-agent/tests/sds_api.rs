@@ -98,10 +98,10 @@ async fn secrets_are_named_as_spire_names_them() {
 }
 
 #[tokio::test]
-async fn refusals_name_what_exists() {
+async fn refusals_name_the_callers_own_names_and_never_which_ids_exist() {
     let t = TestAgent::start(&registration()).await;
     let mut client = sds_client(t.sds_socket()).await;
-    // Unknown name: INVALID_ARGUMENT listing the valid names.
+    // Unknown name: INVALID_ARGUMENT listing the caller's valid names.
     let status = client
         .fetch_secrets(request("sidecar", &["no-such-secret"]))
         .await
@@ -111,12 +111,50 @@ async fn refusals_name_what_exists() {
         status.message().contains("\"no-such-secret\"") && status.message().contains(ENVOY),
         "{status:?}"
     );
-    // A registered ID the caller is not entitled to: PERMISSION_DENIED.
-    let status = client
+    // A registered ID the caller is not entitled to is answered exactly as an unregistered
+    // one: the peer cannot probe which identities exist.
+    let registered = client
         .fetch_secrets(request("sidecar", &[WEB]))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let unregistered = "spiffe://bookstore.local/nobody";
+    let unknown = client
+        .fetch_secrets(request("sidecar", &[unregistered]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        registered.code(),
+        tonic::Code::InvalidArgument,
+        "{registered:?}"
+    );
+    assert_eq!(unknown.code(), registered.code());
+    assert_eq!(
+        unknown.message().replace(unregistered, "<name>"),
+        registered.message().replace(WEB, "<name>"),
+    );
+    assert!(
+        !registered.message().contains("entitled to"),
+        "{registered:?}"
+    );
+    // Duplicated names are answered once; too many distinct names are refused.
+    let names = vec!["ROOTCA"; 5000];
+    let response = client
+        .fetch_secrets(request("sidecar", &names))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.resources.len(), 1);
+    let many: Vec<String> = (0..33).map(|i| format!("name-{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let status = client
+        .fetch_secrets(request("sidecar", &many))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("expected at most 32"),
+        "{status:?}"
+    );
     // An unregistered node (and uid): PERMISSION_DENIED for anything.
     let status = client
         .fetch_secrets(request("stranger", &["ROOTCA"]))

@@ -242,6 +242,115 @@ async fn jwt_svid_validation_refuses_foreign_and_tampered_tokens() {
     );
 }
 
+/// JWT-SVID rules: validation is keyed by trust domain (a `sub` in another trust domain is
+/// refused even when our own key signed it), and empty or oversized audiences are refused.
+#[tokio::test]
+async fn jwt_svid_rules_trust_domain_and_audiences() {
+    let key = mtls_jwt::SigningKey::generate(mtls_jwt::Algorithm::ES256).unwrap();
+    let pem = key.private_pem();
+    let t = TestAgent::start_with(&web_for_me(), |c| {
+        c.jwt_key(mtls_jwt::SigningKey::from_pem(&pem).unwrap())
+    })
+    .await;
+    let mint = |sub: &str| {
+        key.mint(
+            &mtls_jwt::TokenSpec::new(Duration::from_secs(60))
+                .subject(sub)
+                .audience("bookstore"),
+        )
+        .unwrap()
+    };
+    let mut raw = raw_client(t.dir.path().join("workload.sock")).await;
+    let validate = |svid: String, audience: &str| {
+        let mut r = tonic::Request::new(mtls_agent::pb::workload::ValidateJwtsvidRequest {
+            audience: audience.to_owned(),
+            svid,
+        });
+        r.metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+        r
+    };
+    // Ours, signed by our key: valid.
+    let ok = raw
+        .validate_jwtsvid(validate(mint(WEB), "bookstore"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.spiffe_id, WEB);
+    // Another trust domain's subject, signed by our key: refused.
+    let status = raw
+        .validate_jwtsvid(validate(mint("spiffe://other.org/web"), "bookstore"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("not in a trust domain this agent validates"),
+        "{status:?}"
+    );
+    // Empty and oversized audiences.
+    let status = raw
+        .validate_jwtsvid(validate(mint(WEB), ""))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let status = raw
+        .validate_jwtsvid(validate(mint(WEB), &"a".repeat(10_000)))
+        .await
+        .unwrap_err();
+    assert!(
+        status
+            .message()
+            .contains("10000 bytes; expected at most 512"),
+        "{status:?}"
+    );
+    let fetch = |audience: Vec<String>| {
+        let mut r = tonic::Request::new(mtls_agent::pb::workload::JwtsvidRequest {
+            audience,
+            spiffe_id: String::new(),
+        });
+        r.metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+        r
+    };
+    let status = raw
+        .fetch_jwtsvid(fetch(vec![String::new()]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("audience 1 is empty; expected a non-empty audience"),
+        "{status:?}"
+    );
+    let status = raw
+        .fetch_jwtsvid(fetch(vec!["bookstore".into(), String::new()]))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("audience 2 is empty"),
+        "{status:?}"
+    );
+    let status = raw
+        .fetch_jwtsvid(fetch(vec!["a".into(); 100]))
+        .await
+        .unwrap_err();
+    assert!(
+        status
+            .message()
+            .contains("100 audiences requested; expected at most 16"),
+        "{status:?}"
+    );
+    // A request message over max_request_size (64 KiB) is refused by the codec.
+    let status = raw
+        .validate_jwtsvid(validate("x".repeat(100_000), "bookstore"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+}
+
 #[tokio::test]
 async fn absent_agent_socket_startup_error_names_the_socket_path() {
     let dir = tempfile::tempdir().unwrap();
