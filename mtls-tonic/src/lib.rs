@@ -96,8 +96,8 @@
 //! - Client: [`MtlsConnector`] (also a connector for `tonic::transport::Endpoint`),
 //!   [`BearerInterceptor`] over a [`TokenSource`] ([`StaticToken`], [`FileToken`], closures).
 //! - Balancing: [`BalancedChannel`] / [`BalancedChannelBuilder`], [`LoadPolicy`],
-//!   [`Backoff`], introspection with [`EndpointInfo`], [`EndpointState`],
-//!   [`ResolutionState`].
+//!   [`Backoff`], per-call [`WaitForReady`], introspection with [`EndpointInfo`],
+//!   [`EndpointState`], [`ChannelState`], [`ResolutionState`].
 //!
 //! # Features
 //! - `workload-api` (off by default): SPIFFE Workload API identities. `WorkloadJwtToken`
@@ -137,12 +137,25 @@
 //!   stays pending while its task reconnects with backoff, and wakes the balancer on change.
 //! - Endpoint tasks connect eagerly and discovery runs in its own task, so new endpoints are
 //!   connected and removed ones drained whether or not calls are flowing.
-//! - Fail-fast: while no endpoint is ready, the first call waits up to the ready timeout, then
-//!   it and later calls fail at once until an endpoint is ready again (gRPC's
-//!   TRANSIENT_FAILURE behaviour); [`BalancedChannelBuilder::wait_for_ready`] waits instead,
-//!   bounded by each call's `grpc-timeout`.
-//! - "No records" (NXDOMAIN/NODATA) is an answer: the endpoint set becomes empty. A DNS
-//!   failure (timeout, refused, SERVFAIL) is not: the last good set is kept.
+//! - Fail-fast as gRPC: the channel's state ([`ChannelState`]) is READY when any endpoint
+//!   is, TRANSIENT_FAILURE when none is and every endpoint has failed since it was last ready
+//!   (or DNS names none), CONNECTING otherwise. In TRANSIENT_FAILURE a call fails UNAVAILABLE
+//!   at once — also a new channel's first call, once its first attempts failed; while
+//!   CONNECTING it waits up to [`BalancedChannelBuilder::ready_timeout`]. Wait-for-ready is
+//!   per call ([`WaitForReady`]) or per channel ([`BalancedChannelBuilder::wait_for_ready`]),
+//!   bounded by the call's `grpc-timeout`; DEADLINE_EXCEEDED then names each endpoint's state
+//!   and last error like UNAVAILABLE does.
+//! - Transparent retry (gRFC A6): a call that never reached a server application — handed
+//!   back unsent by hyper, refused by h2 after a GOAWAY, above the GOAWAY's last-stream-id,
+//!   or answered REFUSED_STREAM — is re-dispatched to a ready endpoint without the caller
+//!   seeing it. A call that may have reached the application is never retried implicitly.
+//!   Bodies complete at once (unary, buffered client streaming, ≤ 256 KiB) are replayable;
+//!   a streaming body still being produced is retried only when hyper hands it back unsent.
+//! - DNS: a failure (timeout, refused, SERVFAIL) keeps the last good set. "No records"
+//!   (NXDOMAIN/NODATA) after a good answer keeps READY endpoints for a grace
+//!   ([`BalancedChannelBuilder::empty_answer_grace`], default 60 s; shown as "not in DNS
+//!   since …") and drops the others; [`BalancedChannelBuilder::strict_empty_answer`] drops
+//!   everything at once.
 //!
 //! # Performance
 //! `benches/balanced.rs` (loopback, 2 cores shared by client and replicas, 32 concurrent
@@ -179,8 +192,8 @@ pub use authz::{
     AuthzError, AuthzLayer, AuthzService, MethodPolicy, ResponseFuture as AuthzResponseFuture,
 };
 pub use balance::{
-    Backoff, BalancedChannel, BalancedChannelBuilder, EndpointInfo, EndpointState, LoadPolicy,
-    ResolutionState, ResponseFuture as BalancedResponseFuture,
+    Backoff, BalancedChannel, BalancedChannelBuilder, ChannelState, EndpointInfo, EndpointState,
+    LoadPolicy, ResolutionState, ResponseFuture as BalancedResponseFuture, WaitForReady,
 };
 pub use client::{BearerInterceptor, FileToken, MtlsConnector, StaticToken, TokenSource};
 #[cfg(feature = "workload-api")]

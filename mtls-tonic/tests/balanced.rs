@@ -15,145 +15,13 @@ use std::{
 use mtls_tonic::{Backoff, BalancedChannel, EndpointState, MtlsConnector, ResolutionState};
 use support::{
     dns::DnsServer,
+    fixture::{Fixture, NAME, TTL, call, finish, ip, load, ready_count},
     pki::{CLIENT_ID, Pki},
-    replica::{Replica, bind_shared_port},
+    replica::Replica,
     wait_until,
 };
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-const NAME: &str = "bookstore.test.";
-const TTL: u32 = 1;
-
-fn ip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, last)
-}
-
-struct Fixture {
-    pki: Pki,
-    port: u16,
-    config: Arc<rustls::ServerConfig>,
-    dns: DnsServer,
-    replicas: HashMap<Ipv4Addr, Replica>,
-}
-
-impl Fixture {
-    /// Replicas on 127.0.0.2..=127.0.0.(1+started), DNS naming the first `in_dns` of them.
-    async fn start(started: u8, in_dns: u8) -> Self {
-        support::init_tracing();
-        let pki = Pki::new();
-        let config = Arc::new(pki.server_config(Pki::member_policy()));
-        let ips: Vec<Ipv4Addr> = (2..2 + started).map(ip).collect();
-        let (port, listeners) = bind_shared_port(&ips);
-        let replicas = listeners
-            .into_iter()
-            .map(|l| {
-                let r = Replica::start(l, config.clone());
-                let std::net::IpAddr::V4(v4) = r.addr.ip() else {
-                    unreachable!()
-                };
-                (v4, r)
-            })
-            .collect();
-        let mut dns = DnsServer::start().await;
-        dns.set_a(NAME, &ips[..usize::from(in_dns)], TTL).await;
-        Self {
-            pki,
-            port,
-            config,
-            dns,
-            replicas,
-        }
-    }
-
-    fn channel(&self) -> BalancedChannel {
-        self.builder().build().unwrap()
-    }
-
-    fn builder(&self) -> mtls_tonic::BalancedChannelBuilder {
-        let connector = MtlsConnector::new(self.pki.client_config(CLIENT_ID));
-        BalancedChannel::builder(format!("bookstore.test:{}", self.port), connector)
-            .nameserver(self.dns.addr)
-            .dns_timeout(Duration::from_millis(300), 1)
-            .refresh(Duration::from_millis(500), Duration::from_secs(1), 0.1)
-            .reresolve_min_interval(Duration::from_millis(500))
-            .backoff(
-                Backoff::default()
-                    .initial(Duration::from_millis(100))
-                    .max(Duration::from_millis(400)),
-            )
-            .connect_timeout(Duration::from_secs(2))
-            .ready_timeout(Duration::from_secs(1))
-    }
-}
-
-/// One unary call; the replica that served it.
-async fn call(channel: &BalancedChannel, service: &str) -> Result<String, tonic::Status> {
-    let mut client = HealthClient::new(channel.clone());
-    let response = client
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await?;
-    Ok(response
-        .metadata()
-        .get("x-replica")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned())
-}
-
-fn ready_count(channel: &BalancedChannel) -> usize {
-    channel
-        .endpoints()
-        .iter()
-        .filter(|e| e.state.is_ready())
-        .count()
-}
-
-#[derive(Debug)]
-struct Outcome {
-    started: Instant,
-    result: Result<String, Code>,
-}
-
-type LoadRun = (
-    Arc<Mutex<Vec<Outcome>>>,
-    tokio::sync::watch::Sender<bool>,
-    Vec<tokio::task::JoinHandle<()>>,
-);
-
-/// `workers` loops calling until `stop`; every call's start time and outcome.
-fn load(channel: &BalancedChannel, workers: usize, service: &'static str) -> LoadRun {
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let handles = (0..workers)
-        .map(|_| {
-            let channel = channel.clone();
-            let outcomes = outcomes.clone();
-            let stopped = stopped.clone();
-            tokio::spawn(async move {
-                while !*stopped.borrow() {
-                    let started = Instant::now();
-                    let result = call(&channel, service).await.map_err(|s| s.code());
-                    outcomes.lock().unwrap().push(Outcome { started, result });
-                }
-            })
-        })
-        .collect();
-    (outcomes, stop, handles)
-}
-
-async fn finish(stop: tokio::sync::watch::Sender<bool>, handles: Vec<tokio::task::JoinHandle<()>>) {
-    stop.send_replace(true);
-    for h in handles {
-        tokio::time::timeout(Duration::from_secs(10), h)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spreads_3000_calls_evenly_over_three_replicas() {
@@ -394,7 +262,7 @@ async fn dns_stopped_keeps_last_good_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_records_is_told_apart_and_fails_unavailable() {
     let mut fx = Fixture::start(1, 1).await;
-    let channel = fx.channel();
+    let channel = fx.builder().strict_empty_answer().build().unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || ready_count(&channel) == 1).await,
         "{channel:?}"

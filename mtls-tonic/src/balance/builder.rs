@@ -22,7 +22,7 @@ use tower_service::Service;
 use super::{
     Backoff, BalancedChannel,
     channel::Tasks,
-    ctx::{Ctx, EndpointSettings},
+    ctx::{CallSettings, Ctx, EndpointSettings},
     discovery::{self, DnsSettings},
     endpoint::Subchannel,
     gate::{BoxFuture, ReadyGate},
@@ -55,7 +55,7 @@ pub struct BalancedChannelBuilder {
     pub(super) dns: DnsSettings,
     pub(super) endpoint: EndpointSettings,
     pub(super) policy: LoadPolicy,
-    pub(super) ready_timeout: Option<Duration>,
+    pub(super) calls: CallSettings,
     pub(super) buffer: usize,
 }
 
@@ -99,6 +99,28 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// After a good answer, an empty one (NXDOMAIN or NODATA — a DNS blip, a zone reload)
+    /// does not drop endpoints that are READY: they stay, shown as "not in DNS since …",
+    /// until their connection ends (they fail, or their server drains them), they stop being
+    /// ready, DNS names them again, or `grace` (default 60 s) ends. Endpoints that are not
+    /// ready go at once.
+    ///
+    /// The trade-off: a name deleted on purpose keeps receiving calls for up to `grace` on
+    /// connections that still work (as grpc-go keeps its last addresses on a resolver error);
+    /// [`BalancedChannelBuilder::strict_empty_answer`] follows DNS at once instead, at the risk
+    /// of failing every call during a DNS blip.
+    pub fn empty_answer_grace(mut self, grace: Duration) -> Self {
+        self.dns.empty_answer_grace = grace;
+        self
+    }
+
+    /// An empty DNS answer removes every endpoint at once (no grace; calls fail UNAVAILABLE
+    /// "DNS: no records" until DNS names endpoints again).
+    pub fn strict_empty_answer(mut self) -> Self {
+        self.dns.empty_answer_grace = Duration::ZERO;
+        self
+    }
+
     /// Per-endpoint reconnect backoff (default gRPC's: 1 s × 1.6, jitter 0.2, cap 120 s).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.endpoint.backoff = backoff;
@@ -138,17 +160,21 @@ impl BalancedChannelBuilder {
         self
     }
 
-    /// With no ready endpoint, calls fail UNAVAILABLE after waiting `timeout` (default 10 s);
-    /// while the channel stays without a ready endpoint, later calls fail at once.
+    /// While endpoints are still connecting (none ready, not all failed), a call without
+    /// wait-for-ready waits at most `timeout` (default 10 s), then fails UNAVAILABLE naming
+    /// each endpoint's state. Once every endpoint has failed its latest attempt, calls fail
+    /// at once (gRPC's TRANSIENT_FAILURE) whatever this bound.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = Some(timeout);
+        self.calls.ready_timeout = Some(timeout);
         self
     }
 
-    /// Calls wait for a ready endpoint without the fail-fast bound, until their own deadline
-    /// (`grpc-timeout`, e.g. [`tonic::Request::set_timeout`]) fails them DEADLINE_EXCEEDED.
+    /// Every call waits for a ready endpoint (gRPC's wait-for-ready), until its own deadline
+    /// (`grpc-timeout`, e.g. [`tonic::Request::set_timeout`]) fails it DEADLINE_EXCEEDED with
+    /// each endpoint's state and last error. A call can opt out with
+    /// [`WaitForReady(false)`](crate::WaitForReady), or opt in on a channel without this.
     pub fn wait_for_ready(mut self) -> Self {
-        self.ready_timeout = None;
+        self.calls.wait_for_ready = true;
         self
     }
 
@@ -184,6 +210,7 @@ impl BalancedChannelBuilder {
             sni,
             authority,
             self.endpoint,
+            self.calls,
         ));
         let (tx, rx) = mpsc::unbounded_channel::<Change<SocketAddr, Subchannel>>();
         let changes = UnboundedReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
@@ -207,14 +234,17 @@ impl BalancedChannelBuilder {
                 LoadPolicy::RoundRobin => BoxedBalancer::new(RoundRobin::new(changes)),
             },
             ctx.clone(),
-            self.ready_timeout,
         );
         let buffer = Buffer::new(service, self.buffer);
         let discovery = tokio::spawn(discovery::run(ctx.clone(), resolver, self.dns, tx));
         Ok(BalancedChannel {
-            buffer,
+            buffer: buffer.clone(),
             ctx: ctx.clone(),
-            _tasks: Arc::new(Tasks { discovery, ctx }),
+            tasks: Arc::new(Tasks {
+                discovery,
+                ctx,
+                buffer,
+            }),
         })
     }
 }

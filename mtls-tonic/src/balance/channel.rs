@@ -1,21 +1,20 @@
 //! `BalancedChannel`: the handle, introspection and its `Service` impl.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use tokio::task::JoinHandle;
-use tonic::{Status, body::Body};
+use tonic::body::Body;
 use tower::buffer::Buffer;
 use tower_service::Service;
 
 use super::{
-    Backoff, BalancedChannelBuilder, EndpointInfo, LoadPolicy, ResolutionState,
-    ctx::{Ctx, EndpointSettings},
+    Backoff, BalancedChannelBuilder, ChannelState, EndpointInfo, LoadPolicy, ResolutionState,
+    call::ResponseFuture,
+    ctx::{CallSettings, Ctx, EndpointSettings},
     discovery::DnsSettings,
     gate::BoxFuture,
 };
@@ -23,11 +22,18 @@ use crate::{MtlsConnector, Result};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Stops discovery and drains every endpoint when the last channel handle is dropped.
-#[derive(Debug)]
-pub(super) struct Tasks {
+/// Stops discovery and drains every endpoint when the last channel handle (or call) is
+/// dropped; holds the buffer handle calls clone to re-dispatch.
+pub(crate) struct Tasks {
     pub(super) discovery: JoinHandle<()>,
-    pub(super) ctx: Arc<Ctx>,
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) buffer: Buffer<http::Request<Body>, BoxFuture>,
+}
+
+impl std::fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tasks").finish_non_exhaustive()
+    }
 }
 
 impl Drop for Tasks {
@@ -55,8 +61,18 @@ impl Drop for Tasks {
 /// - reconnects with gRPC's backoff (1 s × 1.6, jitter, cap) per endpoint;
 /// - picks with tower's p2c over calls in flight (or peak EWMA, or round robin), only among
 ///   ready (and, with [`BalancedChannelBuilder::health_check`], SERVING) endpoints;
-/// - never hangs: with no ready endpoint a call fails UNAVAILABLE after
-///   [`BalancedChannelBuilder::ready_timeout`], naming each endpoint's state and the DNS state;
+/// - fails fast like gRPC: while every endpoint has failed its latest attempt (or DNS names
+///   none) a call fails UNAVAILABLE at once, naming each endpoint's state, last error and the
+///   DNS state; while endpoints are still connecting it waits up to
+///   [`BalancedChannelBuilder::ready_timeout`]; with wait-for-ready (per call with
+///   [`WaitForReady`](crate::WaitForReady), or [`BalancedChannelBuilder::wait_for_ready`]) it
+///   waits until its deadline, and DEADLINE_EXCEEDED carries the same explanation;
+/// - re-dispatches transparently a call that never reached a server (not yet written, queued
+///   on a connection that closed, refused after a GOAWAY or with REFUSED_STREAM): rolling
+///   restarts and server-side connection recycling lose no call. Request bodies complete at
+///   once (unary and buffered client-streaming calls, up to 256 KiB) are replayable; a
+///   streaming call whose body is still being produced is retried only when hyper hands it
+///   back unsent;
 /// - drains removed endpoints: no new calls, in-flight calls finish;
 /// - reports every change as a `tracing` event and in [`BalancedChannel::endpoints`].
 ///
@@ -83,7 +99,7 @@ impl Drop for Tasks {
 pub struct BalancedChannel {
     pub(super) buffer: Buffer<http::Request<Body>, BoxFuture>,
     pub(super) ctx: Arc<Ctx>,
-    pub(super) _tasks: Arc<Tasks>,
+    pub(super) tasks: Arc<Tasks>,
 }
 
 impl std::fmt::Debug for BalancedChannel {
@@ -91,6 +107,7 @@ impl std::fmt::Debug for BalancedChannel {
         f.debug_struct("BalancedChannel")
             .field("target", &self.ctx.target.to_string())
             .field("endpoints", &self.ctx.endpoints())
+            .field("state", &self.ctx.state())
             .field("resolution", &self.ctx.resolution())
             .finish_non_exhaustive()
     }
@@ -113,6 +130,7 @@ impl BalancedChannel {
                 refresh_jitter: 0.1,
                 reresolve_min_interval: Duration::from_secs(5),
                 failure_backoff: Backoff::default(),
+                empty_answer_grace: Duration::from_secs(60),
             },
             endpoint: EndpointSettings {
                 backoff: Backoff::default(),
@@ -122,7 +140,10 @@ impl BalancedChannel {
                 drain_timeout: Duration::from_secs(30),
             },
             policy: LoadPolicy::default(),
-            ready_timeout: Some(Duration::from_secs(10)),
+            calls: CallSettings {
+                ready_timeout: Some(Duration::from_secs(10)),
+                wait_for_ready: false,
+            },
             buffer: 1024,
         }
     }
@@ -130,6 +151,11 @@ impl BalancedChannel {
     /// The current endpoints (including draining ones), sorted by address.
     pub fn endpoints(&self) -> Vec<EndpointInfo> {
         self.ctx.endpoints()
+    }
+
+    /// The channel's connectivity, aggregated over its endpoints as gRPC does.
+    pub fn state(&self) -> ChannelState {
+        self.ctx.state()
     }
 
     /// The outcome of the latest DNS resolution.
@@ -153,77 +179,6 @@ impl Service<http::Request<Body>> for BalancedChannel {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> ResponseFuture {
-        let deadline = grpc_timeout(request.headers()).map(|t| Box::pin(tokio::time::sleep(t)));
-        ResponseFuture {
-            inner: self.buffer.call(request),
-            deadline,
-        }
-    }
-}
-
-/// The response future of [`BalancedChannel`]; fails DEADLINE_EXCEEDED at the call's
-/// `grpc-timeout`.
-pub struct ResponseFuture {
-    inner: <Buffer<http::Request<Body>, BoxFuture> as Service<http::Request<Body>>>::Future,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl std::fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<http::Response<Body>, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(result) = Pin::new(&mut self.inner).poll(cx) {
-            return Poll::Ready(result);
-        }
-        if let Some(deadline) = self.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(Box::new(Status::deadline_exceeded(
-                "deadline exceeded before a response",
-            ))));
-        }
-        Poll::Pending
-    }
-}
-
-/// Parses a `grpc-timeout` header (`<digits><unit>`, gRPC over HTTP/2 spec).
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_grpc_timeout() {
-        let mut headers = http::HeaderMap::new();
-        assert_eq!(grpc_timeout(&headers), None);
-        headers.insert("grpc-timeout", http::HeaderValue::from_static("250m"));
-        assert_eq!(grpc_timeout(&headers), Some(Duration::from_millis(250)));
-        headers.insert("grpc-timeout", http::HeaderValue::from_static("3S"));
-        assert_eq!(grpc_timeout(&headers), Some(Duration::from_secs(3)));
-        headers.insert("grpc-timeout", http::HeaderValue::from_static("3x"));
-        assert_eq!(grpc_timeout(&headers), None);
+        ResponseFuture::start(&self.tasks, &mut self.buffer, request)
     }
 }

@@ -89,12 +89,20 @@ pub(crate) async fn run(ctx: Arc<Ctx>, shared: Arc<Shared>) {
         let reason = match attempt {
             Ok(connected) => match serve(&ctx, &shared, connected).await {
                 Ended::Removed => break,
+                Ended::Closed { reason, .. } if shared.not_in_dns_since().is_some() => {
+                    // Kept only through an empty DNS answer: once its connection ends (it
+                    // failed, or its server drained it), it goes.
+                    info!(target = %ctx.target, endpoint = %shared.addr, %reason, "endpoint not in DNS lost its connection: removing");
+                    shared.remove();
+                    ctx.request_reresolve(shared.addr);
+                    break;
+                }
                 Ended::Closed { reason, lived } => {
                     // A connection that was up for a while reconnects at once (gRPC resets
                     // the backoff on READY); one that died young waits like a failed dial.
                     if lived >= Duration::from_secs(1) {
                         backoff.reset();
-                        shared.fail(reason);
+                        shared.lost(reason);
                         ctx.request_reresolve(shared.addr);
                         continue;
                     }
@@ -164,6 +172,8 @@ async fn serve(ctx: &Ctx, shared: &Arc<Shared>, connected: Connected) -> Ended {
             inner.phase = Phase::Connected;
             inner.serving = !health_on;
             inner.sender = Some(sender.clone());
+            inner.failed = false;
+            inner.last_error = None;
         }
     });
     let health = async {

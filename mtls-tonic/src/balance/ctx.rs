@@ -2,15 +2,20 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU8, Ordering},
+    },
     time::Duration,
 };
 
 use rustls_pki_types::ServerName;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::info;
 
-use super::{Backoff, EndpointInfo, ResolutionState, endpoint::Shared, target::Target};
+use super::{
+    Backoff, ChannelState, EndpointInfo, ResolutionState, endpoint::Shared, target::Target,
+};
 use crate::MtlsConnector;
 
 /// Knobs of the endpoint tasks.
@@ -23,6 +28,15 @@ pub(crate) struct EndpointSettings {
     pub(crate) drain_timeout: Duration,
 }
 
+/// How calls wait for a ready endpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct CallSettings {
+    /// Bound on a call's wait while the channel is connecting (`None`: no bound).
+    pub(crate) ready_timeout: Option<Duration>,
+    /// The channel-wide wait-for-ready default (a call's `WaitForReady` overrides it).
+    pub(crate) wait_for_ready: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) target: Target,
@@ -30,9 +44,14 @@ pub(crate) struct Ctx {
     pub(crate) sni: ServerName<'static>,
     pub(crate) authority: http::uri::Authority,
     pub(crate) settings: EndpointSettings,
+    pub(crate) calls: CallSettings,
     pub(crate) reresolve: Notify,
     registry: Mutex<Vec<Arc<Shared>>>,
     resolution: Mutex<ResolutionState>,
+    /// The aggregated [`ChannelState`] for the per-call fast path ...
+    state: AtomicU8,
+    /// ... and for calls waiting on a change.
+    state_tx: watch::Sender<ChannelState>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -46,6 +65,7 @@ impl Ctx {
         sni: ServerName<'static>,
         authority: http::uri::Authority,
         settings: EndpointSettings,
+        calls: CallSettings,
     ) -> Self {
         Self {
             target,
@@ -53,19 +73,72 @@ impl Ctx {
             sni,
             authority,
             settings,
+            calls,
             reresolve: Notify::new(),
             registry: Mutex::new(Vec::new()),
             resolution: Mutex::new(ResolutionState::Pending),
+            state: AtomicU8::new(ChannelState::Connecting.to_u8()),
+            state_tx: watch::Sender::new(ChannelState::Connecting),
+        }
+    }
+
+    /// The aggregated state (one atomic load: the per-call fast path).
+    pub(crate) fn state(&self) -> ChannelState {
+        ChannelState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Follows state changes (for calls that wait).
+    pub(crate) fn watch_state(&self) -> watch::Receiver<ChannelState> {
+        self.state_tx.subscribe()
+    }
+
+    /// Recomputes the aggregated state as gRPC does: READY if any endpoint is ready;
+    /// TRANSIENT_FAILURE if none is and every (non-draining) endpoint has failed since it was
+    /// last ready, or DNS named none; CONNECTING otherwise.
+    pub(crate) fn recompute_state(&self) {
+        let resolution = self.resolution();
+        let (mut ready, mut live, mut failed) = (false, 0usize, 0usize);
+        for shared in lock(&self.registry).iter() {
+            let (is_ready, is_failed, draining) = shared.health();
+            if draining {
+                continue;
+            }
+            live += 1;
+            ready |= is_ready;
+            if is_failed {
+                failed += 1;
+            }
+        }
+        let state = if ready {
+            ChannelState::Ready
+        } else if live == 0 {
+            match resolution {
+                ResolutionState::NoRecords { .. } | ResolutionState::Unreachable { .. } => {
+                    ChannelState::TransientFailure
+                }
+                _ => ChannelState::Connecting,
+            }
+        } else if failed == live {
+            ChannelState::TransientFailure
+        } else {
+            ChannelState::Connecting
+        };
+        let previous = self.state.swap(state.to_u8(), Ordering::AcqRel);
+        if previous != state.to_u8() {
+            info!(target = %self.target, from = %ChannelState::from_u8(previous), to = %state, "channel state changed");
+            self.state_tx.send_replace(state);
         }
     }
 
     pub(crate) fn register(&self, shared: Arc<Shared>) {
         lock(&self.registry).push(shared);
+        self.recompute_state();
     }
 
     /// Forgets `shared` (by identity: a re-added address has a new entry).
     pub(crate) fn unregister(&self, shared: &Arc<Shared>) {
         lock(&self.registry).retain(|s| !Arc::ptr_eq(s, shared));
+        self.recompute_state();
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Shared>> {
@@ -89,6 +162,10 @@ impl Ctx {
             info!(target = %self.target, from = %*current, to = %state, "resolution state changed");
         }
         *current = state;
+        drop(current);
+        if kind_changed {
+            self.recompute_state();
+        }
     }
 
     /// Asks the discovery task for a re-resolution (it rate-limits).
@@ -105,7 +182,7 @@ impl Ctx {
         } else {
             endpoints
                 .iter()
-                .map(|e| format!("{} {}", e.addr, e.state))
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         };

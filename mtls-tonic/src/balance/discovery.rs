@@ -36,6 +36,8 @@ pub(crate) struct DnsSettings {
     pub(crate) refresh_jitter: f64,
     pub(crate) reresolve_min_interval: Duration,
     pub(crate) failure_backoff: Backoff,
+    /// How long READY endpoints outlive an empty answer (ZERO: removed at once).
+    pub(crate) empty_answer_grace: Duration,
 }
 
 pub(crate) fn build_resolver(settings: &DnsSettings) -> Result<TokioResolver> {
@@ -130,6 +132,68 @@ fn apply(
     }
 }
 
+/// Endpoints kept through an empty DNS answer, and when their grace ends.
+type Kept = HashMap<SocketAddr, tokio::time::Instant>;
+
+/// Drops kept endpoints whose grace ended, that are no longer ready, or that removed
+/// themselves (their connection ended).
+fn prune(
+    ctx: &Arc<Ctx>,
+    current: &mut HashMap<SocketAddr, Arc<Shared>>,
+    kept: &mut Kept,
+    tx: &Changes,
+) {
+    let now = tokio::time::Instant::now();
+    kept.retain(|addr, until| {
+        let Some(shared) = current.get(addr) else {
+            return false;
+        };
+        let expired = *until <= now;
+        if !(expired || shared.is_removed() || !shared.is_ready()) {
+            return true;
+        }
+        if expired {
+            info!(target = %ctx.target, endpoint = %addr, "endpoint not in DNS: grace over, draining");
+        } else if !shared.is_removed() {
+            info!(target = %ctx.target, endpoint = %addr, "endpoint not in DNS is no longer ready: removing");
+        }
+        shared.remove();
+        current.remove(addr);
+        let _ = tx.send(Change::Remove(*addr));
+        false
+    });
+}
+
+/// An empty answer after a good one: ready endpoints stay (marked "not in DNS") for the
+/// grace, the others go at once.
+fn keep_ready(
+    ctx: &Arc<Ctx>,
+    current: &mut HashMap<SocketAddr, Arc<Shared>>,
+    kept: &mut Kept,
+    grace: Duration,
+    tx: &Changes,
+) {
+    let until = tokio::time::Instant::now() + grace;
+    let addrs: Vec<SocketAddr> = current.keys().copied().collect();
+    for addr in addrs {
+        if kept.contains_key(&addr) {
+            continue;
+        }
+        let ready = current.get(&addr).is_some_and(|s| s.is_ready());
+        if ready {
+            if let Some(shared) = current.get(&addr) {
+                warn!(target = %ctx.target, endpoint = %addr, ?grace, "DNS has no records: keeping the ready endpoint");
+                shared.set_not_in_dns(Some(SystemTime::now()));
+            }
+            kept.insert(addr, until);
+        } else if let Some(shared) = current.remove(&addr) {
+            info!(target = %ctx.target, endpoint = %addr, "DNS has no records: removing the endpoint that is not ready");
+            shared.remove();
+            let _ = tx.send(Change::Remove(addr));
+        }
+    }
+}
+
 /// The discovery task. Ends when the balancer is gone (the change receiver dropped).
 pub(crate) async fn run(
     ctx: Arc<Ctx>,
@@ -153,9 +217,12 @@ pub(crate) async fn run(
         }
     };
     let mut failures = settings.failure_backoff.start();
+    let mut kept = Kept::new();
     loop {
         let resolved_at = tokio::time::Instant::now();
-        let wait = match lookup(&resolver, &ctx.target.dns_name).await {
+        let answer = lookup(&resolver, &ctx.target.dns_name).await;
+        prune(&ctx, &mut current, &mut kept, &tx);
+        let wait = match answer {
             Lookup::Found(ips, ttl) => {
                 failures.reset();
                 let addrs: Vec<SocketAddr> = ips
@@ -163,6 +230,15 @@ pub(crate) async fn run(
                     .map(|ip| SocketAddr::new(ip, port))
                     .collect();
                 debug!(target = %ctx.target, ?addrs, ?ttl, "resolved");
+                for addr in &addrs {
+                    if kept.remove(addr).is_some()
+                        && let Some(shared) = current.get(addr)
+                    {
+                        info!(target = %ctx.target, endpoint = %addr, "endpoint is in DNS again");
+                        shared.set_not_in_dns(None);
+                    }
+                }
+                kept.retain(|addr, _| addrs.contains(addr));
                 apply(&ctx, &mut current, &addrs, &tx);
                 ctx.set_resolution(ResolutionState::Resolved {
                     addresses: addrs.len(),
@@ -176,10 +252,20 @@ pub(crate) async fn run(
             }
             Lookup::NoRecords => {
                 failures.reset();
-                if !current.is_empty() {
-                    warn!(target = %ctx.target, "DNS says the name has no records: removing all endpoints");
+                if settings.empty_answer_grace.is_zero() {
+                    if !current.is_empty() {
+                        warn!(target = %ctx.target, "DNS says the name has no records: removing all endpoints");
+                    }
+                    apply(&ctx, &mut current, &[], &tx);
+                } else {
+                    keep_ready(
+                        &ctx,
+                        &mut current,
+                        &mut kept,
+                        settings.empty_answer_grace,
+                        &tx,
+                    );
                 }
-                apply(&ctx, &mut current, &[], &tx);
                 ctx.set_resolution(ResolutionState::NoRecords {
                     at: SystemTime::now(),
                 });
@@ -197,11 +283,19 @@ pub(crate) async fn run(
         let mut deadline = resolved_at + wait;
         let earliest = resolved_at + settings.reresolve_min_interval;
         loop {
+            let grace_over = kept.values().min().copied();
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
+                () = async {
+                    match grace_over {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => prune(&ctx, &mut current, &mut kept, &tx),
                 () = ctx.reresolve.notified() => {
                     // A connection failed: resolve now, but not more often than the minimum interval.
                     deadline = deadline.min(earliest);
+                    prune(&ctx, &mut current, &mut kept, &tx);
                 }
                 () = tx.closed() => {
                     apply(&ctx, &mut current, &[], &tx);

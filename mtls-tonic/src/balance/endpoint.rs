@@ -6,10 +6,11 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
+    time::SystemTime,
 };
 
 use futures_util::task::AtomicWaker;
@@ -22,6 +23,7 @@ use tracing::{info, warn};
 
 use super::{
     EndpointInfo, EndpointState,
+    call::NotSent,
     ctx::{Ctx, lock},
 };
 
@@ -40,6 +42,12 @@ pub(super) struct Inner {
     pub(super) phase: Phase,
     pub(super) serving: bool,
     pub(super) sender: Option<SendRequest<Body>>,
+    /// Failed since it was last ready (gRPC's sticky TRANSIENT_FAILURE for aggregation).
+    pub(super) failed: bool,
+    /// Why the latest attempt or connection failed (kept while reconnecting).
+    pub(super) last_error: Option<String>,
+    /// Kept after an empty DNS answer: since when DNS no longer names it.
+    pub(super) not_in_dns_since: Option<SystemTime>,
 }
 
 /// What the endpoint task, the balancer's service and introspection share.
@@ -48,6 +56,7 @@ pub(crate) struct Shared {
     pub(crate) addr: SocketAddr,
     target: String,
     authority: Authority,
+    ctx: Weak<Ctx>,
     pub(super) inner: Mutex<Inner>,
     waker: AtomicWaker,
     pub(super) in_flight: AtomicUsize,
@@ -57,15 +66,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(addr: SocketAddr, ctx: &Ctx) -> Arc<Self> {
+    pub(crate) fn new(addr: SocketAddr, ctx: &Arc<Ctx>) -> Arc<Self> {
         Arc::new(Self {
             addr,
             target: ctx.target.to_string(),
             authority: ctx.authority.clone(),
+            ctx: Arc::downgrade(ctx),
             inner: Mutex::new(Inner {
                 phase: Phase::Connecting,
                 serving: true,
                 sender: None,
+                failed: false,
+                last_error: None,
+                not_in_dns_since: None,
             }),
             waker: AtomicWaker::new(),
             in_flight: AtomicUsize::new(0),
@@ -88,12 +101,40 @@ impl Shared {
     }
 
     pub(crate) fn info(&self) -> EndpointInfo {
+        let inner = lock(&self.inner);
         EndpointInfo {
             addr: self.addr,
-            state: Self::public_state(&lock(&self.inner)),
+            state: Self::public_state(&inner),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             calls: self.calls.load(Ordering::Relaxed),
+            last_error: inner.last_error.clone(),
+            not_in_dns_since: inner.not_in_dns_since,
         }
+    }
+
+    /// (ready, failed since last ready or not serving, draining) for the channel state.
+    pub(crate) fn health(&self) -> (bool, bool, bool) {
+        let inner = lock(&self.inner);
+        let ready = matches!(inner.phase, Phase::Connected) && inner.serving;
+        let failed = inner.failed
+            || matches!(inner.phase, Phase::Failed(_))
+            || (matches!(inner.phase, Phase::Connected) && !inner.serving);
+        (ready, failed, matches!(inner.phase, Phase::Draining))
+    }
+
+    /// Whether this endpoint is only kept because of the empty-answer grace.
+    pub(crate) fn not_in_dns_since(&self) -> Option<SystemTime> {
+        lock(&self.inner).not_in_dns_since
+    }
+
+    /// Marks the endpoint kept-but-not-in-DNS (`Some`) or named by DNS again (`None`).
+    pub(crate) fn set_not_in_dns(&self, since: Option<SystemTime>) {
+        self.update(|inner| inner.not_in_dns_since = since);
+    }
+
+    /// Whether calls may be sent to it now.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.health().0
     }
 
     /// Changes the state under the lock, logs the transition, wakes the balancer.
@@ -104,6 +145,9 @@ impl Shared {
             f(&mut inner);
             (from, Self::public_state(&inner))
         };
+        if let Some(ctx) = self.ctx.upgrade() {
+            ctx.recompute_state();
+        }
         if from != to {
             match &to {
                 EndpointState::TransientFailure { .. } | EndpointState::NotServing => {
@@ -121,8 +165,22 @@ impl Shared {
     pub(super) fn fail(&self, reason: String) {
         self.update(|inner| {
             inner.sender = None;
+            inner.failed = true;
+            inner.last_error = Some(reason.clone());
             if !matches!(inner.phase, Phase::Draining) {
                 inner.phase = Phase::Failed(reason);
+            }
+        });
+    }
+
+    /// A connection that was ready ended (or its server said GOAWAY): reconnecting, which is
+    /// not a failure (gRPC goes READY -> IDLE -> CONNECTING).
+    pub(super) fn lost(&self, reason: String) {
+        self.update(|inner| {
+            inner.sender = None;
+            inner.last_error = Some(reason);
+            if matches!(inner.phase, Phase::Connected) {
+                inner.phase = Phase::Connecting;
             }
         });
     }
@@ -252,13 +310,16 @@ impl tower_service::Service<http::Request<Body>> for Subchannel {
         let guard = InFlight::new(self.shared.clone());
         SubchannelFuture {
             addr,
-            inner: Some(Box::pin(sender.send_request(request))),
+            inner: Some(Box::pin(sender.try_send_request(request))),
             guard: Some(guard),
         }
     }
 }
 
-type HyperResponse = hyper::Result<http::Response<hyper::body::Incoming>>;
+type HyperResponse = Result<
+    http::Response<hyper::body::Incoming>,
+    hyper::client::conn::TrySendError<http::Request<Body>>,
+>;
 
 /// The response future of one call on one endpoint.
 pub(crate) struct SubchannelFuture {
@@ -294,11 +355,58 @@ impl Future for SubchannelFuture {
                     _guard: guard,
                 })
             })),
-            Err(error) => Err(Box::new(Status::unavailable(format!(
-                "endpoint {addr}: {error}"
-            )))),
+            Err(error) => {
+                let (error, going_away) = classify(addr, error);
+                if going_away && let Some(guard) = &guard {
+                    // No new streams on this connection: stop picking it until it reconnects.
+                    guard.0.lost("server sent GOAWAY".to_owned());
+                }
+                Err(error)
+            }
         })
     }
+}
+
+/// A failed send as the caller's error: [`NotSent`] (safe to re-dispatch: the server
+/// application never saw it) when hyper gave the request back, h2 refused to open the stream
+/// after a GOAWAY, the stream was above the GOAWAY's last-stream-id, or the server answered
+/// REFUSED_STREAM; otherwise UNAVAILABLE with the whole cause chain (the call may have
+/// reached the server).
+fn classify(
+    addr: SocketAddr,
+    mut error: hyper::client::conn::TrySendError<http::Request<Body>>,
+) -> (BoxError, bool) {
+    let reason = error_chain(error.error());
+    if let Some(request) = error.take_message() {
+        let not_sent = NotSent::new(format!("endpoint {addr}: {reason}"), Some(request));
+        return (Box::new(not_sent), false);
+    }
+    let h2 = std::error::Error::source(error.error()).and_then(|e| e.downcast_ref::<h2::Error>());
+    if let Some(h2) = h2 {
+        let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM) && h2.is_remote();
+        let go_away = h2.is_go_away() && h2.is_remote();
+        if refused || go_away {
+            let not_sent = NotSent::new(format!("endpoint {addr}: {reason}"), None);
+            return (Box::new(not_sent), go_away);
+        }
+    }
+    let status = Status::unavailable(format!("endpoint {addr}: {reason}"));
+    (Box::new(status), false)
+}
+
+/// An error and its sources, `: `-joined ("operation was canceled: connection closed").
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut reason = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !reason.ends_with(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        source = s.source();
+    }
+    reason
 }
 
 pin_project_lite::pin_project! {

@@ -1,44 +1,39 @@
-//! Fail-fast readiness: when no endpoint has been ready for `bound`, calls fail with
-//! UNAVAILABLE at once instead of queueing forever (gRPC's TRANSIENT_FAILURE behaviour).
+//! The service behind the channel's buffer: never lets a call sit in front of a balancer
+//! with no ready endpoint. When the balancer is not ready and the channel is not READY, the
+//! head call is handed back unsent ([`NotSent`]), and its [`ResponseFuture`] waits or fails
+//! by its own options (fail-fast or wait-for-ready, its deadline).
+//!
+//! [`ResponseFuture`]: super::ResponseFuture
 
 use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
-use tokio::time::{Instant, Sleep};
-use tonic::{Status, body::Body};
+use tonic::body::Body;
 use tower_service::Service;
-use tracing::debug;
 
-use super::ctx::Ctx;
+use super::{ChannelState, call::NotSent, ctx::Ctx};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type BoxFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
 
-/// Wraps the balancer. `bound = None` waits for readiness without limit (wait-for-ready).
+/// Wraps the balancer.
 pub(crate) struct ReadyGate<S> {
     inner: S,
     ctx: Arc<Ctx>,
-    bound: Option<Duration>,
-    not_ready_since: Option<Instant>,
-    timer: Pin<Box<Sleep>>,
-    failing: bool,
+    bounce: bool,
 }
 
 impl<S> ReadyGate<S> {
-    pub(crate) fn new(inner: S, ctx: Arc<Ctx>, bound: Option<Duration>) -> Self {
+    pub(crate) fn new(inner: S, ctx: Arc<Ctx>) -> Self {
         Self {
             inner,
             ctx,
-            bound,
-            not_ready_since: None,
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            failing: false,
+            bounce: false,
         }
     }
 }
@@ -59,53 +54,22 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self.inner.poll_ready(cx) {
             Poll::Ready(result) => {
-                self.not_ready_since = None;
-                self.failing = false;
+                self.bounce = false;
                 Poll::Ready(result)
             }
+            // Endpoints are ready but busy (e.g. at their stream limit): wait.
+            Poll::Pending if self.ctx.state() == ChannelState::Ready => Poll::Pending,
             Poll::Pending => {
-                let Some(bound) = self.bound else {
-                    return Poll::Pending;
-                };
-                if self.failing {
-                    return Poll::Ready(Ok(()));
-                }
-                let now = Instant::now();
-                let since = *self.not_ready_since.get_or_insert(now);
-                let deadline = since + bound;
-                if now >= deadline {
-                    self.failing = true;
-                    return Poll::Ready(Ok(()));
-                }
-                if self.timer.deadline() != deadline {
-                    self.timer.as_mut().reset(deadline);
-                }
-                match self.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        self.failing = true;
-                        Poll::Ready(Ok(()))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
+                self.bounce = true;
+                Poll::Ready(Ok(()))
             }
         }
     }
 
     fn call(&mut self, request: http::Request<Body>) -> BoxFuture {
-        if self.failing {
-            let waited = self
-                .not_ready_since
-                .map(|t| t.elapsed())
-                .unwrap_or_default();
-            let message = format!(
-                "no ready endpoint for {} (waited {waited:.1?}): {}",
-                self.ctx.target,
-                self.ctx.summary()
-            );
-            debug!(target = %self.ctx.target, %message, "failing call fast");
-            return Box::pin(std::future::ready(Err(
-                Box::new(Status::unavailable(message)) as BoxError,
-            )));
+        if std::mem::take(&mut self.bounce) {
+            let not_sent = NotSent::new("no ready endpoint".to_owned(), Some(request));
+            return Box::pin(std::future::ready(Err(Box::new(not_sent) as BoxError)));
         }
         // Already boxed by the type-erased balancer: no second allocation per call.
         self.inner.call(request)

@@ -55,6 +55,72 @@ pub struct EndpointInfo {
     pub in_flight: usize,
     /// Calls sent to it since it was added.
     pub calls: u64,
+    /// Why its latest connection attempt or connection failed, kept while it reconnects
+    /// (cleared once it is ready again).
+    pub last_error: Option<String>,
+    /// Set while the endpoint is kept although DNS no longer names it (an empty answer after
+    /// a good one, see [`BalancedChannelBuilder::empty_answer_grace`](crate::BalancedChannelBuilder::empty_answer_grace)):
+    /// since when.
+    pub not_in_dns_since: Option<SystemTime>,
+}
+
+impl std::fmt::Display for EndpointInfo {
+    /// `addr state`, the last error while reconnecting, and "not in DNS since" when kept.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.addr, self.state)?;
+        if let Some(error) = &self.last_error
+            && !matches!(self.state, EndpointState::TransientFailure { .. })
+        {
+            write!(f, " (last error: {error})")?;
+        }
+        if let Some(since) = self.not_in_dns_since {
+            let ago = SystemTime::now().duration_since(since).unwrap_or_default();
+            write!(f, " (not in DNS since {:.1}s ago)", ago.as_secs_f64())?;
+        }
+        Ok(())
+    }
+}
+
+/// The channel's connectivity, aggregated over its endpoints as gRPC does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelState {
+    /// No endpoint is ready yet and at least one is still on its first attempt (or DNS has
+    /// not answered yet): calls wait (up to the ready timeout, or their deadline).
+    Connecting,
+    /// At least one endpoint is ready: calls are sent at once.
+    Ready,
+    /// No endpoint is ready and every one has failed since it was last ready (or DNS named
+    /// none): calls without wait-for-ready fail UNAVAILABLE at once.
+    TransientFailure,
+}
+
+impl ChannelState {
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Self::Connecting => 0,
+            Self::Ready => 1,
+            Self::TransientFailure => 2,
+        }
+    }
+
+    pub(crate) fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Ready,
+            2 => Self::TransientFailure,
+            _ => Self::Connecting,
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connecting => "connecting",
+            Self::Ready => "ready",
+            Self::TransientFailure => "transient failure",
+        })
+    }
 }
 
 /// The outcome of the latest DNS resolution.
@@ -74,8 +140,9 @@ pub enum ResolutionState {
         /// When.
         at: SystemTime,
     },
-    /// DNS answered that the name has no A/AAAA records (NXDOMAIN or NODATA): the endpoint
-    /// set is now empty.
+    /// DNS answered that the name has no A/AAAA records (NXDOMAIN or NODATA): endpoints that
+    /// were not ready are gone; ready ones stay until they fail, their server drains them,
+    /// or the empty-answer grace ends.
     NoRecords {
         /// When.
         at: SystemTime,

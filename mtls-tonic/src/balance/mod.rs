@@ -2,6 +2,7 @@
 
 mod backoff;
 mod builder;
+mod call;
 mod channel;
 mod connection;
 mod ctx;
@@ -15,5 +16,6 @@ mod target;
 
 pub use backoff::Backoff;
 pub use builder::{BalancedChannelBuilder, LoadPolicy};
-pub use channel::{BalancedChannel, ResponseFuture};
-pub use info::{EndpointInfo, EndpointState, ResolutionState};
+pub use call::{ResponseFuture, WaitForReady};
+pub use channel::BalancedChannel;
+pub use info::{ChannelState, EndpointInfo, EndpointState, ResolutionState};

@@ -9,7 +9,7 @@ use std::{
 
 use hickory_proto::rr::{
     LowerName, Name, RData, Record, RecordSet, RecordType, RrKey,
-    rdata::{A, SOA},
+    rdata::{A, SOA, TXT},
 };
 use hickory_server::{
     Server,
@@ -92,6 +92,23 @@ impl DnsServer {
             );
         }
         records.insert(key, Arc::new(set));
+    }
+
+    /// Keeps `name` in the zone with a TXT record only: A/AAAA queries get NODATA.
+    pub async fn set_nodata(&mut self, name: &str) {
+        self.serial += 1;
+        let name = Name::from_ascii(name).unwrap();
+        let mut records = self.zone.records_mut().await;
+        records.remove(&RrKey::new(LowerName::new(&name), RecordType::A));
+        let mut set = RecordSet::new(name.clone(), RecordType::TXT, self.serial);
+        set.insert(
+            Record::from_rdata(name.clone(), 1, RData::TXT(TXT::new(vec!["nodata".into()]))),
+            self.serial,
+        );
+        records.insert(
+            RrKey::new(LowerName::new(&name), RecordType::TXT),
+            Arc::new(set),
+        );
     }
 
     /// Stops answering (sockets closed).

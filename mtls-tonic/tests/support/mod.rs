@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
 pub mod dns;
+pub mod fixture;
 pub mod pki;
 pub mod replica;
 

@@ -2,7 +2,10 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -24,6 +27,8 @@ use tonic_health::{
 pub struct Probe {
     pub name: String,
     pub inner: HealthService,
+    /// While set, every `check` answers UNAVAILABLE at once.
+    pub failing: Arc<AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -32,6 +37,12 @@ impl Health for Probe {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(Status::unavailable(format!(
+                "replica {} failing",
+                self.name
+            )));
+        }
         let peer = request
             .peer_identity()
             .and_then(|p| p.spiffe_id())
@@ -64,6 +75,14 @@ impl Health for Probe {
 }
 
 pub fn probe(name: &str) -> (HealthReporter, HealthServer<Probe>) {
+    probe_failing(name, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`probe`], answering UNAVAILABLE while `failing` is set.
+pub fn probe_failing(
+    name: &str,
+    failing: Arc<AtomicBool>,
+) -> (HealthReporter, HealthServer<Probe>) {
     let reporter = HealthReporter::new();
     let inner = HealthService::from_health_reporter(reporter.clone());
     (
@@ -71,6 +90,7 @@ pub fn probe(name: &str) -> (HealthReporter, HealthServer<Probe>) {
         HealthServer::new(Probe {
             name: name.to_owned(),
             inner,
+            failing,
         }),
     )
 }
@@ -100,17 +120,30 @@ pub struct Replica {
     pub addr: SocketAddr,
     pub name: String,
     pub reporter: HealthReporter,
-    stop: Option<oneshot::Sender<()>>,
+    pub failing: Arc<AtomicBool>,
+    stop: Option<oneshot::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Replica {
     /// Serves `Probe` named after the listener's IP with mTLS on `listener`.
     pub fn start(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(listener, config, |builder| builder)
+    }
+
+    /// Like [`Replica::start`], with the tonic server builder adjusted by `tune` (e.g.
+    /// `max_connection_age`).
+    pub fn start_with(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        tune: impl FnOnce(tonic::transport::Server) -> tonic::transport::Server + Send + 'static,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let name = addr.ip().to_string();
-        let (reporter, service) = probe(&name);
-        let (stop, stopped) = oneshot::channel::<()>();
+        let failing = Arc::new(AtomicBool::new(false));
+        let (reporter, service) = probe_failing(&name, failing.clone());
+        // `true`: graceful shutdown (GOAWAY, drain); `false` or dropped: kill.
+        let (stop, stopped) = oneshot::channel::<bool>();
         listener.set_nonblocking(true).unwrap();
         let thread = std::thread::Builder::new()
             .name(format!("replica-{name}"))
@@ -122,12 +155,20 @@ impl Replica {
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                     let incoming = MtlsIncoming::new(listener, config);
-                    let serve = tonic::transport::Server::builder()
+                    let (drain, drained) = oneshot::channel::<()>();
+                    let serve = tune(tonic::transport::Server::builder())
                         .add_service(service)
-                        .serve_with_incoming(incoming);
+                        .serve_with_incoming_shutdown(incoming, async {
+                            let _ = drained.await;
+                        });
+                    tokio::pin!(serve);
                     tokio::select! {
-                        _ = serve => {}
-                        _ = stopped => {}
+                        _ = &mut serve => {}
+                        stop = stopped => if stop == Ok(true) {
+                            let _ = drain.send(());
+                            // GOAWAY to every connection; in-flight calls finish (bounded).
+                            let _ = tokio::time::timeout(Duration::from_secs(10), serve).await;
+                        }
                     }
                 });
                 // Dropping the runtime drops every connection task: sockets close at once.
@@ -138,6 +179,7 @@ impl Replica {
             addr,
             name,
             reporter,
+            failing,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -157,7 +199,18 @@ impl Replica {
     /// Stops the replica abruptly: listener and every connection closed.
     pub fn kill(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(false);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops the replica as Kubernetes does: the listener closes, every connection gets an
+    /// HTTP/2 GOAWAY and in-flight calls finish (at most 10 s), then everything closes.
+    pub fn shutdown_gracefully(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

@@ -1,0 +1,546 @@
+//! One call through the channel: fail-fast or wait-for-ready, the call's deadline, and
+//! transparent retry of calls that never reached a server (gRFC A6).
+//!
+//! The fast path (channel READY, request body complete at once — every unary call) costs a
+//! copy of the request head and one body allocation; everything else (waiting, retrying)
+//! happens in a boxed future that only calls off the fast path pay for.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use http_body::Body as _;
+use tokio::time::{Instant, Sleep};
+use tonic::{Status, body::Body};
+use tower::buffer::Buffer;
+use tower_service::Service;
+use tracing::debug;
+
+use super::{ChannelState, channel::Tasks, ctx::Ctx, gate::BoxFuture};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Request bodies up to this size are kept for a transparent retry (grpc-go keeps 256 KiB).
+const REPLAY_LIMIT: usize = 256 * 1024;
+/// Re-dispatches of one call that never reached a server, before it fails UNAVAILABLE.
+const MAX_TRANSPARENT_RETRIES: u32 = 8;
+
+/// Per-call wait-for-ready, as a request extension (gRPC's `WaitForReady` call option).
+///
+/// Without it (and without [`BalancedChannelBuilder::wait_for_ready`]), a call fails
+/// UNAVAILABLE at once while the channel is in TRANSIENT_FAILURE (every endpoint failed its
+/// latest attempt, or DNS names none). With it, the call waits for a ready endpoint until its
+/// own deadline. `WaitForReady(false)` on a call opts out of a channel-wide default.
+///
+/// ```
+/// use mtls_tonic::WaitForReady;
+/// let mut request = tonic::Request::new(());
+/// request.set_timeout(std::time::Duration::from_secs(5));
+/// request.extensions_mut().insert(WaitForReady(true));
+/// // or: let request = WaitForReady::on(request);
+/// assert_eq!(request.extensions().get::<WaitForReady>(), Some(&WaitForReady(true)));
+/// ```
+///
+/// [`BalancedChannelBuilder::wait_for_ready`]: crate::BalancedChannelBuilder::wait_for_ready
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitForReady(pub bool);
+
+impl WaitForReady {
+    /// `request` with wait-for-ready on.
+    pub fn on<T>(mut request: tonic::Request<T>) -> tonic::Request<T> {
+        request.extensions_mut().insert(Self(true));
+        request
+    }
+}
+
+/// A call that did not reach any server application: safe to re-dispatch.
+pub(crate) struct NotSent {
+    reason: String,
+    /// The request, when it came back unsent (a `Mutex` only to make the error `Sync`).
+    request: Mutex<Option<http::Request<Body>>>,
+}
+
+impl NotSent {
+    pub(crate) fn new(reason: String, request: Option<http::Request<Body>>) -> Self {
+        Self {
+            reason,
+            request: Mutex::new(request),
+        }
+    }
+
+    fn take_request(&self) -> Option<http::Request<Body>> {
+        super::ctx::lock(&self.request).take()
+    }
+}
+
+impl std::fmt::Debug for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotSent")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for NotSent {}
+
+/// What a call needs to be sent again: its head and its whole body.
+struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    data: Bytes,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl Replay {
+    fn request(&self) -> http::Request<Body> {
+        let mut request = http::Request::new(Body::new(ReplayBody {
+            data: self.data.clone(),
+            trailers: self.trailers.clone(),
+            rest: None,
+            error: None,
+        }));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// Takes what the body has ready at once (a unary call's whole message). Returns the
+/// request to send first, and a replay copy when the body was complete and small enough.
+fn prepare(request: http::Request<Body>) -> (http::Request<Body>, Option<Replay>) {
+    let (parts, mut body) = request.into_parts();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let (mut size, mut trailers, mut error, mut complete) = (0usize, None, None, false);
+    loop {
+        match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    size += data.len();
+                    chunks.push(data);
+                    if size > REPLAY_LIMIT {
+                        break;
+                    }
+                }
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    complete = true;
+                    break;
+                }
+            },
+            Poll::Ready(Some(Err(e))) => {
+                error = Some(e);
+                break;
+            }
+            Poll::Ready(None) => {
+                complete = true;
+                break;
+            }
+            // A streaming body waiting for the caller: send what we have, then the rest.
+            Poll::Pending => break,
+        }
+    }
+    let data = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(size);
+            for chunk in &chunks {
+                all.extend_from_slice(chunk);
+            }
+            all.freeze()
+        }
+    };
+    let replay = (complete && error.is_none()).then(|| Replay {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        data: data.clone(),
+        trailers: trailers.clone(),
+    });
+    let body = ReplayBody {
+        data,
+        trailers,
+        rest: (!complete && error.is_none()).then_some(body),
+        error: error.map(|e| Box::new(Status::from_error(e.into())) as BoxError),
+    };
+    (http::Request::from_parts(parts, Body::new(body)), replay)
+}
+
+pin_project_lite::pin_project! {
+    /// A request body: the buffered data, then trailers, then (streaming) the rest.
+    struct ReplayBody {
+        data: Bytes,
+        trailers: Option<http::HeaderMap>,
+        #[pin]
+        rest: Option<Body>,
+        error: Option<BoxError>,
+    }
+}
+
+impl http_body::Body for ReplayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if !this.data.is_empty() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(std::mem::take(this.data)))));
+        }
+        if let Some(error) = this.error.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        if let Some(trailers) = this.trailers.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
+        match this.rest.as_mut().as_pin_mut() {
+            Some(rest) => rest.poll_frame(cx).map_err(Into::into),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+            && self.error.is_none()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(|rest| rest.is_end_stream())
+    }
+}
+
+/// Whether this call waits for a ready endpoint (its extension, else the channel default).
+fn wait_for_ready(request: &http::Request<Body>, ctx: &Ctx) -> bool {
+    request
+        .extensions()
+        .get::<WaitForReady>()
+        .map_or(ctx.calls.wait_for_ready, |w| w.0)
+}
+
+type BufferFuture =
+    <Buffer<http::Request<Body>, BoxFuture> as Service<http::Request<Body>>>::Future;
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the fast phase is the common one; boxing it would cost an allocation per call"
+)]
+enum Phase {
+    /// Dispatched at once; a `NotSent` moves it to `Slow`.
+    Fast {
+        inner: BufferFuture,
+        replay: Option<Replay>,
+        wfr: bool,
+    },
+    /// Waiting for a ready endpoint and/or re-dispatching.
+    Slow(BoxFuture),
+    /// Failed before dispatch.
+    Failed(Option<Status>),
+}
+
+/// The response future of [`BalancedChannel`](super::BalancedChannel).
+///
+/// Fails DEADLINE_EXCEEDED at the call's `grpc-timeout`, naming each endpoint's state when
+/// the call was still waiting for one; re-dispatches a call that never reached a server.
+pub struct ResponseFuture {
+    phase: Phase,
+    tasks: Arc<Tasks>,
+    started: Instant,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl ResponseFuture {
+    /// Starts a call: `buffer` has a slot reserved by the channel's `poll_ready`.
+    pub(crate) fn start(
+        tasks: &Arc<Tasks>,
+        buffer: &mut Buffer<http::Request<Body>, BoxFuture>,
+        request: http::Request<Body>,
+    ) -> Self {
+        let started = Instant::now();
+        let deadline = grpc_timeout(request.headers()).map(|t| Box::pin(tokio::time::sleep(t)));
+        let ctx = &tasks.ctx;
+        let wfr = wait_for_ready(&request, ctx);
+        let phase = match ctx.state() {
+            ChannelState::TransientFailure if !wfr => {
+                Phase::Failed(Some(no_ready_endpoint(ctx, Duration::ZERO)))
+            }
+            ChannelState::Ready => {
+                let (request, replay) = prepare(request);
+                Phase::Fast {
+                    inner: buffer.call(request),
+                    replay,
+                    wfr,
+                }
+            }
+            _ => {
+                let (request, replay) = prepare(request);
+                Phase::Slow(Box::pin(slow(
+                    tasks.clone(),
+                    Some(request),
+                    replay,
+                    wfr,
+                    started,
+                    0,
+                )))
+            }
+        };
+        Self {
+            phase,
+            tasks: tasks.clone(),
+            started,
+            deadline,
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<Body>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            let result = match &mut this.phase {
+                Phase::Failed(status) => {
+                    let status = status
+                        .take()
+                        .unwrap_or_else(|| Status::unavailable("call already failed"));
+                    return Poll::Ready(Err(Box::new(status)));
+                }
+                Phase::Slow(inner) => match inner.as_mut().poll(cx) {
+                    Poll::Ready(result) => return Poll::Ready(result),
+                    Poll::Pending => break,
+                },
+                Phase::Fast { inner, .. } => match Pin::new(inner).poll(cx) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => break,
+                },
+            };
+            let error = match result {
+                Ok(response) => return Poll::Ready(Ok(response)),
+                Err(error) => error,
+            };
+            let not_sent = match error.downcast::<NotSent>() {
+                Ok(not_sent) => not_sent,
+                Err(error) => return Poll::Ready(Err(error)),
+            };
+            let Phase::Fast { replay, wfr, .. } =
+                std::mem::replace(&mut this.phase, Phase::Failed(None))
+            else {
+                unreachable!("only the fast phase gets here")
+            };
+            debug!(target = %this.tasks.ctx.target, reason = %not_sent, "call not sent: re-dispatching");
+            this.phase = Phase::Slow(Box::pin(slow(
+                this.tasks.clone(),
+                not_sent.take_request(),
+                replay,
+                wfr,
+                this.started,
+                1,
+            )));
+        }
+        if let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            let ctx = &this.tasks.ctx;
+            let waited = this.started.elapsed();
+            let message = if ctx.state() == ChannelState::Ready {
+                format!(
+                    "deadline exceeded after {:.1}s before a response from {}",
+                    waited.as_secs_f64(),
+                    ctx.target
+                )
+            } else {
+                format!(
+                    "deadline exceeded after {:.1}s waiting for a ready endpoint for {}: {}",
+                    waited.as_secs_f64(),
+                    ctx.target,
+                    ctx.summary()
+                )
+            };
+            return Poll::Ready(Err(Box::new(Status::deadline_exceeded(message))));
+        }
+        Poll::Pending
+    }
+}
+
+/// The UNAVAILABLE a call gets when no endpoint is ready for it.
+fn no_ready_endpoint(ctx: &Ctx, waited: Duration) -> Status {
+    let message = format!(
+        "no ready endpoint for {} (waited {:.1}s): {}",
+        ctx.target,
+        waited.as_secs_f64(),
+        ctx.summary()
+    );
+    debug!(target = %ctx.target, %message, "failing call");
+    Status::unavailable(message)
+}
+
+/// Waits for a ready endpoint as the call's options say: fails at once in TRANSIENT_FAILURE
+/// (unless wait-for-ready), and after the ready timeout while connecting.
+async fn wait_ready(ctx: &Ctx, wfr: bool, started: Instant) -> Result<(), Status> {
+    let mut rx = ctx.watch_state();
+    let bound = match (wfr, ctx.calls.ready_timeout) {
+        (false, Some(timeout)) => Some(started + timeout),
+        _ => None,
+    };
+    loop {
+        let state = *rx.borrow_and_update();
+        match state {
+            ChannelState::Ready => return Ok(()),
+            ChannelState::TransientFailure if !wfr => {
+                return Err(no_ready_endpoint(ctx, started.elapsed()));
+            }
+            _ => {}
+        }
+        let changed = match bound {
+            Some(at) => tokio::select! {
+                changed = rx.changed() => changed,
+                () = tokio::time::sleep_until(at) => return Err(no_ready_endpoint(ctx, started.elapsed())),
+            },
+            None => rx.changed().await,
+        };
+        if changed.is_err() {
+            return Err(Status::unavailable(format!(
+                "channel to {} is shut down",
+                ctx.target
+            )));
+        }
+    }
+}
+
+/// The slow path: wait for readiness, dispatch, and re-dispatch what never reached a server.
+async fn slow(
+    tasks: Arc<Tasks>,
+    mut request: Option<http::Request<Body>>,
+    replay: Option<Replay>,
+    wfr: bool,
+    started: Instant,
+    mut retries: u32,
+) -> Result<http::Response<Body>, BoxError> {
+    let ctx = &tasks.ctx;
+    loop {
+        wait_ready(ctx, wfr, started).await?;
+        let Some(attempt) = request
+            .take()
+            .or_else(|| replay.as_ref().map(Replay::request))
+        else {
+            return Err(Box::new(Status::unavailable(format!(
+                "call to {} was not sent and cannot be replayed (streaming body)",
+                ctx.target
+            ))));
+        };
+        let mut buffer = tasks.buffer.clone();
+        std::future::poll_fn(|cx| buffer.poll_ready(cx)).await?;
+        let error = match buffer.call(attempt).await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        let not_sent = error.downcast::<NotSent>()?;
+        retries += 1;
+        if retries > MAX_TRANSPARENT_RETRIES {
+            return Err(Box::new(Status::unavailable(format!(
+                "call to {} not sent after {retries} attempts: {not_sent}",
+                ctx.target
+            ))));
+        }
+        debug!(target = %ctx.target, reason = %not_sent, retries, "call not sent: re-dispatching");
+        request = not_sent.take_request();
+    }
+}
+
+/// Parses a `grpc-timeout` header (`<digits><unit>`, gRPC over HTTP/2 spec).
+pub(crate) fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[test]
+    fn parses_grpc_timeout() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(grpc_timeout(&headers), None);
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("250m"));
+        assert_eq!(grpc_timeout(&headers), Some(Duration::from_millis(250)));
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("3S"));
+        assert_eq!(grpc_timeout(&headers), Some(Duration::from_secs(3)));
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("3x"));
+        assert_eq!(grpc_timeout(&headers), None);
+    }
+
+    #[tokio::test]
+    async fn complete_body_is_kept_for_replay() {
+        let request = http::Request::builder()
+            .uri("/pkg.Svc/Method")
+            .header("te", "trailers")
+            .body(Body::new(http_body_util::Full::new(Bytes::from_static(
+                b"hello",
+            ))))
+            .unwrap();
+        let (first, replay) = prepare(request);
+        let replay = replay.expect("a complete body is replayable");
+        let again = replay.request();
+        assert_eq!(again.uri(), "/pkg.Svc/Method");
+        assert_eq!(again.headers()["te"], "trailers");
+        for body in [first.into_body(), again.into_body()] {
+            let bytes = body.collect().await.unwrap().to_bytes();
+            assert_eq!(&bytes[..], b"hello");
+        }
+    }
+
+    #[tokio::test]
+    async fn streaming_body_is_sent_whole_but_not_replayable() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Status>>(4);
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let request = http::Request::new(Body::new(body));
+        let (first, replay) = prepare(request);
+        assert!(replay.is_none());
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"b"))))
+            .await
+            .unwrap();
+        drop(tx);
+        let bytes = first.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"ab");
+    }
+}

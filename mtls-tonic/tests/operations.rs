@@ -1,0 +1,341 @@
+//! BalancedChannel through everyday operations, against a real DNS server on loopback and
+//! real mTLS tonic replicas on 127.0.0.2..: fail-fast and wait-for-ready like gRPC, empty DNS
+//! answers, graceful shutdowns (rolling restarts) and server-side connection recycling.
+// Tests panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    net::Ipv4Addr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mtls_core::{Authorize, ClientConfigBuilder};
+use mtls_tonic::{BalancedChannel, ChannelState, MtlsConnector, ResolutionState, WaitForReady};
+use support::{
+    fixture::{Fixture, NAME, TTL, call, finish, ip, load, ready_count},
+    pki::{CLIENT_ID, Pki},
+    replica::Replica,
+    wait_until,
+};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+async fn check(
+    channel: &BalancedChannel,
+    request: tonic::Request<HealthCheckRequest>,
+) -> Result<String, tonic::Status> {
+    let response = HealthClient::new(channel.clone()).check(request).await?;
+    Ok(response
+        .metadata()
+        .get("x-replica")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_refusing_fails_fast_and_wait_for_ready_waits() {
+    let mut fx = Fixture::start(3, 3).await;
+    let addrs: Vec<_> = fx.replicas.values().map(|r| r.addr).collect();
+    for replica in fx.replicas.values_mut() {
+        replica.kill();
+    }
+    // A new channel: its first call fails as soon as the first attempts have failed.
+    let channel = fx.channel();
+    let started = Instant::now();
+    let status = call(&channel, "").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(took <= Duration::from_secs(1), "first call took {took:?}");
+    for addr in &addrs {
+        assert!(
+            status.message().contains(&addr.to_string()),
+            "{}",
+            status.message()
+        );
+    }
+    assert!(
+        status.message().to_lowercase().contains("refused"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(channel.state(), ChannelState::TransientFailure);
+    // Later calls fail at once.
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let status = call(&channel, "").await.unwrap_err();
+        took.push(started.elapsed());
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("waited 0.0s"),
+            "{}",
+            status.message()
+        );
+    }
+    took.sort();
+    assert!(
+        took[10] <= Duration::from_millis(10),
+        "median {:?}",
+        took[10]
+    );
+    assert!(
+        took[19] <= Duration::from_millis(200),
+        "worst {:?}",
+        took[19]
+    );
+
+    // A call with a deadline and wait-for-ready: DEADLINE_EXCEEDED naming every endpoint.
+    let mut request = WaitForReady::on(tonic::Request::new(HealthCheckRequest::default()));
+    request.set_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let status = check(&channel, request).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    for addr in &addrs {
+        assert!(
+            status.message().contains(&addr.to_string()),
+            "{}",
+            status.message()
+        );
+    }
+    assert!(
+        status.message().to_lowercase().contains("refused"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("waiting for a ready endpoint"),
+        "{}",
+        status.message()
+    );
+
+    // Wait-for-ready on one call: it waits and succeeds when a replica comes back.
+    let waiter = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let mut request = WaitForReady::on(tonic::Request::new(HealthCheckRequest::default()));
+            request.set_timeout(Duration::from_secs(10));
+            check(&channel, request).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the wait-for-ready call did not wait"
+    );
+    let back = ip(3);
+    fx.replicas.insert(
+        back,
+        Replica::restart(
+            addrs.iter().copied().find(|a| a.ip() == back).unwrap(),
+            fx.config.clone(),
+        ),
+    );
+    let served_by = tokio::time::timeout(Duration::from_secs(8), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(served_by, back.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_server_id_fails_fast_naming_presented_and_expected() {
+    let fx = Fixture::start(3, 3).await;
+    let expected = "spiffe://example.org/ns/default/sa/inventory";
+    let config = ClientConfigBuilder::new(fx.pki.identity(CLIENT_ID, &[]), fx.pki.trust())
+        .authorize(Authorize::exact(expected.parse().unwrap()))
+        .build()
+        .unwrap();
+    let channel = BalancedChannel::builder(
+        format!("bookstore.test:{}", fx.port),
+        MtlsConnector::new(config),
+    )
+    .nameserver(fx.dns.addr)
+    .dns_timeout(Duration::from_millis(300), 1)
+    .build()
+    .unwrap();
+    let started = Instant::now();
+    let status = call(&channel, "").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+    assert!(status.message().contains(expected), "{}", status.message());
+    assert!(
+        status.message().contains(support::pki::SERVER_ID),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_dns_answers_lose_no_call_then_a_smaller_set_drains_the_rest() {
+    let mut fx = Fixture::start(3, 3).await;
+    let channel = fx.channel();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    let (outcomes, stop, handles) = load(&channel, 8, "slow:10");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fx.dns.set_a(NAME, &[], TTL).await; // NXDOMAIN
+    let empty = wait_until(Duration::from_secs(3), || {
+        matches!(channel.resolution(), ResolutionState::NoRecords { .. })
+    })
+    .await;
+    assert!(empty, "{channel:?}");
+    assert!(
+        channel
+            .endpoints()
+            .iter()
+            .all(|e| e.not_in_dns_since.is_some()),
+        "{channel:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fx.dns.set_nodata(NAME).await; // NODATA
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ready_count(&channel), 3, "{channel:?}");
+    fx.dns.set_a(NAME, &[ip(2), ip(3)], TTL).await;
+    let dropped = wait_until(Duration::from_secs(5), || {
+        let endpoints = channel.endpoints();
+        endpoints.len() == 2
+            && endpoints
+                .iter()
+                .all(|e| e.addr.ip() != ip(4) && e.not_in_dns_since.is_none())
+    })
+    .await;
+    assert!(dropped, "{channel:?}");
+    let refreshed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    finish(stop, handles).await;
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        outcomes.len()
+    );
+    let late = outcomes
+        .iter()
+        .filter(|o| o.started > refreshed && o.result.as_deref() == Ok(ip(4).to_string().as_str()))
+        .count();
+    assert_eq!(late, 0, "calls went to the dropped endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_empty_answer_drops_everything() {
+    let mut fx = Fixture::start(2, 2).await;
+    let channel = fx.builder().strict_empty_answer().build().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
+        "{channel:?}"
+    );
+    fx.dns.set_a(NAME, &[], TTL).await;
+    assert!(
+        wait_until(Duration::from_secs(3), || channel.endpoints().is_empty()).await,
+        "{channel:?}"
+    );
+    let status = call(&channel, "").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("DNS: no records"),
+        "{}",
+        status.message()
+    );
+}
+
+/// `workers` callers run while each replica in turn shuts down gracefully (GOAWAY, drain)
+/// and comes back on the same address, `rounds` times over the three replicas.
+async fn rolling_restarts(rounds: usize) -> (usize, Vec<String>) {
+    let mut fx = Fixture::start(3, 3).await;
+    let channel = fx.channel();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    let (outcomes, stop, handles) = load(&channel, 8, "slow:5");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ips: Vec<Ipv4Addr> = (2..5).map(ip).collect();
+    for _ in 0..rounds {
+        for victim in &ips {
+            let replica = fx.replicas.get_mut(victim).unwrap();
+            let addr = replica.addr;
+            replica.shutdown_gracefully();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            fx.replicas
+                .insert(*victim, Replica::restart(addr, fx.config.clone()));
+            let back = wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await;
+            assert!(back, "{victim} did not come back: {channel:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    finish(stop, handles).await;
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    let failed = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| format!("{:?}: {}", o.result, o.message))
+        .collect();
+    (outcomes.len(), failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_graceful_shutdowns_under_load_lose_no_call() {
+    let (calls, failed) = rolling_restarts(2).await;
+    assert!(
+        failed.is_empty(),
+        "{} of {calls} calls failed: {failed:?}",
+        failed.len()
+    );
+    assert!(calls > 500, "only {calls} calls");
+    eprintln!("rolling restarts: {calls} calls, 0 failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_recycling_every_two_seconds_loses_no_call() {
+    support::init_tracing();
+    let pki = Pki::new();
+    let ips: Vec<Ipv4Addr> = (2..5).map(ip).collect();
+    let (port, listeners) = support::replica::bind_shared_port(&ips);
+    let server_config = Arc::new(pki.server_config(Pki::member_policy()));
+    let _replicas: Vec<Replica> = listeners
+        .into_iter()
+        .map(|l| {
+            Replica::start_with(l, server_config.clone(), |server| {
+                server.max_connection_age(Duration::from_secs(2))
+            })
+        })
+        .collect();
+    let mut dns = support::dns::DnsServer::start().await;
+    dns.set_a(NAME, &ips, TTL).await;
+    let connector = MtlsConnector::new(pki.client_config(CLIENT_ID));
+    let channel = BalancedChannel::builder(format!("bookstore.test:{port}"), connector)
+        .nameserver(dns.addr)
+        .build()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    let (outcomes, stop, handles) = load(&channel, 8, "slow:5");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    finish(stop, handles).await;
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        outcomes.len()
+    );
+}
