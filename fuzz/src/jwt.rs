@@ -181,6 +181,10 @@ fn accepted(
         2 => {
             let sub = claims.subject().expect("JWT-SVIDs have sub");
             assert!(claims.spiffe_id().is_some(), "sub {sub:?} is a SPIFFE ID");
+            // As strictly as go-spiffe's jwtsvid (spiffeid.FromString): canonical form only.
+            if let Err(e) = mtls_certs::parse_spiffe_id(sub) {
+                panic!("JWT-SVID accepted with sub {sub:?}: {e}");
+            }
             assert_ne!(
                 key.algorithm(),
                 Algorithm::EdDSA,

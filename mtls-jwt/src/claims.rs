@@ -66,6 +66,19 @@ impl PartialEq for Claims {
     }
 }
 
+/// A SPIFFE ID as go-spiffe's `spiffeid.FromString` reads it. The `spiffe` crate lower-cases
+/// the scheme and trust domain of what it parses; the spec allows only the lower-case form,
+/// so anything it had to rewrite is refused.
+pub(crate) fn canonical_spiffe_id(text: &str) -> std::result::Result<spiffe::SpiffeId, String> {
+    let id = spiffe::SpiffeId::new(text).map_err(|e| e.to_string())?;
+    if id.to_string() != text {
+        return Err(format!(
+            "not in canonical form (scheme and trust domain must be lower case: {id})"
+        ));
+    }
+    Ok(id)
+}
+
 fn string_claim(map: &Map<String, Value>, name: &str) -> Result<Option<String>> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -190,9 +203,10 @@ impl Claims {
         &self.0.map
     }
 
-    /// `sub` as a SPIFFE ID (for JWT-SVIDs; the JWT-SVID profile has already checked it).
+    /// `sub` as a SPIFFE ID in canonical form (for JWT-SVIDs; the JWT-SVID profile has
+    /// already checked it). `None` when `sub` is absent or not a canonical SPIFFE ID.
     pub fn spiffe_id(&self) -> Option<spiffe::SpiffeId> {
-        self.subject().and_then(|s| spiffe::SpiffeId::new(s).ok())
+        self.subject().and_then(|s| canonical_spiffe_id(s).ok())
     }
 
     /// The claims as your own type.

@@ -716,7 +716,7 @@ impl Validator {
             let sub = claims
                 .subject()
                 .ok_or(Error::MissingClaim { claim: "sub" })?;
-            spiffe::SpiffeId::new(sub).map_err(|e| Error::InvalidClaim {
+            crate::claims::canonical_spiffe_id(sub).map_err(|e| Error::InvalidClaim {
                 claim: "sub".into(),
                 reason: format!("{sub:?} is not a SPIFFE ID: {e}"),
             })?;
