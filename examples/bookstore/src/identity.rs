@@ -106,6 +106,7 @@ pub fn server_tls(
 ) -> Result<rustls::ServerConfig> {
     ServerConfigBuilder::new(ids.identity(Workload::Bookstore)?, ids.trust()?)
         .authorize(policy.server_authorizer())
+        .tls_policy(policy.tls.clone())
         .build()
         .map_err(|e| Error::tls("building the bookstore's TLS configuration", e))
 }
@@ -118,6 +119,7 @@ pub fn client_tls(
 ) -> Result<rustls::ClientConfig> {
     ClientConfigBuilder::new(ids.identity(workload)?, ids.trust()?)
         .authorize(policy.client_authorizer())
+        .tls_policy(policy.tls.clone())
         .build()
         .map_err(|e| Error::tls(format!("building the {workload}'s TLS configuration"), e))
 }

@@ -268,14 +268,34 @@ impl MeshPki {
     pub fn server_config(&self) -> Result<rustls::ServerConfig> {
         ServerConfigBuilder::new(self.server.identity()?, self.trust()?)
             .authorize(self.policy.server_authorizer())
+            .tls_policy(self.policy.tls.clone())
             .build()
             .map_err(|e| Error::tls("building the server TLS configuration", e))
+    }
+
+    /// [`MeshPki::server_config`] under another policy (its authorizer and TLS policy).
+    pub fn server_config_with(&self, policy: &MeshPolicy) -> Result<rustls::ServerConfig> {
+        ServerConfigBuilder::new(self.server.identity()?, self.trust()?)
+            .authorize(policy.server_authorizer())
+            .tls_policy(policy.tls.clone())
+            .build()
+            .map_err(|e| Error::tls("building the server TLS configuration", e))
+    }
+
+    /// [`MeshPki::client_config`] for the client's SVID under another policy.
+    pub fn client_config_with(&self, policy: &MeshPolicy) -> Result<rustls::ClientConfig> {
+        ClientConfigBuilder::new(self.client.identity()?, self.trust()?)
+            .authorize(policy.client_authorizer())
+            .tls_policy(policy.tls.clone())
+            .build()
+            .map_err(|e| Error::tls("building the client TLS configuration", e))
     }
 
     /// A client configuration presenting `svid` and accepting only the bookstore's ID.
     pub fn client_config(&self, svid: &SvidFiles) -> Result<rustls::ClientConfig> {
         ClientConfigBuilder::new(svid.identity()?, self.trust()?)
             .authorize(self.policy.client_authorizer())
+            .tls_policy(self.policy.tls.clone())
             .build()
             .map_err(|e| Error::tls("building the client TLS configuration", e))
     }

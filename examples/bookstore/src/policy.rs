@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mtls_core::{Authorize, SanMatcher, SanType, SpiffeId, StringMatcher, TrustDomain};
+use mtls_core::{Authorize, SanMatcher, SanType, SpiffeId, StringMatcher, TlsPolicy, TrustDomain};
 use mtls_jwt::{JwksSource, Validator};
 use mtls_tonic::{JwtRules, MethodPolicy};
 
@@ -69,6 +69,10 @@ pub struct MeshPolicy {
     /// the Envoy server sidecar's `jwt_authn` provider as `jwt_cache_config` (Envoy caches
     /// nothing unless that is set).
     pub jwt_cache_size: usize,
+    /// TLS versions, key-exchange groups and cipher suites on every hop: the proxyless
+    /// server and client configs and the sidecars' `tls_params` (default: hybrid
+    /// post-quantum X25519MLKEM768 first, TLS 1.3).
+    pub tls: TlsPolicy,
 }
 
 impl MeshPolicy {
@@ -84,6 +88,7 @@ impl MeshPolicy {
             audience: AUDIENCE.to_owned(),
             token_ttl: Duration::from_secs(3600),
             jwt_cache_size: 100,
+            tls: TlsPolicy::default(),
         }
     }
 

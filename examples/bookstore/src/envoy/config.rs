@@ -71,9 +71,28 @@ pub enum CertSource {
 pub const SDS_CLUSTER: &str = "sds_agent";
 
 impl CertSource {
-    /// The `common_tls_context` for this source: our certificate, ALPN `h2`, and a
-    /// validation context with the bundle and `match_typed_subject_alt_names` = `sans`.
-    pub fn common_tls_context(&self, sans: &[mtls_core::SanMatcher]) -> Value {
+    /// The `common_tls_context` for this source: our certificate, ALPN `h2`, a
+    /// validation context with the bundle and `match_typed_subject_alt_names` = `sans`, and
+    /// `tls_params` rendered from `tls` (so the sidecar runs the proxyless peers' policy).
+    ///
+    /// ```
+    /// use bookstore::envoy::CertSource;
+    /// let certs = CertSource::Files { chain: "c.pem".into(), key: "k.pem".into(), bundle: "b.pem".into() };
+    /// let tls = certs.common_tls_context(&[], &mtls_core::TlsPolicy::classical());
+    /// assert_eq!(tls["tls_params"]["ecdh_curves"], serde_json::json!(["X25519", "P-256", "P-384"]));
+    /// assert_eq!(tls["tls_params"]["tls_maximum_protocol_version"], "TLSv1_3");
+    /// ```
+    pub fn common_tls_context(
+        &self,
+        sans: &[mtls_core::SanMatcher],
+        tls: &mtls_core::TlsPolicy,
+    ) -> Value {
+        let mut context = self.common_tls_context_without_params(sans);
+        context["tls_params"] = json!(tls.envoy_tls_params());
+        context
+    }
+
+    fn common_tls_context_without_params(&self, sans: &[mtls_core::SanMatcher]) -> Value {
         match self {
             CertSource::Files { chain, key, bundle } => json!({
                 // gRPC clients need h2 negotiated ("missing selected ALPN property" otherwise).
@@ -287,7 +306,7 @@ impl ClientSidecar {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
                             "sni": policy.service_name,
-                            "common_tls_context": self.certs.common_tls_context(&policy.server_san_matchers()),
+                            "common_tls_context": self.certs.common_tls_context(&policy.server_san_matchers(), &policy.tls),
                         },
                     },
                 }],
@@ -393,7 +412,7 @@ impl ServerSidecar {
                             "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                                 "require_client_certificate": true,
-                                "common_tls_context": self.certs.common_tls_context(&policy.client_san_matchers()),
+                                "common_tls_context": self.certs.common_tls_context(&policy.client_san_matchers(), &policy.tls),
                             },
                         },
                         "filters": [http_connection_manager(STAT_PREFIX_INBOUND, "replica", vec![jwt_authn, router()], Some(xfcc))],
