@@ -175,12 +175,15 @@ impl Issuer {
             return Ok(Arc::clone(v));
         }
         let jwks = mtls_jwt::jwks_json([self.jwt_key.jwk(None)]);
-        let v = Arc::new(
-            Validator::builder()
-                .jwks(JwksSource::inline(jwks))
-                .jwt_svid(audience)
-                .build()?,
-        );
+        let builder = Validator::builder()
+            .jwks(JwksSource::inline(jwks))
+            .jwt_svid(audience);
+        // mtls-jwt logs "JWKS loaded" for each validator built: over our own inline key that
+        // says nothing, and a peer cycling audiences would turn it into a log flood.
+        let v = Arc::new(tracing::subscriber::with_default(
+            tracing::subscriber::NoSubscriber::default(),
+            || builder.build(),
+        )?);
         cache.insert(audience, Arc::clone(&v));
         Ok(v)
     }
