@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod authority;
 mod cfssl;
 mod csr;
 mod jwks;
@@ -22,6 +23,7 @@ mod san_matcher;
 mod spiffe_id;
 mod spki;
 
+pub use authority::authority;
 pub use cfssl::cfssl_json;
 pub use csr::csr;
 pub use jwks::jwks;
@@ -36,6 +38,7 @@ pub type Target = fn(&[u8]);
 
 /// Every target by name, as `cargo fuzz` knows them (`fuzz_targets/<name>.rs`).
 pub const TARGETS: &[(&str, Target)] = &[
+    ("authority", authority),
     ("cfssl_json", cfssl_json),
     ("csr", csr),
     ("jwks", jwks),
