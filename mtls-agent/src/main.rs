@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mtls_agent::{Agent, AgentConfig, Registration};
+use mtls_agent::{Agent, AgentConfig, Limits, Registration};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// A local identity agent: SPIFFE Workload API + Envoy SDS, short-lived rotated SVIDs.
@@ -40,6 +40,15 @@ struct Args {
     /// JWT-SVID lifetime.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     jwt_ttl: Duration,
+    /// Open connections over both sockets (keep it well below `ulimit -n`).
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Open connections of one Unix uid over both sockets.
+    #[arg(long, default_value_t = Limits::default().max_connections_per_uid)]
+    max_connections_per_uid: usize,
+    /// Close a connection with no call in flight that sent nothing for this long.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
 }
 
 #[tokio::main]
@@ -67,7 +76,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .parse()
         .map_err(|e| format!("--trust-domain {:?}: {e}", args.trust_domain))?;
     let registration = Registration::from_file(&args.registration)?;
+    let mut limits = Limits::default();
+    limits.max_connections = args.max_connections;
+    limits.max_connections_per_uid = args.max_connections_per_uid;
+    limits.idle_timeout = args.idle_timeout;
     let mut config = AgentConfig::new(trust_domain, &args.socket, registration)
+        .limits(limits)
         .registration_file(&args.registration)
         .svid_ttl(args.svid_ttl)
         .jwt_ttl(args.jwt_ttl);
