@@ -99,7 +99,8 @@ pub(crate) struct VerifyArgs {
     /// Clock skew allowed on exp/nbf.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     clock_skew: Duration,
-    /// The token (without `Bearer `).
+    /// The token, bare or as an `authorization` value (`Bearer <token>`, read by the same
+    /// parser as the library's and JwtLayer's).
     token: String,
 }
 
@@ -197,7 +198,8 @@ impl JwtCommand {
                     .audiences(a.aud)
                     .clock_skew(a.clock_skew)
                     .build()?;
-                let claims = validator.validate_now(a.token.trim())?;
+                let token = mtls_jwt::bearer_token(&a.token).unwrap_or(a.token.trim());
+                let claims = validator.validate_now(token)?;
                 println!("{}", serde_json::to_string_pretty(&claims)?);
                 Ok(())
             }

@@ -455,7 +455,12 @@ fn verify_refuses_a_jwks_redirect_to_a_refused_url() {
 
     let port = keys.addr.port();
     let allowed = Answer::start(redirect_to(&format!("http://127.0.0.1:{port}/keys")));
-    let args = verify(&format!("http://{}/jwks", allowed.addr));
+    let mut args = verify(&format!("http://{}/jwks", allowed.addr));
+    mtls_ok(dir.path(), &as_strs(&args));
+    // The token may be given as an `authorization` value (the one bearer parser).
+    if let Some(last) = args.last_mut() {
+        *last = format!("Bearer {last}");
+    }
     mtls_ok(dir.path(), &as_strs(&args));
 
     let refused = Answer::start(redirect_to(&format!("http://jwks.test:{port}/keys")));

@@ -58,7 +58,12 @@ impl TokenLocation {
         Ok(Self::Header { name, prefix: None })
     }
 
-    /// The token in `headers`, or [`Error::Missing`].
+    /// The token in `headers`, or [`Error::Missing`]. Every header of the name is looked
+    /// at, in order (as Envoy's `jwt_authn` does): the first `Bearer` value of the
+    /// `authorization` headers, or the first value of the configured header that carries
+    /// the prefix. This is the one extraction path: [`crate::Validator::find_token`], the
+    /// mtls-tonic `JwtLayer` and the CLI all use it, with [`bearer_token`] as the one
+    /// `Bearer` parser.
     pub fn find<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str> {
         let found = match self {
             Self::Authorization => headers
@@ -67,14 +72,15 @@ impl TokenLocation {
                 .filter_map(|v| v.to_str().ok())
                 .find_map(bearer_token),
             Self::Header { name, prefix } => headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| match prefix {
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| match prefix {
                     Some(p) => v.strip_prefix(p.as_str()),
                     None => Some(v),
                 })
                 .map(str::trim)
-                .filter(|t| !t.is_empty()),
+                .find(|t| !t.is_empty()),
         };
         found.ok_or(Error::Missing)
     }

@@ -483,8 +483,28 @@ impl Validator {
     /// Finds the token in `headers` (see [`ValidatorBuilder::token_location`]) and validates
     /// it; no token is [`Error::Missing`].
     pub async fn validate_headers(&self, headers: &http::HeaderMap) -> Result<Claims> {
-        let token = self.inner.location.find(headers)?;
-        self.validate(token).await
+        self.validate(self.find_token(headers)?).await
+    }
+
+    /// The token in `headers`, where this validator looks for it
+    /// ([`ValidatorBuilder::token_location`]); no token is [`Error::Missing`].
+    ///
+    /// ```
+    /// use mtls_jwt::{JwksSource, TokenLocation, Validator};
+    /// # let jwks = mtls_jwt::jwks_json([mtls_jwt::SigningKey::generate(mtls_jwt::Algorithm::ES256)?.jwk(None)]);
+    /// let v = Validator::builder()
+    ///     .jwks(JwksSource::inline(jwks))
+    ///     .token_location(TokenLocation::header("x-jwt-assertion")?)
+    ///     .build()?;
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("authorization", "Bearer a.b.c".parse()?);
+    /// assert!(v.find_token(&headers).is_err(), "not where it looks");
+    /// headers.insert("x-jwt-assertion", "d.e.f".parse()?);
+    /// assert_eq!(v.find_token(&headers)?, "d.e.f");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn find_token<'h>(&self, headers: &'h http::HeaderMap) -> Result<&'h str> {
+        self.inner.location.find(headers)
     }
 
     /// Fetches a remote JWKS now (after any fetch in progress). True if the keys changed.

@@ -23,8 +23,9 @@ pub use validator::{TokenValidator, bearer_token};
 
 use crate::PeerIdentityExt;
 
-/// Validates the `authorization: Bearer` token of each call whose method [`JwtRules`]
-/// covers. Missing or invalid tokens get UNAUTHENTICATED, a disallowed audience or a subject
+/// Validates the bearer token of each call whose method [`JwtRules`] covers, found where
+/// the validator looks ([`TokenValidator::find_token`]: `authorization: Bearer` by default,
+/// an `mtls_jwt::Validator`'s configured `token_location` otherwise). Missing or invalid tokens get UNAUTHENTICATED, a disallowed audience or a subject
 /// that is not the peer's SPIFFE ID (with [`JwtRules::bind_subject_to_peer`]) gets
 /// PERMISSION_DENIED — the codes Envoy's `jwt_authn` answers (401 / 403). Validated claims
 /// go into the request's extensions for the handler.
@@ -93,8 +94,9 @@ where
         if !self.rules.requires_token(&method) {
             return ResponseFuture::new(self.inner.call(request));
         }
-        let Some(token) = bearer_token(request.headers()).map(str::to_owned) else {
-            return ResponseFuture::rejected(reject(&method, JwtError::Missing));
+        let token = match self.validator.find_token(request.headers()) {
+            Ok(token) => token.to_owned(),
+            Err(error) => return ResponseFuture::rejected(reject(&method, error)),
         };
         let peer = request
             .peer_identity()

@@ -66,6 +66,10 @@ impl TokenValidator for mtls_jwt::Validator {
     fn subject<'c>(&self, claims: &'c Self::Claims) -> Option<&'c str> {
         claims.subject()
     }
+
+    fn find_token<'h>(&self, headers: &'h http::HeaderMap) -> Result<&'h str, JwtError> {
+        mtls_jwt::Validator::find_token(self, headers).map_err(to_jwt_error)
+    }
 }
 
 /// Maps an `mtls_jwt` failure to the layer's error, keeping Envoy's wording and code.

@@ -20,10 +20,21 @@ pub trait TokenValidator: Send + Sync + 'static {
 
     /// The token's `sub`, for binding to the peer's SPIFFE ID.
     fn subject<'c>(&self, claims: &'c Self::Claims) -> Option<&'c str>;
+
+    /// Where the token is in a request. The default is the first `Bearer` value of the
+    /// `authorization` headers (every one is looked at); `mtls_jwt::Validator` looks where
+    /// it was configured to (`ValidatorBuilder::token_location`), so the layer and
+    /// `Validator::validate_headers` always agree.
+    fn find_token<'h>(&self, headers: &'h http::HeaderMap) -> Result<&'h str, JwtError> {
+        mtls_jwt::TokenLocation::Authorization
+            .find(headers)
+            .map_err(|_| JwtError::Missing)
+    }
 }
 
-/// The token of an `authorization: Bearer <token>` header (scheme case-insensitive); the
-/// parsing is [`mtls_jwt::bearer_token`]'s.
+/// The token of the first `authorization: Bearer <token>` header (scheme
+/// case-insensitive; every `authorization` header is looked at); the extraction is
+/// `mtls_jwt::TokenLocation::Authorization`'s and the parsing [`mtls_jwt::bearer_token`]'s.
 ///
 /// ```
 /// let mut headers = http::HeaderMap::new();
@@ -31,8 +42,10 @@ pub trait TokenValidator: Send + Sync + 'static {
 /// assert_eq!(mtls_tonic::bearer_token(&headers), Some("abc.def.ghi"));
 /// headers.insert("authorization", "Basic dXNlcg==".parse()?);
 /// assert_eq!(mtls_tonic::bearer_token(&headers), None);
+/// headers.append("authorization", "Bearer abc.def.ghi".parse()?);
+/// assert_eq!(mtls_tonic::bearer_token(&headers), Some("abc.def.ghi"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    mtls_jwt::bearer_token(headers.get(http::header::AUTHORIZATION)?.to_str().ok()?)
+    mtls_jwt::TokenLocation::Authorization.find(headers).ok()
 }
