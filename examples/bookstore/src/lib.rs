@@ -124,7 +124,7 @@ pub use mesh::{MeshOptions, MeshOutcome};
 pub use pki::{MeshPki, SvidFiles};
 pub use policy::{
     AUDIENCE, BOOKSTORE_SERVICE, CALLER_HEADER, CLIENT_ID, HEALTH_SERVICE, INTRUDER_ID, ISSUER,
-    MeshPolicy, REPLICA_HEADER, SERVER_ID, SERVICE_NAME, TRUST_DOMAIN,
+    MeshPolicy, REPLICA_HEADER, SERVER_ID, SERVICE_NAME, TLS_HEADER, TRUST_DOMAIN,
 };
 pub use scenario::{Report, Scenario};
 pub use server::{Security, ServerHandle};

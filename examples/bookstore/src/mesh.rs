@@ -323,6 +323,37 @@ impl Sidecars {
         }
     }
 
+    /// How many handshakes used each key-exchange group: the client sidecar's upstream
+    /// (`cluster.bookstore.ssl.curves.*`) and the server sidecars' listeners (summed).
+    pub async fn curves(&self) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>)> {
+        let client = self
+            .client
+            .stats()
+            .await?
+            .into_iter()
+            .filter_map(|(name, n)| {
+                let group = name.strip_prefix("cluster.bookstore.ssl.curves.")?;
+                (n > 0).then(|| (group.to_owned(), n))
+            })
+            .collect();
+        let mut servers: Vec<(String, u64)> = Vec::new();
+        for server in &self.servers {
+            for (name, n) in server.stats().await? {
+                let Some((_, group)) = name.split_once(".ssl.curves.") else {
+                    continue;
+                };
+                if !name.starts_with("listener.") || n == 0 {
+                    continue;
+                }
+                match servers.iter_mut().find(|(g, _)| g == group) {
+                    Some((_, sum)) => *sum += n,
+                    None => servers.push((group.to_owned(), n)),
+                }
+            }
+        }
+        Ok((client, servers))
+    }
+
     /// `ssl.fail_verify_san` summed over the server sidecars.
     pub async fn fail_verify_san(&self) -> Result<u64> {
         let mut sum = 0;
@@ -425,6 +456,9 @@ pub mod checks {
     pub const BALANCE: &str = "balance";
     /// The replicas saw the client's SPIFFE ID as the caller.
     pub const CALLER: &str = "caller identity";
+    /// Every hop negotiated the TLS policy's first key-exchange group with one ClientHello
+    /// (proxyless: the replicas' own handshakes; Envoy: the sidecars' `ssl.curves.*`).
+    pub const TLS: &str = "key exchange";
     /// The intruder's certificate was refused in the handshake.
     pub const INTRUDER: &str = "intruder certificate";
     /// A call without a token was refused.
@@ -665,6 +699,7 @@ pub async fn run_with(
         options.min_share,
         &client_id,
     );
+    outcome.checks.push(proxyless_tls_check(policy, &report));
     outcome.proxyless = Some(report);
 
     let intruder = intruder_channel(policy, ids, replicas.port(), dns.addr())?;
@@ -726,6 +761,10 @@ pub async fn run_with(
                 &client_id,
             );
             outcome.envoy = Some(report);
+            let (client_curves, server_curves) = sidecars.curves().await?;
+            outcome
+                .checks
+                .push(envoy_tls_check(policy, &client_curves, &server_curves));
 
             // The intruder (no sidecar of its own) dials the server sidecars with its valid,
             // same-CA SVID.
@@ -788,6 +827,7 @@ fn print_checks(options: &MeshOptions, outcome: &MeshOutcome, path: PathKind) {
                 checks::SCENARIO,
                 checks::BALANCE,
                 checks::CALLER,
+                checks::TLS,
                 checks::AGENT_IDENTITIES,
                 checks::ROTATION,
             ]
@@ -874,6 +914,66 @@ fn scenario_checks(
         passed: report.callers.len() == 1 && report.callers.contains(client),
         status: None,
     });
+}
+
+/// What every hop should negotiate under the mesh's TLS policy: its first group, with one
+/// ClientHello (both ends run the same policy).
+fn expected_tls(policy: &MeshPolicy) -> String {
+    match policy.tls.groups.first() {
+        Some(group) => format!("{group}, one ClientHello ({})", policy.tls.summary()),
+        None => "no group (invalid policy)".to_owned(),
+    }
+}
+
+fn proxyless_tls_check(policy: &MeshPolicy, report: &Report) -> Check {
+    let group = policy.tls.groups.first().map(|g| g.envoy_name());
+    // "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519MLKEM768 full", as the replicas saw it.
+    let as_expected = |seen: &String| {
+        let words: Vec<&str> = seen.split_whitespace().collect();
+        words.get(2).copied() == group && seen.ends_with(" full")
+    };
+    Check {
+        path: PathKind::Proxyless,
+        name: checks::TLS,
+        expected: expected_tls(policy),
+        observed: if report.tls.is_empty() {
+            "no replica reported its handshake".to_owned()
+        } else {
+            report.tls.iter().cloned().collect::<Vec<_>>().join("; ")
+        },
+        passed: !report.tls.is_empty() && report.tls.iter().all(as_expected),
+        status: None,
+    }
+}
+
+fn envoy_tls_check(
+    policy: &MeshPolicy,
+    client: &[(String, u64)],
+    servers: &[(String, u64)],
+) -> Check {
+    let group = policy.tls.groups.first().map(|g| g.envoy_name());
+    let text = |curves: &[(String, u64)]| {
+        curves
+            .iter()
+            .map(|(g, n)| format!("{g}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let only_expected = |curves: &[(String, u64)]| {
+        !curves.is_empty() && curves.iter().all(|(g, _)| Some(g.as_str()) == group)
+    };
+    Check {
+        path: PathKind::Envoy,
+        name: checks::TLS,
+        expected: expected_tls(policy),
+        observed: format!(
+            "ssl.curves: client sidecar upstream {}, server sidecars {}",
+            text(client),
+            text(servers)
+        ),
+        passed: only_expected(client) && only_expected(servers),
+        status: None,
+    }
 }
 
 fn intruder_check(

@@ -29,6 +29,9 @@ pub const REPLICA_HEADER: &str = "x-bookstore-replica";
 /// The response header naming the caller's SPIFFE ID as the replica saw it (its own mTLS
 /// peer, or Envoy's `x-forwarded-client-cert`).
 pub const CALLER_HEADER: &str = "x-bookstore-caller";
+/// The response header with what the replica's own TLS handshake with the caller
+/// negotiated (`TLSv1.3 TLS_AES_256_GCM_SHA384 X25519MLKEM768 full`; proxyless path only).
+pub const TLS_HEADER: &str = "x-bookstore-tls";
 /// The gRPC service name of the bookstore.
 pub const BOOKSTORE_SERVICE: &str = "endpoints.examples.bookstore.Bookstore";
 /// The gRPC health service name.

@@ -11,7 +11,7 @@ use tonic::{Code, Request, Status, body::Body, metadata::MetadataMap};
 use tower::util::BoxCloneService;
 
 use crate::{
-    CALLER_HEADER, REPLICA_HEADER,
+    CALLER_HEADER, REPLICA_HEADER, TLS_HEADER,
     proto::{
         Book, CreateBookRequest, CreateShelfRequest, DeleteBookRequest, DeleteShelfRequest,
         GetBookRequest, GetShelfRequest, ListBooksRequest, Shelf,
@@ -70,6 +70,9 @@ pub struct Report {
     pub cross_replica_misses: usize,
     /// The caller identities the replicas reported ([`CALLER_HEADER`]).
     pub callers: BTreeSet<String>,
+    /// What the replicas' handshakes with the caller negotiated ([`TLS_HEADER`]; empty
+    /// behind Envoy, where the replicas speak plaintext).
+    pub tls: BTreeSet<String>,
 }
 
 impl Report {
@@ -372,6 +375,9 @@ impl Recorder<'_> {
         };
         if let Some(caller) = metadata.get(CALLER_HEADER).and_then(|v| v.to_str().ok()) {
             self.report.callers.insert(caller.to_owned());
+        }
+        if let Some(tls) = metadata.get(TLS_HEADER).and_then(|v| v.to_str().ok()) {
+            self.report.tls.insert(tls.to_owned());
         }
     }
 

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 use mtls_tonic::PeerIdentityExt;
 
 use crate::{
-    CALLER_HEADER, REPLICA_HEADER,
+    CALLER_HEADER, REPLICA_HEADER, TLS_HEADER,
     proto::{
         Book, CreateBookRequest, CreateShelfRequest, DeleteBookRequest, DeleteShelfRequest,
         GetBookRequest, GetShelfRequest, ListBooksRequest, ListBooksResponse, ListShelvesResponse,
@@ -217,16 +217,16 @@ impl BookstoreService {
         &self.store
     }
 
-    fn answer<T>(
-        &self,
-        caller: Option<String>,
-        result: Result<T, Status>,
-    ) -> Result<Response<T>, Status> {
-        let caller = caller.and_then(|c| MetadataValue::try_from(c).ok());
+    fn answer<T>(&self, caller: Caller, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        let tls = caller.tls.and_then(|t| MetadataValue::try_from(t).ok());
+        let caller = caller.id.and_then(|c| MetadataValue::try_from(c).ok());
         let stamp = |metadata: &mut tonic::metadata::MetadataMap| {
             metadata.insert(REPLICA_HEADER, self.replica.clone());
             if let Some(caller) = caller {
                 metadata.insert(CALLER_HEADER, caller);
+            }
+            if let Some(tls) = tls {
+                metadata.insert(TLS_HEADER, tls);
             }
         };
         match result {
@@ -250,7 +250,7 @@ impl Bookstore for BookstoreService {
         request: Request<()>,
     ) -> Result<Response<ListShelvesResponse>, Status> {
         self.answer(
-            caller(&request),
+            who(&request),
             Ok(ListShelvesResponse {
                 shelves: self.store.list_shelves(),
             }),
@@ -261,7 +261,7 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<CreateShelfRequest>,
     ) -> Result<Response<Shelf>, Status> {
-        let caller = caller(&request);
+        let caller = who(&request);
         let result = match request.into_inner().shelf {
             None => Err(Status::invalid_argument("CreateShelf: shelf is required")),
             Some(shelf) if shelf.theme.trim().is_empty() => Err(Status::invalid_argument(
@@ -276,7 +276,7 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<GetShelfRequest>,
     ) -> Result<Response<Shelf>, Status> {
-        self.answer(caller(&request), self.store.shelf(request.get_ref().shelf))
+        self.answer(who(&request), self.store.shelf(request.get_ref().shelf))
     }
 
     async fn delete_shelf(
@@ -284,7 +284,7 @@ impl Bookstore for BookstoreService {
         request: Request<DeleteShelfRequest>,
     ) -> Result<Response<()>, Status> {
         self.answer(
-            caller(&request),
+            who(&request),
             self.store.delete_shelf(request.get_ref().shelf),
         )
     }
@@ -295,7 +295,7 @@ impl Bookstore for BookstoreService {
     ) -> Result<Response<ListBooksResponse>, Status> {
         let books = self.store.list_books(request.get_ref().shelf);
         self.answer(
-            caller(&request),
+            who(&request),
             books.map(|books| ListBooksResponse { books }),
         )
     }
@@ -304,7 +304,7 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<CreateBookRequest>,
     ) -> Result<Response<Book>, Status> {
-        let caller = caller(&request);
+        let caller = who(&request);
         let CreateBookRequest { shelf, book } = request.into_inner();
         let result = match book {
             None => Err(Status::invalid_argument("CreateBook: book is required")),
@@ -318,7 +318,7 @@ impl Bookstore for BookstoreService {
 
     async fn get_book(&self, request: Request<GetBookRequest>) -> Result<Response<Book>, Status> {
         let r = request.get_ref();
-        self.answer(caller(&request), self.store.book(r.shelf, r.book))
+        self.answer(who(&request), self.store.book(r.shelf, r.book))
     }
 
     async fn delete_book(
@@ -326,7 +326,26 @@ impl Bookstore for BookstoreService {
         request: Request<DeleteBookRequest>,
     ) -> Result<Response<()>, Status> {
         let r = request.get_ref();
-        self.answer(caller(&request), self.store.delete_book(r.shelf, r.book))
+        self.answer(who(&request), self.store.delete_book(r.shelf, r.book))
+    }
+}
+
+/// Who called, as the replica reports it.
+struct Caller {
+    /// [`caller`].
+    id: Option<String>,
+    /// What our own handshake with the caller negotiated (proxyless only: behind a
+    /// sidecar the replica speaks plaintext).
+    tls: Option<String>,
+}
+
+fn who<T>(request: &Request<T>) -> Caller {
+    Caller {
+        id: caller(request),
+        tls: request
+            .peer_identity()
+            .and_then(|p| p.negotiated())
+            .map(ToString::to_string),
     }
 }
 

@@ -219,7 +219,7 @@ async fn handshake(
             return None;
         }
     };
-    debug!(%remote, %peer, "mTLS connection accepted");
+    debug!(%remote, %peer, tls = peer.negotiated().map(tracing::field::display), "mTLS connection accepted");
     let guard = FrameGuard::new(
         shared.options.control_frame_burst,
         shared.options.control_frames_per_second,
@@ -235,8 +235,7 @@ async fn handshake(
 /// The most specific reason for a failed handshake: mtls-core's verification error if the
 /// peer was rejected by policy, else rustls' or the socket's error.
 pub(crate) fn handshake_reason(error: &io::Error) -> String {
-    match mtls_core::Error::from_io(error) {
-        Some(reason) => reason.to_string(),
-        None => error.to_string(),
-    }
+    // mtls-core's verification error, or a version/group mismatch explained (what each
+    // side offered, what to set), or rustls' / the socket's error.
+    mtls_core::explain_handshake_error(error)
 }
