@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::conn::{self, Admission, Socket, TrackCallsLayer};
 use crate::error::{Error, Result};
 use crate::issuer::{self, Issuer};
-use crate::limits::{Limits, RECEIVE_WINDOW};
+use crate::limits::{Limits, MAX_LOCAL_ERROR_RESETS, MAX_PENDING_ACCEPT_RESETS, RECEIVE_WINDOW};
 use crate::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use crate::pb::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use crate::registration::Registration;
@@ -376,6 +376,10 @@ fn server_builder(
         .max_frame_size(crate::authority::MAX_FRAME_SIZE as u32)
         .initial_connection_window_size(RECEIVE_WINDOW)
         .initial_stream_window_size(RECEIVE_WINDOW)
+        // tonic passes "no limit" to hyper unless told (RUSTSEC-2024-0003 class: streams the
+        // client makes us reset); these are h2's own defaults, set on purpose.
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
         .layer(TrackCallsLayer)
 }
 

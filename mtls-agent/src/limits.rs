@@ -18,6 +18,7 @@ use std::time::Duration;
 /// | HTTP/2 frame size ([`MAX_FRAME_SIZE`](crate::MAX_FRAME_SIZE)) | 16 KiB | connection closed |
 /// | CONTINUATIONs per header block ([`MAX_CONTINUATIONS`](crate::MAX_CONTINUATIONS)) | 32 | connection closed |
 /// | HTTP/2 receive windows (connection and stream) | 64 KiB | h2 flow control |
+/// | streams a client makes the server reset / resets awaiting accept | 1024 / 20 | GOAWAY |
 /// | [`max_request_size`](Self::max_request_size) (one gRPC message) | 64 KiB | RESOURCE_EXHAUSTED |
 /// | [`max_audiences`](Self::max_audiences) per JWT-SVID call | 16 | INVALID_ARGUMENT |
 /// | [`max_audience_len`](Self::max_audience_len) | 512 bytes | INVALID_ARGUMENT |
@@ -81,6 +82,13 @@ impl Default for Limits {
 /// HTTP/2 receive window (connection and stream) of both servers: the protocol's default,
 /// ample for requests of at most [`Limits::max_request_size`].
 pub(crate) const RECEIVE_WINDOW: u32 = 64 * 1024;
+
+/// Streams the client may make the server reset (protocol errors) before a GOAWAY: hyper's
+/// default, which tonic would otherwise turn off.
+pub(crate) const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// Client-reset streams not yet accepted (the rapid-reset bound): h2's default.
+pub(crate) const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 
 /// Entries of the ValidateJWTSVID validator cache (one per audience).
 pub(crate) const VALIDATOR_CACHE_ENTRIES: usize = 256;
