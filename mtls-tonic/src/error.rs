@@ -80,6 +80,12 @@ pub enum Error {
         /// The pattern as given.
         presented: String,
     },
+    /// A gRPC service config (retry policy, throttling) is malformed.
+    #[error("invalid service config: {reason}")]
+    InvalidServiceConfig {
+        /// What is wrong, naming the field and what was expected.
+        reason: String,
+    },
     /// Reading a token source failed.
     #[error("token source: {0}")]
     Token(String),

@@ -193,7 +193,9 @@ pub use authz::{
 };
 pub use balance::{
     Backoff, BalancedChannel, BalancedChannelBuilder, ChannelState, EndpointInfo, EndpointState,
-    LoadPolicy, ResolutionState, ResponseFuture as BalancedResponseFuture, WaitForReady,
+    LoadPolicy, MethodConfig, OutlierDetection, ResolutionState,
+    ResponseFuture as BalancedResponseFuture, RetryPolicy, RetryThrottling, ServiceConfig,
+    WaitForReady,
 };
 pub use client::{BearerInterceptor, FileToken, MtlsConnector, StaticToken, TokenSource};
 #[cfg(feature = "workload-api")]

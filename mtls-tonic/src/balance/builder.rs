@@ -20,12 +20,14 @@ use tower::{
 use tower_service::Service;
 
 use super::{
-    Backoff, BalancedChannel,
+    Backoff, BalancedChannel, OutlierDetection, RetryPolicy, ServiceConfig,
     channel::Tasks,
     ctx::{CallSettings, Ctx, EndpointSettings},
     discovery::{self, DnsSettings},
     endpoint::Subchannel,
     gate::{BoxFuture, ReadyGate},
+    outlier,
+    retry::Retries,
     round_robin::RoundRobin,
     target::Target,
 };
@@ -56,6 +58,8 @@ pub struct BalancedChannelBuilder {
     pub(super) endpoint: EndpointSettings,
     pub(super) policy: LoadPolicy,
     pub(super) calls: CallSettings,
+    pub(super) outlier: OutlierDetection,
+    pub(super) service_config: ServiceConfig,
     pub(super) buffer: usize,
 }
 
@@ -178,6 +182,27 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// Outlier detection (default on, conservative: see [`OutlierDetection`]);
+    /// [`OutlierDetection::disabled`] turns it off.
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outlier = detection;
+        self
+    }
+
+    /// Per-method retry policies, wait-for-ready and retry throttling from a gRPC service
+    /// config ([`ServiceConfig::from_json`]). Retries are off unless configured.
+    pub fn service_config(mut self, config: ServiceConfig) -> Self {
+        self.service_config = config;
+        self
+    }
+
+    /// `policy` for every method (shorthand for a service config with a default policy;
+    /// keeps any throttling set with [`BalancedChannelBuilder::service_config`]).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.service_config = std::mem::take(&mut self.service_config).retry_all(policy);
+        self
+    }
+
     /// Calls that may queue in front of the balancer (default 1024).
     pub fn buffer_size(mut self, size: usize) -> Self {
         self.buffer = size.max(1);
@@ -211,6 +236,8 @@ impl BalancedChannelBuilder {
             authority,
             self.endpoint,
             self.calls,
+            self.outlier.is_enabled().then_some(self.outlier),
+            Retries::new(self.service_config),
         ));
         let (tx, rx) = mpsc::unbounded_channel::<Change<SocketAddr, Subchannel>>();
         let changes = UnboundedReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
@@ -237,11 +264,13 @@ impl BalancedChannelBuilder {
         );
         let buffer = Buffer::new(service, self.buffer);
         let discovery = tokio::spawn(discovery::run(ctx.clone(), resolver, self.dns, tx));
+        let outliers = tokio::spawn(outlier::run(ctx.clone()));
         Ok(BalancedChannel {
             buffer: buffer.clone(),
             ctx: ctx.clone(),
             tasks: Arc::new(Tasks {
                 discovery,
+                outliers,
                 ctx,
                 buffer,
             }),

@@ -21,7 +21,9 @@ use tower::buffer::Buffer;
 use tower_service::Service;
 use tracing::debug;
 
-use super::{ChannelState, channel::Tasks, ctx::Ctx, gate::BoxFuture};
+use super::{
+    ChannelState, RetryPolicy, channel::Tasks, ctx::Ctx, endpoint::ServedBy, gate::BoxFuture,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -226,12 +228,20 @@ impl http_body::Body for ReplayBody {
     }
 }
 
-/// Whether this call waits for a ready endpoint (its extension, else the channel default).
-fn wait_for_ready(request: &http::Request<Body>, ctx: &Ctx) -> bool {
-    request
+/// Whether this call waits for a ready endpoint (its extension, else its method's service
+/// config, else the channel default), and its retry policy.
+fn call_options(request: &http::Request<Body>, ctx: &Ctx) -> (bool, Option<RetryPolicy>) {
+    let method = ctx
+        .retries
+        .as_ref()
+        .and_then(|r| r.lookup(request.uri().path()));
+    let wfr = request
         .extensions()
         .get::<WaitForReady>()
-        .map_or(ctx.calls.wait_for_ready, |w| w.0)
+        .map(|w| w.0)
+        .or_else(|| method.and_then(|m| m.wait_for_ready))
+        .unwrap_or(ctx.calls.wait_for_ready);
+    (wfr, method.and_then(|m| m.retry_policy.clone()))
 }
 
 type BufferFuture =
@@ -279,14 +289,15 @@ impl ResponseFuture {
         request: http::Request<Body>,
     ) -> Self {
         let started = Instant::now();
-        let deadline = grpc_timeout(request.headers()).map(|t| Box::pin(tokio::time::sleep(t)));
+        let timeout = grpc_timeout(request.headers());
+        let deadline = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
         let ctx = &tasks.ctx;
-        let wfr = wait_for_ready(&request, ctx);
+        let (wfr, policy) = call_options(&request, ctx);
         let phase = match ctx.state() {
             ChannelState::TransientFailure if !wfr => {
                 Phase::Failed(Some(no_ready_endpoint(ctx, Duration::ZERO)))
             }
-            ChannelState::Ready => {
+            ChannelState::Ready if policy.is_none() => {
                 let (request, replay) = prepare(request);
                 Phase::Fast {
                     inner: buffer.call(request),
@@ -300,8 +311,12 @@ impl ResponseFuture {
                     tasks.clone(),
                     Some(request),
                     replay,
-                    wfr,
-                    started,
+                    Options {
+                        wfr,
+                        policy,
+                        started,
+                        deadline: timeout.map(|t| started + t),
+                    },
                     0,
                 )))
             }
@@ -351,12 +366,17 @@ impl Future for ResponseFuture {
                 unreachable!("only the fast phase gets here")
             };
             debug!(target = %this.tasks.ctx.target, reason = %not_sent, "call not sent: re-dispatching");
+            let deadline = this.deadline.as_ref().map(|d| d.deadline());
             this.phase = Phase::Slow(Box::pin(slow(
                 this.tasks.clone(),
                 not_sent.take_request(),
                 replay,
-                wfr,
-                this.started,
+                Options {
+                    wfr,
+                    policy: None,
+                    started: this.started,
+                    deadline,
+                },
                 1,
             )));
         }
@@ -430,19 +450,29 @@ async fn wait_ready(ctx: &Ctx, wfr: bool, started: Instant) -> Result<(), Status
     }
 }
 
-/// The slow path: wait for readiness, dispatch, and re-dispatch what never reached a server.
+/// How one call waits and retries.
+struct Options {
+    wfr: bool,
+    policy: Option<RetryPolicy>,
+    started: Instant,
+    deadline: Option<Instant>,
+}
+
+/// The slow path: wait for readiness, dispatch, re-dispatch what never reached a server,
+/// and retry by the call's policy.
 async fn slow(
     tasks: Arc<Tasks>,
     mut request: Option<http::Request<Body>>,
     replay: Option<Replay>,
-    wfr: bool,
-    started: Instant,
-    mut retries: u32,
+    options: Options,
+    mut transparent: u32,
 ) -> Result<http::Response<Body>, BoxError> {
     let ctx = &tasks.ctx;
+    let mut attempts = 1u32;
+    let mut avoid: Vec<std::net::SocketAddr> = Vec::new();
     loop {
-        wait_ready(ctx, wfr, started).await?;
-        let Some(attempt) = request
+        wait_ready(ctx, options.wfr, options.started).await?;
+        let Some(mut attempt) = request
             .take()
             .or_else(|| replay.as_ref().map(Replay::request))
         else {
@@ -451,23 +481,114 @@ async fn slow(
                 ctx.target
             ))));
         };
-        let mut buffer = tasks.buffer.clone();
-        std::future::poll_fn(|cx| buffer.poll_ready(cx)).await?;
-        let error = match buffer.call(attempt).await {
-            Ok(response) => return Ok(response),
-            Err(error) => error,
-        };
-        let not_sent = error.downcast::<NotSent>()?;
-        retries += 1;
-        if retries > MAX_TRANSPARENT_RETRIES {
-            return Err(Box::new(Status::unavailable(format!(
-                "call to {} not sent after {retries} attempts: {not_sent}",
-                ctx.target
-            ))));
+        if attempts > 1 {
+            let headers = attempt.headers_mut();
+            headers.insert("grpc-previous-rpc-attempts", (attempts - 1).into());
+            if let Some(deadline) = options.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
+                if let Ok(value) = http::HeaderValue::try_from(format!("{millis}m")) {
+                    headers.insert("grpc-timeout", value);
+                }
+            }
         }
-        debug!(target = %ctx.target, reason = %not_sent, retries, "call not sent: re-dispatching");
-        request = not_sent.take_request();
+        let result = match (!avoid.is_empty())
+            .then(|| ctx.pick_avoiding(&avoid))
+            .flatten()
+        {
+            Some(endpoint) => match endpoint.try_call(attempt) {
+                Ok(future) => future.await,
+                Err(attempt) => via_buffer(&tasks, attempt).await,
+            },
+            None => via_buffer(&tasks, attempt).await,
+        };
+        let (code, served_by, pushback) = match &result {
+            Ok(response) => (
+                response
+                    .headers()
+                    .get("grpc-status")
+                    .map(|v| tonic::Code::from_bytes(v.as_bytes())),
+                response.extensions().get::<ServedBy>().map(|s| s.0),
+                pushback(response.headers()),
+            ),
+            Err(error) => {
+                if let Some(not_sent) = error.downcast_ref::<NotSent>() {
+                    transparent += 1;
+                    if transparent > MAX_TRANSPARENT_RETRIES {
+                        return Err(Box::new(Status::unavailable(format!(
+                            "call to {} not sent after {transparent} attempts: {not_sent}",
+                            ctx.target
+                        ))));
+                    }
+                    debug!(target = %ctx.target, reason = %not_sent, transparent, "call not sent: re-dispatching");
+                    request = not_sent.take_request();
+                    continue;
+                }
+                (error.downcast_ref::<Status>().map(Status::code), None, None)
+            }
+        };
+        let Some(policy) = &options.policy else {
+            return result;
+        };
+        let throttle = ctx.retries.as_ref().and_then(|r| r.throttle.as_ref());
+        let failed = code.is_some_and(|c| c != tonic::Code::Ok);
+        if !failed {
+            if let Some(throttle) = throttle {
+                throttle.success();
+            }
+            return result;
+        }
+        let code = code.unwrap_or(tonic::Code::Unknown);
+        if !policy.retries(code) {
+            return result;
+        }
+        if let Some(throttle) = throttle {
+            throttle.failure();
+        }
+        let throttled = throttle.is_some_and(|t| !t.allows_retry());
+        let delay = match pushback {
+            Some(Some(delay)) => delay,
+            Some(None) => return result,
+            None => policy.delay(attempts),
+        };
+        let late = options
+            .deadline
+            .is_some_and(|deadline| Instant::now() + delay >= deadline);
+        if attempts >= policy.max_attempts() || throttled || replay.is_none() || late {
+            debug!(target = %ctx.target, ?code, attempts, throttled, "not retrying");
+            return result;
+        }
+        debug!(target = %ctx.target, ?code, attempts, ?delay, "retrying by policy");
+        drop(result);
+        tokio::time::sleep(delay).await;
+        attempts += 1;
+        if let Some(addr) = served_by {
+            avoid.push(addr);
+        }
     }
+}
+
+/// One dispatch through the channel's buffer and balancer.
+async fn via_buffer(
+    tasks: &Tasks,
+    request: http::Request<Body>,
+) -> Result<http::Response<Body>, BoxError> {
+    let mut buffer = tasks.buffer.clone();
+    std::future::poll_fn(|cx| buffer.poll_ready(cx)).await?;
+    buffer.call(request).await
+}
+
+/// `grpc-retry-pushback-ms`: `Some(Some(delay))` to wait, `Some(None)` not to retry (a
+/// negative or malformed value), `None` when absent.
+fn pushback(headers: &http::HeaderMap) -> Option<Option<Duration>> {
+    let value = headers.get("grpc-retry-pushback-ms")?;
+    Some(
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis),
+    )
 }
 
 /// Parses a `grpc-timeout` header (`<digits><unit>`, gRPC over HTTP/2 spec).

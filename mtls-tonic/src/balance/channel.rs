@@ -12,7 +12,8 @@ use tower::buffer::Buffer;
 use tower_service::Service;
 
 use super::{
-    Backoff, BalancedChannelBuilder, ChannelState, EndpointInfo, LoadPolicy, ResolutionState,
+    Backoff, BalancedChannelBuilder, ChannelState, EndpointInfo, LoadPolicy, OutlierDetection,
+    ResolutionState, ServiceConfig,
     call::ResponseFuture,
     ctx::{CallSettings, Ctx, EndpointSettings},
     discovery::DnsSettings,
@@ -26,6 +27,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// dropped; holds the buffer handle calls clone to re-dispatch.
 pub(crate) struct Tasks {
     pub(super) discovery: JoinHandle<()>,
+    pub(super) outliers: JoinHandle<()>,
     pub(crate) ctx: Arc<Ctx>,
     pub(crate) buffer: Buffer<http::Request<Body>, BoxFuture>,
 }
@@ -39,6 +41,7 @@ impl std::fmt::Debug for Tasks {
 impl Drop for Tasks {
     fn drop(&mut self) {
         self.discovery.abort();
+        self.outliers.abort();
         for endpoint in self.ctx.all() {
             endpoint.remove();
         }
@@ -144,6 +147,8 @@ impl BalancedChannel {
                 ready_timeout: Some(Duration::from_secs(10)),
                 wait_for_ready: false,
             },
+            outlier: OutlierDetection::default(),
+            service_config: ServiceConfig::default(),
             buffer: 1024,
         }
     }

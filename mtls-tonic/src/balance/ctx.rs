@@ -14,7 +14,8 @@ use tokio::sync::{Notify, watch};
 use tracing::info;
 
 use super::{
-    Backoff, ChannelState, EndpointInfo, ResolutionState, endpoint::Shared, target::Target,
+    Backoff, ChannelState, EndpointInfo, OutlierDetection, ResolutionState, endpoint::Shared,
+    retry::Retries, target::Target,
 };
 use crate::MtlsConnector;
 
@@ -45,6 +46,10 @@ pub(crate) struct Ctx {
     pub(crate) authority: http::uri::Authority,
     pub(crate) settings: EndpointSettings,
     pub(crate) calls: CallSettings,
+    /// Outlier detection, when enabled.
+    pub(crate) outlier: Option<OutlierDetection>,
+    /// Retry policies and throttling, when configured.
+    pub(crate) retries: Option<Arc<Retries>>,
     pub(crate) reresolve: Notify,
     registry: Mutex<Vec<Arc<Shared>>>,
     resolution: Mutex<ResolutionState>,
@@ -59,6 +64,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ctx {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one private constructor, called once by the builder"
+    )]
     pub(crate) fn new(
         target: Target,
         connector: MtlsConnector,
@@ -66,6 +75,8 @@ impl Ctx {
         authority: http::uri::Authority,
         settings: EndpointSettings,
         calls: CallSettings,
+        outlier: Option<OutlierDetection>,
+        retries: Option<Arc<Retries>>,
     ) -> Self {
         Self {
             target,
@@ -74,6 +85,8 @@ impl Ctx {
             authority,
             settings,
             calls,
+            outlier,
+            retries,
             reresolve: Notify::new(),
             registry: Mutex::new(Vec::new()),
             resolution: Mutex::new(ResolutionState::Pending),
@@ -139,6 +152,15 @@ impl Ctx {
     pub(crate) fn unregister(&self, shared: &Arc<Shared>) {
         lock(&self.registry).retain(|s| !Arc::ptr_eq(s, shared));
         self.recompute_state();
+    }
+
+    /// The ready endpoint with the fewest calls in flight among those not in `avoid`.
+    pub(crate) fn pick_avoiding(&self, avoid: &[SocketAddr]) -> Option<Arc<Shared>> {
+        lock(&self.registry)
+            .iter()
+            .filter(|s| !avoid.contains(&s.addr) && s.is_ready())
+            .min_by_key(|s| s.in_flight.load(std::sync::atomic::Ordering::Relaxed))
+            .cloned()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Shared>> {

@@ -7,7 +7,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::SystemTime,
@@ -22,10 +22,23 @@ use tower::load::Load;
 use tracing::{info, warn};
 
 use super::{
-    EndpointInfo, EndpointState,
+    EndpointInfo, EndpointState, OutlierDetection,
     call::NotSent,
     ctx::{Ctx, lock},
+    outlier,
 };
+
+/// Calls that ended on this endpoint, for outlier detection.
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes {
+    pub(crate) ok: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) consecutive: AtomicU32,
+}
+
+/// The endpoint that answered a failed attempt (response extension, failures only).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServedBy(pub(crate) SocketAddr);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -48,6 +61,10 @@ pub(super) struct Inner {
     pub(super) last_error: Option<String>,
     /// Kept after an empty DNS answer: since when DNS no longer names it.
     pub(super) not_in_dns_since: Option<SystemTime>,
+    /// Ejected by outlier detection: why.
+    pub(super) ejected: Option<String>,
+    /// Recent ejections (the next one lasts this many + 1 base times).
+    pub(super) ejections: u32,
 }
 
 /// What the endpoint task, the balancer's service and introspection share.
@@ -57,6 +74,9 @@ pub(crate) struct Shared {
     target: String,
     authority: Authority,
     ctx: Weak<Ctx>,
+    /// Consecutive failures that eject (outlier detection on).
+    eject_after: Option<u32>,
+    pub(crate) outcomes: Outcomes,
     pub(super) inner: Mutex<Inner>,
     waker: AtomicWaker,
     pub(super) in_flight: AtomicUsize,
@@ -72,6 +92,8 @@ impl Shared {
             target: ctx.target.to_string(),
             authority: ctx.authority.clone(),
             ctx: Arc::downgrade(ctx),
+            eject_after: ctx.outlier.as_ref().and_then(|o| o.consecutive_failures),
+            outcomes: Outcomes::default(),
             inner: Mutex::new(Inner {
                 phase: Phase::Connecting,
                 serving: true,
@@ -79,6 +101,8 @@ impl Shared {
                 failed: false,
                 last_error: None,
                 not_in_dns_since: None,
+                ejected: None,
+                ejections: 0,
             }),
             waker: AtomicWaker::new(),
             in_flight: AtomicUsize::new(0),
@@ -89,6 +113,13 @@ impl Shared {
     }
 
     fn public_state(inner: &Inner) -> EndpointState {
+        if let Some(reason) = &inner.ejected
+            && !matches!(inner.phase, Phase::Draining)
+        {
+            return EndpointState::Ejected {
+                reason: reason.clone(),
+            };
+        }
         match &inner.phase {
             Phase::Connecting => EndpointState::Connecting,
             Phase::Connected if inner.serving => EndpointState::Ready,
@@ -115,11 +146,92 @@ impl Shared {
     /// (ready, failed since last ready or not serving, draining) for the channel state.
     pub(crate) fn health(&self) -> (bool, bool, bool) {
         let inner = lock(&self.inner);
-        let ready = matches!(inner.phase, Phase::Connected) && inner.serving;
+        let ejected = inner.ejected.is_some();
+        let ready = matches!(inner.phase, Phase::Connected) && inner.serving && !ejected;
         let failed = inner.failed
+            || ejected
             || matches!(inner.phase, Phase::Failed(_))
             || (matches!(inner.phase, Phase::Connected) && !inner.serving);
         (ready, failed, matches!(inner.phase, Phase::Draining))
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        matches!(lock(&self.inner).phase, Phase::Draining)
+    }
+
+    pub(crate) fn is_ejected(&self) -> bool {
+        lock(&self.inner).ejected.is_some()
+    }
+
+    /// Ejects for `base × (recent ejections + 1)`, capped; returns for how long.
+    pub(crate) fn eject(&self, detection: &OutlierDetection, why: &str) -> std::time::Duration {
+        let mut duration = std::time::Duration::ZERO;
+        self.update(|inner| {
+            inner.ejections = inner.ejections.saturating_add(1);
+            duration = detection
+                .base_ejection_time
+                .saturating_mul(inner.ejections)
+                .min(
+                    detection
+                        .max_ejection_time
+                        .max(detection.base_ejection_time),
+                );
+            inner.ejected = Some(format!("{why}; for {:.1}s", duration.as_secs_f64()));
+        });
+        self.outcomes.consecutive.store(0, Ordering::Relaxed);
+        duration
+    }
+
+    pub(crate) fn uneject(&self) {
+        let was = lock(&self.inner).ejected.is_some();
+        self.update(|inner| inner.ejected = None);
+        if was {
+            info!(target = %self.target, endpoint = %self.addr, "endpoint back from ejection");
+        }
+    }
+
+    /// One interval without ejection lowers the multiplier of the next ejection.
+    pub(crate) fn decay_ejections(&self) {
+        let mut inner = lock(&self.inner);
+        if inner.ejected.is_none() && inner.ejections > 0 {
+            inner.ejections -= 1;
+        }
+    }
+
+    /// A finished call: outlier detection's count, ejection on too many failures in a row.
+    pub(crate) fn record(self: &Arc<Self>, failed: bool) {
+        let Some(limit) = self.eject_after else {
+            return;
+        };
+        if outlier::count(self, failed) >= limit
+            && let Some(ctx) = self.ctx.upgrade()
+        {
+            outlier::consecutive_limit(&ctx, self);
+        }
+    }
+
+    /// Sends `request` here at once if the endpoint is ready (a retry avoiding the endpoints
+    /// that failed this call); gives the request back otherwise.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the request goes back unboxed, as in hyper's own TrySendError"
+    )]
+    pub(crate) fn try_call(
+        self: &Arc<Self>,
+        request: http::Request<Body>,
+    ) -> Result<SubchannelFuture, http::Request<Body>> {
+        let sender = {
+            let inner = lock(&self.inner);
+            let ready =
+                matches!(inner.phase, Phase::Connected) && inner.serving && inner.ejected.is_none();
+            match inner.sender.as_ref() {
+                Some(sender) if ready && sender.is_ready() => sender.clone(),
+                _ => return Err(request),
+            }
+        };
+        let mut subchannel = Subchannel::new(self.clone());
+        subchannel.ready = Some(sender);
+        Ok(subchannel.dispatch(request))
     }
 
     /// Whether this endpoint is only kept because of the empty-answer grace.
@@ -212,7 +324,7 @@ impl Shared {
     fn poll_sender(&self, cx: &mut Context<'_>) -> Option<SendRequest<Body>> {
         self.waker.register(cx.waker());
         let mut inner = lock(&self.inner);
-        if !(matches!(inner.phase, Phase::Connected) && inner.serving) {
+        if !(matches!(inner.phase, Phase::Connected) && inner.serving && inner.ejected.is_none()) {
             return None;
         }
         let sender = inner.sender.as_mut()?;
@@ -297,7 +409,13 @@ impl tower_service::Service<http::Request<Body>> for Subchannel {
         }
     }
 
-    fn call(&mut self, mut request: http::Request<Body>) -> SubchannelFuture {
+    fn call(&mut self, request: http::Request<Body>) -> SubchannelFuture {
+        self.dispatch(request)
+    }
+}
+
+impl Subchannel {
+    fn dispatch(&mut self, mut request: http::Request<Body>) -> SubchannelFuture {
         let addr = self.shared.addr;
         let Some(mut sender) = self.ready.take() else {
             return SubchannelFuture {
@@ -349,17 +467,37 @@ impl Future for SubchannelFuture {
         let result = std::task::ready!(inner.as_mut().poll(cx));
         let guard = self.guard.take();
         Poll::Ready(match result {
-            Ok(response) => Ok(response.map(|body| {
-                Body::new(CountedBody {
-                    inner: body,
-                    _guard: guard,
-                })
-            })),
+            Ok(response) => {
+                // A trailers-only response carries its status in the headers.
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .map(|v| tonic::Code::from_bytes(v.as_bytes()));
+                if let (Some(code), Some(guard)) = (code, &guard) {
+                    guard.0.record(outlier::is_failure(code));
+                }
+                let mut response = response.map(|body| {
+                    Body::new(CountedBody {
+                        inner: body,
+                        guard,
+                        recorded: code.is_some(),
+                    })
+                });
+                if code.is_some_and(|c| c != tonic::Code::Ok) {
+                    response.extensions_mut().insert(ServedBy(addr));
+                }
+                Ok(response)
+            }
             Err(error) => {
-                let (error, going_away) = classify(addr, error);
-                if going_away && let Some(guard) = &guard {
-                    // No new streams on this connection: stop picking it until it reconnects.
-                    guard.0.lost("server sent GOAWAY".to_owned());
+                let (error, going_away, sent) = classify(addr, error);
+                if let Some(guard) = &guard {
+                    if going_away {
+                        // No new streams on this connection: stop picking it until it reconnects.
+                        guard.0.lost("server sent GOAWAY".to_owned());
+                    }
+                    if sent {
+                        guard.0.record(true);
+                    }
                 }
                 Err(error)
             }
@@ -371,15 +509,16 @@ impl Future for SubchannelFuture {
 /// application never saw it) when hyper gave the request back, h2 refused to open the stream
 /// after a GOAWAY, the stream was above the GOAWAY's last-stream-id, or the server answered
 /// REFUSED_STREAM; otherwise UNAVAILABLE with the whole cause chain (the call may have
-/// reached the server).
+/// reached the server). Also: whether the server is going away, and whether the call
+/// counts as the endpoint's failure.
 fn classify(
     addr: SocketAddr,
     mut error: hyper::client::conn::TrySendError<http::Request<Body>>,
-) -> (BoxError, bool) {
+) -> (BoxError, bool, bool) {
     let reason = error_chain(error.error());
     if let Some(request) = error.take_message() {
         let not_sent = NotSent::new(format!("endpoint {addr}: {reason}"), Some(request));
-        return (Box::new(not_sent), false);
+        return (Box::new(not_sent), false, false);
     }
     let h2 = std::error::Error::source(error.error()).and_then(|e| e.downcast_ref::<h2::Error>());
     if let Some(h2) = h2 {
@@ -387,11 +526,11 @@ fn classify(
         let go_away = h2.is_go_away() && h2.is_remote();
         if refused || go_away {
             let not_sent = NotSent::new(format!("endpoint {addr}: {reason}"), None);
-            return (Box::new(not_sent), go_away);
+            return (Box::new(not_sent), go_away, false);
         }
     }
     let status = Status::unavailable(format!("endpoint {addr}: {reason}"));
-    (Box::new(status), false)
+    (Box::new(status), false, true)
 }
 
 /// An error and its sources, `: `-joined ("operation was canceled: connection closed").
@@ -414,7 +553,8 @@ pin_project_lite::pin_project! {
     struct CountedBody {
         #[pin]
         inner: hyper::body::Incoming,
-        _guard: Option<InFlight>,
+        guard: Option<InFlight>,
+        recorded: bool,
     }
 }
 
@@ -426,7 +566,26 @@ impl http_body::Body for CountedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if !*this.recorded
+            && let Some(guard) = this.guard.as_ref()
+        {
+            let failed = match &frame {
+                Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
+                    trailers
+                        .get("grpc-status")
+                        .is_some_and(|v| outlier::is_failure(tonic::Code::from_bytes(v.as_bytes())))
+                }),
+                Some(Err(_)) => Some(true),
+                None => None,
+            };
+            if let Some(failed) = failed {
+                *this.recorded = true;
+                guard.0.record(failed);
+            }
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -22,6 +22,11 @@ pub enum EndpointState {
     },
     /// Removed from DNS: gets no new calls, in-flight calls finish.
     Draining,
+    /// Ejected by outlier detection: gets no new calls until the ejection time is over.
+    Ejected {
+        /// Why and for how long.
+        reason: String,
+    },
 }
 
 impl EndpointState {
@@ -39,6 +44,7 @@ impl std::fmt::Display for EndpointState {
             Self::NotServing => f.write_str("not serving"),
             Self::TransientFailure { reason } => write!(f, "transient failure ({reason})"),
             Self::Draining => f.write_str("draining"),
+            Self::Ejected { reason } => write!(f, "ejected ({reason})"),
         }
     }
 }

@@ -11,6 +11,8 @@ mod endpoint;
 mod gate;
 mod health;
 mod info;
+mod outlier;
+mod retry;
 mod round_robin;
 mod target;
 
@@ -19,3 +21,5 @@ pub use builder::{BalancedChannelBuilder, LoadPolicy};
 pub use call::{ResponseFuture, WaitForReady};
 pub use channel::BalancedChannel;
 pub use info::{ChannelState, EndpointInfo, EndpointState, ResolutionState};
+pub use outlier::OutlierDetection;
+pub use retry::{MethodConfig, RetryPolicy, RetryThrottling, ServiceConfig};

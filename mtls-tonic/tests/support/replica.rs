@@ -4,7 +4,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicI32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -27,8 +27,10 @@ use tonic_health::{
 pub struct Probe {
     pub name: String,
     pub inner: HealthService,
-    /// While set, every `check` answers UNAVAILABLE at once.
-    pub failing: Arc<AtomicBool>,
+    /// While non-zero, every `check` answers with this gRPC status code at once.
+    pub fail_with: Arc<AtomicI32>,
+    /// `check` calls received.
+    pub checks: Arc<AtomicU64>,
 }
 
 #[tonic::async_trait]
@@ -37,16 +39,22 @@ impl Health for Probe {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        if self.failing.load(Ordering::Relaxed) {
-            return Err(Status::unavailable(format!(
-                "replica {} failing",
-                self.name
-            )));
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        let code = self.fail_with.load(Ordering::Relaxed);
+        if code != 0 {
+            return Err(Status::new(
+                tonic::Code::from_i32(code),
+                format!("replica {} failing", self.name),
+            ));
         }
         let peer = request
             .peer_identity()
             .and_then(|p| p.spiffe_id())
             .map(|id| id.to_string());
+        let serial = request
+            .peer_identity()
+            .and_then(|p| p.serial())
+            .map(str::to_owned);
         if let Some(ms) = request.get_ref().service.strip_prefix("slow:") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
         }
@@ -60,6 +68,11 @@ impl Health for Probe {
             response
                 .metadata_mut()
                 .insert("x-peer", peer.parse().unwrap());
+        }
+        if let Some(serial) = serial {
+            response
+                .metadata_mut()
+                .insert("x-peer-serial", serial.parse().unwrap());
         }
         Ok(response)
     }
@@ -75,13 +88,14 @@ impl Health for Probe {
 }
 
 pub fn probe(name: &str) -> (HealthReporter, HealthServer<Probe>) {
-    probe_failing(name, Arc::new(AtomicBool::new(false)))
+    probe_failing(name, Arc::default(), Arc::default())
 }
 
-/// [`probe`], answering UNAVAILABLE while `failing` is set.
+/// [`probe`], answering with status `fail_with` while it is non-zero, counting checks.
 pub fn probe_failing(
     name: &str,
-    failing: Arc<AtomicBool>,
+    fail_with: Arc<AtomicI32>,
+    checks: Arc<AtomicU64>,
 ) -> (HealthReporter, HealthServer<Probe>) {
     let reporter = HealthReporter::new();
     let inner = HealthService::from_health_reporter(reporter.clone());
@@ -90,7 +104,8 @@ pub fn probe_failing(
         HealthServer::new(Probe {
             name: name.to_owned(),
             inner,
-            failing,
+            fail_with,
+            checks,
         }),
     )
 }
@@ -120,7 +135,8 @@ pub struct Replica {
     pub addr: SocketAddr,
     pub name: String,
     pub reporter: HealthReporter,
-    pub failing: Arc<AtomicBool>,
+    pub fail_with: Arc<AtomicI32>,
+    pub checks: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -140,8 +156,9 @@ impl Replica {
     ) -> Self {
         let addr = listener.local_addr().unwrap();
         let name = addr.ip().to_string();
-        let failing = Arc::new(AtomicBool::new(false));
-        let (reporter, service) = probe_failing(&name, failing.clone());
+        let fail_with = Arc::new(AtomicI32::new(0));
+        let checks = Arc::new(AtomicU64::new(0));
+        let (reporter, service) = probe_failing(&name, fail_with.clone(), checks.clone());
         // `true`: graceful shutdown (GOAWAY, drain); `false` or dropped: kill.
         let (stop, stopped) = oneshot::channel::<bool>();
         listener.set_nonblocking(true).unwrap();
@@ -179,7 +196,8 @@ impl Replica {
             addr,
             name,
             reporter,
-            failing,
+            fail_with,
+            checks,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -215,6 +233,15 @@ impl Replica {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+
+    /// Answer every check with `code` (`Code::Ok`: answer normally again).
+    pub fn answer_with(&self, code: tonic::Code) {
+        self.fail_with.store(code as i32, Ordering::Relaxed);
+    }
+
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
     }
 
     pub async fn set_serving(&self, serving: bool) {
