@@ -11,6 +11,7 @@ mod cert_cmd;
 mod cfssl_cmd;
 mod jwt_cmd;
 mod output;
+mod probe_cmd;
 
 use std::process::ExitCode;
 
@@ -38,14 +39,19 @@ enum Command {
     /// JWT signing keys, JWKS, dev tokens and verification.
     #[command(subcommand)]
     Jwt(jwt_cmd::JwtCommand),
+    /// One TLS handshake with HOST:PORT, explained: what the server presented, what was
+    /// negotiated, whether our verifier accepts it (exit 0 accepted, 3 refused by policy,
+    /// 4 TLS failed, 5 not TLS, 6 unreachable).
+    Probe(probe_cmd::ProbeArgs),
 }
 
-fn run(cli: Cli) -> output::CliResult {
+fn run(cli: Cli) -> output::CliResult<ExitCode> {
     match cli.command {
-        Command::Ca(cmd) => cmd.run(),
-        Command::Cert(cmd) => cmd.run(),
-        Command::Cfssl(cmd) => cmd.run(),
-        Command::Jwt(cmd) => cmd.run(),
+        Command::Ca(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Cert(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Cfssl(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Jwt(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
+        Command::Probe(cmd) => cmd.run(),
     }
 }
 
@@ -58,7 +64,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
