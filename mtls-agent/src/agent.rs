@@ -225,7 +225,7 @@ impl Agent {
                 issuer: Arc::clone(&issuer),
                 limits: Arc::clone(&limits),
             })
-            .max_decoding_message_size(limits.max_request_size);
+            .max_decoding_message_size(limits.max_sds_request_size);
             tasks.push(serve(
                 server_builder(&limits).add_service(sds),
                 conn::incoming(

@@ -19,12 +19,18 @@ use std::time::Duration;
 /// | CONTINUATIONs per header block ([`MAX_CONTINUATIONS`](crate::MAX_CONTINUATIONS)) | 32 | connection closed |
 /// | HTTP/2 receive windows (connection and stream) | 64 KiB | h2 flow control |
 /// | streams a client makes the server reset / resets awaiting accept | 1024 / 20 | GOAWAY |
-/// | [`max_request_size`](Self::max_request_size) (one gRPC message) | 64 KiB | RESOURCE_EXHAUSTED |
+/// | [`max_request_size`](Self::max_request_size) (one Workload API message) | 64 KiB | OUT_OF_RANGE |
+/// | [`max_sds_request_size`](Self::max_sds_request_size) (one SDS message) | 256 KiB | OUT_OF_RANGE |
 /// | [`max_audiences`](Self::max_audiences) per JWT-SVID call | 16 | INVALID_ARGUMENT |
 /// | [`max_audience_len`](Self::max_audience_len) | 512 bytes | INVALID_ARGUMENT |
 /// | [`max_sds_resource_names`](Self::max_sds_resource_names) (after dedupe) | 32 | INVALID_ARGUMENT |
 /// | ValidateJWTSVID validator cache | 256 audiences | oldest evicted |
 /// | log lines per refusal kind | 20 per 10 s | suppressed, then counted |
+///
+/// What one connection can make the agent buffer before any identity is known is bounded
+/// by the stream limit times the message limit (a partial message is held until complete),
+/// and the number of such connections by the per-uid and total limits: lower those for a
+/// host whose local users are not trusted with that much memory.
 ///
 /// ```
 /// let mut limits = mtls_agent::Limits::default();
@@ -52,8 +58,13 @@ pub struct Limits {
     /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE on both sockets, also enforced by the Workload
     /// API's `:authority` rewriter on the decoded header list.
     pub max_header_list_size: u32,
-    /// Largest gRPC request message (both services; tonic's default is 4 MiB).
+    /// Largest Workload API request message (tonic's default is 4 MiB; the largest
+    /// legitimate one, FetchJWTSVID with every audience at its maximum, is about 8 KiB).
     pub max_request_size: usize,
+    /// Largest SDS request message. Envoy's first DiscoveryRequest of a stream carries its
+    /// node with the list of every built-in extension: between 32 and 64 KiB for Envoy 1.40
+    /// (measured), so this leaves room for Envoys to come.
+    pub max_sds_request_size: usize,
     /// Audiences in one FetchJWTSVID request.
     pub max_audiences: usize,
     /// Bytes of one audience (FetchJWTSVID and ValidateJWTSVID).
@@ -72,6 +83,7 @@ impl Default for Limits {
             max_concurrent_streams: 100,
             max_header_list_size: 16 * 1024,
             max_request_size: 64 * 1024,
+            max_sds_request_size: 256 * 1024,
             max_audiences: 16,
             max_audience_len: 512,
             max_sds_resource_names: 32,

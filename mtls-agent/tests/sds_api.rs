@@ -155,6 +155,13 @@ async fn refusals_name_the_callers_own_names_and_never_which_ids_exist() {
         status.message().contains("expected at most 32"),
         "{status:?}"
     );
+    // A request message over max_sds_request_size (256 KiB) is refused by the codec.
+    let big = "n".repeat(300 * 1024);
+    let status = client
+        .fetch_secrets(request("sidecar", &[&big]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     // An unregistered node (and uid): PERMISSION_DENIED for anything.
     let status = client
         .fetch_secrets(request("stranger", &["ROOTCA"]))
