@@ -77,6 +77,27 @@
 //! [`FileTrustSource`] affects the next handshake without rebuilding the config.
 //! Established connections are not touched.
 //!
+//! ## TLS policy: post-quantum by default
+//!
+//! Both builders apply one [`TlsPolicy`] (versions, key-exchange groups, cipher suites).
+//! The default prefers the hybrid **X25519MLKEM768** (as Envoy 1.40, Go ≥ 1.24, Chrome and
+//! Firefox do) and keeps X25519, P-256 and P-384 behind it, TLS 1.3 only. A client sends
+//! two key shares, the hybrid and its X25519 half, so a post-quantum peer (mtls, Envoy)
+//! and a classical one (OpenSSL 3.0, Python's `ssl`) both answer the first ClientHello —
+//! no HelloRetryRequest either way. Presets ([`TlsPreset`]): `default`, `tls13-only`,
+//! `classical` (no ML-KEM), `nist` (P-256/P-384, AES-GCM). A policy reads from YAML/JSON
+//! (`{preset: classical, min_version: TLSv1_2}`), renders as Envoy `tls_params`
+//! ([`TlsPolicy::envoy_tls_params`]) so sidecars run the same policy, and is refused at
+//! [`build`](ServerConfigBuilder::build) when it cannot work, naming the field
+//! ([`Error::InvalidTlsPolicy`]). What a connection negotiated (version, suite, group,
+//! full / HelloRetryRequest / resumed) is [`PeerIdentity::negotiated`] ([`Negotiated`]);
+//! [`explain_handshake_error`] turns a version or group mismatch into what each side
+//! offered and what to set.
+//!
+//! Key logging for Wireshark: [`ClientConfigBuilder::key_log_from_env`] /
+//! [`ServerConfigBuilder::key_log_from_env`] write `SSLKEYLOGFILE` — only when that
+//! variable is set too, with a warning in the log.
+//!
 //! ## Errors
 //!
 //! A rejected peer yields an [`Error`] naming what was presented and expected, logged with
