@@ -109,13 +109,22 @@ impl MtlsConnector {
                 .await
                 .map_err(|source| Error::Connect { addr, source })?;
             let _ = tcp.set_nodelay(true);
-            self.tls
+            let tls = self
+                .tls
                 .connect(name, tcp)
                 .await
                 .map_err(|error| Error::Handshake {
                     addr,
                     reason: crate::server::handshake_reason_pub(&error),
-                })
+                })?;
+            // What the handshake negotiated (version, suite, group, full / HelloRetryRequest).
+            tracing::debug!(
+                %addr,
+                tls = mtls_core::Negotiated::from_connection(tls.get_ref().1)
+                    .map(tracing::field::display),
+                "mTLS connection established"
+            );
+            Ok(tls)
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
