@@ -61,6 +61,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ab;
+pub mod abuse;
 pub mod chart;
 pub mod child;
 pub mod criterion;
@@ -74,5 +75,6 @@ pub mod procstat;
 pub mod report;
 pub mod result;
 pub mod scenario;
+pub mod soak;
 
 pub use error::{Error, Result};

@@ -397,19 +397,15 @@ impl Mesh<'_> {
     }
 }
 
-/// Runs the bookstore scenarios among `scenarios` (`plain-tonic`, `proxyless`, `envoy`).
-pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<PointResult>> {
-    let has = |s| scenarios.contains(&s);
-    if has(Scenario::Envoy) {
-        crate::envoy::require_envoy("the envoy scenario")?;
-    }
+/// The mesh's PKI, token, DNS (pointing at the first replica) and ports, for up to
+/// `max_replicas` replicas.
+async fn mesh_for(opts: &RunOptions, max_replicas: usize) -> Result<Mesh<'_>> {
     let policy = MeshPolicy::bookstore();
     let pki = MeshPki::create(opts.dir.join("mesh"), &policy).map_err(bs)?;
     let token: MetadataValue<Ascii> = format!("Bearer {}", pki.token(AUDIENCE).map_err(bs)?)
         .parse()
         .map_err(|_| Error::Pki("the token is not a valid header value".into()))?;
-    let max_replicas = opts.replicas.iter().copied().max().unwrap_or(1).max(1);
-    let all_ips = replica_ips(max_replicas);
+    let all_ips = replica_ips(max_replicas.max(1));
     let ports = Ports {
         proxyless: shared_free_port(&all_ips)?,
         sidecar: shared_free_port(&all_ips)?,
@@ -419,14 +415,86 @@ pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<P
     let dns = MeshDns::start(&policy.service_name, &all_ips[..1], 30)
         .await
         .map_err(bs)?;
-    let mesh = Mesh {
+    Ok(Mesh {
         opts,
         pki,
         policy,
         dns,
         token,
         ports,
+    })
+}
+
+/// Soak: the `proxyless` mesh of `replicas` replicas driven at `concurrency` for
+/// `opts.duration` (after `opts.warmup`), with RSS and open fds of every process (replicas
+/// and this load generator) sampled every `every`; slopes from the samples after the
+/// first minute (or after the warm-up, if the soak is shorter than two minutes).
+pub async fn run_soak(
+    opts: &RunOptions,
+    replicas: usize,
+    concurrency: usize,
+    every: Duration,
+) -> Result<crate::soak::SoakResult> {
+    let mesh = mesh_for(opts, replicas).await?;
+    mesh.dns
+        .set_addrs(&replica_ips(replicas))
+        .await
+        .map_err(bs)?;
+    let proxyless = mesh.proxyless(replicas).await?;
+    let mut processes = vec![crate::driver::this_process()];
+    processes.extend(proxyless.measured());
+    let since = Instant::now();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let sampler = tokio::spawn(crate::soak::sample_until(
+        processes,
+        every,
+        since,
+        async move {
+            let _ = done_rx.await;
+        },
+    ));
+    let label = PointLabel {
+        scenario: "soak-proxyless".into(),
+        variant: String::new(),
+        replicas,
     };
+    let point = measure(
+        opts.spec(concurrency),
+        label,
+        &proxyless.measured(),
+        proxyless.call.clone(),
+    )
+    .await;
+    let _ = done_tx.send(());
+    let samples = sampler.await.map_err(|e| Error::Io {
+        context: "soak sampler".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let total = opts.warmup + opts.duration;
+    let from = if total >= Duration::from_secs(120) {
+        60.0
+    } else {
+        opts.warmup.as_secs_f64()
+    };
+    let trends = crate::soak::trends(&samples, from);
+    drop(proxyless);
+    Ok(crate::soak::SoakResult {
+        point,
+        sample_every_s: every.as_secs_f64(),
+        slopes_from_s: from,
+        samples,
+        trends,
+    })
+}
+
+/// Runs the bookstore scenarios among `scenarios` (`plain-tonic`, `proxyless`, `envoy`).
+pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<PointResult>> {
+    let has = |s| scenarios.contains(&s);
+    if has(Scenario::Envoy) {
+        crate::envoy::require_envoy("the envoy scenario")?;
+    }
+    let max_replicas = opts.replicas.iter().copied().max().unwrap_or(1).max(1);
+    let mesh = mesh_for(opts, max_replicas).await?;
 
     let mut out = Vec::new();
     let plain = if has(Scenario::PlainTonic) {
@@ -515,4 +583,183 @@ pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<P
         drop(proxyless);
     }
     Ok(out)
+}
+
+/// One target of `loadgen abuse`: where to connect and which processes to account for.
+struct AbuseTarget {
+    name: &'static str,
+    addr: SocketAddr,
+    measured: Vec<Measured>,
+}
+
+impl Mesh<'_> {
+    fn connector(&self) -> Result<MtlsConnector> {
+        MtlsConnector::new(self.pki.client_config(self.pki.client()).map_err(bs)?)
+            .server_name(&self.policy.service_name)
+            .map_err(|e| Error::Pki(e.to_string()))
+    }
+
+    /// A new connection to `addr` and one `GetBook`; milliseconds (5000 when it failed).
+    async fn connect_and_call(&self, addr: SocketAddr) -> f64 {
+        let started = Instant::now();
+        let Ok(connector) = self.connector() else {
+            return 5000.0;
+        };
+        let token = self.token.clone();
+        let call = async move {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| e.to_string())?;
+            let channel = endpoint
+                .connect_with_connector(connector)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut request = tonic::Request::new(GetBookRequest { shelf: 1, book: 1 });
+            request.metadata_mut().insert("authorization", token);
+            BookstoreClient::new(channel)
+                .get_book(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), call).await {
+            Ok(Ok(())) => started.elapsed().as_secs_f64() * 1000.0,
+            _ => 5000.0,
+        }
+    }
+
+    async fn abuse_target(
+        &self,
+        target: &AbuseTarget,
+        plan: &crate::abuse::Plan,
+    ) -> Result<crate::abuse::TargetResult> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let _ = self.connect_and_call(target.addr).await;
+        let mut connect_baseline_ms = Vec::new();
+        for _ in 0..plan.trials {
+            connect_baseline_ms.push(self.connect_and_call(target.addr).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let held = crate::abuse::open_flood(plan, target.addr).await;
+        let flood_connections = held.len();
+        let mut connect_flooded_ms = Vec::new();
+        for _ in 0..plan.trials {
+            connect_flooded_ms.push(self.connect_and_call(target.addr).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(held);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // Handshake flood from 127.0.0.50; honest calls from 127.0.0.1 on an established
+        // connection.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", target.addr))
+            .map_err(|e| Error::Pki(e.to_string()))?
+            .connect_with_connector(self.connector()?)
+            .await
+            .map_err(|e| Error::Pki(format!("connecting to {}: {e}", target.name)))?;
+        let call = get_book(BookstoreClient::new(channel), Some(self.token.clone()));
+        let spec = crate::driver::LoadSpec {
+            concurrency: 4,
+            warmup: Duration::from_millis(500),
+            duration: plan.flood_duration,
+        };
+        let label = |variant: &str| PointLabel {
+            scenario: format!("abuse-{}", target.name),
+            variant: variant.into(),
+            replicas: 1,
+        };
+        let calls_baseline = measure(spec, label("no flood"), &target.measured, call.clone()).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let server_name = rustls_pki_types::ServerName::try_from(self.policy.service_name.clone())
+            .map_err(|e| Error::Pki(e.to_string()))?;
+        let flood = tokio::spawn(crate::abuse::handshake_flood(
+            target.addr,
+            self.pki.client_config(self.pki.client()).map_err(bs)?,
+            server_name,
+            plan.flood_workers,
+            stop.clone(),
+        ));
+        let flood_started = Instant::now();
+        let calls_flooded = measure(
+            spec,
+            label("handshake flood"),
+            &target.measured,
+            call.clone(),
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let handshakes = flood.await.unwrap_or(0);
+        let flood_handshakes_per_s = handshakes as f64 / flood_started.elapsed().as_secs_f64();
+        if self.opts.verbose {
+            eprintln!(
+                "abuse {}: connect+call {:?} ms -> flooded {:?} ms; calls p99 {:.0} µs -> {:.0} µs under {:.0} handshakes/s",
+                target.name,
+                connect_baseline_ms,
+                connect_flooded_ms,
+                calls_baseline.latency.p99_us,
+                calls_flooded.latency.p99_us,
+                flood_handshakes_per_s
+            );
+        }
+        Ok(crate::abuse::TargetResult {
+            target: target.name.into(),
+            connect_baseline_ms,
+            connect_flooded_ms,
+            flood_connections,
+            calls_baseline,
+            calls_flooded,
+            flood_handshakes_per_s,
+        })
+    }
+}
+
+/// `loadgen abuse`: the same hostile load against one mtls-tonic replica (127.0.0.2) and one
+/// Envoy 1.40 listener with the same certificates in front of a plaintext replica
+/// (127.0.0.3), one after the other.
+pub async fn run_abuse(
+    opts: &RunOptions,
+    plan: &crate::abuse::Plan,
+) -> Result<crate::abuse::AbuseResult> {
+    crate::envoy::require_envoy("the abuse comparison")?;
+    let mesh = mesh_for(opts, 2).await?;
+    let ours_addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), mesh.ports.proxyless));
+    let ours = spawn_replica(opts, ReplicaMode::Mtls, ours_addr, "replica-1")?;
+    let ours_target = AbuseTarget {
+        name: "proxyless",
+        addr: ours_addr,
+        measured: vec![ours.measured()],
+    };
+    let mut targets = vec![mesh.abuse_target(&ours_target, plan).await?];
+    drop(ours);
+
+    let ip = Ipv4Addr::new(127, 0, 0, 3);
+    let backend = SocketAddr::from((ip, mesh.ports.backend));
+    let replica = spawn_replica(opts, ReplicaMode::Plaintext, backend, "replica-1")?;
+    let listen = SocketAddr::from((ip, mesh.ports.sidecar));
+    let sidecar = ServerSidecar::new(
+        listen,
+        backend,
+        mesh.pki.jwks_json().to_owned(),
+        CertSource::Files {
+            chain: mesh.pki.server().cert.clone(),
+            key: mesh.pki.server().key.clone(),
+            bundle: mesh.pki.bundle_path().to_owned(),
+        },
+    );
+    let envoy = Envoy::start(
+        "envoy-server-1",
+        Role::ServerProxy,
+        &opts.dir.join("mesh"),
+        &sidecar.bootstrap(&mesh.policy),
+        opts.server_threads,
+    )
+    .await?;
+    let envoy_target = AbuseTarget {
+        name: "envoy",
+        addr: listen,
+        measured: vec![envoy.measured(), replica.measured()],
+    };
+    targets.push(mesh.abuse_target(&envoy_target, plan).await?);
+    drop(envoy);
+    drop(replica);
+    Ok(crate::abuse::AbuseResult { targets })
 }

@@ -196,3 +196,100 @@ fn unknown_scenario_is_named() {
         "{stderr}"
     );
 }
+
+fn run_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.json");
+    let output = loadgen()
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "loadgen {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+#[test]
+fn soak_samples_every_process_and_reports_slopes() {
+    let result: mtls_benches::soak::SoakResult = run_json(&[
+        "soak",
+        "--replicas",
+        "2",
+        "--concurrency",
+        "4",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "2s",
+        "--sample-every",
+        "500ms",
+        "--server-threads",
+        "1",
+    ]);
+    assert!(
+        result.point.calls > 0 && result.point.errors == 0,
+        "{:?}",
+        result.point
+    );
+    assert!(
+        result.samples.len() >= 4,
+        "{} samples",
+        result.samples.len()
+    );
+    let names: Vec<&str> = result.trends.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["client", "replica-1", "replica-2"]);
+    for t in &result.trends {
+        assert!(t.rss_first_kib > 0 && t.fds_first > 0, "{t:?}");
+    }
+}
+
+#[test]
+fn abuse_compares_ours_with_envoy() {
+    if mtls_benches::envoy::require_envoy("abuse").is_err() && !envoy_required() {
+        eprintln!("skipped: no Envoy (.venv/bin/envoy or $MTLS_ENVOY)");
+        return;
+    }
+    let result: mtls_benches::abuse::AbuseResult = run_json(&[
+        "abuse",
+        "--idle",
+        "40",
+        "--slowloris",
+        "10",
+        "--garbage",
+        "10",
+        "--trials",
+        "2",
+        "--flood-workers",
+        "2",
+        "--flood-duration",
+        "1s",
+        "--server-threads",
+        "1",
+    ]);
+    let targets: Vec<&str> = result.targets.iter().map(|t| t.target.as_str()).collect();
+    assert_eq!(targets, ["proxyless", "envoy"]);
+    for t in &result.targets {
+        assert_eq!(t.flood_connections, 60, "{}", t.target);
+        assert!(
+            t.connect_flooded_ms.iter().all(|ms| *ms < 5000.0),
+            "{}: an honest connection failed under the flood: {:?}",
+            t.target,
+            t.connect_flooded_ms
+        );
+        assert!(
+            t.calls_flooded.calls > 0 && t.calls_flooded.errors == 0,
+            "{}",
+            t.target
+        );
+        assert!(
+            t.flood_handshakes_per_s > 0.0,
+            "{}: no flood handshake completed",
+            t.target
+        );
+    }
+}

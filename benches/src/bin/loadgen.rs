@@ -5,6 +5,11 @@
 //!             --warmup 1s --duration 5s --out results.json
 //! ```
 //!
+//! ```text
+//! loadgen soak --replicas 3 --concurrency 128 --duration 5m --sample-every 10s --out soak.json
+//! loadgen abuse --out abuse.json
+//! ```
+//!
 //! Server processes are this same executable with an internal `serve-*` subcommand, so
 //! each server has its own CPU and memory accounting.
 
@@ -43,6 +48,13 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Soak: the proxyless mesh under steady load for minutes, RSS and open fds of every
+    /// process sampled over time; prints a Markdown table with the slopes.
+    Soak(SoakArgs),
+    /// Hostile load against one replica of ours and against an Envoy listener with the same
+    /// certificates: an accept-path flood (idle, slowloris, garbage connections) and a
+    /// handshake flood; honest-call latency side by side.
+    Abuse(AbuseArgs),
     /// (internal) The mtls-core handshake server of the `handshake` scenario.
     #[command(hide = true)]
     ServeHandshake {
@@ -105,6 +117,59 @@ struct RunArgs {
     quiet: bool,
 }
 
+#[derive(Args, Debug)]
+struct SoakArgs {
+    /// Replicas.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Warm-up before the measured window (sampled too).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    warmup: Duration,
+    /// The measured window.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    duration: Duration,
+    /// Sample interval.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    sample_every: Duration,
+    /// Worker threads per server process.
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Write the JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct AbuseArgs {
+    /// Idle connections (TCP only, nothing sent).
+    #[arg(long, default_value_t = 1000)]
+    idle: usize,
+    /// Slowloris connections (a TLS record header, then nothing).
+    #[arg(long, default_value_t = 200)]
+    slowloris: usize,
+    /// Garbage connections (random bytes).
+    #[arg(long, default_value_t = 200)]
+    garbage: usize,
+    /// Honest trials per target and phase.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+    /// Handshake-flood workers (full mTLS handshakes from 127.0.0.1, as fast as they go).
+    #[arg(long, default_value_t = 8)]
+    flood_workers: usize,
+    /// Length of the handshake flood per target.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    flood_duration: Duration,
+    /// Worker threads per server process and Envoy.
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Write the JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 /// Server children exit when the load generator that started them is gone (killed with
 /// SIGKILL, its destructors never ran): they notice being re-parented.
 fn exit_with_parent() {
@@ -134,6 +199,8 @@ fn main() -> ExitCode {
             batch_time,
             out,
         } => ab(rounds, batch_time, out),
+        Cmd::Soak(args) => soak(args),
+        Cmd::Abuse(args) => abuse(args),
         Cmd::ServeHandshake { dir, threads } => serve_handshake(dir, threads),
         Cmd::ServeBookstore {
             dir,
@@ -229,6 +296,94 @@ fn run(args: RunArgs) -> Result<(), Error> {
             .extend(rt.block_on(mesh::run_mesh(&opts, &mesh_scenarios))?);
     }
     write_json(&file, args.out)
+}
+
+fn scratch_options(
+    warmup: Duration,
+    duration: Duration,
+    server_threads: usize,
+    dir: &std::path::Path,
+) -> Result<RunOptions, Error> {
+    Ok(RunOptions {
+        concurrency: Vec::new(),
+        replicas: Vec::new(),
+        warmup,
+        duration,
+        server_threads,
+        server_exe: std::env::current_exe().map_err(|source| Error::Io {
+            context: "locating the loadgen executable".into(),
+            source,
+        })?,
+        dir: dir.to_owned(),
+        verbose: true,
+    })
+}
+
+fn scratch_dir() -> Result<tempfile::TempDir, Error> {
+    tempfile::Builder::new()
+        .prefix("mtls-bench-")
+        .tempdir()
+        .map_err(|source| Error::Io {
+            context: "temporary directory".into(),
+            source,
+        })
+}
+
+fn soak(args: SoakArgs) -> Result<(), Error> {
+    let dir = scratch_dir()?;
+    let opts = scratch_options(args.warmup, args.duration, args.server_threads, dir.path())?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let result = runtime(threads)?.block_on(mesh::run_soak(
+        &opts,
+        args.replicas,
+        args.concurrency,
+        args.sample_every,
+    ))?;
+    eprintln!("{}", mtls_benches::soak::markdown(&result));
+    write_any(&result, args.out)
+}
+
+fn abuse(args: AbuseArgs) -> Result<(), Error> {
+    let dir = scratch_dir()?;
+    let opts = scratch_options(
+        Duration::ZERO,
+        args.flood_duration,
+        args.server_threads,
+        dir.path(),
+    )?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let plan = mtls_benches::abuse::Plan {
+        idle: args.idle,
+        slowloris: args.slowloris,
+        garbage: args.garbage,
+        trials: args.trials,
+        flood_workers: args.flood_workers,
+        flood_duration: args.flood_duration,
+    };
+    let result = runtime(threads)?.block_on(mesh::run_abuse(&opts, &plan))?;
+    eprintln!("{}", mtls_benches::abuse::markdown(&result));
+    write_any(&result, args.out)
+}
+
+fn write_any<T: serde::Serialize>(value: &T, out: Option<PathBuf>) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
+        context: "serializing results".into(),
+        source: e.into(),
+    })?;
+    match out {
+        Some(path) => std::fs::write(&path, json).map_err(|source| Error::Io {
+            context: format!("writing {}", path.display()),
+            source,
+        }),
+        None => {
+            println!("{json}");
+            Ok(())
+        }
+    }
 }
 
 fn ab(rounds: usize, batch_time: Duration, out: Option<PathBuf>) -> Result<(), Error> {
