@@ -30,6 +30,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 static REFUSED: LogBudget = LogBudget::new(20);
 static CLOSED: LogBudget = LogBudget::new(20);
 static ACCEPT_FAILED: LogBudget = LogBudget::new(5);
+static CALLS_REFUSED: LogBudget = LogBudget::new(20);
 
 /// Which socket, and whether its connections go through the rewriter.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +44,32 @@ pub(crate) struct Socket {
 pub(crate) struct Admission {
     max_total: usize,
     max_per_uid: usize,
+    max_calls_per_uid: usize,
     open: Mutex<(usize, HashMap<Option<u32>, usize>)>,
+    calls: Mutex<HashMap<Option<u32>, usize>>,
+}
+
+/// One call in flight of a uid; dropping it frees its place.
+#[derive(Debug)]
+pub(crate) struct CallPermit {
+    admission: Arc<Admission>,
+    uid: Option<u32>,
+}
+
+impl Drop for CallPermit {
+    fn drop(&mut self) {
+        let mut calls = self
+            .admission
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = calls.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                calls.remove(&self.uid);
+            }
+        }
+    }
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -58,7 +84,27 @@ impl Admission {
         Arc::new(Self {
             max_total: limits.max_connections,
             max_per_uid: limits.max_connections_per_uid,
+            max_calls_per_uid: limits.max_calls_per_uid,
             open: Mutex::new((0, HashMap::new())),
+            calls: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A permit for one more call in flight of `uid` (over all its connections and both
+    /// sockets), or why not.
+    pub(crate) fn begin_call(self: &Arc<Self>, uid: Option<u32>) -> Result<CallPermit, String> {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = calls.entry(uid).or_insert(0);
+        if *mine >= self.max_calls_per_uid {
+            return Err(format!(
+                "{} calls of this uid in flight; expected at most {} (max_calls_per_uid)",
+                *mine, self.max_calls_per_uid
+            ));
+        }
+        *mine += 1;
+        Ok(CallPermit {
+            admission: Arc::clone(self),
+            uid,
         })
     }
 
@@ -169,6 +215,7 @@ impl Drop for CallGuard {
 pub(crate) struct ConnInfo {
     pub(crate) uds: UdsConnectInfo,
     pub(crate) calls: Arc<Calls>,
+    pub(crate) admission: Arc<Admission>,
 }
 
 /// One accepted connection, after the pump, with the credentials of the real socket.
@@ -260,7 +307,11 @@ pub(crate) fn incoming(
             ));
             let conn = PeerConn {
                 io: theirs,
-                info: ConnInfo { uds, calls },
+                info: ConnInfo {
+                    uds,
+                    calls,
+                    admission: Arc::clone(&admission),
+                },
             };
             if tx.send(Ok(conn)).await.is_err() {
                 return;
@@ -406,6 +457,7 @@ impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for Tra
 where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -418,10 +470,24 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let guard = request
-            .extensions()
-            .get::<ConnInfo>()
-            .map(|info| info.calls.begin());
+        let guard = match request.extensions().get::<ConnInfo>() {
+            Some(info) => {
+                let uid = info.uds.peer_cred.map(|c| c.uid());
+                match info.admission.begin_call(uid) {
+                    Ok(permit) => Some((info.calls.begin(), permit)),
+                    Err(reason) => {
+                        if let Some(suppressed) = CALLS_REFUSED.allow() {
+                            tracing::warn!(uid, %reason, suppressed, "call refused");
+                        }
+                        let refused = tonic::Status::resource_exhausted(
+                            "too many calls in flight for this uid",
+                        );
+                        return Box::pin(std::future::ready(Ok(refused.into_http())));
+                    }
+                }
+            }
+            None => None,
+        };
         let response = self.0.call(request);
         Box::pin(async move {
             let response = response.await?;
@@ -467,6 +533,25 @@ mod tests {
         drop(p1);
         assert_eq!(a.open(), 2);
         a.admit(Some(1000)).unwrap();
+    }
+
+    #[test]
+    fn calls_in_flight_are_bounded_per_uid() {
+        let limits = Limits {
+            max_calls_per_uid: 2,
+            ..Limits::default()
+        };
+        let a = Admission::new(&limits);
+        let c1 = a.begin_call(Some(7)).unwrap();
+        let _c2 = a.begin_call(Some(7)).unwrap();
+        let err = a.begin_call(Some(7)).unwrap_err();
+        assert!(
+            err.contains("expected at most 2 (max_calls_per_uid)"),
+            "{err}"
+        );
+        let _other = a.begin_call(Some(8)).unwrap();
+        drop(c1);
+        a.begin_call(Some(7)).unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::Duration;
 /// | [`handshake_timeout`](Self::handshake_timeout) (HTTP/2 preface) | 10 s | connection closed |
 /// | [`idle_timeout`](Self::idle_timeout) (no call in flight, nothing received) | 5 min | connection closed |
 /// | [`max_concurrent_streams`](Self::max_concurrent_streams) per connection | 100 | stream refused (h2 REFUSED_STREAM) |
+/// | [`max_calls_per_uid`](Self::max_calls_per_uid) (both sockets) | 256 | RESOURCE_EXHAUSTED |
 /// | [`max_header_list_size`](Self::max_header_list_size) (decoded, RFC 7541 §4.1) | 16 KiB | connection closed (Workload API rewriter) or stream reset (h2) |
 /// | HTTP/2 frame size ([`MAX_FRAME_SIZE`](crate::MAX_FRAME_SIZE)) | 16 KiB | connection closed |
 /// | CONTINUATIONs per header block ([`MAX_CONTINUATIONS`](crate::MAX_CONTINUATIONS)) | 32 | connection closed |
@@ -27,10 +28,10 @@ use std::time::Duration;
 /// | ValidateJWTSVID validator cache | 256 audiences | oldest evicted |
 /// | log lines per refusal kind | 20 per 10 s | suppressed, then counted |
 ///
-/// What one connection can make the agent buffer before any identity is known is bounded
-/// by the stream limit times the message limit (a partial message is held until complete),
-/// and the number of such connections by the per-uid and total limits: lower those for a
-/// host whose local users are not trusted with that much memory.
+/// What one uid can make the agent buffer before any identity is known is bounded by its
+/// calls in flight times the message limit (a partial message is held until complete):
+/// 256 × 64 KiB on the Workload API, 256 × 256 KiB on SDS, at most; lower
+/// `max_calls_per_uid` for a host whose local users are not trusted with that much memory.
 ///
 /// ```
 /// let mut limits = mtls_agent::Limits::default();
@@ -55,6 +56,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS on both sockets.
     pub max_concurrent_streams: u32,
+    /// Calls in flight of one Unix uid over all its connections and both sockets (open
+    /// streams count until they end): bounds what one user's partial requests can make the
+    /// agent buffer to this times the message limit.
+    pub max_calls_per_uid: usize,
     /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE on both sockets, also enforced by the Workload
     /// API's `:authority` rewriter on the decoded header list.
     pub max_header_list_size: u32,
@@ -81,6 +86,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_concurrent_streams: 100,
+            max_calls_per_uid: 256,
             max_header_list_size: 16 * 1024,
             max_request_size: 64 * 1024,
             max_sds_request_size: 256 * 1024,

@@ -193,3 +193,42 @@ async fn eventually_client(t: &TestAgent) -> spiffe::WorkloadApiClient {
         }
     }
 }
+
+#[tokio::test]
+async fn calls_in_flight_per_uid_are_bounded() {
+    use mtls_agent::pb::workload::X509svidRequest;
+    use mtls_agent::pb::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+    let mut limits = Limits::default();
+    limits.max_calls_per_uid = 3;
+    let t = TestAgent::start_with(&web_for_me(), |c| c.limits(limits)).await;
+    let mut client =
+        SpiffeWorkloadApiClient::new(unix_channel(t.dir.path().join("workload.sock")).await);
+    let request = || {
+        let mut r = tonic::Request::new(X509svidRequest {});
+        r.metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+        r
+    };
+    // Three open streams: the uid's budget.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = client.fetch_x509svid(request()).await.unwrap().into_inner();
+        stream.message().await.unwrap().unwrap();
+        streams.push(stream);
+    }
+    let status = client.fetch_x509svid(request()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // Ending one stream frees its place.
+    drop(streams.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match client.fetch_x509svid(request()).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                assert!(Instant::now() < deadline, "the place was never freed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
