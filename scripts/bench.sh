@@ -45,7 +45,7 @@ if [ "${SKIP_CRITERION:-0}" != 1 ]; then
   echo "==> criterion micro-benchmarks (${CRITERION_TIME}s each)"
   crit=(-- --warm-up-time 1 --measurement-time "$CRITERION_TIME" --noplot)
   cargo bench -p mtls-certs --bench issuance "${crit[@]}"
-  cargo bench -p mtls-core --bench handshake --bench san --bench authorize "${crit[@]}"
+  cargo bench -p mtls-core --bench handshake --bench kx --bench san --bench authorize "${crit[@]}"
   cargo bench -p mtls-jwt --bench validate "${crit[@]}"
   cargo bench -p mtls-tonic --bench balanced "${crit[@]}"
 fi

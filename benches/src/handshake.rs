@@ -3,10 +3,10 @@
 //! the mtls-core server (a child process) and an Envoy listener with the same certificates
 //! and the same SAN policy. The figure of merit is handshakes per server CPU-second.
 //!
-//! Both servers see the same client offer: TLS 1.3, `TLS13_AES_128_GCM_SHA256`, X25519
-//! only (rustls would otherwise also offer the post-quantum hybrid, which BoringSSL in
-//! Envoy 1.40 does not pick by default, and the two servers would not do the same work),
-//! ALPN `h2`, P-256 ECDSA certificates from one root.
+//! Both servers see the same client offer: TLS 1.3, `TLS13_AES_128_GCM_SHA256`, one
+//! key-exchange group — X25519 for the classical rows, X25519MLKEM768 (with its X25519
+//! share, as every mtls client sends it) for the hybrid rows; both servers' defaults include
+//! both, so they do the same work — ALPN `h2`, P-256 ECDSA certificates from one root.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -141,6 +141,17 @@ pub fn client_config_for(
     cert: &Path,
     key: &Path,
 ) -> Result<rustls::ClientConfig> {
+    client_config_with(files, cert, key, KxGroup::X25519)
+}
+
+/// [`client_config_for`] offering one key-exchange group, `group` (X25519MLKEM768 for the
+/// hybrid post-quantum rows: the client then sends its X25519 share too).
+pub fn client_config_with(
+    files: &HandshakeFiles,
+    cert: &Path,
+    key: &Path,
+    group: KxGroup,
+) -> Result<rustls::ClientConfig> {
     let identity = Arc::new(Identity::from_pem(read(cert)?, read(key)?).map_err(core_err)?);
     let trust = Arc::new(
         TrustBundle::spiffe()
@@ -157,8 +168,8 @@ pub fn client_config_for(
             SERVER_ID.parse().map_err(|e| Error::Pki(format!("{e}")))?,
         ))
         .tls_policy(
-            TlsPolicy::classical()
-                .with_groups([KxGroup::X25519])
+            TlsPolicy::default()
+                .with_groups([group])
                 .with_cipher_suites([TlsSuite::Aes128GcmSha256]),
         )
         .build()

@@ -416,6 +416,48 @@ fn pairwise(input: &ReportInput, md: &mut String) {
         let _ = writeln!(md);
     }
 
+    if pts
+        .iter()
+        .any(|p| p.scenario == "handshake" && p.variant.ends_with(HYBRID_SUFFIX))
+    {
+        let _ = writeln!(
+            md,
+            "### handshakes: classical X25519 vs hybrid X25519MLKEM768, mtls-core vs Envoy\n"
+        );
+        let _ = writeln!(
+            md,
+            "The client offers one group (X25519, or X25519MLKEM768 with its X25519 share) so both servers do the same work. Server CPU per handshake; *cost* = classical / hybrid handshakes per CPU-second.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| concurrency | mtls-core X25519 per CPU-s | mtls-core hybrid per CPU-s | mtls-core cost | Envoy X25519 per CPU-s | Envoy hybrid per CPU-s | Envoy cost | hybrid: mtls-core / Envoy |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        for &c in &cs {
+            let get = |v: &str| find(pts, "handshake", v, 1, c);
+            let (Some(oc), Some(oh), Some(ec), Some(eh)) = (
+                get("mtls-core"),
+                get(&format!("mtls-core{HYBRID_SUFFIX}")),
+                get("envoy"),
+                get(&format!("envoy{HYBRID_SUFFIX}")),
+            ) else {
+                continue;
+            };
+            let _ = writeln!(
+                md,
+                "| {c} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {} | {} |",
+                oc.calls_per_server_cpu_s,
+                oh.calls_per_server_cpu_s,
+                fx(ratio(oc.calls_per_server_cpu_s, oh.calls_per_server_cpu_s)),
+                ec.calls_per_server_cpu_s,
+                eh.calls_per_server_cpu_s,
+                fx(ratio(ec.calls_per_server_cpu_s, eh.calls_per_server_cpu_s)),
+                fx(ratio(oh.calls_per_server_cpu_s, eh.calls_per_server_cpu_s)),
+            );
+        }
+        let _ = writeln!(md);
+    }
+
     if pts.iter().any(|p| p.scenario == "handshake") {
         let _ = writeln!(md, "### handshakes: mtls-core vs Envoy\n");
         let _ = writeln!(
@@ -572,7 +614,7 @@ fn micro(input: &ReportInput, md: &mut String) {
         let _ = writeln!(md, "No criterion results found.\n");
         return;
     }
-    let pairs: [(&str, &str, &str, &str); 8] = [
+    let pairs: [(&str, &str, &str, &str); 12] = [
         (
             "leaf issuance (P-256)",
             "leaf_issuance_p256",
@@ -608,6 +650,30 @@ fn micro(input: &ReportInput, md: &mut String) {
             "mtls_handshake",
             "mtls_core_spiffe_verifier",
             "rustls_webpki_client_verifier",
+        ),
+        (
+            "mTLS handshake in memory, hybrid X25519MLKEM768 vs classical X25519 (cost of PQ)",
+            "mtls_handshake_policy",
+            "hybrid",
+            "classical",
+        ),
+        (
+            "key exchange crypto bound: X25519MLKEM768 vs X25519",
+            "kx",
+            "X25519MLKEM768",
+            "X25519",
+        ),
+        (
+            "key exchange crypto bound: ML-KEM-768 (keygen + encaps + decaps) vs X25519",
+            "kx",
+            "MLKEM768",
+            "X25519",
+        ),
+        (
+            "key exchange crypto bound: P-256 vs X25519",
+            "kx",
+            "P-256",
+            "X25519",
         ),
         (
             "unary calls, BalancedChannel (3 replicas) vs tonic Channel (1)",
@@ -726,6 +792,9 @@ pub fn chart_svg(points: &[PointResult]) -> String {
         &chart_series(points),
     )
 }
+
+/// The variant suffix of the handshake scenario's hybrid (X25519MLKEM768) points.
+pub const HYBRID_SUFFIX: &str = "-hybrid";
 
 /// BENCHMARKS.md.
 pub fn markdown(input: &ReportInput) -> String {

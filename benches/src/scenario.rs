@@ -158,26 +158,36 @@ pub async fn run_handshake(opts: &RunOptions) -> Result<Vec<PointResult>> {
     .await?;
     let envoy_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
 
+    let hybrid = handshake::client_config_with(
+        &files,
+        &files.client_cert,
+        &files.client_key,
+        mtls_core::KxGroup::X25519Mlkem768,
+    )?;
     let mut out = Vec::new();
     for &c in &opts.concurrency {
-        for (variant, addr, process) in [
-            ("mtls-core", ours_addr, ours.measured()),
-            ("envoy", envoy_addr, envoy.measured()),
-        ] {
-            let label = PointLabel {
-                scenario: Scenario::Handshake.as_str().into(),
-                variant: variant.into(),
-                replicas: 1,
-            };
-            let r = measure(
-                opts.spec(c),
-                label,
-                &[process],
-                handshake::call(addr, client.clone()),
-            )
-            .await;
-            opts.progress(&r);
-            out.push(r);
+        // Classical (X25519) then hybrid post-quantum (X25519MLKEM768), each back to back
+        // on both servers (their default groups include both).
+        for (suffix, client) in [("", &client), (crate::report::HYBRID_SUFFIX, &hybrid)] {
+            for (variant, addr, process) in [
+                ("mtls-core", ours_addr, ours.measured()),
+                ("envoy", envoy_addr, envoy.measured()),
+            ] {
+                let label = PointLabel {
+                    scenario: Scenario::Handshake.as_str().into(),
+                    variant: format!("{variant}{suffix}"),
+                    replicas: 1,
+                };
+                let r = measure(
+                    opts.spec(c),
+                    label,
+                    &[process],
+                    handshake::call(addr, client.clone()),
+                )
+                .await;
+                opts.progress(&r);
+                out.push(r);
+            }
         }
     }
     drop(envoy);

@@ -80,5 +80,28 @@ async fn both_servers_enforce_the_same_san_policy() {
         stats.get(&format!("{prefix}.fail_verify_san")).copied(),
         Some(1)
     );
+    // The hybrid rows' client: X25519MLKEM768 on both servers.
+    let hybrid = handshake::client_config_with(
+        &files,
+        &files.client_cert,
+        &files.client_key,
+        mtls_core::KxGroup::X25519Mlkem768,
+    )
+    .unwrap();
+    for addr in [ours, envoy] {
+        handshake::call(addr, hybrid.clone())(0).await.unwrap();
+    }
+    let stats = envoy_process.stats().await.unwrap();
+    assert_eq!(
+        stats
+            .get(&format!("{prefix}.curves.X25519MLKEM768"))
+            .copied(),
+        Some(1),
+        "{:?}",
+        stats
+            .iter()
+            .filter(|(k, _)| k.contains("curves"))
+            .collect::<Vec<_>>()
+    );
     server.abort();
 }

@@ -125,6 +125,12 @@ fn every_scenario_runs_and_reports_sane_json() {
         check_sane(hs, &["client", "server"]);
         assert!(hs.calls_per_server_cpu_s > 0.0);
         check_sane(find("handshake", "envoy"), &["client", "envoy-server"]);
+        // The hybrid post-quantum rows, on both servers.
+        check_sane(find("handshake", "mtls-core-hybrid"), &["client", "server"]);
+        check_sane(
+            find("handshake", "envoy-hybrid"),
+            &["client", "envoy-server"],
+        );
         check_sane(
             find("envoy", ""),
             &[
@@ -136,7 +142,7 @@ fn every_scenario_runs_and_reports_sane_json() {
                 "replica-2",
             ],
         );
-        assert_eq!(run.points.len(), 5, "{:#?}", run.points);
+        assert_eq!(run.points.len(), 7, "{:#?}", run.points);
     }
 
     // The report renders from this run.
@@ -155,6 +161,12 @@ fn every_scenario_runs_and_reports_sane_json() {
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("## Acceptance goals vs this run"), "{text}");
     assert!(text.contains("proxyless vs plain-tonic"), "{text}");
+    if envoy.is_ok() {
+        assert!(
+            text.contains("### handshakes: classical X25519 vs hybrid X25519MLKEM768"),
+            "{text}"
+        );
+    }
     let svg = std::fs::read_to_string(dir.path().join("benchmarks.svg")).unwrap();
     assert!(svg.contains("proxyless (2 replicas)"), "{svg}");
 }
