@@ -91,8 +91,9 @@ pub(crate) struct ProbeArgs {
     /// Our private key (PEM).
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
-    /// TLS policy preset: default, tls13-only, classical, nist.
-    #[arg(long, default_value = "default")]
+    /// TLS policy: a preset (default, tls13-only, classical, nist) or a YAML/JSON file
+    /// (`{preset: classical, min_version: TLSv1_2, groups: [X25519, P-256]}`).
+    #[arg(long, default_value = "default", value_parser = parse_policy)]
     tls_policy: TlsPolicy,
     /// Also offer TLS 1.2.
     #[arg(long)]
@@ -267,6 +268,28 @@ impl ProbeArgs {
         };
         None
     }
+}
+
+/// A preset name, else a YAML/JSON policy file; an impossible policy is refused here,
+/// naming the field.
+fn parse_policy(s: &str) -> Result<TlsPolicy, String> {
+    let policy = match s.parse::<TlsPolicy>() {
+        Ok(policy) => policy,
+        Err(preset_err) => {
+            let path = std::path::Path::new(s);
+            if !path.exists() {
+                return Err(format!(
+                    "{preset_err}; or the path of a YAML/JSON policy file"
+                ));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            serde_yaml_ng::from_str::<TlsPolicy>(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+    };
+    policy.check().map_err(|e| e.to_string())?;
+    Ok(policy)
 }
 
 fn split_host(target: &str) -> (&str, &str) {

@@ -156,6 +156,38 @@ fn tls_servers_accepted_refused_and_failed() {
     assert_eq!(v["spiffe_id"], SERVER_ID);
     assert_eq!(v["chain"][0]["spiffe_id"], SERVER_ID);
 
+    // A policy file; an impossible one is refused before any socket opens, naming the field.
+    let policy = pki.path("classical.yaml");
+    std::fs::write(&policy, "preset: classical\n").unwrap();
+    let classical = probe(
+        &addr,
+        &ca,
+        &[
+            "--spiffe-id",
+            SERVER_ID,
+            "--json",
+            "--tls-policy",
+            policy.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(classical.code, 0, "{}", classical.stdout);
+    assert_eq!(
+        json(&classical)["negotiated"]["key_exchange_group"],
+        "X25519"
+    );
+    let broken = pki.path("broken.yaml");
+    std::fs::write(&broken, "groups: [X25519MLKEM768]\nmin_version: TLSv1_2\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mtls"))
+        .args(["probe", "127.0.0.1:1", "--ca"])
+        .arg(&ca)
+        .arg("--tls-policy")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid TLS policy: groups:"), "{stderr}");
+
     // Wrong SPIFFE ID: exit 3, expected vs presented, and the chain is still shown.
     let wrong = probe(
         &addr,
