@@ -193,6 +193,24 @@ pub async fn handshake_flood(
     done.load(Ordering::Relaxed)
 }
 
+/// The BENCHMARKS.md section: what was thrown, and the table.
+pub fn section(result: &AbuseResult) -> String {
+    let flood = result.targets.first().map_or(0, |t| t.flood_connections);
+    format!(
+        "\n## Hostile load: mtls-tonic vs Envoy (`loadgen abuse`)\n\n\
+         One mtls-tonic replica (`MtlsIncoming` + `ServerOptions` defaults) and one Envoy 1.40 \
+         listener with the same certificates (client certificate required, two workers) in \
+         front of a plaintext replica, one after the other. *Accept-path flood*: idle TCP \
+         connections, slowloris (a TLS record header, then nothing) and garbage connections \
+         ({flood} opened, from 127.0.0.10..49) held open while an honest client makes a new \
+         connection and one `GetBook` (JWT included). *Handshake flood*: clients with a valid \
+         certificate doing full mTLS handshakes (no resumption) as fast as they can from \
+         127.0.0.50, while 4 honest callers from 127.0.0.1 call over their established \
+         connection.\n\n{}",
+        markdown(result)
+    )
+}
+
 /// The results as Markdown, both targets side by side.
 pub fn markdown(result: &AbuseResult) -> String {
     let mut out = String::from(

@@ -177,6 +177,27 @@ pub fn markdown(result: &SoakResult) -> String {
     out
 }
 
+/// The BENCHMARKS.md section: how it was run, `note` (conditions), the table.
+pub fn section(result: &SoakResult, note: &str) -> String {
+    let note = if note.is_empty() {
+        String::new()
+    } else {
+        format!("Conditions: {note}\n\n")
+    };
+    format!(
+        "\n## Soak (`loadgen soak`)\n\n\
+         The `proxyless` mesh (mTLS + JWT on every call, `BalancedChannel` over the replicas) \
+         driven without pause; RSS (`VmRSS`) and open file descriptors (`/proc/<pid>/fd`) of \
+         every process sampled over time. A leak shows as a slope. Command: `loadgen soak \
+         --replicas {} --concurrency {} --duration {:.0}s --sample-every {:.0}s`.\n\n{note}{}",
+        result.point.replicas,
+        result.point.concurrency,
+        result.point.duration_s,
+        result.sample_every_s,
+        markdown(result)
+    )
+}
+
 /// Samples `processes` every `every` until `done` resolves; returns the samples.
 pub async fn sample_until(
     processes: Vec<Measured>,

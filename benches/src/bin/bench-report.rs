@@ -34,6 +34,22 @@ struct Cli {
     /// A note on the conditions of the run.
     #[arg(long, env = "BENCH_NOTE", default_value = "")]
     note: String,
+    /// `loadgen soak` JSON: adds the soak section.
+    #[arg(long)]
+    soak: Option<PathBuf>,
+    /// A note on the conditions of the soak (e.g. other load present).
+    #[arg(long, default_value = "")]
+    soak_note: String,
+    /// `loadgen abuse` JSON: adds the hostile-load section.
+    #[arg(long)]
+    abuse: Option<PathBuf>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -68,7 +84,26 @@ fn main() -> ExitCode {
         .out
         .parent()
         .map_or_else(|| PathBuf::from(&cli.chart), |d| d.join(&cli.chart));
-    let written = std::fs::write(&cli.out, report::markdown(&input)).and_then(|()| {
+    let mut markdown = report::markdown(&input);
+    if let Some(path) = &cli.soak {
+        match read_json::<mtls_benches::soak::SoakResult>(path) {
+            Ok(soak) => markdown.push_str(&mtls_benches::soak::section(&soak, &cli.soak_note)),
+            Err(e) => {
+                eprintln!("bench-report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(path) = &cli.abuse {
+        match read_json::<mtls_benches::abuse::AbuseResult>(path) {
+            Ok(abuse) => markdown.push_str(&mtls_benches::abuse::section(&abuse)),
+            Err(e) => {
+                eprintln!("bench-report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let written = std::fs::write(&cli.out, markdown).and_then(|()| {
         if input.points.is_empty() {
             Ok(())
         } else {
