@@ -26,6 +26,9 @@ use mtls_tonic::{BalancedChannel, LoadPolicy, MtlsConnector};
 #[derive(Debug, Parser)]
 #[command(name = "bookstore-client", version)]
 struct Args {
+    /// TLS policy preset: default (hybrid post-quantum first), tls13-only, classical, nist.
+    #[arg(long, default_value = "default")]
+    tls_policy: mtls_core::TlsPolicy,
     /// The service, `host:port`; every address the host resolves to is a replica.
     #[arg(
         long,
@@ -166,6 +169,7 @@ fn proxyless(args: &Args) -> Result<BalancedChannel, Error> {
         .map_err(tls(format!("loading --ca {}", ca.display())))?;
     let config = ClientConfigBuilder::new(Arc::new(identity), Arc::new(trust))
         .authorize(Authorize::exact(args.server_id.clone()))
+        .tls_policy(args.tls_policy.clone())
         .build()
         .map_err(tls("building the TLS configuration".into()))?;
     let host = args

@@ -52,6 +52,9 @@ struct Args {
     /// The name sent in `x-bookstore-replica` (default: $HOSTNAME, else the listen address).
     #[arg(long, env = "BOOKSTORE_REPLICA_NAME")]
     replica_name: Option<String>,
+    /// TLS policy preset: default (hybrid post-quantum first), tls13-only, classical, nist.
+    #[arg(long, default_value = "default")]
+    tls_policy: mtls_core::TlsPolicy,
 }
 
 fn main() -> ExitCode {
@@ -162,6 +165,7 @@ fn mtls(args: &Args) -> Result<(Security, String), Error> {
     };
     let tls = ServerConfigBuilder::new(Arc::new(identity), Arc::new(trust))
         .authorize(authorizer.clone())
+        .tls_policy(args.tls_policy.clone())
         .build()
         .map_err(|e| tls_error("building the TLS configuration", e))?;
     let policy = MethodPolicy::deny_by_default()
