@@ -642,7 +642,7 @@ impl TlsPolicy {
                     invalid(
                         "groups",
                         format!(
-                            "the crypto provider has no {group}; it has {}",
+                            "the crypto provider has no {group}; it has {} (choose a policy without it, e.g. TlsPolicy::nist() for a provider with NIST curves only)",
                             base.kx_groups
                                 .iter()
                                 .map(|g| debug_name(g.name()))
