@@ -8,11 +8,11 @@ mod support;
 
 use std::{
     net::Ipv4Addr,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use mtls_core::{Authorize, ClientConfigBuilder};
+use mtls_core::{Authorize, ClientConfigBuilder, IdentityHandle, ServerConfigBuilder};
 use mtls_tonic::{BalancedChannel, ChannelState, MtlsConnector, ResolutionState, WaitForReady};
 use support::{
     fixture::{Fixture, NAME, TTL, call, finish, ip, load, ready_count},
@@ -302,12 +302,27 @@ async fn six_graceful_shutdowns_under_load_lose_no_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_recycling_every_two_seconds_loses_no_call() {
+async fn recycling_every_two_seconds_while_identities_rotate_loses_no_call() {
     support::init_tracing();
     let pki = Pki::new();
     let ips: Vec<Ipv4Addr> = (2..5).map(ip).collect();
     let (port, listeners) = support::replica::bind_shared_port(&ips);
-    let server_config = Arc::new(pki.server_config(Pki::member_policy()));
+    let server_svid = |pki: &Pki| {
+        let (chain, key) = pki.svid_pem(support::pki::SERVER_ID, &[support::pki::SERVICE_NAME]);
+        mtls_core::Identity::from_pem(chain, key).unwrap()
+    };
+    let client_svid = |pki: &Pki| {
+        let (chain, key) = pki.svid_pem(CLIENT_ID, &[]);
+        mtls_core::Identity::from_pem(chain, key).unwrap()
+    };
+    let server_identity = IdentityHandle::new(server_svid(&pki));
+    let client_identity = IdentityHandle::new(client_svid(&pki));
+    let server_config = Arc::new(
+        ServerConfigBuilder::new(server_identity.clone(), pki.trust())
+            .authorize(Pki::member_policy())
+            .build()
+            .unwrap(),
+    );
     let _replicas: Vec<Replica> = listeners
         .into_iter()
         .map(|l| {
@@ -318,24 +333,92 @@ async fn connection_recycling_every_two_seconds_loses_no_call() {
         .collect();
     let mut dns = support::dns::DnsServer::start().await;
     dns.set_a(NAME, &ips, TTL).await;
-    let connector = MtlsConnector::new(pki.client_config(CLIENT_ID));
-    let channel = BalancedChannel::builder(format!("bookstore.test:{port}"), connector)
-        .nameserver(dns.addr)
+    let client_config = ClientConfigBuilder::new(client_identity.clone(), pki.trust())
+        .authorize(Authorize::exact(support::pki::SERVER_ID.parse().unwrap()))
         .build()
         .unwrap();
+    let channel = BalancedChannel::builder(
+        format!("bookstore.test:{port}"),
+        MtlsConnector::new(client_config),
+    )
+    .nameserver(dns.addr)
+    .build()
+    .unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
         "{channel:?}"
     );
-    let (outcomes, stop, handles) = load(&channel, 8, "slow:5");
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    finish(stop, handles).await;
-    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    // Callers note which replica saw which client certificate.
+    let seen = Arc::new(Mutex::new(
+        Vec::<(Instant, Result<(String, String), String>)>::new(),
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (channel, seen, stopped) = (channel.clone(), seen.clone(), stopped.clone());
+            tokio::spawn(async move {
+                while !*stopped.borrow() {
+                    let request = tonic::Request::new(HealthCheckRequest {
+                        service: "slow:5".into(),
+                    });
+                    let outcome = match HealthClient::new(channel.clone()).check(request).await {
+                        Ok(response) => {
+                            let get = |k: &str| {
+                                response
+                                    .metadata()
+                                    .get(k)
+                                    .unwrap()
+                                    .to_str()
+                                    .unwrap()
+                                    .to_owned()
+                            };
+                            Ok((get("x-replica"), get("x-peer-serial")))
+                        }
+                        Err(status) => Err(format!("{status:?}")),
+                    };
+                    seen.lock().unwrap().push((Instant::now(), outcome));
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server_identity.rotate(server_svid(&pki));
+    let new_client = client_svid(&pki);
+    let new_serial = new_client.serial_hex();
+    client_identity.rotate(new_client);
+    let rotated = Instant::now();
+    let everywhere = wait_until(Duration::from_secs(8), || {
+        let seen = seen.lock().unwrap();
+        let replicas: std::collections::HashSet<&str> = seen
+            .iter()
+            .filter(|(at, _)| *at > rotated)
+            .filter_map(|(_, o)| o.as_ref().ok())
+            .filter(|(_, serial)| *serial == new_serial)
+            .map(|(replica, _)| replica.as_str())
+            .collect();
+        replicas.len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.send_replace(true);
+    for worker in workers {
+        tokio::time::timeout(Duration::from_secs(10), worker)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let failed: Vec<_> = seen.iter().filter_map(|(_, o)| o.as_ref().err()).collect();
     assert!(
         failed.is_empty(),
-        "{} of {} failed: {failed:?}",
+        "{} of {} failed: {:?}",
         failed.len(),
-        outcomes.len()
+        seen.len(),
+        &failed[..failed.len().min(5)]
     );
+    assert!(
+        everywhere,
+        "the new client certificate did not reach every replica: {channel:?}"
+    );
+    eprintln!("recycling + rotation: {} calls, 0 failed", seen.len());
 }

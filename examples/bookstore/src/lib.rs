@@ -120,7 +120,7 @@ pub use agent::AgentIdentities;
 pub use dns::MeshDns;
 pub use error::{Error, Result};
 pub use identity::{Workload, WorkloadIdentities};
-pub use mesh::{MeshOptions, MeshOutcome};
+pub use mesh::{MeshOptions, MeshOutcome, RollingRestart};
 pub use pki::{MeshPki, SvidFiles};
 pub use policy::{
     AUDIENCE, BOOKSTORE_SERVICE, CALLER_HEADER, CLIENT_ID, HEALTH_SERVICE, INTRUDER_ID, ISSUER,

@@ -78,10 +78,22 @@ pub async fn bind_shared_port(ips: &[Ipv4Addr]) -> Result<(u16, Vec<tokio::net::
 /// database): each serves mTLS + JWT on `<ip>:<port>` (one port for all) for proxyless
 /// clients, and plaintext on `127.0.0.1:<ephemeral>` for its Envoy sidecar. Each answers
 /// with its IP as replica name.
-#[derive(Debug)]
 pub struct Replicas {
     port: u16,
     replicas: Vec<(String, ServerHandle, ServerHandle)>,
+    tls: Arc<rustls::ServerConfig>,
+    validator: mtls_jwt::Validator,
+    policy: MeshPolicy,
+    store: Store,
+}
+
+impl fmt::Debug for Replicas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replicas")
+            .field("port", &self.port)
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Replicas {
@@ -96,24 +108,74 @@ impl Replicas {
         let tls = Arc::new(server_tls(ids, policy)?);
         let validator = policy.validator(JwksSource::inline(jwks))?;
         let (port, listeners) = bind_shared_port(ips).await?;
-        let mut replicas = Vec::new();
+        let mut this = Self {
+            port,
+            replicas: Vec::new(),
+            tls,
+            validator,
+            policy: policy.clone(),
+            store,
+        };
         for (ip, listener) in ips.iter().zip(listeners) {
-            let name = ip.to_string();
-            let service = BookstoreService::new(store.clone(), &name)?;
-            let mtls = server::spawn(
-                listener,
-                service.clone(),
-                Security::Mtls {
-                    tls: tls.clone(),
-                    policy: policy.method_policy()?,
-                    jwt: Some((validator.clone(), policy.jwt_rules()?)),
-                },
-            )?;
             let plain_listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), true).await?;
-            let plaintext = server::spawn(plain_listener, service, Security::Plaintext)?;
-            replicas.push((name, mtls, plaintext));
+            let replica = this.spawn(&ip.to_string(), listener, plain_listener)?;
+            this.replicas.push(replica);
         }
-        Ok(Self { port, replicas })
+        Ok(this)
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        listener: tokio::net::TcpListener,
+        plain_listener: tokio::net::TcpListener,
+    ) -> Result<(String, ServerHandle, ServerHandle)> {
+        let service = BookstoreService::new(self.store.clone(), name)?;
+        let mtls = server::spawn(
+            listener,
+            service.clone(),
+            Security::Mtls {
+                tls: self.tls.clone(),
+                policy: self.policy.method_policy()?,
+                jwt: Some((self.validator.clone(), self.policy.jwt_rules()?)),
+            },
+        )?;
+        let plaintext = server::spawn(plain_listener, service, Security::Plaintext)?;
+        Ok((name.to_owned(), mtls, plaintext))
+    }
+
+    /// Restarts replica `index` as a rolling update does: it shuts down gracefully (stops
+    /// accepting, HTTP/2 GOAWAY, calls in flight finish, at most 2 s), stays down for
+    /// `down`, and comes back on the same addresses.
+    pub async fn restart(&mut self, index: usize, down: Duration) -> Result<()> {
+        if index >= self.replicas.len() {
+            return Err(Error::Config(format!(
+                "no replica {index}: expected 0..{}",
+                self.replicas.len()
+            )));
+        }
+        let (name, mtls, plaintext) = self.replicas.remove(index);
+        let (mtls_addr, plain_addr) = (mtls.addr(), plaintext.addr());
+        let (a, b) = tokio::join!(mtls.stop(), plaintext.stop());
+        a?;
+        b?;
+        tokio::time::sleep(down).await;
+        let mut last = None;
+        for _ in 0..50 {
+            match (
+                server::bind(mtls_addr, false).await,
+                server::bind(plain_addr, true).await,
+            ) {
+                (Ok(listener), Ok(plain)) => {
+                    let replica = self.spawn(&name, listener, plain)?;
+                    self.replicas.insert(index, replica);
+                    return Ok(());
+                }
+                (Err(e), _) | (_, Err(e)) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(last.unwrap_or_else(|| Error::Config(format!("cannot rebind {mtls_addr}"))))
     }
 
     /// The common mTLS port.
@@ -470,6 +532,9 @@ pub mod checks {
     /// Agent mode: after a forced rotation mid-scenario the path uses the new serial, and
     /// no call failed.
     pub const ROTATION: &str = "rotation";
+    /// Each replica in turn shut down gracefully and came back on the same address while 8
+    /// callers ran: calls and failed calls (proxyless: none may fail; Envoy: reported).
+    pub const ROLLING_RESTART: &str = "rolling restart";
 }
 
 /// What [`run`] saw.
@@ -488,6 +553,10 @@ pub struct MeshOutcome {
     pub fail_verify_san: Option<(u64, u64)>,
     /// Agent mode: the rotation forced on each path.
     pub rotations: Vec<Rotation>,
+    /// The rolling restart on the proxyless path.
+    pub proxyless_restart: Option<RollingRestart>,
+    /// The rolling restart on the Envoy path, if it ran.
+    pub envoy_restart: Option<RollingRestart>,
 }
 
 impl MeshOutcome {
@@ -639,7 +708,7 @@ pub async fn run_with(
         policy.service_name,
         REPLICA_IPS.map(|ip| ip.to_string()).join(", ")
     );
-    let replicas = Replicas::start(&REPLICA_IPS, policy, ids, jwks, Store::seeded()).await?;
+    let mut replicas = Replicas::start(&REPLICA_IPS, policy, ids, jwks, Store::seeded()).await?;
     say!(
         options,
         "==> 3 replicas (one shared in-memory store): mTLS + JWT on {}; plaintext for sidecars on {}",
@@ -712,10 +781,34 @@ pub async fn run_with(
     refusal_checks(
         &mut outcome,
         PathKind::Proxyless,
-        boxed(channel),
+        boxed(channel.clone()),
         &wrong_audience,
     )
     .await;
+    say!(
+        options,
+        "==> proxyless: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
+    );
+    let restart = {
+        let channel_for_wait = channel.clone();
+        rolling_restart(&mut replicas, boxed(channel), &token, move || {
+            let channel = channel_for_wait.clone();
+            Box::pin(async move {
+                let _ = wait_ready(&channel, REPLICA_IPS.len(), Duration::from_secs(10)).await;
+            })
+        })
+        .await?
+    };
+    outcome
+        .checks
+        .push(rolling_restart_check(PathKind::Proxyless, &restart));
+    say!(
+        options,
+        "    rolling restart: {} calls, {} failed",
+        restart.calls,
+        restart.failed
+    );
+    outcome.proxyless_restart = Some(restart);
     print_checks(options, &outcome, PathKind::Proxyless);
 
     // ---- Envoy --------------------------------------------------------------------------
@@ -783,10 +876,33 @@ pub async fn run_with(
             refusal_checks(
                 &mut outcome,
                 PathKind::Envoy,
-                boxed(channel),
+                boxed(channel.clone()),
                 &wrong_audience,
             )
             .await;
+            say!(
+                options,
+                "==> envoy: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
+            );
+            let restart = rolling_restart(&mut replicas, boxed(channel), &token, || {
+                Box::pin(tokio::time::sleep(Duration::from_millis(500)))
+            })
+            .await?;
+            outcome
+                .checks
+                .push(rolling_restart_check(PathKind::Envoy, &restart));
+            say!(
+                options,
+                "    rolling restart: {} calls, {} failed{}",
+                restart.calls,
+                restart.failed,
+                restart
+                    .samples
+                    .first()
+                    .map(|s| format!(" (e.g. {s})"))
+                    .unwrap_or_default()
+            );
+            outcome.envoy_restart = Some(restart);
             print_checks(options, &outcome, PathKind::Envoy);
             drop(sidecars);
         }
@@ -794,6 +910,94 @@ pub async fn run_with(
     drop(replicas);
     drop(dns);
     Ok(outcome)
+}
+
+/// Calls made and failed while every replica in turn restarted.
+#[derive(Clone, Debug, Default)]
+pub struct RollingRestart {
+    /// Calls made during the restarts.
+    pub calls: usize,
+    /// Calls that failed, and the first few failures.
+    pub failed: usize,
+    /// Up to three failure messages.
+    pub samples: Vec<String>,
+}
+
+/// Concurrent callers over `channel` while each replica in turn shuts down gracefully and
+/// comes back on the same address.
+async fn rolling_restart(
+    replicas: &mut Replicas,
+    channel: crate::scenario::BoxChannel,
+    token: &str,
+    mut back: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> Result<RollingRestart> {
+    const CALLERS: usize = 8;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let results = std::sync::Mutex::new(RollingRestart::default());
+    // Callers and restarts run in this task (the client future is not `Send`-general).
+    let callers = futures_util::future::join_all((0..CALLERS).map(|_| {
+        let mut scenario = Scenario::new(channel.clone(), Some(token.to_owned()));
+        let (results, stopped) = (&results, stopped.clone());
+        async move {
+            while !*stopped.borrow() {
+                let result = scenario.probe().await;
+                let mut r = results
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                r.calls += 1;
+                if let Err(status) = result {
+                    r.failed += 1;
+                    if r.samples.len() < 3 {
+                        r.samples
+                            .push(format!("{:?}: {}", status.code(), status.message()));
+                    }
+                }
+            }
+        }
+    }));
+    let restarts = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut outcome = Ok(());
+        for index in 0..replicas.replicas.len() {
+            if let Err(e) = replicas.restart(index, Duration::from_millis(200)).await {
+                outcome = Err(e);
+                break;
+            }
+            back().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        stop.send_replace(true);
+        outcome
+    };
+    let (_, restarted) = tokio::join!(callers, restarts);
+    restarted?;
+    let r = results
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    Ok(r)
+}
+
+fn rolling_restart_check(path: PathKind, r: &RollingRestart) -> Check {
+    let observed = if r.samples.is_empty() {
+        format!("{} calls, {} failed", r.calls, r.failed)
+    } else {
+        format!("{} calls, {} failed ({})", r.calls, r.failed, r.samples[0])
+    };
+    let (expected, passed) = match path {
+        // Transparent retry of calls that never reached a replica: nothing is lost.
+        PathKind::Proxyless => ("0 failed calls".to_owned(), r.failed == 0 && r.calls > 0),
+        // Reported side by side; Envoy without a retry policy may lose calls.
+        PathKind::Envoy => ("calls counted (no retry policy)".to_owned(), r.calls > 0),
+    };
+    Check {
+        path,
+        name: checks::ROLLING_RESTART,
+        expected,
+        observed,
+        passed,
+        status: None,
+    }
 }
 
 fn print_report(options: &MeshOptions, report: &Report) {
@@ -830,6 +1034,7 @@ fn print_checks(options: &MeshOptions, outcome: &MeshOutcome, path: PathKind) {
                 checks::TLS,
                 checks::AGENT_IDENTITIES,
                 checks::ROTATION,
+                checks::ROLLING_RESTART,
             ]
             .contains(&c.name)
     }) {

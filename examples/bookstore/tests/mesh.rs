@@ -122,6 +122,26 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
                 .contains("fail_verify_san")
         );
     }
+    // Rolling restart: every replica shut down gracefully and came back under load; the
+    // proxyless path lost no call, the Envoy path's calls are reported beside it.
+    let restart = outcome.proxyless_restart.clone().unwrap();
+    assert!(restart.calls > 50, "{restart:?}");
+    assert_eq!(restart.failed, 0, "{restart:?}");
+    assert!(
+        outcome
+            .check(PathKind::Proxyless, checks::ROLLING_RESTART)
+            .unwrap()
+            .passed
+    );
+    if outcome.envoy.is_some() {
+        let envoy = outcome.envoy_restart.clone().unwrap();
+        assert!(envoy.calls > 50, "{envoy:?}");
+        assert!(
+            outcome
+                .check(PathKind::Envoy, checks::ROLLING_RESTART)
+                .is_some()
+        );
+    }
     // File identities do not rotate: no agent rows.
     assert!(outcome.rotations.is_empty());
     assert!(
