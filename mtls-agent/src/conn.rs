@@ -352,6 +352,9 @@ async fn pump(
             .then(|| AuthorityRewriter::new(limits.max_header_list_size));
         let mut preface_seen = 0usize;
         let mut last_rx = accepted;
+        // While calls are in flight, look again one idle period later (not at once: that
+        // would spin).
+        let mut next_check = accepted;
         let mut buf = vec![0u8; 16 * 1024];
         let mut out = Vec::with_capacity(16 * 1024);
         let outcome = loop {
@@ -362,7 +365,7 @@ async fn pump(
             let deadline = if handshaking {
                 accepted + limits.handshake_timeout
             } else {
-                last_rx.max(calls.last_change()) + limits.idle_timeout
+                (last_rx.max(calls.last_change()) + limits.idle_timeout).max(next_check)
             };
             let read = tokio::select! {
                 read = client_r.read(&mut buf) => read,
@@ -381,6 +384,7 @@ async fn pump(
                             limits.idle_timeout
                         ));
                     }
+                    next_check = Instant::now() + limits.idle_timeout;
                     continue;
                 }
             };

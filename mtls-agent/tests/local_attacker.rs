@@ -38,7 +38,7 @@ fn main() {
         return;
     }
     let filter: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         (
             "hpack_bomb_and_oversized_frames_are_closed_with_rss_bounded",
             hpack_bomb_and_oversized_frames_are_closed_with_rss_bounded,
@@ -50,6 +50,10 @@ fn main() {
         (
             "fd_exhaustion_by_one_uid_leaves_another_uid_served",
             fd_exhaustion_by_one_uid_leaves_another_uid_served,
+        ),
+        (
+            "an_open_stream_past_the_idle_timeout_costs_no_cpu",
+            an_open_stream_past_the_idle_timeout_costs_no_cpu,
         ),
     ];
     if my_uid() != 0 {
@@ -89,6 +93,10 @@ struct RunningAgent {
 
 impl RunningAgent {
     fn start(registration: &str) -> Self {
+        Self::start_with(registration, &[])
+    }
+
+    fn start_with(registration: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(dir.path().join("reg.yaml"), registration).unwrap();
@@ -101,6 +109,7 @@ impl RunningAgent {
             .arg(dir.path().join("workload.sock"))
             .arg("--sds-socket")
             .arg(dir.path().join("sds.sock"))
+            .args(extra)
             .env("RUST_LOG", "info");
         let mut child = ChildGuard::spawn_logging("mtls-agent", &mut cmd, &log);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -395,6 +404,55 @@ fn fd_exhaustion_by_one_uid_leaves_another_uid_served() {
     assert!(log.len() < 256 * 1024, "log of {} bytes", log.len());
     drop(holder.child.stdin.take());
     holder.wait_for(Duration::from_secs(10));
+}
+
+/// CPU time (user + system) of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A stream held open past `--idle-timeout` keeps its connection, and the agent does not
+/// spin re-checking it.
+fn an_open_stream_past_the_idle_timeout_costs_no_cpu() {
+    let rt = runtime();
+    let agent = RunningAgent::start_with(&registration(), &["--idle-timeout", "200ms"]);
+    let pid = agent.child.pid();
+    rt.block_on(async {
+        let source = spiffe::X509Source::builder()
+            .endpoint(agent.endpoint())
+            .initial_sync_timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(source.svid().unwrap().spiffe_id().to_string(), WEB);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = cpu_ticks(pid);
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let used = cpu_ticks(pid) - before;
+        // Clock ticks are 1/100 s on Linux: a task re-checking in a loop used ~50 here.
+        let elapsed_ticks = started.elapsed().as_millis() as u64 / 10;
+        eprintln!("agent CPU over {elapsed_ticks} ticks with an idle open stream: {used} ticks");
+        assert!(
+            used * 10 < elapsed_ticks,
+            "the agent used {used} of {elapsed_ticks} ticks"
+        );
+        // The stream is still open and served: SIGHUP rotates and the source follows.
+        let mut updates = source.updated();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(5), updates.changed())
+            .await
+            .expect("the stream outlived the idle timeout")
+            .unwrap();
+    });
 }
 
 // ----------------------------------------------------------------------------------------
