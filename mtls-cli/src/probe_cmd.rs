@@ -390,7 +390,6 @@ fn handshake(
         }
     }
     // Flush our Finished (and certificate), then give the server a moment to refuse us.
-    let _ = conn.complete_io(&mut wire);
     let _ = wire
         .tcp
         .set_read_timeout(Some(timeout.min(Duration::from_millis(800))));
