@@ -422,3 +422,63 @@ async fn recycling_every_two_seconds_while_identities_rotate_loses_no_call() {
     );
     eprintln!("recycling + rotation: {} calls, 0 failed", seen.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
+    support::init_tracing();
+    let pki = Pki::new();
+    let (port, mut listeners) = support::replica::bind_shared_port(&[ip(2)]);
+    let config = Arc::new(pki.server_config(Pki::member_policy()));
+    let options = mtls_tonic::ServerOptions::default()
+        .max_connection_age(Duration::from_secs(1), Duration::from_millis(500));
+    let (age, _) = options.max_connection_age_value().unwrap();
+    let apply = options.clone();
+    let _replica =
+        Replica::start_with_options(listeners.remove(0), config, options, move |server| {
+            apply.apply(server)
+        });
+    let mut dns = support::dns::DnsServer::start().await;
+    dns.set_a(NAME, &[ip(2)], TTL).await;
+    let channel = BalancedChannel::builder(
+        format!("bookstore.test:{port}"),
+        MtlsConnector::new(pki.client_config(CLIENT_ID)),
+    )
+    .nameserver(dns.addr)
+    .build()
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 1).await,
+        "{channel:?}"
+    );
+    // A call longer than age + grace on the first connection is cut at the end of the grace.
+    let long = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (call(&channel, "slow:5000").await, started.elapsed())
+        })
+    };
+    // Short calls keep succeeding across the GOAWAY and the reconnect.
+    let (outcomes, stop, handles) = load(&channel, 8, "slow:5");
+    let (result, took) = tokio::time::timeout(Duration::from_secs(8), long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_err(), "a call outliving age + grace was not cut");
+    assert!(
+        took < age + Duration::from_millis(500) + Duration::from_secs(2),
+        "cut after {took:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    finish(stop, handles).await;
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(outcomes.len() > 100, "{}", outcomes.len());
+}

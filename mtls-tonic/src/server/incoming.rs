@@ -224,12 +224,16 @@ async fn handshake(
         shared.options.control_frame_burst,
         shared.options.control_frames_per_second,
     );
-    Some(MtlsStream::new(
+    let mut stream = MtlsStream::new(
         tls,
         MtlsConnectInfo::new(peer, remote, local),
         guard,
         log.clone(),
-    ))
+    );
+    if let Some((age, grace)) = shared.options.max_connection_age {
+        stream.close_after(age + grace);
+    }
+    Some(stream)
 }
 
 /// The most specific reason for a failed handshake: mtls-core's verification error if the

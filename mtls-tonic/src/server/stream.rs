@@ -82,6 +82,8 @@ pub struct MtlsStream {
     guard: FrameGuard,
     log: Arc<ServerLog>,
     closing: Option<Closing>,
+    /// Max connection age + grace: the connection is closed when this fires.
+    close_at: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The GOAWAY on its way out after a flood.
@@ -104,7 +106,14 @@ impl MtlsStream {
             guard,
             log,
             closing: None,
+            close_at: None,
         }
+    }
+
+    /// Closes the connection (reads fail) `after` from now: the end of the grace after
+    /// [`ServerOptions::max_connection_age`](crate::ServerOptions::max_connection_age).
+    pub(crate) fn close_after(&mut self, after: std::time::Duration) {
+        self.close_at = Some(Box::pin(tokio::time::sleep(after)));
     }
 
     /// The connection's info (peer identity and addresses).
@@ -196,6 +205,14 @@ impl AsyncRead for MtlsStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(close_at) = this.close_at.as_mut()
+            && close_at.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "max connection age and its grace are over",
+            )));
+        }
         if this.closing.is_some() {
             if !this.guard.outbound_at_boundary() {
                 // h2 is in the middle of a frame: no clean place for a GOAWAY; just close.

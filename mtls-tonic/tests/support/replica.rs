@@ -154,6 +154,17 @@ impl Replica {
         config: Arc<rustls::ServerConfig>,
         tune: impl FnOnce(tonic::transport::Server) -> tonic::transport::Server + Send + 'static,
     ) -> Self {
+        Self::start_with_options(listener, config, mtls_tonic::ServerOptions::default(), tune)
+    }
+
+    /// Like [`Replica::start_with`], with `options` on the accept path (`tune` still gets
+    /// the plain tonic builder; use `options.apply` in it for the HTTP/2 side).
+    pub fn start_with_options(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        options: mtls_tonic::ServerOptions,
+        tune: impl FnOnce(tonic::transport::Server) -> tonic::transport::Server + Send + 'static,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let name = addr.ip().to_string();
         let fail_with = Arc::new(AtomicI32::new(0));
@@ -171,7 +182,7 @@ impl Replica {
                     .unwrap();
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let incoming = MtlsIncoming::new(listener, config);
+                    let incoming = MtlsIncoming::with_options(listener, config, options);
                     let (drain, drained) = oneshot::channel::<()>();
                     let serve = tune(tonic::transport::Server::builder())
                         .add_service(service)
