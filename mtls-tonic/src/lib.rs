@@ -157,6 +157,35 @@
 //!   since …") and drops the others; [`BalancedChannelBuilder::strict_empty_answer`] drops
 //!   everything at once.
 //!
+//! # Rotation reaches live connections: recycling
+//! Certificates are checked at the handshake, so an HTTP/2 connection keeps the identities
+//! it started with. A rotated server or client certificate reaches long-lived connections
+//! when servers recycle them, as grpc-go's `MaxConnectionAge` does:
+//!
+//! ```no_run
+//! # async fn run(config: rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use mtls_tonic::{MtlsIncoming, ServerOptions};
+//! // GOAWAY after ~5 min (± 10 %), in-flight calls get 30 s more, then the connection closes.
+//! let options = ServerOptions::default()
+//!     .max_connection_age(Duration::from_secs(300), Duration::from_secs(30));
+//! let listener = options.bind("0.0.0.0:50051".parse()?)?;
+//! let (_reporter, health) = tonic_health::server::health_reporter();
+//! options
+//!     .server() // the HTTP/2 limits and the GOAWAY at the connection's age
+//!     .add_service(health)
+//!     .serve_with_incoming(MtlsIncoming::with_options(listener, config, options.clone()))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! With identities from a rotating source (`mtls_core::IdentityHandle`, the Workload API,
+//! files), every connection made after a rotation uses the new certificates; recycling
+//! bounds how long an old one lives. A [`BalancedChannel`] loses no call to it: calls the
+//! GOAWAY refused are re-dispatched, the draining connection gets no new call, and the
+//! endpoint reconnects at once. A server that shuts down (a rolling update) does the same
+//! with `serve_with_incoming_shutdown`: GOAWAY, drain, exit.
+//!
 //! # Performance
 //! `benches/balanced.rs` (loopback, 2 cores shared by client and replicas, 32 concurrent
 //! unary calls, same TLS): `BalancedChannel` over 3 replicas ≈ 45k calls/s vs a plain tonic
