@@ -71,10 +71,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let trust_domain = args
-        .trust_domain
-        .parse()
-        .map_err(|e| format!("--trust-domain {:?}: {e}", args.trust_domain))?;
+    let trust_domain = mtls_core::TrustDomain::new(&args.trust_domain)
+        .map(Into::into)
+        .map_err(|e| format!("--trust-domain: {e}"))?;
     let registration = Registration::from_file(&args.registration)?;
     let mut limits = Limits::default();
     limits.max_connections = args.max_connections;

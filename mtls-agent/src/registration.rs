@@ -159,12 +159,15 @@ impl Registration {
         })?;
         let mut entries = Vec::with_capacity(shape.entries.len());
         for (i, e) in shape.entries.into_iter().enumerate() {
-            let spiffe_id: SpiffeId = e.spiffe_id.parse().map_err(|err| {
-                bad(format!(
-                    "entry {i}: spiffe_id {:?} is not a SPIFFE ID: {err}",
-                    e.spiffe_id
-                ))
-            })?;
+            // mtls-core's strict parser (go-spiffe's rules): nothing lower-cased or ignored.
+            let spiffe_id: SpiffeId = mtls_core::SpiffeId::new(&e.spiffe_id)
+                .map(Into::into)
+                .map_err(|err| {
+                    bad(format!(
+                        "entry {i}: spiffe_id {:?} is not a SPIFFE ID: {err}",
+                        e.spiffe_id
+                    ))
+                })?;
             let s = &e.selectors;
             if s.uid.is_none() && s.gid.is_none() && s.exe.is_none() && s.sds_node_id.is_none() {
                 return Err(bad(format!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use mtls_certs::{
     CertificateSigningRequest, CertificateSummary, CsrPolicy, KeyAlgorithm, LeafParams, Profile,
-    RenewalPolicy, SanPolicy, SubjectAltName, TrustDomain, Usage, parse_spiffe_id,
+    RenewalPolicy, SanPolicy, SubjectAltName, Usage,
 };
 use time::OffsetDateTime;
 
@@ -175,7 +175,8 @@ fn issue(a: IssueArgs) -> CliResult {
         .with_key_algorithm(a.key_alg)
         .valid_for(a.ttl);
     if let Some(id) = &a.spiffe_id {
-        params = params.with_spiffe_id(parse_spiffe_id(id)?);
+        let id = mtls_core::SpiffeId::new(id).map_err(|e| format!("--spiffe-id: {e}"))?;
+        params = params.with_spiffe_id(id.into());
     }
     if let Some(cn) = a.cn {
         params = params.with_common_name(cn);
@@ -201,8 +202,9 @@ fn sign_csr(a: SignCsrArgs) -> CliResult {
     let csr = CertificateSigningRequest::from_pem(&read_text(&a.csr)?)?;
     let mut policy = CsrPolicy::new(a.profile.into()).valid_for(a.ttl);
     if let Some(td) = &a.trust_domain {
-        let td = TrustDomain::new(td).map_err(|e| format!("invalid trust domain {td:?}: {e}"))?;
-        policy = policy.with_san_policy(SanPolicy::SpiffeTrustDomain(td));
+        // mtls-core's strict parser: an upper-case or malformed trust domain is refused.
+        let td = mtls_core::TrustDomain::new(td).map_err(|e| format!("--trust-domain: {e}"))?;
+        policy = policy.with_san_policy(SanPolicy::SpiffeTrustDomain(td.into()));
     }
     if a.strip_ca {
         policy = policy.stripping_ca_requests();

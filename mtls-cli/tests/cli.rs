@@ -515,3 +515,81 @@ fn errors_name_expected_and_found() {
     );
     assert!(err.contains("unknown cfssl usage \"server auht\""), "{err}");
 }
+
+/// Issue 13 item 3: `--spiffe-id` and `--trust-domain` go through mtls-core's strict
+/// parser — refused with the reason, never lower-cased or trimmed.
+#[test]
+fn spiffe_flags_are_parsed_strictly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    mtls_ok(d, &["ca", "init", "--out", "ca"]);
+    for (bad, why) in [
+        ("spiffe://Example.org/web", "lower case"),
+        ("SPIFFE://example.org/web", "scheme"),
+        ("spiffe://example.org/web/", "trailing slash"),
+    ] {
+        let err = mtls_err(
+            d,
+            &[
+                "cert",
+                "issue",
+                "--ca",
+                "ca",
+                "--out",
+                "certs",
+                "--name",
+                "w",
+                "--profile",
+                "svid",
+                "--spiffe-id",
+                bad,
+            ],
+        );
+        assert!(
+            err.contains("--spiffe-id") && err.contains(why),
+            "{bad}: {err}"
+        );
+    }
+    let (ok, out) = openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "w-key.pem",
+            "-subj",
+            "/CN=w",
+            "-addext",
+            "subjectAltName=URI:spiffe://example.org/w",
+            "-out",
+            "w.csr",
+        ],
+    );
+    assert!(ok, "{out}");
+    for (bad, why) in [
+        ("Example.org", "lower case"),
+        ("spiffe://example.org/", "trailing slash"),
+    ] {
+        let err = mtls_err(
+            d,
+            &[
+                "cert",
+                "sign-csr",
+                "--ca",
+                "ca",
+                "--trust-domain",
+                bad,
+                "w.csr",
+            ],
+        );
+        assert!(
+            err.contains("--trust-domain") && err.contains(why),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use spiffe::{SpiffeId, TrustDomain};
+use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// Decides whether a verified peer SPIFFE ID is allowed.
 ///
@@ -12,7 +12,7 @@ use spiffe::{SpiffeId, TrustDomain};
 ///
 /// ```
 /// use mtls_core::Authorizer;
-/// use spiffe::SpiffeId;
+/// use mtls_core::SpiffeId;
 /// let only_web = |id: &SpiffeId| id.path().ends_with("/sa/web");
 /// assert!(only_web.authorize(&SpiffeId::new("spiffe://example.org/ns/a/sa/web")?));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -41,7 +41,7 @@ where
 ///
 /// ```
 /// use mtls_core::{Authorize, Authorizer};
-/// use spiffe::{SpiffeId, TrustDomain};
+/// use mtls_core::{SpiffeId, TrustDomain};
 /// let policy = Authorize::member_of(TrustDomain::new("example.org")?)
 ///     .and(Authorize::path_prefix("/ns/prod"));
 /// assert!(policy.authorize(&SpiffeId::new("spiffe://example.org/ns/prod/sa/web")?));
@@ -160,7 +160,7 @@ impl Authorize {
     ///
     /// ```
     /// # use mtls_core::{Authorize, Authorizer};
-    /// let a = Authorize::custom("a web workload", |id: &spiffe::SpiffeId| id.path().ends_with("/web"));
+    /// let a = Authorize::custom("a web workload", |id: &mtls_core::SpiffeId| id.path().ends_with("/web"));
     /// assert_eq!(a.describe(), "a web workload");
     /// ```
     pub fn custom(description: impl Into<String>, authorizer: impl Authorizer) -> Self {
@@ -173,7 +173,7 @@ impl Authorize {
     ///
     /// ```
     /// # use mtls_core::{Authorize, Authorizer};
-    /// let a = Authorize::any().and(|id: &spiffe::SpiffeId| id.path() == "/x");
+    /// let a = Authorize::any().and(|id: &mtls_core::SpiffeId| id.path() == "/x");
     /// assert!(!a.authorize(&"spiffe://td/y".parse()?));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use spiffe::SpiffeId;
+use crate::spiffe_id::SpiffeId;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
@@ -194,17 +194,11 @@ pub(crate) fn parse_svid_id(uri: &str) -> Result<SpiffeId> {
         presented: uri.to_owned(),
         reason,
     };
-    let id = SpiffeId::new(uri).map_err(|e| invalid(e.to_string()))?;
-    // The spiffe crate lower-cases the scheme and trust domain; the spec allows only the
-    // canonical (lower-case) form, so anything it had to rewrite is refused.
-    if id.to_string() != uri {
-        return Err(invalid(format!(
-            "not in canonical form (scheme and trust domain must be lower case: {id})"
-        )));
-    }
-    if uri.len() > 2048 {
-        return Err(invalid("longer than 2048 bytes".to_owned()));
-    }
+    // The one strict parser (go-spiffe's rules), as for IDs in configuration.
+    let id = SpiffeId::new(uri).map_err(|e| match e {
+        Error::InvalidSpiffeId { reason, .. } => invalid(reason),
+        other => invalid(other.to_string()),
+    })?;
     if id.path().is_empty() {
         return Err(invalid(
             "an X509-SVID must not carry the trust domain's root ID (empty path)".to_owned(),
@@ -267,7 +261,7 @@ mod tests {
     fn svid_ids_must_be_canonical_and_non_root() {
         assert!(parse_svid_id("spiffe://example.org/a").is_ok());
         let e = parse_svid_id("spiffe://Example.org/a").unwrap_err();
-        assert!(e.to_string().contains("canonical"), "{e}");
+        assert!(e.to_string().contains("lower case"), "{e}");
         let e = parse_svid_id("spiffe://example.org").unwrap_err();
         assert!(e.to_string().contains("root ID"), "{e}");
         let e = parse_svid_id("spiffe://example.org/a/../b").unwrap_err();

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::spiffe_id::SpiffeId;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use spiffe::SpiffeId;
 
 use crate::cert::{LeafInfo, serial_hex};
 use crate::error::{Error, Result};

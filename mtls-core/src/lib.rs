@@ -123,8 +123,11 @@
 //! - `rustls-pki-types` — DER/PEM certificate and key types (PEM parsing via `PemObject`).
 //! - `rustls-webpki` — chain building, validity and CRL checks (the same code rustls uses).
 //! - `x509-parser` — reading SANs, basic constraints and key usage that webpki does not expose.
-//! - `spiffe` — `SpiffeId` / `TrustDomain` parsing; with `workload-api`, its `X509Source`
-//!   (Workload API client over tonic, no TLS stack of its own).
+//! - `spiffe` — the SPIFFE ID types behind ours ([`SpiffeId`] and [`TrustDomain`] wrap them
+//!   and parse with go-spiffe's rules, which the `spiffe` crate's own parser relaxes: it
+//!   lower-cases and ignores what go-spiffe refuses; convert with `From`/`TryFrom` or
+//!   `as_spiffe()`); with `workload-api`, its `X509Source` (Workload API client over tonic,
+//!   no TLS stack of its own).
 //! - `arc-swap` — lock-free reads of the current identity/bundle on every handshake.
 //! - `tokio` (`sync` only) — `watch` channels that announce rotations to subscribers.
 //! - `regex` — Envoy `safe_regex` matchers.
@@ -145,6 +148,7 @@ mod policy;
 mod san;
 mod server;
 mod source;
+mod spiffe_id;
 mod string_matcher;
 mod trust;
 mod verify;
@@ -172,5 +176,4 @@ pub use workload::{
     WorkloadApiSourceBuilder,
 };
 
-/// Re-exported so callers can name SPIFFE IDs without another dependency line.
-pub use spiffe::{SpiffeId, TrustDomain};
+pub use spiffe_id::{SpiffeId, TrustDomain};

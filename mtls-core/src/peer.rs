@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::spiffe_id::SpiffeId;
 use rustls_pki_types::CertificateDer;
-use spiffe::SpiffeId;
 
 use crate::cert::{LeafInfo, rfc3339, serial_hex};
 use crate::error::{Error, Result};

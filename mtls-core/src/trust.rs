@@ -6,9 +6,9 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::spiffe_id::TrustDomain;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
-use spiffe::TrustDomain;
 use webpki::{CertRevocationList, OwnedCertRevocationList};
 
 use crate::error::{Error, Result};

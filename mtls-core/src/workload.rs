@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use spiffe::{SpiffeId, X509Source, X509Svid};
+use spiffe::{X509Source, X509Svid};
+
+use crate::spiffe_id::{SpiffeId, TrustDomain};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -78,7 +80,7 @@ struct ById(SpiffeId);
 
 impl spiffe::x509_source::SvidPicker for ById {
     fn pick_svid(&self, svids: &[Arc<X509Svid>]) -> Option<usize> {
-        svids.iter().position(|s| s.spiffe_id() == &self.0)
+        svids.iter().position(|s| &self.0 == s.spiffe_id())
     }
 }
 
@@ -248,6 +250,7 @@ fn snapshot(source: &X509Source) -> std::result::Result<(Identity, TrustBundle),
             .authorities()
             .iter()
             .map(|c| CertificateDer::from(c.as_bytes().to_vec()));
+        let td = TrustDomain::try_from(td.clone()).map_err(|e| e.to_string())?;
         trust = trust
             .with_domain_der(td.clone(), certs)
             .map_err(|e| format!("bundle of {td}: {e}"))?;

@@ -104,7 +104,7 @@ impl AgentIdentities {
         let registration = registration(policy, &intruder_id, &state)?;
         let agent = Agent::start(
             AgentConfig::new(
-                policy.trust_domain.clone(),
+                policy.trust_domain.clone().into(),
                 dir.join("workload.sock"),
                 registration,
             )
@@ -238,7 +238,8 @@ impl WorkloadIdentities for AgentIdentities {
     }
 
     fn issued_serial(&self, workload: Workload) -> Option<String> {
-        self.agent.serial_of(&self.spiffe_id(workload).ok()?)
+        self.agent
+            .serial_of(self.spiffe_id(workload).ok()?.as_spiffe())
     }
 }
 
@@ -270,15 +271,15 @@ fn registration(policy: &MeshPolicy, intruder: &SpiffeId, owned: &Path) -> Resul
     };
     let client = client_id(policy)?;
     Ok(Registration::new([
-        Entry::new(policy.server_id.clone(), process.clone()),
-        Entry::new(client.clone(), process.clone()),
-        Entry::new(intruder.clone(), process),
+        Entry::new(policy.server_id.clone().into(), process.clone()),
+        Entry::new(client.clone().into(), process.clone()),
+        Entry::new(intruder.clone().into(), process),
         Entry::new(
-            policy.server_id.clone(),
+            policy.server_id.clone().into(),
             Selectors::sds_node_id(SERVER_SIDECAR_NODE_ID).with_uid(uid),
         ),
         Entry::new(
-            client,
+            client.into(),
             Selectors::sds_node_id(CLIENT_SIDECAR_NODE_ID).with_uid(uid),
         ),
     ]))

@@ -92,7 +92,8 @@ impl MeshPki {
             &intermediate,
             &dir,
             "bookstore",
-            LeafParams::svid(policy.server_id.clone()).with_dns_name(policy.service_name.clone()),
+            LeafParams::svid(policy.server_id.clone().into())
+                .with_dns_name(policy.service_name.clone()),
             &policy.server_id,
         )?;
         let client_id = policy
@@ -103,14 +104,14 @@ impl MeshPki {
             &intermediate,
             &dir,
             "client",
-            LeafParams::svid(client_id.clone()),
+            LeafParams::svid(client_id.clone().into()),
             client_id,
         )?;
         let intruder = issue(
             &intermediate,
             &dir,
             "intruder",
-            LeafParams::svid(intruder_id.clone()),
+            LeafParams::svid(intruder_id.clone().into()),
             &intruder_id,
         )?;
 
