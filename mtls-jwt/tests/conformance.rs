@@ -289,3 +289,31 @@ fn a_cache_hit_still_runs_the_custom_checks() {
     revoked.store(false, Ordering::SeqCst);
     v.validate_now(&token).unwrap();
 }
+
+/// Two Envoy-parity rows (ENVOY-PARITY.md) where mtls-jwt is the stricter side: an
+/// unknown `crit` parameter and trailing bytes after the signature are refused.
+#[test]
+fn unknown_crit_and_trailing_signature_bytes_are_refused() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let v = validator(&key).build().unwrap();
+    let payload = json!({"exp": now() + 300}).to_string();
+    let header = json!({"alg": "ES256", "kid": key.kid(), "crit": ["x-custom"], "x-custom": 1});
+    let err = v
+        .validate_now(&signed(
+            &key,
+            header.to_string().as_bytes(),
+            payload.as_bytes(),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, Error::UnsupportedCritical { .. }), "{err}");
+
+    let good = key.mint(&TokenSpec::new(Duration::from_secs(60))).unwrap();
+    v.validate_now(&good).unwrap();
+    let (input, sig) = good.rsplit_once('.').unwrap();
+    let mut bytes = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    bytes.push(0);
+    let err = v
+        .validate_now(&format!("{input}.{}", b64(&bytes)))
+        .unwrap_err();
+    assert!(matches!(err, Error::BadSignature), "{err}");
+}
