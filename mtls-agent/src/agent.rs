@@ -1,6 +1,5 @@
 //! Configuration, start-up and the running agent.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::conn::{self, Admission, Socket, TrackCallsLayer};
 use crate::error::{Error, Result};
+use crate::files::BoundSocket;
 use crate::issuer::{self, Issuer};
 use crate::limits::{Limits, MAX_LOCAL_ERROR_RESETS, MAX_PENDING_ACCEPT_RESETS, RECEIVE_WINDOW};
 use crate::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
@@ -86,6 +86,12 @@ impl AgentConfig {
 
     /// Keep the CA (`ca.pem`, `ca-key.pem`) and JWT key (`jwt-key.pem`) here, created on
     /// first run (keys mode 0600) and reused after.
+    ///
+    /// The directory must be the agent's own: owned by its effective uid, not writable by
+    /// group or others, under parents only root or the agent can change (sticky ones such as
+    /// `/tmp` are fine). Otherwise [`Agent::start`] refuses with
+    /// [`Error::InsecurePath`](crate::Error::InsecurePath) naming the path and the fix —
+    /// another user's directory could hold *their* CA. A missing directory is created 0700.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.state_dir = Some(dir.into());
         self
@@ -129,7 +135,13 @@ impl AgentConfig {
     }
 }
 
-/// A running agent. Dropping it stops serving and removes its socket files.
+/// A running agent. Dropping it stops serving and removes its socket files (only if the
+/// paths still name the sockets it bound).
+///
+/// Each socket's directory must be the agent's own, like the
+/// [state directory](AgentConfig::state_dir) (a missing one is created 0755, so that every
+/// local user can reach the socket); a socket path another process is serving makes
+/// [`Agent::start`] fail instead of taking it over.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -147,8 +159,8 @@ impl AgentConfig {
 #[derive(Debug)]
 pub struct Agent {
     issuer: Arc<Issuer>,
-    workload_socket: PathBuf,
-    sds_socket: Option<PathBuf>,
+    workload_socket: BoundSocket,
+    sds_socket: Option<BoundSocket>,
     registration_file: Option<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -195,10 +207,17 @@ impl Agent {
             config.registration,
         )?;
 
+        // Bind both sockets before serving either: a failed start leaves no socket behind
+        // (the guards remove what was bound).
+        let (listener, workload_socket) =
+            crate::files::bind(&config.workload_socket, "the Workload API socket")?;
+        let sds_bound = match &config.sds_socket {
+            Some(path) => Some(crate::files::bind(path, "the SDS socket")?),
+            None => None,
+        };
         let mut tasks = Vec::new();
         let limits = Arc::new(config.limits);
         let admission = Admission::new(&limits);
-        let listener = bind(&config.workload_socket, "binding the Workload API socket")?;
         let workload = SpiffeWorkloadApiServer::new(WorkloadApi {
             issuer: Arc::clone(&issuer),
             limits: Arc::clone(&limits),
@@ -219,8 +238,8 @@ impl Agent {
             ),
             "Workload API",
         ));
-        if let Some(path) = &config.sds_socket {
-            let listener = bind(path, "binding the SDS socket")?;
+        let sds_socket = match sds_bound {
+            Some((listener, bound)) => {
             let sds = SecretDiscoveryServiceServer::new(Sds {
                 issuer: Arc::clone(&issuer),
                 limits: Arc::clone(&limits),
@@ -239,7 +258,10 @@ impl Agent {
                 ),
                 "SDS",
             ));
-        }
+                Some(bound)
+            }
+            None => None,
+        };
         tasks.push(tokio::spawn(issuer::rotation_task(Arc::clone(&issuer))));
         tracing::info!(
             trust_domain = %config.trust_domain,
@@ -252,8 +274,8 @@ impl Agent {
         );
         Ok(Self {
             issuer,
-            workload_socket: config.workload_socket,
-            sds_socket: config.sds_socket,
+            workload_socket,
+            sds_socket,
             registration_file: config.registration_file,
             tasks,
         })
@@ -306,17 +328,17 @@ impl Agent {
 
     /// The Workload API endpoint as workloads spell it: `unix:///path`.
     pub fn workload_endpoint(&self) -> String {
-        format!("unix://{}", absolute(&self.workload_socket).display())
+        format!("unix://{}", absolute(self.workload_socket.path()).display())
     }
 
     /// The Workload API socket path.
     pub fn workload_socket(&self) -> &Path {
-        &self.workload_socket
+        self.workload_socket.path()
     }
 
     /// The SDS socket path, if SDS is served.
     pub fn sds_socket(&self) -> Option<&Path> {
-        self.sds_socket.as_deref()
+        self.sds_socket.as_ref().map(BoundSocket::path)
     }
 }
 
@@ -325,10 +347,7 @@ impl Drop for Agent {
         for t in &self.tasks {
             t.abort();
         }
-        let _ = std::fs::remove_file(&self.workload_socket);
-        if let Some(p) = &self.sds_socket {
-            let _ = std::fs::remove_file(p);
-        }
+        // The BoundSocket fields remove their files when dropped after this.
     }
 }
 
@@ -338,32 +357,6 @@ fn absolute(p: &Path) -> PathBuf {
     } else {
         std::env::current_dir().map_or_else(|_| p.to_owned(), |d| d.join(p))
     }
-}
-
-/// Binds a Unix socket, replacing a stale socket file (never another kind of file), and
-/// opens it to every local user (callers are told apart by their credentials, as SPIRE does).
-fn bind(path: &Path, what: &'static str) -> Result<UnixListener> {
-    let io = |source| Error::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    };
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path).map_err(io)?;
-        } else {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket; expected a free path or a stale socket",
-            )));
-        }
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let listener = UnixListener::bind(path).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
-    Ok(listener)
 }
 
 /// A tonic server with every HTTP/2 limit set on purpose (see [`Limits`]).

@@ -19,6 +19,8 @@ pub(crate) fn caller_of<T>(request: &Request<T>, sds_node_id: Option<String>) ->
         gid: cred.map(|c| c.gid()),
         pid,
         exe: pid.and_then(exe_of),
+        exe_file: pid.and_then(exe_file_of),
+        exe_sha256: None,
         sds_node_id,
     }
 }
@@ -26,4 +28,12 @@ pub(crate) fn caller_of<T>(request: &Request<T>, sds_node_id: Option<String>) ->
 /// The executable of `pid` (Linux `/proc`; `None` elsewhere or when unreadable).
 fn exe_of(pid: i32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Device and inode of the executable of `pid`.
+fn exe_file_of(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }

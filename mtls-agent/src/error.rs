@@ -23,6 +23,17 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A directory or socket path another local user could control, or a socket another
+    /// process serves: the agent refuses to use it.
+    #[error("{what} {path} {reason}")]
+    InsecurePath {
+        /// What the path is for (e.g. "state directory").
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it and how to fix it.
+        reason: String,
+    },
     /// The registration file is not valid.
     #[error("registration {path}: {reason}")]
     Registration {

@@ -79,8 +79,14 @@ impl Issuer {
         trust_domain: TrustDomain,
         svid_ttl: Duration,
         jwt_ttl: Duration,
-        registration: Registration,
+        mut registration: Registration,
     ) -> Result<Arc<Self>> {
+        registration
+            .prepare()
+            .map_err(|reason| Error::Registration {
+                path: "<given in code>".into(),
+                reason,
+            })?;
         registration.check_trust_domain(&trust_domain)?;
         let first = issue_all(&ca, &jwt_key, &trust_domain, svid_ttl, &registration, 1)?;
         let (tx, _) = watch::channel(Arc::new(first));
@@ -281,14 +287,10 @@ pub(crate) fn load_or_create_state(
     state_dir: &Path,
     trust_domain: &TrustDomain,
 ) -> Result<(CertificateAuthority, SigningKey)> {
-    std::fs::create_dir_all(state_dir).map_err(|source| Error::Io {
-        what: "creating the state directory",
-        path: state_dir.to_owned(),
-        source,
-    })?;
+    crate::files::secure_dir(state_dir, crate::files::STATE_DIR_MODE, "state directory")?;
     let ca_cert = state_dir.join("ca.pem");
     let ca_key = state_dir.join("ca-key.pem");
-    let ca = if ca_cert.exists() {
+    let ca = if crate::files::exists(&ca_cert) {
         load_ca(&ca_cert, &ca_key)?
     } else {
         let ca = new_ca(trust_domain)?;
@@ -298,7 +300,7 @@ pub(crate) fn load_or_create_state(
         ca
     };
     let jwt_path = state_dir.join("jwt-key.pem");
-    let jwt_key = if jwt_path.exists() {
+    let jwt_key = if crate::files::exists(&jwt_path) {
         let pem = read(&jwt_path, "reading the JWT signing key")?;
         SigningKey::from_pem(&pem)?
     } else {
@@ -326,11 +328,7 @@ pub(crate) fn load_ca(cert: &Path, key: &Path) -> Result<CertificateAuthority> {
 }
 
 fn read(path: &Path, what: &'static str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    })
+    crate::files::read_nofollow(path, what)
 }
 
 /// Rotates at half-life, restarting the clock whenever a snapshot is published.

@@ -55,7 +55,7 @@
 //!   - spiffe_id: spiffe://bookstore.local/web
 //!     selectors: { uid: 1000 }
 //!   - spiffe_id: spiffe://bookstore.local/envoy
-//!     selectors: { sds_node_id: web-sidecar }
+//!     selectors: { uid: 1001, sds_node_id: web-sidecar }
 //! "#)?;
 //! let agent = Agent::start(
 //!     AgentConfig::new("bookstore.local".parse()?, "/tmp/mtls-agent/workload.sock", registration)
@@ -102,6 +102,7 @@ mod authority;
 mod caller;
 mod conn;
 mod error;
+mod files;
 mod issuer;
 mod limits;
 mod logging;

@@ -1,6 +1,7 @@
 //! Which SPIFFE IDs a caller is entitled to: registration entries with selectors on the Unix
 //! peer credentials and Envoy's SDS node id.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -16,15 +17,27 @@ use crate::error::{Error, Result};
 ///     selectors: { uid: 1000 }                 # any process of uid 1000
 ///   - spiffe_id: spiffe://bookstore.local/bookstore
 ///     selectors: { uid: 1001, exe: /usr/local/bin/bookstore-server }
-///   - spiffe_id: spiffe://bookstore.local/envoy/web
-///     selectors: { sds_node_id: web-sidecar }   # Envoy whose node.id is web-sidecar
+///   - spiffe_id: spiffe://bookstore.local/envoy/web   # the Envoy of uid 1002 whose node.id
+///     selectors: { uid: 1002, sds_node_id: web-sidecar }   # is web-sidecar
+///   - spiffe_id: spiffe://bookstore.local/tool
+///     selectors: { sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 }
 /// ```
 ///
 /// An entry matches a caller when **all** its selectors match (at least one is required).
 /// A caller gets every matching entry's SPIFFE ID, in file order; the first is its default
 /// SVID. Entries with `sds_node_id` only match SDS callers (Envoy), since the Workload API
-/// has no node id. `sds_node_id` is what the caller *claims*: combine it with `uid` when
-/// other local users must not obtain that identity.
+/// has no node id.
+///
+/// `uid`, `gid`, `exe` and `sha256` are attested by the kernel; `sds_node_id` is only what
+/// the caller *claims*, so an entry with no other selector would hand its key to any local
+/// process: it is refused at load unless the entry says `insecure: true` (then the agent
+/// logs a warning at every load).
+///
+/// `exe` is resolved (symlinks followed) when the registration is loaded and compared by
+/// device and inode, not by name: a caller matches when `/proc/<pid>/exe` *is* that file —
+/// a bind mount over the path in another mount namespace, or a copy elsewhere, does not.
+/// An `exe` that does not exist at load is kept (it may be installed later) with a warning.
+/// `sha256` (hex) matches an executable by content, wherever it lies.
 ///
 /// ```
 /// let reg = mtls_agent::Registration::from_yaml(r#"
@@ -49,6 +62,9 @@ pub struct Entry {
     pub spiffe_id: SpiffeId,
     /// Who gets it.
     pub selectors: Selectors,
+    /// Accept selectors that attest nothing (only `sds_node_id`, which any local process
+    /// can claim). Off by default; see [`Registration`].
+    pub insecure: bool,
 }
 
 /// Selectors of an [`Entry`]; every one that is set must match.
@@ -60,9 +76,12 @@ pub struct Selectors {
     pub uid: Option<u32>,
     /// Unix group id of the calling process.
     pub gid: Option<u32>,
-    /// Path of the calling process's executable (`/proc/<pid>/exe`).
+    /// The calling process's executable: this file (device and inode of the path, symlinks
+    /// resolved at load), as `/proc/<pid>/exe` shows it.
     pub exe: Option<PathBuf>,
-    /// Envoy's `node.id` on an SDS stream.
+    /// SHA-256 of the calling process's executable, lowercase hex.
+    pub sha256: Option<String>,
+    /// Envoy's `node.id` on an SDS stream (claimed by the caller, not attested).
     pub sds_node_id: Option<String>,
 }
 
@@ -75,8 +94,13 @@ pub struct Caller {
     pub gid: Option<u32>,
     /// Process id.
     pub pid: Option<i32>,
-    /// Executable path, from `/proc/<pid>/exe`.
+    /// Executable path, from `/proc/<pid>/exe` (for logs; `exe` selectors compare
+    /// [`exe_file`](Self::exe_file)).
     pub exe: Option<PathBuf>,
+    /// Device and inode of the executable (`stat` of `/proc/<pid>/exe`).
+    pub exe_file: Option<(u64, u64)>,
+    /// SHA-256 of the executable, lowercase hex (computed only when an entry selects on it).
+    pub exe_sha256: Option<String>,
     /// Envoy node id (SDS only).
     pub sds_node_id: Option<String>,
 }
@@ -116,6 +140,8 @@ struct EntryShape {
     spiffe_id: String,
     #[serde(default)]
     selectors: Selectors,
+    #[serde(default)]
+    insecure: bool,
 }
 
 impl Registration {
@@ -154,7 +180,7 @@ impl Registration {
         };
         let shape: FileShape = serde_yaml_ng::from_str(text).map_err(|e| {
             bad(format!(
-                "{e}; expected `entries: [{{spiffe_id, selectors: {{uid, gid, exe, sds_node_id}}}}]`"
+                "{e}; expected `entries: [{{spiffe_id, selectors: {{uid, gid, exe, sha256, sds_node_id}}, insecure}}]`"
             ))
         })?;
         let mut entries = Vec::with_capacity(shape.entries.len());
@@ -168,18 +194,81 @@ impl Registration {
                         e.spiffe_id
                     ))
                 })?;
-            let s = &e.selectors;
-            if s.uid.is_none() && s.gid.is_none() && s.exe.is_none() && s.sds_node_id.is_none() {
-                return Err(bad(format!(
-                    "entry {i} ({spiffe_id}) has no selectors; expected at least one of uid, gid, exe, sds_node_id"
-                )));
-            }
             entries.push(Entry {
                 spiffe_id,
                 selectors: e.selectors,
+                insecure: e.insecure,
             });
         }
-        Ok(Self { entries })
+        let mut registration = Self { entries };
+        registration.prepare().map_err(bad)?;
+        Ok(registration)
+    }
+
+    /// Checks every entry (selectors given, attested, well-formed), resolves `exe` paths
+    /// and warns about entries that cannot match. Done at every load, including for
+    /// entries given in code (by [`Agent::start`](crate::Agent::start)).
+    pub(crate) fn prepare(&mut self) -> std::result::Result<(), String> {
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            let id = &e.spiffe_id;
+            let s = &mut e.selectors;
+            if s.uid.is_none()
+                && s.gid.is_none()
+                && s.exe.is_none()
+                && s.sha256.is_none()
+                && s.sds_node_id.is_none()
+            {
+                return Err(format!(
+                    "entry {i} ({id}) has no selectors; expected at least one of uid, gid, exe, sha256, sds_node_id"
+                ));
+            }
+            if let Some(hash) = &mut s.sha256 {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "entry {i} ({id}): sha256 {hash:?} is not a SHA-256; expected 64 hex digits (`sha256sum <binary>`)"
+                    ));
+                }
+                hash.make_ascii_lowercase();
+            }
+            let attested =
+                s.uid.is_some() || s.gid.is_some() || s.exe.is_some() || s.sha256.is_some();
+            if !attested {
+                if !e.insecure {
+                    return Err(format!(
+                        "entry {i} ({id}) selects only on sds_node_id, which any local process can claim, \
+                         so any local user would get this identity's private key; expected also uid \
+                         (and optionally exe or sha256) of the Envoy, or `insecure: true` on the entry \
+                         to accept that"
+                    ));
+                }
+                tracing::warn!(entry = i, spiffe_id = %id,
+                    "INSECURE registration entry: only sds_node_id, which any local process can claim; \
+                     every local user can obtain this identity and its private key");
+            }
+            if let Some(exe) = &mut s.exe {
+                match std::fs::canonicalize(&*exe) {
+                    Ok(real) => {
+                        if real != *exe {
+                            tracing::info!(entry = i, spiffe_id = %id, exe = %exe.display(),
+                                resolved = %real.display(), "exe selector: symlinks resolved");
+                        }
+                        *exe = real;
+                    }
+                    Err(err) => tracing::warn!(entry = i, spiffe_id = %id, exe = %exe.display(),
+                        error = %err, "exe selector names no file: this entry cannot match until it exists"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any entry selects on the executable's SHA-256 (which then is computed).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "caller attestation computes SHA-256 next")
+    )]
+    pub(crate) fn wants_sha256(&self) -> bool {
+        self.entries.iter().any(|e| e.selectors.sha256.is_some())
     }
 
     /// The entries, in file order.
@@ -260,9 +349,16 @@ impl Selectors {
         self
     }
 
-    /// Also require this executable path (as `/proc/<pid>/exe` shows it: symlinks resolved).
+    /// Also require this executable (symlinks are resolved when the agent loads the entry;
+    /// the caller's `/proc/<pid>/exe` must be this very file).
     pub fn with_exe(mut self, exe: impl Into<PathBuf>) -> Self {
         self.exe = Some(exe.into());
+        self
+    }
+
+    /// Also require an executable with this SHA-256 (hex, as `sha256sum` prints it).
+    pub fn with_sha256(mut self, hex: impl Into<String>) -> Self {
+        self.sha256 = Some(hex.into());
         self
     }
 
@@ -279,10 +375,16 @@ impl Selectors {
         let any = self.uid.is_some()
             || self.gid.is_some()
             || self.exe.is_some()
+            || self.sha256.is_some()
             || self.sds_node_id.is_some();
         any && eq(self.uid.as_ref(), caller.uid.as_ref())
             && eq(self.gid.as_ref(), caller.gid.as_ref())
-            && eq(self.exe.as_ref(), caller.exe.as_ref())
+            && self.exe.as_ref().is_none_or(|want| {
+                // The file the path names now (an upgraded binary matches new processes).
+                let now = std::fs::metadata(want).ok().map(|m| (m.dev(), m.ino()));
+                now.is_some() && caller.exe_file == now
+            })
+            && eq(self.sha256.as_ref(), caller.exe_sha256.as_ref())
             && eq(self.sds_node_id.as_ref(), caller.sds_node_id.as_ref())
     }
 }
@@ -293,7 +395,15 @@ impl Entry {
         Self {
             spiffe_id,
             selectors,
+            insecure: false,
         }
+    }
+
+    /// Accepts selectors that attest nothing (only `sds_node_id`): every local user can
+    /// then obtain this identity. For throwaway demos only; the agent warns at every load.
+    pub fn insecure(mut self) -> Self {
+        self.insecure = true;
+        self
     }
 }
 
@@ -301,22 +411,38 @@ impl Entry {
 mod tests {
     use super::*;
 
-    const FILE: &str = r#"
+    fn file_id(path: &Path) -> Option<(u64, u64)> {
+        let m = std::fs::metadata(path).unwrap();
+        Some((m.dev(), m.ino()))
+    }
+
+    fn registration(api_exe: &Path) -> Registration {
+        Registration::from_yaml(&format!(
+            r#"
 entries:
   - spiffe_id: spiffe://example.org/web
-    selectors: { uid: 1000 }
+    selectors: {{ uid: 1000 }}
   - spiffe_id: spiffe://example.org/api
-    selectors: { uid: 1000, exe: /usr/bin/api }
+    selectors: {{ uid: 1000, exe: {} }}
   - spiffe_id: spiffe://example.org/envoy
-    selectors: { sds_node_id: sidecar }
-"#;
+    selectors: {{ uid: 1001, sds_node_id: sidecar }}
+"#,
+            api_exe.display()
+        ))
+        .unwrap()
+    }
 
     #[test]
     fn selectors_and_order() {
-        let reg = Registration::from_yaml(FILE).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (api_exe, web_exe) = (dir.path().join("api"), dir.path().join("web"));
+        std::fs::write(&api_exe, "api").unwrap();
+        std::fs::write(&web_exe, "web").unwrap();
+        let reg = registration(&api_exe);
         let web = Caller {
             uid: Some(1000),
-            exe: Some("/usr/bin/web".into()),
+            exe: Some(web_exe.clone()),
+            exe_file: file_id(&web_exe),
             ..Caller::default()
         };
         let ids: Vec<String> = reg
@@ -326,23 +452,83 @@ entries:
             .collect();
         assert_eq!(ids, ["spiffe://example.org/web"]);
         let api = Caller {
-            exe: Some("/usr/bin/api".into()),
+            exe: Some(api_exe.clone()),
+            exe_file: file_id(&api_exe),
             ..web.clone()
         };
         assert_eq!(reg.identities_for(&api).len(), 2);
+        // The path alone (a bind mount over it elsewhere) is not the file.
+        let spoof = Caller {
+            exe: Some(api_exe.clone()),
+            ..web.clone()
+        };
+        assert_eq!(reg.identities_for(&spoof).len(), 1);
         let other = Caller {
             uid: Some(0),
             ..Caller::default()
         };
         assert!(reg.identities_for(&other).is_empty());
-        let envoy = Caller {
+        let claimed = Caller {
             sds_node_id: Some("sidecar".into()),
             ..other
+        };
+        assert!(reg.identities_for(&claimed).is_empty());
+        let envoy = Caller {
+            uid: Some(1001),
+            ..claimed
         };
         assert_eq!(
             reg.identities_for(&envoy)[0].to_string(),
             "spiffe://example.org/envoy"
         );
+    }
+
+    #[test]
+    fn exe_symlinks_are_resolved_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::write(&real, "bin").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let reg = registration(&link);
+        let exe = reg.entries()[1].selectors.exe.clone().unwrap();
+        assert_eq!(exe, std::fs::canonicalize(&real).unwrap());
+    }
+
+    #[test]
+    fn claimed_node_ids_alone_are_refused_unless_insecure() {
+        let only_node =
+            "entries:\n  - spiffe_id: spiffe://x/envoy\n    selectors: {sds_node_id: web}\n";
+        let err = Registration::from_yaml(only_node).unwrap_err().to_string();
+        assert!(err.contains("any local process can claim"), "{err}");
+        assert!(err.contains("expected also uid"), "{err}");
+        let insecure = format!("{only_node}    insecure: true\n");
+        assert!(Registration::from_yaml(&insecure).unwrap().entries()[0].insecure);
+        let mut code = Registration::new([Entry::new(
+            "spiffe://x/envoy".parse().unwrap(),
+            Selectors::sds_node_id("web"),
+        )]);
+        assert!(code.prepare().is_err());
+    }
+
+    #[test]
+    fn sha256_selectors_are_checked_and_normalized() {
+        let hash = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+        let reg = Registration::from_yaml(&format!(
+            "entries:\n  - spiffe_id: spiffe://x/tool\n    selectors: {{sha256: {hash}}}\n"
+        ))
+        .unwrap();
+        assert!(reg.wants_sha256());
+        let caller = Caller {
+            exe_sha256: Some(hash.to_ascii_lowercase()),
+            ..Caller::default()
+        };
+        assert_eq!(reg.identities_for(&caller).len(), 1);
+        let err = Registration::from_yaml(
+            "entries:\n  - spiffe_id: spiffe://x/tool\n    selectors: {sha256: abc}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
     }
 
     #[test]
@@ -363,7 +549,7 @@ entries:
 
     #[test]
     fn trust_domain_is_checked() {
-        let reg = Registration::from_yaml(FILE).unwrap();
+        let reg = registration(Path::new("/nonexistent"));
         assert!(
             reg.check_trust_domain(&"example.org".parse().unwrap())
                 .is_ok()

@@ -171,8 +171,8 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
         return;
     };
     let reg = format!(
-        "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ sds_node_id: {NODE_ID} }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {} }}\n",
-        my_uid()
+        "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ uid: {uid}, sds_node_id: {NODE_ID} }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {uid} }}\n",
+        uid = my_uid()
     );
     let t = TestAgent::start(&reg).await;
     let upstream = echo_server().await;

@@ -51,7 +51,8 @@ fn inline(ds: &Option<mtls_agent::pb::envoy::config::core::v3::DataSource>) -> S
 
 fn registration() -> String {
     format!(
-        "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ sds_node_id: sidecar }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {} }}\n",
+        "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ uid: {}, sds_node_id: sidecar }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {} }}\n",
+        my_uid(),
         my_uid().wrapping_add(1)
     )
 }

@@ -44,12 +44,7 @@ pub fn write_private_key(path: &Path, contents: &str, overwrite: bool) -> Result
             })?;
         return f.write_all(contents.as_bytes()).map_err(io);
     }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
+    let tmp = temporary_beside(path);
     let written = secret_options()
         .create_new(true)
         .open(&tmp)
@@ -63,11 +58,65 @@ pub fn write_private_key(path: &Path, contents: &str, overwrite: bool) -> Result
 }
 
 /// Writes a public file (certificate, CSR): replaced if it exists, mode 0644.
+///
+/// The contents go to a new temporary file beside `path` (created exclusively, so a
+/// symlink planted there is never followed) which is then renamed over `path`: a symlink at
+/// `path` is replaced, not written through, so whoever can write the directory cannot make
+/// the caller create or overwrite a file elsewhere.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("ca.pem");
+/// # #[cfg(unix)] {
+/// // A dangling symlink planted where the certificate goes:
+/// std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path)?;
+/// # }
+/// mtls_certs::write_file(&path, "-----BEGIN CERTIFICATE-----")?;
+/// assert!(!dir.path().join("elsewhere").exists());
+/// assert!(std::fs::symlink_metadata(&path)?.is_file());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn write_file(path: &Path, contents: &str) -> Result<()> {
-    fs::write(path, contents).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let tmp = temporary_beside(path);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o644);
+    }
+    let written = options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    Ok(())
+}
+
+/// A fresh name beside `path` for a file created with `create_new` and renamed over it.
+fn temporary_beside(path: &Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        ".{file_name}.tmp{}.{nanos}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 fn secret_options() -> fs::OpenOptions {

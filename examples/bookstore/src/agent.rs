@@ -97,7 +97,12 @@ impl AgentIdentities {
     pub async fn start(dir: impl AsRef<Path>, policy: &MeshPolicy) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let state = dir.join("state");
-        std::fs::create_dir_all(&state)
+        // The agent trusts only a state directory of its own that nobody else can write.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state)
             .map_err(|e| Error::file("creating the agent's directory", &state, e))?;
         let intruder_id = SpiffeId::new(INTRUDER_ID)
             .map_err(|e| Error::Config(format!("intruder ID {INTRUDER_ID}: {e}")))?;

@@ -247,3 +247,70 @@ pub async fn unix_channel(socket: PathBuf) -> tonic::transport::Channel {
         .await
         .unwrap()
 }
+
+/// Unprivileged uids for local-attacker tests (no passwd entry needed: the uid is set on the
+/// child process with `setpriv`).
+pub const ATTACKER_UID: u32 = 64_101;
+pub const OTHER_UID: u32 = 64_102;
+
+/// Whether a local-attacker test can run (it needs root to act as other users); prints
+/// why it is skipped otherwise.
+pub fn root_or_skip(test: &str) -> bool {
+    let root = my_uid() == 0;
+    if !root {
+        eprintln!("{test}: skipped, needs root to run attackers as other uids (setpriv)");
+    }
+    root
+}
+
+/// `program args…` run as `uid` (same gid, no supplementary groups).
+pub fn as_uid(uid: u32, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(program);
+    cmd
+}
+
+/// A temp dir like /tmp (mode 1777: anyone may create entries, nobody may move others'),
+/// holding `reg.yaml` with `registration`.
+pub fn shared_tmp(registration: &str) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(dir.path().join("reg.yaml"), registration).unwrap();
+    dir
+}
+
+/// The agent binary for `dir/reg.yaml` with the given socket, SDS socket and state paths.
+pub fn agent_binary(dir: &Path, socket: &Path, sds: Option<&Path>, state: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtls-agent"));
+    cmd.args(["--trust-domain", TD])
+        .arg("--registration")
+        .arg(dir.join("reg.yaml"))
+        .arg("--socket")
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(state)
+        .env("RUST_LOG", "info");
+    if let Some(sds) = sds {
+        cmd.arg("--sds-socket").arg(sds);
+    }
+    cmd
+}
+
+/// Waits until `socket` exists (the agent is serving), failing with the log if it exits.
+pub async fn wait_until_serving(socket: &Path, agent: &mut ChildGuard, log: &Path) {
+    eventually(Duration::from_secs(20), "the agent socket", || {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            panic!(
+                "agent exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        socket.exists().then_some(())
+    })
+    .await;
+}
