@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use mtls_certs::CertificateAuthority;
 use mtls_jwt::{Algorithm, SigningKey};
 use spiffe::{SpiffeId, TrustDomain};
-use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
 use crate::conn::{self, Admission, Socket, TrackCallsLayer};
@@ -240,24 +239,24 @@ impl Agent {
         ));
         let sds_socket = match sds_bound {
             Some((listener, bound)) => {
-            let sds = SecretDiscoveryServiceServer::new(Sds {
-                issuer: Arc::clone(&issuer),
-                limits: Arc::clone(&limits),
-            })
-            .max_decoding_message_size(limits.max_sds_request_size);
-            tasks.push(serve(
-                server_builder(&limits).add_service(sds),
-                conn::incoming(
-                    listener,
-                    Socket {
-                        what: "SDS",
-                        rewrite_authority: false,
-                    },
-                    Arc::clone(&admission),
-                    Arc::clone(&limits),
-                ),
-                "SDS",
-            ));
+                let sds = SecretDiscoveryServiceServer::new(Sds {
+                    issuer: Arc::clone(&issuer),
+                    limits: Arc::clone(&limits),
+                })
+                .max_decoding_message_size(limits.max_sds_request_size);
+                tasks.push(serve(
+                    server_builder(&limits).add_service(sds),
+                    conn::incoming(
+                        listener,
+                        Socket {
+                            what: "SDS",
+                            rewrite_authority: false,
+                        },
+                        Arc::clone(&admission),
+                        Arc::clone(&limits),
+                    ),
+                    "SDS",
+                ));
                 Some(bound)
             }
             None => None,

@@ -209,13 +209,15 @@ impl Drop for CallGuard {
     }
 }
 
-/// What tonic puts in each request's extensions: the peer credentials of the real socket
-/// and the connection's call count.
+/// What tonic puts in each request's extensions: the peer of the real socket (credentials
+/// and process, see caller.rs) and the connection's call count.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
     pub(crate) uds: UdsConnectInfo,
     pub(crate) calls: Arc<Calls>,
     pub(crate) admission: Arc<Admission>,
+    /// The process that connected, tracked from accept (caller attestation, caller.rs).
+    pub(crate) peer: crate::caller::Connection,
 }
 
 /// One accepted connection, after the pump, with the credentials of the real socket.
@@ -295,6 +297,8 @@ pub(crate) fn incoming(
                     continue;
                 }
             };
+            // Tracked from accept, before a byte is read (see caller.rs).
+            let peer = crate::caller::Connection::accept(&stream);
             let calls = Calls::new();
             let (ours, theirs) = tokio::io::duplex(16 * 1024);
             tokio::spawn(pump(
@@ -311,6 +315,7 @@ pub(crate) fn incoming(
                     uds,
                     calls,
                     admission: Arc::clone(&admission),
+                    peer,
                 },
             };
             if tx.send(Ok(conn)).await.is_err() {

@@ -263,10 +263,6 @@ impl Registration {
     }
 
     /// Whether any entry selects on the executable's SHA-256 (which then is computed).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "caller attestation computes SHA-256 next")
-    )]
     pub(crate) fn wants_sha256(&self) -> bool {
         self.entries.iter().any(|e| e.selectors.sha256.is_some())
     }

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::caller::caller_of;
+use crate::caller::{Connection, attest_connection};
+use crate::conn::ConnInfo;
 use crate::issuer::{Issuer, Snapshot};
 use crate::limits::Limits;
 use crate::logging::{LogBudget, Shown};
@@ -128,14 +129,26 @@ fn list(ids: &[SpiffeId]) -> String {
 
 impl Sds {
     /// The response for `names`, or the status that refuses them.
+    ///
+    /// The caller is attested afresh each time (see caller.rs): secrets go only to the
+    /// process that connected, while it lives, as its registration stands now.
     fn respond(
         &self,
-        caller: &Caller,
+        connection: &Connection,
+        node: Option<String>,
         names: &[String],
         nonce: u64,
         snapshot: Arc<Snapshot>,
-    ) -> Result<(DiscoveryResponse, Arc<Snapshot>), Status> {
-        let ids = self.issuer.registration().identities_for(caller);
+    ) -> Result<(DiscoveryResponse, Arc<Snapshot>, Caller), Status> {
+        let registration = self.issuer.registration();
+        let caller = attest_connection(connection, &registration, node).map_err(|reason| {
+            if let Some(suppressed) = REFUSED.allow() {
+                tracing::warn!(%reason, names = ?shown_names(names), suppressed, "SDS: no identity issued");
+            }
+            crate::workload::no_identity()
+        })?;
+        let caller = &caller;
+        let ids = registration.identities_for(caller);
         if ids.is_empty() {
             return Err(Status::permission_denied(format!(
                 "no identity issued: no registration entry matches the SDS caller ({caller})"
@@ -159,6 +172,7 @@ impl Sds {
                 control_plane: None,
             },
             snapshot,
+            caller.clone(),
         ))
     }
 }
@@ -181,13 +195,20 @@ impl SecretDiscoveryService for Sds {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let base = caller_of(&request, None);
+        let connection = request
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|info| info.peer.clone())
+            .unwrap_or_default();
         let mut requests = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let sds = self.clone();
         tokio::spawn(async move {
             let mut updates = sds.issuer.subscribe();
-            let mut caller = base;
+            let watched = connection.clone();
+            let exited = async move { watched.exited().await };
+            tokio::pin!(exited);
+            let mut node: Option<String> = None;
             let mut names: Vec<String> = Vec::new();
             let mut sent: Option<u64> = None;
             let mut nonce = 0u64;
@@ -195,14 +216,14 @@ impl SecretDiscoveryService for Sds {
                 let push = tokio::select! {
                     msg = requests.next() => match msg {
                         Some(Ok(req)) => {
-                            if caller.sds_node_id.is_none() {
-                                caller.sds_node_id = req.node.as_ref().map(|n| n.id.clone()).filter(|id| !id.is_empty());
+                            if node.is_none() {
+                                node = req.node.as_ref().map(|n| n.id.clone()).filter(|id| !id.is_empty());
                             }
                             let requested = match requested_names(req.resource_names, &sds.limits) {
                                 Ok(requested) => requested,
                                 Err(status) => {
                                     if let Some(suppressed) = REFUSED.allow() {
-                                        tracing::warn!(%caller, error = %status.message(), suppressed, "SDS request refused");
+                                        tracing::warn!(node = %Shown(node.as_deref().unwrap_or("")), error = %status.message(), suppressed, "SDS request refused");
                                     }
                                     let _ = tx.send(Err(status)).await;
                                     break;
@@ -211,7 +232,7 @@ impl SecretDiscoveryService for Sds {
                             if let Some(err) = &req.error_detail
                                 && let Some(suppressed) = NACKED.allow()
                             {
-                                tracing::warn!(%caller, names = ?shown_names(&requested), nonce = %Shown(&req.response_nonce),
+                                tracing::warn!(node = %Shown(node.as_deref().unwrap_or("")), names = ?shown_names(&requested), nonce = %Shown(&req.response_nonce),
                                     code = err.code, message = %Shown(&err.message), suppressed,
                                     "Envoy rejected (NACK) an SDS response");
                             }
@@ -223,14 +244,21 @@ impl SecretDiscoveryService for Sds {
                                 && req.error_detail.is_none()
                         }
                         Some(Err(e)) => {
-                            tracing::debug!(%caller, error = %e, "SDS stream ended with an error");
+                            tracing::debug!(node = %Shown(node.as_deref().unwrap_or("")), error = %e, "SDS stream ended with an error");
                             break;
                         }
                         None => break,
                     },
+                    // A rotation or a registration reload: re-attested and re-resolved below.
                     changed = updates.changed() => {
                         if changed.is_err() { break }
                         !names.is_empty()
+                    }
+                    () = &mut exited => {
+                                tracing::info!(node = %Shown(node.as_deref().unwrap_or("")), names = ?shown_names(&names),
+                            "SDS stream ended: the process that opened it exited");
+                        let _ = tx.send(Err(crate::workload::no_identity())).await;
+                        break;
                     }
                     () = tx.closed() => break,
                 };
@@ -241,8 +269,8 @@ impl SecretDiscoveryService for Sds {
                 // Mark this snapshot seen *before* answering from it, so a rotation that
                 // lands meanwhile is pushed next.
                 let snapshot = updates.borrow_and_update().clone();
-                match sds.respond(&caller, &names, nonce, snapshot) {
-                    Ok((response, snapshot)) => {
+                match sds.respond(&connection, node.clone(), &names, nonce, snapshot) {
+                    Ok((response, snapshot, caller)) => {
                         tracing::info!(%caller, names = ?shown_names(&names), version = %response.version_info,
                             serials = ?names.iter().filter_map(|n| n.parse::<SpiffeId>().ok())
                                 .filter_map(|id| snapshot.svid(&id).map(|s| s.serial_hex.clone())).collect::<Vec<_>>(),
@@ -254,7 +282,7 @@ impl SecretDiscoveryService for Sds {
                     }
                     Err(status) => {
                         if let Some(suppressed) = REFUSED.allow() {
-                            tracing::warn!(%caller, names = ?shown_names(&names), error = %status.message(), suppressed,
+                            tracing::warn!(node = %Shown(node.as_deref().unwrap_or("")), names = ?shown_names(&names), error = %status.message(), suppressed,
                                 "SDS request refused");
                         }
                         let _ = tx.send(Err(status)).await;
@@ -276,9 +304,14 @@ impl SecretDiscoveryService for Sds {
             .as_ref()
             .map(|n| n.id.clone())
             .filter(|id| !id.is_empty());
-        let caller = caller_of(&request, node);
+        let connection = request
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|info| info.peer.clone())
+            .unwrap_or_default();
         let names = requested_names(request.into_inner().resource_names, &self.limits)?;
-        let (response, _) = self.respond(&caller, &names, 0, self.issuer.current())?;
+        let (response, _, caller) =
+            self.respond(&connection, node, &names, 0, self.issuer.current())?;
         tracing::info!(%caller, names = ?shown_names(&names), version = %response.version_info, "SDS secrets fetched");
         Ok(Response::new(response))
     }

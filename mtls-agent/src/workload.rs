@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::caller::caller_of;
+use crate::caller::{Connection, attest_connection};
+use crate::conn::ConnInfo;
 use crate::issuer::{Issuer, Snapshot};
 use crate::limits::Limits;
 use crate::logging::{LogBudget, Shown};
@@ -49,22 +50,51 @@ fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
     }
 }
 
+/// What a caller no longer (or never) entitled to an identity is told (SPIFFE Workload API:
+/// PERMISSION_DENIED; the log says why).
+pub(crate) fn no_identity() -> Status {
+    Status::permission_denied("no identity issued")
+}
+
+/// Attests the caller of `connection` against the current registration: its SPIFFE IDs, or
+/// why it has none (for the log).
+fn entitled(issuer: &Issuer, connection: &Connection) -> Result<(Caller, Vec<SpiffeId>), String> {
+    let registration = issuer.registration();
+    let caller = attest_connection(connection, &registration, None)?;
+    let ids = registration.identities_for(&caller);
+    if ids.is_empty() {
+        return Err(format!(
+            "no registration entry matches the caller ({caller})"
+        ));
+    }
+    Ok((caller, ids))
+}
+
 impl WorkloadApi {
     /// Header check, caller attestation, and its SPIFFE IDs (PERMISSION_DENIED if none).
-    fn admit<T>(&self, request: &Request<T>, rpc: &str) -> Result<(Caller, Vec<SpiffeId>), Status> {
+    fn admit<T>(
+        &self,
+        request: &Request<T>,
+        rpc: &str,
+    ) -> Result<(Connection, Caller, Vec<SpiffeId>), Status> {
         check_header(request)?;
-        let caller = caller_of(request, None);
-        let ids = self.issuer.registration().identities_for(&caller);
-        if ids.is_empty() {
-            if let Some(suppressed) = UNMATCHED.allow() {
-                tracing::warn!(%caller, rpc, suppressed, "no registration entry matches the caller");
+        let connection = request
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|info| info.peer.clone())
+            .unwrap_or_default();
+        match entitled(&self.issuer, &connection) {
+            Ok((caller, ids)) => {
+                tracing::debug!(%caller, rpc, ids = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "caller attested");
+                Ok((connection, caller, ids))
             }
-            return Err(Status::permission_denied(format!(
-                "no identity issued: no registration entry matches the caller ({caller})"
-            )));
+            Err(reason) => {
+                if let Some(suppressed) = UNMATCHED.allow() {
+                    tracing::warn!(rpc, %reason, suppressed, "no identity issued");
+                }
+                Err(no_identity())
+            }
         }
-        tracing::debug!(%caller, rpc, ids = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "caller attested");
-        Ok((caller, ids))
     }
 }
 
@@ -91,28 +121,62 @@ fn td_id(snapshot: &Snapshot) -> String {
     format!("spiffe://{}", snapshot.trust_domain)
 }
 
-/// Streams `make(snapshot)` now and after every rotation until the client goes away.
+/// Streams `make(snapshot, ids)` now and after every rotation until the client goes away.
+///
+/// Each rotation (and registration reload, which rotates) re-attests the caller: the stream
+/// follows its current identities, and ends with PERMISSION_DENIED ("no identity issued")
+/// when it has none left, when it is no longer the process that connected, or as soon as
+/// that process exits — never feeding new SVIDs to whoever holds the socket now.
 fn stream_snapshots<T, F>(
     issuer: &Arc<Issuer>,
     what: &'static str,
-    caller: Caller,
+    connection: Connection,
+    (mut caller, mut ids): (Caller, Vec<SpiffeId>),
     make: F,
 ) -> Streamed<T>
 where
     T: Send + 'static,
-    F: Fn(&Snapshot) -> T + Send + 'static,
+    F: Fn(&Snapshot, &[SpiffeId]) -> T + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
     let mut updates = issuer.subscribe();
+    let issuer = Arc::clone(issuer);
     tokio::spawn(async move {
+        let watched = connection.clone();
+        let exited = async move { watched.exited().await };
+        tokio::pin!(exited);
         loop {
             let snapshot = updates.borrow_and_update().clone();
-            if tx.send(Ok(make(&snapshot))).await.is_err() {
+            if tx.send(Ok(make(&snapshot, &ids))).await.is_err() {
                 break;
             }
             tracing::debug!(%caller, what, generation = snapshot.generation, "sent");
             tokio::select! {
-                changed = updates.changed() => if changed.is_err() { break },
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    match entitled(&issuer, &connection) {
+                        Ok((now, now_ids)) => {
+                            if now_ids != ids {
+                                tracing::info!(caller = %now, what,
+                                    ids = ?now_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                                    "stream follows the caller's new identities");
+                            }
+                            (caller, ids) = (now, now_ids);
+                        }
+                        Err(reason) => {
+                            tracing::warn!(%caller, what, %reason, "stream ended: no identity issued");
+                            let _ = tx.send(Err(no_identity())).await;
+                            break;
+                        }
+                    }
+                }
+                () = &mut exited => {
+                    tracing::info!(%caller, what, "stream ended: the process that opened it exited");
+                    let _ = tx.send(Err(no_identity())).await;
+                    break;
+                }
                 () = tx.closed() => break,
             }
         }
@@ -130,13 +194,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let (caller, ids) = self.admit(&request, "FetchX509SVID")?;
+        let (connection, caller, ids) = self.admit(&request, "FetchX509SVID")?;
         tracing::info!(%caller, ids = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "FetchX509SVID stream opened");
         Ok(Response::new(stream_snapshots(
             &self.issuer,
             "X509-SVIDs",
-            caller,
-            move |s| x509_response(s, &ids),
+            connection,
+            (caller, ids),
+            x509_response,
         )))
     }
 
@@ -144,12 +209,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let (caller, _) = self.admit(&request, "FetchX509Bundles")?;
+        let (connection, caller, ids) = self.admit(&request, "FetchX509Bundles")?;
         Ok(Response::new(stream_snapshots(
             &self.issuer,
             "X.509 bundles",
-            caller,
-            |s| X509BundlesResponse {
+            connection,
+            (caller, ids),
+            |s, _| X509BundlesResponse {
                 crl: Vec::new(),
                 bundles: [(td_id(s), s.bundle_der.clone())].into_iter().collect(),
             },
@@ -160,7 +226,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        let (caller, ids) = self.admit(&request, "FetchJWTSVID")?;
+        let (_, caller, ids) = self.admit(&request, "FetchJWTSVID")?;
         let req = request.into_inner();
         check_audiences(&req.audience, &self.limits)?;
         let wanted: Vec<SpiffeId> = if req.spiffe_id.is_empty() {
@@ -202,12 +268,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let (caller, _) = self.admit(&request, "FetchJWTBundles")?;
+        let (connection, caller, ids) = self.admit(&request, "FetchJWTBundles")?;
         Ok(Response::new(stream_snapshots(
             &self.issuer,
             "JWT bundles",
-            caller,
-            |s| JwtBundlesResponse {
+            connection,
+            (caller, ids),
+            |s, _| JwtBundlesResponse {
                 bundles: [(td_id(s), s.jwks.clone().into_bytes())]
                     .into_iter()
                     .collect(),

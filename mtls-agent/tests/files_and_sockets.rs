@@ -15,10 +15,15 @@ use std::time::Duration;
 use spiffe::WorkloadApiClient;
 use support::*;
 
+/// Runs the agent, which must exit with an error within 20 s (killed otherwise); its stderr.
 fn refused(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "the agent started:\n{err}");
+    let mut agent = ChildGuard::spawn("mtls-agent", cmd);
+    let status = agent.wait_for(Duration::from_secs(20));
+    let (_, err) = agent.kill_and_output();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the agent started ({status:?}):\n{err}"
+    );
     err
 }
 
