@@ -15,9 +15,11 @@
 //!               "spiffe://<td>" | "ROOTCA" | "ALL" → validation_context
 //! ```
 //!
-//! Callers are identified by their Unix peer credentials (`SO_PEERCRED`: uid, gid, pid →
-//! `/proc/<pid>/exe`) and, on SDS, Envoy's `node.id`. A caller no entry matches gets
-//! PERMISSION_DENIED; a call without the security header gets INVALID_ARGUMENT; an SDS
+//! Callers are identified by their Unix peer credentials (`SO_PEERCRED`: uid, gid, pid), the
+//! calling process tracked from accept (pidfd, `/proc` start time, executable; re-checked on
+//! every call and on every rotation of an open stream: see [`Registration`] and the
+//! remaining limits below) and, on SDS, Envoy's claimed `node.id`. A caller no entry matches
+//! gets PERMISSION_DENIED ("no identity issued"); a call without the security header gets INVALID_ARGUMENT; an SDS
 //! request for a secret name the caller has no right to ends the stream with
 //! INVALID_ARGUMENT naming the caller's own names (Envoy logs it and counts
 //! `sds.<name>.update_failure`) — the same answer whether that SPIFFE ID is registered for
@@ -95,6 +97,19 @@
 //! - `serde`, `serde_yaml_ng`, `serde_json`: the registration file and JWT claims.
 //! - `clap`, `humantime`, `tracing-subscriber` (binary): flags, durations, logs.
 //! - `thiserror`, `tracing`, `time`, `rustls-pki-types`, `x509-parser`: errors, logs, PEM.
+//! - `rustix`: the syscalls behind attestation and hijack-proof files with no `unsafe` here
+//!   (`pidfd_open`, `poll` on a pidfd, `geteuid`, `O_PATH | O_NOFOLLOW` opens, `fstat`).
+//! - `nix` (feature `socket` only): `SO_PEERPIDFD`, the pidfd of the process that called
+//!   `connect` — what makes PID reuse harmless; rustix has no wrapper for it.
+//! - `aws-lc-rs`: SHA-256 of executables for `sha256` selectors (the workspace's one
+//!   crypto backend).
+//!
+//! ## What attestation cannot see
+//! As for SPIRE: a process that execs a registered binary in the moment between its
+//! `connect` and the agent's `accept` is attested as that binary; a registered process that
+//! hands its connection to another (fd passing, inheritance) lends it its identity; root, or
+//! anyone who can ptrace a registered process, can act as it. `uid` selectors hold against
+//! other users in each case (the kernel records the uid at `connect`): pin the uid.
 #![forbid(unsafe_code)]
 
 mod agent;
