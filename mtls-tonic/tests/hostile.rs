@@ -743,7 +743,8 @@ fn count_field(line: &str, key: &str) -> u64 {
 // current_thread: the accept loop and handshake tasks run under this thread's subscriber.
 #[tokio::test]
 async fn handshake_failures_and_timeouts_are_logged_a_few_lines_per_second_with_counts() {
-    let _shared = TIMED.read().await;
+    // Alone: counts every line of its own server's log under its thread-local subscriber.
+    let _alone = TIMED.write().await;
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -754,7 +755,10 @@ async fn handshake_failures_and_timeouts_are_logged_a_few_lines_per_second_with_
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let pki = Pki::new();
-    let options = ServerOptions::default().handshake_timeout(Duration::from_millis(300));
+    // No per-source rate here: every connection must reach the handshake to be counted.
+    let options = ServerOptions::default()
+        .handshake_timeout(Duration::from_millis(300))
+        .handshake_rate_per_ip(None);
     let listener = options.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming =
@@ -834,4 +838,61 @@ async fn handshake_failures_and_timeouts_are_logged_a_few_lines_per_second_with_
     );
     drop(silent);
     drop(incoming);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_over_its_handshake_rate_is_closed_before_tls_and_others_are_served() {
+    let _shared = TIMED.read().await;
+    let pki = Pki::new();
+    let options = ServerOptions::default().handshake_rate_per_ip(Some((20, 1)));
+    let listener = options.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = MtlsIncoming::with_options(
+        listener,
+        pki.server_config(Pki::member_policy()),
+        options.clone(),
+    );
+    let (_reporter, health) = support::replica::probe("rate");
+    let server = tokio::spawn(
+        options
+            .server()
+            .add_service(health)
+            .serve_with_incoming(incoming),
+    );
+
+    // 60 connections from 127.0.0.1 at once: 20 are taken to the handshake (and wait for a
+    // ClientHello), the other 40 are closed at once.
+    let mut conns = Vec::new();
+    for _ in 0..60 {
+        conns.push(
+            hold_open(IpAddr::from([127, 0, 0, 1]), addr, &[])
+                .await
+                .unwrap(),
+        );
+    }
+    let mut closed_at_once = 0;
+    for tcp in &mut conns {
+        let mut buf = [0u8; 8];
+        if let Ok(Ok(0)) | Ok(Err(_)) =
+            tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await
+        {
+            closed_at_once += 1;
+        }
+    }
+    assert!(
+        (35..=41).contains(&closed_at_once),
+        "{closed_at_once} of 60 closed before TLS (burst 20)"
+    );
+    // Another source is served as usual.
+    let config = Arc::new(pki.client_config(CLIENT_ID));
+    let tcp = hold_open(IpAddr::from([127, 0, 0, 2]), addr, &[])
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from(SERVICE_NAME).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await;
+    assert!(tls.is_ok(), "other source refused: {:?}", tls.err());
+    drop(conns);
+    server.abort();
 }

@@ -5,6 +5,7 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::IpAddr,
     sync::{Arc, Mutex, PoisonError},
+    time::Instant,
 };
 
 use tokio::sync::oneshot;
@@ -18,11 +19,20 @@ pub(crate) enum Shed {
     Oldest,
 }
 
+/// The source is over its handshake rate: close the connection at once, no TLS work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RateLimited;
+
+/// Sources whose buckets are kept at most (the fullest are forgotten first: a full bucket
+/// is what a new source gets anyway).
+const MAX_TRACKED_SOURCES: usize = 4096;
+
 #[derive(Debug)]
 pub(crate) struct Admission {
     state: Mutex<State>,
     max_total: usize,
     max_per_ip: usize,
+    rate: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Default)]
@@ -31,6 +41,8 @@ struct State {
     // Arrival order: the first entry is the oldest incomplete handshake.
     by_age: BTreeMap<u64, Entry>,
     by_ip: HashMap<IpAddr, VecDeque<u64>>,
+    // Per-source token buckets of new handshakes: (tokens, last refill).
+    rates: HashMap<IpAddr, (f64, Instant)>,
 }
 
 #[derive(Debug)]
@@ -50,12 +62,41 @@ pub(crate) struct Slot {
 }
 
 impl Admission {
-    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+    /// `rate`: per source, a burst of new handshakes and a refill per second.
+    pub(crate) fn new(max_total: usize, max_per_ip: usize, rate: Option<(u32, u32)>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             max_total: max_total.max(1),
             max_per_ip: max_per_ip.max(1),
+            rate: rate.map(|(burst, per_second)| (f64::from(burst.max(1)), f64::from(per_second))),
         })
+    }
+
+    /// Takes one handshake from `ip`'s rate budget.
+    pub(crate) fn check_rate(&self, ip: IpAddr) -> Result<(), RateLimited> {
+        let Some((burst, per_second)) = self.rate else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.rates.len() >= MAX_TRACKED_SOURCES && !state.rates.contains_key(&ip) {
+            // Forget the sources that are (nearly) full again: nothing lost.
+            state.rates.retain(|_, (tokens, last)| {
+                *tokens + now.duration_since(*last).as_secs_f64() * per_second < burst
+            });
+            if state.rates.len() >= MAX_TRACKED_SOURCES {
+                state.rates.clear();
+            }
+        }
+        let (tokens, last) = state.rates.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * per_second).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(RateLimited)
+        }
     }
 
     /// A slot for a new connection from `ip`, shedding an older handshake if needed.
@@ -133,7 +174,7 @@ mod tests {
 
     #[test]
     fn full_sheds_the_oldest_and_admits_the_new() {
-        let admission = Admission::new(2, 10);
+        let admission = Admission::new(2, 10, None);
         let (mut a, shed) = admission.admit(ip(1));
         assert_eq!(shed, None);
         let (_b, _) = admission.admit(ip(2));
@@ -148,7 +189,7 @@ mod tests {
 
     #[test]
     fn one_source_sheds_only_its_own() {
-        let admission = Admission::new(100, 2);
+        let admission = Admission::new(100, 2, None);
         let (mut other, _) = admission.admit(ip(9));
         let (mut first, _) = admission.admit(ip(1));
         let (_second, _) = admission.admit(ip(1));
@@ -166,8 +207,18 @@ mod tests {
     }
 
     #[test]
+    fn a_source_over_its_rate_is_refused_others_are_not() {
+        let admission = Admission::new(100, 100, Some((3, 0)));
+        for _ in 0..3 {
+            assert_eq!(admission.check_rate(ip(1)), Ok(()));
+        }
+        assert_eq!(admission.check_rate(ip(1)), Err(RateLimited));
+        assert_eq!(admission.check_rate(ip(2)), Ok(()));
+    }
+
+    #[test]
     fn dropped_slots_free_their_place() {
-        let admission = Admission::new(1, 1);
+        let admission = Admission::new(1, 1, None);
         let (a, _) = admission.admit(ip(1));
         drop(a);
         let (_b, shed) = admission.admit(ip(1));

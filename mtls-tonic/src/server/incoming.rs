@@ -87,6 +87,7 @@ impl MtlsIncoming {
             admission: Admission::new(
                 options.max_concurrent_handshakes,
                 options.max_handshakes_per_ip,
+                options.handshake_rate_per_ip,
             ),
             log: Arc::new(ServerLog::new()),
             acceptor,
@@ -156,6 +157,15 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tx: mpsc::Sende
             }
             () = tx.closed() => return,
         };
+        if shared.admission.check_rate(remote.ip()).is_err() {
+            // Over its rate: closed before any TLS work, so a flood from one source costs
+            // an accept and a close, not a handshake.
+            if shared.log.handshake_rate_limited.allow() {
+                warn!(%remote, "new connection refused: this source is over its handshake rate");
+            }
+            drop(tcp);
+            continue;
+        }
         let (slot, shed) = shared.admission.admit(remote.ip());
         if let Some(shed) = shed
             && shared.log.handshake_shed.allow()

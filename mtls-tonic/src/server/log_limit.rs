@@ -68,6 +68,7 @@ pub(crate) struct ServerLog {
     pub(crate) handshake_failed: LogLimiter,
     pub(crate) handshake_timed_out: LogLimiter,
     pub(crate) handshake_shed: LogLimiter,
+    pub(crate) handshake_rate_limited: LogLimiter,
     pub(crate) http2_flood: LogLimiter,
 }
 
@@ -77,6 +78,7 @@ impl ServerLog {
             handshake_failed: LogLimiter::new(),
             handshake_timed_out: LogLimiter::new(),
             handshake_shed: LogLimiter::new(),
+            handshake_rate_limited: LogLimiter::new(),
             http2_flood: LogLimiter::new(),
         }
     }
@@ -86,12 +88,14 @@ impl ServerLog {
         let failed = self.handshake_failed.take_suppressed();
         let timed_out = self.handshake_timed_out.take_suppressed();
         let shed = self.handshake_shed.take_suppressed();
+        let rate_limited = self.handshake_rate_limited.take_suppressed();
         let flood = self.http2_flood.take_suppressed();
-        if failed + timed_out + shed + flood > 0 {
+        if failed + timed_out + shed + rate_limited + flood > 0 {
             tracing::warn!(
                 failed,
                 timed_out,
                 shed,
+                rate_limited,
                 http2_flood = flood,
                 "more mTLS server events than logged in the last second (counts of the unlogged ones)"
             );

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpSocket};
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | TCP accept to finished TLS handshake, however slowly the peer sends (slowloris) |
 /// | [`max_concurrent_handshakes`](Self::max_concurrent_handshakes) | 256 | incomplete handshakes held; when full, the *oldest* is shed and accepting never pauses |
 /// | [`max_handshakes_per_ip`](Self::max_handshakes_per_ip) | 64 | incomplete handshakes of one source IP; a new one sheds that source's oldest, never another source's |
+/// | [`handshake_rate_per_ip`](Self::handshake_rate_per_ip) | 200, +100/s | new connections of one source IP; over it, closed at once before any TLS work (a full-handshake flood costs an accept, not a signature) |
 /// | [`max_concurrent_streams`](Self::max_concurrent_streams) | 100 | open streams per connection (tonic's default is unlimited); refused streams count as local resets |
 /// | [`max_header_list_size`](Self::max_header_list_size) | 16 KiB | decoded request headers (h2 closes the connection at an abuse multiple of it: CONTINUATION floods) |
 /// | [`max_pending_accept_reset_streams`](Self::max_pending_accept_reset_streams) | 20 | streams the client reset before the server accepted them (rapid reset, CVE-2023-44487) |
@@ -52,6 +53,7 @@ pub struct ServerOptions {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_concurrent_handshakes: usize,
     pub(crate) max_handshakes_per_ip: usize,
+    pub(crate) handshake_rate_per_ip: Option<(u32, u32)>,
     pub(crate) accepted_queue: usize,
     pub(crate) max_concurrent_streams: u32,
     pub(crate) max_header_list_size: u32,
@@ -75,6 +77,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             max_concurrent_handshakes: 256,
             max_handshakes_per_ip: 64,
+            handshake_rate_per_ip: Some((200, 100)),
             accepted_queue: 64,
             max_concurrent_streams: 100,
             max_header_list_size: 16 * 1024,
@@ -120,6 +123,15 @@ impl ServerOptions {
     /// cannot push out the handshakes of others.
     pub fn max_handshakes_per_ip(mut self, n: usize) -> Self {
         self.max_handshakes_per_ip = n.max(1);
+        self
+    }
+
+    /// New connections one source IP may open: `burst` at once, refilled at `per_second`
+    /// (default 200, +100/s). Beyond it, a connection is closed as soon as it is accepted,
+    /// before any TLS work, so one source flooding full handshakes cannot take the CPU from
+    /// others. `None` turns it off (e.g. many clients behind one NAT address).
+    pub fn handshake_rate_per_ip(mut self, rate: Option<(u32, u32)>) -> Self {
+        self.handshake_rate_per_ip = rate;
         self
     }
 
