@@ -430,7 +430,8 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
     let (port, mut listeners) = support::replica::bind_shared_port(&[ip(2)]);
     let config = Arc::new(pki.server_config(Pki::member_policy()));
     let options = mtls_tonic::ServerOptions::default()
-        .max_connection_age(Duration::from_secs(1), Duration::from_millis(500));
+        // Older than 1 s: a connection closed younger counts as failed (backoff), see report.
+        .max_connection_age(Duration::from_secs(2), Duration::from_millis(500));
     let (age, _) = options.max_connection_age_value().unwrap();
     let apply = options.clone();
     let _replica =
@@ -455,7 +456,7 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
         let channel = channel.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            (call(&channel, "slow:5000").await, started.elapsed())
+            (call(&channel, "slow:6000").await, started.elapsed())
         })
     };
     // Short calls keep succeeding across the GOAWAY and the reconnect.
