@@ -28,7 +28,11 @@ pub fn pem(data: &[u8]) {
         !certs.is_empty()
             && certs
                 .iter()
-                .all(|c| x509_parser::certificate::X509Certificate::from_der(c.as_ref()).is_ok())
+                // One whole certificate per block: DER leaves nothing after it.
+                .all(|c| {
+                    x509_parser::certificate::X509Certificate::from_der(c.as_ref())
+                        .is_ok_and(|(rest, _)| rest.is_empty())
+                })
     });
     match (parse_certificates_pem(text), reference) {
         (Ok(ours), Some(theirs)) => {

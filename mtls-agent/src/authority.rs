@@ -273,6 +273,9 @@ impl AuthorityRewriter {
             )));
         }
         let mut encoded = Vec::with_capacity(block.len() * 2);
+        // What the server is sent must fit its limit too: `localhost` may be longer than
+        // the value it replaces.
+        let mut forwarded = 0usize;
         for (name, value) in &fields {
             let value: &[u8] = if name == b":authority" && !valid_authority(value) {
                 tracing::trace!(presented = %crate::logging::shown_bytes(value), "replacing :authority with localhost");
@@ -280,6 +283,12 @@ impl AuthorityRewriter {
             } else {
                 value
             };
+            forwarded = forwarded.saturating_add(name.len() + value.len() + 32);
+            if forwarded > limit {
+                return Err(refuse(format!(
+                    "rewritten header list of more than {limit} bytes; expected at most {limit} (SETTINGS_MAX_HEADER_LIST_SIZE)"
+                )));
+            }
             // Literal header field without indexing, new name (RFC 7541 §6.2.2).
             encoded.push(0);
             encode_string(name, &mut encoded);
