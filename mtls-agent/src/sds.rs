@@ -72,7 +72,11 @@ fn resolve(name: &str, snapshot: &Snapshot, ids: &[SpiffeId]) -> Result<Secret, 
     let id = if name == "default" {
         ids.first().cloned()
     } else {
-        name.parse::<SpiffeId>().ok().filter(|id| ids.contains(id))
+        // Strict parsing (no lower-casing): a name is served only in its canonical form.
+        mtls_core::SpiffeId::new(name)
+            .ok()
+            .map(SpiffeId::from)
+            .filter(|id| ids.contains(id))
     };
     let svid = id.as_ref().and_then(|id| snapshot.svid(id)).ok_or_else(|| {
         Status::invalid_argument(format!(

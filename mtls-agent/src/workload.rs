@@ -232,12 +232,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let wanted: Vec<SpiffeId> = if req.spiffe_id.is_empty() {
             ids
         } else {
-            let id: SpiffeId = req.spiffe_id.parse().map_err(|e| {
-                Status::invalid_argument(format!(
-                    "requested spiffe_id {:?} is not a SPIFFE ID: {e}",
-                    Shown(&req.spiffe_id)
-                ))
-            })?;
+            // Strictly, as configuration is parsed: `SPIFFE://Web.Example.org/w` is refused,
+            // not lower-cased into a registered ID.
+            let id = mtls_core::SpiffeId::new(&req.spiffe_id)
+                .map(SpiffeId::from)
+                .map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "requested spiffe_id {:?} is not a SPIFFE ID: {e}",
+                        Shown(&req.spiffe_id)
+                    ))
+                })?;
             if !ids.contains(&id) {
                 return Err(Status::permission_denied(format!(
                     "the caller ({caller}) is not entitled to {id}; entitled: {}",

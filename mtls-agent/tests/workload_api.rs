@@ -302,15 +302,39 @@ async fn jwt_svid_rules_trust_domain_and_audiences() {
             .contains("10000 bytes; expected at most 512"),
         "{status:?}"
     );
-    let fetch = |audience: Vec<String>| {
+    let fetch_for = |audience: Vec<String>, spiffe_id: &str| {
         let mut r = tonic::Request::new(mtls_agent::pb::workload::JwtsvidRequest {
             audience,
-            spiffe_id: String::new(),
+            spiffe_id: spiffe_id.to_owned(),
         });
         r.metadata_mut()
             .insert("workload.spiffe.io", "true".parse().unwrap());
         r
     };
+    let fetch = |audience: Vec<String>| fetch_for(audience, "");
+    // The requested spiffe_id is parsed as strictly as configuration: the canonical form is
+    // served, an upper-cased scheme or trust domain is refused, not lower-cased into ours.
+    let ok = raw
+        .fetch_jwtsvid(fetch_for(vec!["bookstore".into()], WEB))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.svids[0].spiffe_id, WEB);
+    for spoof in [WEB.replacen("spiffe", "SPIFFE", 1), WEB.to_uppercase()] {
+        let status = raw
+            .fetch_jwtsvid(fetch_for(vec!["bookstore".into()], &spoof))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{spoof}: {status:?}"
+        );
+        assert!(
+            status.message().contains("is not a SPIFFE ID"),
+            "{status:?}"
+        );
+    }
     let status = raw
         .fetch_jwtsvid(fetch(vec![String::new()]))
         .await
