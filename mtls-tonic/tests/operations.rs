@@ -15,7 +15,7 @@ use std::{
 use mtls_core::{Authorize, ClientConfigBuilder, IdentityHandle, ServerConfigBuilder};
 use mtls_tonic::{BalancedChannel, ChannelState, MtlsConnector, ResolutionState, WaitForReady};
 use support::{
-    fixture::{Fixture, NAME, TTL, call, finish, ip, load, ready_count},
+    fixture::{Fixture, NAME, TTL, assert_no_failed_call, call, finish, ip, load, ready_count},
     pki::{CLIENT_ID, Pki},
     replica::Replica,
     wait_until,
@@ -218,13 +218,7 @@ async fn empty_dns_answers_lose_no_call_then_a_smaller_set_drains_the_rest() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     finish(stop, handles).await;
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {failed:?}",
-        failed.len(),
-        outcomes.len()
-    );
+    assert_no_failed_call(&outcomes, 0);
     let late = outcomes
         .iter()
         .filter(|o| o.started > refreshed && o.result.as_deref() == Ok(ip(4).to_string().as_str()))
@@ -473,13 +467,5 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     finish(stop, handles).await;
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {:?}",
-        failed.len(),
-        outcomes.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(outcomes.len() > 100, "{}", outcomes.len());
+    assert_no_failed_call(&outcomes, 100);
 }

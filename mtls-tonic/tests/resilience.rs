@@ -16,7 +16,7 @@ use std::{
 
 use mtls_tonic::{EndpointState, OutlierDetection, RetryPolicy, ServiceConfig};
 use support::{
-    fixture::{Fixture, call, finish, ip, load, ready_count},
+    fixture::{Fixture, assert_no_failed_call, call, finish, ip, load, ready_count},
     wait_until,
 };
 use tonic::Code;
@@ -47,15 +47,7 @@ async fn retry_policy_hides_a_replica_answering_unavailable() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     finish(stop, handles).await;
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {:?}",
-        failed.len(),
-        outcomes.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(outcomes.len() > 100, "{}", outcomes.len());
+    assert_no_failed_call(&outcomes, 100);
     assert!(
         fx.replicas[&ip(2)].checks() > 0,
         "the failing replica was never tried"

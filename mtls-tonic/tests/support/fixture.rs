@@ -152,6 +152,20 @@ pub fn load(channel: &BalancedChannel, workers: usize, service: &'static str) ->
     (outcomes, stop, handles)
 }
 
+/// Asserts that no call in `outcomes` failed (showing the first few that did) and that more
+/// than `at_least` calls were made, so a run that did nothing cannot pass.
+pub fn assert_no_failed_call(outcomes: &[Outcome], at_least: usize) {
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(outcomes.len() > at_least, "{}", outcomes.len());
+}
+
 pub async fn finish(
     stop: tokio::sync::watch::Sender<bool>,
     handles: Vec<tokio::task::JoinHandle<()>>,
