@@ -129,10 +129,11 @@ pub enum Error {
         /// The header's `alg`.
         alg: String,
     },
-    /// The JWK named by `kid` is an RSA key shorter than 2048 bits (RFC 7518 §3.3): it was
-    /// refused when the JWKS loaded, so no token it signed is accepted.
+    /// The JWK named by `kid` is an RSA key shorter than 2048 bits (RFC 7518 §3.3) or longer
+    /// than 8192 (more than aws-lc-rs verifies with, and costly to try): it was refused when
+    /// the JWKS loaded, so no token it signed is accepted.
     #[error(
-        "Jwks doesn't have key to match kid or alg from Jwt: the key {kid:?} is an RSA key of {bits} bits, at least 2048 are required"
+        "Jwks doesn't have key to match kid or alg from Jwt: the key {kid:?} is an RSA key of {bits} bits, expected 2048 to 8192"
     )]
     WeakKey {
         /// The header's `kid`.

@@ -62,9 +62,9 @@ pub(crate) struct VerifyingKey {
     jwk_alg: Option<String>,
     /// `Some(description)` when `use`/`key_ops` say the key is not for verifying signatures.
     not_for_signing: Option<String>,
-    /// `Some(bits)` for an RSA key under 2048 bits: kept so a token naming it is told why,
-    /// never used.
-    weak_rsa_bits: Option<usize>,
+    /// `Some(bits)` for an RSA key outside 2048–8192 bits: kept so a token naming it is
+    /// told why, never used.
+    refused_rsa_bits: Option<usize>,
     kind: KeyKind,
     /// One parsed key per algorithm the key may verify.
     parsed: Vec<(Algorithm, ParsedPublicKey)>,
@@ -84,7 +84,7 @@ impl VerifyingKey {
     /// Why this key may not verify a token signed with `alg`, if it may not.
     pub(crate) fn refuse(&self, alg: Algorithm) -> Option<Error> {
         let kid = || self.kid.clone().unwrap_or_default();
-        if let Some(bits) = self.weak_rsa_bits {
+        if let Some(bits) = self.refused_rsa_bits {
             return Some(Error::WeakKey { kid: kid(), bits });
         }
         if let Some(key_use) = &self.not_for_signing {
@@ -142,12 +142,12 @@ impl VerifyingKey {
                 let n = b64("n")?;
                 let e = b64("e")?;
                 let bits = rsa_bits(&n);
-                if bits < MIN_RSA_BITS {
+                if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
                     return Ok(Self {
                         kid,
                         jwk_alg: text("alg")?.map(str::to_owned),
                         not_for_signing: None,
-                        weak_rsa_bits: Some(bits),
+                        refused_rsa_bits: Some(bits),
                         kind: KeyKind::Rsa,
                         parsed: Vec::new(),
                     });
@@ -203,7 +203,7 @@ impl VerifyingKey {
             kid,
             jwk_alg,
             not_for_signing,
-            weak_rsa_bits: None,
+            refused_rsa_bits: None,
             kind,
             parsed,
         })
@@ -212,9 +212,9 @@ impl VerifyingKey {
     /// Why the key can never verify anything, if it cannot.
     fn unusable(&self) -> Option<String> {
         let kid = self.kid.as_deref().unwrap_or("");
-        if let Some(bits) = self.weak_rsa_bits {
+        if let Some(bits) = self.refused_rsa_bits {
             return Some(format!(
-                "key {kid:?} is an RSA key of {bits} bits, at least {MIN_RSA_BITS} are required"
+                "key {kid:?} is an RSA key of {bits} bits, expected {MIN_RSA_BITS} to {MAX_RSA_BITS}"
             ));
         }
         self.not_for_signing
@@ -224,10 +224,18 @@ impl VerifyingKey {
 }
 
 /// RFC 7518 §3.3: "A key of size 2048 bits or larger MUST be used" with RS*/PS*.
-const MIN_RSA_BITS: usize = 2048;
+pub(crate) const MIN_RSA_BITS: usize = 2048;
+
+/// The largest RSA modulus aws-lc-rs verifies with (`RSA_PKCS1_2048_8192_*`, `RSA_PSS_2048_8192_*`):
+/// a larger key could never verify a token (they would fail as a bad signature), and each
+/// attempt would cost a 16384-bit modular exponentiation.
+pub(crate) const MAX_RSA_BITS: usize = 8192;
+
+/// How many reasons the summary of skipped keys (log line, error) shows.
+const SHOWN: usize = 4;
 
 /// The size of an RSA modulus in bits (leading zero bytes and bits not counted).
-fn rsa_bits(n: &[u8]) -> usize {
+pub(crate) fn rsa_bits(n: &[u8]) -> usize {
     let n = match n.iter().position(|&b| b != 0) {
         Some(i) => &n[i..],
         None => return 0,
@@ -238,9 +246,10 @@ fn rsa_bits(n: &[u8]) -> usize {
 /// A parsed JWKS (RFC 7517 `{"keys": [...]}`): the verification keys a validator uses.
 ///
 /// Keys that cannot be parsed (unknown key types or curves, bad base64, invalid points,
-/// symmetric `oct` keys) are skipped with a warning; RSA keys under 2048 bits are refused
-/// (a warning naming the `kid` and size; a token naming such a key fails with
-/// [`Error::WeakKey`]); a set left with no usable key is an error saying why, key by key.
+/// symmetric `oct` keys) are skipped; RSA keys outside 2048–8192 bits are refused (a token
+/// naming such a key fails with [`Error::WeakKey`], naming its size). Skipped and refused
+/// keys are logged as one warning per document: how many, and the first few reasons. A set
+/// left with no usable key is an error saying why, key by key (the first few).
 /// Several keys may share a `kid`: each that fits the token's algorithm is tried.
 /// Keys whose `use` is not `sig` stay in the set so a token naming them fails with
 /// [`Error::KeyNotForSignature`] rather than [`Error::UnknownKid`], but they do not count as
@@ -279,6 +288,11 @@ impl KeySet {
 
     /// Parses a JWKS already read as JSON.
     pub fn from_value(document: Value) -> Result<Self> {
+        Self::from_source(document, "inline JWKS")
+    }
+
+    /// [`KeySet::from_value`] for a document from `source` (URL or file), named in the log.
+    pub(crate) fn from_source(document: Value, source: &str) -> Result<Self> {
         let Some(keys) = document.get("keys") else {
             return Err(Error::InvalidJwks {
                 reason: "Jwks does not have [keys] field".into(),
@@ -290,35 +304,52 @@ impl KeySet {
             });
         };
         let mut parsed = Vec::with_capacity(keys.len());
-        // Why each key cannot be used (bounded: only the first few go into the error).
+        // Why keys cannot be used: the first few reasons, and how many there are in all.
         let mut refused: Vec<String> = Vec::new();
+        let mut refused_count = 0usize;
+        let mut refuse = |reason: String| {
+            refused_count += 1;
+            if refused.len() < SHOWN {
+                refused.push(reason);
+            }
+        };
         for (i, jwk) in keys.iter().enumerate() {
             let kid = jwk.get("kid").and_then(Value::as_str).unwrap_or("");
             match VerifyingKey::parse(jwk) {
                 Ok(key) => {
                     if let Some(reason) = key.unusable() {
-                        tracing::warn!(index = i, kid, %reason, "a JWK that cannot verify tokens");
-                        refused.push(reason);
+                        refuse(format!("#{i}: {reason}"));
                     }
                     parsed.push(key);
                 }
-                Err(reason) => {
-                    tracing::warn!(index = i, kid, %reason, "skipping a JWK that cannot be used");
-                    refused.push(format!("key {kid:?}: {reason}"));
-                }
+                Err(reason) => refuse(format!("#{i} key {kid:?}: {reason}")),
             }
         }
+        let summary = |head: String| {
+            let mut text = head;
+            for r in &refused {
+                text.push_str("; ");
+                text.push_str(r);
+            }
+            if refused_count > refused.len() {
+                text.push_str(&format!("; and {} more", refused_count - refused.len()));
+            }
+            text
+        };
         if parsed.iter().all(|k| k.unusable().is_some()) {
-            const SHOWN: usize = 4;
-            let mut reason = format!("{} keys, none usable", keys.len());
-            for r in refused.iter().take(SHOWN) {
-                reason.push_str("; ");
-                reason.push_str(r);
-            }
-            if refused.len() > SHOWN {
-                reason.push_str(&format!("; and {} more", refused.len() - SHOWN));
-            }
-            return Err(Error::EmptyJwks { reason });
+            return Err(Error::EmptyJwks {
+                reason: summary(format!("{} keys, none usable", keys.len())),
+            });
+        }
+        if refused_count > 0 {
+            // One line per document, however many keys it holds.
+            tracing::warn!(
+                source,
+                skipped = refused_count,
+                keys = keys.len(),
+                reasons = %summary(format!("{refused_count} of {} keys cannot verify tokens", keys.len())),
+                "JWKS keys skipped"
+            );
         }
         Ok(Self {
             keys: parsed,

@@ -68,10 +68,12 @@ impl PublicKey {
             (der::OID_RSA, _) => {
                 let (n, e) = der::rsa_public_key(parsed.key)
                     .ok_or_else(|| key_err("bad RSAPublicKey in the SPKI"))?;
-                if n.len() < 256 {
+                let bits = crate::jwk::rsa_bits(n);
+                if !(crate::jwk::MIN_RSA_BITS..=crate::jwk::MAX_RSA_BITS).contains(&bits) {
                     return Err(key_err(format!(
-                        "RSA key of {} bits: at least 2048 are required",
-                        n.len() * 8
+                        "RSA key of {bits} bits: expected {} to {}",
+                        crate::jwk::MIN_RSA_BITS,
+                        crate::jwk::MAX_RSA_BITS
                     )));
                 }
                 members.insert("e".into(), b64(e));

@@ -3,7 +3,9 @@
 //! A [`Validator`] checks bearer tokens against keys from a [`JwksSource`]: an inline JWKS, a
 //! file (reloaded when it changes) or a remote URL / OIDC discovery ([`RemoteJwks`]: cached
 //! 10 min like Envoy, refreshed in the background, refetched — rate-limited — when a token
-//! names an unknown `kid`, last good keys kept when the server fails). Failures are
+//! names an unknown `kid`, last good keys kept when the server fails; a misbehaving server
+//! is bounded: body size, no redirects by default, short jittered retries, no token held
+//! behind a hanging fetch — see [`RemoteJwks`]). Failures are
 //! [`enum@Error`] variants named and worded like Envoy's (`"Jwt is expired"`, `"Audiences in
 //! Jwt are not allowed"`, ...) with their HTTP status (401, or 403 for audiences) and gRPC
 //! code ([`GrpcCode`]). Verified tokens are cached (bounded, keyed by the token, expiring with
@@ -89,7 +91,9 @@
 //!   the key and the header on every call. So the uncached path is no slower than raw
 //!   `decode` (see `benches/validate.rs`), and the JWK's own `alg`/`use` can be enforced.
 //! - **No lock on the hot path.** Keys live in an `ArcSwap`; a refresh swaps them in. Only a
-//!   token with an unknown `kid` waits, for one coalesced, rate-limited refetch.
+//!   token with an unknown `kid` may wait: the one that starts the (rate-limited) refetch,
+//!   at most `miss_wait`; no token waits behind a fetch already in flight, except during a
+//!   remote JWKS's first fetch (at most `first_fetch_wait` after the build).
 //! - **One crypto provider**: aws-lc-rs (also under reqwest's rustls); no `ring`.
 //!
 //! # Dependencies

@@ -101,17 +101,44 @@ enum Location {
 /// `refetch_min_interval`, default 10 s), last good keys kept when the server fails.
 /// Validation never waits for a fetch when the token's key is known.
 ///
-/// Plain `http://` is accepted only for loopback hosts (tests, local sidecars).
+/// What a JWKS server can make us do is bounded:
+/// - **body size**: at most [`RemoteJwks::max_body_size`] bytes are read (default 1 MiB),
+///   whatever `Content-Length` says or does not say (chunked bodies included); past the
+///   limit reading stops and the fetch fails, naming the limit and the URL;
+/// - **redirects**: not followed by default (as Envoy, which treats any non-200 as a failed
+///   fetch): a 3xx fails the fetch, naming its `Location`. [`RemoteJwks::follow_redirects`]
+///   follows hops that pass the URL policy, never from https to plain http;
+/// - **time**: one fetch takes at most [`RemoteJwks::fetch_timeout`]; a token naming an
+///   unknown `kid` waits for a refetch only if it started that refetch (at most one per
+///   `refetch_min_interval`), and then at most [`RemoteJwks::miss_wait`] — never for a fetch
+///   already in flight, so a hanging server holds no request (but in the start-up window:
+///   until the first fetch ends, at most `first_fetch_wait` after the build, a token waits
+///   for it; see [`crate::ValidatorBuilder::first_fetch_wait`]);
+/// - **retries**: a failed fetch is retried after [`RemoteJwks::retry_interval`] (default
+///   1 s, Envoy's `failed_refetch_duration`), growing by a quarter per further failure up to
+///   [`RemoteJwks::retry_max`] (default 10 s), each delay jittered down by up to a quarter.
+///
+/// Plain `http://` is accepted only for loopback hosts (tests, local sidecars). Requests
+/// carry `User-Agent: mtls-jwt/<version>`.
 #[derive(Debug, Clone)]
 pub struct RemoteJwks {
     location: Location,
     cache_duration: Duration,
     refetch_min_interval: Duration,
     fetch_timeout: Duration,
+    miss_wait: Duration,
     retry_interval: Duration,
+    retry_max: Duration,
     max_body: usize,
+    follow_redirects: bool,
     client: Option<reqwest::Client>,
 }
+
+/// `User-Agent` of every fetch made with our client.
+const USER_AGENT: &str = concat!("mtls-jwt/", env!("CARGO_PKG_VERSION"));
+
+/// Redirect hops a fetch follows at most (with [`RemoteJwks::follow_redirects`]).
+const MAX_REDIRECTS: usize = 10;
 
 impl RemoteJwks {
     /// The JWKS at `url`.
@@ -130,8 +157,11 @@ impl RemoteJwks {
             cache_duration: Duration::from_secs(600),
             refetch_min_interval: Duration::from_secs(10),
             fetch_timeout: Duration::from_secs(10),
-            retry_interval: Duration::from_secs(30),
+            miss_wait: Duration::from_secs(1),
+            retry_interval: Duration::from_secs(1),
+            retry_max: Duration::from_secs(10),
             max_body: 1 << 20,
+            follow_redirects: false,
             client: None,
         }
     }
@@ -148,37 +178,87 @@ impl RemoteJwks {
         self
     }
 
-    /// Timeout of one fetch (default 10 s).
+    /// Timeout of one fetch, discovery document included (default 10 s).
     pub fn fetch_timeout(mut self, d: Duration) -> Self {
         self.fetch_timeout = d;
         self
     }
 
-    /// How soon the background task retries after a failed fetch (default 30 s).
+    /// How long a token naming an unknown `kid` waits for the refetch it started (default
+    /// 1 s). The fetch itself goes on (up to `fetch_timeout`) and its keys serve later tokens.
+    pub fn miss_wait(mut self, d: Duration) -> Self {
+        self.miss_wait = d;
+        self
+    }
+
+    /// The delay before retrying a failed fetch (default 1 s, as Envoy's
+    /// `failed_refetch_duration`); each further failure makes it a quarter longer, up to
+    /// [`RemoteJwks::retry_max`].
     pub fn retry_interval(mut self, d: Duration) -> Self {
         self.retry_interval = d;
         self
     }
 
-    /// Uses this HTTP client (e.g. one trusting a private CA). Default: reqwest with rustls
-    /// and [`RemoteJwks::redirect_policy`].
+    /// The longest delay between retries of a failing fetch (default 10 s).
+    pub fn retry_max(mut self, d: Duration) -> Self {
+        self.retry_max = d;
+        self
+    }
+
+    /// The largest response body read, in bytes (default 1 MiB); a longer one fails the fetch
+    /// as soon as the limit is passed, without reading further.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Follows redirects (default: off, as Envoy), at most 10 hops, each checked against the
+    /// URL policy before it is made and never from https to plain http
+    /// ([`RemoteJwks::redirect_policy`]). Applies to our client, not to one given with
+    /// [`RemoteJwks::http_client`].
+    pub fn follow_redirects(mut self, follow: bool) -> Self {
+        self.follow_redirects = follow;
+        self
+    }
+
+    /// Uses this HTTP client (e.g. one trusting a private CA): start from
+    /// [`RemoteJwks::client_builder`] to keep our defaults (no redirects, the User-Agent).
     ///
-    /// The URL policy (https, or http to loopback only) applies to every redirect hop: give
-    /// your client [`RemoteJwks::redirect_policy`] (or `Policy::none()`) so that a refused
-    /// hop is never made. Whatever the client does, keys from a response whose final URL
-    /// the policy refuses are not trusted.
+    /// Whatever the client does, keys from a response whose final URL the policy refuses
+    /// (or that went from https to plain http) are not trusted.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.client = Some(client);
         self
     }
 
-    /// The redirect policy of the default client: at most 10 hops, each one checked
-    /// against the URL policy (https, or http to loopback only) before it is made. An
-    /// allowed URL answering `302` to `http://elsewhere/` gets its fetch refused, naming
-    /// the hop.
+    /// A client builder with our defaults: rustls, redirects off, `User-Agent:
+    /// mtls-jwt/<version>`, a 10 s connect timeout. Add a private CA and give the client to
+    /// [`RemoteJwks::http_client`].
     ///
     /// ```
-    /// let client = reqwest::Client::builder()
+    /// # let ca_pem = mtls_jwt::SigningKey::generate(mtls_jwt::Algorithm::ES256)?.public_pem();
+    /// # let _ = ca_pem;
+    /// let client = mtls_jwt::RemoteJwks::client_builder()
+    ///     // .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes())?)
+    ///     .build()?;
+    /// let source = mtls_jwt::RemoteJwks::new("https://issuer.example/jwks").http_client(client);
+    /// # let _ = source;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn client_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+    }
+
+    /// The redirect policy of [`RemoteJwks::follow_redirects`]: at most 10 hops, each one
+    /// checked against the URL policy (https, or http to loopback only) before it is made,
+    /// and none from https to plain http. An allowed URL answering `302` to
+    /// `http://elsewhere/` gets its fetch refused, naming the hop.
+    ///
+    /// ```
+    /// let client = mtls_jwt::RemoteJwks::client_builder()
     ///     .redirect(mtls_jwt::RemoteJwks::redirect_policy())
     ///     .build()?;
     /// let source = mtls_jwt::RemoteJwks::new("https://issuer.example/jwks").http_client(client);
@@ -190,8 +270,9 @@ impl RemoteJwks {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
             }
-            match check_url(attempt.url().as_str()) {
-                Ok(_) => attempt.follow(),
+            let from_https = attempt.previous().iter().any(|u| u.scheme() == "https");
+            match check_hop(attempt.url().as_str(), from_https) {
+                Ok(()) => attempt.follow(),
                 Err(e) => attempt.error(format!("redirect refused: {e}")),
             }
         })
@@ -201,6 +282,38 @@ impl RemoteJwks {
         match &self.location {
             Location::Jwks(u) | Location::Discovery(u) => u,
         }
+    }
+
+    /// The client to fetch with: the caller's, or ours with this source's settings.
+    fn client(&self) -> Result<reqwest::Client> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let policy = if self.follow_redirects {
+            Self::redirect_policy()
+        } else {
+            reqwest::redirect::Policy::none()
+        };
+        Self::client_builder()
+            .connect_timeout(self.fetch_timeout)
+            .redirect(policy)
+            .build()
+            .map_err(|e| Error::Config {
+                reason: format!("cannot build the HTTP client: {}", error_chain(&e)),
+            })
+    }
+
+    /// The delay before the next attempt after `failures` consecutive failed fetches.
+    fn retry_delay(&self, failures: u32) -> Duration {
+        let growth = 1.25f64.powi(i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX));
+        // Jitter: 75–100 % of the delay, so replicas that failed together spread out.
+        let mut byte = [0u8; 1];
+        let jitter = match aws_lc_rs::rand::fill(&mut byte) {
+            Ok(()) => f64::from(byte[0]) / 255.0,
+            Err(_) => 0.5,
+        };
+        let secs = (self.retry_interval.as_secs_f64() * growth).min(self.retry_max.as_secs_f64());
+        Duration::try_from_secs_f64(secs * (1.0 - 0.25 * jitter)).unwrap_or(self.retry_max)
     }
 }
 
@@ -219,9 +332,55 @@ pub(crate) struct Loaded {
 struct Remote {
     config: RemoteJwks,
     client: reqwest::Client,
-    fetch_lock: tokio::sync::Mutex<()>,
+    /// Held by the one fetch in flight. Owned guards let a fetch a token started outlive
+    /// the token's wait.
+    fetch_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Counts finished fetches (good or failed): what a request waiting for a fetch watches.
+    fetched: watch::Sender<u64>,
+    /// When the source was built: the start of the `first_fetch_wait` window.
+    started: Instant,
     last_miss_fetch: Mutex<Option<Instant>>,
+    last_success: Mutex<Option<Instant>>,
     jwks_uri: Mutex<Option<String>>,
+}
+
+impl Remote {
+    fn new(config: RemoteJwks) -> Result<Self> {
+        Ok(Self {
+            client: config.client()?,
+            config,
+            fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
+            fetched: watch::channel(0).0,
+            started: Instant::now(),
+            last_miss_fetch: Mutex::new(None),
+            last_success: Mutex::new(None),
+            jwks_uri: Mutex::new(None),
+        })
+    }
+
+    /// True if a miss may not refetch now (one did less than `refetch_min_interval` ago).
+    fn miss_rate_limited(&self) -> bool {
+        self.last_miss_fetch.lock().map_or(true, |last| {
+            last.is_some_and(|at| at.elapsed() < self.config.refetch_min_interval)
+        })
+    }
+
+    /// Takes the refetch slot of the interval; false if another miss took it first.
+    fn take_miss_slot(&self) -> bool {
+        let Ok(mut last) = self.last_miss_fetch.lock() else {
+            return false;
+        };
+        if last.is_some_and(|at| at.elapsed() < self.config.refetch_min_interval) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    fn fresh(&self) -> Option<Duration> {
+        let at = self.last_success.lock().ok().and_then(|t| *t)?;
+        self.config.cache_duration.checked_sub(at.elapsed())
+    }
 }
 
 /// Holds the current keys; background tasks (remote refresh, file watch) update it.
@@ -277,22 +436,14 @@ impl KeyStore {
             }
             Kind::Remote(config) => {
                 let runtime = runtime("fetching a remote JWKS")?;
-                let client = match &config.client {
-                    Some(c) => c.clone(),
-                    None => default_client(config.fetch_timeout)?,
-                };
                 check_url(config.name())?;
-                let store = Arc::new(new(
-                    config.name().to_owned(),
-                    Some(Remote {
-                        config,
-                        client,
-                        fetch_lock: tokio::sync::Mutex::new(()),
-                        last_miss_fetch: Mutex::new(None),
-                        jwks_uri: Mutex::new(None),
-                    }),
-                ));
-                let task = runtime.spawn(refresh_remote(Arc::downgrade(&store)));
+                let name = config.name().to_owned();
+                let remote = Remote::new(config)?;
+                // The first fetch holds the lock from now on: a validation arriving before
+                // it runs waits for it rather than starting another.
+                let first = remote.fetch_lock.clone().try_lock_owned().ok();
+                let store = Arc::new(new(name, Some(remote)));
+                let task = runtime.spawn(refresh_remote(Arc::downgrade(&store), first));
                 store.add_task(task);
                 Ok(store)
             }
@@ -323,7 +474,7 @@ impl KeyStore {
             return false;
         }
         let generation = current.as_ref().map_or(0, |l| l.generation) + 1;
-        tracing::info!(source = %self.name, generation, kids = ?set.key_ids(), "JWKS loaded");
+        tracing::info!(source = %self.name, generation, keys = set.len(), "JWKS loaded");
         self.current
             .store(Some(Arc::new(Loaded { set, generation })));
         self.changed.send_replace(generation);
@@ -354,83 +505,137 @@ impl KeyStore {
         self.remote.is_some()
     }
 
-    /// Waits (at most `timeout`) until keys are loaded; true if they are.
+    /// Waits (at most `timeout`) until keys are loaded and, for a remote source, the fetch
+    /// that loaded them has finished; true if keys are loaded.
     pub(crate) async fn wait_loaded(&self, timeout: Duration) -> bool {
-        let mut rx = self.changed.subscribe();
-        matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|g| *g > 0)).await,
-            Ok(Ok(_))
-        )
+        let mut keys = self.changed.subscribe();
+        let loaded = async {
+            let _ = keys.wait_for(|g| *g > 0).await;
+            if let Some(remote) = &self.remote {
+                let mut fetched = remote.fetched.subscribe();
+                let _ = fetched.wait_for(|n| *n > 0).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, loaded).await;
+        self.generation() > 0
     }
 
-    /// After a key miss against generation `seen`: refetch, rate-limited. True if the keys
-    /// changed since `seen` (so validating again may succeed).
-    pub(crate) async fn refetch_for_miss(&self, seen: u64) -> bool {
+    /// After a key miss against generation `seen` (0: no keys yet): a refetch, never
+    /// queued behind another. A miss refetches at most once per `refetch_min_interval`
+    /// (checked first, before anything else) and only when no fetch is in flight, and
+    /// waits for its own fetch at most `miss_wait`. The one exception is start-up: until
+    /// the first fetch has ended, and at most `first_fetch_wait` after the source was
+    /// built, a token without keys waits for that fetch (there is nothing to answer it
+    /// with yet). After that, a hanging server holds no token. True if the keys changed
+    /// since `seen`.
+    pub(crate) async fn refetch_for_miss(
+        self: &Arc<Self>,
+        seen: u64,
+        first_fetch_wait: Duration,
+    ) -> bool {
         let Some(remote) = &self.remote else {
             return false;
         };
-        let timeout = remote.config.fetch_timeout;
-        let Ok(_guard) = tokio::time::timeout(timeout, remote.fetch_lock.lock()).await else {
-            return self.generation() != seen;
+        let no_keys = seen == 0;
+        // Subscribed before looking at anything: a fetch finishing in between still counts.
+        let mut finished = remote.fetched.subscribe();
+        let start_up = if no_keys && *finished.borrow() == 0 {
+            (remote.started + first_fetch_wait)
+                .checked_duration_since(Instant::now())
+                .filter(|left| !left.is_zero())
+        } else {
+            None
         };
-        if self.generation() != seen {
-            return true;
+        if start_up.is_none() && remote.miss_rate_limited() {
+            tracing::debug!(source = %self.name, no_keys, "key miss: refetch rate-limited");
+            return self.generation() != seen;
         }
-        {
-            let Ok(mut last) = remote.last_miss_fetch.lock() else {
-                return false;
-            };
-            if let Some(at) = *last
-                && at.elapsed() < remote.config.refetch_min_interval
-            {
-                tracing::debug!(source = %self.name, "unknown kid: refetch rate-limited");
-                return false;
+        let wait = match remote.fetch_lock.clone().try_lock_owned() {
+            // The first fetch, in flight since the source was built.
+            Err(_) if start_up.is_some() => start_up.unwrap_or_default(),
+            // Its keys serve the next token; a hanging server holds no request.
+            Err(_) => return self.generation() != seen,
+            Ok(guard) => {
+                if !remote.take_miss_slot() {
+                    return self.generation() != seen;
+                }
+                tracing::info!(source = %self.name, no_keys, "key miss: refetching the JWKS");
+                let store = Arc::clone(self);
+                tokio::spawn(async move {
+                    if let Some(remote) = &store.remote {
+                        let _ = store.fetch_and_store(remote, guard).await;
+                    }
+                });
+                start_up.unwrap_or(remote.config.miss_wait)
             }
-            *last = Some(Instant::now());
-        }
-        tracing::info!(source = %self.name, "unknown kid: refetching the JWKS");
-        self.fetch_and_store(remote).await.unwrap_or(false)
+        };
+        let _ = tokio::time::timeout(wait, finished.changed()).await;
+        self.generation() != seen
     }
 
     /// Fetches now (waits for a fetch in progress first). True if the keys changed.
     pub(crate) async fn refresh(&self) -> Result<bool> {
         match &self.remote {
             Some(remote) => {
-                let _guard = remote.fetch_lock.lock().await;
-                self.fetch_and_store(remote).await
+                let guard = remote.fetch_lock.clone().lock_owned().await;
+                self.fetch_and_store(remote, guard).await
             }
             None => Ok(false),
         }
     }
 
-    /// Call with `fetch_lock` held.
-    async fn fetch_and_store(&self, remote: &Remote) -> Result<bool> {
-        let result = tokio::time::timeout(remote.config.fetch_timeout, fetch(remote)).await;
-        let result = result.unwrap_or_else(|_| {
-            Err(Error::JwksFetchFailed {
-                source_name: self.name.clone(),
-                reason: format!("timed out after {:?}", remote.config.fetch_timeout),
-            })
-        });
-        match result {
+    /// Fetches with `fetch_lock` held (`guard`), released before the fetch is announced as
+    /// finished: whoever sees it finished finds the lock free.
+    async fn fetch_and_store(
+        &self,
+        remote: &Remote,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<bool> {
+        let timeout = remote.config.fetch_timeout;
+        let result = tokio::time::timeout(timeout, fetch(remote))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::JwksFetchFailed {
+                    source_name: self.name.clone(),
+                    reason: format!("timed out after {timeout:?} (fetch_timeout)"),
+                })
+            });
+        let result = match result {
             Ok(set) => {
                 self.set_error(None);
+                if let Ok(mut at) = remote.last_success.lock() {
+                    *at = Some(Instant::now());
+                }
                 Ok(self.store(set))
             }
             Err(e) => {
                 let keeping = self.current.load().is_some();
-                tracing::warn!(source = %self.name, error = %e, keeping_last_good_keys = keeping,
+                // Said once: the error names the URL; the reason alone goes under our name.
+                let reason = match &e {
+                    Error::JwksFetchFailed {
+                        source_name,
+                        reason,
+                    } if *source_name == self.name => reason.clone(),
+                    Error::JwksFetchFailed {
+                        source_name,
+                        reason,
+                    } => format!("{source_name}: {reason}"),
+                    other => other.to_string(),
+                };
+                tracing::warn!(source = %self.name, error = %reason, keeping_last_good_keys = keeping,
                     "JWKS fetch failed");
-                self.set_error(Some(e.to_string()));
-                if let Some(remote) = &self.remote
-                    && let (Location::Discovery(_), Ok(mut uri)) =
-                        (&remote.config.location, remote.jwks_uri.lock())
+                self.set_error(Some(reason));
+                if let (Location::Discovery(_), Ok(mut uri)) =
+                    (&remote.config.location, remote.jwks_uri.lock())
                 {
                     *uri = None;
                 }
                 Err(e)
             }
-        }
+        };
+        drop(guard);
+        remote.fetched.send_modify(|n| *n = n.wrapping_add(1));
+        result
     }
 }
 
@@ -440,10 +645,8 @@ fn runtime(what: &str) -> Result<tokio::runtime::Handle> {
     })
 }
 
-/// Redirect hops a fetch follows at most.
-const MAX_REDIRECTS: usize = 10;
-
-/// An error with its sources, for messages ("error sending request: ...: redirect refused").
+/// An error with its sources, each said once ("error sending request: client error
+/// (Connect): tcp connect error: Connection refused (os error 111)").
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -458,15 +661,9 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The default HTTP client: rustls, the connect timeout, and the checked redirect policy.
-fn default_client(connect_timeout: Duration) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .redirect(RemoteJwks::redirect_policy())
-        .build()
-        .map_err(|e| Error::Config {
-            reason: format!("cannot build the HTTP client: {e}"),
-        })
+/// A reqwest error with its causes, without the URL (the error around it names it).
+fn reqwest_reason(e: reqwest::Error) -> String {
+    error_chain(&e.without_url())
 }
 
 /// Refuses URLs other than https, and http except to loopback.
@@ -494,42 +691,75 @@ pub(crate) fn check_url(url: &str) -> Result<reqwest::Url> {
     }
 }
 
+/// The URL policy for a redirect hop (or a final URL): [`check_url`], and never plain http
+/// after https.
+fn check_hop(url: &str, from_https: bool) -> Result<()> {
+    let parsed = check_url(url)?;
+    if from_https && parsed.scheme() != "https" {
+        return Err(Error::Config {
+            reason: format!("JWKS URL {url:?}: a redirect from https to plain http is not allowed"),
+        });
+    }
+    Ok(())
+}
+
 async fn get_json(remote: &Remote, url: &str) -> Result<serde_json::Value> {
     let fail = |reason: String| Error::JwksFetchFailed {
         source_name: url.to_owned(),
         reason,
     };
-    let response = remote
+    let mut response = remote
         .client
         .get(check_url(url)?)
         .header(http::header::ACCEPT, "application/json")
         .timeout(remote.config.fetch_timeout)
         .send()
         .await
-        .map_err(|e| fail(error_chain(&e)))?;
+        .map_err(|e| fail(reqwest_reason(e)))?;
     // A caller's client may follow redirects on its own: whatever it did, the answer
     // counts only if its final URL passes the policy too.
     if response.url().as_str() != url {
-        check_url(response.url().as_str())
+        check_hop(response.url().as_str(), url.starts_with("https:"))
             .map_err(|e| fail(format!("redirected to a refused URL: {}", error_chain(&e))))?;
     }
     let status = response.status();
-    if !status.is_success() {
-        return Err(fail(format!("HTTP status {status}")));
+    if status.is_redirection() {
+        let location = response.headers().get(http::header::LOCATION).map_or_else(
+            || "no Location".to_owned(),
+            |l| String::from_utf8_lossy(l.as_bytes()).into_owned(),
+        );
+        return Err(fail(format!(
+            "HTTP status {status}: the redirect to {location} is not allowed (redirects are not followed; see RemoteJwks::follow_redirects)"
+        )));
     }
-    if response
-        .content_length()
-        .is_some_and(|n| n > remote.config.max_body as u64)
+    if status != http::StatusCode::OK {
+        return Err(fail(format!("HTTP status {status}, expected 200 OK")));
+    }
+    let limit = remote.config.max_body;
+    let too_large = || {
+        fail(format!(
+            "the response body is over the limit of {limit} bytes (max_body_size); reading stopped there"
+        ))
+    };
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    // Read chunk by chunk: a body without Content-Length (chunked, or until close) is
+    // bounded by what we keep, not by what the server sends.
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit));
+    let mut body = Vec::with_capacity(capacity);
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| fail(reqwest_reason(e)))?
     {
-        return Err(fail("response too large".into()));
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
     }
-    let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
-    if body.len() > remote.config.max_body {
-        return Err(fail("response too large".into()));
-    }
-    serde_json::from_slice(&body).map_err(|e| Error::InvalidJwks {
-        reason: format!("{url}: {e}"),
-    })
+    serde_json::from_slice(&body).map_err(|e| fail(format!("the answer is not JSON: {e}")))
 }
 
 async fn fetch(remote: &Remote) -> Result<KeySet> {
@@ -561,10 +791,17 @@ async fn fetch(remote: &Remote) -> Result<KeySet> {
             }
         }
     };
-    KeySet::from_value(get_json(remote, &url).await?)
+    KeySet::from_source(get_json(remote, &url).await?, &url)
 }
 
-async fn refresh_remote(store: Weak<KeyStore>) {
+/// The background refresh: every `cache_duration` after a good fetch (one a token
+/// started counts), after the jittered retry delay after a failed one. `first` is the
+/// lock the first fetch holds from the moment the source was built.
+async fn refresh_remote(
+    store: Weak<KeyStore>,
+    mut first: Option<tokio::sync::OwnedMutexGuard<()>>,
+) {
+    let mut failures = 0u32;
     loop {
         let Some(strong) = store.upgrade() else {
             return;
@@ -572,11 +809,28 @@ async fn refresh_remote(store: Weak<KeyStore>) {
         let Some(remote) = &strong.remote else {
             return;
         };
-        let wait = {
-            let _guard = remote.fetch_lock.lock().await;
-            match strong.fetch_and_store(remote).await {
-                Ok(_) => remote.config.cache_duration,
-                Err(_) => remote.config.retry_interval,
+        let fresh = if first.is_some() {
+            None
+        } else {
+            remote.fresh()
+        };
+        let wait = match fresh {
+            Some(left) => left,
+            None => {
+                let guard = match first.take() {
+                    Some(guard) => guard,
+                    None => remote.fetch_lock.clone().lock_owned().await,
+                };
+                match strong.fetch_and_store(remote, guard).await {
+                    Ok(_) => {
+                        failures = 0;
+                        remote.config.cache_duration
+                    }
+                    Err(_) => {
+                        failures = failures.saturating_add(1);
+                        remote.config.retry_delay(failures)
+                    }
+                }
             }
         };
         drop(strong);
@@ -597,7 +851,13 @@ fn read_file(path: &Path) -> Result<(KeySet, Option<Stamp>)> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok((KeySet::from_json(&json)?, before))
+    let document = serde_json::from_str(&json).map_err(|e| Error::InvalidJwks {
+        reason: e.to_string(),
+    })?;
+    Ok((
+        KeySet::from_source(document, &path.display().to_string())?,
+        before,
+    ))
 }
 
 async fn watch_file(store: Weak<KeyStore>, file: FileJwks, mut last: Option<Stamp>) {
@@ -643,14 +903,7 @@ impl KeySet {
             })?;
         let config = RemoteJwks::new(url).fetch_timeout(timeout);
         runtime.block_on(async move {
-            let client = default_client(timeout)?;
-            let remote = Remote {
-                config,
-                client,
-                fetch_lock: tokio::sync::Mutex::new(()),
-                last_miss_fetch: Mutex::new(None),
-                jwks_uri: Mutex::new(None),
-            };
+            let remote = Remote::new(config)?;
             tokio::time::timeout(timeout, fetch(&remote))
                 .await
                 .unwrap_or_else(|_| {
@@ -682,6 +935,28 @@ mod tests {
             Err(Error::Config { .. })
         ));
         assert!(matches!(check_url("not a url"), Err(Error::Config { .. })));
+    }
+
+    #[test]
+    fn retries_start_at_1_s_grow_by_a_quarter_jittered_and_capped() {
+        let remote = RemoteJwks::new("https://issuer.example/jwks");
+        for failures in 1..=40u32 {
+            let full = (1.25f64.powi(failures as i32 - 1)).min(10.0);
+            for _ in 0..20 {
+                let d = remote.retry_delay(failures).as_secs_f64();
+                assert!(
+                    d >= 0.75 * full - 1e-6 && d <= full + 1e-6,
+                    "failure {failures}: {d} s, expected 75-100 % of {full} s"
+                );
+            }
+        }
+        // Three failures in a row cost at most 1 + 1.25 + 1.5625 s of waiting.
+        let total: f64 = (1..=3).map(|n| remote.retry_delay(n).as_secs_f64()).sum();
+        assert!(total <= 3.8125 + 1e-6, "{total}");
+        let custom = remote
+            .retry_interval(Duration::from_millis(200))
+            .retry_max(Duration::from_millis(300));
+        assert!(custom.retry_delay(u32::MAX) <= Duration::from_millis(300));
     }
 
     #[test]

@@ -218,7 +218,12 @@ impl ValidatorBuilder {
         self
     }
 
-    /// How long [`Validator::validate`] waits for a remote JWKS's first fetch (default 10 s).
+    /// The start-up window of a remote JWKS (default 10 s from [`ValidatorBuilder::build`]):
+    /// until its first fetch has ended, [`Validator::validate`] waits for that fetch, at most
+    /// until the window closes. It waits for the fetch to end, well or badly: after a
+    /// failure the token fails at once, naming what the fetch ran into. After the window
+    /// (or the first fetch) no token waits for a fetch in flight, even with no keys loaded:
+    /// a JWKS server that hangs holds tokens only in the first `wait` of the process.
     pub fn first_fetch_wait(mut self, wait: Duration) -> Self {
         self.first_fetch_wait = wait;
         self
@@ -317,8 +322,9 @@ impl ValidatorBuilder {
 /// Validates JWTs against a JWKS. Cheap to clone (an `Arc` inside); share one per issuer.
 ///
 /// [`Validator::validate_now`] is synchronous and never waits: it uses the keys at hand.
-/// [`Validator::validate`] is the same, except that a token naming an unknown `kid` (or
-/// arriving before a remote JWKS's first fetch) waits for a rate-limited refetch. Tokens
+/// [`Validator::validate`] is the same, except that a token naming an unknown `kid` may wait
+/// for a rate-limited refetch it starts, and one arriving during a remote JWKS's first fetch
+/// waits for it (within [`ValidatorBuilder::first_fetch_wait`] of the build). Tokens
 /// whose key is known never wait for any fetch: keys are swapped in atomically by the
 /// background refresh.
 ///
@@ -447,14 +453,17 @@ impl Validator {
         {
             let store = store.clone();
             runtime.spawn(async move {
-                store.refetch_for_miss(seen).await;
+                store.refetch_for_miss(seen, Duration::ZERO).await;
             });
         }
         result
     }
 
-    /// Validates `token`. Waits only when its key is unknown: then the JWKS is refetched
-    /// (at most once per the source's `refetch_min_interval`) and the token checked again.
+    /// Validates `token`. Waits only when its key is unknown, and only for a refetch it
+    /// starts itself (at most once per the source's `refetch_min_interval`, for at most its
+    /// `miss_wait`), never behind a fetch in flight; then the token is checked again. The
+    /// exception is start-up: until a remote JWKS's first fetch has ended, a token waits for
+    /// it, at most until [`ValidatorBuilder::first_fetch_wait`] after the build.
     pub async fn validate(&self, token: &str) -> Result<Claims> {
         let seen = self.generation();
         match self.check(token) {
@@ -462,11 +471,9 @@ impl Validator {
                 let Some(store) = self.inner.store.as_ref().filter(|s| s.is_remote()) else {
                     return Err(e);
                 };
-                if seen == 0 {
-                    store.wait_loaded(self.inner.first_fetch_wait).await;
-                } else {
-                    store.refetch_for_miss(seen).await;
-                }
+                store
+                    .refetch_for_miss(seen, self.inner.first_fetch_wait)
+                    .await;
                 // Checked again whether or not the keys changed: after the wait, a failure
                 // names what the fetch ran into (not "no JWKS fetched yet").
                 self.check(token)
@@ -532,6 +539,36 @@ impl Validator {
             .unwrap_or_default()
     }
 
+    /// The verdict on `token` from the verified-token cache, without verifying a signature
+    /// or waiting: `Some` when this token was verified against the keys in use and is within
+    /// its lifetime (the claim checks run again, as on every call), `None` otherwise — then
+    /// [`validate`](Self::validate) does the work. A server layer can answer a cache hit
+    /// synchronously, without a future of its own.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator, jwks_json};
+    /// let key = SigningKey::generate(Algorithm::ES256)?;
+    /// let validator = Validator::builder()
+    ///     .jwks(JwksSource::inline(jwks_json([key.jwk(Some(key.kid()))])))
+    ///     .audience("bookstore")
+    ///     .build()?;
+    /// let token = key.mint(&TokenSpec::new(Duration::from_secs(300)).audience("bookstore"))?;
+    /// assert!(validator.validate_cached(&token).is_none(), "not verified yet");
+    /// validator.validate_now(&token)?;
+    /// let claims = validator.validate_cached(&token).expect("a cache hit")?;
+    /// assert_eq!(claims.audiences(), ["bookstore"]);
+    /// # Ok::<(), mtls_jwt::Error>(())
+    /// ```
+    pub fn validate_cached(&self, token: &str) -> Option<Result<Claims>> {
+        self.cache_hit(token, self.generation(), unix_now())
+    }
+
+    fn cache_hit(&self, token: &str, generation: u64, now: i64) -> Option<Result<Claims>> {
+        let claims = self.inner.cache.get(token, generation, now)?;
+        Some(self.check_claims(&claims, now).map(|()| claims))
+    }
+
     fn generation(&self) -> u64 {
         self.inner.store.as_ref().map_or(0, |s| s.generation())
     }
@@ -555,9 +592,8 @@ impl Validator {
             .unwrap_or(0);
         // The cache spares the signature verification and the parsing, never the verdict:
         // the claim checks (custom ones may depend on time or state) run on every call.
-        if let Some(claims) = inner.cache.get(token, generation, now) {
-            self.check_claims(&claims, now)?;
-            return Ok(claims);
+        if let Some(verdict) = self.cache_hit(token, generation, now) {
+            return verdict;
         }
 
         let mut parts = token.split('.');

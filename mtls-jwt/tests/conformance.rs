@@ -1,7 +1,8 @@
 //! Audit findings (issue 13, items 4, 5, 7, 8): a future `iat` cannot stretch
 //! `max_lifetime`, the JOSE header is a JSON object of valid UTF-8, keys sharing a `kid` are
 //! each tried, weak RSA keys are refused when the JWKS loads, and a cache hit still runs the
-//! custom checks.
+//! custom checks. Issue 25 item 4: RSA keys outside 2048–8192 bits are refused with their
+//! size, and a JWKS full of junk keys is one log line.
 // Tests may panic: a failed assertion is the report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -158,6 +159,11 @@ fn keys_sharing_a_kid_are_each_tried() {
 
 /// A 1024-bit RSA key made by the openssl CLI: (PEM path holder, JWK).
 fn weak_rsa(kid: &str) -> (tempfile::TempDir, serde_json::Value) {
+    openssl_rsa(kid, 1024)
+}
+
+/// An RSA key of `bits` made by the openssl CLI: (PEM path holder, JWK).
+fn openssl_rsa(kid: &str, bits: usize) -> (tempfile::TempDir, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("weak.pem");
     let out = Command::new("openssl")
@@ -166,7 +172,7 @@ fn weak_rsa(kid: &str) -> (tempfile::TempDir, serde_json::Value) {
             "-algorithm",
             "RSA",
             "-pkeyopt",
-            "rsa_keygen_bits:1024",
+            &format!("rsa_keygen_bits:{bits}"),
             "-out",
         ])
         .arg(&pem)
@@ -193,7 +199,7 @@ fn weak_rsa(kid: &str) -> (tempfile::TempDir, serde_json::Value) {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
-    assert_eq!(n.len(), 128);
+    assert_eq!(n.len(), bits / 8);
     let jwk =
         json!({"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": b64(&n), "e": "AQAB"});
     (dir, jwk)
@@ -316,4 +322,127 @@ fn unknown_crit_and_trailing_signature_bytes_are_refused() {
         .validate_now(&format!("{input}.{}", b64(&bytes)))
         .unwrap_err();
     assert!(matches!(err, Error::BadSignature), "{err}");
+}
+
+/// A token with `kid`, RS256-signed by the openssl CLI with the key in `dir`.
+fn openssl_token(dir: &tempfile::TempDir, kid: &str) -> String {
+    let header = json!({"alg": "RS256", "kid": kid}).to_string();
+    let payload = json!({"exp": now() + 300}).to_string();
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+    format!("{input}.{}", b64(&openssl_rs256(dir, &input)))
+}
+
+#[test]
+fn rsa_keys_outside_2048_to_8192_bits_are_refused_with_their_size() {
+    let (dir512, rsa512) = openssl_rsa("rsa-512", 512);
+    let (dir4096, rsa4096) = openssl_rsa("rsa-4096", 4096);
+    let rsa2048 = SigningKey::generate(Algorithm::RS256).unwrap();
+    // A 16384-bit modulus (top bit set, odd): only its size matters here, and making a
+    // real one takes the openssl CLI minutes.
+    let mut n = vec![0xc5u8; 2048];
+    n[2047] |= 1;
+    let rsa16384 =
+        json!({"kty": "RSA", "kid": "rsa-16384", "alg": "RS256", "n": b64(&n), "e": "AQAB"});
+    let set = KeySet::from_value(json!({"keys": [
+        rsa512, rsa16384.clone(), rsa4096, rsa2048.jwk(Some("rsa-2048"))
+    ]}))
+    .unwrap();
+    let v = Validator::builder()
+        .jwks(JwksSource::key_set(set))
+        .build()
+        .unwrap();
+
+    let err = v
+        .validate_now(&openssl_token(&dir512, "rsa-512"))
+        .unwrap_err();
+    assert!(matches!(&err, Error::WeakKey { bits: 512, .. }), "{err}");
+    assert!(
+        err.to_string().contains("512 bits, expected 2048 to 8192"),
+        "{err}"
+    );
+    // Any RS256 signature names the 16384-bit key's size, not "bad signature".
+    let err = v
+        .validate_now(&openssl_token(&dir512, "rsa-16384"))
+        .unwrap_err();
+    assert!(matches!(&err, Error::WeakKey { bits: 16384, .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("16384 bits, expected 2048 to 8192"),
+        "{err}"
+    );
+
+    v.validate_now(&openssl_token(&dir4096, "rsa-4096"))
+        .unwrap();
+    v.validate_now(
+        &rsa2048
+            .mint(&TokenSpec::new(Duration::from_secs(60)).kid("rsa-2048"))
+            .unwrap(),
+    )
+    .unwrap();
+
+    // Alone, the oversized key leaves no usable key: the error says why.
+    let err = KeySet::from_value(json!({"keys": [rsa16384]})).unwrap_err();
+    assert!(err.to_string().contains("16384 bits"), "{err}");
+}
+
+/// A `MakeWriter` into a shared buffer: the log lines a test emits.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[test]
+fn junk_keys_are_one_summary_line_per_jwks() {
+    let good = SigningKey::generate(Algorithm::ES256).unwrap();
+    let mut keys: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| json!({"kty": "EC", "crv": "P-256", "kid": format!("junk-{i}"), "x": "AA", "y": "AA"}))
+        .collect();
+    keys.push(good.jwk(Some("good")));
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let set = tracing::subscriber::with_default(subscriber, || {
+        KeySet::from_value(json!({ "keys": keys })).unwrap()
+    });
+    assert_eq!(set.key_ids(), ["good"]);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line for 10,000 junk keys: {}",
+        &text[..text.len().min(2000)]
+    );
+    let line = lines[0];
+    assert!(
+        line.contains("WARN") && line.contains("JWKS keys skipped"),
+        "{line}"
+    );
+    assert!(line.contains("10000 of 10001 keys"), "the count: {line}");
+    assert!(
+        line.contains("source=\"inline JWKS\""),
+        "where from: {line}"
+    );
+    assert!(
+        line.contains("junk-0") && line.contains("and 9996 more"),
+        "the first reasons: {line}"
+    );
 }

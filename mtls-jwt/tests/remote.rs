@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mtls_jwt::{Algorithm, Error, FileJwks, RemoteJwks, SigningKey, TokenSpec, Validator};
 use support::JwksServer;
+use support::fault_server::{FaultServer, Reply};
 
 fn token(key: &SigningKey) -> String {
     key.mint(
@@ -237,88 +238,35 @@ async fn a_jwks_file_is_reloaded_and_bad_contents_keep_the_last_keys() {
     ));
 }
 
-/// A loopback HTTP/1.1 server answering every request with `response` (status line,
-/// headers and body); stopped when dropped. Counts requests.
-struct OneAnswer {
-    addr: std::net::SocketAddr,
-    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl OneAnswer {
-    async fn start(response: String) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = hits.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let response = response.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let mut seen = Vec::new();
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tcp.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = tcp.write_all(response.as_bytes()).await;
-                    let _ = tcp.shutdown().await;
-                });
-            }
-        });
-        Self { addr, hits, task }
-    }
-
-    fn redirect(location: &str) -> String {
-        format!(
-            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-    }
-
-    fn json(body: &str) -> String {
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl Drop for OneAnswer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Issue 13 item 6: the URL policy (https, or http to loopback only) applies to every
-/// redirect hop, with our client and with one the caller brings.
+/// Issue 13 item 6: with `follow_redirects`, the URL policy (https, or http to loopback
+/// only) applies to every redirect hop; with a client the caller brings, to the final URL.
+/// (Issue 25: redirects are not followed by default; see faults.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_url_policy_applies_to_every_redirect_hop() {
     let key = SigningKey::generate(Algorithm::ES256).unwrap();
-    let keys = OneAnswer::start(OneAnswer::json(&jwks(&[&key]))).await;
+    let keys = FaultServer::start("127.0.0.1", vec![], Reply::Json(jwks(&[&key]))).await;
     let port = keys.addr.port();
 
     // Allowed hops are followed.
-    let to_loopback = OneAnswer::start(OneAnswer::redirect(&format!(
-        "http://127.0.0.1:{port}/keys"
-    )))
+    let to_loopback = FaultServer::start(
+        "127.0.0.1",
+        vec![],
+        Reply::Redirect(format!("http://127.0.0.1:{port}/keys")),
+    )
     .await;
-    let v = validator(RemoteJwks::new(format!("http://{}/jwks", to_loopback.addr))).await;
+    let v = validator(RemoteJwks::new(to_loopback.url("/jwks")).follow_redirects(true)).await;
     v.validate(&token(&key)).await.unwrap();
 
     // A hop to plain http on a non-loopback name is refused before it is made.
     let refused = format!("http://jwks.test:{port}/keys");
-    let to_refused = OneAnswer::start(OneAnswer::redirect(&refused)).await;
-    let url = format!("http://{}/jwks", to_refused.addr);
+    let to_refused = FaultServer::start("127.0.0.1", vec![], Reply::Redirect(refused)).await;
+    let url = to_refused.url("/jwks");
     let v = Validator::builder()
-        .jwks(RemoteJwks::new(url.clone()).retry_interval(Duration::from_secs(60)))
+        .jwks(
+            RemoteJwks::new(url.clone())
+                .follow_redirects(true)
+                .retry_interval(Duration::from_secs(60)),
+        )
         .first_fetch_wait(Duration::from_secs(2))
         .build()
         .unwrap();

@@ -38,6 +38,12 @@ jwks = {"keys": [jwk(alg, f"k-{alg}") for alg in keys]}
 # A key whose JWK is for PS256 only, and one for encryption.
 jwks["keys"].append(jwk("RS256", "k-ps-only", {"alg": "PS256"}))
 jwks["keys"].append(jwk("RS256", "k-enc", {"use": "enc", "alg": "RSA-OAEP"}))
+# Two P-256 keys sharing one kid (Envoy tries each): tokens are signed by the second.
+shared = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
+for k in shared:
+    d = json.loads(ECAlgorithm.to_jwk(k.public_key()))
+    d.update({"kid": "k-shared", "alg": "ES256", "use": "sig"})
+    jwks["keys"].append(d)
 # A key the library cannot parse (must be skipped with a warning, not fail the set).
 jwks["keys"].append({"kty": "EC", "crv": "P-256", "kid": "broken", "x": "AA", "y": "AA"})
 
@@ -75,6 +81,7 @@ tokens["alg-none"] = ".".join([b64(b'{"alg":"none","typ":"JWT"}'), b64(json.dump
 pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 hs_input = b64(b'{"alg":"HS256","typ":"JWT","kid":"k-RS256"}') + "." + b64(json.dumps(claims()).encode())
 tokens["hs256-confusion"] = hs_input + "." + b64(hmac.new(pem, hs_input.encode(), hashlib.sha256).digest())
+tokens["shared-kid-second"] = jwt.encode(claims(), shared[1], algorithm="ES256", headers={"kid": "k-shared"})
 tokens["unknown-kid"] = mint("ES256", kid="k-nobody")
 tokens["kid-other-alg"] = mint("RS256", kid="k-ps-only")
 tokens["kid-enc"] = mint("RS256", kid="k-enc")

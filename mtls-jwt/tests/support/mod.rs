@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod fault_server;
+
 /// `MTLS_PYTHON`, else `<workspace>/.venv/bin/python`.
 pub fn python() -> PathBuf {
     let path = std::env::var_os("MTLS_PYTHON")
