@@ -111,6 +111,43 @@ pub enum Error {
         reason: String,
     },
 
+    /// Our own certificate (read from `path`) has expired. File sources refuse it at start
+    /// and keep the last good identity when one appears later.
+    #[error(
+        "our certificate {subject} in {path} expired at {not_after}; expected a certificate valid now"
+    )]
+    IdentityExpired {
+        /// The certificate file.
+        path: PathBuf,
+        /// Subject (or SPIFFE ID) of the leaf.
+        subject: String,
+        /// End of validity, RFC 3339.
+        not_after: String,
+    },
+    /// Our own certificate (read from `path`) is not valid yet.
+    #[error(
+        "our certificate {subject} in {path} is not valid before {not_before}; expected a certificate valid now"
+    )]
+    IdentityNotYetValid {
+        /// The certificate file.
+        path: PathBuf,
+        /// Subject (or SPIFFE ID) of the leaf.
+        subject: String,
+        /// Start of validity, RFC 3339.
+        not_before: String,
+    },
+    /// Our own certificate (read from `path`) does not chain to the trust it is checked
+    /// against (e.g. a leaf of another CA dropped into a watched file).
+    #[error("our certificate {presented} in {path} does not chain to {expected}")]
+    IdentityUntrusted {
+        /// The certificate file.
+        path: PathBuf,
+        /// Subject (or SPIFFE ID) of the leaf and its issuer: `spiffe://... (issuer CN=...)`.
+        presented: String,
+        /// The roots it was checked against, and why it failed.
+        expected: String,
+    },
+
     // ---- verifying a peer -------------------------------------------------------------
     /// The peer presented a CA certificate as its end-entity certificate.
     #[error(
@@ -305,6 +342,9 @@ impl Error {
                 | Error::InvalidConfig { .. }
                 | Error::InvalidTlsPolicy { .. }
                 | Error::WorkloadApi { .. }
+                | Error::IdentityExpired { .. }
+                | Error::IdentityNotYetValid { .. }
+                | Error::IdentityUntrusted { .. }
         )
     }
 }

@@ -3,25 +3,29 @@
 //! Why polling rather than inotify (`notify`): certificate writers replace files in many
 //! ways (rename over, Kubernetes' `..data` symlink swap, in-place truncate+write, NFS), and
 //! a comparison of the file **contents** every interval sees all of them, needs no extra
-//! dependency or OS facility, and costs reading a few KB per second. A new content that
-//! fails to load (half-written file, key not yet matching the new certificate) is logged
-//! once at `warn` and the last good value stays in place; the next consistent content is
-//! picked up on a later tick.
+//! dependency or OS facility, and costs reading a few KB per second.
+//!
+//! The bad-state rules are on [`FileIdentitySource`].
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use rustls_pki_types::UnixTime;
 use tokio::sync::watch;
 
+use crate::cert::{LeafInfo, rfc3339};
 use crate::error::{Error, Result};
-use crate::identity::{Identity, read};
+use crate::identity::{Identity, certs_from_pem, check_validity, key_from_pem, read};
+use crate::metrics::Installed;
 use crate::source::{Cell, IdentitySource, TrustSource};
+use crate::spiffe_id::TrustDomain;
 use crate::trust::TrustBundle;
+use crate::verify::check_own_chain;
 
-type Loader<T> = fn(&[Vec<u8>]) -> Result<T>;
+type Loader<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T> + Send + Sync>;
 
 /// Reads a set of files, builds a `T` from their contents, and swaps it into a cell when
 /// the contents change and load cleanly.
@@ -29,34 +33,55 @@ struct Reloader<T> {
     what: &'static str,
     paths: Vec<PathBuf>,
     load: Loader<T>,
+    /// Logs an installed value (the files, `previous`, `new`).
+    installed: fn(&str, &T, &T),
     cell: Cell<T>,
     seen: Mutex<Seen>,
 }
 
 #[derive(Default)]
 struct Seen {
+    /// The contents of the value in the cell.
     good: Vec<Vec<u8>>,
-    bad: Option<Vec<Vec<u8>>>,
+    /// A bad state (its message) seen on the last check and not warned about yet.
+    pending: Option<String>,
+    /// The bad state (its message) warned about; cleared when the source is good again.
+    warned: Option<String>,
 }
 
-impl<T> Reloader<T> {
-    fn open(what: &'static str, paths: Vec<PathBuf>, load: Loader<T>) -> Result<Self> {
+impl<T: Installed> Reloader<T> {
+    fn open(
+        what: &'static str,
+        paths: Vec<PathBuf>,
+        load: Loader<T>,
+        installed: fn(&str, &T, &T),
+    ) -> Result<Self> {
         let contents = paths.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
         let value = load(&contents)?;
         Ok(Self {
             what,
             paths,
             load,
+            installed,
             cell: Cell::new(value),
             seen: Mutex::new(Seen {
                 good: contents,
-                bad: None,
+                ..Seen::default()
             }),
         })
     }
 
+    fn paths_text(&self) -> String {
+        self.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// `Ok(true)` if a new value was installed, `Ok(false)` if nothing changed, `Err` if the
-    /// files changed but do not load (the previous value stays).
+    /// files cannot be read or changed but do not make a usable value (the previous value
+    /// stays).
     fn reload(&self) -> Result<bool> {
         let contents = self
             .paths
@@ -67,29 +92,58 @@ impl<T> Reloader<T> {
         let contents = match contents {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(what = self.what, error = %e, "cannot read files; keeping the last good value");
+                self.bad_state(
+                    &mut seen,
+                    &e,
+                    "cannot read files; keeping the last good value",
+                );
                 return Err(e);
             }
         };
         if contents == seen.good {
+            seen.pending = None;
+            if let Some(bad) = seen.warned.take() {
+                tracing::info!(what = %self.what, paths = %self.paths_text(), was = %bad,
+                    "files are back to the last good value");
+            }
             return Ok(false);
         }
         match (self.load)(&contents) {
             Ok(value) => {
+                (self.installed)(&self.paths_text(), &self.cell.load(), &value);
                 self.cell.store(value);
                 seen.good = contents;
-                seen.bad = None;
-                tracing::info!(what = self.what, paths = ?self.paths, "reloaded");
+                seen.pending = None;
+                if let Some(bad) = seen.warned.take() {
+                    tracing::info!(what = %self.what, paths = %self.paths_text(), was = %bad,
+                        "new files load; the source is good again");
+                }
                 Ok(true)
             }
             Err(e) => {
-                if seen.bad.as_ref() != Some(&contents) {
-                    tracing::warn!(what = self.what, paths = ?self.paths, error = %e,
-                        "new files do not load; keeping the last good value");
-                    seen.bad = Some(contents);
-                }
+                self.bad_state(
+                    &mut seen,
+                    &e,
+                    "new files are refused; keeping the last good value",
+                );
                 Err(e)
             }
+        }
+    }
+
+    /// Warns about a bad state once, when it is seen on two checks in a row.
+    fn bad_state(&self, seen: &mut Seen, error: &Error, message: &'static str) {
+        let state = error.to_string();
+        if seen.warned.as_ref() == Some(&state) {
+            return;
+        }
+        if seen.pending.as_ref() == Some(&state) {
+            tracing::warn!(what = %self.what, paths = %self.paths_text(), error = %state, "{message}");
+            seen.pending = None;
+            seen.warned = Some(state);
+        } else {
+            tracing::debug!(what = %self.what, error = %state, "{message} (warned if still so on the next check)");
+            seen.pending = Some(state);
         }
     }
 }
@@ -101,7 +155,7 @@ struct Watched<T> {
     _stop: Option<mpsc::Sender<()>>,
 }
 
-impl<T: Send + Sync + 'static> Watched<T> {
+impl<T: Installed + Send + Sync + 'static> Watched<T> {
     fn start(reloader: Reloader<T>, interval: Option<Duration>) -> Result<Self> {
         let reloader = Arc::new(reloader);
         let stop = match interval {
@@ -130,13 +184,87 @@ impl<T: Send + Sync + 'static> Watched<T> {
     }
 }
 
+/// Builds our identity from the certificate-chain and key file contents, refusing a leaf
+/// outside its validity window and, with `trust`, one that does not chain to it. The
+/// certificate's own checks come before the key's, so an in-place write of a bad leaf and
+/// then its key is one bad state, not two.
+fn load_identity(
+    cert_path: &Path,
+    trust: Option<&dyn TrustSource>,
+    contents: &[Vec<u8>],
+) -> Result<Identity> {
+    let (Some(chain_pem), Some(key_pem)) = (contents.first(), contents.get(1)) else {
+        return Err(Error::InvalidConfig {
+            reason: "an identity needs a certificate file and a key file".to_owned(),
+        });
+    };
+    let chain = certs_from_pem(chain_pem, "certificate chain")?;
+    let Some(leaf_der) = chain.first() else {
+        return Err(Error::Pem {
+            what: "certificate chain",
+            reason: "no certificate found".to_owned(),
+        });
+    };
+    let leaf = LeafInfo::parse(leaf_der)?;
+    check_validity(cert_path, &leaf, SystemTime::now())?;
+    if let Some(trust) = trust {
+        check_own_chain(&chain, &leaf, &trust.current(), UnixTime::now()).map_err(
+            |(trusted, reason)| Error::IdentityUntrusted {
+                path: cert_path.to_owned(),
+                presented: format!("{} (issuer {})", leaf.display_name(), leaf.issuer),
+                expected: format!("{trusted}: {reason}"),
+            },
+        )?;
+    }
+    Identity::from_der(chain, key_from_pem(key_pem)?)
+}
+
+fn identity_installed(paths: &str, previous: &Identity, new: &Identity) {
+    if previous.issuer() != new.issuer() {
+        tracing::warn!(paths, subject = %new.subject(), previous_issuer = %previous.issuer(),
+            new_issuer = %new.issuer(), serial = %new.serial_hex(),
+            "identity issuer changed; peers must trust the new issuer");
+    }
+    tracing::info!(paths, subject = %new.subject(), serial = %new.serial_hex(),
+        not_after = %rfc3339(new.not_after()), "identity reloaded");
+}
+
+fn trust_installed(paths: &str, _previous: &TrustBundle, new: &TrustBundle) {
+    tracing::info!(paths, bundle = %trust_summary(new), "trust bundle reloaded");
+}
+
+fn trust_summary(bundle: &TrustBundle) -> String {
+    if bundle.is_spiffe() {
+        bundle
+            .trust_domains()
+            .map(|td| format!("{td}: {} roots", bundle.roots(Some(td)).len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        format!("{} CA roots", bundle.roots(None).len())
+    }
+}
+
 /// An [`IdentitySource`] backed by a certificate-chain PEM file and a key PEM file.
 ///
-/// The files are read at start (a failure there is an error) and, with
+/// The files are read at start (a failure there is an error, and so is a leaf outside its
+/// validity window: an expired certificate is never served) and, with
 /// [`watch`](FileIdentitySource::watch), polled every interval on a small background
-/// thread (no async runtime needed). A change is installed atomically; a bad change keeps
-/// the last good identity and logs why. Clones share the watcher, which stops when the
-/// last clone is dropped.
+/// thread (no async runtime needed). A change is installed atomically. A new leaf from
+/// another issuer than the last one is installed with a `warn` line naming both issuers.
+/// Clones share the watcher, which stops when the last clone is dropped.
+///
+/// New contents that do not make a usable identity are a **bad state**, and the last good
+/// identity stays in place: a half-written file, a key that does not (yet) match the new
+/// certificate, a leaf outside its validity window (expired or not yet valid), a leaf that
+/// does not chain to the current trust (with [`watch_trusted`](Self::watch_trusted)),
+/// files that cannot be read. Each bad state is logged **once** at `warn`, when it is seen
+/// on two checks in a row (the error names the file, and the dates or the issuer presented
+/// and the roots expected), and not again on later ticks; the passing mismatched pair of an
+/// in-place write of a certificate and then its key, or of a `..data` swap between the
+/// reads of the two files, is no warning. An `info` line says when the source is good
+/// again. Bad contents are re-checked every tick, so a not-yet-valid leaf is installed once
+/// its time comes and a leaf of a new CA once the trust has it.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -158,7 +286,7 @@ impl FileIdentitySource {
     /// assert!(matches!(err, mtls_core::Error::Io { .. }));
     /// ```
     pub fn open(cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> Result<Self> {
-        Self::start(cert_path.into(), key_path.into(), None)
+        Self::start(cert_path.into(), key_path.into(), None, None)
     }
 
     /// Loads the files and polls them every `interval`.
@@ -167,21 +295,64 @@ impl FileIdentitySource {
         key_path: impl Into<PathBuf>,
         interval: Duration,
     ) -> Result<Self> {
-        Self::start(cert_path.into(), key_path.into(), Some(interval))
+        Self::start(cert_path.into(), key_path.into(), None, Some(interval))
     }
 
-    fn start(cert: PathBuf, key: PathBuf, interval: Option<Duration>) -> Result<Self> {
-        let reloader = Reloader::open("identity", vec![cert, key], |c| {
-            Identity::from_pem(&c[0], &c[1])
-        })?;
+    /// Like [`watch`](Self::watch), and the leaf must also chain to `trust` (its current
+    /// bundle at each check; for a SPIFFE bundle set, the bundle of the leaf's trust
+    /// domain): a leaf of a foreign CA is refused at start
+    /// ([`Error::IdentityUntrusted`]) and, dropped in later, keeps the last good identity.
+    /// Use it when our own certificate comes from the CA our peers trust, as in a mesh.
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Ours"))?;
+    /// # let other = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Foreign"))?;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    /// # let foreign = other.issue(&mtls_certs::LeafParams::server(["localhost"]))?;
+    /// # std::fs::write(&cert, foreign.chain_pem())?;
+    /// # std::fs::write(&key, foreign.key_pem())?;
+    /// use std::{sync::Arc, time::Duration};
+    /// use mtls_core::{Error, FileIdentitySource, TrustBundle};
+    /// let trust = Arc::new(TrustBundle::from_pem(ca.cert_pem())?);
+    /// let err = FileIdentitySource::watch_trusted(&cert, &key, trust, Duration::from_secs(1)).unwrap_err();
+    /// assert!(matches!(err, Error::IdentityUntrusted { .. }), "{err}");
+    /// assert!(err.to_string().contains("issuer CN=Foreign"), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn watch_trusted(
+        cert_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+        trust: impl TrustSource,
+        interval: Duration,
+    ) -> Result<Self> {
+        let trust: Arc<dyn TrustSource> = Arc::new(trust);
+        Self::start(
+            cert_path.into(),
+            key_path.into(),
+            Some(trust),
+            Some(interval),
+        )
+    }
+
+    fn start(
+        cert: PathBuf,
+        key: PathBuf,
+        trust: Option<Arc<dyn TrustSource>>,
+        interval: Option<Duration>,
+    ) -> Result<Self> {
+        let cert_path = cert.clone();
+        let load: Loader<Identity> =
+            Box::new(move |c| load_identity(&cert_path, trust.as_deref(), c));
+        let reloader = Reloader::open("identity", vec![cert, key], load, identity_installed)?;
         Ok(Self {
             inner: Arc::new(Watched::start(reloader, interval)?),
         })
     }
 
     /// Checks the files now: `Ok(true)` if a new identity was installed, `Ok(false)` if
-    /// unchanged, `Err(reason)` if they changed but do not load (the last good identity
-    /// stays in use).
+    /// unchanged, `Err(reason)` if they cannot be read or changed but are refused (the last
+    /// good identity stays in use).
     pub fn reload(&self) -> Result<bool> {
         self.inner.reloader.reload()
     }
@@ -199,14 +370,15 @@ impl IdentitySource for FileIdentitySource {
 impl fmt::Debug for FileIdentitySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileIdentitySource")
-            .field("paths", &self.inner.reloader.paths)
+            .field("paths", &self.inner.reloader.paths_text())
             .field("current", &self.current())
             .finish()
     }
 }
 
-/// A [`TrustSource`] backed by a CA bundle PEM file and, optionally, a CRL PEM file.
-/// Same reload rules as [`FileIdentitySource`].
+/// A [`TrustSource`] backed by a CA bundle PEM file and, optionally, a CRL PEM file: a
+/// plain CA bundle ([`watch`](Self::watch)) or the X.509 bundle of one SPIFFE trust domain
+/// ([`watch_spiffe`](Self::watch_spiffe)). Same reload rules as [`FileIdentitySource`].
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -225,7 +397,7 @@ impl FileTrustSource {
     /// assert!(mtls_core::FileTrustSource::open("/nonexistent/ca.pem", None::<&str>).is_err());
     /// ```
     pub fn open(ca_path: impl Into<PathBuf>, crl_path: Option<impl Into<PathBuf>>) -> Result<Self> {
-        Self::start(ca_path.into(), crl_path.map(Into::into), None)
+        Self::start(None, ca_path.into(), crl_path.map(Into::into), None)
     }
 
     /// Loads the files and polls them every `interval`.
@@ -234,18 +406,67 @@ impl FileTrustSource {
         crl_path: Option<impl Into<PathBuf>>,
         interval: Duration,
     ) -> Result<Self> {
-        Self::start(ca_path.into(), crl_path.map(Into::into), Some(interval))
+        Self::start(
+            None,
+            ca_path.into(),
+            crl_path.map(Into::into),
+            Some(interval),
+        )
     }
 
-    fn start(ca: PathBuf, crl: Option<PathBuf>, interval: Option<Duration>) -> Result<Self> {
+    /// Like [`watch`](Self::watch), but the roots in `ca_path` are the X.509 bundle of
+    /// `trust_domain` in a SPIFFE bundle set ([`TrustBundle::spiffe`]): peers must be
+    /// X509-SVIDs of that trust domain, verified against these roots only.
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("A"))?;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("bundle.pem");
+    /// # std::fs::write(&path, ca.cert_pem())?;
+    /// use mtls_core::{FileTrustSource, TrustSource};
+    /// let trust = FileTrustSource::watch_spiffe("example.org".parse()?, &path, None::<&str>,
+    ///     std::time::Duration::from_secs(1))?;
+    /// assert!(trust.current().is_spiffe());
+    /// assert_eq!(trust.current().roots(Some(&"example.org".parse()?)).len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn watch_spiffe(
+        trust_domain: TrustDomain,
+        ca_path: impl Into<PathBuf>,
+        crl_path: Option<impl Into<PathBuf>>,
+        interval: Duration,
+    ) -> Result<Self> {
+        Self::start(
+            Some(trust_domain),
+            ca_path.into(),
+            crl_path.map(Into::into),
+            Some(interval),
+        )
+    }
+
+    fn start(
+        trust_domain: Option<TrustDomain>,
+        ca: PathBuf,
+        crl: Option<PathBuf>,
+        interval: Option<Duration>,
+    ) -> Result<Self> {
         let paths = std::iter::once(ca).chain(crl).collect();
-        let reloader = Reloader::open("trust bundle", paths, |c| {
-            let bundle = TrustBundle::from_pem(&c[0])?;
+        let load: Loader<TrustBundle> = Box::new(move |c| {
+            let Some(roots) = c.first() else {
+                return Err(Error::InvalidConfig {
+                    reason: "a trust bundle needs a CA file".to_owned(),
+                });
+            };
+            let bundle = match &trust_domain {
+                Some(td) => TrustBundle::spiffe().with_domain_pem(td.clone(), roots)?,
+                None => TrustBundle::from_pem(roots)?,
+            };
             match c.get(1) {
                 Some(crls) => bundle.with_crls_pem(crls),
                 None => Ok(bundle),
             }
-        })?;
+        });
+        let reloader = Reloader::open("trust bundle", paths, load, trust_installed)?;
         Ok(Self {
             inner: Arc::new(Watched::start(reloader, interval)?),
         })
@@ -269,7 +490,7 @@ impl TrustSource for FileTrustSource {
 impl fmt::Debug for FileTrustSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileTrustSource")
-            .field("paths", &self.inner.reloader.paths)
+            .field("paths", &self.inner.reloader.paths_text())
             .field("current", &self.current())
             .finish()
     }

@@ -11,7 +11,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::cert::{LeafInfo, serial_hex};
+use crate::cert::{LeafInfo, rfc3339, serial_hex};
 use crate::error::{Error, Result};
 
 /// A certificate chain (leaf first) with its private key, checked to belong together.
@@ -40,11 +40,7 @@ impl Identity {
     /// ```
     pub fn from_pem(chain_pem: impl AsRef<[u8]>, key_pem: impl AsRef<[u8]>) -> Result<Self> {
         let chain = certs_from_pem(chain_pem.as_ref(), "certificate chain")?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_ref()).map_err(|e| Error::Pem {
-            what: "private key",
-            reason: e.to_string(),
-        })?;
-        Self::from_der(chain, key)
+        Self::from_der(chain, key_from_pem(key_pem.as_ref())?)
     }
 
     /// From two PEM files.
@@ -148,7 +144,34 @@ impl Identity {
         serial_hex(&self.leaf.serial)
     }
 
+    /// Issuer distinguished name of the leaf.
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Example Root"))?;
+    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["localhost"]))?;
+    /// let identity = mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?;
+    /// assert!(identity.issuer().contains("Example Root"), "{}", identity.issuer());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn issuer(&self) -> &str {
+        &self.leaf.issuer
+    }
+
+    /// Start of the leaf's validity.
+    pub fn not_before(&self) -> SystemTime {
+        self.leaf.not_before
+    }
+
     /// End of the leaf's validity.
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["localhost"]))?;
+    /// let identity = mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?;
+    /// assert!(identity.not_before() < std::time::SystemTime::now());
+    /// assert!(identity.not_after() > std::time::SystemTime::now());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn not_after(&self) -> SystemTime {
         self.leaf.not_after
     }
@@ -169,6 +192,32 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
         path: path.to_owned(),
         source,
     })
+}
+
+pub(crate) fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| Error::Pem {
+        what: "private key",
+        reason: e.to_string(),
+    })
+}
+
+/// Refuses our own leaf (read from `path`) outside its validity window at `now`.
+pub(crate) fn check_validity(path: &Path, leaf: &LeafInfo, now: SystemTime) -> Result<()> {
+    if now > leaf.not_after {
+        return Err(Error::IdentityExpired {
+            path: path.to_owned(),
+            subject: leaf.display_name(),
+            not_after: rfc3339(leaf.not_after),
+        });
+    }
+    if now < leaf.not_before {
+        return Err(Error::IdentityNotYetValid {
+            path: path.to_owned(),
+            subject: leaf.display_name(),
+            not_before: rfc3339(leaf.not_before),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn certs_from_pem(

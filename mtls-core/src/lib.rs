@@ -75,7 +75,10 @@
 //! on every handshake (a lock-free `ArcSwap` load), so swapping the value in an
 //! [`IdentityHandle`], [`TrustHandle`], or the files behind a [`FileIdentitySource`] /
 //! [`FileTrustSource`] affects the next handshake without rebuilding the config.
-//! Established connections are not touched.
+//! Established connections are not touched. The file sources never install an identity
+//! that would fail handshakes: an expired or not-yet-valid leaf, or (with
+//! [`FileIdentitySource::watch_trusted`]) one that does not chain to the trust, is refused
+//! at start and keeps the last good identity later, with one `warn` line per bad state.
 //!
 //! ## TLS policy: post-quantum by default
 //!
@@ -113,6 +116,10 @@
 //!   is given, start-up waits for the first SVID with a bounded timeout and fails with an
 //!   error naming the socket, and every new SVID/bundle is used by the next handshake.
 //!   Needs a tokio runtime.
+//! - `metrics` (off by default): handshake counters by side and result, certificate expiry
+//!   gauges (our identity, each trust anchor) and rotations, through the `metrics` facade —
+//!   see [`metrics`] for the names, the Envoy/linkerd equivalents and why this facade.
+//!   Without it, [`metrics`]'s functions are empty.
 //!
 //! The crypto provider is always aws-lc-rs (another provider may be passed to the
 //! builders, but `ring` is never pulled in).
@@ -132,6 +139,7 @@
 //! - `tokio` (`sync` only) — `watch` channels that announce rotations to subscribers.
 //! - `regex` — Envoy `safe_regex` matchers.
 //! - `serde` — loading SAN matchers from Envoy-shaped YAML/JSON.
+//! - `metrics` (feature `metrics`) — the metrics facade: no exporter or registry of ours.
 //! - `thiserror` — the [`Error`] enum; `time` — RFC 3339 times in messages;
 //!   `tracing` — logs.
 #![forbid(unsafe_code)]
@@ -142,6 +150,7 @@ mod client;
 mod error;
 mod files;
 mod identity;
+pub mod metrics;
 mod negotiated;
 mod peer;
 mod policy;
@@ -166,7 +175,7 @@ pub use policy::{
     EnvoyTlsParams, KxGroup, TlsPolicy, TlsPreset, TlsSuite, TlsVersion, explain_handshake_error,
 };
 pub use san::{SanMatcher, SanType, SubjectAltName};
-pub use server::ServerConfigBuilder;
+pub use server::{Resumption, ServerConfigBuilder};
 pub use source::{IdentityHandle, IdentitySource, TrustHandle, TrustSource};
 pub use string_matcher::StringMatcher;
 pub use trust::TrustBundle;

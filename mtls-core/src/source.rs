@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::identity::Identity;
+use crate::metrics::Installed;
 use crate::trust::TrustBundle;
 
 /// Supplies our current [`Identity`]. Certificate resolvers call [`current`] on every
@@ -101,8 +102,9 @@ pub(crate) struct Cell<T> {
     changes: watch::Sender<Arc<T>>,
 }
 
-impl<T> Cell<T> {
+impl<T: Installed> Cell<T> {
     pub(crate) fn new(value: T) -> Self {
+        value.installed(false);
         let value = Arc::new(value);
         Self {
             current: ArcSwap::new(Arc::clone(&value)),
@@ -115,6 +117,7 @@ impl<T> Cell<T> {
     }
 
     pub(crate) fn store(&self, value: T) {
+        value.installed(true);
         let value = Arc::new(value);
         self.current.store(Arc::clone(&value));
         self.changes.send_replace(value);

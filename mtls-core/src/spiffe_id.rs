@@ -29,6 +29,10 @@ const MAX_ID: usize = 2048;
 /// let id: SpiffeId = "spiffe://example.org/ns/prod/sa/web".parse()?;
 /// assert_eq!(id.trust_domain().as_str(), "example.org");
 /// assert_eq!(id.path(), "/ns/prod/sa/web");
+/// // compared with text as it is written (no formatting, no parsing of the other side)
+/// assert!(id == *"spiffe://example.org/ns/prod/sa/web");
+/// assert!(id != *"spiffe://example.org/ns/prod/sa/we");
+/// assert!(id != *"spiffe://example.org.evil/ns/prod/sa/web");
 ///
 /// for bad in ["SPIFFE://example.org/a", "spiffe://Example.org/a", "spiffe://example.org/a/",
 ///             "spiffe://example.org/a/../b", "spiffe://example.org:8443/a", "spiffe://example.org/%61"] {
@@ -269,6 +273,16 @@ impl TrustDomain {
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+/// Equal to the ID's text, `spiffe://<trust domain><path>`, compared byte for byte (e.g. a
+/// token's `sub` against the peer's ID, without formatting the ID).
+impl PartialEq<str> for SpiffeId {
+    fn eq(&self, text: &str) -> bool {
+        text.strip_prefix(SCHEME)
+            .and_then(|rest| rest.strip_prefix(self.trust_domain.as_str()))
+            == Some(self.path())
     }
 }
 

@@ -18,7 +18,7 @@ use crate::cert::{LeafInfo, ca_may_not_sign, rfc3339, sans_text, serial_hex};
 use crate::error::{Error, Result};
 use crate::san::SanMatcher;
 use crate::source::TrustSource;
-use crate::trust::RootsFor;
+use crate::trust::{RootsFor, TrustBundle};
 
 /// Who the policy applies to (for log lines and EKU).
 #[derive(Clone, Copy, Debug)]
@@ -302,4 +302,68 @@ fn chain_error(err: webpki::Error, leaf: &LeafInfo, trusted: String, now: UnixTi
             reason: format!("{other:?}"),
         },
     }
+}
+
+/// Whether our own chain (leaf first) leads to `trust` as a peer would check it: the roots
+/// of the leaf's trust domain for a SPIFFE bundle set, all roots of a CA bundle; for TLS
+/// server or client use (whichever the leaf allows); CRLs are not consulted. On failure:
+/// (which roots were tried, why it failed).
+pub(crate) fn check_own_chain(
+    chain: &[CertificateDer<'_>],
+    leaf: &LeafInfo,
+    trust: &TrustBundle,
+    now: UnixTime,
+) -> std::result::Result<(), (String, String)> {
+    let trust_domain = leaf.spiffe_id().map(|id| id.trust_domain().clone());
+    let (anchors, trusted) = match trust.roots_for(trust_domain.as_ref()) {
+        RootsFor::Found(anchors, trusted) => (anchors, trusted),
+        RootsFor::UnknownDomain(known) => {
+            let reason = match &trust_domain {
+                Some(td) => format!("trust domain {td} has no bundle"),
+                None => "the certificate has no SPIFFE ID to choose a bundle by".to_owned(),
+            };
+            return Err((format!("the SPIFFE bundles of [{known}]"), reason));
+        }
+    };
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Err((trusted, "the chain is empty".to_owned()));
+    };
+    let cert = EndEntityCert::try_from(end_entity)
+        .map_err(|e| (trusted.clone(), format!("the leaf does not parse: {e}")))?;
+    let algorithms = rustls::crypto::aws_lc_rs::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let verify = |usage| {
+        cert.verify_for_usage(
+            algorithms,
+            &anchors.anchors,
+            intermediates,
+            now,
+            usage,
+            None,
+            None,
+        )
+        .map(|_| ())
+    };
+    match verify(KeyUsage::server_auth()) {
+        Err(webpki::Error::RequiredEkuNotFoundContext(_)) => verify(KeyUsage::client_auth()),
+        other => other,
+    }
+    .map_err(|e| {
+        let reason = match e {
+            webpki::Error::UnknownIssuer => "no path from it to these roots".to_owned(),
+            webpki::Error::InvalidSignatureForPublicKey => {
+                "a signature in the chain does not verify".to_owned()
+            }
+            webpki::Error::CertExpired { .. } => "a CA certificate of the chain expired".to_owned(),
+            webpki::Error::CertNotValidYet { .. } => {
+                "a CA certificate of the chain is not valid yet".to_owned()
+            }
+            webpki::Error::RequiredEkuNotFoundContext(_) => {
+                "its extended key usage allows neither serverAuth nor clientAuth".to_owned()
+            }
+            other => format!("webpki error {other:?}"),
+        };
+        (trusted, reason)
+    })
 }
