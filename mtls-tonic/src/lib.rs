@@ -100,6 +100,10 @@
 //!   [`EndpointState`], [`ChannelState`], [`ResolutionState`].
 //!
 //! # Features
+//! - `metrics` (off by default): records through the `metrics` facade (the application
+//!   installs the exporter): every TLS handshake [`MtlsIncoming`] accepts and
+//!   [`MtlsConnector`] makes, by result (`grpc.{server,client}.tls.handshakes`, see
+//!   `mtls_core::metrics`). The repository's METRICS.md lists every name.
 //! - `workload-api` (off by default): SPIFFE Workload API identities. `WorkloadJwtToken`
 //!   is a [`TokenSource`] of JWT-SVIDs from `FetchJWTSVID`, cached and refreshed at half of
 //!   the remaining lifetime; and `mtls_core::WorkloadApiSource` (enabled with it) is the
@@ -214,7 +218,9 @@ mod authz;
 mod balance;
 mod client;
 mod error;
+mod frames;
 mod jwt;
+mod metrics;
 mod server;
 
 pub use authz::{

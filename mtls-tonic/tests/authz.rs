@@ -1,17 +1,28 @@
 //! mTLS server with AuthzLayer and JwtLayer: handshake rejection, per-method SPIFFE policy,
-//! JWT failures mapped as Envoy maps them, subject bound to the peer.
+//! JWT failures mapped as Envoy maps them, subject bound to the peer; a verified-token cache
+//! hit decided without validating again, the binding and the claims as on a first call.
 // Tests panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use std::{net::SocketAddr, sync::OnceLock, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use mtls_core::Authorize;
 use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator, jwks_json};
 use mtls_tonic::{
-    AuthzLayer, BearerInterceptor, JwtLayer, JwtRules, MethodPolicy, MtlsConnector, MtlsIncoming,
-    StaticToken,
+    AuthzLayer, BearerInterceptor, JwtError, JwtLayer, JwtRules, MethodPolicy, MtlsConnector,
+    MtlsIncoming, StaticToken, TokenValidator,
 };
 use support::pki::{CLIENT_ID, Pki, SERVICE_NAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,6 +62,14 @@ fn token(sub: &str, aud: &str) -> String {
 
 /// Check: any member of example.org, with a token whose sub is the peer. Watch: admin only.
 async fn server(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    server_with(pki, Arc::new(validator())).await
+}
+
+/// [`server`] validating tokens with `validator`.
+async fn server_with<V: TokenValidator>(
+    pki: &Pki,
+    validator: Arc<V>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let config = pki.server_config(Pki::member_policy());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -68,7 +87,7 @@ async fn server(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .layer(AuthzLayer::new(policy))
-            .layer(JwtLayer::new(validator(), rules))
+            .layer(JwtLayer::<V>::new(validator, rules))
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
@@ -380,4 +399,142 @@ async fn token_from_another_issuer_is_unauthenticated() {
         status.message()
     );
     task.abort();
+}
+
+/// mtls-jwt's validator, counting which way the layer asked: a full validation, or a
+/// verified-token cache hit answered synchronously.
+#[derive(Default)]
+struct Counted {
+    validator: Option<Validator>,
+    validations: AtomicUsize,
+    cache_hits: AtomicUsize,
+}
+
+impl Counted {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            validator: Some(validator()),
+            ..Self::default()
+        })
+    }
+
+    fn inner(&self) -> &Validator {
+        self.validator.as_ref().unwrap()
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.validations.load(Ordering::SeqCst),
+            self.cache_hits.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl TokenValidator for Counted {
+    type Claims = mtls_jwt::Claims;
+
+    fn validate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Self::Claims, JwtError>> + Send + 'a>> {
+        self.validations.fetch_add(1, Ordering::SeqCst);
+        TokenValidator::validate(self.inner(), token)
+    }
+
+    fn validate_cached(&self, token: &str) -> Option<Result<Self::Claims, JwtError>> {
+        let verdict = TokenValidator::validate_cached(self.inner(), token);
+        if verdict.is_some() {
+            self.cache_hits.fetch_add(1, Ordering::SeqCst);
+        }
+        verdict
+    }
+
+    fn subject<'c>(&self, claims: &'c Self::Claims) -> Option<&'c str> {
+        TokenValidator::subject(self.inner(), claims)
+    }
+
+    fn find_token<'h>(&self, headers: &'h http::HeaderMap) -> Result<&'h str, JwtError> {
+        TokenValidator::find_token(self.inner(), headers)
+    }
+}
+
+#[tokio::test]
+async fn a_cached_token_is_not_validated_again_and_stays_bound_to_the_peer() {
+    support::init_tracing();
+    let pki = Pki::new();
+    let counted = Counted::new();
+    let (addr, task) = server_with(&pki, counted.clone()).await;
+    let mut health = client(
+        channel(pki.client_config(CLIENT_ID), addr).await,
+        token(CLIENT_ID, AUDIENCE),
+    );
+    for call in 1..=3 {
+        let response = health.check(HealthCheckRequest::default()).await.unwrap();
+        assert_eq!(
+            response.metadata().get("x-peer").unwrap().to_str().unwrap(),
+            CLIENT_ID,
+            "call {call} reached the handler with the peer's identity"
+        );
+    }
+    assert_eq!(
+        counted.counts(),
+        (1, 2),
+        "(validations, cache hits): the first call validated, the next two were cache hits"
+    );
+
+    // A verified token whose `sub` is another workload: refused on the cache hit too.
+    let mut stolen = client(
+        channel(pki.client_config(CLIENT_ID), addr).await,
+        token("spiffe://example.org/ns/default/sa/other", AUDIENCE),
+    );
+    for call in 1..=2 {
+        let status = stolen
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "call {call}: {status:?}"
+        );
+        assert!(
+            status.message().contains(CLIENT_ID)
+                && status
+                    .message()
+                    .contains("spiffe://example.org/ns/default/sa/other"),
+            "call {call}: {}",
+            status.message()
+        );
+    }
+    assert_eq!(
+        counted.counts(),
+        (2, 3),
+        "the stolen token was a cache hit the second time"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_cache_hit_hands_the_claims_to_the_handler() {
+    use tower::{Layer, ServiceExt};
+    let counted = Counted::new();
+    let handler = tower::service_fn(|request: http::Request<()>| async move {
+        let claims = request.extensions().get::<mtls_jwt::Claims>().unwrap();
+        let mut response = http::Response::new(String::new());
+        let sub = claims.subject().unwrap().parse().unwrap();
+        response.headers_mut().insert("x-sub", sub);
+        Ok::<_, Infallible>(response)
+    });
+    let service = JwtLayer::<Counted>::new(counted.clone(), JwtRules::require_all()).layer(handler);
+    let bearer = format!("Bearer {}", token(CLIENT_ID, AUDIENCE));
+    for call in 1..=2 {
+        let request = http::Request::builder()
+            .uri("/bookstore.Bookstore/GetBook")
+            .header("authorization", &bearer)
+            .body(())
+            .unwrap();
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["x-sub"], CLIENT_ID, "call {call}");
+    }
+    assert_eq!(counted.counts(), (1, 1), "(validations, cache hits)");
 }

@@ -329,11 +329,65 @@ async fn round_robin_and_peak_ewma_policies_reach_every_replica() {
     }
 }
 
+/// Every `n` consecutive calls of `order` reached `n` distinct replicas.
+fn assert_rotates(order: &[String], n: usize) {
+    for window in order.windows(n) {
+        let distinct: std::collections::HashSet<_> = window.iter().collect();
+        assert_eq!(distinct.len(), n, "window {window:?} in {order:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_rotates_over_ready_endpoints_and_follows_readiness() {
+    let mut fx = Fixture::start(3, 3).await;
+    let channel = fx
+        .builder()
+        .load_policy(mtls_tonic::LoadPolicy::RoundRobin)
+        .build()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    let mut order = Vec::new();
+    for _ in 0..100 {
+        order.push(call(&channel, "").await.unwrap());
+    }
+    assert_rotates(&order, 3);
+    // One replica goes away: the rotation continues over the other two, then over all
+    // three once it is back.
+    let victim = ip(3);
+    let addr = fx.replicas[&victim].addr;
+    fx.replicas.get_mut(&victim).unwrap().kill();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
+        "{channel:?}"
+    );
+    let mut order = Vec::new();
+    for _ in 0..40 {
+        order.push(call(&channel, "").await.unwrap());
+    }
+    assert!(!order.contains(&victim.to_string()), "{order:?}");
+    assert_rotates(&order, 2);
+    fx.replicas
+        .insert(victim, Replica::restart(addr, fx.config.clone()));
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        "{channel:?}"
+    );
+    let mut order = Vec::new();
+    for _ in 0..60 {
+        order.push(call(&channel, "").await.unwrap());
+    }
+    assert_rotates(&order, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_server_is_never_ready() {
     let fx = Fixture::start(1, 1).await;
-    // A client trusting a different CA: every handshake fails; the endpoint stays in
-    // transient failure with the reason, and calls fail UNAVAILABLE (no hang).
+    // A client trusting a different CA: every handshake fails; the endpoint is refused
+    // (told apart from a dead one) with the verifier's reason, and calls fail UNAVAILABLE
+    // (no hang).
     let other = Pki::new();
     let connector = MtlsConnector::new(other.client_config(CLIENT_ID));
     let channel = BalancedChannel::builder(format!("bookstore.test:{}", fx.port), connector)
@@ -351,7 +405,7 @@ async fn untrusted_server_is_never_ready() {
     let endpoints = channel.endpoints();
     assert_eq!(endpoints.len(), 1);
     assert!(
-        matches!(&endpoints[0].state, EndpointState::TransientFailure { reason } if reason.contains("TLS handshake")),
+        matches!(&endpoints[0].state, EndpointState::Refused { reason } if reason.contains("TLS handshake")),
         "{endpoints:?}"
     );
 }

@@ -718,20 +718,6 @@ async fn slowloris_one_byte_at_a_time_is_cut_at_the_handshake_timeout() {
 // ---------------------------------------------------------------------------------------
 // Logs under a handshake flood.
 
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The number after `key=` in `line`, if any.
 fn count_field(line: &str, key: &str) -> u64 {
     line.split_whitespace()
@@ -745,14 +731,7 @@ fn count_field(line: &str, key: &str) -> u64 {
 async fn handshake_failures_and_timeouts_are_logged_a_few_lines_per_second_with_counts() {
     // Alone: counts every line of its own server's log under its thread-local subscriber.
     let _alone = TIMED.write().await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = support::CapturedLogs::warnings();
 
     let pki = Pki::new();
     // No per-source rate here: every connection must reach the handshake to be counted.
@@ -785,7 +764,7 @@ async fn handshake_failures_and_timeouts_are_logged_a_few_lines_per_second_with_
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // The last summary comes at the next one-second tick.
-    let text = || String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let text = || captured.text();
     let counted = |text: &str| {
         let lines: Vec<&str> = text.lines().collect();
         let failed = lines

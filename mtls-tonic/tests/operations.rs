@@ -148,6 +148,29 @@ async fn every_endpoint_refusing_fails_fast_and_wait_for_ready_waits() {
     assert_eq!(served_by, back.to_string());
 }
 
+/// A new channel to the replicas on `port` named by `dns` (default 10 s ready timeout),
+/// dialing with `config`: its first call must fail UNAVAILABLE within 1 s (a refusal ends
+/// the call, not the ready timeout). The channel and the status.
+async fn refused_first_call(
+    port: u16,
+    dns: std::net::SocketAddr,
+    config: rustls::ClientConfig,
+    context: &str,
+) -> (BalancedChannel, tonic::Status) {
+    let channel =
+        BalancedChannel::builder(format!("bookstore.test:{port}"), MtlsConnector::new(config))
+            .nameserver(dns)
+            .dns_timeout(Duration::from_millis(300), 1)
+            .build()
+            .unwrap();
+    let started = Instant::now();
+    let status = call(&channel, "").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{context}: {status:?}");
+    assert!(took <= Duration::from_secs(1), "{context} took {took:?}");
+    (channel, status)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_server_id_fails_fast_naming_presented_and_expected() {
     let fx = Fixture::start(3, 3).await;
@@ -156,25 +179,56 @@ async fn wrong_server_id_fails_fast_naming_presented_and_expected() {
         .authorize(Authorize::exact(expected.parse().unwrap()))
         .build()
         .unwrap();
-    let channel = BalancedChannel::builder(
-        format!("bookstore.test:{}", fx.port),
-        MtlsConnector::new(config),
-    )
-    .nameserver(fx.dns.addr)
-    .dns_timeout(Duration::from_millis(300), 1)
-    .build()
-    .unwrap();
-    let started = Instant::now();
-    let status = call(&channel, "").await.unwrap_err();
-    let took = started.elapsed();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(took <= Duration::from_secs(1), "took {took:?}");
+    let (channel, status) = refused_first_call(fx.port, fx.dns.addr, config, "").await;
     assert!(status.message().contains(expected), "{}", status.message());
+    assert!(
+        channel
+            .endpoints()
+            .iter()
+            .all(|e| matches!(e.state, mtls_tonic::EndpointState::Refused { .. })),
+        "{channel:?}"
+    );
     assert!(
         status.message().contains(support::pki::SERVER_ID),
         "{}",
         status.message()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_by_handshake_time_authorization_fails_fast_with_the_alert_every_time() {
+    support::init_tracing();
+    let pki = Pki::new();
+    // The replicas authorize at the handshake: only CLIENT_ID may connect.
+    let config = Arc::new(pki.server_config(Authorize::exact(CLIENT_ID.parse().unwrap())));
+    let ips: Vec<Ipv4Addr> = (2..5).map(ip).collect();
+    let (port, listeners) = support::replica::bind_shared_port(&ips);
+    let _replicas: Vec<Replica> = listeners
+        .into_iter()
+        .map(|l| Replica::start(l, config.clone()))
+        .collect();
+    let mut dns = support::dns::DnsServer::start().await;
+    dns.set_a(NAME, &ips, TTL).await;
+    let intruder = "spiffe://example.org/ns/default/sa/intruder";
+    for run in 0..20 {
+        // A new channel each run, with the default 10 s ready timeout: the refusal must end
+        // the call, not the timeout.
+        let context = format!("run {run}");
+        let (channel, status) =
+            refused_first_call(port, dns.addr, pki.client_config(intruder), &context).await;
+        let message = status.message();
+        assert!(
+            message.contains("refused") && message.contains("received fatal alert"),
+            "run {run}: {message}"
+        );
+        for endpoint in channel.endpoints() {
+            assert!(
+                matches!(&endpoint.state, mtls_tonic::EndpointState::Refused { reason }
+                    if reason.contains("the server refused the mTLS session: received fatal alert")),
+                "run {run}: {endpoint}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,8 +349,27 @@ async fn six_graceful_shutdowns_under_load_lose_no_call() {
     eprintln!("rolling restarts: {calls} calls, 0 failed");
 }
 
+/// How the replicas recycle connections.
+#[derive(Clone, Copy)]
+enum Recycler {
+    /// `ServerOptions::max_connection_age` (our GOAWAY, jittered per connection).
+    Ours,
+    /// tonic's own `Server::max_connection_age` (hyper's graceful shutdown of the connection).
+    Tonic,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recycling_every_two_seconds_while_identities_rotate_loses_no_call() {
+    recycling_while_identities_rotate(Recycler::Ours).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_recycling_every_two_seconds_while_identities_rotate_loses_no_call() {
+    recycling_while_identities_rotate(Recycler::Tonic).await;
+}
+
+/// 8 callers while the replicas recycle every connection at 2 s and both SVIDs rotate.
+async fn recycling_while_identities_rotate(recycler: Recycler) {
     support::init_tracing();
     let pki = Pki::new();
     let ips: Vec<Ipv4Addr> = (2..5).map(ip).collect();
@@ -319,10 +392,17 @@ async fn recycling_every_two_seconds_while_identities_rotate_loses_no_call() {
     );
     let _replicas: Vec<Replica> = listeners
         .into_iter()
-        .map(|l| {
-            Replica::start_with(l, server_config.clone(), |server| {
+        .map(|l| match recycler {
+            Recycler::Ours => Replica::start_with_options(
+                l,
+                server_config.clone(),
+                mtls_tonic::ServerOptions::default()
+                    .max_connection_age(Duration::from_secs(2), Duration::from_secs(10)),
+                |server| server,
+            ),
+            Recycler::Tonic => Replica::start_with(l, server_config.clone(), |server| {
                 server.max_connection_age(Duration::from_secs(2))
-            })
+            }),
         })
         .collect();
     let mut dns = support::dns::DnsServer::start().await;
@@ -423,9 +503,9 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
     let pki = Pki::new();
     let (port, mut listeners) = support::replica::bind_shared_port(&[ip(2)]);
     let config = Arc::new(pki.server_config(Pki::member_policy()));
+    // Younger than 1 s: a GOAWAY is never an endpoint failure, whatever the age.
     let options = mtls_tonic::ServerOptions::default()
-        // Older than 1 s: a connection closed younger counts as failed (backoff), see report.
-        .max_connection_age(Duration::from_secs(2), Duration::from_millis(500));
+        .max_connection_age(Duration::from_millis(600), Duration::from_millis(500));
     let (age, _) = options.max_connection_age_value().unwrap();
     let apply = options.clone();
     let _replica =
@@ -455,6 +535,26 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
     };
     // Short calls keep succeeding across the GOAWAY and the reconnect.
     let (outcomes, stop, handles) = load(&channel, 8, "slow:5");
+    // Connections younger than 1 s get GOAWAY: the endpoint is never counted as failed.
+    let failures = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let until = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < until {
+                for endpoint in channel.endpoints() {
+                    if matches!(
+                        endpoint.state,
+                        mtls_tonic::EndpointState::TransientFailure { .. }
+                    ) {
+                        seen.push(endpoint.to_string());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        })
+    };
     let (result, took) = tokio::time::timeout(Duration::from_secs(8), long)
         .await
         .unwrap()
@@ -464,7 +564,11 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
         took < age + Duration::from_millis(500) + Duration::from_secs(2),
         "cut after {took:?}"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let failures = failures.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "endpoint failed after GOAWAY: {failures:?}"
+    );
     finish(stop, handles).await;
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     assert_no_failed_call(&outcomes, 100);

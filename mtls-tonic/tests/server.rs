@@ -4,49 +4,17 @@
 
 mod support;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use mtls_tonic::{MtlsConnector, MtlsIncoming};
 use support::pki::{CLIENT_ID, Pki, SERVICE_NAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 // current_thread: the accept loop and handshake tasks run on this thread, under the
 // thread-local subscriber set below.
 #[tokio::test]
 async fn failed_handshakes_are_logged_with_reason_and_server_keeps_serving() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = support::CapturedLogs::warnings();
 
     let pki = Pki::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -85,17 +53,6 @@ async fn failed_handshakes_are_logged_with_reason_and_server_keeps_serving() {
     assert!(text.to_lowercase().contains("issuer"), "{text}");
 
     // The server is still serving legitimate clients.
-    let good = MtlsConnector::new(pki.client_config(CLIENT_ID))
-        .server_name(SERVICE_NAME)
-        .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector(good)
-        .await
-        .unwrap();
-    HealthClient::new(channel)
-        .check(HealthCheckRequest::default())
-        .await
-        .unwrap();
+    support::health_check_as(pki.client_config(CLIENT_ID), addr).await;
     server.abort();
 }

@@ -24,10 +24,22 @@ use super::{
     endpoint::{Phase, Shared},
     health,
 };
-use crate::Error;
+use crate::{
+    Error,
+    frames::{GOAWAY, Scanner},
+};
+
+/// The pause before reconnecting after a GOAWAY on a connection younger than 1 s.
+const YOUNG_GOAWAY_PACE: Duration = Duration::from_millis(100);
+
+/// Why an attempt failed: an ordinary failure, or a refusal at the TLS layer.
+enum Failure {
+    Failed(String),
+    Refused(String),
+}
 
 type Conn = hyper::client::conn::http2::Connection<
-    TokioIo<FirstRead<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>,
+    TokioIo<Watched<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>,
     Body,
     TokioExecutor,
 >;
@@ -35,15 +47,31 @@ type Conn = hyper::client::conn::http2::Connection<
 struct Connected {
     sender: SendRequest<Body>,
     conn: Conn,
-    first_read: oneshot::Receiver<()>,
+    /// The server's first bytes arrived (`Ok`), or why none came (`Err`: a TLS alert, a
+    /// reset, a close).
+    first_read: oneshot::Receiver<Result<(), ReadFailure>>,
+    /// The server sent GOAWAY.
+    goaway: oneshot::Receiver<()>,
+}
+
+/// Why the server's first bytes never came.
+#[derive(Debug)]
+struct ReadFailure {
+    reason: String,
+    /// The TLS layer failed: the server refused our certificate (an alert), or the session
+    /// broke during the handshake's last flight.
+    tls: bool,
 }
 
 async fn connect(ctx: &Ctx, addr: SocketAddr) -> Result<Connected, Error> {
     let tls = ctx.connector.connect(addr, Some(&ctx.sni)).await?;
     let (tx, first_read) = oneshot::channel();
-    let io = TokioIo::new(FirstRead {
+    let (goaway_tx, goaway) = oneshot::channel();
+    let io = TokioIo::new(Watched {
         inner: tls,
-        signal: Some(tx),
+        first: Some(tx),
+        frames: Scanner::new(false),
+        goaway: Some(goaway_tx),
     });
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
@@ -61,12 +89,26 @@ async fn connect(ctx: &Ctx, addr: SocketAddr) -> Result<Connected, Error> {
         sender,
         conn,
         first_read,
+        goaway,
     })
 }
 
 enum Ended {
     Removed,
-    Closed { reason: String, lived: Duration },
+    /// The connection ended before it was ready (counts as a failed attempt).
+    Failed(String),
+    /// The server refused the connection at the TLS layer (its alert, or our verifier).
+    Refused(String),
+    /// A ready connection ended without a GOAWAY.
+    Closed {
+        reason: String,
+        lived: Duration,
+    },
+    /// The server sent GOAWAY (graceful shutdown, connection recycling): never a failure,
+    /// whatever the connection's age; the old connection drains on its own.
+    GoingAway {
+        lived: Duration,
+    },
 }
 
 /// Runs one endpoint until it is removed: connect, serve, reconnect with backoff, drain.
@@ -89,13 +131,31 @@ pub(crate) async fn run(ctx: Arc<Ctx>, shared: Arc<Shared>) {
         let reason = match attempt {
             Ok(connected) => match serve(&ctx, &shared, connected).await {
                 Ended::Removed => break,
-                Ended::Closed { reason, .. } if shared.not_in_dns_since().is_some() => {
+                Ended::Closed { .. } | Ended::GoingAway { .. }
+                    if shared.not_in_dns_since().is_some() =>
+                {
                     // Kept only through an empty DNS answer: once its connection ends (it
                     // failed, or its server drained it), it goes.
-                    info!(target = %ctx.target, endpoint = %shared.addr, %reason, "endpoint not in DNS lost its connection: removing");
+                    info!(target = %ctx.target, endpoint = %shared.addr, "endpoint not in DNS lost its connection: removing");
                     shared.remove();
                     ctx.request_reresolve(shared.addr);
                     break;
+                }
+                Ended::GoingAway { lived } => {
+                    // Not a failure (gRPC goes READY -> IDLE -> CONNECTING): reconnect at
+                    // once, paced only when the server keeps sending GOAWAY to young
+                    // connections, so a misbehaving server cannot make us spin.
+                    backoff.reset();
+                    shared.lost("server sent GOAWAY".to_owned());
+                    ctx.request_reresolve(shared.addr);
+                    if lived < Duration::from_secs(1) {
+                        let pace = YOUNG_GOAWAY_PACE.mul_f64(0.8 + 0.4 * fastrand::f64());
+                        tokio::select! {
+                            () = tokio::time::sleep(pace) => {}
+                            () = shared.removed() => break,
+                        }
+                    }
+                    continue;
                 }
                 Ended::Closed { reason, lived } => {
                     // A connection that was up for a while reconnects at once (gRPC resets
@@ -106,12 +166,20 @@ pub(crate) async fn run(ctx: Arc<Ctx>, shared: Arc<Shared>) {
                         ctx.request_reresolve(shared.addr);
                         continue;
                     }
-                    reason
+                    Failure::Failed(reason)
                 }
+                Ended::Failed(reason) => Failure::Failed(reason),
+                Ended::Refused(reason) => Failure::Refused(reason),
             },
-            Err(error) => error.to_string(),
+            Err(Error::Handshake { addr, reason }) => {
+                Failure::Refused(format!("TLS handshake with {addr}: {reason}"))
+            }
+            Err(error) => Failure::Failed(error.to_string()),
         };
-        shared.fail(reason);
+        match reason {
+            Failure::Failed(reason) => shared.fail(reason),
+            Failure::Refused(reason) => shared.refuse(reason),
+        }
         ctx.request_reresolve(shared.addr);
         let delay = backoff.next_delay();
         debug!(endpoint = %shared.addr, ?delay, "reconnect backoff");
@@ -147,24 +215,44 @@ async fn serve(ctx: &Ctx, shared: &Arc<Shared>, connected: Connected) -> Ended {
     let Connected {
         sender,
         conn,
-        first_read,
+        mut first_read,
+        mut goaway,
     } = connected;
     let started = Instant::now();
-    let mut conn = std::pin::pin!(conn);
+    let mut conn = Box::pin(conn);
     // Ready only once the server has spoken HTTP/2 (its SETTINGS): with TLS 1.3 the client
     // finishes its handshake before the server has checked our certificate, so a server that
-    // rejects us would otherwise look ready for a moment.
-    tokio::select! {
-        heard = first_read => if heard.is_err() {
-            return Ended::Closed { reason: "connection closed before HTTP/2 SETTINGS".to_owned(), lived: started.elapsed() };
-        },
+    // rejects us would otherwise look ready for a moment. Its refusal (a TLS alert) is what
+    // the first read returns; the connection task fails from the same read, so whichever
+    // branch wins, the reason comes from `first_read`.
+    let heard = tokio::select! {
+        biased;
+        heard = &mut first_read => heard.ok(),
         result = &mut conn => {
-            return Ended::Closed { reason: closed_reason(result, "before HTTP/2 SETTINGS"), lived: started.elapsed() };
+            let heard = first_read.try_recv().ok();
+            match heard {
+                Some(Err(failure)) => Some(Err(failure)),
+                _ => return Ended::Failed(closed_reason(result, "before HTTP/2 SETTINGS")),
+            }
         }
         () = tokio::time::sleep(ctx.settings.connect_timeout) => {
-            return Ended::Closed { reason: format!("no HTTP/2 SETTINGS within {:?}", ctx.settings.connect_timeout), lived: started.elapsed() };
+            return Ended::Failed(format!("no HTTP/2 SETTINGS within {:?}", ctx.settings.connect_timeout));
         }
         () = shared.removed() => return Ended::Removed,
+    };
+    match heard {
+        Some(Ok(())) => {}
+        Some(Err(ReadFailure { reason, tls: true })) => {
+            return Ended::Refused(format!("the server refused the mTLS session: {reason}"));
+        }
+        Some(Err(ReadFailure { reason, tls: false })) => {
+            return Ended::Failed(format!(
+                "connection closed before HTTP/2 SETTINGS: {reason}"
+            ));
+        }
+        None => {
+            return Ended::Failed("connection closed before HTTP/2 SETTINGS".to_owned());
+        }
     }
     let health_on = ctx.settings.health_service.is_some();
     shared.update(|inner| {
@@ -184,9 +272,31 @@ async fn serve(ctx: &Ctx, shared: &Arc<Shared>, connected: Connected) -> Ended {
     };
     tokio::select! {
         result = &mut conn => {
-            let reason = closed_reason(result, "");
             shared.update(|inner| inner.sender = None);
+            // h2 closes at once after a GOAWAY when no call is in flight: the GOAWAY was
+            // read in the same poll.
+            if goaway.try_recv().is_ok() {
+                debug!(endpoint = %shared.addr, reason = %closed_reason(result, "after GOAWAY"), "connection ended");
+                return Ended::GoingAway { lived: started.elapsed() };
+            }
+            let reason = closed_reason(result, "");
             Ended::Closed { reason, lived: started.elapsed() }
+        }
+        _ = &mut goaway => {
+            // No new call goes to this connection (h2 refuses new streams after a GOAWAY;
+            // the balancer stops picking it now); calls on it finish while it drains on its
+            // own, and a new connection is dialed at once, as grpc-go does.
+            shared.lost("server sent GOAWAY".to_owned());
+            drop(sender);
+            let drain = ctx.settings.drain_timeout;
+            let addr = shared.addr;
+            tokio::spawn(async move {
+                match tokio::time::timeout(drain, conn).await {
+                    Ok(result) => debug!(endpoint = %addr, reason = %closed_reason(result, "after GOAWAY"), "drained connection ended"),
+                    Err(_) => warn!(endpoint = %addr, ?drain, "connection after GOAWAY still busy at the drain timeout: closing"),
+                }
+            });
+            Ended::GoingAway { lived: started.elapsed() }
         }
         () = health => Ended::Closed { reason: "health checking stopped".to_owned(), lived: started.elapsed() },
         () = shared.removed() => {
@@ -223,15 +333,18 @@ fn closed_reason(result: hyper::Result<()>, when: &str) -> String {
 }
 
 pin_project_lite::pin_project! {
-    /// An I/O wrapper that signals once when the first bytes arrive from the peer.
-    struct FirstRead<T> {
+    /// An I/O wrapper that reports the server's first bytes (or why none came) and its first
+    /// GOAWAY frame, read from the frame headers of the bytes passing to h2.
+    struct Watched<T> {
         #[pin]
         inner: T,
-        signal: Option<oneshot::Sender<()>>,
+        first: Option<oneshot::Sender<Result<(), ReadFailure>>>,
+        frames: Scanner,
+        goaway: Option<oneshot::Sender<()>>,
     }
 }
 
-impl<T: AsyncRead> AsyncRead for FirstRead<T> {
+impl<T: AsyncRead> AsyncRead for Watched<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -239,18 +352,53 @@ impl<T: AsyncRead> AsyncRead for FirstRead<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
+        let room = buf.remaining() > 0;
         let result = this.inner.poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(())))
-            && buf.filled().len() > before
-            && let Some(signal) = this.signal.take()
-        {
-            let _ = signal.send(());
+        let read = &buf.filled()[before..];
+        match &result {
+            Poll::Ready(Ok(())) if !room => {}
+            Poll::Ready(Ok(())) if !read.is_empty() => {
+                if let Some(first) = this.first.take() {
+                    let _ = first.send(Ok(()));
+                }
+                if this.goaway.is_some() {
+                    let mut seen = false;
+                    // Not HTTP/2 (`Err`) cannot happen without a preface to check.
+                    let _ = this.frames.feed(read, |head| {
+                        seen |= head.kind == GOAWAY;
+                        true
+                    });
+                    if seen && let Some(goaway) = this.goaway.take() {
+                        let _ = goaway.send(());
+                    }
+                }
+            }
+            Poll::Ready(Ok(())) => {
+                if let Some(first) = this.first.take() {
+                    let _ = first.send(Err(ReadFailure {
+                        reason: "the server closed it".to_owned(),
+                        tls: false,
+                    }));
+                }
+            }
+            Poll::Ready(Err(error)) => {
+                if let Some(first) = this.first.take() {
+                    let tls = error
+                        .get_ref()
+                        .is_some_and(|inner| inner.is::<rustls::Error>());
+                    let _ = first.send(Err(ReadFailure {
+                        reason: crate::server::handshake_reason_pub(error),
+                        tls,
+                    }));
+                }
+            }
+            Poll::Pending => {}
         }
         result
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for FirstRead<T> {
+impl<T: AsyncWrite> AsyncWrite for Watched<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -47,6 +47,8 @@ pub(super) enum Phase {
     Connecting,
     Connected,
     Failed(String),
+    /// The latest attempt was refused at the TLS layer (either side's verifier).
+    Refused(String),
     Draining,
 }
 
@@ -127,6 +129,9 @@ impl Shared {
             Phase::Failed(reason) => EndpointState::TransientFailure {
                 reason: reason.clone(),
             },
+            Phase::Refused(reason) => EndpointState::Refused {
+                reason: reason.clone(),
+            },
             Phase::Draining => EndpointState::Draining,
         }
     }
@@ -150,7 +155,7 @@ impl Shared {
         let ready = matches!(inner.phase, Phase::Connected) && inner.serving && !ejected;
         let failed = inner.failed
             || ejected
-            || matches!(inner.phase, Phase::Failed(_))
+            || matches!(inner.phase, Phase::Failed(_) | Phase::Refused(_))
             || (matches!(inner.phase, Phase::Connected) && !inner.serving);
         (ready, failed, matches!(inner.phase, Phase::Draining))
     }
@@ -262,7 +267,9 @@ impl Shared {
         }
         if from != to {
             match &to {
-                EndpointState::TransientFailure { .. } | EndpointState::NotServing => {
+                EndpointState::TransientFailure { .. }
+                | EndpointState::Refused { .. }
+                | EndpointState::NotServing => {
                     warn!(target = %self.target, endpoint = %self.addr, %from, %to, "endpoint state changed")
                 }
                 _ => {
@@ -281,6 +288,19 @@ impl Shared {
             inner.last_error = Some(reason.clone());
             if !matches!(inner.phase, Phase::Draining) {
                 inner.phase = Phase::Failed(reason);
+            }
+        });
+    }
+
+    /// Records an attempt refused at the TLS layer: the server's alert, or our verifier's
+    /// reason for refusing the server (a removed endpoint stays draining).
+    pub(super) fn refuse(&self, reason: String) {
+        self.update(|inner| {
+            inner.sender = None;
+            inner.failed = true;
+            inner.last_error = Some(reason.clone());
+            if !matches!(inner.phase, Phase::Draining) {
+                inner.phase = Phase::Refused(reason);
             }
         });
     }

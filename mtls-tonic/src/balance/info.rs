@@ -20,6 +20,16 @@ pub enum EndpointState {
         /// Why the last attempt failed.
         reason: String,
     },
+    /// The latest attempt was refused at the TLS layer: the server refused our certificate
+    /// (its TLS alert, e.g. `received fatal alert: CertificateUnknown`, when it authorizes at
+    /// the handshake), or we refused the server's (the verifier's reason, naming the
+    /// presented and expected identities). Told apart from [`EndpointState::TransientFailure`]
+    /// (nothing listening, a reset, a timeout): retrying will not help until a certificate
+    /// or a policy changes. It counts as failed for the channel, so calls fail fast.
+    Refused {
+        /// The alert or the verifier's reason.
+        reason: String,
+    },
     /// Removed from DNS: gets no new calls, in-flight calls finish.
     Draining,
     /// Ejected by outlier detection: gets no new calls until the ejection time is over.
@@ -43,6 +53,7 @@ impl std::fmt::Display for EndpointState {
             Self::Ready => f.write_str("ready"),
             Self::NotServing => f.write_str("not serving"),
             Self::TransientFailure { reason } => write!(f, "transient failure ({reason})"),
+            Self::Refused { reason } => write!(f, "refused ({reason})"),
             Self::Draining => f.write_str("draining"),
             Self::Ejected { reason } => write!(f, "ejected ({reason})"),
         }
@@ -75,7 +86,10 @@ impl std::fmt::Display for EndpointInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.addr, self.state)?;
         if let Some(error) = &self.last_error
-            && !matches!(self.state, EndpointState::TransientFailure { .. })
+            && !matches!(
+                self.state,
+                EndpointState::TransientFailure { .. } | EndpointState::Refused { .. }
+            )
         {
             write!(f, " (last error: {error})")?;
         }

@@ -109,14 +109,12 @@ impl MtlsConnector {
                 .await
                 .map_err(|source| Error::Connect { addr, source })?;
             let _ = tcp.set_nodelay(true);
-            let tls = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(|error| Error::Handshake {
-                    addr,
-                    reason: crate::server::handshake_reason_pub(&error),
-                })?;
+            let tls = self.tls.connect(name, tcp).await;
+            crate::metrics::client_handshake(&tls);
+            let tls = tls.map_err(|error| Error::Handshake {
+                addr,
+                reason: crate::server::handshake_reason_pub(&error),
+            })?;
             // What the handshake negotiated (version, suite, group, full / HelloRetryRequest).
             tracing::debug!(
                 %addr,

@@ -83,49 +83,74 @@ where
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let method = request.uri().path().to_owned();
-        if !self.rules.requires_token(&method) {
-            return ResponseFuture::new(self.inner.call(request));
+        if !self.rules.requires_token(request.uri().path()) {
+            return ResponseFuture::inner(self.inner.call(request));
         }
         let token = match self.validator.find_token(request.headers()) {
-            Ok(token) => token.to_owned(),
-            Err(error) => return ResponseFuture::rejected(reject(&method, error)),
+            Ok(token) => token,
+            Err(error) => return ResponseFuture::rejected(reject(request.uri().path(), error)),
         };
-        let peer = request
-            .peer_identity()
-            .and_then(|p| p.spiffe_id())
-            .map(ToString::to_string);
         let bind = self.rules.binds_subject();
+        // A verified-token cache hit is decided here: no copy of the token, no future of
+        // our own, the ready inner service called directly.
+        if let Some(verdict) = self.validator.validate_cached(token) {
+            return match admit(&*self.validator, bind, &request, verdict) {
+                Ok(claims) => {
+                    request.extensions_mut().insert(claims);
+                    ResponseFuture::inner(self.inner.call(request))
+                }
+                Err(error) => ResponseFuture::rejected(reject(request.uri().path(), error)),
+            };
+        }
+        let token = token.to_owned();
         let validator = self.validator.clone();
         // The clone that was polled ready serves this call; keep a fresh clone for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(async move {
-            let claims = match validator.validate(&token).await {
-                Ok(claims) => claims,
-                Err(error) => return Ok(reject(&method, error)),
-            };
-            if bind {
-                let subject = validator.subject(&claims);
-                if peer.is_none() || subject != peer.as_deref() {
-                    let error = JwtError::SubjectMismatch {
-                        presented: subject.unwrap_or("<none>").to_owned(),
-                        expected: peer.unwrap_or_else(|| "<no peer SPIFFE ID>".to_owned()),
-                    };
-                    return Ok(reject(&method, error));
+        ResponseFuture::validating(async move {
+            let verdict = validator.validate(&token).await;
+            match admit(&*validator, bind, &request, verdict) {
+                Ok(claims) => {
+                    request.extensions_mut().insert(claims);
+                    inner.call(request).await
                 }
+                Err(error) => Ok(reject(request.uri().path(), error)),
             }
-            request.extensions_mut().insert(claims);
-            inner.call(request).await
         })
     }
+}
+
+/// The claims of a valid token whose `sub` is the peer's SPIFFE ID when `bind` asks for it
+/// (compared with the ID as it is, not formatted), or why the call is refused.
+fn admit<V: TokenValidator, B>(
+    validator: &V,
+    bind: bool,
+    request: &http::Request<B>,
+    verdict: Result<V::Claims, JwtError>,
+) -> Result<V::Claims, JwtError> {
+    let claims = verdict?;
+    if bind {
+        let subject = validator.subject(&claims);
+        let peer = request.peer_identity().and_then(|p| p.spiffe_id());
+        match (peer, subject) {
+            (Some(peer), Some(subject)) if *peer == *subject => {}
+            _ => {
+                return Err(JwtError::SubjectMismatch {
+                    presented: subject.unwrap_or("<none>").to_owned(),
+                    expected: peer
+                        .map_or_else(|| "<no peer SPIFFE ID>".to_owned(), ToString::to_string),
+                });
+            }
+        }
+    }
+    Ok(claims)
 }
 
 fn reject<B: Default>(method: &str, error: JwtError) -> http::Response<B> {

@@ -63,6 +63,11 @@ impl TokenValidator for mtls_jwt::Validator {
         })
     }
 
+    fn validate_cached(&self, token: &str) -> Option<Result<Self::Claims, JwtError>> {
+        mtls_jwt::Validator::validate_cached(self, token)
+            .map(|verdict| verdict.map_err(to_jwt_error))
+    }
+
     fn subject<'c>(&self, claims: &'c Self::Claims) -> Option<&'c str> {
         claims.subject()
     }

@@ -18,6 +18,34 @@ pub trait TokenValidator: Send + Sync + 'static {
         token: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Claims, JwtError>> + Send + 'a>>;
 
+    /// The verdict on `token` when it is at hand without waiting or verifying a signature
+    /// (a verified-token cache hit), or `None`, in which case [`validate`](Self::validate)
+    /// is called. A `Some` lets [`JwtService`](super::JwtService) admit or reject the call
+    /// synchronously, without a future of its own. The default is `None`; for
+    /// `mtls_jwt::Validator` it is `Validator::validate_cached`.
+    ///
+    /// ```
+    /// use mtls_tonic::{JwtError, TokenValidator};
+    /// # use std::{future::Future, pin::Pin};
+    /// struct Fixed;
+    /// impl TokenValidator for Fixed {
+    ///     type Claims = String;
+    ///     fn validate<'a>(&'a self, token: &'a str)
+    ///         -> Pin<Box<dyn Future<Output = Result<String, JwtError>> + Send + 'a>> {
+    ///         Box::pin(std::future::ready(self.validate_cached(token).unwrap()))
+    ///     }
+    ///     fn validate_cached(&self, token: &str) -> Option<Result<String, JwtError>> {
+    ///         Some(if token == "good" { Ok("spiffe://example.org/c".into()) } else { Err(JwtError::Missing) })
+    ///     }
+    ///     fn subject<'c>(&self, claims: &'c String) -> Option<&'c str> { Some(claims) }
+    /// }
+    /// assert!(Fixed.validate_cached("good").unwrap().is_ok());
+    /// ```
+    fn validate_cached(&self, token: &str) -> Option<Result<Self::Claims, JwtError>> {
+        let _ = token;
+        None
+    }
+
     /// The token's `sub`, for binding to the peer's SPIFFE ID.
     fn subject<'c>(&self, claims: &'c Self::Claims) -> Option<&'c str>;
 

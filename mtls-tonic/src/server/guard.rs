@@ -9,130 +9,10 @@
 
 use std::time::Instant;
 
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const FRAME_HEAD: usize = 9;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const HEADERS: u8 = 0x1;
-const GOAWAY: u8 = 0x7;
-const ACK: u8 = 0x1;
+use crate::frames::{ACK, HEADERS, PING, SETTINGS, Scanner};
+
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 const DEBUG_DATA: &[u8] = b"too many control frames";
-
-/// Where a byte stream is in its frame sequence.
-#[derive(Debug)]
-struct Scanner {
-    preface_left: usize,
-    head: [u8; FRAME_HEAD],
-    head_len: usize,
-    payload_left: usize,
-}
-
-/// A frame header the scanner completed.
-#[derive(Clone, Copy, Debug)]
-struct FrameHead {
-    kind: u8,
-    flags: u8,
-    stream: u32,
-}
-
-impl Scanner {
-    fn new(preface: bool) -> Self {
-        Self {
-            preface_left: if preface { PREFACE.len() } else { 0 },
-            head: [0; FRAME_HEAD],
-            head_len: 0,
-            payload_left: 0,
-        }
-    }
-
-    fn at_boundary(&self) -> bool {
-        self.preface_left == 0 && self.head_len == 0 && self.payload_left == 0
-    }
-
-    /// Feeds `bytes`; calls `on_head` for each completed frame header with the offset just
-    /// past it. Returns `Err(())` if the preface does not match (not HTTP/2) and stops
-    /// early at the offset where `on_head` returned `false`.
-    fn feed(
-        &mut self,
-        bytes: &[u8],
-        mut on_head: impl FnMut(FrameHead) -> bool,
-    ) -> Result<Option<usize>, ()> {
-        let mut at = 0;
-        while at < bytes.len() {
-            if self.preface_left > 0 {
-                let start = PREFACE.len() - self.preface_left;
-                let n = self.preface_left.min(bytes.len() - at);
-                if bytes[at..at + n] != PREFACE[start..start + n] {
-                    return Err(());
-                }
-                self.preface_left -= n;
-                at += n;
-            } else if self.payload_left > 0 {
-                let n = self.payload_left.min(bytes.len() - at);
-                self.payload_left -= n;
-                at += n;
-            } else {
-                let n = (FRAME_HEAD - self.head_len).min(bytes.len() - at);
-                self.head[self.head_len..self.head_len + n].copy_from_slice(&bytes[at..at + n]);
-                self.head_len += n;
-                at += n;
-                if self.head_len == FRAME_HEAD {
-                    self.head_len = 0;
-                    let h = self.head;
-                    self.payload_left =
-                        usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
-                    let head = FrameHead {
-                        kind: h[3],
-                        flags: h[4],
-                        stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
-                    };
-                    if !on_head(head) {
-                        return Ok(Some(at - FRAME_HEAD.min(at)));
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// How many of `bytes` may be written so that the write ends at a frame boundary (all of
-    /// them if no boundary is crossed... then the caller writes them and asks again).
-    fn until_boundary(&self, bytes: &[u8]) -> usize {
-        let mut probe = Scanner {
-            preface_left: 0,
-            head: self.head,
-            head_len: self.head_len,
-            payload_left: self.payload_left,
-        };
-        let mut at = 0;
-        while at < bytes.len() {
-            if probe.payload_left > 0 {
-                let n = probe.payload_left.min(bytes.len() - at);
-                probe.payload_left -= n;
-                at += n;
-                if probe.payload_left == 0 {
-                    return at;
-                }
-            } else {
-                let n = (FRAME_HEAD - probe.head_len).min(bytes.len() - at);
-                probe.head[probe.head_len..probe.head_len + n].copy_from_slice(&bytes[at..at + n]);
-                probe.head_len += n;
-                at += n;
-                if probe.head_len == FRAME_HEAD {
-                    probe.head_len = 0;
-                    let h = probe.head;
-                    probe.payload_left =
-                        usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
-                    if probe.payload_left == 0 {
-                        return at;
-                    }
-                }
-            }
-        }
-        at
-    }
-}
 
 /// The token bucket of control frames.
 #[derive(Debug)]
@@ -223,6 +103,11 @@ impl FrameGuard {
         }
     }
 
+    /// Whether the peer turned out not to speak HTTP/2 (the guard stepped aside).
+    pub(crate) fn is_off(&self) -> bool {
+        self.off
+    }
+
     /// Whether the bytes written so far end at a frame boundary (a GOAWAY may go next).
     pub(crate) fn outbound_at_boundary(&self) -> bool {
         self.off || self.outbound.at_boundary()
@@ -235,20 +120,14 @@ impl FrameGuard {
 
     /// The GOAWAY frame to send when closing for a flood.
     pub(crate) fn goaway(&self) -> Vec<u8> {
-        let len = 8 + DEBUG_DATA.len();
-        let mut frame = Vec::with_capacity(FRAME_HEAD + len);
-        frame.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_be_bytes()[1..]);
-        frame.extend_from_slice(&[GOAWAY, 0, 0, 0, 0, 0]);
-        frame.extend_from_slice(&self.last_stream.to_be_bytes());
-        frame.extend_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
-        frame.extend_from_slice(DEBUG_DATA);
-        frame
+        crate::frames::goaway(self.last_stream, ENHANCE_YOUR_CALM, DEBUG_DATA)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames::{GOAWAY, PREFACE};
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();

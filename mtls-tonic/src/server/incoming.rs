@@ -200,17 +200,23 @@ async fn handshake(
     let timeout = shared.options.handshake_timeout;
     let log = &shared.log;
     let accepted = tokio::select! {
-        accepted = tokio::time::timeout(timeout, shared.acceptor.accept(tcp)) => accepted,
+        accepted = tokio::time::timeout(timeout, shared.acceptor.accept(tcp).into_fallible()) => accepted,
         // Shed for a newer connection (the shedder logged it): just close.
         _ = &mut slot.shed => return None,
     };
     drop(slot);
+    crate::metrics::server_handshake(
+        accepted
+            .as_ref()
+            .map(|done| done.as_ref().map(|_| ()).map_err(|(error, _)| error)),
+    );
     let tls = match accepted {
         Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
+        Ok(Err((error, tcp))) => {
             if log.handshake_failed.allow() {
                 warn!(%remote, reason = %handshake_reason(&error), "mTLS handshake failed");
             }
+            linger(tcp).await;
             return None;
         }
         Err(_) => {
@@ -240,10 +246,40 @@ async fn handshake(
         guard,
         log.clone(),
     );
-    if let Some((age, grace)) = shared.options.max_connection_age {
-        stream.close_after(age + grace);
+    if let (Some(age), Some((_, grace))) = (
+        shared.options.connection_age(),
+        shared.options.max_connection_age,
+    ) {
+        stream.recycle_after(age, grace);
     }
     Some(stream)
+}
+
+/// How long a refused handshake's socket stays open for the client to read our alert.
+const LINGER: Duration = Duration::from_secs(1);
+/// What a lingering socket reads (and drops) at most.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// After a refused handshake (the alert is written): FIN, then read and drop what the client
+/// still sends — with TLS 1.3 its HTTP/2 preface is on the way before it sees the alert —
+/// until it closes, at most [`LINGER`] and [`LINGER_BYTES`]. Closing with unread bytes
+/// would send a reset, and a reset makes the client's kernel drop the alert unread: the
+/// client would see "connection reset" instead of why it was refused (Envoy's delayed
+/// close does the same).
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// The most specific reason for a failed handshake: mtls-core's verification error if the

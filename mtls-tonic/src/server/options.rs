@@ -66,7 +66,7 @@ pub struct ServerOptions {
     pub(crate) keepalive_timeout: Duration,
     pub(crate) control_frame_burst: u32,
     pub(crate) control_frames_per_second: u32,
-    /// grpc-go's MaxConnectionAge (already jittered) and MaxConnectionAgeGrace.
+    /// grpc-go's MaxConnectionAge (jittered per connection) and MaxConnectionAgeGrace.
     pub(crate) max_connection_age: Option<(Duration, Duration)>,
 }
 
@@ -199,35 +199,46 @@ impl ServerOptions {
     }
 
     /// Connection recycling, grpc-go's `MaxConnectionAge` + `MaxConnectionAgeGrace`: each
-    /// connection is sent an HTTP/2 GOAWAY once it is `age` old (± 10 % jitter, drawn when
-    /// this is called, so replicas started together do not recycle in step), its calls in
-    /// flight may finish for `grace`, then it is closed. Clients reconnect — with a
-    /// [`BalancedChannel`](crate::BalancedChannel), without losing a call (calls refused by
-    /// the GOAWAY are re-dispatched) — and so handshake again: this is how a rotated server
-    /// certificate, and a client's rotated certificate, reach long-lived connections.
+    /// connection is sent an HTTP/2 GOAWAY once it is `age` old (± 10 % jitter, drawn per
+    /// connection as grpc-go does, so the connections a client opened together do not all
+    /// recycle at once), its calls in flight may finish for `grace`, then it is closed.
+    /// Clients reconnect — with a [`BalancedChannel`](crate::BalancedChannel), without
+    /// losing a call — and so handshake again: this is how a rotated server certificate,
+    /// and a client's rotated certificate, reach long-lived connections.
     ///
-    /// The GOAWAY is tonic's `max_connection_age` (set by [`ServerOptions::apply`]); the
-    /// grace is enforced by [`MtlsIncoming`](crate::MtlsIncoming) on each connection (tonic
-    /// 0.14's own `max_connection_age_grace` closes at age + grace *without* a GOAWAY, so it
-    /// is not used). Off by default.
+    /// [`MtlsIncoming`](crate::MtlsIncoming) does both on each connection: the GOAWAY
+    /// (last-stream-id 2^31-1, `NO_ERROR`: the client opens no new stream, every stream it
+    /// already sent is served) goes out between two of h2's frames, and the client closes
+    /// the connection once its calls are done, so the close never races a request in
+    /// flight. tonic's own `max_connection_age` (one age for every connection of a server)
+    /// and `max_connection_age_grace` (closes *without* a GOAWAY) are not used. Off by
+    /// default.
     ///
     /// ```
     /// use std::time::Duration;
     /// let options = mtls_tonic::ServerOptions::default()
     ///     .max_connection_age(Duration::from_secs(300), Duration::from_secs(30));
     /// let (age, grace) = options.max_connection_age_value().unwrap();
-    /// assert!(age >= Duration::from_secs(270) && age <= Duration::from_secs(330));
+    /// assert_eq!(age, Duration::from_secs(300));
     /// assert_eq!(grace, Duration::from_secs(30));
+    /// let jittered = options.connection_age().unwrap();
+    /// assert!(jittered >= Duration::from_secs(270) && jittered <= Duration::from_secs(330));
     /// ```
     pub fn max_connection_age(mut self, age: Duration, grace: Duration) -> Self {
-        let factor = 0.9 + 0.2 * fastrand::f64();
-        self.max_connection_age = Some((age.mul_f64(factor), grace));
+        self.max_connection_age = Some((age, grace));
         self
     }
 
-    /// The jittered connection age and the grace, when recycling is on.
+    /// The connection age (before jitter) and the grace, when recycling is on.
     pub fn max_connection_age_value(&self) -> Option<(Duration, Duration)> {
         self.max_connection_age
+    }
+
+    /// One connection's age before its GOAWAY: the configured age ± 10 %, drawn anew on
+    /// each call (what [`MtlsIncoming`](crate::MtlsIncoming) does for each connection).
+    pub fn connection_age(&self) -> Option<Duration> {
+        self.max_connection_age
+            .map(|(age, _)| age.mul_f64(0.9 + 0.2 * fastrand::f64()))
     }
 
     /// Puts the HTTP/2 limits onto a tonic server builder (any layer stack).
@@ -238,10 +249,6 @@ impl ServerOptions {
     /// # let _ = server;
     /// ```
     pub fn apply<L>(&self, server: tonic::transport::Server<L>) -> tonic::transport::Server<L> {
-        let server = match self.max_connection_age {
-            Some((age, _)) => server.max_connection_age(age),
-            None => server,
-        };
         server
             .max_concurrent_streams(self.max_concurrent_streams)
             .http2_max_header_list_size(self.max_header_list_size)

@@ -82,8 +82,26 @@ pub struct MtlsStream {
     guard: FrameGuard,
     log: Arc<ServerLog>,
     closing: Option<Closing>,
+    /// Max connection age: the GOAWAY that asks the client to move on.
+    recycle: Option<Recycle>,
     /// Max connection age + grace: the connection is closed when this fires.
     close_at: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Connection recycling: at this connection's (jittered) age, a GOAWAY with last-stream-id
+/// 2^31-1 and NO_ERROR goes out at the next frame boundary of h2's output — "no new
+/// streams; every stream already sent will be served". h2 on our side does not know about
+/// it and serves whatever the client sent before it saw the GOAWAY, so no call is refused
+/// or lost; the client opens no new stream, dials again and closes this connection when its
+/// calls are done. (tonic's `max_connection_age` is one age for every connection of a
+/// server; this is grpc-go's per-connection jitter.)
+#[derive(Debug)]
+struct Recycle {
+    at: Pin<Box<tokio::time::Sleep>>,
+    /// The GOAWAY, once due, until it is written.
+    frame: Option<Closing>,
+    /// Written, not yet flushed (when it went out from a read, h2 may not flush soon).
+    unflushed: bool,
 }
 
 /// The GOAWAY on its way out after a flood.
@@ -106,14 +124,72 @@ impl MtlsStream {
             guard,
             log,
             closing: None,
+            recycle: None,
             close_at: None,
         }
     }
 
-    /// Closes the connection (reads fail) `after` from now: the end of the grace after
-    /// [`ServerOptions::max_connection_age`](crate::ServerOptions::max_connection_age).
-    pub(crate) fn close_after(&mut self, after: std::time::Duration) {
-        self.close_at = Some(Box::pin(tokio::time::sleep(after)));
+    /// Recycles the connection: a GOAWAY once it is `age` old, closed (reads fail) after
+    /// `grace` more ([`ServerOptions::max_connection_age`](crate::ServerOptions::max_connection_age)).
+    pub(crate) fn recycle_after(&mut self, age: std::time::Duration, grace: std::time::Duration) {
+        self.recycle = Some(Recycle {
+            at: Box::pin(tokio::time::sleep(age)),
+            frame: None,
+            unflushed: false,
+        });
+        self.close_at = Some(Box::pin(tokio::time::sleep(age + grace)));
+    }
+
+    /// Connection recycling: notices the age, and writes the GOAWAY when h2 is between
+    /// frames. `Pending` only while the GOAWAY itself is being written.
+    fn poll_recycle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let http2 = !self.guard.is_off();
+        let remote = self.info.remote_addr;
+        let Some(recycle) = self.recycle.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        if recycle.at.as_mut().poll(cx).is_ready() {
+            recycle.at.as_mut().reset(far_future());
+            // Not HTTP/2: no GOAWAY to send; the close at the end of the grace ends it.
+            if http2 {
+                tracing::debug!(%remote, "max connection age: GOAWAY");
+                recycle.frame = Some(Closing {
+                    frame: crate::frames::goaway(0x7fff_ffff, 0, b"max connection age"),
+                    written: 0,
+                });
+            }
+        }
+        self.poll_recycle_write(cx)
+    }
+
+    fn poll_recycle_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(recycle) = self.recycle.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        if let Some(goaway) = recycle.frame.as_mut()
+            && self.guard.outbound_at_boundary()
+        {
+            while goaway.written < goaway.frame.len() {
+                let n = ready!(
+                    Pin::new(&mut self.inner).poll_write(cx, &goaway.frame[goaway.written..])
+                )?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                goaway.written += n;
+            }
+            recycle.frame = None;
+            recycle.unflushed = true;
+        }
+        if recycle.unflushed && Pin::new(&mut self.inner).poll_flush(cx).is_ready() {
+            recycle.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether h2 must stop at the next frame boundary (a recycling GOAWAY is due).
+    fn goaway_due(&self) -> bool {
+        self.recycle.as_ref().is_some_and(|r| r.frame.is_some())
     }
 
     /// The connection's info (peer identity and addresses).
@@ -183,6 +259,11 @@ impl MtlsStream {
     }
 }
 
+/// A deadline that never comes (a fired recycling timer is parked here).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}
+
 fn flood_error() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
@@ -221,6 +302,11 @@ impl AsyncRead for MtlsStream {
             ready!(this.poll_goaway(cx))?;
             return Poll::Ready(Err(flood_error()));
         }
+        // A GOAWAY due while h2 is idle goes out from here; a busy socket does not hold up
+        // reading (the write side retries it).
+        if let Poll::Ready(Err(error)) = this.poll_recycle(cx) {
+            return Poll::Ready(Err(error));
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         match this.guard.inbound(&buf.filled()[before..]) {
@@ -248,7 +334,14 @@ impl AsyncWrite for MtlsStream {
         if this.closing.is_some() {
             return this.poll_write_closing(cx, buf);
         }
-        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        ready!(this.poll_recycle(cx))?;
+        let n = if this.goaway_due() {
+            // h2 is in the middle of a frame: finish it, the GOAWAY goes next.
+            this.guard.outbound_until_boundary(buf)
+        } else {
+            buf.len()
+        };
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &buf[..n]))?;
         this.guard.outbound(&buf[..n]);
         Poll::Ready(Ok(n))
     }
@@ -273,6 +366,17 @@ impl AsyncWrite for MtlsStream {
                 .find(|b| !b.is_empty())
                 .map_or(&[][..], |b| &**b);
             return this.poll_write_closing(cx, first);
+        }
+        ready!(this.poll_recycle(cx))?;
+        if this.goaway_due() {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            let n = this.guard.outbound_until_boundary(first);
+            let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &first[..n]))?;
+            this.guard.outbound(&first[..n]);
+            return Poll::Ready(Ok(n));
         }
         let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
         let mut left = n;

@@ -21,6 +21,41 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The log lines written under [`CapturedLogs::warnings`]' thread-local subscriber.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    /// Captures WARN and ERROR lines (no colours) of this thread until the guard drops: run
+    /// the server on a current_thread runtime so its tasks log here too.
+    pub fn warnings() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -33,4 +68,36 @@ pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Serves the health probe on `addr`'s listener with `config` (on the caller's runtime).
+pub fn serve_probe(
+    listener: tokio::net::TcpListener,
+    config: rustls::ServerConfig,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    let incoming = mtls_tonic::MtlsIncoming::new(listener, config);
+    let (_reporter, service) = replica::probe("solo");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    )
+}
+
+/// One health check as `client` against `addr` (server name `bookstore.test`); panics if
+/// it fails.
+pub async fn health_check_as(client: rustls::ClientConfig, addr: std::net::SocketAddr) {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let connector = mtls_tonic::MtlsConnector::new(client)
+        .server_name(pki::SERVICE_NAME)
+        .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
 }
