@@ -67,6 +67,9 @@ pub struct TargetResult {
 pub struct AbuseResult {
     /// Ours, then Envoy.
     pub targets: Vec<TargetResult>,
+    /// Build profile, start, note.
+    #[serde(default)]
+    pub conditions: crate::result::Conditions,
 }
 
 /// The `p`-th percentile (nearest rank) of `values`; sorts them.
@@ -206,9 +209,20 @@ pub fn section(result: &AbuseResult) -> String {
          connection and one `GetBook` (JWT included). *Handshake flood*: clients with a valid \
          certificate doing full mTLS handshakes (no resumption) as fast as they can from \
          127.0.0.50, while 4 honest callers from 127.0.0.1 call over their established \
-         connection.\n\n{}",
+         connection.\n\nConditions: {}\n\n{}",
+        result.conditions.describe(other_load(result)),
         markdown(result)
     )
+}
+
+/// The largest share of the machine other programs used during the honest-call windows.
+fn other_load(result: &AbuseResult) -> Option<f64> {
+    result
+        .targets
+        .iter()
+        .flat_map(|t| [&t.calls_baseline, &t.calls_flooded])
+        .map(PointResult::other_load)
+        .reduce(f64::max)
 }
 
 /// The results as Markdown, both targets side by side.

@@ -63,7 +63,7 @@ impl ChildProcess {
         command.stdin(Stdio::null()).stdout(Stdio::piped());
         let mut child = command.spawn().map_err(|e| Error::Child {
             role: name.clone(),
-            reason: format!("cannot start {command:?}: {e}"),
+            reason: format!("cannot start {}: {e}", describe(&command)),
         })?;
         let stdout = child.stdout.take();
         let mut process = Self { name, role, child };
@@ -111,7 +111,7 @@ impl ChildProcess {
         command.stdin(Stdio::null()).stdout(Stdio::null());
         let child = command.spawn().map_err(|e| Error::Child {
             role: name.clone(),
-            reason: format!("cannot start {command:?}: {e}"),
+            reason: format!("cannot start {}: {e}", describe(&command)),
         })?;
         Ok(Self { name, role, child })
     }
@@ -148,6 +148,15 @@ impl ChildProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `program arg1 arg2`, for messages (not `Command`'s `Debug` quoting).
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Drop for ChildProcess {

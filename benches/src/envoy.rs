@@ -11,10 +11,22 @@ use bookstore::envoy::{EnvoyOptions, EnvoyProcess};
 use crate::child::{Measured, Role};
 use crate::error::{Error, Result};
 
-/// The Envoy binary, found as the bookstore example finds it (`$MTLS_ENVOY`, `envoy` on
-/// `PATH`, the project's `.venv/bin/envoy` from `./scripts/install-test-tools.sh`); when
-/// there is none, the `.venv` path, for the error message.
+static EXPLICIT_ENVOY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Uses `path` as the Envoy binary from now on (`loadgen --envoy PATH`); the first call
+/// wins. Returns whether this call set it.
+pub fn use_envoy(path: PathBuf) -> bool {
+    EXPLICIT_ENVOY.set(path).is_ok()
+}
+
+/// The Envoy binary: the one given to [`use_envoy`], else found as the bookstore example
+/// finds it (`$MTLS_ENVOY`, `envoy` on `PATH`, the project's `.venv/bin/envoy` from
+/// `./scripts/install-test-tools.sh`); when there is none, the `.venv` path, for the error
+/// message.
 pub fn envoy_path() -> PathBuf {
+    if let Some(path) = EXPLICIT_ENVOY.get() {
+        return path.clone();
+    }
     bookstore::envoy::find_envoy(None).unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"))
 }
 

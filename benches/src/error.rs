@@ -34,8 +34,8 @@ pub enum Error {
     },
     /// Envoy is required but not installed.
     #[error(
-        "Envoy not found at {path} (run ./scripts/install-test-tools.sh, or set MTLS_ENVOY); \
-         needed by {scenario}"
+        "Envoy not found at {path} (run ./scripts/install-test-tools.sh, or pass --envoy PATH \
+         or set MTLS_ENVOY); needed by {scenario}"
     )]
     EnvoyMissing {
         /// Where it was looked for.

@@ -118,6 +118,14 @@ pub fn client_san_policy() -> Result<SanMatcher> {
 
 /// The mtls-core server config: plain CA bundle + the SAN policy, as the Envoy listener.
 pub fn server_config(files: &HandshakeFiles) -> Result<rustls::ServerConfig> {
+    server_config_with(files, mtls_core::Resumption::Off)
+}
+
+/// [`server_config`] with session resumption (`Tickets` for the resumed rows).
+pub fn server_config_with(
+    files: &HandshakeFiles,
+    resumption: mtls_core::Resumption,
+) -> Result<rustls::ServerConfig> {
     let identity = Arc::new(
         Identity::from_pem(read(&files.server_cert)?, read(&files.server_key)?)
             .map_err(core_err)?,
@@ -125,6 +133,7 @@ pub fn server_config(files: &HandshakeFiles) -> Result<rustls::ServerConfig> {
     let trust = Arc::new(TrustBundle::from_pem(read(&files.ca)?).map_err(core_err)?);
     ServerConfigBuilder::new(identity, trust)
         .match_sans([client_san_policy()?])
+        .resumption(resumption)
         .build()
         .map_err(core_err)
 }
@@ -152,6 +161,28 @@ pub fn client_config_with(
     key: &Path,
     group: KxGroup,
 ) -> Result<rustls::ClientConfig> {
+    client_config_full(files, cert, key, group, false)
+}
+
+/// The classical client config, resuming sessions from the tickets it is given (its own
+/// session cache: build one per server).
+pub fn client_config_resuming(files: &HandshakeFiles) -> Result<rustls::ClientConfig> {
+    client_config_full(
+        files,
+        &files.client_cert,
+        &files.client_key,
+        KxGroup::X25519,
+        true,
+    )
+}
+
+fn client_config_full(
+    files: &HandshakeFiles,
+    cert: &Path,
+    key: &Path,
+    group: KxGroup,
+    resume: bool,
+) -> Result<rustls::ClientConfig> {
     let identity = Arc::new(Identity::from_pem(read(cert)?, read(key)?).map_err(core_err)?);
     let trust = Arc::new(
         TrustBundle::spiffe()
@@ -163,7 +194,7 @@ pub fn client_config_with(
             )
             .map_err(core_err)?,
     );
-    ClientConfigBuilder::new(identity, trust)
+    let builder = ClientConfigBuilder::new(identity, trust)
         .authorize(Authorize::exact(
             SERVER_ID.parse().map_err(|e| Error::Pki(format!("{e}")))?,
         ))
@@ -171,17 +202,31 @@ pub fn client_config_with(
             TlsPolicy::default()
                 .with_groups([group])
                 .with_cipher_suites([TlsSuite::Aes128GcmSha256]),
-        )
-        .build()
-        .map_err(core_err)
+        );
+    let builder = if resume {
+        builder.enable_resumption()
+    } else {
+        builder
+    };
+    builder.build().map_err(core_err)
 }
 
 /// The Envoy listener: TLS 1.3 only, client certificate required, the same CA and SAN
 /// policy, no session resumption (neither tickets nor a session cache), ALPN `h2`, and the
-/// `echo` network filter. (`direct_response` would be the obvious choice, but it writes and
+/// `echo` network filter. [`envoy_bootstrap_with`] `(…, true)` keeps Envoy's default
+/// stateless session tickets instead (the resumed rows). (`direct_response` would be the obvious choice, but it writes and
 /// closes as the connection is created, which races the TLS handshake: measured, most
 /// connections ended in "handshake eof".)
 pub fn envoy_bootstrap(files: &HandshakeFiles, port: u16) -> serde_json::Value {
+    envoy_bootstrap_with(files, port, false)
+}
+
+/// [`envoy_bootstrap`], with Envoy's default session tickets when `resumption`.
+pub fn envoy_bootstrap_with(
+    files: &HandshakeFiles,
+    port: u16,
+    resumption: bool,
+) -> serde_json::Value {
     let p = |path: &Path| path.display().to_string();
     serde_json::json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
@@ -201,8 +246,8 @@ pub fn envoy_bootstrap(files: &HandshakeFiles, port: u16) -> serde_json::Value {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                             "require_client_certificate": true,
-                            "disable_stateless_session_resumption": true,
-                            "disable_stateful_session_resumption": true,
+                            "disable_stateless_session_resumption": !resumption,
+                            "disable_stateful_session_resumption": !resumption,
                             "common_tls_context": {
                                 "tls_params": {
                                     "tls_minimum_protocol_version": "TLSv1_3",
@@ -265,10 +310,19 @@ pub async fn serve(listener: tokio::net::TcpListener, config: rustls::ServerConf
 /// (proof that the server accepted our certificate: with TLS 1.3 the client finishes its
 /// handshake before the server has verified it), close.
 pub fn call(addr: SocketAddr, config: rustls::ClientConfig) -> CallFn {
-    let connector = TlsConnector::from(Arc::new(config));
+    call_counting(addr, TlsConnector::from(Arc::new(config)), Arc::default())
+}
+
+/// [`call`] with `connector`, counting handshakes done (`counts[0]`) and those that resumed
+/// a session (`counts[1]`).
+pub fn call_counting(
+    addr: SocketAddr,
+    connector: TlsConnector,
+    counts: Arc<[std::sync::atomic::AtomicU64; 2]>,
+) -> CallFn {
     let name = ServerName::IpAddress(addr.ip().into());
     Arc::new(move |_worker| {
-        let (connector, name) = (connector.clone(), name.clone());
+        let (connector, name, counts) = (connector.clone(), name.clone(), counts.clone());
         Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect(addr)
                 .await
@@ -278,6 +332,10 @@ pub fn call(addr: SocketAddr, config: rustls::ClientConfig) -> CallFn {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("handshake with {addr}: {e}"))?;
+            counts[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                counts[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             tls.write_all(b"x")
                 .await
                 .map_err(|e| format!("writing to {addr}: {e}"))?;
@@ -290,5 +348,117 @@ pub fn call(addr: SocketAddr, config: rustls::ClientConfig) -> CallFn {
             }
             Ok(())
         })
+    })
+}
+
+/// A stream that counts the first two flights of a handshake as the client sees them.
+struct Counting<S> {
+    inner: S,
+    /// Bytes written before the first byte was read.
+    first_flight: u64,
+    /// Bytes read before the client wrote again.
+    answer: u64,
+    /// 0: client's first flight; 1: server's answer; 2: done.
+    phase: u8,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counting<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            if self.phase == 0 {
+                self.phase = 1;
+            }
+            if self.phase == 1 {
+                self.answer += n;
+            }
+        }
+        poll
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counting<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if let std::task::Poll::Ready(Ok(n)) = &poll
+            && *n > 0
+        {
+            match self.phase {
+                0 => self.first_flight += *n as u64,
+                1 => self.phase = 2,
+                _ => {}
+            }
+        }
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One connection to `addr` with `connector`, its first two flights counted at the
+/// client's socket (ClientHello, then ServerHello … Finished), the handshake kind and the
+/// negotiated group as rustls reports them.
+pub async fn hello_bytes(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+) -> Result<crate::result::HelloBytes> {
+    let failed = |what: &str, e: std::io::Error| Error::Io {
+        context: format!("{what} {addr} (counting handshake bytes)"),
+        source: e,
+    };
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| failed("connecting to", e))?;
+    let _ = tcp.set_nodelay(true);
+    let counting = Counting {
+        inner: tcp,
+        first_flight: 0,
+        answer: 0,
+        phase: 0,
+    };
+    let mut tls = connector
+        .connect(ServerName::IpAddress(addr.ip().into()), counting)
+        .await
+        .map_err(|e| failed("handshake with", e))?;
+    tls.write_all(b"x")
+        .await
+        .map_err(|e| failed("writing to", e))?;
+    let mut byte = [0u8; 1];
+    tls.read_exact(&mut byte)
+        .await
+        .map_err(|e| failed("reading from", e))?;
+    let (io, conn) = tls.get_ref();
+    let negotiated = mtls_core::Negotiated::from_connection(conn);
+    Ok(crate::result::HelloBytes {
+        client_hello: io.first_flight,
+        server_flight: io.answer,
+        kind: negotiated
+            .as_ref()
+            .map_or("unknown", |n| n.handshake_kind_name())
+            .to_owned(),
+        group: negotiated.map_or_else(|| "unknown".into(), |n| n.group_name()),
+        resumed_share: None,
     })
 }

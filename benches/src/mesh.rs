@@ -38,6 +38,13 @@ pub enum ReplicaMode {
     Plaintext,
     /// tonic's own TLS (`ServerTlsConfig`, server authentication only), no JWT.
     TonicTls,
+    /// tonic's own TLS with client certificates required, and a hand-written interceptor
+    /// checking the caller and its token ([`crate::handrolled`]).
+    TonicMtls,
+    /// `MtlsIncoming` alone: no `AuthzLayer`, no `JwtLayer` (the per-layer harness).
+    MtlsBare,
+    /// `MtlsIncoming` + `JwtLayer`, no `AuthzLayer` (the per-layer harness).
+    MtlsJwt,
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -90,31 +97,90 @@ pub async fn serve_replica(
             ready();
             handle.wait().await.map_err(bs)
         }
-        ReplicaMode::TonicTls => {
+        ReplicaMode::MtlsBare | ReplicaMode::MtlsJwt => {
+            use mtls_tonic::{JwtLayer, MtlsIncoming, ServerOptions};
+            let options = ServerOptions::default();
+            let tls = Arc::new(pki.server_config().map_err(bs)?);
+            let incoming = MtlsIncoming::with_options(listener, tls, options.clone());
+            let bookstore = bookstore::proto::bookstore_server::BookstoreServer::new(service);
+            ready();
+            let served = if mode == ReplicaMode::MtlsJwt {
+                let validator = policy
+                    .validator(mtls_jwt::JwksSource::inline(pki.jwks_json().to_owned()))
+                    .map_err(bs)?;
+                options
+                    .server()
+                    .layer(JwtLayer::new(validator, policy.jwt_rules().map_err(bs)?))
+                    .add_service(bookstore)
+                    .serve_with_incoming(incoming)
+                    .await
+            } else {
+                options
+                    .server()
+                    .add_service(bookstore)
+                    .serve_with_incoming(incoming)
+                    .await
+            };
+            served.map_err(|e| Error::Io {
+                context: format!("serving {addr}"),
+                source: std::io::Error::other(e),
+            })
+        }
+        ReplicaMode::TonicTls | ReplicaMode::TonicMtls => {
             let identity = tonic::transport::Identity::from_pem(
                 read(&pki.server().cert)?,
                 read(&pki.server().key)?,
             );
+            let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+            if mode == ReplicaMode::TonicMtls {
+                tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
+                    pki.bundle_path(),
+                )?));
+            }
             let mut server = tonic::transport::Server::builder()
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .tls_config(tls)
                 .map_err(|e| Error::Pki(format!("tonic TLS: {e}")))?;
-            ready();
-            server
-                .add_service(bookstore::proto::bookstore_server::BookstoreServer::new(
-                    service,
-                ))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-                .map_err(|e| Error::Io {
-                    context: format!("serving {addr}"),
-                    source: std::io::Error::other(e),
-                })
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let served = if mode == ReplicaMode::TonicMtls {
+                let check = crate::handrolled::Interceptor::new(
+                    pki.jwks_json(),
+                    &policy.issuer,
+                    &policy.audience,
+                    policy
+                        .allowed_clients
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                )?;
+                ready();
+                server
+                    .add_service(
+                        bookstore::proto::bookstore_server::BookstoreServer::with_interceptor(
+                            service,
+                            move |r| check.check(r),
+                        ),
+                    )
+                    .serve_with_incoming(incoming)
+                    .await
+            } else {
+                ready();
+                server
+                    .add_service(bookstore::proto::bookstore_server::BookstoreServer::new(
+                        service,
+                    ))
+                    .serve_with_incoming(incoming)
+                    .await
+            };
+            served.map_err(|e| Error::Io {
+                context: format!("serving {addr}"),
+                source: std::io::Error::other(e),
+            })
         }
     }
 }
 
 /// `GetBook(1, 1)` over `client`, with `token` as a bearer token when given.
-fn get_book<T>(client: BookstoreClient<T>, token: Option<MetadataValue<Ascii>>) -> CallFn
+pub(crate) fn get_book<T>(client: BookstoreClient<T>, token: Option<MetadataValue<Ascii>>) -> CallFn
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
     T::ResponseBody: tonic::transport::Body<Data = bytes::Bytes> + Send + 'static,
@@ -142,7 +208,7 @@ where
 
 /// Calls until one succeeds (replicas and proxies up, every connection made), or fails
 /// after `timeout` with the last error.
-async fn wait_until_serving(call: &CallFn, what: &str, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_until_serving(call: &CallFn, what: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         match call(0).await {
@@ -182,13 +248,13 @@ pub fn shared_free_port(ips: &[Ipv4Addr]) -> Result<u16> {
 }
 
 /// Replica addresses 127.0.0.2, .3, ...
-fn replica_ips(n: usize) -> Vec<Ipv4Addr> {
+pub(crate) fn replica_ips(n: usize) -> Vec<Ipv4Addr> {
     (0..n)
         .map(|i| Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i).unwrap_or(u8::MAX - 2)))
         .collect()
 }
 
-fn spawn_replica(
+pub(crate) fn spawn_replica(
     opts: &RunOptions,
     mode: ReplicaMode,
     listen: SocketAddr,
@@ -204,6 +270,9 @@ fn spawn_replica(
             ReplicaMode::Mtls => "mtls",
             ReplicaMode::Plaintext => "plaintext",
             ReplicaMode::TonicTls => "tonic-tls",
+            ReplicaMode::TonicMtls => "tonic-mtls",
+            ReplicaMode::MtlsBare => "mtls-bare",
+            ReplicaMode::MtlsJwt => "mtls-jwt",
         })
         .arg("--listen")
         .arg(listen.to_string())
@@ -245,12 +314,12 @@ impl ProxylessMesh {
     }
 }
 
-struct Mesh<'a> {
-    opts: &'a RunOptions,
-    pki: MeshPki,
-    policy: MeshPolicy,
-    dns: MeshDns,
-    token: MetadataValue<Ascii>,
+pub(crate) struct Mesh<'a> {
+    pub(crate) opts: &'a RunOptions,
+    pub(crate) pki: MeshPki,
+    pub(crate) policy: MeshPolicy,
+    pub(crate) dns: MeshDns,
+    pub(crate) token: MetadataValue<Ascii>,
     ports: Ports,
 }
 
@@ -260,6 +329,19 @@ struct Ports {
     sidecar: u16,
     backend: u16,
     plain: u16,
+    plain_mtls: u16,
+}
+
+/// The processes of one `plain-tonic` or `plain-tonic-mtls` mesh.
+struct PlainMesh {
+    replicas: Vec<ChildProcess>,
+    call: CallFn,
+}
+
+impl PlainMesh {
+    fn measured(&self) -> Vec<Measured> {
+        self.replicas.iter().map(ChildProcess::measured).collect()
+    }
 }
 
 impl Mesh<'_> {
@@ -378,28 +460,73 @@ impl Mesh<'_> {
         })
     }
 
-    async fn plain(&self) -> Result<(ChildProcess, CallFn)> {
-        let addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), self.ports.plain));
-        let replica = spawn_replica(self.opts, ReplicaMode::TonicTls, addr, "replica-1")?;
-        let tls = tonic::transport::ClientTlsConfig::new()
+    /// `plain-tonic` (`mtls` false) or `plain-tonic-mtls` over `replicas` replicas: a tonic
+    /// `Channel` to one, `Channel::balance_list` over more.
+    async fn plain(&self, replicas: usize, mtls: bool) -> Result<PlainMesh> {
+        let (mode, port, what) = if mtls {
+            (
+                ReplicaMode::TonicMtls,
+                self.ports.plain_mtls,
+                "plain-tonic-mtls client",
+            )
+        } else {
+            (
+                ReplicaMode::TonicTls,
+                self.ports.plain,
+                "plain-tonic client",
+            )
+        };
+        let mut children = Vec::new();
+        let mut endpoints = Vec::new();
+        let mut tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(read(
                 self.pki.bundle_path(),
             )?))
             .domain_name(&self.policy.service_name);
-        let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-            .map_err(|e| Error::Pki(e.to_string()))?
-            .tls_config(tls)
-            .map_err(|e| Error::Pki(format!("tonic client TLS: {e}")))?
-            .connect_lazy();
-        let call = get_book(BookstoreClient::new(channel), None);
-        wait_until_serving(&call, "plain-tonic client", Duration::from_secs(20)).await?;
-        Ok((replica, call))
+        if mtls {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(&self.pki.client().cert)?,
+                read(&self.pki.client().key)?,
+            ));
+        }
+        for (i, ip) in replica_ips(replicas).iter().enumerate() {
+            let addr = SocketAddr::from((*ip, port));
+            children.push(spawn_replica(
+                self.opts,
+                mode,
+                addr,
+                &format!("replica-{}", i + 1),
+            )?);
+            endpoints.push(
+                tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                    .map_err(|e| Error::Pki(e.to_string()))?
+                    .tls_config(tls.clone())
+                    .map_err(|e| Error::Pki(format!("tonic client TLS: {e}")))?,
+            );
+        }
+        let channel = if endpoints.len() == 1 {
+            endpoints.remove(0).connect_lazy()
+        } else {
+            tonic::transport::Channel::balance_list(endpoints.into_iter())
+        };
+        let token = mtls.then(|| self.token.clone());
+        let call = get_book(BookstoreClient::new(channel), token);
+        wait_until_serving(&call, what, Duration::from_secs(20)).await?;
+        // balance_list connects to each endpoint as it is discovered: call until every
+        // replica has answered once is not observable here, so warm with a few calls each.
+        for _ in 0..replicas * 4 {
+            let _ = call(0).await;
+        }
+        Ok(PlainMesh {
+            replicas: children,
+            call,
+        })
     }
 }
 
 /// The mesh's PKI, token, DNS (pointing at the first replica) and ports, for up to
 /// `max_replicas` replicas.
-async fn mesh_for(opts: &RunOptions, max_replicas: usize) -> Result<Mesh<'_>> {
+pub(crate) async fn mesh_for(opts: &RunOptions, max_replicas: usize) -> Result<Mesh<'_>> {
     let policy = MeshPolicy::bookstore();
     let pki = MeshPki::create(opts.dir.join("mesh"), &policy).map_err(bs)?;
     let token: MetadataValue<Ascii> = format!("Bearer {}", pki.token(AUDIENCE).map_err(bs)?)
@@ -410,7 +537,8 @@ async fn mesh_for(opts: &RunOptions, max_replicas: usize) -> Result<Mesh<'_>> {
         proxyless: shared_free_port(&all_ips)?,
         sidecar: shared_free_port(&all_ips)?,
         backend: shared_free_port(&all_ips)?,
-        plain: shared_free_port(&all_ips[..1])?,
+        plain: shared_free_port(&all_ips)?,
+        plain_mtls: shared_free_port(&all_ips)?,
     };
     let dns = MeshDns::start(&policy.service_name, &all_ips[..1], 30)
         .await
@@ -435,6 +563,7 @@ pub async fn run_soak(
     concurrency: usize,
     every: Duration,
 ) -> Result<crate::soak::SoakResult> {
+    let conditions = crate::result::Conditions::now("");
     let mesh = mesh_for(opts, replicas).await?;
     mesh.dns
         .set_addrs(&replica_ips(replicas))
@@ -484,10 +613,18 @@ pub async fn run_soak(
         slopes_from_s: from,
         samples,
         trends,
+        conditions,
     })
 }
 
-/// Runs the bookstore scenarios among `scenarios` (`plain-tonic`, `proxyless`, `envoy`).
+/// A scenario's mesh that is up: what to measure, how to call, and the processes (kept
+/// alive until dropped).
+type UpScenario = (Scenario, Vec<Measured>, CallFn, Box<dyn std::any::Any>);
+
+/// Runs the bookstore scenarios among `scenarios` (`plain-tonic`, `plain-tonic-mtls`,
+/// `proxyless`, `envoy`): for each replica count, every scenario's mesh over that many
+/// replicas is up and, at each concurrency, the scenarios are measured back to back in
+/// that order, so every ratio in the report compares points of one block.
 pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<PointResult>> {
     let has = |s| scenarios.contains(&s);
     if has(Scenario::Envoy) {
@@ -495,92 +632,46 @@ pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<P
     }
     let max_replicas = opts.replicas.iter().copied().max().unwrap_or(1).max(1);
     let mesh = mesh_for(opts, max_replicas).await?;
-
     let mut out = Vec::new();
-    let plain = if has(Scenario::PlainTonic) {
-        Some(mesh.plain().await?)
-    } else {
-        None
-    };
-    let record = |out: &mut Vec<PointResult>, r: PointResult| {
-        opts.progress(&r);
-        out.push(r);
-    };
-    let label = |s: Scenario, replicas| PointLabel {
-        scenario: s.as_str().into(),
-        variant: String::new(),
-        replicas,
-    };
-    let replica_counts: Vec<usize> = if has(Scenario::Proxyless) || has(Scenario::Envoy) {
-        opts.replicas.clone()
-    } else {
-        Vec::new()
-    };
-    let plain_at = if replica_counts.contains(&3) {
-        Some(3)
-    } else {
-        replica_counts.first().copied()
-    };
-    if let (Some((replica, call)), None) = (&plain, plain_at) {
-        for &c in &opts.concurrency {
-            let r = measure(
-                opts.spec(c),
-                label(Scenario::PlainTonic, 1),
-                &[replica.measured()],
-                call.clone(),
-            )
-            .await;
-            record(&mut out, r);
-        }
-    }
-    for &n in &replica_counts {
+    for &n in &opts.replicas {
         mesh.dns.set_addrs(&replica_ips(n)).await.map_err(bs)?;
-        let proxyless = if has(Scenario::Proxyless) {
-            Some(mesh.proxyless(n).await?)
-        } else {
-            None
-        };
-        let envoy = if has(Scenario::Envoy) {
-            Some(mesh.envoy(n).await?)
-        } else {
-            None
-        };
-        for &c in &opts.concurrency {
-            if let Some(m) = &proxyless {
-                let r = measure(
-                    opts.spec(c),
-                    label(Scenario::Proxyless, n),
-                    &m.measured(),
-                    m.call.clone(),
-                )
-                .await;
-                record(&mut out, r);
-            }
-            if let Some(m) = &envoy {
-                let r = measure(
-                    opts.spec(c),
-                    label(Scenario::Envoy, n),
-                    &m.measured(),
-                    m.call.clone(),
-                )
-                .await;
-                record(&mut out, r);
-            }
-            if let (Some((replica, call)), Some(at)) = (&plain, plain_at)
-                && at == n
-            {
-                let r = measure(
-                    opts.spec(c),
-                    label(Scenario::PlainTonic, 1),
-                    &[replica.measured()],
-                    call.clone(),
-                )
-                .await;
-                record(&mut out, r);
+        let mut up: Vec<UpScenario> = Vec::new();
+        if has(Scenario::Proxyless) {
+            let m = mesh.proxyless(n).await?;
+            up.push((
+                Scenario::Proxyless,
+                m.measured(),
+                m.call.clone(),
+                Box::new(m),
+            ));
+        }
+        if has(Scenario::Envoy) {
+            let m = mesh.envoy(n).await?;
+            up.push((Scenario::Envoy, m.measured(), m.call.clone(), Box::new(m)));
+        }
+        for (scenario, mtls) in [
+            (Scenario::PlainTonic, false),
+            (Scenario::PlainTonicMtls, true),
+        ] {
+            if has(scenario) {
+                let m = mesh.plain(n, mtls).await?;
+                up.push((scenario, m.measured(), m.call.clone(), Box::new(m)));
             }
         }
-        drop(envoy);
-        drop(proxyless);
+        for &c in &opts.concurrency {
+            for (scenario, measured, call, _) in &up {
+                let label = PointLabel {
+                    scenario: scenario.as_str().into(),
+                    variant: String::new(),
+                    replicas: n,
+                };
+                let r = measure(opts.spec(c), label, measured, call.clone()).await;
+                opts.progress(&r);
+                out.push(r);
+            }
+        }
+        // Every process of this block stops before the next block starts.
+        drop(up);
     }
     Ok(out)
 }
@@ -593,7 +684,7 @@ struct AbuseTarget {
 }
 
 impl Mesh<'_> {
-    fn connector(&self) -> Result<MtlsConnector> {
+    pub(crate) fn connector(&self) -> Result<MtlsConnector> {
         MtlsConnector::new(self.pki.client_config(self.pki.client()).map_err(bs)?)
             .server_name(&self.policy.service_name)
             .map_err(|e| Error::Pki(e.to_string()))
@@ -720,6 +811,7 @@ pub async fn run_abuse(
     plan: &crate::abuse::Plan,
 ) -> Result<crate::abuse::AbuseResult> {
     crate::envoy::require_envoy("the abuse comparison")?;
+    let conditions = crate::result::Conditions::now("");
     let mesh = mesh_for(opts, 2).await?;
     let ours_addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), mesh.ports.proxyless));
     let ours = spawn_replica(opts, ReplicaMode::Mtls, ours_addr, "replica-1")?;
@@ -761,5 +853,8 @@ pub async fn run_abuse(
     targets.push(mesh.abuse_target(&envoy_target, plan).await?);
     drop(envoy);
     drop(replica);
-    Ok(crate::abuse::AbuseResult { targets })
+    Ok(crate::abuse::AbuseResult {
+        targets,
+        conditions,
+    })
 }

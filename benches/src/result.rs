@@ -69,6 +69,26 @@ pub struct PointResult {
     /// (other programs, kernel threads): how quiet the machine was.
     #[serde(default)]
     pub other_cpu_s: f64,
+    /// For `handshake`: one connection of the variant read off the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello: Option<HelloBytes>,
+}
+
+/// One handshake of a `handshake` variant, counted at the client's socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HelloBytes {
+    /// Bytes the client wrote before the server's first byte: the ClientHello.
+    pub client_hello: u64,
+    /// Bytes the server sent before the client wrote again: ServerHello … Finished.
+    pub server_flight: u64,
+    /// Handshake kind as rustls saw it (`full`, `full with HelloRetryRequest`, `resumed`).
+    pub kind: String,
+    /// The negotiated key-exchange group (`X25519`, `X25519MLKEM768`).
+    pub group: String,
+    /// For the resumed rows: the share of the point's connections (warm-up included) that
+    /// resumed a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_share: Option<f64>,
 }
 
 impl PointResult {
@@ -111,4 +131,96 @@ pub struct RunFile {
     /// Interleaved A/B micro comparisons (`loadgen ab`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ab: Vec<crate::ab::AbResult>,
+    /// `openssl speed` figures (`loadgen crypto-bound`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypto: Option<crate::crypto::OpensslSpeed>,
+    /// The per-layer cost run (`loadgen layers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<crate::layers::LayersResult>,
+    /// The signal that cut the run short (`"SIGINT"`, `"SIGTERM"`); `points` then holds only
+    /// what was measured before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
+}
+
+/// The conditions a long run (soak, abuse) was measured under, rendered beside its table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Conditions {
+    /// `release` or `debug`: the build profile of the load generator and its server
+    /// processes (they are the same executable).
+    pub build: String,
+    /// Unix time at the start.
+    pub started_unix: u64,
+    /// A free-text note (what else ran on the machine).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+impl Conditions {
+    /// This process's build profile, now, with `note`.
+    pub fn now(note: &str) -> Self {
+        Self {
+            build: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+            .into(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            note: note.to_owned(),
+        }
+    }
+
+    /// One sentence for the report: profile, date, other load (a share of the machine, from
+    /// the points of the run), note.
+    ///
+    /// ```
+    /// use mtls_benches::result::Conditions;
+    /// let c = Conditions { build: "release".into(), started_unix: 0, note: "quiet".into() };
+    /// assert_eq!(c.describe(Some(0.02)), "**release** build; started 1970-01-01 00:00 UTC; other programs used 2 % of the machine; quiet.");
+    /// ```
+    pub fn describe(&self, other_load: Option<f64>) -> String {
+        let build = if self.build.is_empty() {
+            "unknown"
+        } else {
+            &self.build
+        };
+        let mut s = format!("**{build}** build");
+        if self.started_unix > 0 || self.build == "release" || self.build == "debug" {
+            s.push_str(&format!("; started {}", utc(self.started_unix)));
+        }
+        if let Some(load) = other_load {
+            s.push_str(&format!(
+                "; other programs used {:.0} % of the machine",
+                load * 100.0
+            ));
+        }
+        if !self.note.is_empty() {
+            s.push_str(&format!("; {}", self.note.trim_end_matches('.')));
+        }
+        s.push('.');
+        s
+    }
+}
+
+/// `YYYY-MM-DD HH:MM UTC` of a Unix time (civil-from-days, proleptic Gregorian).
+pub fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        (secs % 3600) / 60
+    )
 }

@@ -19,8 +19,11 @@ use crate::result::PointResult;
 pub enum Scenario {
     /// A new mTLS connection per call: mtls-core server vs an Envoy listener.
     Handshake,
-    /// tonic's own TLS (server auth only), one replica, no JWT: the floor.
+    /// tonic's own TLS (server auth only), no JWT, over N replicas (`balance_list`): the floor.
     PlainTonic,
+    /// tonic's own TLS with client certificates and a hand-written JWT interceptor over N
+    /// replicas: the same security, hand-rolled.
+    PlainTonicMtls,
     /// mtls-tonic mTLS + JWT + `BalancedChannel` over N replicas.
     Proxyless,
     /// Plaintext client → client Envoy → mTLS → server Envoys (jwt_authn) → replicas.
@@ -29,9 +32,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Handshake,
         Scenario::PlainTonic,
+        Scenario::PlainTonicMtls,
         Scenario::Proxyless,
         Scenario::Envoy,
     ];
@@ -41,6 +45,7 @@ impl Scenario {
         match self {
             Scenario::Handshake => "handshake",
             Scenario::PlainTonic => "plain-tonic",
+            Scenario::PlainTonicMtls => "plain-tonic-mtls",
             Scenario::Proxyless => "proxyless",
             Scenario::Envoy => "envoy",
         }
@@ -67,7 +72,7 @@ impl FromStr for Scenario {
             .find(|sc| sc.as_str() == s)
             .ok_or_else(|| Error::Invalid {
                 what: "scenario",
-                expected: "handshake, plain-tonic, proxyless or envoy",
+                expected: "handshake, plain-tonic, plain-tonic-mtls, proxyless or envoy",
                 found: s.to_owned(),
             })
     }
@@ -93,6 +98,37 @@ pub struct RunOptions {
     pub dir: PathBuf,
     /// Progress lines on stderr.
     pub verbose: bool,
+    /// Every point measured so far, in order (what an interrupted run writes).
+    pub measured: PointLog,
+}
+
+/// The points a run has measured so far, shared with whoever may have to write them when
+/// the run is interrupted (`loadgen run` on SIGINT/SIGTERM).
+///
+/// ```
+/// let log = mtls_benches::scenario::PointLog::default();
+/// assert!(log.take().is_empty());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct PointLog(std::sync::Arc<std::sync::Mutex<Vec<PointResult>>>);
+
+impl PointLog {
+    fn push(&self, point: &PointResult) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(point.clone());
+    }
+
+    /// Takes every point logged so far.
+    pub fn take(&self) -> Vec<PointResult> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 impl RunOptions {
@@ -105,6 +141,7 @@ impl RunOptions {
     }
 
     pub(crate) fn progress(&self, r: &PointResult) {
+        self.measured.push(r);
         if self.verbose {
             let variant = if r.variant.is_empty() {
                 String::new()
@@ -126,13 +163,12 @@ impl RunOptions {
     }
 }
 
-/// Runs the `handshake` scenario: both servers started once; for each concurrency, the
-/// mtls-core server then Envoy, back to back.
-pub async fn run_handshake(opts: &RunOptions) -> Result<Vec<PointResult>> {
-    crate::envoy::require_envoy("the handshake scenario")?;
-    let files = HandshakeFiles::generate(&opts.dir)?;
-    let client = handshake::client_config(&files)?;
-
+/// Starts one mtls-core handshake server process (`serve-handshake`) named `name`.
+fn spawn_handshake_server(
+    opts: &RunOptions,
+    name: &str,
+    resumption: bool,
+) -> Result<(ChildProcess, std::net::SocketAddr)> {
     let mut command = Command::new(&opts.server_exe);
     command
         .arg("serve-handshake")
@@ -140,58 +176,127 @@ pub async fn run_handshake(opts: &RunOptions) -> Result<Vec<PointResult>> {
         .arg(&opts.dir)
         .arg("--threads")
         .arg(opts.server_threads.to_string());
-    let (ours, addr) =
-        ChildProcess::spawn_ready("server", Role::Server, command, Duration::from_secs(30))?;
-    let ours_addr: std::net::SocketAddr = addr.parse().map_err(|_| Error::Child {
-        role: "server".into(),
+    if resumption {
+        command.arg("--resumption");
+    }
+    let (child, addr) =
+        ChildProcess::spawn_ready(name, Role::Server, command, Duration::from_secs(30))?;
+    let addr = addr.parse().map_err(|_| Error::Child {
+        role: name.into(),
         reason: format!("expected `READY <address>`, got `READY {addr}`"),
     })?;
+    Ok((child, addr))
+}
 
-    let port = free_port()?;
-    let envoy = Envoy::start(
-        "envoy-server",
-        Role::ServerProxy,
-        &opts.dir,
-        &handshake::envoy_bootstrap(&files, port),
-        opts.server_threads,
-    )
-    .await?;
-    let envoy_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+/// The variant suffix of the handshake scenario's resumed (session ticket) points.
+pub const RESUMED_SUFFIX: &str = "-resumed";
 
-    let hybrid = handshake::client_config_with(
+/// Runs the `handshake` scenario: the servers started once; for each concurrency, the
+/// mtls-core server then Envoy, back to back, for classical full handshakes, hybrid full
+/// handshakes and resumed handshakes (servers issuing session tickets: their own processes,
+/// so the full rows pay nothing for tickets). Before each point, one connection of the
+/// variant has its ClientHello and server flight counted.
+pub async fn run_handshake(opts: &RunOptions) -> Result<Vec<PointResult>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio_rustls::TlsConnector;
+    crate::envoy::require_envoy("the handshake scenario")?;
+    let files = HandshakeFiles::generate(&opts.dir)?;
+    let (ours, ours_addr) = spawn_handshake_server(opts, "server", false)?;
+    let (ours_resumed, ours_resumed_addr) = spawn_handshake_server(opts, "server-resumed", true)?;
+    let files_ref = &files;
+    let envoy_at = |name: &'static str, resumption: bool| async move {
+        let port = free_port()?;
+        let envoy = Envoy::start(
+            name,
+            Role::ServerProxy,
+            &opts.dir,
+            &handshake::envoy_bootstrap_with(files_ref, port, resumption),
+            opts.server_threads,
+        )
+        .await?;
+        Ok::<_, Error>((envoy, std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+    };
+    let (envoy, envoy_addr) = envoy_at("envoy-server", false).await?;
+    let (envoy_resumed, envoy_resumed_addr) = envoy_at("envoy-server-resumed", true).await?;
+
+    let connector = |config: rustls::ClientConfig| TlsConnector::from(std::sync::Arc::new(config));
+    let classical = connector(handshake::client_config(&files)?);
+    let hybrid = connector(handshake::client_config_with(
         &files,
         &files.client_cert,
         &files.client_key,
         mtls_core::KxGroup::X25519Mlkem768,
-    )?;
+    )?);
+    // One session cache per server: both listen on 127.0.0.1, the cache's key.
+    let resuming_ours = connector(handshake::client_config_resuming(&files)?);
+    let resuming_envoy = connector(handshake::client_config_resuming(&files)?);
+    let variants = [
+        ("mtls-core", "", ours_addr, ours.measured(), &classical),
+        ("envoy", "", envoy_addr, envoy.measured(), &classical),
+        (
+            "mtls-core",
+            crate::report::HYBRID_SUFFIX,
+            ours_addr,
+            ours.measured(),
+            &hybrid,
+        ),
+        (
+            "envoy",
+            crate::report::HYBRID_SUFFIX,
+            envoy_addr,
+            envoy.measured(),
+            &hybrid,
+        ),
+        (
+            "mtls-core",
+            RESUMED_SUFFIX,
+            ours_resumed_addr,
+            ours_resumed.measured(),
+            &resuming_ours,
+        ),
+        (
+            "envoy",
+            RESUMED_SUFFIX,
+            envoy_resumed_addr,
+            envoy_resumed.measured(),
+            &resuming_envoy,
+        ),
+    ];
     let mut out = Vec::new();
     for &c in &opts.concurrency {
-        // Classical (X25519) then hybrid post-quantum (X25519MLKEM768), each back to back
-        // on both servers (their default groups include both).
-        for (suffix, client) in [("", &client), (crate::report::HYBRID_SUFFIX, &hybrid)] {
-            for (variant, addr, process) in [
-                ("mtls-core", ours_addr, ours.measured()),
-                ("envoy", envoy_addr, envoy.measured()),
-            ] {
-                let label = PointLabel {
-                    scenario: Scenario::Handshake.as_str().into(),
-                    variant: format!("{variant}{suffix}"),
-                    replicas: 1,
-                };
-                let r = measure(
-                    opts.spec(c),
-                    label,
-                    &[process],
-                    handshake::call(addr, client.clone()),
-                )
-                .await;
-                opts.progress(&r);
-                out.push(r);
+        for (server, suffix, addr, process, connector) in &variants {
+            let resuming = *suffix == RESUMED_SUFFIX;
+            if resuming {
+                // A first full handshake, so the counted one resumes.
+                handshake::hello_bytes(*addr, connector).await?;
             }
+            let hello = handshake::hello_bytes(*addr, connector).await?;
+            let label = PointLabel {
+                scenario: Scenario::Handshake.as_str().into(),
+                variant: format!("{server}{suffix}"),
+                replicas: 1,
+            };
+            let counts = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+            let mut r = measure(
+                opts.spec(c),
+                label,
+                std::slice::from_ref(process),
+                handshake::call_counting(*addr, (*connector).clone(), counts.clone()),
+            )
+            .await;
+            r.hello = Some(crate::result::HelloBytes {
+                resumed_share: resuming.then(|| {
+                    // Warm-up connections included: a lower bound on the window's share.
+                    counts[1].load(Ordering::Relaxed) as f64
+                        / counts[0].load(Ordering::Relaxed).max(1) as f64
+                }),
+                ..hello
+            });
+            opts.progress(&r);
+            out.push(r);
         }
     }
-    drop(envoy);
-    drop(ours);
+    drop((envoy, envoy_resumed, ours, ours_resumed));
     Ok(out)
 }
 

@@ -70,6 +70,9 @@ pub struct SoakResult {
     pub samples: Vec<Sample>,
     /// Per process: first/last/max and slopes.
     pub trends: Vec<Trend>,
+    /// Build profile, start, note.
+    #[serde(default)]
+    pub conditions: crate::result::Conditions,
 }
 
 /// Open file descriptors of `pid` (0 when unreadable).
@@ -177,23 +180,20 @@ pub fn markdown(result: &SoakResult) -> String {
     out
 }
 
-/// The BENCHMARKS.md section: how it was run, `note` (conditions), the table.
-pub fn section(result: &SoakResult, note: &str) -> String {
-    let note = if note.is_empty() {
-        String::new()
-    } else {
-        format!("Conditions: {note}\n\n")
-    };
+/// The BENCHMARKS.md section: how it was run, its conditions, the table.
+pub fn section(result: &SoakResult) -> String {
     format!(
         "\n## Soak (`loadgen soak`)\n\n\
          The `proxyless` mesh (mTLS + JWT on every call, `BalancedChannel` over the replicas) \
          driven without pause; RSS (`VmRSS`) and open file descriptors (`/proc/<pid>/fd`) of \
          every process sampled over time. A leak shows as a slope. Command: `loadgen soak \
-         --replicas {} --concurrency {} --duration {:.0}s --sample-every {:.0}s`.\n\n{note}{}",
+         --replicas {} --concurrency {} --duration {:.0}s --sample-every {:.0}s`.\n\n\
+         Conditions: {}\n\n{}",
         result.point.replicas,
         result.point.concurrency,
         result.point.duration_s,
         result.sample_every_s,
+        result.conditions.describe(Some(result.point.other_load())),
         markdown(result)
     )
 }

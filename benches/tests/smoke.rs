@@ -108,7 +108,7 @@ fn every_scenario_runs_and_reports_sane_json() {
         Err(e) if envoy_required() => panic!("MTLS_REQUIRE_ENVOY=1: {e}"),
         Err(e) => {
             eprintln!("skipping the Envoy scenarios (handshake, envoy): {e}");
-            "plain-tonic,proxyless"
+            "plain-tonic,plain-tonic-mtls,proxyless"
         }
     };
     let run = run(scenarios);
@@ -118,7 +118,15 @@ fn every_scenario_runs_and_reports_sane_json() {
             .find(|p| p.scenario == scenario && p.variant == variant)
             .unwrap_or_else(|| panic!("no {scenario} {variant} point in {:#?}", run.points))
     };
-    check_sane(find("plain-tonic", ""), &["client", "replica-1"]);
+    // The tonic baselines over the same replica count as proxyless (balance_list).
+    check_sane(
+        find("plain-tonic", ""),
+        &["client", "replica-1", "replica-2"],
+    );
+    check_sane(
+        find("plain-tonic-mtls", ""),
+        &["client", "replica-1", "replica-2"],
+    );
     check_sane(find("proxyless", ""), &["client", "replica-1", "replica-2"]);
     if envoy.is_ok() {
         let hs = find("handshake", "mtls-core");
@@ -131,6 +139,33 @@ fn every_scenario_runs_and_reports_sane_json() {
             find("handshake", "envoy-hybrid"),
             &["client", "envoy-server"],
         );
+        // Resumed rows: servers of their own that issue tickets, and the connections did
+        // resume (the counted one, and most of the point's).
+        for (variant, server) in [
+            ("mtls-core-resumed", "server-resumed"),
+            ("envoy-resumed", "envoy-server-resumed"),
+        ] {
+            let p = find("handshake", variant);
+            check_sane(p, &["client", server]);
+            let hello = p.hello.as_ref().unwrap();
+            assert_eq!(hello.kind, "resumed", "{variant}: {hello:?}");
+            assert!(hello.resumed_share.unwrap() > 0.5, "{variant}: {hello:?}");
+        }
+        // Hello sizes read off the wire: the hybrid ClientHello carries a ~1.2 KB ML-KEM
+        // share beside the X25519 one.
+        let size = |v: &str| find("handshake", v).hello.clone().unwrap();
+        let (classical, hybrid) = (size("mtls-core"), size("mtls-core-hybrid"));
+        assert_eq!(
+            (classical.kind.as_str(), classical.group.as_str()),
+            ("full", "X25519")
+        );
+        assert_eq!(hybrid.group, "X25519MLKEM768", "{hybrid:?}");
+        assert!(
+            hybrid.client_hello > classical.client_hello + 1000
+                && hybrid.server_flight > classical.server_flight + 1000,
+            "{classical:?} vs {hybrid:?}"
+        );
+        assert_eq!(size("envoy-hybrid").group, "X25519MLKEM768");
         check_sane(
             find("envoy", ""),
             &[
@@ -142,7 +177,8 @@ fn every_scenario_runs_and_reports_sane_json() {
                 "replica-2",
             ],
         );
-        assert_eq!(run.points.len(), 7, "{:#?}", run.points);
+        // 6 handshake variants + 4 bookstore scenarios.
+        assert_eq!(run.points.len(), 10, "{:#?}", run.points);
     }
 
     // The report renders from this run.
@@ -160,12 +196,17 @@ fn every_scenario_runs_and_reports_sane_json() {
     assert!(status.success());
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("## Acceptance goals vs this run"), "{text}");
-    assert!(text.contains("proxyless vs plain-tonic"), "{text}");
+    assert!(text.contains("### proxyless vs tonic by hand"), "{text}");
     if envoy.is_ok() {
         assert!(
             text.contains("### handshakes: classical X25519 vs hybrid X25519MLKEM768"),
             "{text}"
         );
+        assert!(
+            text.contains("### resumed handshakes: mtls-core vs Envoy"),
+            "{text}"
+        );
+        assert!(text.contains("### handshake bytes on the wire"), "{text}");
     }
     let svg = std::fs::read_to_string(dir.path().join("benchmarks.svg")).unwrap();
     assert!(svg.contains("proxyless (2 replicas)"), "{svg}");
@@ -204,7 +245,7 @@ fn unknown_scenario_is_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr
-            .contains("expected handshake, plain-tonic, proxyless or envoy, found \"sidecarless\""),
+            .contains("expected handshake, plain-tonic, plain-tonic-mtls, proxyless or envoy, found \"sidecarless\""),
         "{stderr}"
     );
 }
@@ -304,4 +345,58 @@ fn abuse_compares_ours_with_envoy() {
             t.target
         );
     }
+}
+
+#[test]
+fn layers_switch_one_layer_at_a_time() {
+    let run: RunFile = run_json(&[
+        "layers",
+        "--rounds",
+        "1",
+        "--window",
+        "300ms",
+        "--server-threads",
+        "1",
+    ]);
+    let layers = run.layers.expect("a layers result");
+    let names: Vec<&str> = layers.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "tonic TLS",
+            "+ mTLS transport",
+            "+ balancer",
+            "+ token header",
+            "+ JWT layer",
+            "+ authz layer"
+        ]
+    );
+    for r in &layers.rows {
+        assert!(r.calls > 0 && r.latency_us > 0.0, "{r:?}");
+        // CPU comes in clock ticks (10 ms): a short window of a slow debug build may see
+        // none for one process, never negative figures.
+        assert!(
+            r.client_cpu_us >= 0.0 && r.server_cpu_us >= 0.0 && r.client_cpu_us.is_finite(),
+            "{r:?}"
+        );
+    }
+    assert!(
+        layers.rows.iter().map(|r| r.server_cpu_us).sum::<f64>() > 0.0,
+        "{layers:?}"
+    );
+    assert!(layers.markdown().contains("| + authz layer |"));
+}
+
+#[test]
+fn crypto_bound_reads_openssl_speed() {
+    let run: RunFile = run_json(&["crypto-bound", "--seconds", "1"]);
+    let c = run.crypto.expect("openssl figures");
+    assert!(c.version.starts_with("OpenSSL"), "{c:?}");
+    assert!(
+        c.p256_sign_per_s > 100.0 && c.p256_verify_per_s > 100.0,
+        "{c:?}"
+    );
+    assert!(c.x25519_per_s > 100.0 && c.p256_ecdh_per_s > 100.0, "{c:?}");
+    // One sign + two verifies + two X25519 operations bound the handshakes per CPU-second.
+    assert!(c.classical_bound_per_s() < c.p256_sign_per_s, "{c:?}");
 }

@@ -37,7 +37,7 @@ struct Cli {
     /// `loadgen soak` JSON: adds the soak section.
     #[arg(long)]
     soak: Option<PathBuf>,
-    /// A note on the conditions of the soak (e.g. other load present).
+    /// A note on the conditions of the soak, replacing the one recorded by `loadgen soak`.
     #[arg(long, default_value = "")]
     soak_note: String,
     /// `loadgen abuse` JSON: adds the hostile-load section.
@@ -76,18 +76,17 @@ fn main() -> ExitCode {
         }
         input.points.extend(run.points);
         input.ab.extend(run.ab);
+        input.crypto = run.crypto.or(input.crypto.take());
+        input.layers = run.layers.or(input.layers.take());
     }
-    if let Some(dir) = &cli.criterion {
-        input.estimates = mtls_benches::criterion::read_estimates(dir);
-    }
-    let chart_path = cli
-        .out
-        .parent()
-        .map_or_else(|| PathBuf::from(&cli.chart), |d| d.join(&cli.chart));
-    let mut markdown = report::markdown(&input);
     if let Some(path) = &cli.soak {
         match read_json::<mtls_benches::soak::SoakResult>(path) {
-            Ok(soak) => markdown.push_str(&mtls_benches::soak::section(&soak, &cli.soak_note)),
+            Ok(mut soak) => {
+                if !cli.soak_note.is_empty() {
+                    soak.conditions.note = cli.soak_note.clone();
+                }
+                input.soak = Some(soak);
+            }
             Err(e) => {
                 eprintln!("bench-report: {e}");
                 return ExitCode::FAILURE;
@@ -96,13 +95,21 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &cli.abuse {
         match read_json::<mtls_benches::abuse::AbuseResult>(path) {
-            Ok(abuse) => markdown.push_str(&mtls_benches::abuse::section(&abuse)),
+            Ok(abuse) => input.abuse = Some(abuse),
             Err(e) => {
                 eprintln!("bench-report: {e}");
                 return ExitCode::FAILURE;
             }
         }
     }
+    if let Some(dir) = &cli.criterion {
+        input.estimates = mtls_benches::criterion::read_estimates(dir);
+    }
+    let chart_path = cli
+        .out
+        .parent()
+        .map_or_else(|| PathBuf::from(&cli.chart), |d| d.join(&cli.chart));
+    let markdown = report::markdown(&input);
     let written = std::fs::write(&cli.out, markdown).and_then(|()| {
         if input.points.is_empty() {
             Ok(())

@@ -12,6 +12,10 @@
 //!
 //! Server processes are this same executable with an internal `serve-*` subcommand, so
 //! each server has its own CPU and memory accounting.
+//!
+//! SIGINT or SIGTERM stops every server and Envoy it started (by PID), removes its
+//! temporary directory, says so, and — for `run` — writes the points measured so far
+//! (exit 130 / 143).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,8 +29,12 @@ use mtls_benches::scenario::{self, RunOptions, Scenario};
 use mtls_benches::{Error, handshake};
 
 #[derive(Parser, Debug)]
-#[command(name = "loadgen", about = "mtls whole-system load generator")]
+#[command(name = "loadgen", version, about = "mtls whole-system load generator")]
 struct Cli {
+    /// The Envoy binary (default: $MTLS_ENVOY, `envoy` on PATH, or the project's
+    /// .venv/bin/envoy).
+    #[arg(long, global = true, value_name = "PATH")]
+    envoy: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -55,6 +63,33 @@ enum Cmd {
     /// certificates: an accept-path flood (idle, slowloris, garbage connections) and a
     /// handshake flood; honest-call latency side by side.
     Abuse(AbuseArgs),
+    /// The crypto bound of a handshake on this machine: `openssl speed` for P-256 ECDSA
+    /// sign/verify, P-256 ECDH and X25519 (CPU time), written as a run file for bench-report.
+    CryptoBound {
+        /// Seconds per algorithm.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        /// Write the JSON here (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The per-layer cost at concurrency 1: one replica, the stack built up one layer at a
+    /// time (tonic TLS, mTLS transport, balancer, token header, JWT layer, authz layer),
+    /// interleaved rounds, medians.
+    Layers {
+        /// Rounds (each measures every configuration once).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Window per configuration per round.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        window: Duration,
+        /// Worker threads per server process.
+        #[arg(long, default_value_t = 2)]
+        server_threads: usize,
+        /// Write the JSON here (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// (internal) The mtls-core handshake server of the `handshake` scenario.
     #[command(hide = true)]
     ServeHandshake {
@@ -64,6 +99,9 @@ enum Cmd {
         /// Runtime worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Issue session tickets (`Resumption::Tickets`).
+        #[arg(long)]
+        resumption: bool,
     },
     /// (internal) One bookstore replica of the `plain-tonic`, `proxyless` or `envoy` scenario.
     #[command(hide = true)]
@@ -137,6 +175,9 @@ struct SoakArgs {
     /// Worker threads per server process.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// A note on the conditions (what else ran), rendered beside the table.
+    #[arg(long, env = "BENCH_NOTE", default_value = "")]
+    note: String,
     /// Write the JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -165,6 +206,9 @@ struct AbuseArgs {
     /// Worker threads per server process and Envoy.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// A note on the conditions (what else ran), rendered beside the table.
+    #[arg(long, env = "BENCH_NOTE", default_value = "")]
+    note: String,
     /// Write the JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -184,8 +228,66 @@ fn exit_with_parent() {
     });
 }
 
+/// How a run ended.
+enum Ended<T> {
+    /// It finished.
+    Done(T),
+    /// A signal stopped it (its name).
+    Interrupted(&'static str),
+}
+
+/// Runs `work` on `rt` until it ends or SIGINT/SIGTERM arrives. The handlers are in place
+/// before `work` starts any child; on a signal `work` is dropped at once, which kills (by
+/// PID) and reaps every child process it started.
+fn until_signal<T>(
+    rt: &tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<Ended<T>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    rt.block_on(async {
+        let handler = |kind: SignalKind| {
+            signal(kind).map_err(|source| Error::Io {
+                context: "installing the SIGINT/SIGTERM handlers".into(),
+                source,
+            })
+        };
+        let mut int = handler(SignalKind::interrupt())?;
+        let mut term = handler(SignalKind::terminate())?;
+        tokio::select! {
+            result = work => result.map(Ended::Done),
+            _ = int.recv() => Ok(Ended::Interrupted("SIGINT")),
+            _ = term.recv() => Ok(Ended::Interrupted("SIGTERM")),
+        }
+    })
+}
+
+/// Exit code after a signal: 128 + its number.
+fn signal_exit(name: &str) -> ExitCode {
+    ExitCode::from(if name == "SIGTERM" { 143 } else { 130 })
+}
+
+/// The last words of an interrupted run: what was stopped and removed.
+fn say_interrupted(name: &str, dir: tempfile::TempDir, rt: tokio::runtime::Runtime) {
+    // Remaining client tasks end with the runtime; the children are already gone.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let path = dir.path().display().to_string();
+    match dir.close() {
+        Ok(()) => eprintln!(
+            "loadgen: interrupted by {name}: stopped every server and Envoy it started, \
+             removed {path}"
+        ),
+        Err(e) => eprintln!(
+            "loadgen: interrupted by {name}: stopped every server and Envoy it started; \
+             could not remove {path}: {e}"
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(envoy) = cli.envoy.clone() {
+        mtls_benches::envoy::use_envoy(envoy);
+    }
     if matches!(
         cli.command,
         Cmd::ServeHandshake { .. } | Cmd::ServeBookstore { .. }
@@ -198,10 +300,42 @@ fn main() -> ExitCode {
             rounds,
             batch_time,
             out,
-        } => ab(rounds, batch_time, out),
+        } => ab(rounds, batch_time, out).map(|()| None),
         Cmd::Soak(args) => soak(args),
+        Cmd::Layers {
+            rounds,
+            window,
+            server_threads,
+            out,
+        } => layers(rounds, window, server_threads, out),
+        Cmd::CryptoBound { seconds, out } => {
+            mtls_benches::crypto::OpensslSpeed::measure(seconds).and_then(|speed| {
+                eprintln!(
+                    "openssl speed ({}): P-256 sign {:.0}/s verify {:.0}/s, X25519 {:.0}/s, P-256 ECDH {:.0}/s: at most {:.0} full mTLS handshakes per server CPU-second",
+                    speed.version,
+                    speed.p256_sign_per_s,
+                    speed.p256_verify_per_s,
+                    speed.x25519_per_s,
+                    speed.p256_ecdh_per_s,
+                    speed.classical_bound_per_s()
+                );
+                write_json(
+                    &RunFile {
+                        command: std::env::args().collect::<Vec<_>>().join(" "),
+                        crypto: Some(speed),
+                        ..RunFile::default()
+                    },
+                    out,
+                )
+            })
+            .map(|()| None)
+        }
         Cmd::Abuse(args) => abuse(args),
-        Cmd::ServeHandshake { dir, threads } => serve_handshake(dir, threads),
+        Cmd::ServeHandshake {
+            dir,
+            threads,
+            resumption,
+        } => serve_handshake(dir, threads, resumption).map(|()| None),
         Cmd::ServeBookstore {
             dir,
             mode,
@@ -209,10 +343,12 @@ fn main() -> ExitCode {
             name,
             threads,
         } => runtime(threads)
-            .and_then(|rt| rt.block_on(mesh::serve_replica(&dir, mode, listen, &name))),
+            .and_then(|rt| rt.block_on(mesh::serve_replica(&dir, mode, listen, &name)))
+            .map(|()| None),
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(signal)) => signal_exit(signal),
         Err(e) => {
             eprintln!("loadgen: {e}");
             ExitCode::FAILURE
@@ -245,7 +381,8 @@ fn parse_scenarios(names: &[String]) -> Result<Vec<Scenario>, Error> {
     Ok(out)
 }
 
-fn run(args: RunArgs) -> Result<(), Error> {
+/// `Ok(Some(signal))` when a signal stopped the run (the points so far are written).
+fn run(args: RunArgs) -> Result<Option<&'static str>, Error> {
     let scenarios = parse_scenarios(&args.scenario)?;
     let client_threads = args.client_threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -271,6 +408,7 @@ fn run(args: RunArgs) -> Result<(), Error> {
         })?,
         dir: dir.path().to_owned(),
         verbose: !args.quiet,
+        measured: Default::default(),
     };
     let rt = runtime(client_threads)?;
     let mut file = RunFile {
@@ -282,20 +420,41 @@ fn run(args: RunArgs) -> Result<(), Error> {
         client_threads,
         ..RunFile::default()
     };
-    if scenarios.contains(&Scenario::Handshake) {
-        file.points
-            .extend(rt.block_on(scenario::run_handshake(&opts))?);
-    }
     let mesh_scenarios: Vec<Scenario> = scenarios
         .iter()
         .copied()
         .filter(|s| *s != Scenario::Handshake)
         .collect();
-    if !mesh_scenarios.is_empty() {
-        file.points
-            .extend(rt.block_on(mesh::run_mesh(&opts, &mesh_scenarios))?);
+    let work = async {
+        let mut points = Vec::new();
+        if scenarios.contains(&Scenario::Handshake) {
+            points.extend(scenario::run_handshake(&opts).await?);
+        }
+        if !mesh_scenarios.is_empty() {
+            points.extend(mesh::run_mesh(&opts, &mesh_scenarios).await?);
+        }
+        Ok(points)
+    };
+    match until_signal(&rt, work)? {
+        Ended::Done(points) => {
+            file.points = points;
+            write_json(&file, args.out)?;
+            Ok(None)
+        }
+        Ended::Interrupted(signal) => {
+            say_interrupted(signal, dir, rt);
+            file.points = opts.measured.take();
+            file.interrupted = Some(signal.to_owned());
+            let n = file.points.len();
+            let to = args
+                .out
+                .as_ref()
+                .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
+            write_json(&file, args.out)?;
+            eprintln!("loadgen: wrote the {n} point(s) measured before {signal} to {to}");
+            Ok(Some(signal))
+        }
     }
-    write_json(&file, args.out)
 }
 
 fn scratch_options(
@@ -316,6 +475,7 @@ fn scratch_options(
         })?,
         dir: dir.to_owned(),
         verbose: true,
+        measured: Default::default(),
     })
 }
 
@@ -329,23 +489,63 @@ fn scratch_dir() -> Result<tempfile::TempDir, Error> {
         })
 }
 
-fn soak(args: SoakArgs) -> Result<(), Error> {
+fn soak(args: SoakArgs) -> Result<Option<&'static str>, Error> {
     let dir = scratch_dir()?;
     let opts = scratch_options(args.warmup, args.duration, args.server_threads, dir.path())?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let result = runtime(threads)?.block_on(mesh::run_soak(
-        &opts,
-        args.replicas,
-        args.concurrency,
-        args.sample_every,
-    ))?;
-    eprintln!("{}", mtls_benches::soak::markdown(&result));
-    write_any(&result, args.out)
+    let rt = runtime(threads)?;
+    let work = mesh::run_soak(&opts, args.replicas, args.concurrency, args.sample_every);
+    match until_signal(&rt, work)? {
+        Ended::Done(mut result) => {
+            result.conditions.note = args.note;
+            eprintln!("{}", mtls_benches::soak::markdown(&result));
+            write_any(&result, args.out)?;
+            Ok(None)
+        }
+        Ended::Interrupted(signal) => {
+            say_interrupted(signal, dir, rt);
+            eprintln!("loadgen: the soak was cut short: no results written");
+            Ok(Some(signal))
+        }
+    }
 }
 
-fn abuse(args: AbuseArgs) -> Result<(), Error> {
+fn layers(
+    rounds: usize,
+    window: Duration,
+    server_threads: usize,
+    out: Option<PathBuf>,
+) -> Result<Option<&'static str>, Error> {
+    let dir = scratch_dir()?;
+    let opts = scratch_options(Duration::ZERO, window, server_threads, dir.path())?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let rt = runtime(threads)?;
+    match until_signal(&rt, mtls_benches::layers::run(&opts, rounds, window))? {
+        Ended::Done(result) => {
+            eprintln!("{}", result.markdown());
+            write_json(
+                &RunFile {
+                    command: std::env::args().collect::<Vec<_>>().join(" "),
+                    layers: Some(result),
+                    ..RunFile::default()
+                },
+                out,
+            )?;
+            Ok(None)
+        }
+        Ended::Interrupted(signal) => {
+            say_interrupted(signal, dir, rt);
+            eprintln!("loadgen: the layers run was cut short: no results written");
+            Ok(Some(signal))
+        }
+    }
+}
+
+fn abuse(args: AbuseArgs) -> Result<Option<&'static str>, Error> {
     let dir = scratch_dir()?;
     let opts = scratch_options(
         Duration::ZERO,
@@ -364,9 +564,20 @@ fn abuse(args: AbuseArgs) -> Result<(), Error> {
         flood_workers: args.flood_workers,
         flood_duration: args.flood_duration,
     };
-    let result = runtime(threads)?.block_on(mesh::run_abuse(&opts, &plan))?;
-    eprintln!("{}", mtls_benches::abuse::markdown(&result));
-    write_any(&result, args.out)
+    let rt = runtime(threads)?;
+    match until_signal(&rt, mesh::run_abuse(&opts, &plan))? {
+        Ended::Done(mut result) => {
+            result.conditions.note = args.note;
+            eprintln!("{}", mtls_benches::abuse::markdown(&result));
+            write_any(&result, args.out)?;
+            Ok(None)
+        }
+        Ended::Interrupted(signal) => {
+            say_interrupted(signal, dir, rt);
+            eprintln!("loadgen: the abuse run was cut short: no results written");
+            Ok(Some(signal))
+        }
+    }
 }
 
 fn write_any<T: serde::Serialize>(value: &T, out: Option<PathBuf>) -> Result<(), Error> {
@@ -424,9 +635,16 @@ fn write_json(file: &RunFile, out: Option<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-fn serve_handshake(dir: PathBuf, threads: usize) -> Result<(), Error> {
+fn serve_handshake(dir: PathBuf, threads: usize, resumption: bool) -> Result<(), Error> {
     let files = handshake::HandshakeFiles::in_dir(&dir);
-    let config = handshake::server_config(&files)?;
+    let config = handshake::server_config_with(
+        &files,
+        if resumption {
+            mtls_core::Resumption::Tickets
+        } else {
+            mtls_core::Resumption::Off
+        },
+    )?;
     runtime(threads)?.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
