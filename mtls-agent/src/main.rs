@@ -103,17 +103,23 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    loop {
+    let signal = loop {
         tokio::select! {
             _ = hup.recv() => match agent.reload_registration() {
                 Ok(generation) => tracing::info!(generation, "SIGHUP: registration re-read, SVIDs rotated"),
                 Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the current registration"),
             },
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
         }
-    }
-    tracing::info!("mtls-agent stopping");
+    };
+    let sockets = std::iter::once(&args.socket)
+        .chain(&args.sds_socket)
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Dropping the agent stops serving and removes the sockets it created.
     drop(agent);
+    tracing::info!("mtls-agent stopping on {signal}: stopped serving, removed {sockets}");
     Ok(())
 }

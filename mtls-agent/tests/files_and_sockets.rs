@@ -165,6 +165,72 @@ async fn a_second_agent_refuses_a_live_socket_and_the_first_keeps_serving() {
     );
 }
 
+/// The SDS socket too: a second agent (its own Workload API socket) given the SDS socket a
+/// live agent serves exits with an error naming it, removes neither that socket nor leaves
+/// its own behind; the first keeps serving both, and on SIGTERM removes its own sockets
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_refuses_a_live_sds_socket_and_the_first_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("reg.yaml"), web_for_me()).unwrap();
+    let socket = dir.path().join("run/workload.sock");
+    let sds = dir.path().join("run/sds.sock");
+    let log = dir.path().join("first.log");
+    let mut first = ChildGuard::spawn_logging(
+        "first mtls-agent",
+        &mut agent_binary(dir.path(), &socket, Some(&sds), &dir.path().join("state")),
+        &log,
+    );
+    wait_until_serving(&socket, &mut first, &log).await;
+    wait_until_serving(&sds, &mut first, &log).await;
+
+    let other = dir.path().join("run/other.sock");
+    let err = refused(&mut agent_binary(
+        dir.path(),
+        &other,
+        Some(&sds),
+        &dir.path().join("state2"),
+    ));
+    assert!(
+        err.contains("sds.sock") && err.contains("served by another process"),
+        "{err}"
+    );
+    assert!(sds.exists(), "the second agent removed the live SDS socket");
+    assert!(!other.exists(), "the failed second agent left its socket");
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "the first agent died"
+    );
+    // Both of the first agent's sockets still answer.
+    tokio::net::UnixStream::connect(&sds).await.unwrap();
+    let client = WorkloadApiClient::connect_to(format!("unix://{}", socket.display()))
+        .await
+        .unwrap();
+    let svid = tokio::time::timeout(Duration::from_secs(5), client.fetch_x509_svid())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(svid.spiffe_id().to_string(), WEB);
+
+    // SIGTERM: the first agent removes what it created and says so.
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = first.wait_for(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        !socket.exists() && !sds.exists(),
+        "sockets left after SIGTERM"
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("stopping on SIGTERM") && said.contains("sds.sock"),
+        "{said}"
+    );
+}
+
 /// The root primitive: the socket directory is the attacker's and the socket path
 /// is raced with a symlink to a root-owned 0600 file. The agent refuses the directory every
 /// time (so never chmods anything), and the target keeps its mode over 200 restarts.

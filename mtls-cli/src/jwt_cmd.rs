@@ -86,6 +86,7 @@ pub(crate) struct MintArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("token_source").required(true).args(["token", "token_file"])))]
 pub(crate) struct VerifyArgs {
     /// JWKS file, or an https:// (or loopback http://) URL.
     #[arg(long)]
@@ -100,8 +101,31 @@ pub(crate) struct VerifyArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     clock_skew: Duration,
     /// The token, bare or as an `authorization` value (`Bearer <token>`, read by the same
-    /// parser as the library's and JwtLayer's).
-    token: String,
+    /// parser as the library's and JwtLayer's); `-` reads it from stdin. An argument is
+    /// visible to other users in `ps`: prefer `-` or `--token-file`.
+    token: Option<String>,
+    /// Read the token from this file (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl VerifyArgs {
+    /// The token text, from the argument, stdin (`-`) or `--token-file`.
+    fn token_text(&self) -> CliResult<String> {
+        match (&self.token, &self.token_file) {
+            (_, Some(path)) => read_text(path).map_err(|e| format!("--token-file: {e}").into()),
+            (Some(dash), None) if dash == "-" => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|e| format!("reading the token from stdin (-): {e}"))?;
+                Ok(text)
+            }
+            (Some(token), None) => Ok(token.clone()),
+            (None, None) => {
+                Err("no token: give it as an argument, - (stdin) or --token-file".into())
+            }
+        }
+    }
 }
 
 fn parse_alg(s: &str) -> Result<Algorithm, String> {
@@ -187,10 +211,15 @@ impl JwtCommand {
                 Ok(())
             }
             Self::Verify(a) => {
+                // Read first: a missing token file fails before any JWKS fetch.
+                let text = a.token_text()?;
                 let set = if a.jwks.starts_with("https://") || a.jwks.starts_with("http://") {
-                    KeySet::fetch_blocking(&a.jwks, Duration::from_secs(10))?
+                    KeySet::fetch_blocking(&a.jwks, Duration::from_secs(10))
+                        .map_err(|e| format!("--jwks {}: {e}", a.jwks))?
                 } else {
-                    KeySet::from_json(&read_text(std::path::Path::new(&a.jwks))?)?
+                    let path = std::path::Path::new(&a.jwks);
+                    KeySet::from_json(&read_text(path).map_err(|e| format!("--jwks: {e}"))?)
+                        .map_err(|e| format!("--jwks {}: {e}", path.display()))?
                 };
                 let validator = Validator::builder()
                     .jwks(JwksSource::key_set(set))
@@ -198,7 +227,12 @@ impl JwtCommand {
                     .audiences(a.aud)
                     .clock_skew(a.clock_skew)
                     .build()?;
-                let token = mtls_jwt::bearer_token(&a.token).unwrap_or(a.token.trim());
+                if text.trim().is_empty() {
+                    return Err(
+                        "the token is empty (expected a JWT: header.payload.signature)".into(),
+                    );
+                }
+                let token = mtls_jwt::bearer_token(&text).unwrap_or(text.trim());
                 let claims = validator.validate_now(token)?;
                 println!("{}", serde_json::to_string_pretty(&claims)?);
                 Ok(())

@@ -420,8 +420,8 @@ fn redirect_to(location: &str) -> String {
     )
 }
 
-/// Issue 13 item 6 in the CLI: `jwt verify --jwks URL` applies the URL policy to every
-/// redirect hop.
+/// Issue 13 item 6 / issue 25 in the CLI: `jwt verify --jwks URL` follows no redirect (as
+/// Envoy): a 3xx fails, naming where it pointed, even to a URL the policy would allow.
 #[test]
 fn verify_refuses_a_jwks_redirect_to_a_refused_url() {
     use mtls_jwt::{Algorithm, SigningKey, TokenSpec};
@@ -454,14 +454,23 @@ fn verify_refuses_a_jwks_redirect_to_a_refused_url() {
     };
 
     let port = keys.addr.port();
-    let allowed = Answer::start(redirect_to(&format!("http://127.0.0.1:{port}/keys")));
-    let mut args = verify(&format!("http://{}/jwks", allowed.addr));
+    let mut args = verify(&format!("http://127.0.0.1:{port}/keys"));
     mtls_ok(dir.path(), &as_strs(&args));
     // The token may be given as an `authorization` value (the one bearer parser).
     if let Some(last) = args.last_mut() {
         *last = format!("Bearer {last}");
     }
     mtls_ok(dir.path(), &as_strs(&args));
+    let allowed_hop = format!("http://127.0.0.1:{port}/keys");
+    let allowed = Answer::start(redirect_to(&allowed_hop));
+    let err = mtls_err(
+        dir.path(),
+        &as_strs(&verify(&format!("http://{}/jwks", allowed.addr))),
+    );
+    assert!(
+        err.contains("302") && err.contains(&allowed_hop) && err.contains("not allowed"),
+        "names the status and the Location: {err}"
+    );
 
     let refused = Answer::start(redirect_to(&format!("http://jwks.test:{port}/keys")));
     let args = verify(&format!("http://{}/jwks", refused.addr));
@@ -474,4 +483,109 @@ fn verify_refuses_a_jwks_redirect_to_a_refused_url() {
 
 fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// Issue 16 item 5: `jwt verify` takes the token from stdin (`-`) or `--token-file`, so it
+/// need not be an argument visible in `ps`; a missing file, an empty stdin and a token given
+/// twice are refused with a message naming what was expected.
+#[test]
+fn verify_reads_the_token_from_stdin_or_a_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    mtls_ok(
+        d,
+        &[
+            "jwt", "keygen", "--alg", "ES256", "--out", ".", "--name", "k",
+        ],
+    );
+    std::fs::write(
+        d.join("jwks.json"),
+        mtls_ok(d, &["jwt", "jwks", "k.pub.pem"]),
+    )
+    .unwrap();
+    let token = mtls_ok(
+        d,
+        &[
+            "jwt",
+            "mint",
+            "--key",
+            "k-key.pem",
+            "--iss",
+            "https://i.test",
+            "--aud",
+            "a",
+            "--sub",
+            "piped",
+            "--ttl",
+            "5m",
+        ],
+    );
+    let token = token.trim();
+    let verify = [
+        "jwt",
+        "verify",
+        "--jwks",
+        "jwks.json",
+        "--iss",
+        "https://i.test",
+        "--aud",
+        "a",
+    ];
+    fn joined<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(extra).copied().collect()
+    }
+    let with = |extra: &[&'static str]| joined(&verify, extra);
+    let sub = |out: &std::process::Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        claims["sub"].as_str().unwrap().to_owned()
+    };
+
+    // stdin, bare with a trailing newline (`mint | verify -`) and as a Bearer header value.
+    let out = support::mtls_with_stdin(d, &with(&["-"]), &format!("{token}\n"));
+    assert_eq!(sub(&out), "piped");
+    let out = support::mtls_with_stdin(d, &with(&["-"]), &format!("Bearer {token}"));
+    assert_eq!(sub(&out), "piped");
+
+    // --token-file, surrounding whitespace ignored.
+    std::fs::write(d.join("token"), format!("\n  {token}\n\n")).unwrap();
+    let out = support::mtls(d, &with(&["--token-file", "token"]));
+    assert_eq!(sub(&out), "piped");
+
+    // A tampered token read from the file is still refused (the file's token is checked).
+    let mut tampered = token.to_owned();
+    tampered.push('A');
+    std::fs::write(d.join("bad"), &tampered).unwrap();
+    let err = mtls_err(d, &with(&["--token-file", "bad"]));
+    assert!(err.contains("Jwt"), "{err}");
+
+    let err = mtls_err(d, &with(&["--token-file", "missing.jwt"]));
+    assert!(
+        err.contains("--token-file") && err.contains("missing.jwt"),
+        "{err}"
+    );
+    let out = support::mtls_with_stdin(d, &with(&["-"]), " \n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the token is empty") && err.contains("header.payload.signature"),
+        "{err}"
+    );
+    // One token source only.
+    let out = support::mtls(d, &joined(&verify, &[token, "--token-file", "token"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token-file") && err.contains("cannot be used with"),
+        "{err}"
+    );
+    // None at all.
+    let out = support::mtls(d, &verify);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token-file"), "{err}");
 }

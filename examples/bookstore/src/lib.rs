@@ -93,6 +93,8 @@
 //! - `hickory-server`, `hickory-proto`: the in-process DNS server.
 //! - `serde`, `serde_json`, `serde_yaml_ng`: Envoy JSON and Kubernetes YAML.
 //! - `clap`, `tracing-subscriber`: the binaries; `tempfile`: the mesh's throwaway directory.
+//! - `humantime`: `bookstore-server`'s `--reload-interval` and its RFC 3339 / "expires in"
+//!   wording (dev: `time` for the tests' certificate dates).
 //! - build: `protox` (proto compiler in Rust), `tonic-prost-build` (code generation).
 #![forbid(unsafe_code)]
 

@@ -19,6 +19,26 @@ pub fn mtls(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `mtls ARGS...` in `dir` with `stdin` as its standard input.
+pub fn mtls_with_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtls"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Runs `mtls` and asserts success, returning stdout.
 pub fn mtls_ok(dir: &Path, args: &[&str]) -> String {
     let out = mtls(dir, args);

@@ -1,21 +1,36 @@
 //! `bookstore-server`: one bookstore replica.
 //!
 //! ```text
-//! # proxyless: mTLS, only the client's SPIFFE ID, tokens validated against a JWKS file
+//! # proxyless: mTLS, only the client's SPIFFE ID, tokens validated against a JWKS file;
+//! # the certificate, key and CA files are watched and reloaded without a restart
 //! bookstore-server --listen 0.0.0.0:50051 --ca bundle.pem --cert bookstore.pem --key bookstore-key.pem \
 //!     --allow-spiffe-id spiffe://bookstore.local/ns/default/sa/client \
 //!     --jwks jwks.json --issuer https://issuer.bookstore.local --audience bookstore
+//! # identity and trust bundles from a SPIFFE Workload API (SPIRE, mtls-agent) instead of files
+//! SPIFFE_ENDPOINT_SOCKET=unix:///run/agent.sock bookstore-server --workload-api --listen 0.0.0.0:50051
 //! # behind an Envoy sidecar (which does mTLS and JWT): plaintext, loopback only
 //! bookstore-server --plaintext --listen 127.0.0.1:8080
 //! ```
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bookstore::{BookstoreService, Error, Security, Store, server};
 use clap::Parser;
-use mtls_core::{Authorize, Identity, ServerConfigBuilder, SpiffeId, TrustBundle};
+use mtls_core::{
+    Authorize, FileIdentitySource, FileTrustSource, IdentitySource, ServerConfigBuilder, SpiffeId,
+    TrustSource, WorkloadApiSource,
+};
 use mtls_jwt::{JwksSource, KeySet, Validator};
 use mtls_tonic::{JwtRules, MethodPolicy};
+
+/// Below this much validity left, the server warns at start.
+const EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
 
 /// One bookstore replica: mTLS + SPIFFE authorization + JWT, or plaintext behind a sidecar.
 #[derive(Debug, Parser)]
@@ -24,15 +39,29 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
-    /// Trust bundle (CA certificates, PEM) that client certificates must chain to.
-    #[arg(long, required_unless_present = "plaintext")]
+    /// Trust bundle (CA certificates, PEM) that client certificates must chain to; with a
+    /// SPIFFE ID in --cert, the X.509 bundle of our trust domain. Watched: a change is used
+    /// from the next handshake on.
+    #[arg(long, required_unless_present_any = ["plaintext", "workload_api"])]
     ca: Option<PathBuf>,
-    /// Our certificate chain (leaf first, PEM).
-    #[arg(long, required_unless_present = "plaintext")]
+    /// Our certificate chain (leaf first, PEM). Watched with --key: a new pair is served
+    /// from the next handshake on; an expired one, or one that does not chain to --ca, is
+    /// refused (at start: the server does not start).
+    #[arg(long, required_unless_present_any = ["plaintext", "workload_api"])]
     cert: Option<PathBuf>,
     /// Our private key (PEM).
-    #[arg(long, required_unless_present = "plaintext")]
+    #[arg(long, required_unless_present_any = ["plaintext", "workload_api"])]
     key: Option<PathBuf>,
+    /// How often --cert, --key and --ca are checked for changes (atomic renames, Kubernetes
+    /// `..data` swaps and in-place writes alike), e.g. `1s`, `500ms`.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    reload_interval: Duration,
+    /// Take our X509-SVID and the trust bundles from the SPIFFE Workload API at ENDPOINT
+    /// (default: $SPIFFE_ENDPOINT_SOCKET) instead of --cert/--key/--ca; they rotate as the
+    /// agent sends new ones.
+    #[arg(long, value_name = "ENDPOINT", num_args = 0..=1, default_missing_value = "",
+        conflicts_with_all = ["ca", "cert", "key", "plaintext"])]
+    workload_api: Option<String>,
     /// SPIFFE ID allowed to call the bookstore (repeatable). Without any, every workload of
     /// our trust domain may call.
     #[arg(long = "allow-spiffe-id", value_name = "ID")]
@@ -55,6 +84,17 @@ struct Args {
     /// TLS policy preset: default (hybrid post-quantum first), tls13-only, classical, nist.
     #[arg(long, default_value = "default")]
     tls_policy: mtls_core::TlsPolicy,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match mtls_certs::parse_duration(s) {
+        Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(3600) => Ok(d),
+        Ok(d) => Err(format!(
+            "expected an interval from 10ms to 1h, got {}",
+            humantime::format_duration(d)
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -90,7 +130,7 @@ async fn run(args: Args) -> Result<(), Error> {
             "plaintext (loopback only, behind a sidecar)".to_owned(),
         )
     } else {
-        mtls(&args)?
+        mtls(&args).await?
     };
     let listener = server::bind(args.listen, args.plaintext).await?;
     let handle = server::spawn(listener, service, security)?;
@@ -107,43 +147,100 @@ async fn run(args: Args) -> Result<(), Error> {
     }
 }
 
-fn mtls(args: &Args) -> Result<(Security, String), Error> {
-    let (Some(ca), Some(cert), Some(key)) = (&args.ca, &args.cert, &args.key) else {
-        return Err(Error::Config(
-            "--ca, --cert and --key are required without --plaintext".into(),
-        ));
-    };
-    let tls_error = |what: &str, e: mtls_core::Error| Error::Tls {
+fn tls_error(what: &str, e: mtls_core::Error) -> Error {
+    Error::Tls {
         context: what.to_owned(),
         source: e,
-    };
-    let identity = Identity::from_pem_files(cert, key).map_err(|e| {
-        tls_error(
-            &format!(
-                "loading our certificate (--cert {}) and key (--key {})",
-                cert.display(),
-                key.display()
-            ),
-            e,
-        )
-    })?;
-    let ca_pem = std::fs::read(ca).map_err(|e| Error::File {
-        what: "reading the trust bundle (--ca)".into(),
-        path: ca.clone(),
-        source: e,
-    })?;
-    // A SPIFFE bundle for our own trust domain when we have a SPIFFE ID, else a plain one.
-    let own_td = identity.spiffe_id().map(|id| id.trust_domain().clone());
-    let trust = match &own_td {
-        Some(td) => TrustBundle::spiffe().with_domain_pem(td.clone(), &ca_pem),
-        None => TrustBundle::from_pem(&ca_pem),
     }
-    .map_err(|e| {
-        tls_error(
-            &format!("loading the trust bundle (--ca {})", ca.display()),
-            e,
+}
+
+/// Our identity and trust from the watched files: the certificate as it is now decides the
+/// trust domain of the bundle, then the watched certificate must chain to that bundle.
+fn file_sources(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    interval: Duration,
+) -> Result<(FileIdentitySource, FileTrustSource, String), Error> {
+    let cert_context = || {
+        format!(
+            "loading our certificate (--cert {}) and key (--key {})",
+            cert.display(),
+            key.display()
         )
-    })?;
+    };
+    let now = FileIdentitySource::open(cert, key).map_err(|e| tls_error(&cert_context(), e))?;
+    let own_td = now
+        .current()
+        .spiffe_id()
+        .map(|id| id.trust_domain().clone());
+    let trust = match &own_td {
+        Some(td) => FileTrustSource::watch_spiffe(td.clone(), ca, None::<&Path>, interval),
+        None => FileTrustSource::watch(ca, None::<&Path>, interval),
+    }
+    .map_err(|e| tls_error("loading the trust bundle (--ca)", e))?;
+    let identity = FileIdentitySource::watch_trusted(cert, key, trust.clone(), interval)
+        .map_err(|e| tls_error(&cert_context(), e))?;
+    warn_if_expiring_soon(&identity, cert);
+    let describe = format!(
+        "certificate, key and CA files reloaded on change (checked every {})",
+        humantime::format_duration(interval)
+    );
+    Ok((identity, trust, describe))
+}
+
+fn warn_if_expiring_soon(identity: &FileIdentitySource, cert: &Path) {
+    let current = identity.current();
+    let not_after = current.not_after();
+    if let Ok(left) = not_after.duration_since(SystemTime::now())
+        && left < EXPIRY_WARNING
+    {
+        let left = Duration::from_secs(left.as_secs() / 60 * 60);
+        tracing::warn!(
+            certificate = %cert.display(),
+            subject = %current.subject(),
+            not_after = %humantime::format_rfc3339_seconds(not_after),
+            "our certificate expires in {}; put a renewed one in place (it is picked up without a restart)",
+            humantime::format_duration(left)
+        );
+    }
+}
+
+async fn mtls(args: &Args) -> Result<(Security, String), Error> {
+    let (identity, trust, source): (Arc<dyn IdentitySource>, Arc<dyn TrustSource>, String) =
+        match (&args.workload_api, &args.ca, &args.cert, &args.key) {
+            (Some(endpoint), _, _, _) => {
+                let mut builder = WorkloadApiSource::builder();
+                if !endpoint.is_empty() {
+                    builder = builder.endpoint(endpoint.clone());
+                }
+                let source = builder
+                    .connect()
+                    .await
+                    .map_err(|e| tls_error("getting our identity (--workload-api)", e))?;
+                let describe = format!(
+                    "identity from the SPIFFE Workload API at {}",
+                    source.endpoint()
+                );
+                (Arc::new(source.clone()), Arc::new(source), describe)
+            }
+            (None, Some(ca), Some(cert), Some(key)) => {
+                let (identity, trust, describe) =
+                    file_sources(cert, key, ca, args.reload_interval)?;
+                (Arc::new(identity), Arc::new(trust), describe)
+            }
+            _ => {
+                return Err(Error::Config(
+                    "--ca, --cert and --key (or --workload-api) are required without --plaintext"
+                        .into(),
+                ));
+            }
+        };
+    // A SPIFFE bundle for our own trust domain when we have a SPIFFE ID, else a plain one.
+    let own_td = identity
+        .current()
+        .spiffe_id()
+        .map(|id| id.trust_domain().clone());
     let authorizer = if args.allow.is_empty() {
         match &own_td {
             Some(td) => Authorize::member_of(td.clone()),
@@ -163,7 +260,7 @@ fn mtls(args: &Args) -> Result<(Security, String), Error> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let tls = ServerConfigBuilder::new(Arc::new(identity), Arc::new(trust))
+    let tls = ServerConfigBuilder::new(identity, trust)
         .authorize(authorizer.clone())
         .tls_policy(args.tls_policy.clone())
         .build()
@@ -175,7 +272,7 @@ fn mtls(args: &Args) -> Result<(Security, String), Error> {
         )
         .and_then(|p| p.allow(&format!("{}/*", bookstore::BOOKSTORE_SERVICE), authorizer))
         .map_err(|e| Error::Config(format!("method policy: {e}")))?;
-    let mut describe = format!("mTLS, callers: {allowed}");
+    let mut describe = format!("mTLS, callers: {allowed}; {source}");
     let jwt = match (&args.jwks, &args.issuer, &args.audience) {
         (Some(path), Some(issuer), Some(audience)) => {
             let json = std::fs::read_to_string(path).map_err(|e| Error::File {
