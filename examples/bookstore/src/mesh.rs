@@ -1207,12 +1207,13 @@ fn intruder_check(
             status: None,
         },
         Err(status) => {
-            // The channel names each endpoint's last failure: every replica (or sidecar)
-            // closed the connection in the handshake, so no call was ever sent.
+            // The channel names each endpoint's state: every replica (or sidecar) refused
+            // the certificate in the handshake (`refused (<TLS alert>)`, told apart from a
+            // dead endpoint's `transient failure`), so no call was ever sent.
             let message = status.message();
-            let refused = message.matches("transient failure").count();
+            let refused = message.matches("refused (").count();
             let reason = message
-                .split_once("transient failure (")
+                .split_once("refused (")
                 .and_then(|(_, rest)| rest.split_once(')'))
                 .map(|(reason, _)| reason)
                 .unwrap_or(message);
