@@ -573,3 +573,109 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     assert_no_failed_call(&outcomes, 100);
 }
+
+/// One replica recycling every connection at `age` while 8 callers run for 4 s: every call
+/// succeeds (the channel reconnects at once after each GOAWAY, whatever the connection's
+/// age, and re-dispatches what the GOAWAY refused), and the connections really were
+/// recycled (the replica saw many client ports).
+async fn single_replica_recycling(recycler: Recycler, age: Duration) {
+    support::init_tracing();
+    let pki = Pki::new();
+    let (port, mut listeners) = support::replica::bind_shared_port(&[ip(2)]);
+    let config = Arc::new(pki.server_config(Pki::member_policy()));
+    let listener = listeners.remove(0);
+    let _replica = match recycler {
+        Recycler::Ours => Replica::start_with_options(
+            listener,
+            config,
+            mtls_tonic::ServerOptions::default().max_connection_age(age, Duration::from_secs(10)),
+            |server| server,
+        ),
+        Recycler::Tonic => Replica::start_with(listener, config, move |server| {
+            server.max_connection_age(age)
+        }),
+    };
+    let mut dns = support::dns::DnsServer::start().await;
+    dns.set_a(NAME, &[ip(2)], TTL).await;
+    let channel = BalancedChannel::builder(
+        format!("bookstore.test:{port}"),
+        MtlsConnector::new(pki.client_config(CLIENT_ID)),
+    )
+    .nameserver(dns.addr)
+    .build()
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || ready_count(&channel) == 1).await,
+        "{channel:?}"
+    );
+    let ports = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let run_for = Duration::from_secs(4);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (channel, ports, failed, calls) = (
+                channel.clone(),
+                ports.clone(),
+                failed.clone(),
+                calls.clone(),
+            );
+            tokio::spawn(async move {
+                let until = Instant::now() + run_for;
+                while Instant::now() < until {
+                    let request = tonic::Request::new(HealthCheckRequest {
+                        service: "slow:2".into(),
+                    });
+                    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match HealthClient::new(channel.clone()).check(request).await {
+                        Ok(response) => {
+                            let port = response.metadata().get("x-peer-port").unwrap();
+                            ports
+                                .lock()
+                                .unwrap()
+                                .insert(port.to_str().unwrap().to_owned());
+                        }
+                        Err(status) => failed.lock().unwrap().push(format!("{status:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        tokio::time::timeout(Duration::from_secs(20), worker)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let calls = calls.load(std::sync::atomic::Ordering::Relaxed);
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "age {age:?}: {} of {calls} calls failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(calls > 200, "age {age:?}: only {calls} calls");
+    // At least half the recycles the run should have seen (4 s / age, ±10 % jitter).
+    let connections = ports.lock().unwrap().len();
+    let expected = (run_for.as_secs_f64() / age.as_secs_f64() / 2.0) as usize;
+    assert!(
+        connections >= expected.max(2),
+        "age {age:?}: only {connections} connections served calls"
+    );
+    eprintln!(
+        "single replica recycling at {age:?}: {calls} calls over {connections} connections, 0 failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_replica_recycling_every_second_loses_no_call() {
+    single_replica_recycling(Recycler::Ours, Duration::from_secs(1)).await;
+    single_replica_recycling(Recycler::Tonic, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_replica_recycling_every_300_ms_loses_no_call() {
+    single_replica_recycling(Recycler::Ours, Duration::from_millis(300)).await;
+    single_replica_recycling(Recycler::Tonic, Duration::from_millis(300)).await;
+}

@@ -21,8 +21,9 @@ use tonic_health::{
     server::{HealthReporter, HealthService, WatchStream},
 };
 
-/// `grpc.health.v1.Health` that names the replica (`x-replica`) and the caller's SPIFFE ID
-/// (`x-peer`, read with `request.peer_identity()`) in response metadata. A `check` for
+/// `grpc.health.v1.Health` that names the replica (`x-replica`), the caller's SPIFFE ID
+/// (`x-peer`, read with `request.peer_identity()`) and the caller's port (`x-peer-port`: one
+/// per connection) in response metadata. A `check` for
 /// service `slow:<ms>` answers after `<ms>` milliseconds. `watch` is tonic-health's.
 pub struct Probe {
     pub name: String,
@@ -55,6 +56,9 @@ impl Health for Probe {
             .peer_identity()
             .and_then(|p| p.serial())
             .map(str::to_owned);
+        let port = request
+            .mtls_connect_info()
+            .map(|info| info.remote_addr().port());
         if let Some(ms) = request.get_ref().service.strip_prefix("slow:") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
         }
@@ -73,6 +77,11 @@ impl Health for Probe {
             response
                 .metadata_mut()
                 .insert("x-peer-serial", serial.parse().unwrap());
+        }
+        if let Some(port) = port {
+            response
+                .metadata_mut()
+                .insert("x-peer-port", port.to_string().parse().unwrap());
         }
         Ok(response)
     }
