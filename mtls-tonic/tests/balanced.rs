@@ -23,12 +23,10 @@ use support::{
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spreads_3000_calls_evenly_over_three_replicas() {
-    let fx = Fixture::start(3, 3).await;
-    let channel = fx.channel();
+/// 3000 calls from 10 concurrent callers through `channel`: how many each replica served.
+async fn spread_3000_calls(channel: &BalancedChannel) -> HashMap<String, usize> {
     assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
+        wait_until(Duration::from_secs(5), || ready_count(channel) == 3).await,
         "{channel:?}"
     );
     let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
@@ -52,9 +50,42 @@ async fn spreads_3000_calls_evenly_over_three_replicas() {
     let counts = counts.lock().unwrap().clone();
     assert_eq!(counts.len(), 3, "{counts:?}");
     assert_eq!(counts.values().sum::<usize>(), 3000);
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spreads_3000_calls_evenly_over_three_replicas() {
+    let fx = Fixture::start(3, 3).await;
+    // Round robin does not look at load: the spread is exact whatever the machine does
+    // (each call takes the next ready endpoint; 3000 = 3 x 1000).
+    let channel = fx
+        .builder()
+        .load_policy(mtls_tonic::LoadPolicy::RoundRobin)
+        .build()
+        .unwrap();
+    let counts = spread_3000_calls(&channel).await;
+    let max = *counts.values().max().unwrap();
+    let min = *counts.values().min().unwrap();
+    eprintln!("round robin: {counts:?}");
+    assert!(max - min <= 10, "round robin: {counts:?}");
+    drop(channel);
+
+    // p2c over calls in flight is load-aware by design: a replica whose thread the machine
+    // starves holds its calls longer and gets fewer new ones. On a quiet machine the spread
+    // is within 1.1; under a loaded CI host we saw up to 1.7. The bound below still fails
+    // for a balancer that sticks to one endpoint or starves one (a replica under 20 % of
+    // the calls, or the busiest above twice the least busy).
+    let channel = fx.channel();
+    let counts = spread_3000_calls(&channel).await;
     let max = *counts.values().max().unwrap() as f64;
     let min = *counts.values().min().unwrap() as f64;
-    assert!(max / min <= 1.2, "max/min = {:.3}: {counts:?}", max / min);
+    eprintln!("p2c: {counts:?}");
+    assert!(min >= 600.0, "p2c starved a replica: {counts:?}");
+    assert!(
+        max / min <= 2.0,
+        "p2c: max/min = {:.3}: {counts:?}",
+        max / min
+    );
     assert!(matches!(
         channel.resolution(),
         ResolutionState::Resolved { addresses: 3, .. }
