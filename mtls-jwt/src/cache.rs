@@ -33,6 +33,11 @@ impl TokenCache {
         }
     }
 
+    /// False when the capacity is 0 (nothing is ever cached).
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     /// The cached claims, if `token` was verified against this JWKS generation and is
     /// still within its lifetime.
     pub(crate) fn get(&self, token: &str, generation: u64, now: i64) -> Option<Claims> {

@@ -269,6 +269,8 @@ pub(crate) fn rsa_bits(n: &[u8]) -> usize {
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
     document: Value,
+    /// Keys of the document left out or unusable (the `skipped` of `mtls.jwt.jwks.keys`).
+    skipped: usize,
 }
 
 impl fmt::Debug for KeySet {
@@ -354,7 +356,14 @@ impl KeySet {
         Ok(Self {
             keys: parsed,
             document,
+            skipped: refused_count,
         })
+    }
+
+    /// Keys of the document that verify tokens, and keys left out or unusable.
+    pub(crate) fn usable_and_skipped(&self) -> (usize, usize) {
+        let usable = self.keys.iter().filter(|k| k.unusable().is_none()).count();
+        (usable, self.skipped)
     }
 
     /// The `kid`s of the keys (keys without one are left out).

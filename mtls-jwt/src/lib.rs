@@ -96,6 +96,13 @@
 //!   remote JWKS's first fetch (at most `first_fetch_wait` after the build).
 //! - **One crypto provider**: aws-lc-rs (also under reqwest's rustls); no `ring`.
 //!
+//! # Features
+//!
+//! - `metrics` (off by default): Envoy `jwt_authn`'s statistics — allowed, denied by Envoy
+//!   failure message, verified-token cache hits and misses, JWKS fetches, keys loaded and
+//!   skipped — through the `metrics` facade; names and what counts once: [`metrics`]. No
+//!   exporter or recorder is installed by this crate.
+//!
 //! # Dependencies
 //!
 //! - `aws-lc-rs`: signature verification, key generation and signing, SHA-256 for RFC 7638
@@ -108,6 +115,8 @@
 //! - `http`: header maps for token extraction.
 //! - `rustls-pki-types`: PEM parsing of public and private keys.
 //! - `thiserror`, `tracing`: the error type and logs (target `mtls_jwt`).
+//! - `metrics` (feature `metrics` only): the facade the counters go through; the
+//!   application picks the exporter.
 
 #![forbid(unsafe_code)]
 
@@ -119,6 +128,7 @@ mod der;
 mod error;
 mod jwk;
 mod keys;
+pub mod metrics;
 mod source;
 mod validator;
 

@@ -475,6 +475,8 @@ impl KeyStore {
         }
         let generation = current.as_ref().map_or(0, |l| l.generation) + 1;
         tracing::info!(source = %self.name, generation, keys = set.len(), "JWKS loaded");
+        let (usable, skipped) = set.usable_and_skipped();
+        crate::metrics::jwks_keys(&self.name, usable, skipped);
         self.current
             .store(Some(Arc::new(Loaded { set, generation })));
         self.changed.send_replace(generation);
@@ -600,6 +602,7 @@ impl KeyStore {
                     reason: format!("timed out after {timeout:?} (fetch_timeout)"),
                 })
             });
+        crate::metrics::jwks_fetch(&self.name, result.is_ok());
         let result = match result {
             Ok(set) => {
                 self.set_error(None);

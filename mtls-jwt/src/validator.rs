@@ -445,7 +445,7 @@ impl Validator {
     /// (rate-limited), so a retry may succeed.
     pub fn validate_now(&self, token: &str) -> Result<Claims> {
         let seen = self.generation();
-        let result = self.check(token);
+        let result = self.check(token, true);
         if let (Err(e), Some(store)) = (&result, &self.inner.store)
             && e.is_key_miss()
             && store.is_remote()
@@ -456,6 +456,7 @@ impl Validator {
                 store.refetch_for_miss(seen, Duration::ZERO).await;
             });
         }
+        crate::metrics::verdict(&result);
         result
     }
 
@@ -466,20 +467,24 @@ impl Validator {
     /// it, at most until [`ValidatorBuilder::first_fetch_wait`] after the build.
     pub async fn validate(&self, token: &str) -> Result<Claims> {
         let seen = self.generation();
-        match self.check(token) {
+        let result = match self.check(token, true) {
             Err(e) if e.is_key_miss() => {
-                let Some(store) = self.inner.store.as_ref().filter(|s| s.is_remote()) else {
-                    return Err(e);
-                };
-                store
-                    .refetch_for_miss(seen, self.inner.first_fetch_wait)
-                    .await;
-                // Checked again whether or not the keys changed: after the wait, a failure
-                // names what the fetch ran into (not "no JWKS fetched yet").
-                self.check(token)
+                match self.inner.store.as_ref().filter(|s| s.is_remote()) {
+                    Some(store) => {
+                        store
+                            .refetch_for_miss(seen, self.inner.first_fetch_wait)
+                            .await;
+                        // Checked again whether or not the keys changed: after the wait, a
+                        // failure names what the fetch ran into (not "no JWKS fetched yet").
+                        self.check(token, false)
+                    }
+                    None => Err(e),
+                }
             }
             result => result,
-        }
+        };
+        crate::metrics::verdict(&result);
+        result
     }
 
     /// Validates `token` and deserializes its claims into `T`.
@@ -511,7 +516,11 @@ impl Validator {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn find_token<'h>(&self, headers: &'h http::HeaderMap) -> Result<&'h str> {
-        self.inner.location.find(headers)
+        let found = self.inner.location.find(headers);
+        if let Err(error) = &found {
+            crate::metrics::denied(error);
+        }
+        found
     }
 
     /// Fetches a remote JWKS now (after any fetch in progress). True if the keys changed.
@@ -561,7 +570,10 @@ impl Validator {
     /// # Ok::<(), mtls_jwt::Error>(())
     /// ```
     pub fn validate_cached(&self, token: &str) -> Option<Result<Claims>> {
-        self.cache_hit(token, self.generation(), unix_now())
+        let verdict = self.cache_hit(token, self.generation(), unix_now())?;
+        crate::metrics::cache_lookup(true);
+        crate::metrics::verdict(&verdict);
+        Some(verdict)
     }
 
     fn cache_hit(&self, token: &str, generation: u64, now: i64) -> Option<Result<Claims>> {
@@ -573,7 +585,9 @@ impl Validator {
         self.inner.store.as_ref().map_or(0, |s| s.generation())
     }
 
-    fn check(&self, token: &str) -> Result<Claims> {
+    /// `count_lookup`: count the cache lookup in `mtls.jwt.cache.lookups` (false for the
+    /// second look after a refetch: one lookup per verdict).
+    fn check(&self, token: &str, count_lookup: bool) -> Result<Claims> {
         let inner = &*self.inner;
         if token.is_empty() {
             return Err(Error::Missing);
@@ -592,7 +606,11 @@ impl Validator {
             .unwrap_or(0);
         // The cache spares the signature verification and the parsing, never the verdict:
         // the claim checks (custom ones may depend on time or state) run on every call.
-        if let Some(verdict) = self.cache_hit(token, generation, now) {
+        let cached = self.cache_hit(token, generation, now);
+        if count_lookup && inner.cache.is_enabled() {
+            crate::metrics::cache_lookup(cached.is_some());
+        }
+        if let Some(verdict) = cached {
             return verdict;
         }
 
