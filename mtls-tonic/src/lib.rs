@@ -240,4 +240,7 @@ pub use jwt::{
     JwtError, JwtLayer, JwtRules, JwtService, ResponseFuture as JwtResponseFuture, TokenValidator,
     bearer_token,
 };
-pub use server::{MtlsConnectInfo, MtlsIncoming, MtlsStream, PeerIdentityExt, ServerOptions};
+pub use server::{
+    MtlsConnectInfo, MtlsIncoming, MtlsStream, PeerIdentityExt, ServerOptions,
+    TonicConnectInfoLayer, TonicConnectInfoService,
+};

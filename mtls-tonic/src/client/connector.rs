@@ -3,7 +3,7 @@
 
 use std::{
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -12,7 +12,7 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use crate::{Error, Result};
@@ -41,6 +41,7 @@ pub struct MtlsConnector {
     tls: TlsConnector,
     server_name: Option<ServerName<'static>>,
     connect_timeout: Duration,
+    local_address: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for MtlsConnector {
@@ -48,6 +49,7 @@ impl std::fmt::Debug for MtlsConnector {
         f.debug_struct("MtlsConnector")
             .field("server_name", &self.server_name)
             .field("connect_timeout", &self.connect_timeout)
+            .field("local_address", &self.local_address)
             .finish_non_exhaustive()
     }
 }
@@ -63,6 +65,7 @@ impl MtlsConnector {
             tls: TlsConnector::from(config),
             server_name: None,
             connect_timeout: Duration::from_secs(20),
+            local_address: None,
         }
     }
 
@@ -87,6 +90,19 @@ impl MtlsConnector {
         self
     }
 
+    /// The local IP address connections are made from (tonic `Endpoint::local_address`);
+    /// `None` (the default) lets the system pick.
+    ///
+    /// ```
+    /// # fn f(config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// let connector = mtls_tonic::MtlsConnector::new(config).local_address(Some("127.0.0.5".parse()?));
+    /// # Ok(()) }
+    /// ```
+    pub fn local_address(mut self, ip: Option<IpAddr>) -> Self {
+        self.local_address = ip;
+        self
+    }
+
     /// The configured server name, if any.
     pub fn server_name_value(&self) -> Option<&ServerName<'static>> {
         self.server_name.as_ref()
@@ -105,7 +121,7 @@ impl MtlsConnector {
         };
         let timeout = self.connect_timeout;
         let attempt = async {
-            let tcp = TcpStream::connect(addr)
+            let tcp = dial(addr, self.local_address)
                 .await
                 .map_err(|source| Error::Connect { addr, source })?;
             let _ = tcp.set_nodelay(true);
@@ -166,6 +182,20 @@ impl MtlsConnector {
         }
         Err(last)
     }
+}
+
+/// TCP connect to `addr`, from `local` when given.
+async fn dial(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
 }
 
 pub(crate) fn parse_server_name(name: &str) -> Result<ServerName<'static>> {

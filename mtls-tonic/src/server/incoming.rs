@@ -240,12 +240,8 @@ async fn handshake(
         shared.options.control_frame_burst,
         shared.options.control_frames_per_second,
     );
-    let mut stream = MtlsStream::new(
-        tls,
-        MtlsConnectInfo::new(peer, remote, local),
-        guard,
-        log.clone(),
-    );
+    let info = MtlsConnectInfo::accepted(peer, remote, local, &tls);
+    let mut stream = MtlsStream::new(tls, info, guard, log.clone());
     if let (Some(age), Some((_, grace))) = (
         shared.options.connection_age(),
         shared.options.max_connection_age,

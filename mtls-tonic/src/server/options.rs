@@ -262,9 +262,25 @@ impl ServerOptions {
             .http2_keepalive_timeout(Some(self.keepalive_timeout))
     }
 
-    /// A tonic server builder with these HTTP/2 limits: `apply(Server::builder())`.
-    pub fn server(&self) -> tonic::transport::Server {
+    /// A tonic server builder with these HTTP/2 limits and tonic's own accessors
+    /// (`Request::remote_addr()`, `local_addr()`, `peer_certs()`) working over
+    /// [`MtlsIncoming`](crate::MtlsIncoming):
+    /// `apply(Server::builder()).layer(TonicConnectInfoLayer)`. Layers added to it run
+    /// inside [`TonicConnectInfoLayer`](crate::TonicConnectInfoLayer), so they see those
+    /// accessors too.
+    ///
+    /// ```
+    /// let options = mtls_tonic::ServerOptions::default();
+    /// let (_reporter, health) = tonic_health::server::health_reporter();
+    /// let _router = options.server().add_service(health);
+    /// ```
+    pub fn server(
+        &self,
+    ) -> tonic::transport::Server<
+        tower_layer::Stack<crate::TonicConnectInfoLayer, tower_layer::Identity>,
+    > {
         self.apply(tonic::transport::Server::builder())
+            .layer(crate::TonicConnectInfoLayer)
     }
 
     /// Binds a listener with [`ServerOptions::listen_backlog`] (and `SO_REUSEADDR`, so a

@@ -22,14 +22,25 @@ use super::{
     log_limit::ServerLog,
 };
 
+/// tonic's own connection info for a rustls server stream: what `Request::peer_certs()`
+/// reads (tonic names the type only with its TLS features on, so it is named through the
+/// `Connected` impl that makes it).
+pub(crate) type TonicTlsInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
+
 /// Facts about an accepted mTLS connection, put by tonic into every request's extensions.
 ///
-/// Handlers usually read it through [`PeerIdentityExt`](crate::PeerIdentityExt).
+/// Handlers usually read it through [`PeerIdentityExt`](crate::PeerIdentityExt). tonic's
+/// own accessors (`Request::remote_addr()`, `local_addr()`, and `peer_certs()` when tonic's
+/// TLS features are on) read tonic's types, which
+/// [`TonicConnectInfoLayer`](crate::TonicConnectInfoLayer) derives from this one.
 #[derive(Clone, Debug)]
 pub struct MtlsConnectInfo {
     peer: Arc<PeerIdentity>,
     remote_addr: SocketAddr,
     local_addr: SocketAddr,
+    /// tonic's `TlsConnectInfo<TcpConnectInfo>` of this connection (made at accept; `None`
+    /// for connect info built by hand).
+    tonic_tls: Option<TonicTlsInfo>,
 }
 
 impl MtlsConnectInfo {
@@ -50,7 +61,27 @@ impl MtlsConnectInfo {
             peer: Arc::new(peer),
             remote_addr,
             local_addr,
+            tonic_tls: None,
         }
+    }
+
+    /// Connect info of an accepted connection, with tonic's TLS connect info of `tls`.
+    pub(crate) fn accepted(
+        peer: PeerIdentity,
+        remote_addr: SocketAddr,
+        local_addr: SocketAddr,
+        tls: &TlsStream<TcpStream>,
+    ) -> Self {
+        Self {
+            tonic_tls: Some(tls.connect_info()),
+            ..Self::new(peer, remote_addr, local_addr)
+        }
+    }
+
+    /// tonic's `TlsConnectInfo<TcpConnectInfo>` (the peer's certificates as tonic hands
+    /// them out), when this info comes from an accepted connection.
+    pub(crate) fn tonic_tls(&self) -> Option<&TonicTlsInfo> {
+        self.tonic_tls.as_ref()
     }
 
     /// The verified identity the client presented in the handshake.
