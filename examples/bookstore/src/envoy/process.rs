@@ -15,8 +15,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::{Error, Result};
 
 /// Finds an Envoy binary: `explicit` if given, else `$MTLS_ENVOY`, else `envoy` on `PATH`,
-/// else the project-local `.venv/bin/envoy` that `./scripts/install-test-tools.sh` installs
-/// (looked up from the current directory upwards).
+/// else the project's venv ([`project_venv`](super::project_venv): `$MTLS_VENV`, or the
+/// checkout's `.venv` that `./scripts/install-test-tools.sh` and the mesh's own install
+/// fill), else a `.venv/bin/envoy` from the current directory upwards (not with
+/// `$MTLS_VENV` set).
+///
+/// ```
+/// let explicit = std::path::Path::new("/opt/envoy/bin/envoy");
+/// assert_eq!(bookstore::envoy::find_envoy(Some(explicit)).as_deref(), Some(explicit));
+/// ```
 pub fn find_envoy(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(path) = explicit {
         return Some(path.to_path_buf());
@@ -31,6 +38,13 @@ pub fn find_envoy(explicit: Option<&Path>) -> Option<PathBuf> {
                 return Some(candidate);
             }
         }
+    }
+    let venv = super::project_venv().join("bin/envoy");
+    if is_executable(&venv) {
+        return Some(venv);
+    }
+    if std::env::var_os("MTLS_VENV").is_some_and(|d| !d.is_empty()) {
+        return None;
     }
     let cwd = std::env::current_dir().ok()?;
     cwd.ancestors()

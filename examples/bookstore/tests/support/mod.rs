@@ -106,6 +106,11 @@ pub fn run(name: &str, args: &[&str]) -> Output {
 }
 
 pub fn run_command(name: &str, command: &mut Command) -> Output {
+    run_command_within(name, command, Duration::from_secs(60))
+}
+
+/// [`run_command`] with its own time bound.
+pub fn run_command_within(name: &str, command: &mut Command, bound: Duration) -> Output {
     let mut guard = ChildGuard::spawn(name, command);
     let mut stdout = guard.child.stdout.take().unwrap();
     let mut stderr = guard.child.stderr.take().unwrap();
@@ -117,14 +122,14 @@ pub fn run_command(name: &str, command: &mut Command) -> Output {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut stderr, &mut buf).map(|_| buf)
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + bound;
     let status = loop {
         if let Some(status) = guard.child.try_wait().unwrap() {
             break status;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{name} did not finish within 60 s"
+            "{name} did not finish within {bound:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
