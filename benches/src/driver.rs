@@ -187,6 +187,7 @@ pub async fn measure(
         machine_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         other_cpu_s: (machine_cpu.as_secs_f64() - total_cpu).max(0.0),
         hello: None,
+        recycle_every_s: None,
     }
 }
 

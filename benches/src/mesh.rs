@@ -59,12 +59,14 @@ fn bs(e: bookstore::Error) -> Error {
 }
 
 /// Serves one replica named `name` on `listen` until killed (the `serve-bookstore`
-/// subcommand). Prints `READY <addr>` once listening.
+/// subcommand). Prints `READY <addr>` once listening. With `max_connection_age` (mode
+/// `mtls` only), every connection is recycled at that age (GOAWAY, then a 10 s grace).
 pub async fn serve_replica(
     dir: &Path,
     mode: ReplicaMode,
     listen: SocketAddr,
     name: &str,
+    max_connection_age: Option<Duration>,
 ) -> Result<()> {
     use std::io::Write;
     let policy = MeshPolicy::bookstore();
@@ -93,7 +95,12 @@ pub async fn serve_replica(
             } else {
                 bookstore::Security::Plaintext
             };
-            let handle = bookstore::server::spawn(listener, service, security).map_err(bs)?;
+            let mut options = mtls_tonic::ServerOptions::default();
+            if let Some(age) = max_connection_age {
+                options = options.max_connection_age(age, RECYCLE_GRACE);
+            }
+            let handle =
+                bookstore::server::spawn_with(listener, service, security, options).map_err(bs)?;
             ready();
             handle.wait().await.map_err(bs)
         }
@@ -254,11 +261,25 @@ pub(crate) fn replica_ips(n: usize) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// The grace after a recycling GOAWAY, on both paths (calls here last milliseconds).
+const RECYCLE_GRACE: Duration = Duration::from_secs(10);
+
 pub(crate) fn spawn_replica(
     opts: &RunOptions,
     mode: ReplicaMode,
     listen: SocketAddr,
     name: &str,
+) -> Result<ChildProcess> {
+    spawn_replica_with(opts, mode, listen, name, None)
+}
+
+/// [`spawn_replica`], recycling every connection at `max_connection_age` when set.
+pub(crate) fn spawn_replica_with(
+    opts: &RunOptions,
+    mode: ReplicaMode,
+    listen: SocketAddr,
+    name: &str,
+    max_connection_age: Option<Duration>,
 ) -> Result<ChildProcess> {
     let mut command = Command::new(&opts.server_exe);
     command
@@ -280,6 +301,11 @@ pub(crate) fn spawn_replica(
         .arg(name)
         .arg("--threads")
         .arg(opts.server_threads.to_string());
+    if let Some(age) = max_connection_age {
+        command
+            .arg("--max-connection-age")
+            .arg(format!("{}ms", age.as_millis()));
+    }
     let (child, _) =
         ChildProcess::spawn_ready(name, Role::Server, command, Duration::from_secs(30))?;
     Ok(child)
@@ -345,15 +371,17 @@ impl PlainMesh {
 }
 
 impl Mesh<'_> {
-    async fn proxyless(&self, replicas: usize) -> Result<ProxylessMesh> {
+    /// `recycle`: the replicas recycle every connection at that age.
+    async fn proxyless(&self, replicas: usize, recycle: Option<Duration>) -> Result<ProxylessMesh> {
         let ips = replica_ips(replicas);
         let mut children = Vec::new();
         for (i, ip) in ips.iter().enumerate() {
-            children.push(spawn_replica(
+            children.push(spawn_replica_with(
                 self.opts,
                 ReplicaMode::Mtls,
                 SocketAddr::from((*ip, self.ports.proxyless)),
                 &format!("replica-{}", i + 1),
+                recycle,
             )?);
         }
         let connector = MtlsConnector::new(self.pki.client_config(self.pki.client()).map_err(bs)?)
@@ -389,7 +417,9 @@ impl Mesh<'_> {
         })
     }
 
-    async fn envoy(&self, replicas: usize) -> Result<EnvoyMesh> {
+    /// `recycle`: the server sidecars recycle every downstream (mTLS) connection at that
+    /// age (`max_connection_duration`: GOAWAY, then drain), as the proxyless replicas do.
+    async fn envoy(&self, replicas: usize, recycle: Option<Duration>) -> Result<EnvoyMesh> {
         let ips = replica_ips(replicas);
         let dir = self.opts.dir.join("mesh");
         let mut children = Vec::new();
@@ -413,12 +443,20 @@ impl Mesh<'_> {
                 self.pki.jwks_json().to_owned(),
                 server_certs.clone(),
             );
+            let mut bootstrap = sidecar.bootstrap(&self.policy);
+            if let Some(age) = recycle {
+                let hcm = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+                    [0]["typed_config"];
+                hcm["common_http_protocol_options"]["max_connection_duration"] =
+                    format!("{:.3}s", age.as_secs_f64()).into();
+                hcm["drain_timeout"] = format!("{}s", RECYCLE_GRACE.as_secs()).into();
+            }
             sidecars.push(
                 Envoy::start(
                     &format!("envoy-server-{}", i + 1),
                     Role::ServerProxy,
                     &dir,
-                    &sidecar.bootstrap(&self.policy),
+                    &bootstrap,
                     self.opts.server_threads,
                 )
                 .await?,
@@ -569,7 +607,7 @@ pub async fn run_soak(
         .set_addrs(&replica_ips(replicas))
         .await
         .map_err(bs)?;
-    let proxyless = mesh.proxyless(replicas).await?;
+    let proxyless = mesh.proxyless(replicas, None).await?;
     let mut processes = vec![crate::driver::this_process()];
     processes.extend(proxyless.measured());
     let since = Instant::now();
@@ -630,6 +668,9 @@ pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<P
     if has(Scenario::Envoy) {
         crate::envoy::require_envoy("the envoy scenario")?;
     }
+    if has(Scenario::Recycling) {
+        crate::envoy::require_envoy("the recycling scenario (proxyless vs Envoy)")?;
+    }
     let max_replicas = opts.replicas.iter().copied().max().unwrap_or(1).max(1);
     let mesh = mesh_for(opts, max_replicas).await?;
     let mut out = Vec::new();
@@ -637,7 +678,7 @@ pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<P
         mesh.dns.set_addrs(&replica_ips(n)).await.map_err(bs)?;
         let mut up: Vec<UpScenario> = Vec::new();
         if has(Scenario::Proxyless) {
-            let m = mesh.proxyless(n).await?;
+            let m = mesh.proxyless(n, None).await?;
             up.push((
                 Scenario::Proxyless,
                 m.measured(),
@@ -646,7 +687,7 @@ pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<P
             ));
         }
         if has(Scenario::Envoy) {
-            let m = mesh.envoy(n).await?;
+            let m = mesh.envoy(n, None).await?;
             up.push((Scenario::Envoy, m.measured(), m.call.clone(), Box::new(m)));
         }
         for (scenario, mtls) in [
@@ -673,6 +714,46 @@ pub async fn run_mesh(opts: &RunOptions, scenarios: &[Scenario]) -> Result<Vec<P
         // Every process of this block stops before the next block starts.
         drop(up);
     }
+    if has(Scenario::Recycling) {
+        out.extend(run_recycling(opts, &mesh, max_replicas).await?);
+    }
+    Ok(out)
+}
+
+/// The `recycling` scenario: both paths over 3 replicas (or the most asked for, if fewer)
+/// while every server-side connection is recycled every `opts.recycle_every` — the
+/// proxyless replicas (`ServerOptions::max_connection_age`) and the Envoy server sidecars
+/// (`max_connection_duration`) send GOAWAY and drain, clients reconnect. Failed calls and
+/// p99 per path, measured back to back at each concurrency.
+async fn run_recycling(
+    opts: &RunOptions,
+    mesh: &Mesh<'_>,
+    max_replicas: usize,
+) -> Result<Vec<PointResult>> {
+    let n = max_replicas.min(3);
+    let every = opts.recycle_every;
+    mesh.dns.set_addrs(&replica_ips(n)).await.map_err(bs)?;
+    let proxyless = mesh.proxyless(n, Some(every)).await?;
+    let envoy = mesh.envoy(n, Some(every)).await?;
+    let up = [
+        ("proxyless", proxyless.measured(), proxyless.call.clone()),
+        ("envoy", envoy.measured(), envoy.call.clone()),
+    ];
+    let mut out = Vec::new();
+    for &c in &opts.concurrency {
+        for (variant, measured, call) in &up {
+            let label = PointLabel {
+                scenario: Scenario::Recycling.as_str().into(),
+                variant: (*variant).into(),
+                replicas: n,
+            };
+            let mut r = measure(opts.spec(c), label, measured, call.clone()).await;
+            r.recycle_every_s = Some(every.as_secs_f64());
+            opts.progress(&r);
+            out.push(r);
+        }
+    }
+    drop((proxyless, envoy));
     Ok(out)
 }
 

@@ -12,6 +12,7 @@ use crate::result::PointResult;
 
 pub mod goals;
 mod pairs;
+mod recycling;
 
 pub use goals::{Bound, Goal, Metric, compare, goals};
 
@@ -579,6 +580,7 @@ pub fn markdown(input: &ReportInput) -> String {
     let _ = writeln!(md, "## Ratios, pair by pair\n");
     pairs::pairwise(input, &mut md);
     pairs::layers(input, &mut md);
+    recycling::section(input, &mut md);
 
     if !input.chart_file.is_empty() && !pts.is_empty() {
         let _ = writeln!(md, "## Chart\n");
@@ -658,6 +660,7 @@ mod tests {
             machine_cpus: 2,
             other_cpu_s: 1.0,
             hello: None,
+            recycle_every_s: None,
         }
     }
 
@@ -788,6 +791,24 @@ mod tests {
             ]
         );
         assert!(chart_svg(&input().points).contains("<polyline"));
+    }
+
+    #[test]
+    fn recycling_points_get_their_table() {
+        let mut input = input();
+        assert!(!markdown(&input).contains("### connection recycling"));
+        let mut ours = point("recycling", "proxyless", 3, 16, 1000.0, 400.0);
+        ours.recycle_every_s = Some(2.0);
+        let mut envoy = point("recycling", "envoy", 3, 16, 500.0, 900.0);
+        envoy.recycle_every_s = Some(2.0);
+        envoy.errors = 7;
+        input.points.extend([ours, envoy]);
+        let md = markdown(&input);
+        assert!(md.contains("recycled at 2 s of age"), "{md}");
+        assert!(
+            md.contains("| 3 | 16 | 5000 | 0 | 800 µs | 2500 | 7 | 1.80 ms |"),
+            "{md}"
+        );
     }
 
     #[test]

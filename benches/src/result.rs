@@ -72,6 +72,9 @@ pub struct PointResult {
     /// For `handshake`: one connection of the variant read off the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hello: Option<HelloBytes>,
+    /// The `recycling` scenario: every server-side connection was recycled at this age (s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_every_s: Option<f64>,
 }
 
 /// One handshake of a `handshake` variant, counted at the client's socket.

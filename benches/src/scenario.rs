@@ -28,16 +28,20 @@ pub enum Scenario {
     Proxyless,
     /// Plaintext client → client Envoy → mTLS → server Envoys (jwt_authn) → replicas.
     Envoy,
+    /// `proxyless` and `envoy` while the servers recycle every connection
+    /// ([`RunOptions::recycle_every`]): failed calls and p99 during recycling.
+    Recycling,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Handshake,
         Scenario::PlainTonic,
         Scenario::PlainTonicMtls,
         Scenario::Proxyless,
         Scenario::Envoy,
+        Scenario::Recycling,
     ];
 
     /// The name used on the command line and in the JSON.
@@ -48,12 +52,16 @@ impl Scenario {
             Scenario::PlainTonicMtls => "plain-tonic-mtls",
             Scenario::Proxyless => "proxyless",
             Scenario::Envoy => "envoy",
+            Scenario::Recycling => "recycling",
         }
     }
 
     /// Whether Envoy is needed.
     pub fn needs_envoy(self) -> bool {
-        matches!(self, Scenario::Handshake | Scenario::Envoy)
+        matches!(
+            self,
+            Scenario::Handshake | Scenario::Envoy | Scenario::Recycling
+        )
     }
 }
 
@@ -72,7 +80,7 @@ impl FromStr for Scenario {
             .find(|sc| sc.as_str() == s)
             .ok_or_else(|| Error::Invalid {
                 what: "scenario",
-                expected: "handshake, plain-tonic, plain-tonic-mtls, proxyless or envoy",
+                expected: "handshake, plain-tonic, plain-tonic-mtls, proxyless, envoy or recycling",
                 found: s.to_owned(),
             })
     }
@@ -98,6 +106,8 @@ pub struct RunOptions {
     pub dir: PathBuf,
     /// Progress lines on stderr.
     pub verbose: bool,
+    /// The `recycling` scenario: the servers' connection age.
+    pub recycle_every: Duration,
     /// Every point measured so far, in order (what an interrupted run writes).
     pub measured: PointLog,
 }

@@ -24,13 +24,9 @@ fn envoy_required() -> bool {
 }
 
 fn run(scenarios: &str) -> RunFile {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("smoke.json");
-    let output = loadgen()
-        .args([
-            "run",
-            "--scenario",
-            scenarios,
+    run_with(
+        scenarios,
+        &[
             "--concurrency",
             "4",
             "--replicas",
@@ -39,11 +35,17 @@ fn run(scenarios: &str) -> RunFile {
             "100ms",
             "--duration",
             "400ms",
-            "--server-threads",
-            "1",
-            "--quiet",
-            "--out",
-        ])
+        ],
+    )
+}
+
+fn run_with(scenarios: &str, args: &[&str]) -> RunFile {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("smoke.json");
+    let output = loadgen()
+        .args(["run", "--scenario", scenarios])
+        .args(args)
+        .args(["--server-threads", "1", "--quiet", "--out"])
         .arg(&out)
         .output()
         .unwrap();
@@ -177,8 +179,12 @@ fn every_scenario_runs_and_reports_sane_json() {
                 "replica-2",
             ],
         );
-        // 6 handshake variants + 4 bookstore scenarios.
-        assert_eq!(run.points.len(), 10, "{:#?}", run.points);
+        check_sane(
+            find("recycling", "proxyless"),
+            &["client", "replica-1", "replica-2"],
+        );
+        // 6 handshake variants + 4 bookstore scenarios + recycling on both paths.
+        assert_eq!(run.points.len(), 12, "{:#?}", run.points);
     }
 
     // The report renders from this run.
@@ -210,6 +216,65 @@ fn every_scenario_runs_and_reports_sane_json() {
     }
     let svg = std::fs::read_to_string(dir.path().join("benchmarks.svg")).unwrap();
     assert!(svg.contains("proxyless (2 replicas)"), "{svg}");
+}
+
+/// The recycling scenario: both paths while the servers recycle every connection at 300 ms
+/// (about 6 GOAWAYs per connection in the window); the proxyless path loses no call, and
+/// the report gets its table.
+#[test]
+fn recycling_scenario_measures_both_paths_and_proxyless_loses_no_call() {
+    if let Err(e) = mtls_benches::envoy::require_envoy("the recycling smoke test") {
+        assert!(!envoy_required(), "MTLS_REQUIRE_ENVOY=1: {e}");
+        eprintln!("skipping: {e}");
+        return;
+    }
+    let run = run_with(
+        "recycling",
+        &[
+            "--concurrency",
+            "8",
+            "--replicas",
+            "3",
+            "--warmup",
+            "300ms",
+            "--duration",
+            "2s",
+            "--recycle-every",
+            "300ms",
+        ],
+    );
+    assert_eq!(run.points.len(), 2, "{:#?}", run.points);
+    let find = |variant: &str| {
+        run.points
+            .iter()
+            .find(|p| p.scenario == "recycling" && p.variant == variant)
+            .unwrap_or_else(|| panic!("no recycling {variant} point in {:#?}", run.points))
+    };
+    let ours = find("proxyless");
+    check_sane(ours, &["client", "replica-1", "replica-2", "replica-3"]);
+    assert_eq!(ours.recycle_every_s, Some(0.3));
+    let envoy = find("envoy");
+    assert!(envoy.calls > 0, "{envoy:#?}");
+    assert_eq!(envoy.recycle_every_s, Some(0.3));
+
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    std::fs::write(&json, serde_json::to_string(&run).unwrap()).unwrap();
+    let md = dir.path().join("BENCHMARKS.md");
+    let status = Command::new(env!("CARGO_BIN_EXE_bench-report"))
+        .arg("--results")
+        .arg(&json)
+        .arg("--out")
+        .arg(&md)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&md).unwrap();
+    let row = format!("| 3 | 8 | {} | 0 |", ours.calls);
+    assert!(
+        text.contains("### connection recycling: proxyless vs Envoy") && text.contains(&row),
+        "{text}"
+    );
 }
 
 #[test]
@@ -245,7 +310,7 @@ fn unknown_scenario_is_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr
-            .contains("expected handshake, plain-tonic, plain-tonic-mtls, proxyless or envoy, found \"sidecarless\""),
+            .contains("expected handshake, plain-tonic, plain-tonic-mtls, proxyless, envoy or recycling, found \"sidecarless\""),
         "{stderr}"
     );
 }

@@ -121,12 +121,16 @@ enum Cmd {
         /// Runtime worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Recycle every connection at this age (mode `mtls`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_connection_age: Option<Duration>,
     },
 }
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Scenarios (comma-separated): handshake, plain-tonic, proxyless, envoy, or all.
+    /// Scenarios (comma-separated): handshake, plain-tonic, plain-tonic-mtls, proxyless,
+    /// envoy, recycling, or all.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     scenario: Vec<String>,
     /// Concurrency levels.
@@ -144,6 +148,9 @@ struct RunArgs {
     /// Worker threads per server process and per Envoy.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// The `recycling` scenario: servers recycle every connection at this age.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    recycle_every: Duration,
     /// Worker threads of the client runtime (default: one per CPU).
     #[arg(long)]
     client_threads: Option<usize>,
@@ -342,8 +349,17 @@ fn main() -> ExitCode {
             listen,
             name,
             threads,
+            max_connection_age,
         } => runtime(threads)
-            .and_then(|rt| rt.block_on(mesh::serve_replica(&dir, mode, listen, &name)))
+            .and_then(|rt| {
+                rt.block_on(mesh::serve_replica(
+                    &dir,
+                    mode,
+                    listen,
+                    &name,
+                    max_connection_age,
+                ))
+            })
             .map(|()| None),
     };
     match outcome {
@@ -408,6 +424,7 @@ fn run(args: RunArgs) -> Result<Option<&'static str>, Error> {
         })?,
         dir: dir.path().to_owned(),
         verbose: !args.quiet,
+        recycle_every: args.recycle_every,
         measured: Default::default(),
     };
     let rt = runtime(client_threads)?;
@@ -475,6 +492,7 @@ fn scratch_options(
         })?,
         dir: dir.to_owned(),
         verbose: true,
+        recycle_every: Duration::from_secs(2),
         measured: Default::default(),
     })
 }

@@ -140,6 +140,30 @@ pub fn spawn(
     service: BookstoreService,
     security: Security,
 ) -> Result<ServerHandle> {
+    spawn_with(listener, service, security, ServerOptions::default())
+}
+
+/// [`spawn`] with `options` instead of the defaults, e.g. connection recycling
+/// ([`ServerOptions::max_connection_age`]) for the load generator's recycling scenario.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), bookstore::Error> {
+/// use std::time::Duration;
+/// use bookstore::{BookstoreService, Security, Store, server};
+/// let listener = server::bind("127.0.0.1:0".parse().unwrap(), true).await?;
+/// let options = mtls_tonic::ServerOptions::default()
+///     .max_connection_age(Duration::from_secs(2), Duration::from_secs(10));
+/// let service = BookstoreService::new(Store::seeded(), "r1")?;
+/// let handle = server::spawn_with(listener, service, Security::Plaintext, options)?;
+/// handle.wait().await
+/// # }
+/// ```
+pub fn spawn_with(
+    listener: TcpListener,
+    service: BookstoreService,
+    security: Security,
+    options: ServerOptions,
+) -> Result<ServerHandle> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("reading the listener's address", e))?;
@@ -150,7 +174,6 @@ pub fn spawn(
     };
     let (reporter, health) = tonic_health::server::health_reporter();
     let bookstore = BookstoreServer::new(service);
-    let options = ServerOptions::default();
     let task = tokio::spawn(async move {
         reporter
             .set_serving::<BookstoreServer<BookstoreService>>()
