@@ -95,6 +95,8 @@
 //! - `clap`, `tracing-subscriber`: the binaries; `tempfile`: the mesh's throwaway directory.
 //! - `humantime`: `bookstore-server`'s `--reload-interval` and its RFC 3339 / "expires in"
 //!   wording (dev: `time` for the tests' certificate dates).
+//! - `metrics-exporter-prometheus`: the binaries' `--metrics-listen` ([`metrics`]); the
+//!   libraries link only the `metrics` facade.
 //! - build: `protox` (proto compiler in Rust), `tonic-prost-build` (code generation).
 #![forbid(unsafe_code)]
 
@@ -105,6 +107,7 @@ mod error;
 pub mod identity;
 pub mod k8s;
 pub mod mesh;
+pub mod metrics;
 mod pki;
 mod policy;
 mod rotation;

@@ -9,6 +9,8 @@
 //! `--agent`: every workload and every sidecar gets its SVID from an in-process
 //! `mtls-agent` (Workload API and SDS) instead of files, and the agent rotates them in the
 //! middle of each path's scenario; the table shows the new serial in use and no failed call.
+//!
+//! `--metrics-listen [ADDR]`: Prometheus text of the proxyless workloads while it runs.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -43,6 +45,12 @@ struct Args {
     /// Print only the summary table.
     #[arg(long, short)]
     quiet: bool,
+    /// Serve Prometheus text metrics of the proxyless workloads (handshakes, certificate
+    /// expiry, JWT verdicts, calls) on http://ADDR/metrics while the mesh runs; without a
+    /// value on 127.0.0.1:9464 (loopback).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+        default_missing_value = bookstore::metrics::DEFAULT_LISTEN)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +75,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Some(addr) = args.metrics_listen {
+            if let Err(e) = bookstore::metrics::serve(addr) {
+                return Some(Err(e));
+            }
+            println!("bookstore-mesh metrics on http://{addr}/metrics");
+        }
         tokio::select! {
             // Dropping the mesh future stops the replicas and kills every Envoy.
             outcome = mesh::run(&options) => Some(outcome),

@@ -10,6 +10,8 @@
 //! SPIFFE_ENDPOINT_SOCKET=unix:///run/agent.sock bookstore-server --workload-api --listen 0.0.0.0:50051
 //! # behind an Envoy sidecar (which does mTLS and JWT): plaintext, loopback only
 //! bookstore-server --plaintext --listen 127.0.0.1:8080
+//! # any of these with Prometheus text metrics on http://127.0.0.1:9464/metrics
+//! bookstore-server ... --metrics-listen
 //! ```
 
 use std::{
@@ -84,6 +86,11 @@ struct Args {
     /// TLS policy preset: default (hybrid post-quantum first), tls13-only, classical, nist.
     #[arg(long, default_value = "default")]
     tls_policy: mtls_core::TlsPolicy,
+    /// Serve Prometheus text metrics (handshakes, certificate expiry, JWT verdicts, calls)
+    /// on http://ADDR/metrics; without a value on 127.0.0.1:9464 (loopback).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+        default_missing_value = bookstore::metrics::DEFAULT_LISTEN)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -117,6 +124,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
+    // Before any identity is loaded: its expiry gauge is set when it is put in place.
+    if let Some(addr) = args.metrics_listen {
+        bookstore::metrics::serve(addr)?;
+        println!("bookstore-server metrics on http://{addr}/metrics");
+    }
     let replica = args
         .replica_name
         .clone()
