@@ -227,10 +227,10 @@ pub use authz::{
     AuthzError, AuthzLayer, AuthzService, MethodPolicy, ResponseFuture as AuthzResponseFuture,
 };
 pub use balance::{
-    Backoff, BalancedChannel, BalancedChannelBuilder, ChannelState, EndpointInfo, EndpointState,
-    LoadPolicy, MethodConfig, OutlierDetection, ResolutionState,
-    ResponseFuture as BalancedResponseFuture, RetryPolicy, RetryThrottling, ServiceConfig,
-    WaitForReady,
+    Backoff, BalancedChannel, BalancedChannelBuilder, BalancedEndpoint, ChannelState, Discovery,
+    EndpointChange, EndpointInfo, EndpointReceiver, EndpointSender, EndpointState, LoadPolicy,
+    MethodConfig, OutlierDetection, ResolutionState, ResponseFuture as BalancedResponseFuture,
+    RetryPolicy, RetryThrottling, ServiceConfig, WaitForReady, endpoint_channel,
 };
 pub use client::{BearerInterceptor, FileToken, MtlsConnector, StaticToken, TokenSource};
 #[cfg(feature = "workload-api")]

@@ -1,5 +1,6 @@
 //! Configuration of a [`BalancedChannel`](super::BalancedChannel) and its assembly:
-//! Buffer -> fail-fast gate -> balancer (p2c or round robin) over DNS-discovered endpoints.
+//! Buffer -> fail-fast gate -> balancer (p2c or round robin) over endpoints from DNS, a
+//! static list or a [`Discovery`] source.
 
 use std::{
     net::SocketAddr,
@@ -20,7 +21,7 @@ use tower::{
 use tower_service::Service;
 
 use super::{
-    Backoff, BalancedChannel, OutlierDetection, RetryPolicy, ServiceConfig,
+    Backoff, BalancedChannel, Discovery, OutlierDetection, RetryPolicy, ServiceConfig,
     channel::Tasks,
     ctx::{CallSettings, Ctx, EndpointSettings},
     discovery::{self, DnsSettings},
@@ -61,6 +62,17 @@ pub struct BalancedChannelBuilder {
     pub(super) outlier: OutlierDetection,
     pub(super) service_config: ServiceConfig,
     pub(super) buffer: usize,
+    /// Endpoints from a static list or a [`Discovery`] instead of DNS.
+    pub(super) source: Source,
+}
+
+/// Where the endpoints come from: DNS (`None`) or a discovery source.
+pub(super) struct Source(pub(super) Option<Box<dyn Discovery>>);
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Discovery" } else { "Dns" })
+    }
 }
 
 impl BalancedChannelBuilder {
@@ -225,9 +237,9 @@ impl BalancedChannelBuilder {
             Some(name) => name.clone(),
             None => parse_server_name_pub(&target.host)?,
         };
-        let resolver = match target.ip {
-            Some(_) => None,
-            None => Some(discovery::build_resolver(&self.dns)?),
+        let resolver = match (target.ip, &self.source.0) {
+            (None, None) => Some(discovery::build_resolver(&self.dns)?),
+            _ => None,
         };
         let ctx = Arc::new(Ctx::new(
             target,
@@ -263,7 +275,10 @@ impl BalancedChannelBuilder {
             ctx.clone(),
         );
         let buffer = Buffer::new(service, self.buffer);
-        let discovery = tokio::spawn(discovery::run(ctx.clone(), resolver, self.dns, tx));
+        let discovery = match self.source.0 {
+            Some(source) => tokio::spawn(discovery::run_source(ctx.clone(), source, tx)),
+            None => tokio::spawn(discovery::run(ctx.clone(), resolver, self.dns, tx)),
+        };
         let outliers = tokio::spawn(outlier::run(ctx.clone()));
         Ok(BalancedChannel {
             buffer: buffer.clone(),

@@ -12,12 +12,14 @@ use tower::buffer::Buffer;
 use tower_service::Service;
 
 use super::{
-    Backoff, BalancedChannelBuilder, ChannelState, EndpointInfo, LoadPolicy, OutlierDetection,
-    ResolutionState, ServiceConfig,
+    Backoff, BalancedChannelBuilder, BalancedEndpoint, ChannelState, Discovery, EndpointInfo,
+    LoadPolicy, OutlierDetection, ResolutionState, ServiceConfig,
+    builder::Source,
     call::ResponseFuture,
     ctx::{CallSettings, Ctx, EndpointSettings},
     discovery::DnsSettings,
     gate::BoxFuture,
+    source::StaticList,
 };
 use crate::{MtlsConnector, Result};
 
@@ -121,8 +123,59 @@ impl BalancedChannel {
     /// literal with port for a single endpoint), dialing through `connector`. Unless the
     /// connector has a server name, the target's host is the TLS server name.
     pub fn builder(target: impl Into<String>, connector: MtlsConnector) -> BalancedChannelBuilder {
+        Self::builder_from(target.into(), connector, None)
+    }
+
+    /// A builder for a channel over a fixed list of endpoints, without DNS (tonic's
+    /// `Channel::balance_list`). `service` (`host:port`) is the HTTP/2 `:authority` and,
+    /// unless the connector or an endpoint has its own, the TLS server name. Every
+    /// endpoint gets what DNS endpoints get: its own mTLS connection, health, drain,
+    /// fail-fast, outlier ejection and retries.
+    ///
+    /// ```no_run
+    /// # async fn run(client_config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// use mtls_tonic::{BalancedChannel, BalancedEndpoint, MtlsConnector};
+    /// let channel = BalancedChannel::static_list(
+    ///     "bookstore.test:50051",
+    ///     [
+    ///         BalancedEndpoint::new("127.0.0.2:50051".parse()?),
+    ///         BalancedEndpoint::new("127.0.0.3:50051".parse()?),
+    ///     ],
+    ///     MtlsConnector::new(client_config),
+    /// )
+    /// .build()?;
+    /// let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    /// # Ok(()) }
+    /// ```
+    pub fn static_list(
+        service: impl Into<String>,
+        endpoints: impl IntoIterator<Item = BalancedEndpoint>,
+        connector: MtlsConnector,
+    ) -> BalancedChannelBuilder {
+        let list = StaticList(endpoints.into_iter().collect());
+        Self::builder_from(service.into(), connector, Some(Box::new(list)))
+    }
+
+    /// A builder for a channel whose endpoints come from `discovery`: a push handle
+    /// ([`endpoint_channel`](crate::endpoint_channel)) or a user's own [`Discovery`]
+    /// (Kubernetes EndpointSlices, Consul, xDS EDS, a test fixture). `service` as for
+    /// [`BalancedChannel::static_list`].
+    pub fn with_discovery(
+        service: impl Into<String>,
+        discovery: impl Discovery,
+        connector: MtlsConnector,
+    ) -> BalancedChannelBuilder {
+        Self::builder_from(service.into(), connector, Some(Box::new(discovery)))
+    }
+
+    fn builder_from(
+        target: String,
+        connector: MtlsConnector,
+        source: Option<Box<dyn Discovery>>,
+    ) -> BalancedChannelBuilder {
         BalancedChannelBuilder {
-            target: target.into(),
+            source: Source(source),
+            target,
             connector,
             dns: DnsSettings {
                 nameserver: None,

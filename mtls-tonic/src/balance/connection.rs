@@ -3,7 +3,6 @@
 
 use std::{
     io,
-    net::SocketAddr,
     pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
@@ -63,8 +62,13 @@ struct ReadFailure {
     tls: bool,
 }
 
-async fn connect(ctx: &Ctx, addr: SocketAddr) -> Result<Connected, Error> {
-    let tls = ctx.connector.connect(addr, Some(&ctx.sni)).await?;
+async fn connect(ctx: &Ctx, shared: &Shared) -> Result<Connected, Error> {
+    let addr = shared.addr;
+    let (connector, sni) = match &shared.dial {
+        Some((connector, sni)) => (connector, sni),
+        None => (&ctx.connector, &ctx.sni),
+    };
+    let tls = connector.connect(addr, Some(sni)).await?;
     let (tx, first_read) = oneshot::channel();
     let (goaway_tx, goaway) = oneshot::channel();
     let io = TokioIo::new(Watched {
@@ -125,7 +129,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, shared: Arc<Shared>) {
             }
         });
         let attempt = tokio::select! {
-            attempt = connect(&ctx, shared.addr) => attempt,
+            attempt = connect(&ctx, &shared) => attempt,
             () = shared.removed() => break,
         };
         let reason = match attempt {

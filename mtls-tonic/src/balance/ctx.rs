@@ -107,7 +107,7 @@ impl Ctx {
 
     /// Recomputes the aggregated state as gRPC does: READY if any endpoint is ready;
     /// TRANSIENT_FAILURE if none is and every (non-draining) endpoint has failed since it was
-    /// last ready, or DNS named none; CONNECTING otherwise.
+    /// last ready, or DNS (or the discovery source) named none; CONNECTING otherwise.
     pub(crate) fn recompute_state(&self) {
         let resolution = self.resolution();
         let (mut ready, mut live, mut failed) = (false, 0usize, 0usize);
@@ -126,7 +126,9 @@ impl Ctx {
             ChannelState::Ready
         } else if live == 0 {
             match resolution {
-                ResolutionState::NoRecords { .. } | ResolutionState::Unreachable { .. } => {
+                ResolutionState::NoRecords { .. }
+                | ResolutionState::Unreachable { .. }
+                | ResolutionState::Discovered { endpoints: 0, .. } => {
                     ChannelState::TransientFailure
                 }
                 _ => ChannelState::Connecting,
@@ -183,9 +185,10 @@ impl Ctx {
         if kind_changed {
             info!(target = %self.target, from = %*current, to = %state, "resolution state changed");
         }
+        let changed = *current != state;
         *current = state;
         drop(current);
-        if kind_changed {
+        if changed {
             self.recompute_state();
         }
     }

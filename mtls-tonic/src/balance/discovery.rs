@@ -17,7 +17,7 @@ use tower::discover::Change;
 use tracing::{debug, info, warn};
 
 use super::{
-    Backoff, ResolutionState,
+    Backoff, BalancedEndpoint, Discovery, EndpointChange, ResolutionState,
     backoff::jittered,
     connection,
     ctx::Ctx,
@@ -191,6 +191,82 @@ fn keep_ready(
             shared.remove();
             let _ = tx.send(Change::Remove(addr));
         }
+    }
+}
+
+/// The discovery task for a static list or a user's [`Discovery`]: applies its changes
+/// (new endpoints get a task, removed ones drain, an insert at a known address with another
+/// dial replaces it). Ends when the balancer is gone; a source that ends keeps its set.
+pub(crate) async fn run_source(ctx: Arc<Ctx>, mut source: Box<dyn Discovery>, tx: Changes) {
+    let mut current: HashMap<SocketAddr, (Arc<Shared>, BalancedEndpoint)> = HashMap::new();
+    let mut ended = false;
+    loop {
+        let change = tokio::select! {
+            change = std::future::poll_fn(|cx| source.poll_change(cx)), if !ended => change,
+            () = tx.closed() => break,
+        };
+        match change {
+            Some(EndpointChange::Insert(endpoint)) => {
+                let addr = endpoint.addr;
+                if let Some((_, known)) = current.get(&addr) {
+                    if known.same_as(&endpoint) {
+                        continue;
+                    }
+                    info!(target = %ctx.target, endpoint = %addr, "endpoint replaced: draining the old one");
+                    drain_out(&mut current, addr, &tx);
+                }
+                info!(target = %ctx.target, endpoint = %addr, "endpoint added");
+                let dial =
+                    (endpoint.connector.is_some() || endpoint.server_name.is_some()).then(|| {
+                        let connector = endpoint
+                            .connector
+                            .clone()
+                            .unwrap_or_else(|| ctx.connector.clone())
+                            .connect_timeout(ctx.settings.connect_timeout);
+                        let sni = endpoint
+                            .server_name
+                            .clone()
+                            .or_else(|| connector.server_name_value().cloned())
+                            .unwrap_or_else(|| ctx.sni.clone());
+                        (connector.with_server_name_value(sni.clone()), sni)
+                    });
+                let shared = Shared::with_dial(addr, &ctx, dial);
+                ctx.register(shared.clone());
+                tokio::spawn(connection::run(ctx.clone(), shared.clone()));
+                let _ = tx.send(Change::Insert(addr, Subchannel::new(shared.clone())));
+                current.insert(addr, (shared, endpoint));
+            }
+            Some(EndpointChange::Remove(addr)) => {
+                if current.contains_key(&addr) {
+                    info!(target = %ctx.target, endpoint = %addr, "endpoint removed by discovery: draining");
+                    drain_out(&mut current, addr, &tx);
+                }
+            }
+            None => {
+                debug!(target = %ctx.target, endpoints = current.len(), "discovery source ended: keeping its endpoints");
+                ended = true;
+            }
+        }
+        ctx.set_resolution(ResolutionState::Discovered {
+            endpoints: current.len(),
+            at: SystemTime::now(),
+        });
+    }
+    let addrs: Vec<SocketAddr> = current.keys().copied().collect();
+    for addr in addrs {
+        drain_out(&mut current, addr, &tx);
+    }
+}
+
+/// Takes `addr` out of `current` and the balancer; its task drains it.
+fn drain_out(
+    current: &mut HashMap<SocketAddr, (Arc<Shared>, BalancedEndpoint)>,
+    addr: SocketAddr,
+    tx: &Changes,
+) {
+    if let Some((shared, _)) = current.remove(&addr) {
+        shared.remove();
+        let _ = tx.send(Change::Remove(addr));
     }
 }
 

@@ -73,6 +73,9 @@ pub(super) struct Inner {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) addr: SocketAddr,
+    /// This endpoint's own connector and TLS server name (discovery gave them), else the
+    /// channel's.
+    pub(crate) dial: Option<(crate::MtlsConnector, rustls_pki_types::ServerName<'static>)>,
     target: String,
     authority: Authority,
     ctx: Weak<Ctx>,
@@ -89,8 +92,18 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(addr: SocketAddr, ctx: &Arc<Ctx>) -> Arc<Self> {
+        Self::with_dial(addr, ctx, None)
+    }
+
+    /// An endpoint dialed with its own connector and server name.
+    pub(crate) fn with_dial(
+        addr: SocketAddr,
+        ctx: &Arc<Ctx>,
+        dial: Option<(crate::MtlsConnector, rustls_pki_types::ServerName<'static>)>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             addr,
+            dial,
             target: ctx.target.to_string(),
             authority: ctx.authority.clone(),
             ctx: Arc::downgrade(ctx),

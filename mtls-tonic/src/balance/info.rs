@@ -143,7 +143,7 @@ impl std::fmt::Display for ChannelState {
     }
 }
 
-/// The outcome of the latest DNS resolution.
+/// The outcome of the latest DNS resolution (or where the endpoints come from).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ResolutionState {
@@ -151,6 +151,13 @@ pub enum ResolutionState {
     Pending,
     /// The target is an IP address: one endpoint, no DNS.
     Static,
+    /// Endpoints come from a static list or a [`Discovery`](crate::Discovery) source.
+    Discovered {
+        /// How many endpoints it names now.
+        endpoints: usize,
+        /// When it last changed.
+        at: SystemTime,
+    },
     /// DNS answered with addresses.
     Resolved {
         /// How many addresses.
@@ -182,6 +189,9 @@ impl std::fmt::Display for ResolutionState {
         match self {
             Self::Pending => f.write_str("DNS: not resolved yet"),
             Self::Static => f.write_str("static address"),
+            Self::Discovered { endpoints, .. } => {
+                write!(f, "discovery: {endpoints} endpoint(s)")
+            }
             Self::Resolved { addresses, ttl, .. } => {
                 write!(f, "DNS: {addresses} address(es), ttl {ttl:?}")
             }

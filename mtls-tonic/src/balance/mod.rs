@@ -1,4 +1,4 @@
-//! The DNS load-balanced mTLS channel.
+//! The load-balanced mTLS channel: endpoints from DNS, a static list or a discovery source.
 
 mod backoff;
 mod builder;
@@ -14,6 +14,7 @@ mod info;
 mod outlier;
 mod retry;
 mod round_robin;
+mod source;
 mod target;
 
 pub use backoff::Backoff;
@@ -23,3 +24,6 @@ pub use channel::BalancedChannel;
 pub use info::{ChannelState, EndpointInfo, EndpointState, ResolutionState};
 pub use outlier::OutlierDetection;
 pub use retry::{MethodConfig, RetryPolicy, RetryThrottling, ServiceConfig};
+pub use source::{
+    BalancedEndpoint, Discovery, EndpointChange, EndpointReceiver, EndpointSender, endpoint_channel,
+};

@@ -108,6 +108,12 @@ impl MtlsConnector {
         self.server_name.as_ref()
     }
 
+    /// This connector with `name` as its server name (an endpoint's own name).
+    pub(crate) fn with_server_name_value(mut self, name: ServerName<'static>) -> Self {
+        self.server_name = Some(name);
+        self
+    }
+
     /// Connects to `addr` and completes the mTLS handshake, using the configured server name
     /// or, failing that, `fallback_name`.
     pub async fn connect(
