@@ -87,7 +87,13 @@ pub enum Error {
         names: Vec<String>,
     },
     /// The header's `typ` is not accepted.
-    #[error("Jwt verification fails: typ {presented:?} is not accepted, expected {expected}")]
+    #[error(
+        "Jwt verification fails: {}, expected {expected}",
+        presented.as_deref().map_or_else(
+            || "the token has no typ".to_owned(),
+            |typ| format!("typ {typ:?} is not accepted")
+        )
+    )]
     TypNotAllowed {
         /// The header's `typ` (`None` when absent).
         presented: Option<String>,
@@ -198,7 +204,13 @@ pub enum Error {
         leeway: u64,
     },
     /// `iss` is not one of the configured issuers.
-    #[error("Jwt issuer is not configured: presented {presented:?}, expected one of {expected:?}")]
+    #[error(
+        "Jwt issuer is not configured: {}, expected one of {expected:?}",
+        presented.as_deref().map_or_else(
+            || "the token has no iss".to_owned(),
+            |iss| format!("presented {iss:?}")
+        )
+    )]
     IssuerNotAllowed {
         /// The token's `iss` (`None` when absent).
         presented: Option<String>,

@@ -132,6 +132,14 @@
 //! in a [`BalancedChannel`] within the bound: UNAVAILABLE naming each endpoint's state and
 //! the DNS state; a transport failure of a call in flight: UNAVAILABLE.
 //!
+//! A refused caller is told who was refused for what and Envoy's failure name, never the
+//! policy: not the identities a method allows, not the audiences or issuers a token must
+//! have (`peer spiffe://…/sa/intruder may not call /pkg.Svc/Method`,
+//! `Audiences in Jwt are not allowed: presented ["other"]`). The server's log has the
+//! whole expected-vs-presented detail at `warn`, a few lines per second at most;
+//! `detailed_denials(true)` on [`AuthzLayer`] / [`JwtLayer`] sends it to callers too, for
+//! development.
+//!
 //! # Design notes
 //! - Endpoints are tower services that are ready only while their HTTP/2 connection is up
 //!   *and the server has sent its first HTTP/2 frame*: with TLS 1.3 the client finishes its
@@ -217,6 +225,7 @@
 mod authz;
 mod balance;
 mod client;
+mod denial;
 mod error;
 mod frames;
 mod jwt;

@@ -70,6 +70,15 @@ async fn server_with<V: TokenValidator>(
     pki: &Pki,
     validator: Arc<V>,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    server_denying(pki, validator, false).await
+}
+
+/// [`server_with`], with both layers' `detailed_denials(detailed)`.
+async fn server_denying<V: TokenValidator>(
+    pki: &Pki,
+    validator: Arc<V>,
+    detailed: bool,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let config = pki.server_config(Pki::member_policy());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -86,8 +95,8 @@ async fn server_with<V: TokenValidator>(
     let (_reporter, service) = support::replica::probe("solo");
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .layer(AuthzLayer::new(policy))
-            .layer(JwtLayer::<V>::new(validator, rules))
+            .layer(AuthzLayer::new(policy).detailed_denials(detailed))
+            .layer(JwtLayer::new(validator, rules).detailed_denials(detailed))
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
@@ -206,6 +215,133 @@ async fn method_not_allowed_is_permission_denied() {
         status.message().contains("/grpc.health.v1.Health/Watch"),
         "{}",
         status.message()
+    );
+    task.abort();
+}
+
+/// A denied caller is told who was refused for what, never who would be let in, what
+/// audience or issuer is expected; the server's log has all of it; `detailed_denials(true)`
+/// tells the caller too. current_thread: the server logs under this thread's subscriber.
+#[tokio::test]
+async fn denials_tell_the_caller_no_policy_and_the_log_everything() {
+    const ADMIN: &str = "spiffe://example.org/ns/default/sa/admin";
+    let (captured, _guard) = support::CapturedLogs::warnings();
+    let pki = Pki::new();
+    let other_issuer = signing_key()
+        .mint(
+            &TokenSpec::new(Duration::from_secs(600))
+                .issuer("https://elsewhere.example.org")
+                .subject(CLIENT_ID)
+                .audience(AUDIENCE),
+        )
+        .unwrap();
+    for detailed in [false, true] {
+        let (addr, task) = server_denying(&pki, Arc::new(validator()), detailed).await;
+        // The SPIFFE policy: Watch is for the admin only.
+        let channel = channel(pki.client_config(CLIENT_ID), addr).await;
+        let status = client(channel, token(CLIENT_ID, AUDIENCE))
+            .watch(HealthCheckRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        let refused = format!("peer {CLIENT_ID} may not call /grpc.health.v1.Health/Watch");
+        if detailed {
+            assert_eq!(status.message(), format!("{refused}: expected {ADMIN}"));
+        } else {
+            assert_eq!(status.message(), refused);
+        }
+        // The JWT rules: audience and issuer.
+        let audience = check(&pki, addr, Some(token(CLIENT_ID, "someone-else")))
+            .await
+            .unwrap_err();
+        let issuer = check(&pki, addr, Some(other_issuer.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(audience.code(), Code::PermissionDenied, "{audience:?}");
+        assert_eq!(issuer.code(), Code::Unauthenticated, "{issuer:?}");
+        let (aud_text, iss_text) = (audience.message(), issuer.message());
+        assert!(
+            aud_text.starts_with("Audiences in Jwt are not allowed: presented [\"someone-else\"]"),
+            "{aud_text}"
+        );
+        assert!(
+            iss_text.starts_with(
+                "Jwt issuer is not configured: presented \"https://elsewhere.example.org\""
+            ),
+            "{iss_text}"
+        );
+        for text in [aud_text, iss_text] {
+            assert_eq!(text.contains("expected"), detailed, "{text}");
+            assert_eq!(
+                text.contains(&format!("\"{AUDIENCE}\"")),
+                detailed && text == aud_text,
+                "{text}"
+            );
+            assert_eq!(
+                text.contains(ISSUER),
+                detailed && text == iss_text,
+                "{text}"
+            );
+        }
+        task.abort();
+    }
+    // Both servers logged every denial with what was expected.
+    let log = captured.text();
+    let denied =
+        format!("peer {CLIENT_ID} may not call /grpc.health.v1.Health/Watch: expected {ADMIN}");
+    assert_eq!(log.matches(&denied).count(), 2, "{log}");
+    assert_eq!(
+        log.matches(&format!("expected one of [\"{AUDIENCE}\"]"))
+            .count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches(&format!("expected one of [\"{ISSUER}\"]"))
+            .count(),
+        2,
+        "{log}"
+    );
+}
+
+/// A flood of denials is a few log lines per second, the rest counted on the next line.
+#[tokio::test]
+async fn denial_logs_are_rate_limited() {
+    let (captured, _guard) = support::CapturedLogs::warnings();
+    let pki = Pki::new();
+    let (addr, task) = server(&pki).await;
+    let channel = channel(pki.client_config(CLIENT_ID), addr).await;
+    let mut health = client(channel, token(CLIENT_ID, AUDIENCE));
+    for _ in 0..30 {
+        let status = health
+            .watch(HealthCheckRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    let burst = captured.text().matches("call denied").count();
+    // 30 denials in well under a second: the first window's 5 lines (a slow machine may
+    // straddle two windows: 10).
+    assert!(
+        (5..=10).contains(&burst),
+        "{burst} lines:\n{}",
+        captured.text()
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    health
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    let log = captured.text();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("call denied"))
+        .unwrap();
+    let unlogged = 30 - burst as u64;
+    assert!(
+        last.contains(&format!("unlogged_since_last_line={unlogged}")),
+        "{last}"
     );
     task.abort();
 }
@@ -525,7 +661,7 @@ async fn a_cache_hit_hands_the_claims_to_the_handler() {
         response.headers_mut().insert("x-sub", sub);
         Ok::<_, Infallible>(response)
     });
-    let service = JwtLayer::<Counted>::new(counted.clone(), JwtRules::require_all()).layer(handler);
+    let service = JwtLayer::new(counted.clone(), JwtRules::require_all()).layer(handler);
     let bearer = format!("Bearer {}", token(CLIENT_ID, AUDIENCE));
     for call in 1..=2 {
         let request = http::Request::builder()

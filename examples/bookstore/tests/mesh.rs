@@ -108,6 +108,10 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
             message.starts_with("Audiences in Jwt are not allowed"),
             "{path}: {message}"
         );
+        // ... and the refused caller is not told which audience would do.
+        assert!(audience.passed, "{path}: {audience:?}");
+        assert!(!message.contains("expected"), "{path}: {message}");
+        assert!(!message.contains("\"bookstore\""), "{path}: {message}");
     }
 
     if outcome.envoy.is_some() {

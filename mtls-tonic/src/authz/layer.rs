@@ -5,9 +5,16 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::{AuthzService, MethodPolicy};
+use crate::denial::Denials;
 
 /// Applies [`AuthzService`] with a shared [`MethodPolicy`], e.g. in
 /// `tonic::transport::Server::builder().layer(AuthzLayer::new(policy))`.
+///
+/// A denied caller learns the code and who was refused for which method
+/// (`peer spiffe://example.org/sa/intruder may not call /pkg.Svc/Method`), not the
+/// allow-list; the server logs the whole detail at `warn` (a few lines per second at
+/// most, the rest counted on the next line). [`AuthzLayer::detailed_denials`] sends the
+/// detail to callers too, for development.
 ///
 /// ```
 /// use mtls_core::Authorize;
@@ -21,6 +28,7 @@ use super::{AuthzService, MethodPolicy};
 #[derive(Clone, Debug)]
 pub struct AuthzLayer {
     policy: Arc<MethodPolicy>,
+    denials: Arc<Denials>,
 }
 
 impl AuthzLayer {
@@ -28,7 +36,22 @@ impl AuthzLayer {
     pub fn new(policy: impl Into<Arc<MethodPolicy>>) -> Self {
         Self {
             policy: policy.into(),
+            denials: Arc::new(Denials::new(false)),
         }
+    }
+
+    /// `true`: denied callers are told what the policy expected too
+    /// (`… may not call /pkg.Svc/Method: expected spiffe://example.org/sa/web`), as the log
+    /// is. For development: in production it tells whoever was refused which identities
+    /// would be let in. Default `false`.
+    ///
+    /// ```
+    /// # let policy = mtls_tonic::MethodPolicy::deny_by_default();
+    /// let layer = mtls_tonic::AuthzLayer::new(policy).detailed_denials(true);
+    /// ```
+    pub fn detailed_denials(mut self, detailed: bool) -> Self {
+        self.denials = Arc::new(Denials::new(detailed));
+        self
     }
 }
 
@@ -36,6 +59,6 @@ impl<S> Layer<S> for AuthzLayer {
     type Service = AuthzService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthzService::new(inner, self.policy.clone())
+        AuthzService::with_denials(inner, self.policy.clone(), self.denials.clone())
     }
 }

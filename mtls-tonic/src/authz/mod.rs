@@ -17,24 +17,32 @@ pub use policy::MethodPolicy;
 use tower_service::Service;
 use tracing::warn;
 
-use crate::PeerIdentityExt;
+use crate::{PeerIdentityExt, denial::Denials};
 
 /// Checks each request's peer (from [`MtlsIncoming`](crate::MtlsIncoming)) against a
 /// [`MethodPolicy`] for the request's gRPC method. Denied calls get a trailers-only
 /// PERMISSION_DENIED (UNAUTHENTICATED when there is no authenticated peer) naming peer and
-/// method; the inner service never sees them.
+/// method but not the policy ([`AuthzError::to_status`]); the log has the whole detail
+/// (rate-limited); the inner service never sees them.
 #[derive(Clone, Debug)]
 pub struct AuthzService<S> {
     inner: S,
     policy: Arc<MethodPolicy>,
+    denials: Arc<Denials>,
 }
 
 impl<S> AuthzService<S> {
-    /// Wraps `inner` with `policy`.
+    /// Wraps `inner` with `policy` (terse denials; [`AuthzLayer::detailed_denials`] for
+    /// the detailed ones).
     pub fn new(inner: S, policy: impl Into<Arc<MethodPolicy>>) -> Self {
+        Self::with_denials(inner, policy.into(), Arc::new(Denials::new(false)))
+    }
+
+    pub(crate) fn with_denials(inner: S, policy: Arc<MethodPolicy>, denials: Arc<Denials>) -> Self {
         Self {
             inner,
-            policy: policy.into(),
+            policy,
+            denials,
         }
     }
 
@@ -74,8 +82,15 @@ where
         {
             Ok(()) => ResponseFuture::inner(self.inner.call(request)),
             Err(denied) => {
-                warn!(%denied, "call denied");
-                ResponseFuture::denied(denied.to_status().into_http())
+                if let Some(unlogged) = self.denials.log_line() {
+                    warn!(reason = %denied, unlogged_since_last_line = unlogged, "call denied");
+                }
+                let status = if self.denials.detailed() {
+                    denied.to_detailed_status()
+                } else {
+                    denied.to_status()
+                };
+                ResponseFuture::denied(status.into_http())
             }
         }
     }

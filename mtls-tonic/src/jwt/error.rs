@@ -3,6 +3,25 @@
 use tonic::{Code, Status};
 
 /// A rejected bearer token, named as Envoy's `jwt_authn` names its failures.
+///
+/// The `Display` text is the whole story, for the server's log. The caller gets
+/// [`JwtError::to_status`]: Envoy's failure name and what the caller itself presented,
+/// never the audiences, issuers or other settings we expected;
+/// [`JwtError::to_detailed_status`] adds them, for development
+/// ([`JwtLayer::detailed_denials`](crate::JwtLayer::detailed_denials)).
+///
+/// ```
+/// use mtls_tonic::JwtError;
+/// let refused = JwtError::AudienceNotAllowed {
+///     presented: r#"["other"]"#.into(),
+///     expected: r#"["bookstore"]"#.into(),
+/// };
+/// assert_eq!(
+///     refused.to_status().message(),
+///     r#"Audiences in Jwt are not allowed: presented ["other"]"#
+/// );
+/// assert!(refused.to_detailed_status().message().ends_with(r#"expected ["bookstore"]"#));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwtError {
@@ -35,15 +54,27 @@ pub enum JwtError {
         /// The peer's SPIFFE ID from the mTLS handshake.
         expected: String,
     },
-    /// A failure a validator names itself (e.g. mtls-jwt's Envoy-named failures such as
-    /// "Jwt issuer is not configured"), with the gRPC code it maps to: UNAUTHENTICATED, or
-    /// PERMISSION_DENIED for tokens that are valid but not allowed here.
+    /// A failure a validator names itself, with the gRPC code it maps to: UNAUTHENTICATED,
+    /// PERMISSION_DENIED for tokens that are valid but not allowed here, or INTERNAL.
     #[error("{message}")]
     Rejected {
         /// The status code to answer with.
         code: Code,
-        /// The message, sent to the caller as is.
+        /// The message, sent to the caller as is (and logged as is).
         message: String,
+    },
+    /// A failure a validator names in two forms (mtls-jwt's Envoy-named failures such as
+    /// "Jwt issuer is not configured"): a terse one for the caller, the whole detail for
+    /// the log and for detailed denials.
+    #[error("{detail}")]
+    Refused {
+        /// The status code to answer with.
+        code: Code,
+        /// What the caller is told: Envoy's failure name and what the caller presented
+        /// (`Jwt issuer is not configured: presented "https://elsewhere"`).
+        message: String,
+        /// Everything, what was expected included (`… expected one of ["https://issuer"]`).
+        detail: String,
     },
 }
 
@@ -56,12 +87,31 @@ impl JwtError {
             Self::AudienceNotAllowed { .. } | Self::SubjectMismatch { .. } => {
                 Code::PermissionDenied
             }
-            Self::Rejected { code, .. } => *code,
+            Self::Rejected { code, .. } | Self::Refused { code, .. } => *code,
         }
     }
 
-    /// The status sent to the caller.
+    /// What the caller is told: Envoy's failure name and what the caller presented, not
+    /// what we expected.
+    pub fn caller_message(&self) -> String {
+        match self {
+            // The peer's SPIFFE ID is the caller's own, not policy.
+            Self::Missing | Self::Expired | Self::SubjectMismatch { .. } => self.to_string(),
+            Self::Invalid { .. } => "Jwt verification fails".to_owned(),
+            Self::AudienceNotAllowed { presented, .. } => {
+                format!("Audiences in Jwt are not allowed: presented {presented}")
+            }
+            Self::Rejected { message, .. } | Self::Refused { message, .. } => message.clone(),
+        }
+    }
+
+    /// The status sent to the caller: [`JwtError::code`] and [`JwtError::caller_message`].
     pub fn to_status(&self) -> Status {
+        Status::new(self.code(), self.caller_message())
+    }
+
+    /// The status with the whole detail, what was expected included: for development only.
+    pub fn to_detailed_status(&self) -> Status {
         Status::new(self.code(), self.to_string())
     }
 }
@@ -83,5 +133,31 @@ mod tests {
             aud.to_string()
                 .starts_with("Audiences in Jwt are not allowed")
         );
+    }
+
+    #[test]
+    fn callers_are_not_told_what_was_expected() {
+        // The "expected" of a subject mismatch is the caller's own SPIFFE ID: it is told.
+        let subject = JwtError::SubjectMismatch {
+            presented: "spiffe://example.org/a".into(),
+            expected: "spiffe://example.org/peer".into(),
+        };
+        assert_eq!(
+            subject.to_status().message(),
+            "Jwt subject spiffe://example.org/a is not the peer's SPIFFE ID spiffe://example.org/peer"
+        );
+        let invalid = JwtError::Invalid {
+            reason: "issuer must be https://secret".into(),
+        };
+        assert_eq!(invalid.to_status().message(), "Jwt verification fails");
+        assert!(invalid.to_string().contains("secret"));
+        let refused = JwtError::Refused {
+            code: Code::Unauthenticated,
+            message: "short".into(),
+            detail: "long".into(),
+        };
+        assert_eq!(refused.to_status().message(), "short");
+        assert_eq!(refused.to_detailed_status().message(), "long");
+        assert_eq!(refused.to_string(), "long");
     }
 }

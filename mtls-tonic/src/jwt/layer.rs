@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::{JwtRules, JwtService};
+use crate::denial::Denials;
 
 /// Applies [`JwtService`] with a shared validator and rules, e.g. in
 /// `tonic::transport::Server::builder().layer(JwtLayer::new(validator, rules))`.
@@ -25,10 +26,36 @@ use super::{JwtRules, JwtService};
 /// let layer = JwtLayer::new(AcceptAll, rules);
 /// # Ok::<(), mtls_tonic::Error>(())
 /// ```
+///
+/// A validator shared with other code is passed as an `Arc` (an `Arc` of a
+/// [`TokenValidator`](super::TokenValidator) is one):
+///
+/// ```
+/// use std::sync::Arc;
+/// use mtls_jwt::{JwksSource, Validator};
+/// use mtls_tonic::{JwtLayer, JwtRules};
+/// let validator = Arc::new(
+///     Validator::builder()
+///         .jwks(JwksSource::inline(r#"{"keys":[]}"#))
+///         .issuer("https://issuer.example")
+///         .audience("bookstore")
+///         .build()?,
+/// );
+/// let layer = JwtLayer::new(validator.clone(), JwtRules::require_all());
+/// # let _ = layer;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A refused caller learns Envoy's failure name and what it presented
+/// (`Audiences in Jwt are not allowed: presented ["other"]`), never the audiences or
+/// issuers we expect; the server logs the whole detail at `warn` (a few lines per second
+/// at most, the rest counted on the next line). [`JwtLayer::detailed_denials`] sends the
+/// detail to callers too, for development.
 #[derive(Debug)]
 pub struct JwtLayer<V> {
     validator: Arc<V>,
     rules: Arc<JwtRules>,
+    denials: Arc<Denials>,
 }
 
 impl<V> Clone for JwtLayer<V> {
@@ -36,17 +63,34 @@ impl<V> Clone for JwtLayer<V> {
         Self {
             validator: self.validator.clone(),
             rules: self.rules.clone(),
+            denials: self.denials.clone(),
         }
     }
 }
 
 impl<V> JwtLayer<V> {
     /// A layer validating with `validator` where `rules` require a token.
-    pub fn new(validator: impl Into<Arc<V>>, rules: JwtRules) -> Self {
+    pub fn new(validator: V, rules: JwtRules) -> Self {
         Self {
-            validator: validator.into(),
+            validator: Arc::new(validator),
             rules: Arc::new(rules),
+            denials: Arc::new(Denials::new(false)),
         }
+    }
+
+    /// `true`: refused callers are told what was expected too (`…, expected one of
+    /// ["bookstore"]`), as the log is. For development: in production it tells whoever
+    /// was refused which audiences and issuers would be accepted. Default `false`.
+    ///
+    /// ```
+    /// # fn f<V>(validator: V) {
+    /// let layer = mtls_tonic::JwtLayer::new(validator, mtls_tonic::JwtRules::require_all())
+    ///     .detailed_denials(true);
+    /// # }
+    /// ```
+    pub fn detailed_denials(mut self, detailed: bool) -> Self {
+        self.denials = Arc::new(Denials::new(detailed));
+        self
     }
 }
 
@@ -54,6 +98,11 @@ impl<S, V> Layer<S> for JwtLayer<V> {
     type Service = JwtService<S, V>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        JwtService::new(inner, self.validator.clone(), self.rules.clone())
+        JwtService::with_denials(
+            inner,
+            self.validator.clone(),
+            self.rules.clone(),
+            self.denials.clone(),
+        )
     }
 }

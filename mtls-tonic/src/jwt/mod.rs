@@ -21,7 +21,7 @@ use tower_service::Service;
 use tracing::warn;
 pub use validator::{TokenValidator, bearer_token};
 
-use crate::PeerIdentityExt;
+use crate::{PeerIdentityExt, denial::Denials};
 
 /// Validates the bearer token of each call whose method [`JwtRules`] covers, found where
 /// the validator looks ([`TokenValidator::find_token`]: `authorization: Bearer` by default,
@@ -34,6 +34,7 @@ pub struct JwtService<S, V> {
     inner: S,
     validator: Arc<V>,
     rules: Arc<JwtRules>,
+    denials: Arc<Denials>,
 }
 
 impl<S: Clone, V> Clone for JwtService<S, V> {
@@ -42,17 +43,28 @@ impl<S: Clone, V> Clone for JwtService<S, V> {
             inner: self.inner.clone(),
             validator: self.validator.clone(),
             rules: self.rules.clone(),
+            denials: self.denials.clone(),
         }
     }
 }
 
 impl<S, V> JwtService<S, V> {
-    /// Wraps `inner`.
+    /// Wraps `inner` (terse denials; [`JwtLayer::detailed_denials`] for the detailed ones).
     pub fn new(inner: S, validator: Arc<V>, rules: Arc<JwtRules>) -> Self {
+        Self::with_denials(inner, validator, rules, Arc::new(Denials::new(false)))
+    }
+
+    pub(crate) fn with_denials(
+        inner: S,
+        validator: Arc<V>,
+        rules: Arc<JwtRules>,
+        denials: Arc<Denials>,
+    ) -> Self {
         Self {
             inner,
             validator,
             rules,
+            denials,
         }
     }
 
@@ -95,7 +107,13 @@ where
         }
         let token = match self.validator.find_token(request.headers()) {
             Ok(token) => token,
-            Err(error) => return ResponseFuture::rejected(reject(request.uri().path(), error)),
+            Err(error) => {
+                return ResponseFuture::rejected(reject(
+                    &self.denials,
+                    request.uri().path(),
+                    error,
+                ));
+            }
         };
         let bind = self.rules.binds_subject();
         // A verified-token cache hit is decided here: no copy of the token, no future of
@@ -106,11 +124,14 @@ where
                     request.extensions_mut().insert(claims);
                     ResponseFuture::inner(self.inner.call(request))
                 }
-                Err(error) => ResponseFuture::rejected(reject(request.uri().path(), error)),
+                Err(error) => {
+                    ResponseFuture::rejected(reject(&self.denials, request.uri().path(), error))
+                }
             };
         }
         let token = token.to_owned();
         let validator = self.validator.clone();
+        let denials = self.denials.clone();
         // The clone that was polled ready serves this call; keep a fresh clone for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -121,7 +142,7 @@ where
                     request.extensions_mut().insert(claims);
                     inner.call(request).await
                 }
-                Err(error) => Ok(reject(request.uri().path(), error)),
+                Err(error) => Ok(reject(&denials, request.uri().path(), error)),
             }
         })
     }
@@ -153,7 +174,16 @@ fn admit<V: TokenValidator, B>(
     Ok(claims)
 }
 
-fn reject<B: Default>(method: &str, error: JwtError) -> http::Response<B> {
-    warn!(%method, %error, "JWT rejected");
-    error.to_status().into_http()
+/// The log line (rate-limited, everything) and the caller's answer (terse unless
+/// detailed denials are on).
+fn reject<B: Default>(denials: &Denials, method: &str, error: JwtError) -> http::Response<B> {
+    if let Some(unlogged) = denials.log_line() {
+        warn!(%method, %error, unlogged_since_last_line = unlogged, "JWT rejected");
+    }
+    let status = if denials.detailed() {
+        error.to_detailed_status()
+    } else {
+        error.to_status()
+    };
+    status.into_http()
 }

@@ -10,10 +10,13 @@ use super::{JwtError, TokenValidator};
 /// `mtls_jwt::Validator` plugs straight into [`JwtLayer`](super::JwtLayer): failures keep
 /// the names Envoy's `jwt_authn` gives them, and the gRPC code Envoy's 401/403 map to.
 ///
-/// The caller sees Envoy's message followed by our detail (what was expected, what was
-/// seen), e.g. `Audiences in Jwt are not allowed: presented ["other"], expected
-/// ["bookstore"]`. Configuration problems on our side (an unreadable JWKS file) answer
-/// INTERNAL with Envoy's bare message only; the detail goes to the log.
+/// The caller sees Envoy's message followed by what it presented, never what we expected,
+/// e.g. `Audiences in Jwt are not allowed: presented ["other"]`; the log (and callers of a
+/// layer with [`JwtLayer::detailed_denials`](super::JwtLayer::detailed_denials)) also get
+/// what was expected: `…, expected one of ["bookstore"]`. Failures whose detail is ours
+/// alone (a custom claim check, the JWKS URL that failed) tell the caller Envoy's bare
+/// message. Configuration problems on our side (an unreadable JWKS file) answer INTERNAL
+/// with Envoy's bare message only, whatever the setting; the detail goes to the log.
 ///
 /// ```
 /// use std::time::Duration;
@@ -86,9 +89,10 @@ pub(super) fn to_jwt_error(error: mtls_jwt::Error) -> JwtError {
     };
     match error {
         mtls_jwt::Error::Missing => JwtError::Missing,
-        error if error.is_token_failure() => JwtError::Rejected {
+        error if error.is_token_failure() => JwtError::Refused {
             code,
-            message: error.to_string(),
+            message: caller_message(&error),
+            detail: error.to_string(),
         },
         error => {
             debug!(%error, "JWT validation could not run");
@@ -97,6 +101,43 @@ pub(super) fn to_jwt_error(error: mtls_jwt::Error) -> JwtError {
                 message: error.envoy_message().to_owned(),
             }
         }
+    }
+}
+
+/// Envoy's failure name and what the caller presented, without what we expected (allowed
+/// audiences, issuers, algorithms, `typ`, limits, clock skew, claim checks, JWKS sources).
+fn caller_message(error: &mtls_jwt::Error) -> String {
+    use mtls_jwt::Error as E;
+    let envoy = error.envoy_message();
+    match error {
+        E::IssuerNotAllowed {
+            presented: Some(iss),
+            ..
+        } => format!("{envoy}: presented {iss:?}"),
+        E::IssuerNotAllowed {
+            presented: None, ..
+        } => format!("{envoy}: the token has no iss"),
+        E::AudienceNotAllowed { presented, .. } => format!("{envoy}: presented {presented:?}"),
+        E::AudienceMissing { .. } => format!("{envoy}: the token has no aud"),
+        E::AlgorithmNotAllowed { presented, .. } => {
+            format!("{envoy}: alg {presented} is not allowed")
+        }
+        E::TypNotAllowed {
+            presented: Some(typ),
+            ..
+        } => format!("{envoy}: typ {typ:?} is not accepted"),
+        E::TypNotAllowed {
+            presented: None, ..
+        } => format!("{envoy}: the token has no typ"),
+        E::LifetimeTooLong { lifetime, .. } => {
+            format!("{envoy}: lifetime {lifetime} s exceeds the maximum")
+        }
+        E::Expired { exp, now, .. } => format!("{envoy}: exp {exp} is before now {now}"),
+        E::NotYetValid { nbf, now, .. } => format!("{envoy}: nbf {nbf} is after now {now}"),
+        E::IssuedInFuture { iat, now, .. } => format!("{envoy}: iat {iat} is after now {now}"),
+        E::ClaimCheckFailed { .. } | E::JwksFetchFailed { .. } => envoy.to_owned(),
+        // The rest name only what the token holds (kid, alg, segments, claims' types).
+        other => other.to_string(),
     }
 }
 
@@ -118,6 +159,10 @@ mod tests {
             expired.to_string().starts_with("Jwt is expired: exp 10"),
             "{expired}"
         );
+        assert_eq!(
+            expired.caller_message(),
+            "Jwt is expired: exp 10 is before now 100"
+        );
 
         let aud = to_jwt_error(mtls_jwt::Error::AudienceNotAllowed {
             presented: vec!["other".into()],
@@ -133,6 +178,53 @@ mod tests {
             text.contains("other") && text.contains("bookstore"),
             "{text}"
         );
+        assert_eq!(
+            aud.caller_message(),
+            r#"Audiences in Jwt are not allowed: presented ["other"]"#
+        );
+
+        // What we expect never reaches the caller; what it presented does.
+        for (error, caller) in [
+            (
+                mtls_jwt::Error::IssuerNotAllowed {
+                    presented: Some("https://elsewhere".into()),
+                    expected: vec!["https://issuer".into()],
+                },
+                r#"Jwt issuer is not configured: presented "https://elsewhere""#,
+            ),
+            (
+                mtls_jwt::Error::AudienceMissing {
+                    expected: vec!["bookstore".into()],
+                },
+                "Audiences in Jwt are not allowed: the token has no aud",
+            ),
+            (
+                mtls_jwt::Error::AlgorithmNotAllowed {
+                    presented: "HS256".into(),
+                    allowed: vec!["ES256".into()],
+                },
+                "Jwks doesn't have key to match kid or alg from Jwt: alg HS256 is not allowed",
+            ),
+            (
+                mtls_jwt::Error::ClaimCheckFailed {
+                    check: "tenant".into(),
+                    reason: "tenant must be acme".into(),
+                },
+                "Jwt claims are not allowed",
+            ),
+            (
+                mtls_jwt::Error::JwksFetchFailed {
+                    source_name: "https://jwks.internal/keys".into(),
+                    reason: "503".into(),
+                },
+                "Jwks remote fetch is failed",
+            ),
+        ] {
+            let full = error.to_string();
+            let mapped = to_jwt_error(error);
+            assert_eq!(mapped.caller_message(), caller);
+            assert_eq!(mapped.to_string(), full, "the log keeps everything");
+        }
 
         let config = to_jwt_error(mtls_jwt::Error::Config {
             reason: "secret path /etc/x".into(),

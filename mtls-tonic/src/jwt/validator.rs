@@ -60,6 +60,30 @@ pub trait TokenValidator: Send + Sync + 'static {
     }
 }
 
+/// A shared validator is one too: `JwtLayer::new(Arc::new(validator), rules)`.
+impl<V: TokenValidator> TokenValidator for std::sync::Arc<V> {
+    type Claims = V::Claims;
+
+    fn validate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Self::Claims, JwtError>> + Send + 'a>> {
+        (**self).validate(token)
+    }
+
+    fn validate_cached(&self, token: &str) -> Option<Result<Self::Claims, JwtError>> {
+        (**self).validate_cached(token)
+    }
+
+    fn subject<'c>(&self, claims: &'c Self::Claims) -> Option<&'c str> {
+        (**self).subject(claims)
+    }
+
+    fn find_token<'h>(&self, headers: &'h http::HeaderMap) -> Result<&'h str, JwtError> {
+        (**self).find_token(headers)
+    }
+}
+
 /// The token of the first `authorization: Bearer <token>` header (scheme
 /// case-insensitive; every `authorization` header is looked at); the extraction is
 /// `mtls_jwt::TokenLocation::Authorization`'s and the parsing [`mtls_jwt::bearer_token`]'s.

@@ -17,3 +17,4 @@ pub use stream::{MtlsConnectInfo, MtlsStream};
 pub use tonic_info::{TonicConnectInfoLayer, TonicConnectInfoService};
 
 pub(crate) use incoming::handshake_reason as handshake_reason_pub;
+pub(crate) use log_limit::LogLimiter;
