@@ -32,11 +32,12 @@ use crate::denial::Denials;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use mtls_jwt::{JwksSource, Validator};
+/// use mtls_jwt::{Algorithm, JwksSource, SigningKey, Validator, jwks_json};
 /// use mtls_tonic::{JwtLayer, JwtRules};
+/// let key = SigningKey::generate(Algorithm::ES256)?;
 /// let validator = Arc::new(
 ///     Validator::builder()
-///         .jwks(JwksSource::inline(r#"{"keys":[]}"#))
+///         .jwks(JwksSource::inline(jwks_json([key.jwk(Some(key.kid()))])))
 ///         .issuer("https://issuer.example")
 ///         .audience("bookstore")
 ///         .build()?,
