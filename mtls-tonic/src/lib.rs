@@ -75,6 +75,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Without DNS, the same channel over a fixed list (tonic's `balance_list`), or over
+//! changes pushed at run time ([`endpoint_channel`]) or read from your own registry (a
+//! [`Discovery`] implementation):
+//!
+//! ```no_run
+//! # async fn run(client_config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use mtls_tonic::{BalancedChannel, BalancedEndpoint, MtlsConnector};
+//! let channel = BalancedChannel::static_list(
+//!     "bookstore.test:50051", // :authority and TLS server name
+//!     ["127.0.0.2:50051", "127.0.0.3:50051"]
+//!         .map(|a| a.parse().map(BalancedEndpoint::new))
+//!         .into_iter()
+//!         .collect::<Result<Vec<_>, _>>()?,
+//!     MtlsConnector::new(client_config),
+//! )
+//! .build()?;
+//! # let _ = channel; Ok(()) }
+//! ```
+//!
 //! In a handler, the caller's identity is one call away:
 //!
 //! ```
@@ -95,6 +114,11 @@
 //!   [`JwtService`] over a [`TokenValidator`] and [`JwtRules`] ([`JwtError`]).
 //! - Client: [`MtlsConnector`] (also a connector for `tonic::transport::Endpoint`),
 //!   [`BearerInterceptor`] over a [`TokenSource`] ([`StaticToken`], [`FileToken`], closures).
+//! - Endpoints: DNS ([`BalancedChannel::builder`]), a static list
+//!   ([`BalancedChannel::static_list`] of [`BalancedEndpoint`]s, each with its own server
+//!   name or connector if needed), pushed changes ([`endpoint_channel`]: [`EndpointSender`],
+//!   [`EndpointReceiver`]), or your own [`Discovery`] of [`EndpointChange`]s
+//!   ([`BalancedChannel::with_discovery`]).
 //! - Balancing: [`BalancedChannel`] / [`BalancedChannelBuilder`], [`LoadPolicy`],
 //!   [`Backoff`], per-call [`WaitForReady`], introspection with [`EndpointInfo`],
 //!   [`EndpointState`], [`ChannelState`], [`ResolutionState`].
