@@ -129,7 +129,7 @@ impl CertificateSigningRequest {
         let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
             Error::InvalidPem {
                 expected: "CERTIFICATE REQUEST",
-                presented: e.to_string(),
+                presented: crate::pem::describe_pem_error(&e),
             }
         })?;
         Self::from_der(&der)

@@ -187,7 +187,7 @@ pub(crate) fn certs_from_bytes(bytes: &[u8]) -> Result<Vec<CertificateDer<'stati
         for item in CertificateDer::pem_slice_iter(bytes) {
             out.push(item.map_err(|e| Error::InvalidPem {
                 expected: "CERTIFICATE",
-                presented: e.to_string(),
+                presented: crate::pem::describe_pem_error(&e),
             })?);
         }
         if out.is_empty() {

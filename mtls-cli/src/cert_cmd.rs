@@ -1,5 +1,7 @@
 //! `mtls cert ...`: issue, sign, inspect, verify and check certificates.
 
+use crate::output::{out, outln};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -143,8 +145,9 @@ enum UsageArg {
 pub(crate) struct RenewCheckArgs {
     /// Certificate file.
     cert: PathBuf,
-    /// Renew after this fraction of the lifetime (SPIRE: 0.5).
-    #[arg(long, default_value_t = 2.0 / 3.0)]
+    /// Renew after this fraction of the lifetime: a number in (0, 1] or a ratio like 2/3
+    /// (SPIRE renews at 1/2).
+    #[arg(long, default_value = "2/3", value_parser = parse_fraction)]
     fraction: f64,
     /// Print JSON.
     #[arg(long)]
@@ -212,7 +215,7 @@ fn sign_csr(a: SignCsrArgs) -> CliResult {
     let issued = ca.sign_csr(&csr, &policy)?;
     match a.out {
         Some(path) => write_public(&path, &issued.chain_pem())?,
-        None => print!("{}", issued.chain_pem()),
+        None => out!("{}", issued.chain_pem()),
     }
     Ok(())
 }
@@ -220,40 +223,50 @@ fn sign_csr(a: SignCsrArgs) -> CliResult {
 fn inspect(a: InspectArgs) -> CliResult {
     let bytes =
         std::fs::read(&a.file).map_err(|e| format!("cannot read {}: {e}", a.file.display()))?;
-    let summaries: Vec<CertificateSummary> = if bytes.first() == Some(&0x30) {
-        vec![mtls_certs::inspect(&bytes)?]
+    let parsed = if bytes.first() == Some(&0x30) {
+        mtls_certs::inspect(&bytes).map(|one| vec![one])
     } else {
         let text = String::from_utf8_lossy(&bytes);
-        mtls_certs::parse_certificates_pem(&text)?
-            .iter()
-            .map(|c| CertificateSummary::from_der(c))
-            .collect::<Result<_, _>>()?
+        mtls_certs::parse_certificates_pem(&text).and_then(|certs| {
+            certs
+                .iter()
+                .map(|c| CertificateSummary::from_der(c))
+                .collect::<Result<_, _>>()
+        })
     };
+    let summaries: Vec<CertificateSummary> =
+        parsed.map_err(|e| format!("{}: {e}", a.file.display()))?;
     if a.json {
         let json = match summaries.as_slice() {
             [one] => serde_json::to_string_pretty(one)?,
             many => serde_json::to_string_pretty(many)?,
         };
-        println!("{json}");
+        outln!("{json}");
         return Ok(());
     }
     for (i, s) in summaries.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
-        print_summary(s);
+        print_summary(s)?;
     }
     Ok(())
 }
 
-fn print_summary(s: &CertificateSummary) {
-    println!("subject:        {}", s.subject);
-    println!("issuer:         {}", s.issuer);
-    println!("serial:         {}", s.serial);
-    println!("not before:     {}", s.not_before);
-    println!("not after:      {}", s.not_after);
+/// `2026-12-01T11:04:11Z`.
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+fn print_summary(s: &CertificateSummary) -> CliResult {
+    outln!("subject:        {}", s.subject);
+    outln!("issuer:         {}", s.issuer);
+    outln!("serial:         {}", s.serial);
+    outln!("not before:     {}", rfc3339(s.not_before));
+    outln!("not after:      {}", rfc3339(s.not_after));
     let sans: Vec<String> = s.sans.iter().map(SubjectAltName::to_string).collect();
-    println!(
+    outln!(
         "SANs:           {}",
         if sans.is_empty() {
             "-".into()
@@ -262,25 +275,26 @@ fn print_summary(s: &CertificateSummary) {
         }
     );
     if let Some(id) = &s.spiffe_id {
-        println!("SPIFFE ID:      {id}");
+        outln!("SPIFFE ID:      {id}");
     }
     match (s.is_ca, s.path_len) {
-        (true, Some(n)) => println!("CA:             TRUE, pathlen {n}"),
-        (true, None) => println!("CA:             TRUE"),
-        (false, _) => println!("CA:             FALSE"),
+        (true, Some(n)) => outln!("CA:             TRUE, pathlen {n}"),
+        (true, None) => outln!("CA:             TRUE"),
+        (false, _) => outln!("CA:             FALSE"),
     }
-    println!("key usage:      {}", s.key_usage.join(", "));
-    println!("ext key usage:  {}", s.extended_key_usage.join(", "));
-    println!("public key:     {}", s.public_key);
-    println!(
+    outln!("key usage:      {}", s.key_usage.join(", "));
+    outln!("ext key usage:  {}", s.extended_key_usage.join(", "));
+    outln!("public key:     {}", s.public_key);
+    outln!(
         "SKI:            {}",
         s.subject_key_id.as_deref().unwrap_or("-")
     );
-    println!(
+    outln!(
         "AKI:            {}",
         s.authority_key_id.as_deref().unwrap_or("-")
     );
-    println!("SHA-256:        {}", s.sha256_fingerprint);
+    outln!("SHA-256:        {}", s.sha256_fingerprint);
+    Ok(())
 }
 
 fn verify(a: VerifyArgs) -> CliResult {
@@ -294,42 +308,65 @@ fn verify(a: VerifyArgs) -> CliResult {
         UsageArg::Client => Usage::Client,
         UsageArg::Any => Usage::Any,
     };
-    mtls_certs::verify_chain_pem(&chain_pem, &bundle_pem, usage)?;
-    println!("{}: OK", a.cert.display());
+    mtls_certs::verify_chain_pem(&chain_pem, &bundle_pem, usage).map_err(|e| {
+        let untrusted = a
+            .untrusted
+            .as_ref()
+            .map(|u| format!(" (+ --untrusted {})", u.display()))
+            .unwrap_or_default();
+        format!(
+            "{}{untrusted} against --ca {}: {e}",
+            a.cert.display(),
+            a.ca.display()
+        )
+    })?;
+    outln!("{}: OK", a.cert.display());
     Ok(())
 }
 
-fn renew_check(a: RenewCheckArgs) -> CliResult {
-    if !(a.fraction > 0.0 && a.fraction <= 1.0) {
-        return Err(format!(
-            "invalid --fraction: expected a number in (0, 1], found {}",
-            a.fraction
-        )
-        .into());
+/// `0.5`, `2/3`: a fraction of a lifetime, in (0, 1].
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let bad = || format!("expected a number in (0, 1] or a ratio like 2/3, found {text:?}");
+    let value = match text.split_once('/') {
+        Some((n, d)) => {
+            let n: f64 = n.trim().parse().map_err(|_| bad())?;
+            let d: f64 = d.trim().parse().map_err(|_| bad())?;
+            n / d
+        }
+        None => text.trim().parse().map_err(|_| bad())?,
+    };
+    if value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(bad())
     }
-    let summary = CertificateSummary::from_pem(&read_text(&a.cert)?)?;
+}
+
+fn renew_check(a: RenewCheckArgs) -> CliResult {
+    let summary = CertificateSummary::from_pem(&read_text(&a.cert)?)
+        .map_err(|e| format!("{}: {e}", a.cert.display()))?;
     let status = RenewalPolicy::fraction(a.fraction).check(&summary, OffsetDateTime::now_utc());
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?);
     } else if status.expired {
-        println!(
+        outln!(
             "{}: EXPIRED at {}; renew now",
             a.cert.display(),
-            status.not_after
+            rfc3339(status.not_after)
         );
     } else if status.due {
-        println!(
+        outln!(
             "{}: renewal DUE since {} (expires {})",
             a.cert.display(),
-            status.renew_at,
-            status.not_after
+            rfc3339(status.renew_at),
+            rfc3339(status.not_after)
         );
     } else {
-        println!(
+        outln!(
             "{}: not due; renew at {} (expires {})",
             a.cert.display(),
-            status.renew_at,
-            status.not_after
+            rfc3339(status.renew_at),
+            rfc3339(status.not_after)
         );
     }
     if a.fail_if_due && status.due {

@@ -68,7 +68,7 @@ impl CfsslCommand {
                 let (_ca, files) = cfssl::initca(&csr)?;
                 ensure_dir(&a.out)?;
                 files.write_bare(&a.out, &a.bare, a.force)?;
-                announce_bare(&a.out, &a.bare);
+                announce_bare(&a.out, &a.bare)?;
                 Ok(())
             }
             Self::Gencert(a) => {
@@ -89,7 +89,7 @@ impl CfsslCommand {
                 let files = cfssl::gencert(&ca, &csr, &config, a.profile.as_deref())?;
                 ensure_dir(&a.out)?;
                 files.write_bare(&a.out, &bare, a.force)?;
-                announce_bare(&a.out, &bare);
+                announce_bare(&a.out, &bare)?;
                 Ok(())
             }
         }
@@ -100,8 +100,9 @@ fn read_csr(path: &Path) -> CliResult<CfsslCsr> {
     CfsslCsr::from_json(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
-fn announce_bare(dir: &Path, name: &str) {
+fn announce_bare(dir: &Path, name: &str) -> CliResult {
     for suffix in [".pem", "-key.pem", ".csr"] {
-        announce(&dir.join(format!("{name}{suffix}")));
+        announce(&dir.join(format!("{name}{suffix}")))?;
     }
+    Ok(())
 }

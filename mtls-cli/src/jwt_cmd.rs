@@ -1,6 +1,8 @@
 //! `mtls jwt keygen|jwks|mint|verify`: signing keys, JWKS documents, dev tokens and a
 //! verifier with Envoy's failure names (all from `mtls-jwt`).
 
+use crate::output::outln;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -164,7 +166,7 @@ impl JwtCommand {
                 ensure_dir(&a.out)?;
                 write_key(&key_path, &key.private_pem(), a.force)?;
                 write_public(&pub_path, &key.public_pem())?;
-                println!("kid {}", key.kid());
+                outln!("kid {}", key.kid());
                 Ok(())
             }
             Self::Jwks(a) => {
@@ -186,7 +188,7 @@ impl JwtCommand {
                     };
                     jwks.push(key.to_jwk_for(a.kid.get(i).map(String::as_str), alg));
                 }
-                println!("{}", mtls_jwt::jwks_json(jwks));
+                outln!("{}", mtls_jwt::jwks_json(jwks));
                 Ok(())
             }
             Self::Mint(a) => {
@@ -207,7 +209,7 @@ impl JwtCommand {
                     (None, true) => spec.no_kid(),
                     (None, false) => spec,
                 };
-                println!("{}", key.mint(&spec)?);
+                outln!("{}", key.mint(&spec)?);
                 Ok(())
             }
             Self::Verify(a) => {
@@ -234,7 +236,7 @@ impl JwtCommand {
                 }
                 let token = mtls_jwt::bearer_token(&text).unwrap_or(text.trim());
                 let claims = validator.validate_now(token)?;
-                println!("{}", serde_json::to_string_pretty(&claims)?);
+                outln!("{}", serde_json::to_string_pretty(&claims)?);
                 Ok(())
             }
         }

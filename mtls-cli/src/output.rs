@@ -7,6 +7,38 @@ use std::time::Duration;
 /// What every command returns; the message is printed to stderr by `main`.
 pub(crate) type CliResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// Writes to stdout; a closed pipe (`mtls … | head -1`) becomes an `io::Error` of kind
+/// `BrokenPipe` that `main` turns into a quiet exit instead of a panic.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)?;
+    if newline {
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// `println!` that returns the write error (see [`write_stdout`]) with `?`.
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!(""), true)? };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*), true)? };
+}
+
+/// `print!` that returns the write error with `?`.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*), false)? };
+}
+
+pub(crate) use {out, outln};
+
+/// Whether `error` is stdout's reader having gone away (a closed pipe).
+pub(crate) fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 /// Clap value parser for cfssl-style durations: `24h`, `90d`, `876000h`, `1h30m`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     mtls_certs::parse_duration(s).map_err(|e| e.to_string())
@@ -26,15 +58,13 @@ pub(crate) fn ensure_dir(dir: &Path) -> CliResult {
 /// Writes a private key with mode 0600; refuses to replace an existing file unless `force`.
 pub(crate) fn write_key(path: &Path, pem: &str, force: bool) -> CliResult {
     mtls_certs::write_private_key(path, pem, force)?;
-    announce(path);
-    Ok(())
+    announce(path)
 }
 
 /// Writes a public file (certificate, CSR, JSON).
 pub(crate) fn write_public(path: &Path, contents: &str) -> CliResult {
     mtls_certs::write_file(path, contents)?;
-    announce(path);
-    Ok(())
+    announce(path)
 }
 
 /// Fails early if a key file exists and `force` is not given, so nothing is half-written.
@@ -49,8 +79,9 @@ pub(crate) fn check_key_free(path: &Path, force: bool) -> CliResult {
 }
 
 /// Prints the path of a written file on stdout.
-pub(crate) fn announce(path: &Path) {
-    println!("wrote {}", path.display());
+pub(crate) fn announce(path: &Path) -> CliResult {
+    outln!("wrote {}", path.display());
+    Ok(())
 }
 
 /// `DIR/NAME`.

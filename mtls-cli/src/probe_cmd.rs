@@ -9,6 +9,8 @@
 //! answer to the ClientHello); 6 unreachable (DNS, connection refused, timeout); 1 a local
 //! error (unreadable files); 2 bad usage.
 
+use crate::output::{out, outln};
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -125,9 +127,9 @@ impl ProbeArgs {
         let config = self.client_config()?;
         let report = self.probe(config);
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            outln!("{}", serde_json::to_string_pretty(&report.to_json())?);
         } else {
-            print!("{}", report.text());
+            out!("{}", report.text());
         }
         Ok(ExitCode::from(report.outcome.code()))
     }

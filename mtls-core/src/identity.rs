@@ -53,7 +53,21 @@ impl Identity {
     pub fn from_pem_files(cert_path: impl AsRef<Path>, key_path: impl AsRef<Path>) -> Result<Self> {
         let chain = read(cert_path.as_ref())?;
         let key = read(key_path.as_ref())?;
-        Self::from_pem(chain, key)
+        Self::from_pem(chain, key).map_err(|e| match e {
+            // Name the file the bad PEM came from.
+            Error::Pem { what, reason } => {
+                let path = if what == "private key" {
+                    key_path.as_ref()
+                } else {
+                    cert_path.as_ref()
+                };
+                Error::Pem {
+                    what,
+                    reason: format!("{reason} (in {})", path.display()),
+                }
+            }
+            other => other,
+        })
     }
 
     /// From DER, using the default aws-lc-rs provider to load the key.
@@ -194,10 +208,29 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
+/// What a PEM decoding error means, in words (pki-types prints a missing end marker as a
+/// byte array).
+pub(crate) fn pem_reason(error: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as Pem;
+    match error {
+        Pem::MissingSectionEnd { end_marker } => format!(
+            "a block with no end line (\"-----END {}-----\"): truncated input",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Pem::IllegalSectionStart { line } => format!(
+            "a malformed BEGIN line: {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        Pem::Base64Decode(reason) => format!("a block whose base64 does not decode ({reason})"),
+        Pem::NoItemsFound => "no PEM block of that kind".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 pub(crate) fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| Error::Pem {
         what: "private key",
-        reason: e.to_string(),
+        reason: pem_reason(&e),
     })
 }
 
@@ -228,7 +261,7 @@ pub(crate) fn certs_from_pem(
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Pem {
             what,
-            reason: e.to_string(),
+            reason: pem_reason(&e),
         })?;
     if certs.is_empty() {
         return Err(Error::Pem {

@@ -182,7 +182,7 @@ impl TrustBundle {
         let crls = CertificateRevocationListDer::pem_slice_iter(pem.as_ref())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::InvalidCrl {
-                reason: e.to_string(),
+                reason: crate::identity::pem_reason(&e),
             })?;
         if crls.is_empty() {
             return Err(Error::InvalidCrl {
