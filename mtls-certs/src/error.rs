@@ -152,10 +152,10 @@ pub enum Error {
     },
     /// Chain verification (rustls-webpki) failed.
     #[error(
-        "chain verification failed for {subject:?}: expected a chain to one of {anchors} trust anchor(s), presented {reason}"
+        "chain verification failed for {subject}: expected a chain to one of {anchors} trust anchor(s), presented {reason}"
     )]
     ChainVerification {
-        /// Subject of the leaf certificate.
+        /// The leaf: its subject, else its first URI or DNS SAN (an SVID has no subject).
         subject: String,
         /// Number of trust anchors tried.
         anchors: usize,

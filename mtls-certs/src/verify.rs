@@ -61,7 +61,24 @@ pub fn verify_chain_at(
         expected: "CERTIFICATE",
         presented: "an empty chain".into(),
     })?;
-    let subject = parse_x509(leaf)?.subject().to_string();
+    let x509 = parse_x509(leaf)?;
+    // The leaf as people know it: its subject, else (an SVID has none) its first URI or
+    // DNS SAN.
+    let subject = match x509.subject().to_string() {
+        dn if !dn.is_empty() => dn,
+        _ => x509
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .and_then(|san| {
+                san.value.general_names.iter().find_map(|name| match name {
+                    x509_parser::extensions::GeneralName::URI(uri) => Some((*uri).to_owned()),
+                    x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    _ => None,
+                })
+            })
+            .unwrap_or_else(|| "a leaf with an empty subject and no URI or DNS name".to_owned()),
+    };
     let fail = |reason: String| Error::ChainVerification {
         subject: subject.clone(),
         anchors: bundle.len(),
@@ -71,12 +88,12 @@ pub fn verify_chain_at(
         .iter()
         .map(|c| webpki::anchor_from_trusted_cert(c).map(|a| a.to_owned()))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| fail(format!("an unusable trust anchor ({e})")))?;
+        .map_err(|e| fail(format!("an unusable trust anchor ({})", webpki_reason(&e))))?;
     if anchors.is_empty() {
         return Err(fail("an empty CA bundle".into()));
     }
-    let ee =
-        EndEntityCert::try_from(leaf).map_err(|e| fail(format!("an unparsable leaf ({e})")))?;
+    let ee = EndEntityCert::try_from(leaf)
+        .map_err(|e| fail(format!("an unparsable leaf ({})", webpki_reason(&e))))?;
     let secs = u64::try_from(at.unix_timestamp()).unwrap_or(0);
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
     let intermediates: Vec<CertificateDer<'_>> = intermediates.to_vec();
@@ -99,5 +116,52 @@ pub fn verify_chain_at(
             attempt(KeyUsage::server_auth()).or_else(|_| attempt(KeyUsage::client_auth()))
         }
     };
-    result.map_err(|e| fail(format!("{e:?}")))
+    result.map_err(|e| fail(webpki_reason(&e)))
+}
+
+/// What webpki's verdict means, in words with RFC 3339 times (its own `Display` is its
+/// `Debug`: `CertExpired { time: UnixTime(…), … }`).
+fn webpki_reason(error: &webpki::Error) -> String {
+    let at = |t: UnixTime| {
+        i64::try_from(t.as_secs())
+            .ok()
+            .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| format!("{} s after the epoch", t.as_secs()))
+    };
+    match error {
+        webpki::Error::CertExpired { time, not_after } => format!(
+            "a certificate that expired at {} (checked at {})",
+            at(*not_after),
+            at(*time)
+        ),
+        webpki::Error::CertNotValidYet { time, not_before } => format!(
+            "a certificate not valid before {} (checked at {})",
+            at(*not_before),
+            at(*time)
+        ),
+        webpki::Error::UnknownIssuer => {
+            "a chain that leads to none of them (unknown issuer)".into()
+        }
+        webpki::Error::CertRevoked => "a revoked certificate".into(),
+        webpki::Error::CaUsedAsEndEntity => "a CA certificate as the leaf".into(),
+        webpki::Error::EndEntityUsedAsCa => "a leaf certificate used as an issuer".into(),
+        webpki::Error::RequiredEkuNotFoundContext(_) => {
+            "a leaf whose extended key usage does not allow this use".into()
+        }
+        webpki::Error::InvalidSignatureForPublicKey => {
+            "a signature in the chain that does not verify".into()
+        }
+        webpki::Error::UnsupportedSignatureAlgorithmContext(_)
+        | webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "a signature algorithm that is not supported".into()
+        }
+        webpki::Error::PathLenConstraintViolated => {
+            "a chain longer than an issuer's path length constraint allows".into()
+        }
+        other => format!("{other:?}"),
+    }
 }

@@ -122,3 +122,49 @@ fn times_are_rfc3339_and_the_fraction_reads_as_a_ratio() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_expired_svid_is_named_by_its_id_with_rfc3339_times() {
+    let dir = tempfile::tempdir().unwrap();
+    issue_leaf(dir.path());
+    let out = mtls(
+        dir.path(),
+        &[
+            "cert",
+            "issue",
+            "--ca",
+            "ca",
+            "--out",
+            "leaf",
+            "--name",
+            "svid",
+            "--profile",
+            "svid",
+            "--spiffe-id",
+            "spiffe://example.org/w",
+            "--ttl",
+            "1s",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let out = mtls(
+        dir.path(),
+        &["cert", "verify", "--ca", "ca/ca.pem", "leaf/svid.pem"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("chain verification failed for spiffe://example.org/w")
+            && stderr.contains("a certificate that expired at 20")
+            && stderr.contains("Z (checked at 20"),
+        "{stderr}"
+    );
+    for artefact in ["UnixTime", "CertExpired", "for \"\"", "{ "] {
+        assert!(!stderr.contains(artefact), "{artefact}: {stderr}");
+    }
+}
