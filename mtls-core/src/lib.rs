@@ -126,7 +126,8 @@
 //!
 //! ## Dependencies
 //!
-//! - `rustls` — the TLS implementation whose configs we build.
+//! - `rustls` — the TLS implementation whose configs we build; re-exported as
+//!   [`mtls_core::rustls`](crate::rustls) so an application names the same version.
 //! - `rustls-pki-types` — DER/PEM certificate and key types (PEM parsing via `PemObject`).
 //! - `rustls-webpki` — chain building, validity and CRL checks (the same code rustls uses).
 //! - `x509-parser` — reading SANs, basic constraints and key usage that webpki does not expose.
@@ -186,3 +187,12 @@ pub use workload::{
 };
 
 pub use spiffe_id::{SpiffeId, TrustDomain};
+
+/// The rustls whose `ClientConfig` / `ServerConfig` our builders return: use this one (or
+/// pin the same version) so the types always match. `rustls::pki_types` is there too.
+///
+/// ```
+/// let _provider: mtls_core::rustls::crypto::CryptoProvider =
+///     mtls_core::rustls::crypto::aws_lc_rs::default_provider();
+/// ```
+pub use rustls;

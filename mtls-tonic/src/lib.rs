@@ -121,7 +121,8 @@
 //!   ([`BalancedChannel::with_discovery`]).
 //! - Balancing: [`BalancedChannel`] / [`BalancedChannelBuilder`], [`LoadPolicy`],
 //!   [`Backoff`], per-call [`WaitForReady`], introspection with [`EndpointInfo`],
-//!   [`EndpointState`], [`ChannelState`], [`ResolutionState`].
+//!   [`EndpointState`], [`ChannelState`], [`ResolutionState`]; which endpoint served a call:
+//!   the [`ServedBy`] response extension.
 //!
 //! # Features
 //! - `metrics` (off by default): records through the `metrics` facade (the application
@@ -235,7 +236,9 @@
 //! - `mtls-core`: rustls configurations, SPIFFE authorizers, SAN matchers, `PeerIdentity`.
 //! - `rustls`, `rustls-pki-types`, `tokio-rustls`: the TLS handshakes (aws-lc-rs provider).
 //! - `tokio`: runtime, sockets, timers, sync.
-//! - `tonic`, `tonic-health`: gRPC server/client types, `grpc.health.v1` for endpoint health.
+//! - `tonic`, `tonic-health`: gRPC server/client types, `grpc.health.v1` for endpoint health;
+//!   tonic is re-exported ([`mtls_tonic::tonic`](crate::tonic)) so an application uses the
+//!   version our types are built on (rustls likewise as `mtls_core::rustls`).
 //! - `tower`, `tower-layer`, `tower-service`: p2c balancer, ready cache, buffer, load metrics,
 //!   and the middleware traits.
 //! - `hyper`, `hyper-util`, `http`, `http-body`, `bytes`: one HTTP/2 connection per endpoint.
@@ -263,7 +266,7 @@ pub use balance::{
     Backoff, BalancedChannel, BalancedChannelBuilder, BalancedEndpoint, ChannelState, Discovery,
     EndpointChange, EndpointInfo, EndpointReceiver, EndpointSender, EndpointState, LoadPolicy,
     MethodConfig, OutlierDetection, ResolutionState, ResponseFuture as BalancedResponseFuture,
-    RetryPolicy, RetryThrottling, ServiceConfig, WaitForReady, endpoint_channel,
+    RetryPolicy, RetryThrottling, ServedBy, ServiceConfig, WaitForReady, endpoint_channel,
 };
 pub use client::{BearerInterceptor, FileToken, MtlsConnector, StaticToken, TokenSource};
 #[cfg(feature = "workload-api")]
@@ -277,3 +280,13 @@ pub use server::{
     MtlsConnectInfo, MtlsIncoming, MtlsStream, PeerIdentityExt, ServerOptions,
     TonicConnectInfoLayer, TonicConnectInfoService,
 };
+
+/// The tonic our servers, layers and channels are built for: generate and call services
+/// with this one (or pin the same version) so `tonic::Request`, `Status` and the transport
+/// types always match. The rustls of our configs is `mtls_core::rustls`.
+///
+/// ```
+/// let status: mtls_tonic::tonic::Status = mtls_tonic::tonic::Status::permission_denied("no");
+/// assert_eq!(status.code(), mtls_tonic::tonic::Code::PermissionDenied);
+/// ```
+pub use tonic;

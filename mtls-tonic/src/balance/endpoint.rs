@@ -36,9 +36,23 @@ pub(crate) struct Outcomes {
     pub(crate) consecutive: AtomicU32,
 }
 
-/// The endpoint that answered a failed attempt (response extension, failures only).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ServedBy(pub(crate) SocketAddr);
+/// The endpoint that served a call of a [`BalancedChannel`](crate::BalancedChannel): a
+/// response extension on every response it returns (the last attempt's endpoint when the
+/// call was retried). tonic keeps response extensions, so a generated client reads it with
+/// `response.extensions().get::<ServedBy>()`.
+///
+/// ```no_run
+/// # async fn f(channel: mtls_tonic::BalancedChannel) -> Result<(), tonic::Status> {
+/// use mtls_tonic::ServedBy;
+/// use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+/// let response = HealthClient::new(channel).check(HealthCheckRequest::default()).await?;
+/// if let Some(ServedBy(addr)) = response.extensions().get::<ServedBy>() {
+///     println!("served by {addr}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServedBy(pub SocketAddr);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -516,9 +530,7 @@ impl Future for SubchannelFuture {
                         recorded: code.is_some(),
                     })
                 });
-                if code.is_some_and(|c| c != tonic::Code::Ok) {
-                    response.extensions_mut().insert(ServedBy(addr));
-                }
+                response.extensions_mut().insert(ServedBy(addr));
                 Ok(response)
             }
             Err(error) => {

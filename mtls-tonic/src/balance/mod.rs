@@ -21,6 +21,7 @@ pub use backoff::Backoff;
 pub use builder::{BalancedChannelBuilder, LoadPolicy};
 pub use call::{ResponseFuture, WaitForReady};
 pub use channel::BalancedChannel;
+pub use endpoint::ServedBy;
 pub use info::{ChannelState, EndpointInfo, EndpointState, ResolutionState};
 pub use outlier::OutlierDetection;
 pub use retry::{MethodConfig, RetryPolicy, RetryThrottling, ServiceConfig};
