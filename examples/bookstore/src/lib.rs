@@ -145,8 +145,10 @@ pub fn init_logging(default: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     // A second call (tests, embedding) keeps the first subscriber.
+    // Colours only on a terminal: a redirected log gets no escape codes.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -300,3 +300,24 @@ async fn client_balances_over_independent_server_processes() {
     println!("{stdout}");
     drop(servers);
 }
+
+/// Logs written to a pipe or a file carry no ANSI colour codes (colours only on a terminal).
+#[test]
+fn redirected_logs_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let listen = free_addr().to_string();
+    let mut server = ChildGuard::spawn(
+        "bookstore-server",
+        std::process::Command::new(bin("bookstore-server"))
+            .args(mtls_args(&pki, &listen))
+            .env("RUST_LOG", "debug"),
+    );
+    server.wait_for_line("listening on");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.lines().count() > 0, "no log line to check");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
