@@ -216,7 +216,7 @@ impl JwtCommand {
                 // Read first: a missing token file fails before any JWKS fetch.
                 let text = a.token_text()?;
                 let set = if a.jwks.starts_with("https://") || a.jwks.starts_with("http://") {
-                    KeySet::fetch_blocking(&a.jwks, Duration::from_secs(10))
+                    fetch_blocking(&a.jwks, Duration::from_secs(10))
                         .map_err(|e| format!("--jwks {}: {e}", a.jwks))?
                 } else {
                     let path = std::path::Path::new(&a.jwks);
@@ -241,4 +241,14 @@ impl JwtCommand {
             }
         }
     }
+}
+
+/// Fetches a JWKS once, blocking: a current-thread runtime around `KeySet::fetch` (the
+/// library's policy: https or loopback http, no redirects, the body limit).
+fn fetch_blocking(url: &str, timeout: Duration) -> CliResult<KeySet> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime for the JWKS fetch: {e}"))?;
+    Ok(runtime.block_on(KeySet::fetch(url, timeout))?)
 }

@@ -1,11 +1,12 @@
 //! JWT validation against a JWKS, the way Envoy's `jwt_authn` does it, in-process.
 //!
 //! A [`Validator`] checks bearer tokens against keys from a [`JwksSource`]: an inline JWKS, a
-//! file (reloaded when it changes) or a remote URL / OIDC discovery ([`RemoteJwks`]: cached
+//! file (reloaded when it changes) or, with the `remote` feature, a remote URL / OIDC
+//! discovery (`RemoteJwks`: cached
 //! 10 min like Envoy, refreshed in the background, refetched — rate-limited — when a token
 //! names an unknown `kid`, last good keys kept when the server fails; a misbehaving server
 //! is bounded: body size, no redirects by default, short jittered retries, no token held
-//! behind a hanging fetch — see [`RemoteJwks`]). Failures are
+//! behind a hanging fetch — see `RemoteJwks`). Failures are
 //! [`enum@Error`] variants named and worded like Envoy's (`"Jwt is expired"`, `"Audiences in
 //! Jwt are not allowed"`, ...) with their HTTP status (401, or 403 for audiences) and gRPC
 //! code ([`GrpcCode`]). Verified tokens are cached (bounded, keyed by the token, expiring with
@@ -47,10 +48,11 @@
 //! # }
 //! ```
 //!
-//! A remote JWKS (needs a tokio runtime; the background refresh runs on it):
+//! A remote JWKS (feature `remote`; needs a tokio runtime, the background refresh runs on it):
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), mtls_jwt::Error> {
+//! # #[cfg(feature = "remote")] {
 //! use std::time::Duration;
 //! use mtls_jwt::{RemoteJwks, Validator};
 //!
@@ -63,6 +65,7 @@
 //!     .build()?;
 //! # let headers = http::HeaderMap::new();
 //! let claims = validator.validate_headers(&headers).await?; // authorization: Bearer <jwt>
+//! # }
 //! # Ok(()) }
 //! ```
 //!
@@ -102,13 +105,18 @@
 //!   failure message, verified-token cache hits and misses, JWKS fetches, keys loaded and
 //!   skipped — through the `metrics` facade; names and what counts once: [`metrics`]. No
 //!   exporter or recorder is installed by this crate.
+//! - `remote` (off by default): `RemoteJwks` (a JWKS URL or OIDC discovery, refreshed in
+//!   the background), `JwksSource::remote` and `KeySet::fetch`. It brings `reqwest` (rustls
+//!   on aws-lc-rs, HTTP/2) and with it hyper, hyper-util, h2, tower and their dependencies —
+//!   about 60 more crates. Without it the crate takes inline, parsed and file JWKS.
 //!
 //! # Dependencies
 //!
 //! - `aws-lc-rs`: signature verification, key generation and signing, SHA-256 for RFC 7638
 //!   thumbprints — the provider the rest of the workspace uses.
 //! - `serde`, `serde_json`, `base64`: JOSE headers, claims and JWKS documents.
-//! - `reqwest` (rustls, aws-lc-rs): fetching remote JWKS and OIDC discovery documents.
+//! - `reqwest` (feature `remote` only; rustls, aws-lc-rs): fetching remote JWKS and OIDC
+//!   discovery documents.
 //! - `tokio`: background refresh and file-watch tasks, timeouts, the refetch lock.
 //! - `arc-swap`: lock-free reads of the current key set.
 //! - `spiffe`: `SpiffeId` for JWT-SVID subjects.
@@ -119,6 +127,7 @@
 //!   application picks the exporter.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod alg;
 mod bearer;
@@ -138,5 +147,7 @@ pub use claims::Claims;
 pub use error::{Error, GrpcCode, Result};
 pub use jwk::KeySet;
 pub use keys::{PublicKey, SigningKey, TokenSpec, jwks_json};
-pub use source::{FileJwks, JwksSource, RemoteJwks};
+#[cfg(feature = "remote")]
+pub use source::RemoteJwks;
+pub use source::{FileJwks, JwksSource};
 pub use validator::{Validator, ValidatorBuilder};

@@ -117,6 +117,7 @@ pub(crate) fn cache_lookup(hit: bool) {
 }
 
 /// One remote JWKS fetch that ended (its keys may equal the ones in use).
+#[cfg(feature = "remote")]
 #[inline]
 pub(crate) fn jwks_fetch(source: &str, ok: bool) {
     #[cfg(feature = "metrics")]

@@ -1,9 +1,12 @@
 //! Where keys come from: inline JSON, a file (reloaded on change), a remote URL or OIDC
-//! discovery (cached, refreshed in the background, refetched on an unknown `kid`).
+//! discovery (cached, refreshed in the background, refetched on an unknown `kid`; feature
+//! `remote`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+#[cfg(feature = "remote")]
+use std::time::Instant;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
@@ -16,17 +19,22 @@ use crate::jwk::KeySet;
 ///
 /// ```
 /// use std::time::Duration;
-/// use mtls_jwt::{JwksSource, RemoteJwks, FileJwks};
+/// use mtls_jwt::{JwksSource, FileJwks};
 ///
 /// let inline = JwksSource::inline(r#"{"keys": []}"#);
 /// let file = JwksSource::from(FileJwks::new("/etc/mesh/jwks.json").poll_interval(Duration::from_secs(5)));
+/// # let _ = (inline, file);
+/// // With the `remote` feature:
+/// # #[cfg(feature = "remote")] {
+/// use mtls_jwt::RemoteJwks;
 /// let remote = JwksSource::from(
 ///     RemoteJwks::new("https://issuer.example/.well-known/jwks.json")
 ///         .cache_duration(Duration::from_secs(300))
 ///         .refetch_min_interval(Duration::from_secs(10)),
 /// );
 /// let discovered = JwksSource::from(RemoteJwks::oidc_discovery("https://accounts.example"));
-/// # let _ = (inline, file, remote, discovered);
+/// # let _ = (remote, discovered);
+/// # }
 /// ```
 #[derive(Debug)]
 pub struct JwksSource(pub(crate) Kind);
@@ -36,6 +44,7 @@ pub(crate) enum Kind {
     Inline(String),
     KeySet(KeySet),
     File(FileJwks),
+    #[cfg(feature = "remote")]
     Remote(RemoteJwks),
 }
 
@@ -56,6 +65,8 @@ impl JwksSource {
     }
 
     /// A JWKS URL with the default cache and refetch settings (see [`RemoteJwks`]).
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn remote(url: impl Into<String>) -> Self {
         RemoteJwks::new(url).into()
     }
@@ -90,6 +101,7 @@ impl From<FileJwks> for JwksSource {
     }
 }
 
+#[cfg(feature = "remote")]
 #[derive(Debug, Clone)]
 enum Location {
     Jwks(String),
@@ -120,6 +132,11 @@ enum Location {
 ///
 /// Plain `http://` is accepted only for loopback hosts (tests, local sidecars). Requests
 /// carry `User-Agent: mtls-jwt/<version>`.
+///
+/// Feature `remote` (off by default): it brings `reqwest` (rustls with aws-lc-rs, HTTP/2)
+/// and with it hyper, hyper-util, tower and their dependencies.
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 #[derive(Debug, Clone)]
 pub struct RemoteJwks {
     location: Location,
@@ -135,11 +152,14 @@ pub struct RemoteJwks {
 }
 
 /// `User-Agent` of every fetch made with our client.
+#[cfg(feature = "remote")]
 const USER_AGENT: &str = concat!("mtls-jwt/", env!("CARGO_PKG_VERSION"));
 
 /// Redirect hops a fetch follows at most (with [`RemoteJwks::follow_redirects`]).
+#[cfg(feature = "remote")]
 const MAX_REDIRECTS: usize = 10;
 
+#[cfg(feature = "remote")]
 impl RemoteJwks {
     /// The JWKS at `url`.
     pub fn new(url: impl Into<String>) -> Self {
@@ -317,6 +337,8 @@ impl RemoteJwks {
     }
 }
 
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 impl From<RemoteJwks> for JwksSource {
     fn from(r: RemoteJwks) -> Self {
         Self(Kind::Remote(r))
@@ -329,6 +351,7 @@ pub(crate) struct Loaded {
     pub(crate) generation: u64,
 }
 
+#[cfg(feature = "remote")]
 struct Remote {
     config: RemoteJwks,
     client: reqwest::Client,
@@ -344,6 +367,7 @@ struct Remote {
     jwks_uri: Mutex<Option<String>>,
 }
 
+#[cfg(feature = "remote")]
 impl Remote {
     fn new(config: RemoteJwks) -> Result<Self> {
         Ok(Self {
@@ -382,6 +406,10 @@ impl Remote {
         self.config.cache_duration.checked_sub(at.elapsed())
     }
 }
+
+/// Without the `remote` feature there is no remote source: a store's `remote` is `None`.
+#[cfg(not(feature = "remote"))]
+enum Remote {}
 
 /// Holds the current keys; background tasks (remote refresh, file watch) update it.
 pub(crate) struct KeyStore {
@@ -434,6 +462,7 @@ impl KeyStore {
                 store.add_task(task);
                 Ok(store)
             }
+            #[cfg(feature = "remote")]
             Kind::Remote(config) => {
                 let runtime = runtime("fetching a remote JWKS")?;
                 check_url(config.name())?;
@@ -513,6 +542,7 @@ impl KeyStore {
         let mut keys = self.changed.subscribe();
         let loaded = async {
             let _ = keys.wait_for(|g| *g > 0).await;
+            #[cfg(feature = "remote")]
             if let Some(remote) = &self.remote {
                 let mut fetched = remote.fetched.subscribe();
                 let _ = fetched.wait_for(|n| *n > 0).await;
@@ -530,6 +560,7 @@ impl KeyStore {
     /// built, a token without keys waits for that fetch (there is nothing to answer it
     /// with yet). After that, a hanging server holds no token. True if the keys changed
     /// since `seen`.
+    #[cfg(feature = "remote")]
     pub(crate) async fn refetch_for_miss(
         self: &Arc<Self>,
         seen: u64,
@@ -575,19 +606,29 @@ impl KeyStore {
         self.generation() != seen
     }
 
+    /// Without a remote source there is nothing to refetch: the keys did not change.
+    #[cfg(not(feature = "remote"))]
+    pub(crate) async fn refetch_for_miss(
+        self: &Arc<Self>,
+        _seen: u64,
+        _first_fetch_wait: Duration,
+    ) -> bool {
+        false
+    }
+
     /// Fetches now (waits for a fetch in progress first). True if the keys changed.
     pub(crate) async fn refresh(&self) -> Result<bool> {
-        match &self.remote {
-            Some(remote) => {
-                let guard = remote.fetch_lock.clone().lock_owned().await;
-                self.fetch_and_store(remote, guard).await
-            }
-            None => Ok(false),
+        #[cfg(feature = "remote")]
+        if let Some(remote) = &self.remote {
+            let guard = remote.fetch_lock.clone().lock_owned().await;
+            return self.fetch_and_store(remote, guard).await;
         }
+        Ok(false)
     }
 
     /// Fetches with `fetch_lock` held (`guard`), released before the fetch is announced as
     /// finished: whoever sees it finished finds the lock free.
+    #[cfg(feature = "remote")]
     async fn fetch_and_store(
         &self,
         remote: &Remote,
@@ -650,6 +691,7 @@ fn runtime(what: &str) -> Result<tokio::runtime::Handle> {
 
 /// An error with its sources, each said once ("error sending request: client error
 /// (Connect): tcp connect error: Connection refused (os error 111)").
+#[cfg(feature = "remote")]
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -665,11 +707,13 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A reqwest error with its causes, without the URL (the error around it names it).
+#[cfg(feature = "remote")]
 fn reqwest_reason(e: reqwest::Error) -> String {
     error_chain(&e.without_url())
 }
 
 /// Refuses URLs other than https, and http except to loopback.
+#[cfg(feature = "remote")]
 pub(crate) fn check_url(url: &str) -> Result<reqwest::Url> {
     let parsed = reqwest::Url::parse(url).map_err(|e| Error::Config {
         reason: format!("bad JWKS URL {url:?}: {e}"),
@@ -696,6 +740,7 @@ pub(crate) fn check_url(url: &str) -> Result<reqwest::Url> {
 
 /// The URL policy for a redirect hop (or a final URL): [`check_url`], and never plain http
 /// after https.
+#[cfg(feature = "remote")]
 fn check_hop(url: &str, from_https: bool) -> Result<()> {
     let parsed = check_url(url)?;
     if from_https && parsed.scheme() != "https" {
@@ -706,6 +751,7 @@ fn check_hop(url: &str, from_https: bool) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "remote")]
 async fn get_json(remote: &Remote, url: &str) -> Result<serde_json::Value> {
     let fail = |reason: String| Error::JwksFetchFailed {
         source_name: url.to_owned(),
@@ -765,6 +811,7 @@ async fn get_json(remote: &Remote, url: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(&body).map_err(|e| fail(format!("the answer is not JSON: {e}")))
 }
 
+#[cfg(feature = "remote")]
 async fn fetch(remote: &Remote) -> Result<KeySet> {
     let url = match &remote.config.location {
         Location::Jwks(url) => url.clone(),
@@ -800,6 +847,7 @@ async fn fetch(remote: &Remote) -> Result<KeySet> {
 /// The background refresh: every `cache_duration` after a good fetch (one a token
 /// started counts), after the jittered retry delay after a failed one. `first` is the
 /// lock the first fetch holds from the moment the source was built.
+#[cfg(feature = "remote")]
 async fn refresh_remote(
     store: Weak<KeyStore>,
     mut first: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -889,37 +937,35 @@ async fn watch_file(store: Weak<KeyStore>, file: FileJwks, mut last: Option<Stam
     }
 }
 
+#[cfg(feature = "remote")]
 impl KeySet {
-    /// Fetches a JWKS once, blocking the calling thread (for command-line tools; inside an
-    /// async runtime use a [`RemoteJwks`] source instead, this refuses to run there).
-    pub fn fetch_blocking(url: &str, timeout: Duration) -> Result<KeySet> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::Config {
-                reason: "KeySet::fetch_blocking called inside an async runtime".into(),
-            });
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Config {
-                reason: format!("cannot start a runtime: {e}"),
-            })?;
-        let config = RemoteJwks::new(url).fetch_timeout(timeout);
-        runtime.block_on(async move {
-            let remote = Remote::new(config)?;
-            tokio::time::timeout(timeout, fetch(&remote))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::JwksFetchFailed {
-                        source_name: url.to_owned(),
-                        reason: format!("timed out after {timeout:?}"),
-                    })
+    /// Fetches a JWKS once, with the policy of a [`RemoteJwks`] (https, or http to loopback;
+    /// no redirects; the body limit), within `timeout` — for tools that check a token once;
+    /// a service uses a [`RemoteJwks`] source, which refreshes. A command-line tool without
+    /// a runtime blocks on it with a current-thread tokio runtime (as `mtls jwt verify` does).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), mtls_jwt::Error> {
+    /// use std::time::Duration;
+    /// let keys = mtls_jwt::KeySet::fetch("https://issuer.example/jwks.json", Duration::from_secs(10)).await?;
+    /// println!("{} keys", keys.len());
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+    pub async fn fetch(url: &str, timeout: Duration) -> Result<KeySet> {
+        let remote = Remote::new(RemoteJwks::new(url).fetch_timeout(timeout))?;
+        tokio::time::timeout(timeout, fetch(&remote))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::JwksFetchFailed {
+                    source_name: url.to_owned(),
+                    reason: format!("timed out after {timeout:?}"),
                 })
-        })
+            })
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "remote"))]
 mod tests {
     use super::*;
 
