@@ -125,6 +125,18 @@
 //!   the [`ServedBy`] response extension.
 //!
 //! # Features
+//! - `balance` (on by default): the client side, [`BalancedChannel`] and its builder,
+//!   policies and states. It brings `hickory-resolver` (DNS with TTLs), tower's `balance`,
+//!   `buffer`, `discover`, `load` and `ready-cache` parts, `tonic-health` (endpoint health
+//!   checks), `serde`/`serde_json` (gRPC service configs) and `futures-util`.
+//! - `jwt` (on by default): [`JwtLayer`] / [`JwtService`] over a [`TokenValidator`], with
+//!   `mtls_jwt::Validator` plugged in. It brings `mtls-jwt` (without its `remote` feature:
+//!   enable `mtls-jwt/remote` for a JWKS URL).
+//!
+//! With `default-features = false` the crate is the server side — [`MtlsIncoming`],
+//! [`ServerOptions`], [`AuthzLayer`], [`PeerIdentityExt`] — plus [`MtlsConnector`] and
+//! [`BearerInterceptor`], in about 120 crates instead of 175 (the table is in the
+//! repository's README).
 //! - `metrics` (off by default): records through the `metrics` facade (the application
 //!   installs the exporter): every TLS handshake [`MtlsIncoming`] accepts and
 //!   [`MtlsConnector`] makes, by result (`grpc.{server,client}.tls.handshakes`, see
@@ -248,13 +260,16 @@
 //! - `fastrand`: jitter for backoff and refresh.
 //! - `thiserror`, `tracing`: errors and events.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authz;
+#[cfg(feature = "balance")]
 mod balance;
 mod client;
 mod denial;
 mod error;
 mod frames;
+#[cfg(feature = "jwt")]
 mod jwt;
 mod metrics;
 mod server;
@@ -262,6 +277,8 @@ mod server;
 pub use authz::{
     AuthzError, AuthzLayer, AuthzService, MethodPolicy, ResponseFuture as AuthzResponseFuture,
 };
+#[cfg(feature = "balance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use balance::{
     Backoff, BalancedChannel, BalancedChannelBuilder, BalancedEndpoint, ChannelState, Discovery,
     EndpointChange, EndpointInfo, EndpointReceiver, EndpointSender, EndpointState, LoadPolicy,
@@ -270,8 +287,11 @@ pub use balance::{
 };
 pub use client::{BearerInterceptor, FileToken, MtlsConnector, StaticToken, TokenSource};
 #[cfg(feature = "workload-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 pub use client::{WorkloadJwtToken, WorkloadJwtTokenBuilder};
 pub use error::{Error, Result};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use jwt::{
     JwtError, JwtLayer, JwtRules, JwtService, ResponseFuture as JwtResponseFuture, TokenValidator,
     bearer_token,

@@ -109,6 +109,7 @@ impl MtlsConnector {
     }
 
     /// This connector with `name` as its server name (an endpoint's own name).
+    #[cfg(feature = "balance")]
     pub(crate) fn with_server_name_value(mut self, name: ServerName<'static>) -> Self {
         self.server_name = Some(name);
         self

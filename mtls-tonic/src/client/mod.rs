@@ -10,4 +10,5 @@ pub use connector::MtlsConnector;
 #[cfg(feature = "workload-api")]
 pub use workload_jwt::{WorkloadJwtToken, WorkloadJwtTokenBuilder};
 
+#[cfg(feature = "balance")]
 pub(crate) use connector::parse_server_name as parse_server_name_pub;
