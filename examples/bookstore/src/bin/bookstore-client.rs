@@ -19,7 +19,10 @@ use std::{
 
 use bookstore::{Error, Scenario, scenario::boxed};
 use clap::Parser;
-use mtls_core::{Authorize, ClientConfigBuilder, Identity, SpiffeId, TrustBundle};
+use mtls_core::{
+    Authorize, ClientConfigBuilder, Identity, IdentitySource, SpiffeId, TrustBundle, TrustSource,
+    WorkloadApiSource,
+};
 use mtls_tonic::{BalancedChannel, LoadPolicy, MtlsConnector};
 
 /// Runs the bookstore scenario, proxyless (balanced mTLS) or through a local Envoy sidecar.
@@ -40,17 +43,28 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     nameserver: Option<SocketAddr>,
     /// Trust bundle (CA certificates, PEM).
-    #[arg(long, required_unless_present = "plaintext")]
+    #[arg(long, required_unless_present_any = ["plaintext", "workload_api"])]
     ca: Option<PathBuf>,
     /// Our certificate chain (leaf first, PEM).
-    #[arg(long, required_unless_present = "plaintext")]
+    #[arg(long, required_unless_present_any = ["plaintext", "workload_api"])]
     cert: Option<PathBuf>,
     /// Our private key (PEM).
-    #[arg(long, required_unless_present = "plaintext")]
+    #[arg(long, required_unless_present_any = ["plaintext", "workload_api"])]
     key: Option<PathBuf>,
+    /// Our identity and trust bundle from the SPIFFE Workload API (an mtls-agent or SPIRE)
+    /// instead of --ca/--cert/--key: at ENDPOINT (`unix:///path`), or
+    /// $SPIFFE_ENDPOINT_SOCKET without one. New SVIDs and bundles are used by the next
+    /// handshake.
+    #[arg(long, value_name = "ENDPOINT", num_args = 0..=1, default_missing_value = "",
+        conflicts_with_all = ["ca", "cert", "key", "plaintext"])]
+    workload_api: Option<String>,
     /// The server's SPIFFE ID: any other server is refused.
     #[arg(long, default_value = bookstore::SERVER_ID)]
     server_id: SpiffeId,
+    /// Verify the server by this DNS name instead of a SPIFFE ID: its certificate must
+    /// carry it as a DNS SAN, chained to --ca (a plain CA bundle); also sent as SNI.
+    #[arg(long, value_name = "DNS", conflicts_with_all = ["server_id", "workload_api"])]
+    server_name: Option<String>,
     /// Bearer token.
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
@@ -110,7 +124,7 @@ async fn run(args: Args) -> Result<bool, Error> {
             format!("plaintext to the sidecar on {addr}"),
         ),
         None => {
-            let channel = proxyless(&args)?;
+            let channel = proxyless(&args).await?;
             settle(&channel).await;
             (
                 boxed(channel),
@@ -147,39 +161,66 @@ async fn run(args: Args) -> Result<bool, Error> {
     Ok(report.total() > 0 && report.succeeded() == report.total())
 }
 
-fn proxyless(args: &Args) -> Result<BalancedChannel, Error> {
-    let (Some(ca), Some(cert), Some(key)) = (&args.ca, &args.cert, &args.key) else {
-        return Err(Error::Config(
-            "--ca, --cert and --key are required without --plaintext".into(),
-        ));
-    };
+async fn proxyless(args: &Args) -> Result<BalancedChannel, Error> {
     let tls = |context: String| move |e| Error::Tls { context, source: e };
-    let identity = Identity::from_pem_files(cert, key).map_err(tls(format!(
-        "loading --cert {} / --key {}",
-        cert.display(),
-        key.display()
-    )))?;
-    let ca_pem = std::fs::read(ca).map_err(|e| Error::File {
-        what: "reading the trust bundle (--ca)".into(),
-        path: ca.clone(),
-        source: e,
-    })?;
-    let trust = TrustBundle::spiffe()
-        .with_domain_pem(args.server_id.trust_domain().clone(), &ca_pem)
-        .map_err(tls(format!("loading --ca {}", ca.display())))?;
-    let config = ClientConfigBuilder::new(Arc::new(identity), Arc::new(trust))
-        .authorize(Authorize::exact(args.server_id.clone()))
-        .tls_policy(args.tls_policy.clone())
-        .build()
-        .map_err(tls("building the TLS configuration".into()))?;
     let host = args
         .target
         .rsplit_once(':')
         .map(|(h, _)| h)
         .unwrap_or(&args.target);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (identity, trust): (Arc<dyn IdentitySource>, Arc<dyn TrustSource>) =
+        match (&args.workload_api, &args.ca, &args.cert, &args.key) {
+            (Some(endpoint), _, _, _) => {
+                let mut builder = WorkloadApiSource::builder();
+                if !endpoint.is_empty() {
+                    builder = builder.endpoint(endpoint.clone());
+                }
+                let source = builder
+                    .connect()
+                    .await
+                    .map_err(tls("getting our identity (--workload-api)".into()))?;
+                (Arc::new(source.clone()), Arc::new(source))
+            }
+            (None, Some(ca), Some(cert), Some(key)) => {
+                let identity = Identity::from_pem_files(cert, key).map_err(tls(format!(
+                    "loading --cert {} / --key {}",
+                    cert.display(),
+                    key.display()
+                )))?;
+                let ca_pem = std::fs::read(ca).map_err(|e| Error::File {
+                    what: "reading the trust bundle (--ca)".into(),
+                    path: ca.clone(),
+                    source: e,
+                })?;
+                let trust = match &args.server_name {
+                    // A DNS-named server: a plain CA bundle, the name checked by the verifier.
+                    Some(_) => TrustBundle::from_pem(&ca_pem),
+                    None => TrustBundle::spiffe()
+                        .with_domain_pem(args.server_id.trust_domain().clone(), &ca_pem),
+                }
+                .map_err(tls(format!("loading --ca {}", ca.display())))?;
+                (Arc::new(Arc::new(identity)), Arc::new(Arc::new(trust)))
+            }
+            _ => {
+                return Err(Error::Config(
+                    "--ca, --cert and --key (or --workload-api) are required without --plaintext"
+                        .into(),
+                ));
+            }
+        };
+    let mut config = ClientConfigBuilder::new(identity, trust).tls_policy(args.tls_policy.clone());
+    // With no authorizer, the verifier checks the server's DNS SAN against the server name.
+    if args.server_name.is_none() {
+        config = config.authorize(Authorize::exact(args.server_id.clone()));
+    }
+    let config = config
+        .build()
+        .map_err(tls("building the TLS configuration".into()))?;
+    let server_name = args.server_name.as_deref().unwrap_or(host);
     let connector = MtlsConnector::new(config)
-        .server_name(host.trim_start_matches('[').trim_end_matches(']'))
-        .map_err(|e| Error::Config(format!("server name {host:?}: {e}")))?;
+        .server_name(server_name)
+        .map_err(|e| Error::Config(format!("server name {server_name:?}: {e}")))?;
     let mut builder = BalancedChannel::builder(args.target.clone(), connector)
         .load_policy(LoadPolicy::RoundRobin)
         .ready_timeout(Duration::from_secs(5));

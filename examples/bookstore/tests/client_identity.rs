@@ -1,0 +1,140 @@
+//! `bookstore-client`'s other ways to know who it is and whom it talks to: its SVID and
+//! bundle from the SPIFFE Workload API (an mtls-agent that grants the client and server
+//! executables their IDs), and a server verified by DNS name instead of SPIFFE ID.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use bookstore::{CLIENT_ID, MeshPki, MeshPolicy, SERVER_ID, SERVICE_NAME};
+use support::{ChildGuard, bin, free_addr, run};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_server_take_their_identities_from_the_workload_api() {
+    use mtls_agent::{Agent, AgentConfig, Entry, Registration, Selectors};
+
+    let dir = tempfile::tempdir().unwrap();
+    let uid = std::fs::metadata(dir.path()).unwrap().uid();
+    let entry = |id: &str, exe: &str| {
+        let id: mtls_core::SpiffeId = id.parse().unwrap();
+        Entry::new(
+            id.into(),
+            Selectors::uid(uid).with_exe(std::fs::canonicalize(bin(exe)).unwrap()),
+        )
+    };
+    let registration = Registration::new([
+        entry(SERVER_ID, "bookstore-server"),
+        entry(CLIENT_ID, "bookstore-client"),
+    ]);
+    let trust_domain: mtls_core::TrustDomain = "bookstore.local".parse().unwrap();
+    let agent = Agent::start(AgentConfig::new(
+        trust_domain.into(),
+        dir.path().join("workload.sock"),
+        registration,
+    ))
+    .await
+    .unwrap();
+    let endpoint = agent.workload_endpoint();
+
+    let addr = free_addr().to_string();
+    let mut server = ChildGuard::spawn(
+        "bookstore-server --workload-api",
+        std::process::Command::new(bin("bookstore-server"))
+            .args(["--listen", &addr, "--allow-spiffe-id", CLIENT_ID])
+            .args(["--workload-api", &endpoint])
+            .env("RUST_LOG", "warn"),
+    );
+    server.wait_for_line("listening on");
+
+    let args = [
+        "--target",
+        &addr,
+        "--workload-api",
+        &endpoint,
+        "--calls",
+        "9",
+    ]
+    .map(str::to_owned);
+    let out = tokio::task::spawn_blocking(move || {
+        run("bookstore-client", &args.each_ref().map(String::as_str))
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("9 / 9 calls ok"), "{stdout}");
+    drop(server);
+}
+
+#[test]
+fn client_verifies_the_server_by_dns_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = MeshPki::create(dir.path(), &MeshPolicy::bookstore()).unwrap();
+    let listen = free_addr().to_string();
+    let mut server = ChildGuard::spawn(
+        "bookstore-server",
+        std::process::Command::new(bin("bookstore-server")).args([
+            "--listen",
+            &listen,
+            "--ca",
+            s(pki.bundle_path()),
+            "--cert",
+            s(&pki.server().cert),
+            "--key",
+            s(&pki.server().key),
+            "--allow-spiffe-id",
+            CLIENT_ID,
+        ]),
+    );
+    server.wait_for_line("listening on");
+    let client = |name: &str| {
+        run(
+            "bookstore-client",
+            &[
+                "--target",
+                &listen,
+                "--server-name",
+                name,
+                "--ca",
+                s(pki.bundle_path()),
+                "--cert",
+                s(&pki.client().cert),
+                "--key",
+                s(&pki.client().key),
+                "--calls",
+                "9",
+            ],
+        )
+    };
+    // The server's certificate carries the service's DNS name.
+    let out = client(SERVICE_NAME);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("9 / 9 calls ok"), "{stdout}");
+
+    // Another name is refused, and the refusal names it.
+    let out = client("other.internal");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("other.internal"), "{text}");
+    assert!(!text.contains("9 / 9 calls ok"), "{text}");
+}
