@@ -271,7 +271,7 @@ mod error;
 mod frames;
 #[cfg(feature = "jwt")]
 mod jwt;
-mod metrics;
+pub mod metrics;
 mod server;
 
 pub use authz::{

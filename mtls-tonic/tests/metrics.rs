@@ -1,7 +1,7 @@
 //! Issue 15: what a real MtlsIncoming server and MtlsConnector record, read back through
 //! `metrics-util`'s `DebuggingRecorder` (server, clients and handshake tasks all on one
 //! current-thread runtime, so every task records into the test's recorder).
-#![cfg(feature = "metrics")]
+#![cfg(all(feature = "metrics", feature = "balance"))]
 // Tests panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,9 +13,16 @@ use std::time::Duration;
 
 use mtls_core::Authorize;
 use mtls_core::metrics::{CLIENT_TLS_HANDSHAKES, HANDSHAKE_RESULT, SERVER_TLS_HANDSHAKES};
-use mtls_tonic::MtlsConnector;
+use mtls_tonic::metrics::{
+    AUTHZ_ALLOWED, AUTHZ_DENIED, CALL_RETRIES, CONNECTION_ATTEMPTS_FAILED,
+    CONNECTION_ATTEMPTS_SUCCEEDED, DISCONNECT_ERROR, DISCONNECTIONS, DNS_RESOLUTIONS, METHOD,
+    RESULT, TARGET,
+};
+use mtls_tonic::{AuthzLayer, MethodPolicy, MtlsConnector, OutlierDetection, RetryPolicy};
 use recorded::{Recorded, Values};
+use support::fixture::{Fixture, call, ip, ready_count};
 use support::pki::{CLIENT_ID, Pki, SERVICE_NAME};
+use support::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -130,4 +137,237 @@ fn client_counts_a_server_it_refuses() {
         "{:?}",
         values.label_sets(SERVER_TLS_HANDSHAKES)
     );
+}
+
+const CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// A health call to `path` (Check or Watch) as `client`: its status code.
+async fn health_call(
+    client: rustls::ClientConfig,
+    addr: std::net::SocketAddr,
+    watch: bool,
+) -> tonic::Code {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let connector = MtlsConnector::new(client)
+        .server_name(SERVICE_NAME)
+        .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let result = if watch {
+        health
+            .watch(HealthCheckRequest::default())
+            .await
+            .map(|_| ())
+    } else {
+        health
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|_| ())
+    };
+    result.err().map_or(tonic::Code::Ok, |s| s.code())
+}
+
+#[test]
+fn authorization_counts_allowed_and_denied_by_method_and_unnamed_methods_as_other() {
+    let pki = Pki::new();
+    let rec = Recorded::new();
+    let values = rec.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // TLS admits the trust domain; the method policy lets only CLIENT_ID call Check.
+        let incoming =
+            mtls_tonic::MtlsIncoming::new(listener, pki.server_config(Pki::member_policy()));
+        let policy = MethodPolicy::deny_by_default()
+            .allow(CHECK, Authorize::exact(CLIENT_ID.parse().unwrap()))
+            .unwrap();
+        let (_reporter, service) = support::replica::probe("solo");
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(AuthzLayer::new(policy))
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        let outsider = "spiffe://example.org/ns/default/sa/other";
+        for _ in 0..2 {
+            assert_eq!(
+                health_call(pki.client_config(CLIENT_ID), addr, false).await,
+                tonic::Code::Ok
+            );
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                health_call(pki.client_config(outsider), addr, false).await,
+                tonic::Code::PermissionDenied
+            );
+        }
+        // Watch is named by no pattern: denied, and counted as `other`.
+        assert_eq!(
+            health_call(pki.client_config(CLIENT_ID), addr, true).await,
+            tonic::Code::PermissionDenied
+        );
+        let values = rec.take();
+        server.abort();
+        values
+    });
+    let sets = values.label_sets(AUTHZ_DENIED);
+    assert_eq!(values.counter(AUTHZ_ALLOWED, &[(METHOD, CHECK)]), 2);
+    assert_eq!(
+        values.counter(AUTHZ_DENIED, &[(METHOD, CHECK)]),
+        3,
+        "{sets:?}"
+    );
+    assert_eq!(
+        values.counter(AUTHZ_DENIED, &[(METHOD, "other")]),
+        1,
+        "{sets:?}"
+    );
+    assert_eq!(values.counter_total(AUTHZ_DENIED), 4, "{sets:?}");
+}
+
+#[test]
+fn balanced_channel_counts_connections_goaway_and_errors_retries_and_dns() {
+    let rec = Recorded::new();
+    let (values, retried) = rec.block_on(async {
+        let mut fx = Fixture::start(2, 2).await;
+        let channel = fx
+            .builder()
+            .outlier_detection(OutlierDetection::disabled())
+            .retry_policy(
+                RetryPolicy::new(3)
+                    .backoff(Duration::from_millis(5), Duration::from_millis(20), 2.0)
+                    .retryable([tonic::Code::Unavailable]),
+            )
+            .build()
+            .unwrap();
+        assert!(
+            wait_until(LIMIT, || ready_count(&channel) == 2).await,
+            "{channel:?}"
+        );
+        // Replica .2 answers UNAVAILABLE: each call it gets is retried once, on .3.
+        let failing = &fx.replicas[&ip(2)];
+        failing.answer_with(tonic::Code::Unavailable);
+        let before = failing.checks();
+        for _ in 0..8 {
+            call(&channel, "").await.unwrap();
+        }
+        let retried = fx.replicas[&ip(2)].checks() - before;
+        fx.replicas[&ip(2)].answer_with(tonic::Code::Ok);
+        // .2 shuts down gracefully (GOAWAY), .3 is killed (its connections close, with or
+        // without a GOAWAY depending on which task the runtime drops first); the
+        // reconnections find no listener and fail. The reset without a GOAWAY is the next
+        // test's.
+        fx.replicas.get_mut(&ip(2)).unwrap().shutdown_gracefully();
+        fx.replicas.get_mut(&ip(3)).unwrap().kill();
+        // The DNS server goes away: the next look-ups fail.
+        fx.dns.stop().await;
+        let values = rec
+            .take_until(LIMIT, |v| {
+                v.counter_total(DISCONNECTIONS) >= 2
+                    && v.counter_total(CONNECTION_ATTEMPTS_FAILED) >= 2
+                    && v.label_sets(DNS_RESOLUTIONS)
+                        .iter()
+                        .any(|l| l.iter().any(|(k, v)| k == RESULT && v == "failed"))
+            })
+            .await;
+        drop(channel);
+        (values, retried)
+    });
+    let sets = values.label_sets(CONNECTION_ATTEMPTS_SUCCEEDED);
+    assert_eq!(sets.len(), 1, "one target: {sets:?}");
+    let target = sets[0]
+        .iter()
+        .find(|(k, _)| k == TARGET)
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(target.contains("bookstore.test"), "{target}");
+    let t = target.as_str();
+    assert_eq!(
+        values.counter(CONNECTION_ATTEMPTS_SUCCEEDED, &[(TARGET, t)]),
+        2
+    );
+    assert!(values.counter(CONNECTION_ATTEMPTS_FAILED, &[(TARGET, t)]) >= 2);
+    let disconnections = values.label_sets(DISCONNECTIONS);
+    assert!(
+        values.counter(DISCONNECTIONS, &[(TARGET, t), (DISCONNECT_ERROR, "GOAWAY")]) >= 1,
+        "{disconnections:?}"
+    );
+    assert_eq!(
+        values.counter_total(DISCONNECTIONS),
+        2,
+        "{disconnections:?}"
+    );
+    // One histogram sample per retried call, each one retry.
+    assert!(
+        retried >= 1,
+        "round robin sent some calls to the failing replica"
+    );
+    let samples = values.histogram(CALL_RETRIES, &[(TARGET, t)]);
+    assert_eq!(samples.len() as u64, retried, "{samples:?}");
+    assert!(samples.iter().all(|&n| n == 1.0), "{samples:?}");
+    let dns = |result: &str| values.counter(DNS_RESOLUTIONS, &[(TARGET, t), (RESULT, result)]);
+    assert!(dns("found") >= 1);
+    assert!(dns("failed") >= 1);
+}
+
+#[test]
+fn a_connection_reset_without_goaway_counts_as_an_error_disconnection() {
+    let pki = Pki::new();
+    let rec = Recorded::new();
+    let values = rec.block_on(async {
+        // A real HTTP/2 server (the h2 crate) over mTLS that, once the client is connected,
+        // resets the TCP connection (SO_LINGER 0) without a GOAWAY.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+            pki.server_config(Pki::member_policy()),
+        ));
+        let (reset_tx, reset_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // RST on close; blocking on drop is what linger 0 never does.
+            #[allow(deprecated)]
+            tcp.set_linger(Some(Duration::ZERO)).unwrap();
+            let tls = acceptor.accept(tcp).await.unwrap();
+            let mut h2 = h2::server::handshake(tls).await.unwrap();
+            tokio::select! {
+                _ = h2.accept() => {}
+                _ = reset_rx => {}
+            }
+            // Dropping the h2 connection writes nothing (no GOAWAY, no TLS close_notify:
+            // both need an async write): the socket closes with RST (linger 0). The
+            // listener goes too, so the reconnection is refused.
+            drop(h2);
+            drop(listener);
+        });
+        let connector = MtlsConnector::new(pki.client_config(CLIENT_ID))
+            .server_name(SERVICE_NAME)
+            .unwrap();
+        let channel = mtls_tonic::BalancedChannel::builder(addr.to_string(), connector)
+            .build()
+            .unwrap();
+        assert!(
+            wait_until(LIMIT, || ready_count(&channel) == 1).await,
+            "{channel:?}"
+        );
+        reset_tx.send(()).unwrap();
+        let values = rec
+            .take_until(LIMIT, |v| v.counter_total(DISCONNECTIONS) >= 1)
+            .await;
+        server.abort();
+        drop(channel);
+        values
+    });
+    let sets = values.label_sets(DISCONNECTIONS);
+    assert_eq!(values.counter_total(DISCONNECTIONS), 1, "{sets:?}");
+    assert!(
+        sets.iter().all(|l| l
+            .iter()
+            .any(|(k, v)| k == DISCONNECT_ERROR && v != "GOAWAY")),
+        "{sets:?}"
+    );
+    assert_eq!(values.counter_total(CONNECTION_ATTEMPTS_SUCCEEDED), 1);
 }

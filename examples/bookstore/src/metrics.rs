@@ -40,6 +40,6 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
 
 /// Describes every metric of the libraries to the installed recorder.
 pub fn describe() {
-    mtls_core::metrics::describe();
-    mtls_jwt::metrics::describe();
+    // mtls-tonic's describes mtls-core's and mtls-jwt's too.
+    mtls_tonic::metrics::describe();
 }

@@ -59,6 +59,7 @@ fn prometheus(name: &str) -> String {
 fn known_labels() -> BTreeSet<String> {
     use mtls_core::metrics as core;
     use mtls_jwt::metrics as jwt;
+    use mtls_tonic::metrics as tonic;
     [
         core::HANDSHAKE_RESULT,
         core::CERT_KIND,
@@ -69,6 +70,10 @@ fn known_labels() -> BTreeSet<String> {
         jwt::RESULT,
         jwt::STATE,
         jwt::JWKS,
+        tonic::METHOD,
+        tonic::TARGET,
+        tonic::DISCONNECT_ERROR,
+        tonic::RESULT,
     ]
     .iter()
     .map(|l| prometheus(l))
@@ -285,7 +290,17 @@ fn every_alert_names_only_metrics_labels_and_values_the_crates_have() {
                 l if l == prometheus(mtls_core::metrics::ROTATION_KIND) => {
                     vec!["identity", "trust_bundle"]
                 }
-                l if l == mtls_jwt::metrics::RESULT => vec!["hit", "miss", "success", "failure"],
+                l if l == mtls_jwt::metrics::RESULT => {
+                    vec![
+                        "hit",
+                        "miss",
+                        "success",
+                        "failure",
+                        "found",
+                        "no_records",
+                        "failed",
+                    ]
+                }
                 l if l == mtls_jwt::metrics::STATE => vec!["loaded", "skipped"],
                 _ => continue,
             };

@@ -76,10 +76,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        match self
+        let verdict = self
             .policy
-            .check(request.uri().path(), request.peer_identity())
-        {
+            .check(request.uri().path(), request.peer_identity());
+        crate::metrics::authz(&self.policy, request.uri().path(), verdict.is_ok());
+        match verdict {
             Ok(()) => ResponseFuture::inner(self.inner.call(request)),
             Err(denied) => {
                 if let Some(unlogged) = self.denials.log_line() {

@@ -122,6 +122,17 @@ impl MethodPolicy {
             .or(self.default.as_ref())
     }
 
+    /// True if a pattern names `path` exactly or by its service (not only the default):
+    /// then it may be a metric label, a path no pattern names is `other`.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn names(&self, path: &str) -> bool {
+        self.exact.contains_key(path)
+            || path
+                .strip_prefix('/')
+                .and_then(|p| p.split_once('/'))
+                .is_some_and(|(service, _)| self.services.contains_key(service))
+    }
+
     /// Whether `peer` may call `path` (`/pkg.Service/Method`).
     pub fn check(&self, path: &str, peer: Option<&PeerIdentity>) -> Result<(), AuthzError> {
         let Some(rule) = self.rule(path) else {

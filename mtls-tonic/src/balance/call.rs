@@ -468,6 +468,7 @@ async fn slow(
     mut transparent: u32,
 ) -> Result<http::Response<Body>, BoxError> {
     let ctx = &tasks.ctx;
+    let mut retries = crate::metrics::CallRetries::new(&ctx.target, transparent);
     let mut attempts = 1u32;
     let mut avoid: Vec<std::net::SocketAddr> = Vec::new();
     loop {
@@ -514,6 +515,7 @@ async fn slow(
             Err(error) => {
                 if let Some(not_sent) = error.downcast_ref::<NotSent>() {
                     transparent += 1;
+                    retries.transparent = transparent;
                     if transparent > MAX_TRANSPARENT_RETRIES {
                         return Err(Box::new(Status::unavailable(format!(
                             "call to {} not sent after {transparent} attempts: {not_sent}",
@@ -562,6 +564,7 @@ async fn slow(
         drop(result);
         tokio::time::sleep(delay).await;
         attempts += 1;
+        retries.policy = attempts - 1;
         if let Some(addr) = served_by {
             avoid.push(addr);
         }

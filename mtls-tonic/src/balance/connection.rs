@@ -115,6 +115,21 @@ enum Ended {
     },
 }
 
+impl Ended {
+    /// Counts how the connection ended: a failed attempt, or a disconnection.
+    fn counted(self, ctx: &Ctx) -> Self {
+        match &self {
+            Ended::Removed => {}
+            Ended::Failed(_) | Ended::Refused(_) => crate::metrics::connect_failed(&ctx.target),
+            Ended::Closed { reason, .. } => {
+                crate::metrics::disconnected(&ctx.target, false, reason)
+            }
+            Ended::GoingAway { .. } => crate::metrics::disconnected(&ctx.target, true, ""),
+        }
+        self
+    }
+}
+
 /// Runs one endpoint until it is removed: connect, serve, reconnect with backoff, drain.
 pub(crate) async fn run(ctx: Arc<Ctx>, shared: Arc<Shared>) {
     let settings = &ctx.settings;
@@ -132,8 +147,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>, shared: Arc<Shared>) {
             attempt = connect(&ctx, &shared) => attempt,
             () = shared.removed() => break,
         };
+        if attempt.is_err() {
+            crate::metrics::connect_failed(&ctx.target);
+        }
         let reason = match attempt {
-            Ok(connected) => match serve(&ctx, &shared, connected).await {
+            Ok(connected) => match serve(&ctx, &shared, connected).await.counted(&ctx) {
                 Ended::Removed => break,
                 Ended::Closed { .. } | Ended::GoingAway { .. }
                     if shared.not_in_dns_since().is_some() =>
@@ -245,7 +263,7 @@ async fn serve(ctx: &Ctx, shared: &Arc<Shared>, connected: Connected) -> Ended {
         () = shared.removed() => return Ended::Removed,
     };
     match heard {
-        Some(Ok(())) => {}
+        Some(Ok(())) => crate::metrics::connected(&ctx.target),
         Some(Err(ReadFailure { reason, tls: true })) => {
             return Ended::Refused(format!("the server refused the mTLS session: {reason}"));
         }
@@ -286,7 +304,9 @@ async fn serve(ctx: &Ctx, shared: &Arc<Shared>, connected: Connected) -> Ended {
             let reason = closed_reason(result, "");
             Ended::Closed { reason, lived: started.elapsed() }
         }
-        _ = &mut goaway => {
+        // `Ok` only: the sender is dropped with the connection's IO, and a connection that
+        // ended without a GOAWAY is the branch above's, not this one.
+        Ok(()) = &mut goaway => {
             // No new call goes to this connection (h2 refuses new streams after a GOAWAY;
             // the balancer stops picking it now); calls on it finish while it drains on its
             // own, and a new connection is dialed at once, as grpc-go does.

@@ -70,6 +70,17 @@ enum Lookup {
     Failed(String),
 }
 
+impl Lookup {
+    /// `Some(true)`: addresses, `Some(false)`: no records, `None`: the look-up failed.
+    fn found(&self) -> Option<bool> {
+        match self {
+            Lookup::Found(..) => Some(true),
+            Lookup::NoRecords => Some(false),
+            Lookup::Failed(_) => None,
+        }
+    }
+}
+
 async fn lookup(resolver: &TokioResolver, host: &str) -> Lookup {
     // A trailing dot: the target is a full name, no search-list expansion.
     let fqdn = format!("{host}.");
@@ -297,6 +308,7 @@ pub(crate) async fn run(
     loop {
         let resolved_at = tokio::time::Instant::now();
         let answer = lookup(&resolver, &ctx.target.dns_name).await;
+        crate::metrics::dns_resolution(&ctx.target, answer.found());
         prune(&ctx, &mut current, &mut kept, &tx);
         let wait = match answer {
             Lookup::Found(ips, ttl) => {
