@@ -74,6 +74,12 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A `user-agent` is not a valid HTTP header value (control characters, non-ASCII).
+    #[error("invalid user agent {presented:?}: expected visible ASCII characters and spaces")]
+    InvalidUserAgent {
+        /// The user agent as given.
+        presented: String,
+    },
     /// A method pattern for an authorization rule is malformed.
     #[error("invalid method pattern {presented:?}: expected /pkg.Service/Method or pkg.Service/*")]
     InvalidMethodPattern {

@@ -258,6 +258,8 @@
 //!   (DNS-over-TLS/HTTPS features off).
 //! - `tokio-stream`, `futures-util`, `pin-project-lite`: stream and future plumbing.
 //! - `fastrand`: jitter for backoff and refresh.
+//! - `socket2`: TCP keepalive time on the connector's sockets
+//!   ([`MtlsConnector::tcp_keepalive`]; tokio sets only on or off).
 //! - `thiserror`, `tracing`: errors and events.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

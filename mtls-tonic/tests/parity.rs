@@ -6,10 +6,20 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use mtls_tonic::{LoadPolicy, ServedBy};
-use support::fixture::Fixture;
+use mtls_tonic::{
+    BalancedChannel, BalancedEndpoint, LoadPolicy, MtlsConnector, MtlsIncoming, ServedBy,
+    ServerOptions,
+};
+use support::{
+    fixture::Fixture,
+    pki::{CLIENT_ID, Pki, SERVICE_NAME},
+};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// Every response names the endpoint that served it, and it is the replica that answered
@@ -38,4 +48,335 @@ async fn every_response_names_the_endpoint_that_served_it() {
         *served.entry(replica.to_owned()).or_default() += 1;
     }
     assert_eq!(served.len(), 3, "{served:?}");
+}
+
+/// `check` answers with what the call looked like on the server: `x-user-agent` and
+/// `x-grpc-timeout` (the headers as received); service `slow:<ms>` answers after `<ms>`.
+struct Echo;
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for Echo {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .map_or("none".to_owned(), |v| v.to_str().unwrap().to_owned())
+        };
+        let (agent, timeout) = (header("user-agent"), header("grpc-timeout"));
+        if let Some(ms) = request.get_ref().service.strip_prefix("slow:") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        }
+        let mut response =
+            tonic::Response::new(tonic_health::pb::HealthCheckResponse { status: 1 });
+        response
+            .metadata_mut()
+            .insert("x-user-agent", agent.parse().unwrap());
+        response
+            .metadata_mut()
+            .insert("x-grpc-timeout", timeout.parse().unwrap());
+        Ok(response)
+    }
+
+    type WatchStream = tonic_health::server::WatchStream;
+
+    async fn watch(
+        &self,
+        _request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("watch"))
+    }
+}
+
+/// An [`Echo`] server on 127.0.0.2 (on this runtime) and a static-list channel builder to it.
+async fn echo_server(
+    pki: &Pki,
+) -> (
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    mtls_tonic::BalancedChannelBuilder,
+) {
+    let options = ServerOptions::default();
+    let listener = options.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = MtlsIncoming::with_options(
+        listener,
+        pki.server_config(Pki::member_policy()),
+        options.clone(),
+    );
+    let server = tokio::spawn(
+        options
+            .server()
+            .add_service(tonic_health::pb::health_server::HealthServer::new(Echo))
+            .serve_with_incoming(incoming),
+    );
+    let builder = BalancedChannel::static_list(
+        format!("{SERVICE_NAME}:{}", addr.port()),
+        [BalancedEndpoint::new(addr)],
+        MtlsConnector::new(pki.client_config(CLIENT_ID)),
+    )
+    .ready_timeout(Duration::from_secs(5));
+    (server, builder)
+}
+
+async fn echo(
+    channel: &BalancedChannel,
+    service: &str,
+    timeout: Option<Duration>,
+) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: service.to_owned(),
+    });
+    if let Some(timeout) = timeout {
+        request.set_timeout(timeout);
+    }
+    HealthClient::new(channel.clone()).check(request).await
+}
+
+/// A `grpc-timeout` value as a duration.
+fn grpc_timeout(value: &str) -> Duration {
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().unwrap();
+    match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        other => panic!("unit {other}"),
+    }
+}
+
+fn meta(response: &tonic::Response<tonic_health::pb::HealthCheckResponse>, key: &str) -> String {
+    response
+        .metadata()
+        .get(key)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `timeout`: a call without its own deadline gets the channel's (DEADLINE_EXCEEDED when
+/// the server is slower, and the server is told it); a call's own shorter one wins.
+#[tokio::test]
+async fn the_default_timeout_bounds_calls_without_a_shorter_one() {
+    let pki = Pki::new();
+    let (server, builder) = echo_server(&pki).await;
+    let channel = builder.timeout(Duration::from_millis(400)).build().unwrap();
+    let fast = echo(&channel, "", None).await.unwrap();
+    let sent = grpc_timeout(&meta(&fast, "x-grpc-timeout"));
+    assert!(
+        sent > Duration::from_millis(300) && sent <= Duration::from_millis(400),
+        "{sent:?}"
+    );
+    // The call's own, shorter, deadline is kept; a longer one is cut to the channel's.
+    let own = echo(&channel, "", Some(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    assert!(
+        grpc_timeout(&meta(&own, "x-grpc-timeout")) <= Duration::from_millis(100),
+        "{own:?}"
+    );
+    let started = Instant::now();
+    let slow = echo(&channel, "slow:3000", Some(Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert_eq!(slow.code(), tonic::Code::DeadlineExceeded, "{slow:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    // Without the setting, the slow call completes.
+    let (server2, builder) = echo_server(&pki).await;
+    let plain = builder.build().unwrap();
+    let done = echo(&plain, "slow:600", None).await.unwrap();
+    assert_eq!(meta(&done, "x-grpc-timeout"), "none");
+    server.abort();
+    server2.abort();
+}
+
+/// `user_agent`: the server sees the application's agent, then ours; by default ours alone.
+#[tokio::test]
+async fn the_user_agent_reaches_the_server() {
+    let pki = Pki::new();
+    let (server, builder) = echo_server(&pki).await;
+    let ours = concat!("mtls-tonic/", env!("CARGO_PKG_VERSION"));
+    let channel = builder
+        .user_agent("bookstore-client/1.2")
+        .unwrap()
+        .build()
+        .unwrap();
+    let response = echo(&channel, "", None).await.unwrap();
+    let agent = meta(&response, "x-user-agent");
+    // tonic's generated client may add its own agent first; ours come last, in order.
+    assert!(
+        agent.ends_with(&format!("bookstore-client/1.2 {ours}")),
+        "{agent}"
+    );
+    let (server2, builder) = echo_server(&pki).await;
+    let default = builder.build().unwrap();
+    let agent = meta(&echo(&default, "", None).await.unwrap(), "x-user-agent");
+    assert!(
+        agent.ends_with(ours) && !agent.contains("bookstore-client"),
+        "{agent}"
+    );
+    let (server3, builder) = echo_server(&pki).await;
+    assert!(matches!(
+        builder.user_agent("bad\nagent"),
+        Err(mtls_tonic::Error::InvalidUserAgent { .. })
+    ));
+    server.abort();
+    server2.abort();
+    server3.abort();
+}
+
+/// The first flight of HTTP/2 frames a client sends to a TLS server on `listener`:
+/// SETTINGS values and the connection WINDOW_UPDATE increment (0 when none was sent).
+async fn client_first_flight(
+    listener: tokio::net::TcpListener,
+    config: rustls::ServerConfig,
+) -> (HashMap<u16, u32>, u32) {
+    use tokio::io::AsyncReadExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut tls = acceptor.accept(tcp).await.unwrap();
+    let mut preface = [0u8; 24];
+    tls.read_exact(&mut preface).await.unwrap();
+    assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let (mut settings, mut window) = (HashMap::new(), 0);
+    // Frames until the client waits for our SETTINGS (it sends its first flight at once).
+    loop {
+        let mut head = [0u8; 9];
+        let read = tokio::time::timeout(Duration::from_millis(500), tls.read_exact(&mut head));
+        let Ok(Ok(_)) = read.await else { break };
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        tls.read_exact(&mut payload).await.unwrap();
+        match head[3] {
+            0x4 if head[4] & 1 == 0 => {
+                for entry in payload.chunks(6) {
+                    let id = u16::from_be_bytes([entry[0], entry[1]]);
+                    let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
+                    settings.insert(id, value);
+                }
+            }
+            0x8 if stream == 0 => {
+                window = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                    & 0x7fff_ffff;
+            }
+            _ => {}
+        }
+    }
+    (settings, window)
+}
+
+/// The HTTP/2 windows and adaptive window reach the wire: what the client announces in
+/// its SETTINGS (INITIAL_WINDOW_SIZE, id 4) and its connection WINDOW_UPDATE, by default
+/// (hyper's, as tonic: 2 MiB / 5 MiB), set, and adaptive (the spec's 64 KiB, growing).
+#[tokio::test]
+async fn http2_windows_and_adaptive_window_reach_the_wire() {
+    const SPEC: u32 = 65_535;
+    let pki = Pki::new();
+    let cases: [(
+        &str,
+        fn(mtls_tonic::BalancedChannelBuilder) -> mtls_tonic::BalancedChannelBuilder,
+        u32,
+        u32,
+    ); 3] = [
+        ("default", |b| b, 2 << 20, 5 << 20),
+        (
+            "set",
+            |b| {
+                b.initial_stream_window_size(1_000_000)
+                    .initial_connection_window_size(3_000_000)
+            },
+            1_000_000,
+            3_000_000,
+        ),
+        (
+            "adaptive",
+            |b| {
+                b.initial_stream_window_size(1_000_000)
+                    .http2_adaptive_window(true)
+            },
+            SPEC,
+            SPEC,
+        ),
+    ];
+    for (name, tune, stream_window, connection_window) in cases {
+        let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(client_first_flight(
+            listener,
+            pki.server_config(Pki::member_policy()),
+        ));
+        let builder = BalancedChannel::static_list(
+            format!("{SERVICE_NAME}:{}", addr.port()),
+            [BalancedEndpoint::new(addr)],
+            MtlsConnector::new(pki.client_config(CLIENT_ID)),
+        );
+        let channel = tune(builder).build().unwrap();
+        let (settings, window) = server.await.unwrap();
+        assert_eq!(
+            settings.get(&4).copied().unwrap_or(SPEC),
+            stream_window,
+            "{name}: {settings:?}"
+        );
+        assert_eq!(
+            window + SPEC,
+            connection_window.max(SPEC),
+            "{name}: {window}"
+        );
+        if connection_window == SPEC {
+            assert_eq!(window, 0, "{name}");
+        }
+        drop(channel);
+    }
+}
+
+/// `tcp_nodelay` / `tcp_keepalive` are set on the sockets the connector makes (the
+/// balanced channel's builder sets them on its connector): read back from the socket.
+#[tokio::test]
+async fn tcp_nodelay_and_keepalive_are_set_on_the_socket() {
+    let pki = Pki::new();
+    let listener = ServerOptions::default()
+        .bind("127.0.0.2:0".parse().unwrap())
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = MtlsIncoming::new(listener, pki.server_config(Pki::member_policy()));
+    let server = tokio::spawn(
+        ServerOptions::default()
+            .server()
+            .add_service(tonic_health::pb::health_server::HealthServer::new(Echo))
+            .serve_with_incoming(incoming),
+    );
+    let connector = || {
+        MtlsConnector::new(pki.client_config(CLIENT_ID))
+            .server_name(SERVICE_NAME)
+            .unwrap()
+    };
+    let tls = connector().connect(addr, None).await.unwrap();
+    let socket = socket2::SockRef::from(tls.get_ref().0);
+    assert!(socket.tcp_nodelay().unwrap(), "default: on, as tonic");
+    assert!(!socket.keepalive().unwrap(), "default: off, as tonic");
+    let tls = connector()
+        .tcp_nodelay(false)
+        .tcp_keepalive(Some(Duration::from_secs(42)))
+        .connect(addr, None)
+        .await
+        .unwrap();
+    let socket = socket2::SockRef::from(tls.get_ref().0);
+    assert!(!socket.tcp_nodelay().unwrap());
+    assert!(socket.keepalive().unwrap());
+    assert_eq!(
+        socket.tcp_keepalive_time().unwrap(),
+        Duration::from_secs(42)
+    );
+    server.abort();
 }

@@ -215,6 +215,98 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// A timeout for every call without a shorter `grpc-timeout` of its own (tonic
+    /// `Endpoint::timeout`; default none): the call fails DEADLINE_EXCEEDED when it is
+    /// over, and the server is told the deadline (`grpc-timeout`).
+    ///
+    /// ```
+    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) {
+    /// let builder = builder.timeout(std::time::Duration::from_secs(5));
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.calls.defaults.timeout = Some(timeout);
+        self
+    }
+
+    /// The `user-agent` of every call: `user_agent` followed by `mtls-tonic/<version>`
+    /// (tonic `Endpoint::user_agent`; default `mtls-tonic/<version>` alone). A call's own
+    /// `user-agent` header comes first. Fails with
+    /// [`Error::InvalidUserAgent`](crate::Error::InvalidUserAgent) when it is not a valid
+    /// header value.
+    ///
+    /// ```
+    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) -> mtls_tonic::Result<()> {
+    /// let builder = builder.user_agent("bookstore-client/1.2")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn user_agent(mut self, user_agent: &str) -> Result<Self> {
+        let value = http::HeaderValue::try_from(user_agent).map_err(|_| {
+            crate::Error::InvalidUserAgent {
+                presented: user_agent.to_owned(),
+            }
+        })?;
+        self.calls.defaults.set_user_agent(&value);
+        Ok(self)
+    }
+
+    /// HTTP/2 `SETTINGS_INITIAL_WINDOW_SIZE` of each endpoint's connection: response bytes
+    /// a stream may receive before the application reads them (tonic
+    /// `Endpoint::initial_stream_window_size`; default hyper's, 2 MiB).
+    pub fn initial_stream_window_size(mut self, size: u32) -> Self {
+        self.endpoint.http2.initial_stream_window_size = Some(size);
+        self
+    }
+
+    /// HTTP/2 connection-level flow-control window of each endpoint's connection (tonic
+    /// `Endpoint::initial_connection_window_size`; default hyper's, 5 MiB).
+    pub fn initial_connection_window_size(mut self, size: u32) -> Self {
+        self.endpoint.http2.initial_connection_window_size = Some(size);
+        self
+    }
+
+    /// HTTP/2 adaptive flow control (BDP estimation; tonic `Endpoint::http2_adaptive_window`;
+    /// default off): both windows start at the spec's 64 KiB and grow with the measured
+    /// bandwidth-delay product. It takes precedence over the fixed window sizes.
+    ///
+    /// ```
+    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) {
+    /// let builder = builder
+    ///     .initial_stream_window_size(1 << 20)
+    ///     .initial_connection_window_size(4 << 20)
+    ///     .http2_adaptive_window(false);
+    /// # }
+    /// ```
+    pub fn http2_adaptive_window(mut self, enabled: bool) -> Self {
+        self.endpoint.http2.adaptive_window = enabled;
+        self
+    }
+
+    /// `TCP_NODELAY` on each endpoint's socket (tonic `Endpoint::tcp_nodelay`; default on).
+    /// Applies to the channel's connector (an endpoint with its own connector keeps that
+    /// connector's setting).
+    pub fn tcp_nodelay(mut self, enabled: bool) -> Self {
+        self.connector = self.connector.tcp_nodelay(enabled);
+        self
+    }
+
+    /// TCP keepalive probes on each endpoint's socket after `idle` without traffic (tonic
+    /// `Endpoint::tcp_keepalive`; default off: HTTP/2 PINGs, [`keepalive`](Self::keepalive),
+    /// watch the connection). Applies to the channel's connector, as
+    /// [`tcp_nodelay`](Self::tcp_nodelay).
+    ///
+    /// ```
+    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) {
+    /// let builder = builder
+    ///     .tcp_nodelay(true)
+    ///     .tcp_keepalive(Some(std::time::Duration::from_secs(60)));
+    /// # }
+    /// ```
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.connector = self.connector.tcp_keepalive(idle);
+        self
+    }
+
     /// Calls that may queue in front of the balancer (default 1024).
     pub fn buffer_size(mut self, size: usize) -> Self {
         self.buffer = size.max(1);

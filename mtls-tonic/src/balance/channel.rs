@@ -16,7 +16,7 @@ use super::{
     LoadPolicy, OutlierDetection, ResolutionState, ServiceConfig,
     builder::Source,
     call::ResponseFuture,
-    ctx::{CallSettings, Ctx, EndpointSettings},
+    ctx::{CallDefaults, CallSettings, Ctx, EndpointSettings, Http2Settings},
     discovery::DnsSettings,
     gate::BoxFuture,
     source::StaticList,
@@ -194,11 +194,13 @@ impl BalancedChannel {
                 keepalive: Some((Duration::from_secs(20), Duration::from_secs(10))),
                 health_service: None,
                 drain_timeout: Duration::from_secs(30),
+                http2: Http2Settings::default(),
             },
             policy: LoadPolicy::default(),
             calls: CallSettings {
                 ready_timeout: Some(Duration::from_secs(10)),
                 wait_for_ready: false,
+                defaults: CallDefaults::default(),
             },
             outlier: OutlierDetection::default(),
             service_config: ServiceConfig::default(),
@@ -236,7 +238,8 @@ impl Service<http::Request<Body>> for BalancedChannel {
         self.buffer.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> ResponseFuture {
+    fn call(&mut self, mut request: http::Request<Body>) -> ResponseFuture {
+        self.ctx.calls.defaults.apply(&mut request);
         ResponseFuture::start(&self.tasks, &mut self.buffer, request)
     }
 }

@@ -79,6 +79,14 @@ async fn connect(ctx: &Ctx, shared: &Shared) -> Result<Connected, Error> {
     });
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
+    let http2 = &ctx.settings.http2;
+    builder
+        .initial_stream_window_size(http2.initial_stream_window_size)
+        .initial_connection_window_size(http2.initial_connection_window_size);
+    if http2.adaptive_window {
+        // Both windows start at the spec's 64 KiB and grow with the measured BDP.
+        builder.adaptive_window(true);
+    }
     if let Some((interval, timeout)) = ctx.settings.keepalive {
         builder
             .keep_alive_interval(interval)

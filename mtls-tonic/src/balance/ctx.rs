@@ -27,6 +27,89 @@ pub(crate) struct EndpointSettings {
     pub(crate) keepalive: Option<(Duration, Duration)>,
     pub(crate) health_service: Option<String>,
     pub(crate) drain_timeout: Duration,
+    /// tonic `Endpoint`'s HTTP/2 windows (`None`: hyper's defaults, as tonic).
+    pub(crate) http2: Http2Settings,
+}
+
+/// HTTP/2 flow control of each endpoint's connection (tonic `Endpoint`'s settings and
+/// defaults: hyper's windows, adaptive window off).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Http2Settings {
+    pub(crate) initial_stream_window_size: Option<u32>,
+    pub(crate) initial_connection_window_size: Option<u32>,
+    pub(crate) adaptive_window: bool,
+}
+
+/// What the channel adds to every call (tonic `Endpoint::timeout` / `user_agent`).
+#[derive(Clone, Debug)]
+pub(crate) struct CallDefaults {
+    /// A call without a shorter `grpc-timeout` gets this one.
+    pub(crate) timeout: Option<Duration>,
+    /// `user-agent`: the application's (if set) then ours, appended to a call's own.
+    pub(crate) user_agent: http::HeaderValue,
+}
+
+/// Our part of every `user-agent` (tonic sends `tonic/<version>`).
+const USER_AGENT: &str = concat!("mtls-tonic/", env!("CARGO_PKG_VERSION"));
+
+impl Default for CallDefaults {
+    fn default() -> Self {
+        Self {
+            timeout: None,
+            user_agent: http::HeaderValue::from_static(USER_AGENT),
+        }
+    }
+}
+
+impl CallDefaults {
+    /// `user_agent` then ours, as tonic's `Endpoint::user_agent` does.
+    pub(crate) fn set_user_agent(&mut self, user_agent: &http::HeaderValue) {
+        let mut value = user_agent.as_bytes().to_vec();
+        value.push(b' ');
+        value.extend_from_slice(USER_AGENT.as_bytes());
+        if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+            self.user_agent = value;
+        }
+    }
+
+    /// Puts the defaults on a call: the default timeout when the call has no shorter
+    /// `grpc-timeout` (sent to the server, as gRPC deadlines are), and the user agent.
+    pub(crate) fn apply<B>(&self, request: &mut http::Request<B>) {
+        let headers = request.headers_mut();
+        if let Some(timeout) = self.timeout
+            && super::call::grpc_timeout(headers).is_none_or(|own| own > timeout)
+            && let Some(value) = encode_grpc_timeout(timeout)
+        {
+            headers.insert("grpc-timeout", value);
+        }
+        match headers.get(http::header::USER_AGENT) {
+            None => {
+                headers.insert(http::header::USER_AGENT, self.user_agent.clone());
+            }
+            Some(own) => {
+                let mut value = own.as_bytes().to_vec();
+                value.push(b' ');
+                value.extend_from_slice(self.user_agent.as_bytes());
+                if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+                    headers.insert(http::header::USER_AGENT, value);
+                }
+            }
+        }
+    }
+}
+
+/// `grpc-timeout` for `timeout`: at most 8 digits, in the finest unit that fits.
+fn encode_grpc_timeout(timeout: Duration) -> Option<http::HeaderValue> {
+    const MAX: u128 = 99_999_999;
+    let value = [
+        (timeout.as_millis().max(1), "m"),
+        (u128::from(timeout.as_secs()), "S"),
+        (u128::from(timeout.as_secs() / 3600), "H"),
+    ]
+    .into_iter()
+    .find(|(n, _)| *n <= MAX)
+    .map_or_else(|| format!("{MAX}H"), |(n, unit)| format!("{n}{unit}"));
+    http::HeaderValue::try_from(value).ok()
 }
 
 /// How calls wait for a ready endpoint.
@@ -36,6 +119,8 @@ pub(crate) struct CallSettings {
     pub(crate) ready_timeout: Option<Duration>,
     /// The channel-wide wait-for-ready default (a call's `WaitForReady` overrides it).
     pub(crate) wait_for_ready: bool,
+    /// Default timeout and user agent of every call.
+    pub(crate) defaults: CallDefaults,
 }
 
 #[derive(Debug)]

@@ -42,6 +42,8 @@ pub struct MtlsConnector {
     server_name: Option<ServerName<'static>>,
     connect_timeout: Duration,
     local_address: Option<IpAddr>,
+    nodelay: bool,
+    keepalive: Option<Duration>,
 }
 
 impl std::fmt::Debug for MtlsConnector {
@@ -50,6 +52,8 @@ impl std::fmt::Debug for MtlsConnector {
             .field("server_name", &self.server_name)
             .field("connect_timeout", &self.connect_timeout)
             .field("local_address", &self.local_address)
+            .field("nodelay", &self.nodelay)
+            .field("keepalive", &self.keepalive)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +70,8 @@ impl MtlsConnector {
             server_name: None,
             connect_timeout: Duration::from_secs(20),
             local_address: None,
+            nodelay: true,
+            keepalive: None,
         }
     }
 
@@ -103,6 +109,28 @@ impl MtlsConnector {
         self
     }
 
+    /// `TCP_NODELAY` on every connection (tonic `Endpoint::tcp_nodelay`; default on: gRPC
+    /// messages go out at once instead of waiting for more bytes).
+    pub fn tcp_nodelay(mut self, enabled: bool) -> Self {
+        self.nodelay = enabled;
+        self
+    }
+
+    /// TCP keepalive probes after `idle` without traffic (tonic `Endpoint::tcp_keepalive`;
+    /// default `None`: off).
+    ///
+    /// ```
+    /// # fn f(config: rustls::ClientConfig) {
+    /// let connector = mtls_tonic::MtlsConnector::new(config)
+    ///     .tcp_nodelay(true)
+    ///     .tcp_keepalive(Some(std::time::Duration::from_secs(60)));
+    /// # }
+    /// ```
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.keepalive = idle;
+        self
+    }
+
     /// The configured server name, if any.
     pub fn server_name_value(&self) -> Option<&ServerName<'static>> {
         self.server_name.as_ref()
@@ -131,7 +159,13 @@ impl MtlsConnector {
             let tcp = dial(addr, self.local_address)
                 .await
                 .map_err(|source| Error::Connect { addr, source })?;
-            let _ = tcp.set_nodelay(true);
+            tcp.set_nodelay(self.nodelay)
+                .map_err(|source| Error::Connect { addr, source })?;
+            if let Some(idle) = self.keepalive {
+                socket2::SockRef::from(&tcp)
+                    .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle))
+                    .map_err(|source| Error::Connect { addr, source })?;
+            }
             let tls = self.tls.connect(name, tcp).await;
             crate::metrics::client_handshake(&tls);
             let tls = tls.map_err(|error| Error::Handshake {
