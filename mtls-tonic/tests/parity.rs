@@ -276,6 +276,9 @@ async fn client_first_flight(
     (settings, window)
 }
 
+/// A change to a channel builder.
+type Tune = fn(mtls_tonic::BalancedChannelBuilder) -> mtls_tonic::BalancedChannelBuilder;
+
 /// The HTTP/2 windows and adaptive window reach the wire: what the client announces in
 /// its SETTINGS (INITIAL_WINDOW_SIZE, id 4) and its connection WINDOW_UPDATE, by default
 /// (hyper's, as tonic: 2 MiB / 5 MiB), set, and adaptive (the spec's 64 KiB, growing).
@@ -283,12 +286,7 @@ async fn client_first_flight(
 async fn http2_windows_and_adaptive_window_reach_the_wire() {
     const SPEC: u32 = 65_535;
     let pki = Pki::new();
-    let cases: [(
-        &str,
-        fn(mtls_tonic::BalancedChannelBuilder) -> mtls_tonic::BalancedChannelBuilder,
-        u32,
-        u32,
-    ); 3] = [
+    let cases: [(&str, Tune, u32, u32); 3] = [
         ("default", |b| b, 2 << 20, 5 << 20),
         (
             "set",
