@@ -60,7 +60,7 @@ impl Anchors {
         for cert in certs {
             let anchor = webpki::anchor_from_trusted_cert(&cert)
                 .map_err(|e| Error::InvalidTrustAnchor {
-                    reason: format!("{e:?}"),
+                    reason: crate::verify::webpki_words(&e),
                 })?
                 .to_owned();
             self.anchors.push(anchor);
@@ -200,7 +200,7 @@ impl TrustBundle {
     /// ```
     pub fn with_crl_der(mut self, der: &[u8]) -> Result<Self> {
         let crl = OwnedCertRevocationList::from_der(der).map_err(|e| Error::InvalidCrl {
-            reason: format!("{e:?}"),
+            reason: crate::verify::webpki_words(&e),
         })?;
         self.crls.push(Arc::new(crl.into()));
         Ok(self)

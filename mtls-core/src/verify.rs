@@ -271,6 +271,31 @@ impl fmt::Debug for PeerVerifier {
 /// What our path check hands webpki when a CA may not sign (webpki has no such error; the
 /// detailed reason travels beside it). Ranked low, so a more specific webpki error on
 /// another candidate path wins.
+/// A webpki error in words, from its variant name (`BadDerTime` -> "bad DER time"): its own
+/// `Display` is its `Debug`.
+pub(crate) fn webpki_words(error: &webpki::Error) -> String {
+    let debug = format!("{error:?}"); // Debug turned into words
+    let name = debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or(&debug);
+    let mut words = String::new();
+    for (i, c) in name.char_indices() {
+        if c.is_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    words
+        .split(' ')
+        .map(|word| match word {
+            "der" | "crl" | "eku" | "ca" => word.to_ascii_uppercase(),
+            _ => word.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 const CA_MAY_NOT_SIGN: webpki::Error = webpki::Error::EndEntityUsedAsCa;
 
 fn chain_error(err: webpki::Error, leaf: &LeafInfo, trusted: String, now: UnixTime) -> Error {
@@ -366,4 +391,23 @@ pub(crate) fn check_own_chain(
         };
         (trusted, reason)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn webpki_errors_read_as_words() {
+        assert_eq!(
+            super::webpki_words(&webpki::Error::BadDerTime),
+            "bad DER time"
+        );
+        assert_eq!(
+            super::webpki_words(&webpki::Error::UnsupportedCrlVersion),
+            "unsupported CRL version"
+        );
+        assert_eq!(
+            super::webpki_words(&webpki::Error::CaUsedAsEndEntity),
+            "CA used as end entity"
+        );
+    }
 }
