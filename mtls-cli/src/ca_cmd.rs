@@ -73,12 +73,13 @@ impl CaCommand {
         match self {
             Self::Init(a) => {
                 let key_path = file_in(&a.out, "ca-key.pem");
-                check_key_free(&key_path, a.force)?;
                 let params = CaParams::new(a.cn)
                     .with_key_algorithm(a.key_alg)
                     .valid_for(a.ttl)
                     .with_path_len(a.path_len);
+                // Inputs checked (the CA made, in memory) before the overwrite check.
                 let ca = CertificateAuthority::new_root(&params)?;
+                check_key_free(&key_path, a.force)?;
                 ensure_dir(&a.out)?;
                 write_key(&key_path, &ca.key_pem(), a.force)?;
                 write_public(&file_in(&a.out, "ca.pem"), &ca.cert_pem())?;
@@ -87,12 +88,12 @@ impl CaCommand {
             Self::Intermediate(a) => {
                 let parent = load_ca_dir(&a.ca)?;
                 let key_path = file_in(&a.out, "ca-key.pem");
-                check_key_free(&key_path, a.force)?;
                 let params = CaParams::new(a.cn)
                     .with_key_algorithm(a.key_alg)
                     .valid_for(a.ttl)
                     .with_path_len(a.path_len);
                 let ca = parent.new_intermediate(&params)?;
+                check_key_free(&key_path, a.force)?;
                 ensure_dir(&a.out)?;
                 write_key(&key_path, &ca.key_pem(), a.force)?;
                 write_public(&file_in(&a.out, "ca.pem"), &ca.chain_pem())?;

@@ -172,7 +172,6 @@ impl CertCommand {
 fn issue(a: IssueArgs) -> CliResult {
     let ca = load_ca_dir(&a.ca)?;
     let key_path = file_in(&a.out, &format!("{}-key.pem", a.name));
-    check_key_free(&key_path, a.force)?;
     let mut params = LeafParams::new(a.profile.into())
         .with_names(&a.sans)
         .with_key_algorithm(a.key_alg)
@@ -184,7 +183,10 @@ fn issue(a: IssueArgs) -> CliResult {
     if let Some(cn) = a.cn {
         params = params.with_common_name(cn);
     }
+    // Every input is checked (the leaf is made, in memory) before the overwrite check, so a
+    // bad SAN or SPIFFE ID is named as such, not hidden behind "refusing to overwrite".
     let leaf = ca.issue(&params)?;
+    check_key_free(&key_path, a.force)?;
     if leaf.certificate().was_clamped() {
         eprintln!(
             "warning: requested lifetime exceeds the CA's; not_after clamped to {}",

@@ -168,3 +168,55 @@ fn an_expired_svid_is_named_by_its_id_with_rfc3339_times() {
         assert!(!stderr.contains(artefact), "{artefact}: {stderr}");
     }
 }
+
+#[test]
+fn bad_input_is_named_before_the_overwrite_check() {
+    let dir = tempfile::tempdir().unwrap();
+    issue_leaf(dir.path());
+    // leaf/web-key.pem exists: a bad SAN or SPIFFE ID is still reported as what it is.
+    let out = mtls(
+        dir.path(),
+        &[
+            "cert",
+            "issue",
+            "--ca",
+            "ca",
+            "--out",
+            "leaf",
+            "--name",
+            "web",
+            "--profile",
+            "svid",
+            "--spiffe-id",
+            "spiffe://Upper.Case/x",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--spiffe-id") && stderr.contains("'U'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("refusing to overwrite"), "{stderr}");
+    // Good input for an existing key file: the overwrite check speaks.
+    let out = mtls(
+        dir.path(),
+        &[
+            "cert",
+            "issue",
+            "--ca",
+            "ca",
+            "--out",
+            "leaf",
+            "--name",
+            "web",
+            "--profile",
+            "server",
+            "--san",
+            "web.local",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("refusing to overwrite"), "{stderr}");
+}
