@@ -23,6 +23,16 @@ pub enum Error {
         /// The name as given.
         presented: String,
     },
+    /// The loopback DNS server of [`testing`](crate::testing) could not start or take a
+    /// record.
+    #[cfg(feature = "testing")]
+    #[error("loopback DNS server: {what}: {reason}")]
+    TestDns {
+        /// What it was doing (the name, the socket).
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// The DNS resolver could not be built (e.g. no readable system configuration).
     #[error("DNS resolver configuration: {0}")]
     Resolver(String),

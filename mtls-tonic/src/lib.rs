@@ -132,6 +132,10 @@
 //! - `jwt` (on by default): [`JwtLayer`] / [`JwtService`] over a [`TokenValidator`], with
 //!   `mtls_jwt::Validator` plugged in. It brings `mtls-jwt` (without its `remote` feature:
 //!   enable `mtls-jwt/remote` for a JWKS URL).
+//! - `testing` (off by default; implies `balance`): [`testing::LoopbackDns`], a real authoritative DNS server
+//!   on loopback (hickory-server, in process) whose records change at run time, for tests
+//!   of a DNS-balanced channel (NXDOMAIN, NODATA, changing sets). Our own tests and the
+//!   bookstore example use it.
 //!
 //! With `default-features = false` the crate is the server side — [`MtlsIncoming`],
 //! [`ServerOptions`], [`AuthzLayer`], [`PeerIdentityExt`] — plus [`MtlsConnector`] and
@@ -256,6 +260,7 @@
 //! - `hyper`, `hyper-util`, `http`, `http-body`, `bytes`: one HTTP/2 connection per endpoint.
 //! - `hickory-resolver`: A/AAAA resolution with TTLs and a configurable nameserver
 //!   (DNS-over-TLS/HTTPS features off).
+//! - `hickory-server`, `hickory-proto` (feature `testing` only): the loopback DNS server.
 //! - `tokio-stream`, `futures-util`, `pin-project-lite`: stream and future plumbing.
 //! - `fastrand`: jitter for backoff and refresh.
 //! - `socket2`: TCP keepalive time on the connector's sockets
@@ -275,6 +280,8 @@ mod frames;
 mod jwt;
 pub mod metrics;
 mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use authz::{
     AuthzError, AuthzLayer, AuthzService, MethodPolicy, ResponseFuture as AuthzResponseFuture,

@@ -90,7 +90,7 @@
 //! - `tokio-rustls`: the agent mode's probe of the certificate each replica serves.
 //! - `tonic`, `tonic-prost`, `prost`, `tonic-health`, `tower`, `http`: gRPC.
 //! - `tokio`, `tokio-stream`: runtime, sockets, child processes, signals.
-//! - `hickory-server`, `hickory-proto`: the in-process DNS server.
+//! - `mtls-tonic` feature `testing`: the in-process DNS server (`LoopbackDns`).
 //! - `serde`, `serde_json`, `serde_yaml_ng`: Envoy JSON and Kubernetes YAML.
 //! - `clap`, `tracing-subscriber`: the binaries; `tempfile`: the mesh's throwaway directory.
 //! - `humantime`: `bookstore-server`'s `--reload-interval` and its RFC 3339 / "expires in"
