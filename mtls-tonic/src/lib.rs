@@ -281,6 +281,7 @@ mod jwt;
 pub mod metrics;
 mod server;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 pub use authz::{
