@@ -27,7 +27,7 @@ run "$mtls" cert issue --ca int --out certs --name bookstore --profile svid \
 
 step "inspect, verify (rustls-webpki), renewal check"
 run "$mtls" cert inspect certs/bookstore.pem
-run "$mtls" cert verify --ca root/ca.pem certs/server.pem
+run "$mtls" cert verify --ca-file root/ca.pem certs/server.pem
 run "$mtls" cert renew-check certs/bookstore.pem
 
 step "keys are 0600 and never overwritten without --force"

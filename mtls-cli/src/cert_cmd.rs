@@ -105,8 +105,9 @@ pub(crate) struct SignCsrArgs {
     /// Lifetime.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     ttl: Duration,
-    /// Write the chain here instead of stdout.
-    #[arg(long)]
+    /// Write the chain to this file instead of stdout. (`--out` is a directory in the other
+    /// subcommands; the old spelling `--out FILE` still works here.)
+    #[arg(long = "out-file", alias = "out", value_name = "FILE")]
     out: Option<PathBuf>,
 }
 
@@ -121,8 +122,9 @@ pub(crate) struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// Trusted CA bundle (PEM).
-    #[arg(long)]
+    /// Trusted CA bundle file (PEM), like openssl's -CAfile. (`--ca` is a CA directory in
+    /// the other subcommands; the old spelling `--ca FILE` still works here.)
+    #[arg(long = "ca-file", alias = "ca", value_name = "FILE")]
     ca: PathBuf,
     /// Extra intermediates (PEM), like openssl's -untrusted.
     #[arg(long)]
@@ -317,7 +319,7 @@ fn verify(a: VerifyArgs) -> CliResult {
             .map(|u| format!(" (+ --untrusted {})", u.display()))
             .unwrap_or_default();
         format!(
-            "{}{untrusted} against --ca {}: {e}",
+            "{}{untrusted} against --ca-file {}: {e}",
             a.cert.display(),
             a.ca.display()
         )

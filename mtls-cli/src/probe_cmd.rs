@@ -72,8 +72,9 @@ policy (the server's certificate); 4 TLS failed; 5 not TLS; 6 unreachable; 1 loc
 pub(crate) struct ProbeArgs {
     /// The server, HOST:PORT.
     target: String,
-    /// Trust bundle (PEM) the server's chain must verify against.
-    #[arg(long)]
+    /// Trust bundle file (PEM) the server's chain must verify against. (`--ca` is a CA
+    /// directory in the certificate subcommands; the old spelling `--ca FILE` still works.)
+    #[arg(long = "ca-file", alias = "ca", value_name = "FILE")]
     ca: PathBuf,
     /// The server must have exactly this SPIFFE ID (the bundle is then that trust domain's).
     #[arg(long, conflicts_with = "trust_domain")]
