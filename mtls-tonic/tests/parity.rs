@@ -8,7 +8,10 @@ mod support;
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -51,8 +54,12 @@ async fn every_response_names_the_endpoint_that_served_it() {
 }
 
 /// `check` answers with what the call looked like on the server: `x-user-agent` and
-/// `x-grpc-timeout` (the headers as received); service `slow:<ms>` answers after `<ms>`.
+/// `x-grpc-timeout` (the headers as received); service `slow:<ms>` answers after `<ms>`,
+/// `count:<ms>` too, counted in [`IN_FLIGHT`] / [`MAX_IN_FLIGHT`] (one test uses them).
 struct Echo;
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static MAX_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 #[tonic::async_trait]
 impl tonic_health::pb::health_server::Health for Echo {
@@ -69,6 +76,12 @@ impl tonic_health::pb::health_server::Health for Echo {
         let (agent, timeout) = (header("user-agent"), header("grpc-timeout"));
         if let Some(ms) = request.get_ref().service.strip_prefix("slow:") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        }
+        if let Some(ms) = request.get_ref().service.strip_prefix("count:") {
+            let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+            MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
         }
         let mut response =
             tonic::Response::new(tonic_health::pb::HealthCheckResponse { status: 1 });
@@ -377,4 +390,78 @@ async fn tcp_nodelay_and_keepalive_are_set_on_the_socket() {
         Duration::from_secs(42)
     );
     server.abort();
+}
+
+/// `concurrency_limit`: 6 concurrent callers on clones of one channel limited to 2 are
+/// never more than 2 in flight at the server (and take 3 rounds); without it all 6 are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_limit_bounds_calls_in_flight() {
+    let pki = Pki::new();
+    for limit in [Some(2), None] {
+        let (server, builder) = echo_server(&pki).await;
+        let builder = match limit {
+            Some(n) => builder.concurrency_limit(n),
+            None => builder,
+        };
+        let channel = builder.build().unwrap();
+        echo(&channel, "", None).await.unwrap(); // connected
+        MAX_IN_FLIGHT.store(0, Ordering::SeqCst);
+        let started = Instant::now();
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let channel = channel.clone();
+                tokio::spawn(async move { echo(&channel, "count:300", None).await })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let took = started.elapsed();
+        let max = MAX_IN_FLIGHT.load(Ordering::SeqCst);
+        match limit {
+            Some(n) => {
+                assert_eq!(max, n, "limit {n}");
+                assert!(took >= Duration::from_millis(850), "{took:?}");
+            }
+            None => assert_eq!(max, 6, "no limit"),
+        }
+        server.abort();
+    }
+}
+
+/// `rate_limit`: 2 calls per 400 ms make 6 calls take at least two more windows; without
+/// it they are quick.
+#[tokio::test]
+async fn the_rate_limit_spaces_calls() {
+    let pki = Pki::new();
+    let (server, builder) = echo_server(&pki).await;
+    let channel = builder
+        .rate_limit(2, Duration::from_millis(400))
+        .build()
+        .unwrap();
+    echo(&channel, "", None).await.unwrap(); // connected (1 of the first window)
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let started = Instant::now();
+    for _ in 0..6 {
+        echo(&channel, "", None).await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(750) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let (server2, builder) = echo_server(&pki).await;
+    let plain = builder.build().unwrap();
+    echo(&plain, "", None).await.unwrap();
+    let started = Instant::now();
+    for _ in 0..6 {
+        echo(&plain, "", None).await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    server.abort();
+    server2.abort();
 }

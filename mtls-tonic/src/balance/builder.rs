@@ -282,6 +282,30 @@ impl BalancedChannelBuilder {
         self
     }
 
+    /// At most `limit` calls in flight (until their response headers) across every clone
+    /// of the channel (tonic `Endpoint::concurrency_limit`; default none): a call over it
+    /// waits in `poll_ready`, its deadline running.
+    pub fn concurrency_limit(mut self, limit: usize) -> Self {
+        self.calls.defaults.concurrency_limit = Some(limit.max(1));
+        self
+    }
+
+    /// At most `num` calls started per `per` across every clone of the channel (tonic
+    /// `Endpoint::rate_limit`, a fixed window as tower's `RateLimit`; default none): a call
+    /// over it waits in `poll_ready` for the next window.
+    ///
+    /// ```
+    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) {
+    /// let builder = builder
+    ///     .concurrency_limit(64)
+    ///     .rate_limit(1000, std::time::Duration::from_secs(1));
+    /// # }
+    /// ```
+    pub fn rate_limit(mut self, num: u64, per: Duration) -> Self {
+        self.calls.defaults.rate_limit = Some((num.max(1), per));
+        self
+    }
+
     /// `TCP_NODELAY` on each endpoint's socket (tonic `Endpoint::tcp_nodelay`; default on).
     /// Applies to the channel's connector (an endpoint with its own connector keeps that
     /// connector's setting).
@@ -372,7 +396,12 @@ impl BalancedChannelBuilder {
             None => tokio::spawn(discovery::run(ctx.clone(), resolver, self.dns, tx)),
         };
         let outliers = tokio::spawn(outlier::run(ctx.clone()));
+        let limits = super::limit::Limits::new(
+            ctx.calls.defaults.concurrency_limit,
+            ctx.calls.defaults.rate_limit,
+        );
         Ok(BalancedChannel {
+            gate: (!limits.is_none()).then(|| super::limit::Gate::new(limits)),
             buffer: buffer.clone(),
             ctx: ctx.clone(),
             tasks: Arc::new(Tasks {

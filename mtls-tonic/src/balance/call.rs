@@ -273,6 +273,8 @@ pub struct ResponseFuture {
     tasks: Arc<Tasks>,
     started: Instant,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The channel's concurrency-limit permit, released with the response.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for ResponseFuture {
@@ -326,7 +328,14 @@ impl ResponseFuture {
             tasks: tasks.clone(),
             started,
             deadline,
+            permit: None,
         }
+    }
+
+    /// Holds `permit` (the channel's concurrency limit) until the response.
+    pub(crate) fn holding(mut self, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
+        self.permit = permit;
+        self
     }
 }
 

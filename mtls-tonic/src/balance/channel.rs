@@ -19,6 +19,7 @@ use super::{
     ctx::{CallDefaults, CallSettings, Ctx, EndpointSettings, Http2Settings},
     discovery::DnsSettings,
     gate::BoxFuture,
+    limit::Gate,
     source::StaticList,
 };
 use crate::{MtlsConnector, Result};
@@ -105,6 +106,8 @@ pub struct BalancedChannel {
     pub(super) buffer: Buffer<http::Request<Body>, BoxFuture>,
     pub(super) ctx: Arc<Ctx>,
     pub(super) tasks: Arc<Tasks>,
+    /// Concurrency and rate limits (`None` when neither is set).
+    pub(super) gate: Option<Gate>,
 }
 
 impl std::fmt::Debug for BalancedChannel {
@@ -235,11 +238,15 @@ impl Service<http::Request<Body>> for BalancedChannel {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if let Some(gate) = self.gate.as_mut() {
+            std::task::ready!(gate.poll_ready(cx));
+        }
         self.buffer.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> ResponseFuture {
         self.ctx.calls.defaults.apply(&mut request);
-        ResponseFuture::start(&self.tasks, &mut self.buffer, request)
+        let permit = self.gate.as_mut().and_then(Gate::take);
+        ResponseFuture::start(&self.tasks, &mut self.buffer, request).holding(permit)
     }
 }

@@ -47,6 +47,10 @@ pub(crate) struct CallDefaults {
     pub(crate) timeout: Option<Duration>,
     /// `user-agent`: the application's (if set) then ours, appended to a call's own.
     pub(crate) user_agent: http::HeaderValue,
+    /// Calls in flight at most, across the channel's clones (tonic `concurrency_limit`).
+    pub(crate) concurrency_limit: Option<usize>,
+    /// Calls per period at most, across the channel's clones (tonic `rate_limit`).
+    pub(crate) rate_limit: Option<(u64, Duration)>,
 }
 
 /// Our part of every `user-agent` (tonic sends `tonic/<version>`).
@@ -57,6 +61,8 @@ impl Default for CallDefaults {
         Self {
             timeout: None,
             user_agent: http::HeaderValue::from_static(USER_AGENT),
+            concurrency_limit: None,
+            rate_limit: None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod endpoint;
 mod gate;
 mod health;
 mod info;
+mod limit;
 mod outlier;
 mod retry;
 mod round_robin;
