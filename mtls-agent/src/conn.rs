@@ -287,7 +287,9 @@ pub(crate) fn incoming(
             };
             let uds = stream.connect_info();
             let uid = uds.peer_cred.map(|c| c.uid());
-            let permit = match admission.admit(uid) {
+            let admitted = admission.admit(uid);
+            crate::metrics::connection(socket.what, admitted.is_ok());
+            let permit = match admitted {
                 Ok(permit) => permit,
                 Err(reason) => {
                     if let Some(suppressed) = REFUSED.allow() {

@@ -131,7 +131,7 @@ impl Issuer {
     }
 
     /// Issues a new SVID for every registered ID and pushes it to every open stream.
-    pub(crate) fn rotate(&self, reason: &str) -> Result<u64> {
+    pub(crate) fn rotate(&self, reason: &'static str) -> Result<u64> {
         let _guard = self.issuing.lock().unwrap_or_else(PoisonError::into_inner);
         let generation = self.current().generation + 1;
         let registration = self.registration();
@@ -144,6 +144,7 @@ impl Issuer {
             generation,
         )?;
         tracing::info!(generation, reason, svids = next.svids.len(), "rotated");
+        crate::metrics::rotation(reason);
         self.tx.send_replace(Arc::new(next));
         Ok(generation)
     }
@@ -255,6 +256,7 @@ fn issue_all(
             }),
         );
     }
+    crate::metrics::svids_issued(svids.len());
     let root = ca.root_der().unwrap_or(ca.cert_der());
     let bundle_pem = ca.root_pem().unwrap_or_else(|| ca.cert_pem());
     let mut jwk = jwt_key.jwk(None);

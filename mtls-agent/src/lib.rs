@@ -101,6 +101,9 @@
 //!   (`pidfd_open`, `poll` on a pidfd, `geteuid`, `O_PATH | O_NOFOLLOW` opens, `fstat`).
 //! - `nix` (feature `socket` only): `SO_PEERPIDFD`, the pidfd of the process that called
 //!   `connect` — what makes PID reuse harmless; rustix has no wrapper for it.
+//! - `metrics` (feature `metrics`): the facade the agent's counters go through
+//!   ([`metrics`]); `metrics-exporter-prometheus` (same feature): the binary's
+//!   `--metrics-listen`.
 //! - `aws-lc-rs`: SHA-256 of executables for `sha256` selectors (the workspace's one
 //!   crypto backend).
 //!
@@ -121,6 +124,7 @@ mod files;
 mod issuer;
 mod limits;
 mod logging;
+pub mod metrics;
 pub mod pb;
 mod registration;
 mod sds;

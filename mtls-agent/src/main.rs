@@ -49,6 +49,11 @@ struct Args {
     /// Close a connection with no call in flight that sent nothing for this long.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Serve Prometheus text metrics (SVIDs issued, rotations, connections, refused callers)
+    /// on http://ADDR/metrics; without a value on 127.0.0.1:9464 (loopback). Needs a build
+    /// with the `metrics` feature.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -71,6 +76,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(addr) = args.metrics_listen {
+        serve_metrics(addr)?;
+    }
     let trust_domain = mtls_core::TrustDomain::new(&args.trust_domain)
         .map(Into::into)
         .map_err(|e| format!("--trust-domain: {e}"))?;
@@ -122,4 +130,25 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     drop(agent);
     tracing::info!("mtls-agent stopping on {signal}: stopped serving, removed {sockets}");
     Ok(())
+}
+
+/// Installs the Prometheus recorder and serves its text on `addr` (bound before returning).
+#[cfg(feature = "metrics")]
+fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+    mtls_agent::metrics::describe();
+    eprintln!("mtls-agent: metrics on http://{addr}/metrics");
+    Ok(())
+}
+
+#[cfg(not(feature = "metrics"))]
+fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    Err(format!(
+        "--metrics-listen {addr}: this mtls-agent was built without the `metrics` feature \
+         (cargo install mtls-agent --features metrics)"
+    )
+    .into())
 }

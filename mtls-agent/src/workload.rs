@@ -53,6 +53,7 @@ fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
 /// What a caller no longer (or never) entitled to an identity is told (SPIFFE Workload API:
 /// PERMISSION_DENIED; the log says why).
 pub(crate) fn no_identity() -> Status {
+    crate::metrics::caller_refused();
     Status::permission_denied("no identity issued")
 }
 
