@@ -465,3 +465,67 @@ async fn the_rate_limit_spaces_calls() {
     server.abort();
     server2.abort();
 }
+
+/// `connect_timeout`: a server that accepts TCP and never answers the TLS handshake fails
+/// the attempt at the bound (the channel then fails calls fast, naming it), not at the
+/// default 20 s.
+#[tokio::test]
+async fn the_connect_timeout_bounds_a_silent_server() {
+    let pki = Pki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts and holds every connection, silent.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let channel = BalancedChannel::static_list(
+        format!("{SERVICE_NAME}:{}", addr.port()),
+        [BalancedEndpoint::new(addr)],
+        MtlsConnector::new(pki.client_config(CLIENT_ID)),
+    )
+    .connect_timeout(Duration::from_millis(300))
+    .ready_timeout(Duration::from_secs(10))
+    .build()
+    .unwrap();
+    let started = Instant::now();
+    let status = echo(&channel, "", None).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("300ms"), "{}", status.message());
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    drop(channel);
+    silent.abort();
+}
+
+/// The builder's `tcp_keepalive` reaches the channel's sockets: `ss` (iproute2) shows a
+/// keepalive timer on the client's connection to the server, and none without it.
+#[tokio::test]
+async fn the_builders_tcp_keepalive_reaches_the_channels_socket() {
+    let pki = Pki::new();
+    for keepalive in [Some(Duration::from_secs(42)), None] {
+        let (server, builder) = echo_server(&pki).await;
+        let channel = builder.tcp_keepalive(keepalive).build().unwrap();
+        echo(&channel, "", None).await.unwrap();
+        let server_addr = channel.endpoints()[0].addr;
+        let out = std::process::Command::new("ss")
+            .args(["-tnoH", "state", "established"])
+            .arg(format!("dst {server_addr}"))
+            .output()
+            .expect("ss (iproute2) is needed by this test");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().count(), 1, "one connection: {text}");
+        assert_eq!(
+            text.contains("timer:(keepalive"),
+            keepalive.is_some(),
+            "{keepalive:?}: {text}"
+        );
+        drop(channel);
+        server.abort();
+    }
+}

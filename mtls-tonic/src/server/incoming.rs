@@ -43,7 +43,12 @@ use super::{
 /// succeeded. Dropping the stream stops the accept loop.
 ///
 /// Bind the listener with [`ServerOptions::bind`] to set the listen backlog, and put the
-/// same options' HTTP/2 limits on tonic's server with [`ServerOptions::apply`].
+/// same options' HTTP/2 limits on tonic's server with [`ServerOptions::server`] (or
+/// [`ServerOptions::apply`]). Handlers read the verified peer with
+/// [`PeerIdentityExt`](crate::PeerIdentityExt); tonic's own `Request::remote_addr()`,
+/// `local_addr()` and `peer_certs()` answer when the server has
+/// [`TonicConnectInfoLayer`](crate::TonicConnectInfoLayer), which
+/// [`ServerOptions::server`] puts on (a bare `Server::builder()`, as below, does not).
 ///
 /// ```no_run
 /// # async fn run(config: rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
