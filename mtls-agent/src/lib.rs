@@ -75,6 +75,12 @@
 //! --registration reg.yaml --socket /tmp/a/workload.sock --sds-socket /tmp/a/sds.sock
 //! --state-dir /tmp/a/state`; SIGHUP re-reads the registration file and rotates now.
 //!
+//! ## Features
+//! - `bin` (on by default): what the `mtls-agent` binary needs beyond the library — `clap`
+//!   (flags), `humantime` (durations), `tracing-subscriber` (log output), tokio's `signal`
+//!   and multi-threaded runtime. A library user (`Agent::start` in a test harness or a
+//!   larger process) depends with `default-features = false`.
+//!
 //! ## Protos
 //! The SPIFFE `workload.proto` and a trimmed subset of Envoy's xDS protos (field numbers
 //! kept) are vendored in `proto/` and compiled by `build.rs` with protox and
@@ -84,9 +90,12 @@
 //!
 //! ## Dependencies
 //! The agent hands out material and terminates no TLS itself, so it builds on `mtls-certs`
-//! and `mtls-jwt`, not `mtls-core` (workloads use `mtls-core`'s `WorkloadApiSource`).
+//! and `mtls-jwt`; of `mtls-core` it uses only the strict `SpiffeId` parser (workloads use
+//! `mtls-core`'s `WorkloadApiSource`).
 //!
 //! - `mtls-certs`: the CA and SVID issuance (random serials, SKI/AKI, backdating, clamping).
+//! - `mtls-core`: `SpiffeId::new`, the strict SPIFFE ID rules for registration entries and
+//!   the `spiffe_id` field of requests.
 //! - `mtls-jwt`: the ES256 JWT-SVID signing key, JWKS, and JWT-SVID validation.
 //! - `spiffe`: `SpiffeId` / `TrustDomain` parsing (no Workload API client features).
 //! - `tonic`, `tonic-prost`, `prost`, `prost-types`: the gRPC servers and messages;
@@ -95,8 +104,9 @@
 //!   decoding of their header blocks; `http` decides what a valid authority is).
 //! - `tokio`, `tokio-stream`, `futures-util`: Unix sockets, streams, signals, timers.
 //! - `serde`, `serde_yaml_ng`, `serde_json`: the registration file and JWT claims.
-//! - `clap`, `humantime`, `tracing-subscriber` (binary): flags, durations, logs.
-//! - `thiserror`, `tracing`, `time`, `rustls-pki-types`, `x509-parser`: errors, logs, PEM.
+//! - `clap`, `humantime`, `tracing-subscriber` (feature `bin`, the binary only): flags,
+//!   durations, log output.
+//! - `thiserror`, `tracing`, `time`: errors, logs, certificate times.
 //! - `rustix`: the syscalls behind attestation and hijack-proof files with no `unsafe` here
 //!   (`pidfd_open`, `poll` on a pidfd, `geteuid`, `O_PATH | O_NOFOLLOW` opens, `fstat`).
 //! - `nix` (feature `socket` only): `SO_PEERPIDFD`, the pidfd of the process that called

@@ -393,6 +393,7 @@ impl CertificateAuthority {
 
     /// Signs a CSR with explicit usages (the cfssl signing-config path); the CA bit is
     /// always false and SANs are taken from the CSR as they are.
+    #[cfg(feature = "cfssl")]
     pub(crate) fn sign_csr_with_usages(
         &self,
         csr: &CertificateSigningRequest,

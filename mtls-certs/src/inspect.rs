@@ -24,7 +24,8 @@ use crate::san::SubjectAltName;
 /// assert!(summary.authority_key_id.is_some());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct CertificateSummary {
     /// Subject DN (RFC 4514-like text).
@@ -34,10 +35,10 @@ pub struct CertificateSummary {
     /// Serial number, lowercase hex.
     pub serial: String,
     /// Start of validity.
-    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "serde", serde(with = "time::serde::rfc3339"))]
     pub not_before: OffsetDateTime,
     /// End of validity.
-    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "serde", serde(with = "time::serde::rfc3339"))]
     pub not_after: OffsetDateTime,
     /// Subject alternative names, typed.
     pub sans: Vec<SubjectAltName>,

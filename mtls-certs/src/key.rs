@@ -21,7 +21,8 @@ const EXPECTED_ALGS: &str = "p256, p384, ed25519, rsa2048, rsa3072, rsa4096";
 /// assert_eq!("rsa3072".parse::<KeyAlgorithm>().unwrap(), KeyAlgorithm::Rsa3072);
 /// assert!("rsa1024".parse::<KeyAlgorithm>().is_err());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum KeyAlgorithm {
     /// ECDSA on NIST P-256 with SHA-256 (default).

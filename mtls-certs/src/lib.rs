@@ -57,7 +57,12 @@
 //! ```
 //!
 //! ## Crate features
-//! None: one crypto provider (aws-lc-rs), always on.
+//! One crypto provider (aws-lc-rs), always on. Both features are off by default:
+//! - `cfssl`: the `cfssl` module — cfssl CSR and signing-config JSON, `cfssljson -bare`
+//!   outputs. Brings `serde_json` (and turns on `serde`).
+//! - `serde`: `serde::Serialize` for [`CertificateSummary`], [`RenewalStatus`],
+//!   [`SubjectAltName`], [`KeyAlgorithm`] and [`Profile`] (the CLI's `--json` output), times
+//!   as RFC 3339. Brings `serde` and time's serde support.
 //!
 //! ## Dependencies and why
 //! - `rcgen` — X.509 encoding and signing of certificates and CSRs (aws-lc-rs backend).
@@ -67,12 +72,16 @@
 //! - `rustls-webpki` — chain verification: the verifier rustls uses, not a hand-rolled one.
 //! - `rustls-pki-types` — DER/PEM types shared with rustls (`PemObject`).
 //! - `spiffe` — the SPIFFE ID parser ([`SpiffeId`], [`TrustDomain`]).
-//! - `time` — validity instants; `serde`/`serde_json` — cfssl JSON and `--json` output;
+//! - `time` — validity instants; `serde`/`serde_json` (features `serde`, `cfssl`) — cfssl
+//!   JSON and `--json` output;
 //!   `hex` — serials and key IDs; `base64` — PEM encoding; `thiserror` — [`Error`]; `tracing` — logs.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod ca;
+#[cfg(feature = "cfssl")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cfssl")))]
 pub mod cfssl;
 mod csr;
 mod error;

@@ -25,8 +25,9 @@ use crate::key::KeyAlgorithm;
 /// assert_eq!("svid".parse::<Profile>().unwrap(), Profile::Svid);
 /// assert_eq!(Profile::Peer.to_string(), "peer");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 #[non_exhaustive]
 pub enum Profile {
     /// TLS server certificate.

@@ -76,7 +76,8 @@ impl Default for RenewalPolicy {
 }
 
 /// The answer of a [`RenewalPolicy`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct RenewalStatus {
     /// Renewal is due now.
@@ -84,12 +85,12 @@ pub struct RenewalStatus {
     /// The certificate has already expired.
     pub expired: bool,
     /// When renewal becomes due.
-    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "serde", serde(with = "time::serde::rfc3339"))]
     pub renew_at: OffsetDateTime,
     /// When the certificate expires.
-    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "serde", serde(with = "time::serde::rfc3339"))]
     pub not_after: OffsetDateTime,
     /// Time left until expiry (negative once expired).
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub remaining: time::Duration,
 }

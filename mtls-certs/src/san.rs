@@ -19,8 +19,12 @@ use crate::error::{Error, Result};
 /// assert_eq!(SubjectAltName::classify("app-internal-api"), Some(SubjectAltName::Dns("app-internal-api".into())));
 /// assert_eq!(SubjectAltName::classify(""), None); // cfssl ignores empty hosts
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(tag = "type", content = "value", rename_all = "lowercase")
+)]
 #[non_exhaustive]
 pub enum SubjectAltName {
     /// `dNSName`.
