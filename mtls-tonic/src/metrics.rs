@@ -12,6 +12,7 @@
 //! | `grpc.subchannel.disconnections` (`grpc.target`, `grpc.disconnect_error`) | counter | A94 | `upstream_cx_close_notify` (GOAWAY), `upstream_cx_destroy_remote` |
 //! | `grpc.client.call.retries`, `grpc.client.call.transparent_retries` (`grpc.target`) | histogram | A96 | `upstream_rq_retry` |
 //! | `mtls.dns.resolutions` (`grpc.target`, `result` = `found`/`no_records`/`failed`) | counter | — | `dns.<cluster>.resolve_total`, `cluster.<name>.update_failure` |
+//! | `mtls.balancer.endpoints` (`grpc.target`, `endpoint_state`) | gauge | — | `membership_healthy`, `membership_total` (linkerd: `outbound_http_balancer_endpoints`) |
 //!
 //! `grpc.method` is the method path when the authorization policy names it (exactly or by
 //! its service), else `other`, so a caller cannot grow the label set with made-up paths
@@ -80,6 +81,12 @@ pub const CALL_RETRIES: &str = "grpc.client.call.retries";
 pub const CALL_TRANSPARENT_RETRIES: &str = "grpc.client.call.transparent_retries";
 /// Counter `mtls.dns.resolutions`: DNS look-ups of a balanced channel's name, by [`RESULT`].
 pub const DNS_RESOLUTIONS: &str = "mtls.dns.resolutions";
+/// Gauge `mtls.balancer.endpoints`: a balanced channel's endpoints by [`ENDPOINT_STATE`]
+/// (linkerd's `outbound_http_balancer_endpoints{endpoint_state}`).
+pub const BALANCER_ENDPOINTS: &str = "mtls.balancer.endpoints";
+/// Label of [`BALANCER_ENDPOINTS`]: `connecting`, `ready`, `not_serving`,
+/// `transient_failure`, `refused`, `draining`, `ejected`.
+pub const ENDPOINT_STATE: &str = "endpoint_state";
 /// Label of [`DNS_RESOLUTIONS`]: `found`, `no_records` or `failed`.
 pub const RESULT: &str = "result";
 
@@ -120,6 +127,10 @@ pub fn describe() {
         describe_counter!(
             DNS_RESOLUTIONS,
             "DNS look-ups of balanced channels, by result"
+        );
+        ::metrics::describe_gauge!(
+            BALANCER_ENDPOINTS,
+            "Endpoints of balanced channels, by grpc.target and endpoint_state"
         );
     }
 }
@@ -241,4 +252,39 @@ impl Drop for CallRetries {
             }
         }
     }
+}
+
+/// An endpoint moved from one state to another (`None`: it did not exist / is gone).
+#[cfg(feature = "balance")]
+#[inline]
+pub(crate) fn endpoint_state(
+    target: &str,
+    from: Option<&crate::EndpointState>,
+    to: Option<&crate::EndpointState>,
+) {
+    #[cfg(feature = "metrics")]
+    {
+        fn label(state: &crate::EndpointState) -> &'static str {
+            use crate::EndpointState as S;
+            match state {
+                S::Connecting => "connecting",
+                S::Ready => "ready",
+                S::NotServing => "not_serving",
+                S::TransientFailure { .. } => "transient_failure",
+                S::Refused { .. } => "refused",
+                S::Draining => "draining",
+                S::Ejected { .. } => "ejected",
+            }
+        }
+        if let Some(from) = from {
+            ::metrics::gauge!(BALANCER_ENDPOINTS, TARGET => target.to_owned(), ENDPOINT_STATE => label(from))
+                .decrement(1.0);
+        }
+        if let Some(to) = to {
+            ::metrics::gauge!(BALANCER_ENDPOINTS, TARGET => target.to_owned(), ENDPOINT_STATE => label(to))
+                .increment(1.0);
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (target, from, to);
 }

@@ -14,9 +14,9 @@ use std::time::Duration;
 use mtls_core::Authorize;
 use mtls_core::metrics::{CLIENT_TLS_HANDSHAKES, HANDSHAKE_RESULT, SERVER_TLS_HANDSHAKES};
 use mtls_tonic::metrics::{
-    AUTHZ_ALLOWED, AUTHZ_DENIED, CALL_RETRIES, CONNECTION_ATTEMPTS_FAILED,
-    CONNECTION_ATTEMPTS_SUCCEEDED, DISCONNECT_ERROR, DISCONNECTIONS, DNS_RESOLUTIONS, METHOD,
-    RESULT, TARGET,
+    AUTHZ_ALLOWED, AUTHZ_DENIED, BALANCER_ENDPOINTS, CALL_RETRIES, CONNECTION_ATTEMPTS_FAILED,
+    CONNECTION_ATTEMPTS_SUCCEEDED, DISCONNECT_ERROR, DISCONNECTIONS, DNS_RESOLUTIONS,
+    ENDPOINT_STATE, METHOD, RESULT, TARGET,
 };
 use mtls_tonic::{AuthzLayer, MethodPolicy, MtlsConnector, OutlierDetection, RetryPolicy};
 use recorded::{Recorded, Values};
@@ -247,6 +247,26 @@ fn balanced_channel_counts_connections_goaway_and_errors_retries_and_dns() {
             wait_until(LIMIT, || ready_count(&channel) == 2).await,
             "{channel:?}"
         );
+        // Two endpoints, both ready (a gauge: what take() returns is its current value).
+        let now = rec.take();
+        let endpoints = |state: &str| {
+            now.label_sets(BALANCER_ENDPOINTS)
+                .iter()
+                .filter(|l| l.iter().any(|(k, v)| k == ENDPOINT_STATE && v == state))
+                .map(|l| {
+                    let labels: Vec<(&str, &str)> =
+                        l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    now.gauge(BALANCER_ENDPOINTS, &labels).unwrap_or(0.0)
+                })
+                .sum::<f64>()
+        };
+        assert_eq!(
+            endpoints("ready"),
+            2.0,
+            "{:?}",
+            now.label_sets(BALANCER_ENDPOINTS)
+        );
+        assert_eq!(endpoints("connecting"), 0.0);
         // Replica .2 answers UNAVAILABLE: each call it gets is retried once, on .3.
         let failing = &fx.replicas[&ip(2)];
         failing.answer_with(tonic::Code::Unavailable);
@@ -264,7 +284,8 @@ fn balanced_channel_counts_connections_goaway_and_errors_retries_and_dns() {
         fx.replicas.get_mut(&ip(3)).unwrap().kill();
         // The DNS server goes away: the next look-ups fail.
         fx.dns.stop().await;
-        let values = rec
+        let mut values = now;
+        let later = rec
             .take_until(LIMIT, |v| {
                 v.counter_total(DISCONNECTIONS) >= 2
                     && v.counter_total(CONNECTION_ATTEMPTS_FAILED) >= 2
@@ -273,6 +294,7 @@ fn balanced_channel_counts_connections_goaway_and_errors_retries_and_dns() {
                         .any(|l| l.iter().any(|(k, v)| k == RESULT && v == "failed"))
             })
             .await;
+        values.merge(later);
         drop(channel);
         (values, retried)
     });

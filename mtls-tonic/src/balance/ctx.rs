@@ -244,6 +244,7 @@ impl Ctx {
     /// Forgets `shared` (by identity: a re-added address has a new entry).
     pub(crate) fn unregister(&self, shared: &Arc<Shared>) {
         lock(&self.registry).retain(|s| !Arc::ptr_eq(s, shared));
+        shared.uncount();
         self.recompute_state();
     }
 

@@ -139,6 +139,13 @@ impl Shared {
             removed: watch::Sender::new(false),
             idle: Notify::new(),
         })
+        .counted()
+    }
+
+    /// Counts the new endpoint in `mtls.balancer.endpoints` (connecting).
+    fn counted(self: Arc<Self>) -> Arc<Self> {
+        crate::metrics::endpoint_state(&self.target, None, Some(&EndpointState::Connecting));
+        self
     }
 
     fn public_state(inner: &Inner) -> EndpointState {
@@ -161,6 +168,12 @@ impl Shared {
             },
             Phase::Draining => EndpointState::Draining,
         }
+    }
+
+    /// Uncounts the endpoint from `mtls.balancer.endpoints` (it is gone).
+    pub(crate) fn uncount(&self) {
+        let state = Self::public_state(&lock(&self.inner));
+        crate::metrics::endpoint_state(&self.target, Some(&state), None);
     }
 
     pub(crate) fn info(&self) -> EndpointInfo {
@@ -293,6 +306,7 @@ impl Shared {
             ctx.recompute_state();
         }
         if from != to {
+            crate::metrics::endpoint_state(&self.target, Some(&from), Some(&to));
             match &to {
                 EndpointState::TransientFailure { .. }
                 | EndpointState::Refused { .. }
