@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, idempotently, every external tool the tests run against:
 #   - the openssl CLI (Debian package) for s_client / s_server / verify / x509;
+#   - ss (Debian iproute2), to read socket options in a test;
 #   - a project-local venv (.venv) with the Python peers from scripts/requirements-test.txt.
 # A second run with nothing changed does no network work.
 set -euo pipefail
@@ -18,6 +19,8 @@ apt_install() {
 }
 
 command -v openssl >/dev/null 2>&1 || apt_install openssl
+# ss (iproute2): a test reads the channel's TCP keepalive off its socket.
+command -v ss >/dev/null 2>&1 || apt_install iproute2
 
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_install python3-venv
