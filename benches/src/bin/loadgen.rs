@@ -13,6 +13,11 @@
 //! Server processes are this same executable with an internal `serve-*` subcommand, so
 //! each server has its own CPU and memory accounting.
 //!
+//! `MTLS_BENCH_METRICS=1` (inherited by the server processes): every process installs the
+//! Prometheus recorder, so the libraries' metrics (handshakes, JWT verdicts, authorization,
+//! connections) are recorded on the measured path — the "metrics on" row against a run
+//! without it (issue 15: on >= 0.97x off at concurrency 16; a quiet-machine measurement).
+//!
 //! SIGINT or SIGTERM stops every server and Envoy it started (by PID), removes its
 //! temporary directory, says so, and — for `run` — writes the points measured so far
 //! (exit 130 / 143).
@@ -292,6 +297,14 @@ fn say_interrupted(name: &str, dir: tempfile::TempDir, rt: tokio::runtime::Runti
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if std::env::var_os("MTLS_BENCH_METRICS").is_some_and(|v| v == "1") {
+        // Recorded, never scraped: the cost measured is the libraries' recording.
+        if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            eprintln!("loadgen: MTLS_BENCH_METRICS=1: installing the recorder: {e}");
+            return ExitCode::FAILURE;
+        }
+        mtls_tonic::metrics::describe();
+    }
     if let Some(envoy) = cli.envoy.clone() {
         mtls_benches::envoy::use_envoy(envoy);
     }
