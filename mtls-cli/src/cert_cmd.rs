@@ -70,7 +70,7 @@ pub(crate) struct IssueArgs {
     #[arg(long = "san")]
     sans: Vec<String>,
     /// SPIFFE ID (URI SAN); required for --profile svid.
-    #[arg(long)]
+    #[arg(long, required_if_eq("profile", "svid"))]
     spiffe_id: Option<String>,
     /// Common name (default: the first DNS SAN).
     #[arg(long)]

@@ -220,3 +220,32 @@ fn bad_input_is_named_before_the_overwrite_check() {
     assert!(!out.status.success());
     assert!(stderr.contains("refusing to overwrite"), "{stderr}");
 }
+
+#[test]
+fn an_svid_without_its_spiffe_id_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        mtls(dir.path(), &["ca", "init", "--out", "ca"])
+            .status
+            .success()
+    );
+    let out = mtls(
+        dir.path(),
+        &[
+            "cert",
+            "issue",
+            "--ca",
+            "ca",
+            "--out",
+            "o",
+            "--name",
+            "s",
+            "--profile",
+            "svid",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--spiffe-id"), "{stderr}");
+    assert!(!dir.path().join("o/s-key.pem").exists());
+}

@@ -138,3 +138,24 @@ fn client_verifies_the_server_by_dns_name() {
     assert!(text.contains("other.internal"), "{text}");
     assert!(!text.contains("9 / 9 calls ok"), "{text}");
 }
+
+#[test]
+fn a_dns_name_given_as_server_id_points_to_server_name() {
+    let out = run(
+        "bookstore-client",
+        &[
+            "--server-id",
+            "myservice.internal",
+            "--plaintext",
+            "127.0.0.1:1",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "expected a SPIFFE ID (spiffe://trust-domain/path), found \"myservice.internal\""
+        ) && stderr.contains("--server-name myservice.internal"),
+        "{stderr}"
+    );
+}

@@ -102,6 +102,7 @@ impl Drop for Group {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(std::process::Stdio::null()) // the group is usually gone already
             .status();
     }
 }

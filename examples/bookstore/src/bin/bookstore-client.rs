@@ -59,7 +59,7 @@ struct Args {
         conflicts_with_all = ["ca", "cert", "key", "plaintext"])]
     workload_api: Option<String>,
     /// The server's SPIFFE ID: any other server is refused.
-    #[arg(long, default_value = bookstore::SERVER_ID)]
+    #[arg(long, default_value = bookstore::SERVER_ID, value_parser = parse_server_id)]
     server_id: SpiffeId,
     /// Verify the server by this DNS name instead of a SPIFFE ID: its certificate must
     /// carry it as a DNS SAN, chained to --ca (a plain CA bundle); also sent as SNI.
@@ -81,6 +81,16 @@ struct Args {
     /// Print only the per-replica summary.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// A SPIFFE ID; a DNS name is pointed to --server-name.
+fn parse_server_id(text: &str) -> Result<SpiffeId, String> {
+    if !text.contains("://") {
+        return Err(format!(
+            "expected a SPIFFE ID (spiffe://trust-domain/path), found {text:?}; to check the server by DNS name, pass --server-name {text}"
+        ));
+    }
+    text.parse::<SpiffeId>().map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
