@@ -159,3 +159,44 @@ fn a_dns_name_given_as_server_id_points_to_server_name() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_expired_client_certificate_is_named_before_any_connection() {
+    use mtls_certs::{CaParams, CertificateAuthority, LeafParams};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::new_root(&CaParams::new("Client CA")).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let leaf = ca
+        .issue(&LeafParams::svid(CLIENT_ID.parse().unwrap()).valid_between(
+            now - time::Duration::hours(2),
+            now - time::Duration::hours(1),
+        ))
+        .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("c.pem"), leaf.chain_pem()).unwrap();
+    std::fs::write(dir.path().join("c-key.pem"), leaf.key_pem()).unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+    let (ca_path, cert, key) = (p("ca.pem"), p("c.pem"), p("c-key.pem"));
+    let out = run(
+        "bookstore-client",
+        &[
+            "--target",
+            "127.0.0.1:1",
+            "--ca",
+            &ca_path,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("our certificate")
+            && stderr.contains("expired at 20")
+            && stderr.contains("c.pem"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("SETTINGS"), "{stderr}");
+}

@@ -83,6 +83,40 @@ struct Args {
     quiet: bool,
 }
 
+/// Our own certificate first: an expired or not-yet-valid one is refused here, saying so,
+/// rather than after the server's refusal (a TLS alert that names no certificate); one that
+/// expires within 24 hours gets a warning.
+fn check_own_certificate(identity: &Identity, cert: &std::path::Path) -> Result<(), Error> {
+    let now = std::time::SystemTime::now();
+    let at = |t| humantime::format_rfc3339_seconds(t).to_string();
+    if identity.not_after() < now {
+        return Err(Error::Config(format!(
+            "our certificate {} (--cert {}) expired at {}; expected one valid now — servers refuse it: renew it",
+            identity.subject(),
+            cert.display(),
+            at(identity.not_after())
+        )));
+    }
+    if identity.not_before() > now {
+        return Err(Error::Config(format!(
+            "our certificate {} (--cert {}) is not valid before {}; expected one valid now (is the clock right?)",
+            identity.subject(),
+            cert.display(),
+            at(identity.not_before())
+        )));
+    }
+    if let Ok(left) = identity.not_after().duration_since(now)
+        && left < Duration::from_secs(24 * 3600)
+    {
+        eprintln!(
+            "bookstore-client: warning: our certificate (--cert {}) expires at {}",
+            cert.display(),
+            at(identity.not_after())
+        );
+    }
+    Ok(())
+}
+
 /// A SPIFFE ID; a DNS name is pointed to --server-name.
 fn parse_server_id(text: &str) -> Result<SpiffeId, String> {
     if !text.contains("://") {
@@ -198,6 +232,7 @@ async fn proxyless(args: &Args) -> Result<BalancedChannel, Error> {
                     cert.display(),
                     key.display()
                 )))?;
+                check_own_certificate(&identity, cert)?;
                 let ca_pem = std::fs::read(ca).map_err(|e| Error::File {
                     what: "reading the trust bundle (--ca)".into(),
                     path: ca.clone(),
