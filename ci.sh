@@ -26,6 +26,14 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> no unused dependencies (cargo-machete; ignores are explained in each Cargo.toml)"
+cargo machete
+echo "==> each publishable crate alone: --no-default-features and --all-features (cargo check)"
+publishable=(mtls-certs mtls-core mtls-jwt mtls-tonic mtls-agent mtls-cli)
+for crate in "${publishable[@]}"; do
+  cargo check -q -p "$crate" --locked --no-default-features
+  cargo check -q -p "$crate" --locked --all-features
+done
 echo "==> cargo test"
 cargo test --workspace --locked
 echo "==> fuzz targets on stable (type-check the binaries, replay the committed seeds)"
@@ -34,6 +42,11 @@ fuzz=(--manifest-path fuzz/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-$PWD/tar
 cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 cargo clippy "${fuzz[@]}" --features targets --all-targets -- -D warnings
 cargo test "${fuzz[@]}"
+echo "==> cargo package (verified: each package builds from its .crate, our crates from the local overlay)"
+# The packaged crates are their own workspaces: give them the workspace's dev profile so the
+# verification builds reuse the dependencies compiled above instead of building them again.
+CARGO_PROFILE_DEV_DEBUG=line-tables-only \
+  cargo package --workspace --exclude bookstore --exclude mtls-benches --locked
 echo "==> cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 echo "==> all checks passed"

@@ -2,7 +2,8 @@
 # Installs, idempotently, every external tool the tests run against:
 #   - the openssl CLI (Debian package) for s_client / s_server / verify / x509;
 #   - ss (Debian iproute2), to read socket options in a test;
-#   - a project-local venv (.venv) with the Python peers from scripts/requirements-test.txt.
+#   - a project-local venv (.venv) with the Python peers from scripts/requirements-test.txt;
+#   - cargo-machete (ci.sh's unused-dependency check; stable Rust, no nightly).
 # A second run with nothing changed does no network work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,12 @@ apt_install() {
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 # ss (iproute2): a test reads the channel's TCP keepalive off its socket.
 command -v ss >/dev/null 2>&1 || apt_install iproute2
+
+machete_version=0.9.2
+if [ "$(cargo machete --version 2>/dev/null)" != "$machete_version" ]; then
+  echo "==> installing cargo-machete $machete_version"
+  cargo install --locked --quiet "cargo-machete@$machete_version"
+fi
 
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_install python3-venv

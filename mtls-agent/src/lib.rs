@@ -106,7 +106,7 @@
 //! - `serde`, `serde_yaml_ng`, `serde_json`: the registration file and JWT claims.
 //! - `clap`, `humantime`, `tracing-subscriber` (feature `bin`, the binary only): flags,
 //!   durations, log output.
-//! - `thiserror`, `tracing`, `time`: errors, logs, certificate times.
+//! - `thiserror`, `tracing`: errors and logs.
 //! - `rustix`: the syscalls behind attestation and hijack-proof files with no `unsafe` here
 //!   (`pidfd_open`, `poll` on a pidfd, `geteuid`, `O_PATH | O_NOFOLLOW` opens, `fstat`).
 //! - `nix` (feature `socket` only): `SO_PEERPIDFD`, the pidfd of the process that called

@@ -144,6 +144,7 @@
 //! - `thiserror` — the [`Error`] enum; `time` — RFC 3339 times in messages;
 //!   `tracing` — logs.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authorizer;
 mod cert;
@@ -181,6 +182,7 @@ pub use source::{IdentityHandle, IdentitySource, TrustHandle, TrustSource};
 pub use string_matcher::StringMatcher;
 pub use trust::TrustBundle;
 #[cfg(feature = "workload-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
 pub use workload::{
     DEFAULT_STARTUP_TIMEOUT, SPIFFE_ENDPOINT_SOCKET, WorkloadApiEndpoint, WorkloadApiSource,
     WorkloadApiSourceBuilder,
