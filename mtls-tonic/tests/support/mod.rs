@@ -47,7 +47,11 @@ impl CapturedLogs {
             .with_ansi(false)
             .with_max_level(tracing::Level::WARN)
             .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Callsites first hit by another test's thread (no capturing subscriber there) may
+        // have cached an interest that leaves this subscriber out: re-evaluate them now.
+        tracing::callsite::rebuild_interest_cache();
+        (captured, guard)
     }
 
     /// Everything captured so far.
