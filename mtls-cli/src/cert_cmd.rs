@@ -1,6 +1,6 @@
 //! `mtls cert ...`: issue, sign, inspect, verify and check certificates.
 
-use crate::output::{out, outln};
+use crate::output::{out, outln, rfc3339};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -255,12 +255,6 @@ fn inspect(a: InspectArgs) -> CliResult {
         print_summary(s)?;
     }
     Ok(())
-}
-
-/// `2026-12-01T11:04:11Z`.
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.to_string())
 }
 
 fn print_summary(s: &CertificateSummary) -> CliResult {

@@ -32,6 +32,12 @@ macro_rules! out {
 
 pub(crate) use {out, outln};
 
+/// A time as people and scripts read it: `2026-12-01T11:04:11Z`.
+pub(crate) fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
 /// Whether `error` is stdout's reader having gone away (a closed pipe).
 pub(crate) fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
     error

@@ -543,8 +543,8 @@ impl Report {
                         "cert[{i}]    subject {:?}, issuer {:?}, valid {} .. {}{}\n",
                         s.subject,
                         s.issuer,
-                        rfc3339(s.not_before),
-                        rfc3339(s.not_after),
+                        crate::output::rfc3339(s.not_before),
+                        crate::output::rfc3339(s.not_after),
                         validity_note(s),
                     );
                     if !sans.is_empty() {
@@ -588,11 +588,6 @@ impl Report {
             "spiffe_id": self.summaries().first().and_then(|s| s.as_ref().ok()).and_then(|s| s.spiffe_id.clone()),
         })
     }
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 fn validity_note(s: &CertificateSummary) -> &'static str {

@@ -67,7 +67,7 @@ struct Variant {
     fields: Vec<(String, String)>,
 }
 
-/// The body of `pub enum NameError { … }` (brace-matched), if `line_index` starts one.
+/// The body of the enum declared at `start` (`pub enum NameError { … }`, brace-matched).
 fn enum_body(text: &str, start: usize) -> &str {
     let open = start + text[start..].find('{').unwrap();
     let mut depth = 0;

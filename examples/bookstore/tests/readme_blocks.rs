@@ -9,7 +9,6 @@
 mod support;
 
 use std::{
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -95,18 +94,6 @@ fn prepare(dir: &Path) {
     );
 }
 
-/// Kills a process group (by its leader's PID) when dropped.
-struct Group(i32);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0)])
-            .stderr(std::process::Stdio::null()) // the group is usually gone already
-            .status();
-    }
-}
-
 #[test]
 fn readme_blocks_marked_runnable_run_as_written() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -124,40 +111,20 @@ fn readme_blocks_marked_runnable_run_as_written() {
     for (line, block) in blocks {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
-        let mut command = Command::new("bash");
-        command
-            .args(["-euo", "pipefail", "-c", &block])
-            .current_dir(dir.path())
-            .env("PATH", &path)
-            .env_remove("SPIFFE_ENDPOINT_SOCKET")
-            .process_group(0);
-        let out = {
-            let mut guard = support::ChildGuard::spawn("README block", &mut command);
-            let _group = Group(i32::try_from(guard.child.id()).unwrap());
-            let stdout = guard.child.stdout.take().unwrap();
-            let stderr = guard.child.stderr.take().unwrap();
-            let read = |mut r: Box<dyn std::io::Read + Send>| {
-                std::thread::spawn(move || {
-                    let mut s = String::new();
-                    let _ = r.read_to_string(&mut s);
-                    s
-                })
-            };
-            let (o, e) = (read(Box::new(stdout)), read(Box::new(stderr)));
-            let deadline = std::time::Instant::now() + Duration::from_secs(120);
-            let status = loop {
-                if let Some(status) = guard.child.try_wait().unwrap() {
-                    break status;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "README.md:{line}: the block did not finish within 120 s"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            (status, o.join().unwrap(), e.join().unwrap())
-        };
-        let (status, stdout, stderr) = out;
+        let out = support::run_group_within(
+            "README block",
+            Command::new("bash")
+                .args(["-euo", "pipefail", "-c", &block])
+                .current_dir(dir.path())
+                .env("PATH", &path)
+                .env_remove("SPIFFE_ENDPOINT_SOCKET"),
+            Duration::from_secs(120),
+        );
+        let (status, stdout, stderr) = (
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
         assert!(
             status.success(),
             "README.md:{line}: the block failed ({status}):\n{block}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"

@@ -111,7 +111,22 @@ pub fn run_command(name: &str, command: &mut Command) -> Output {
 
 /// [`run_command`] with its own time bound.
 pub fn run_command_within(name: &str, command: &mut Command, bound: Duration) -> Output {
+    run_bounded(name, command, bound, false)
+}
+
+/// [`run_command_within`] for a command that starts processes of its own (a shell script):
+/// it runs in its own process group, which is killed (by its PGID, the leader's PID) when
+/// the leader exits, before its output is collected.
+pub fn run_group_within(name: &str, command: &mut Command, bound: Duration) -> Output {
+    std::os::unix::process::CommandExt::process_group(command, 0);
+    run_bounded(name, command, bound, true)
+}
+
+fn run_bounded(name: &str, command: &mut Command, bound: Duration, group: bool) -> Output {
     let mut guard = ChildGuard::spawn(name, command);
+    let pgid = guard.child.id();
+    // Also on a panic (the time bound): the group goes with the guard.
+    let _group = group.then(|| KillGroup(pgid));
     let mut stdout = guard.child.stdout.take().unwrap();
     let mut stderr = guard.child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
@@ -133,10 +148,23 @@ pub fn run_command_within(name: &str, command: &mut Command, bound: Duration) ->
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    drop(_group);
     Output {
         status,
         stdout: out.join().unwrap().unwrap(),
         stderr: err.join().unwrap().unwrap(),
+    }
+}
+
+/// Kills a process group when dropped.
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null()) // the group is usually gone already
+            .status();
     }
 }
 
