@@ -1,0 +1,25 @@
+//! Check names, shared with the tests.
+
+/// Every scenario call succeeded.
+pub const SCENARIO: &str = "scenario";
+/// Each replica served at least the minimum share.
+pub const BALANCE: &str = "balance";
+/// The replicas saw the client's SPIFFE ID as the caller.
+pub const CALLER: &str = "caller identity";
+/// Every hop negotiated the TLS policy's first key-exchange group with one ClientHello
+/// (proxyless: the replicas' own handshakes; Envoy: the sidecars' `ssl.curves.*`).
+pub const TLS: &str = "key exchange";
+/// The intruder's certificate was refused in the handshake.
+pub const INTRUDER: &str = "intruder certificate";
+/// A call without a token was refused.
+pub const NO_TOKEN: &str = "no token";
+/// A token for another audience was refused.
+pub const WRONG_AUDIENCE: &str = "wrong audience";
+/// Agent mode: every SVID the path uses is the one the agent currently issues.
+pub const AGENT_IDENTITIES: &str = "agent identities";
+/// Agent mode: after a forced rotation mid-scenario the path uses the new serial, and
+/// no call failed.
+pub const ROTATION: &str = "rotation";
+/// Each replica in turn shut down gracefully and came back on the same address while 8
+/// callers ran: calls and failed calls (proxyless: none may fail; Envoy: reported).
+pub const ROLLING_RESTART: &str = "rolling restart";

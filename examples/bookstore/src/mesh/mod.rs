@@ -1,0 +1,44 @@
+//! The whole mesh on one machine, as `bookstore-mesh` runs it: a throwaway PKI and JWT
+//! issuer, an in-process DNS server, three replicas on 127.0.0.2–4, the proxyless path,
+//! then (with an Envoy binary) the same through Envoy sidecars, and the refusals on both.
+//!
+//! The pieces are public so other programs (benches, the agent demo) can assemble their
+//! own mesh: [`Replicas`], [`Sidecars`], [`proxyless_channel`], [`envoy_channel`].
+//!
+//! With [`MeshOptions::agent`] the identities come from an in-process `mtls-agent`
+//! ([`AgentIdentities`]); [`run_with`] takes any [`WorkloadIdentities`], and when they
+//! rotate it checks the SVIDs in use (check [`checks::AGENT_IDENTITIES`]), runs each path's
+//! scenario in two halves around `rotate_now()`, and records a [`Rotation`] (check
+//! [`checks::ROTATION`]).
+
+macro_rules! say {
+    ($options:expr, $($arg:tt)*) => {
+        if $options.verbose {
+            println!($($arg)*);
+        }
+    };
+}
+
+mod assess;
+mod channels;
+pub mod checks;
+mod options;
+mod outcome;
+mod print;
+mod replicas;
+mod restart;
+mod run;
+mod sidecars;
+
+pub use self::{
+    channels::{envoy_channel, proxyless_channel, proxyless_channel_builder, wait_ready},
+    options::{ENVOY_HINT, EnvoyChoice, MeshOptions},
+    outcome::{Check, MeshOutcome, PathKind},
+    replicas::{REPLICA_IPS, Replicas, bind_shared_port},
+    restart::RollingRestart,
+    run::{run, run_with},
+    sidecars::Sidecars,
+};
+pub use crate::rotation::{Rotation, SeenSerial, same_serial};
+#[cfg(doc)]
+use crate::{AgentIdentities, identity::WorkloadIdentities};

