@@ -73,6 +73,36 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// A SPIFFE bundle (JSON or PEM) could not be used: the reason names what was expected
+    /// and what was seen.
+    #[error("SPIFFE bundle of trust domain {trust_domain}: {reason}")]
+    InvalidBundle {
+        /// The trust domain the bundle was read for.
+        trust_domain: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A JWT authority (a public JWK) cannot go into a SPIFFE bundle.
+    #[error("JWT authority with kid \"{kid}\": {reason}")]
+    InvalidJwtAuthority {
+        /// The key ID given.
+        kid: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A bundle with a lower `spiffe_sequence` than the current one was refused: the
+    /// current bundle stays.
+    #[error(
+        "SPIFFE bundle of trust domain {trust_domain}: sequence {presented} is older than the current {current}; keeping the current bundle"
+    )]
+    StaleBundle {
+        /// The trust domain.
+        trust_domain: String,
+        /// The sequence of the refused bundle.
+        presented: u64,
+        /// The sequence of the bundle in use.
+        current: u64,
+    },
     /// A SPIFFE ID or trust domain given in configuration is invalid.
     #[error("invalid SPIFFE ID or trust domain {presented:?}: {reason}")]
     InvalidSpiffeId {
@@ -337,6 +367,9 @@ impl Error {
                 | Error::KeyMismatch { .. }
                 | Error::InvalidTrustAnchor { .. }
                 | Error::InvalidCrl { .. }
+                | Error::InvalidBundle { .. }
+                | Error::InvalidJwtAuthority { .. }
+                | Error::StaleBundle { .. }
                 | Error::InvalidSpiffeId { .. }
                 | Error::InvalidSanMatcher { .. }
                 | Error::InvalidConfig { .. }

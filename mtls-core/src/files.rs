@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use rustls_pki_types::UnixTime;
 use tokio::sync::watch;
 
+use crate::bundle::{SpiffeBundle, looks_like_json};
 use crate::cert::{LeafInfo, rfc3339};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, certs_from_pem, check_validity, key_from_pem, read};
@@ -217,6 +218,40 @@ fn load_identity(
         )?;
     }
     Identity::from_der(chain, key_from_pem(key_pem)?)
+}
+
+/// The roots of a trust file: PEM `CERTIFICATE` blocks or a SPIFFE bundle (JSON), told
+/// apart by the first non-blank byte (`{`).
+fn load_roots(trust_domain: Option<&TrustDomain>, contents: &[u8]) -> Result<TrustBundle> {
+    if !looks_like_json(contents) {
+        return match trust_domain {
+            Some(td) => TrustBundle::spiffe().with_domain_pem(td.clone(), contents),
+            None => TrustBundle::from_pem(contents),
+        };
+    }
+    let text = std::str::from_utf8(contents).map_err(|_| Error::InvalidBundle {
+        trust_domain: trust_domain.map_or_else(|| "(any)".to_owned(), ToString::to_string),
+        reason: "expected UTF-8 JSON, saw bytes that are not UTF-8".to_owned(),
+    })?;
+    // A plain CA bundle has no trust domain: the SPIFFE document is read for its X.509
+    // authorities only, checked as those of no particular domain.
+    let td = match trust_domain {
+        Some(td) => td.clone(),
+        None => TrustDomain::new("unnamed.invalid")?,
+    };
+    let bundle = SpiffeBundle::parse_checked(td.clone(), text, trust_domain.is_some())?;
+    if bundle.x509_authorities().is_empty() {
+        return Err(Error::InvalidBundle {
+            trust_domain: td.to_string(),
+            reason: "expected at least one x509-svid key, saw none".to_owned(),
+        });
+    }
+    match trust_domain {
+        Some(td) => {
+            TrustBundle::spiffe().with_domain_der(td.clone(), bundle.x509_authorities().to_vec())
+        }
+        None => TrustBundle::from_der(bundle.x509_authorities().to_vec()),
+    }
 }
 
 fn identity_installed(paths: &str, previous: &Identity, new: &Identity) {
@@ -457,10 +492,7 @@ impl FileTrustSource {
                     reason: "a trust bundle needs a CA file".to_owned(),
                 });
             };
-            let bundle = match &trust_domain {
-                Some(td) => TrustBundle::spiffe().with_domain_pem(td.clone(), roots)?,
-                None => TrustBundle::from_pem(roots)?,
-            };
+            let bundle = load_roots(trust_domain.as_ref(), roots)?;
             match c.get(1) {
                 Some(crls) => bundle.with_crls_pem(crls),
                 None => Ok(bundle),

@@ -101,6 +101,27 @@
 //! [`ServerConfigBuilder::key_log_from_env`] write `SSLKEYLOGFILE` — only when that
 //! variable is set too, with a warning in the log.
 //!
+//! ## SPIFFE bundles
+//!
+//! [`SpiffeBundle`] reads and writes the SPIFFE bundle format (a JWK Set with
+//! `spiffe_sequence` and `spiffe_refresh_hint`; `x509-svid` keys with `x5c`, `jwt-svid` keys
+//! with `kid`), the document bundle endpoints serve and SPIRE exports. [`BundleSet`] keeps
+//! one bundle per trust domain, never merged, and takes a newer `spiffe_sequence` only;
+//! [`BundleSet::to_trust_bundle`] is the per-domain [`TrustBundle`] our verifiers use, and
+//! [`SpiffeBundle::jwt_jwks_json`] the JWKS that `mtls-jwt` validates JWT-SVIDs with.
+//! [`FileTrustSource`] reads a trust file as PEM or as a SPIFFE bundle, whichever it holds.
+//!
+//! ```
+//! # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+//! # let json = mtls_core::SpiffeBundle::new("example.org".parse()?).with_x509_authorities_pem(ca.cert_pem())?.to_json();
+//! use mtls_core::{BundleSet, SpiffeBundle};
+//! let mut federated = BundleSet::new();
+//! federated.insert(SpiffeBundle::parse("example.org".parse()?, &json)?)?;
+//! let trust = federated.to_trust_bundle()?; // for ServerConfigBuilder / ClientConfigBuilder
+//! # assert!(trust.is_spiffe());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Errors
 //!
 //! A rejected peer yields an [`Error`] naming what was presented and expected, logged with
@@ -140,6 +161,8 @@
 //! - `tokio` (`sync` only) — `watch` channels that announce rotations to subscribers.
 //! - `regex` — Envoy `safe_regex` matchers.
 //! - `serde` — loading SAN matchers from Envoy-shaped YAML/JSON.
+//! - `serde_json`, `base64` — the SPIFFE bundle format (a JWK Set; `x5c` is base64 DER, JWK
+//!   members base64url).
 //! - `metrics` (feature `metrics`) — the metrics facade: no exporter or registry of ours.
 //! - `thiserror` — the [`Error`] enum; `time` — RFC 3339 times in messages;
 //!   `tracing` — logs.
@@ -147,6 +170,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authorizer;
+mod bundle;
 mod cert;
 mod client;
 mod error;
@@ -167,6 +191,7 @@ mod verify;
 mod workload;
 
 pub use authorizer::{Authorize, Authorizer};
+pub use bundle::{BundleSet, DEFAULT_REFRESH_HINT, JwtAuthority, SpiffeBundle};
 pub use client::ClientConfigBuilder;
 pub use error::{Error, Result};
 pub use files::{FileIdentitySource, FileTrustSource};
