@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bundle_cmd;
 mod ca_cmd;
 mod cert_cmd;
 mod cfssl_cmd;
@@ -27,6 +28,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// SPIFFE bundles: make from CA PEMs and JWKS, show, convert between PEM and SPIFFE JSON.
+    #[command(subcommand)]
+    Bundle(bundle_cmd::BundleCommand),
     /// Create root and intermediate certificate authorities.
     #[command(subcommand)]
     Ca(ca_cmd::CaCommand),
@@ -47,6 +51,7 @@ enum Command {
 
 fn run(cli: Cli) -> output::CliResult<ExitCode> {
     match cli.command {
+        Command::Bundle(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Ca(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Cert(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
         Command::Cfssl(cmd) => cmd.run().map(|()| ExitCode::SUCCESS),
