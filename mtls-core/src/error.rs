@@ -90,6 +90,14 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// A bundle endpoint could not be fetched (the last good bundle stays in use).
+    #[error("bundle endpoint {url}: {reason}")]
+    BundleFetch {
+        /// The endpoint's URL.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// A bundle with a lower `spiffe_sequence` than the current one was refused: the
     /// current bundle stays.
     #[error(
@@ -370,6 +378,7 @@ impl Error {
                 | Error::InvalidBundle { .. }
                 | Error::InvalidJwtAuthority { .. }
                 | Error::StaleBundle { .. }
+                | Error::BundleFetch { .. }
                 | Error::InvalidSpiffeId { .. }
                 | Error::InvalidSanMatcher { .. }
                 | Error::InvalidConfig { .. }

@@ -137,6 +137,12 @@
 //!   is given, start-up waits for the first SVID with a bounded timeout and fails with an
 //!   error naming the socket, and every new SVID/bundle is used by the next handshake.
 //!   Needs a tokio runtime.
+//! - `federation` (off by default): [`FederatedTrustSource`], a [`TrustSource`] over our
+//!   own bundle and foreign trust domains' bundles fetched from their SPIFFE bundle
+//!   endpoints ([`BundleEndpoint`]: `https_web` or `https_spiffe`), refreshed at the
+//!   bundle's refresh hint, with backoff, last good bundle kept, newer sequence only.
+//!   Brings hyper (HTTP/1.1 client), hyper-util, http, http-body-util and tokio-rustls.
+//!   Needs a tokio runtime.
 //! - `metrics` (off by default): handshake counters by side and result, certificate expiry
 //!   gauges (our identity, each trust anchor) and rotations, through the `metrics` facade —
 //!   see [`metrics`] for the names, the Envoy/linkerd equivalents and why this facade.
@@ -164,6 +170,8 @@
 //! - `serde_json`, `base64` — the SPIFFE bundle format (a JWK Set; `x5c` is base64 DER, JWK
 //!   members base64url).
 //! - `metrics` (feature `metrics`) — the metrics facade: no exporter or registry of ours.
+//! - `hyper`, `hyper-util`, `http`, `http-body-util`, `tokio-rustls` (feature `federation`)
+//!   — fetching bundles over HTTPS with rustls, the TLS stack we already use.
 //! - `thiserror` — the [`Error`] enum; `time` — RFC 3339 times in messages;
 //!   `tracing` — logs.
 #![forbid(unsafe_code)]
@@ -174,6 +182,8 @@ mod bundle;
 mod cert;
 mod client;
 mod error;
+#[cfg(feature = "federation")]
+mod federation;
 mod files;
 mod identity;
 pub mod metrics;
@@ -194,6 +204,12 @@ pub use authorizer::{Authorize, Authorizer};
 pub use bundle::{BundleSet, DEFAULT_REFRESH_HINT, JwtAuthority, SpiffeBundle};
 pub use client::ClientConfigBuilder;
 pub use error::{Error, Result};
+#[cfg(feature = "federation")]
+#[cfg_attr(docsrs, doc(cfg(feature = "federation")))]
+pub use federation::{
+    BundleEndpoint, EndpointProfile, EndpointStatus, FederatedTrustSource, FederationBuilder,
+    MAX_BUNDLE_SIZE,
+};
 pub use files::{FileIdentitySource, FileTrustSource};
 pub use identity::Identity;
 pub use negotiated::Negotiated;
