@@ -144,7 +144,9 @@
 //! - `metrics` (off by default): records through the `metrics` facade (the application
 //!   installs the exporter): every TLS handshake [`MtlsIncoming`] accepts and
 //!   [`MtlsConnector`] makes, by result (`grpc.{server,client}.tls.handshakes`, see
-//!   `mtls_core::metrics`). The repository's METRICS.md lists every name.
+//!   `mtls_core::metrics`); gRFC A66's per-call metrics of every [`BalancedChannel`] call
+//!   and attempt, and of servers wrapped in `metrics::CallMetricsLayer`; authorization,
+//!   balancer, retry and DNS counters. The repository's METRICS.md lists every name.
 //! - `workload-api` (off by default): SPIFFE Workload API identities. `WorkloadJwtToken`
 //!   is a [`TokenSource`] of JWT-SVIDs from `FetchJWTSVID`, cached and refreshed at half of
 //!   the remaining lifetime; and `mtls_core::WorkloadApiSource` (enabled with it) is the

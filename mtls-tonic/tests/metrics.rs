@@ -14,11 +14,15 @@ use std::time::Duration;
 use mtls_core::Authorize;
 use mtls_core::metrics::{CLIENT_TLS_HANDSHAKES, HANDSHAKE_RESULT, SERVER_TLS_HANDSHAKES};
 use mtls_tonic::metrics::{
-    AUTHZ_ALLOWED, AUTHZ_DENIED, BALANCER_ENDPOINTS, CALL_RETRIES, CONNECTION_ATTEMPTS_FAILED,
-    CONNECTION_ATTEMPTS_SUCCEEDED, DISCONNECT_ERROR, DISCONNECTIONS, DNS_RESOLUTIONS,
-    ENDPOINT_STATE, METHOD, RESULT, TARGET,
+    AUTHZ_ALLOWED, AUTHZ_DENIED, BALANCER_ENDPOINTS, CALL_RETRIES, CALL_TRANSPARENT_RETRIES,
+    CLIENT_ATTEMPT_DURATION, CLIENT_ATTEMPT_STARTED, CLIENT_CALL_DURATION,
+    CONNECTION_ATTEMPTS_FAILED, CONNECTION_ATTEMPTS_SUCCEEDED, CallMetricsLayer, DISCONNECT_ERROR,
+    DISCONNECTIONS, DNS_RESOLUTIONS, ENDPOINT_STATE, METHOD, RESULT, SERVER_CALL_DURATION,
+    SERVER_CALL_STARTED, STATUS, TARGET,
 };
-use mtls_tonic::{AuthzLayer, MethodPolicy, MtlsConnector, OutlierDetection, RetryPolicy};
+use mtls_tonic::{
+    AuthzLayer, BalancedChannel, MethodPolicy, MtlsConnector, OutlierDetection, RetryPolicy,
+};
 use recorded::{Recorded, Values};
 use support::fixture::{Fixture, call, ip, ready_count};
 use support::pki::{CLIENT_ID, Pki, SERVICE_NAME};
@@ -392,4 +396,279 @@ fn a_connection_reset_without_goaway_counts_as_an_error_disconnection() {
         "{sets:?}"
     );
     assert_eq!(values.counter_total(CONNECTION_ATTEMPTS_SUCCEEDED), 1);
+}
+
+/// A balanced channel to one address with `client`'s identity.
+fn channel_to(client: rustls::ClientConfig, addr: std::net::SocketAddr) -> BalancedChannel {
+    let connector = MtlsConnector::new(client)
+        .server_name(SERVICE_NAME)
+        .unwrap();
+    BalancedChannel::builder(addr.to_string(), connector)
+        .build()
+        .unwrap()
+}
+
+/// One Check through `channel` for `service` ("slow:<ms>" makes the probe wait): its code.
+async fn check(channel: &BalancedChannel, service: &str) -> tonic::Code {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    match HealthClient::new(channel.clone()).check(request).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// A unary call to `path` with an empty message, read to its end: the status it ended with.
+async fn raw_call(channel: &BalancedChannel, path: &str) -> Option<String> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{SERVICE_NAME}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from_static(&[0, 0, 0, 0, 0]),
+        )))
+        .unwrap();
+    let response = channel.clone().oneshot(request).await.unwrap();
+    let headers = response.headers().clone();
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or(headers);
+    trailers
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// The one `grpc.target` label recorded for `name`.
+fn target_of(values: &Values, name: &str) -> String {
+    let targets: std::collections::BTreeSet<String> = values
+        .label_sets(name)
+        .iter()
+        .flat_map(|l| {
+            l.iter()
+                .filter(|(k, _)| k == TARGET)
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(targets.len(), 1, "{:?}", values.label_sets(name));
+    targets.into_iter().next().unwrap()
+}
+
+#[test]
+fn per_call_metrics_record_each_calls_final_status_on_client_and_server() {
+    let pki = Pki::new();
+    let rec = Recorded::new();
+    let values = rec.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming =
+            mtls_tonic::MtlsIncoming::new(listener, pki.server_config(Pki::member_policy()));
+        // Only CLIENT_ID may call Check; every other path is denied.
+        let policy = MethodPolicy::deny_by_default()
+            .allow(CHECK, Authorize::exact(CLIENT_ID.parse().unwrap()))
+            .unwrap();
+        let fail_with = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let (_reporter, service) =
+            support::replica::probe_failing("solo", fail_with.clone(), Default::default());
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(CallMetricsLayer::new().service("grpc.health.v1.Health"))
+                .layer(AuthzLayer::new(policy))
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        let client = channel_to(pki.client_config(CLIENT_ID), addr);
+        for _ in 0..2 {
+            assert_eq!(check(&client, "").await, tonic::Code::Ok);
+        }
+        // A handler error: the status is in a trailers-only response's headers.
+        fail_with.store(
+            tonic::Code::NotFound as i32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        assert_eq!(check(&client, "").await, tonic::Code::NotFound);
+        fail_with.store(0, std::sync::atomic::Ordering::Relaxed);
+        // An authorization denial (another member of the trust domain).
+        let outsider = channel_to(
+            pki.client_config("spiffe://example.org/ns/default/sa/other"),
+            addr,
+        );
+        assert_eq!(check(&outsider, "").await, tonic::Code::PermissionDenied);
+        // A path the server does not serve: the client names it, the server says `other`.
+        assert_eq!(
+            raw_call(&client, "/made.Up/Call").await.as_deref(),
+            Some("7")
+        );
+        // A call the caller gives up on: CANCELLED on both sides.
+        let slow = tokio::time::timeout(Duration::from_millis(300), check(&client, "slow:3000"));
+        assert!(slow.await.is_err(), "the slow call was cut short");
+        let values = rec
+            .take_until(LIMIT, |v| {
+                v.histogram(
+                    SERVER_CALL_DURATION,
+                    &[(METHOD, CHECK), (STATUS, "CANCELLED")],
+                )
+                .len()
+                    == 1
+            })
+            .await;
+        server.abort();
+        values
+    });
+    let server_sets = values.label_sets(SERVER_CALL_DURATION);
+    let served = |method: &str, status: &str| {
+        values.histogram(SERVER_CALL_DURATION, &[(METHOD, method), (STATUS, status)])
+    };
+    assert_eq!(served(CHECK, "OK").len(), 2, "{server_sets:?}");
+    assert_eq!(served(CHECK, "NOT_FOUND").len(), 1, "{server_sets:?}");
+    assert_eq!(
+        served(CHECK, "PERMISSION_DENIED").len(),
+        1,
+        "{server_sets:?}"
+    );
+    assert_eq!(
+        served("other", "PERMISSION_DENIED").len(),
+        1,
+        "{server_sets:?}"
+    );
+    assert_eq!(served(CHECK, "CANCELLED").len(), 1, "{server_sets:?}");
+    assert_eq!(server_sets.len(), 5, "nothing else: {server_sets:?}");
+    assert!(
+        served(CHECK, "CANCELLED")[0] >= 0.3,
+        "{:?}",
+        served(CHECK, "CANCELLED")
+    );
+    assert_eq!(values.counter(SERVER_CALL_STARTED, &[(METHOD, CHECK)]), 5);
+    assert_eq!(values.counter(SERVER_CALL_STARTED, &[(METHOD, "other")]), 1);
+
+    let target = target_of(&values, CLIENT_CALL_DURATION);
+    let t = target.as_str();
+    assert_eq!(t, target_of(&values, CLIENT_ATTEMPT_DURATION));
+    assert!(t.starts_with("127.0.0.1:"), "{t}");
+    for name in [CLIENT_CALL_DURATION, CLIENT_ATTEMPT_DURATION] {
+        let sets = values.label_sets(name);
+        let called = |method: &str, status: &str| {
+            values
+                .histogram(name, &[(METHOD, method), (TARGET, t), (STATUS, status)])
+                .len()
+        };
+        assert_eq!(called(CHECK, "OK"), 2, "{name}: {sets:?}");
+        assert_eq!(called(CHECK, "NOT_FOUND"), 1, "{name}: {sets:?}");
+        assert_eq!(called(CHECK, "PERMISSION_DENIED"), 1, "{name}: {sets:?}");
+        assert_eq!(
+            called("/made.Up/Call", "PERMISSION_DENIED"),
+            1,
+            "{name}: {sets:?}"
+        );
+        assert_eq!(called(CHECK, "CANCELLED"), 1, "{name}: {sets:?}");
+        assert_eq!(sets.len(), 5, "{name}: nothing else: {sets:?}");
+        let cancelled =
+            values.histogram(name, &[(METHOD, CHECK), (TARGET, t), (STATUS, "CANCELLED")]);
+        assert!((0.3..3.0).contains(&cancelled[0]), "{name}: {cancelled:?}");
+    }
+    assert_eq!(
+        values.counter(CLIENT_ATTEMPT_STARTED, &[(METHOD, CHECK), (TARGET, t)]),
+        5
+    );
+}
+
+#[test]
+fn a_refused_stream_is_retried_transparently_and_counted() {
+    let pki = Pki::new();
+    let rec = Recorded::new();
+    let values = rec.block_on(async {
+        // A real HTTP/2 server (the h2 crate) over mTLS that refuses the first stream
+        // (RST_STREAM REFUSED_STREAM before any response: gRFC A6's transparent case) and
+        // answers the next ones SERVING.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+            pki.server_config(Pki::member_policy()),
+        ));
+        let streams = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = streams.clone();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = acceptor.accept(tcp).await.unwrap();
+            let mut h2 = h2::server::handshake(tls).await.unwrap();
+            while let Some(Ok((_request, mut respond))) = h2.accept().await {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+                let head = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .unwrap();
+                let mut send = respond.send_response(head, false).unwrap();
+                // HealthCheckResponse { status: SERVING } in a gRPC message frame.
+                send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 2, 8, 1]), false)
+                    .unwrap();
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                send.send_trailers(trailers).unwrap();
+            }
+        });
+        let client = channel_to(pki.client_config(CLIENT_ID), addr);
+        assert!(
+            wait_until(LIMIT, || ready_count(&client) == 1).await,
+            "{client:?}"
+        );
+        assert_eq!(
+            check(&client, "").await,
+            tonic::Code::Ok,
+            "the caller saw no failure"
+        );
+        assert_eq!(streams.load(std::sync::atomic::Ordering::Relaxed), 2);
+        let values = rec.take();
+        drop(client);
+        server.abort();
+        values
+    });
+    let t = target_of(&values, CLIENT_CALL_DURATION);
+    let t = t.as_str();
+    assert_eq!(
+        values.histogram(CALL_TRANSPARENT_RETRIES, &[(TARGET, t)]),
+        vec![1.0],
+        "{:?}",
+        values.label_sets(CALL_TRANSPARENT_RETRIES)
+    );
+    assert!(
+        values.label_sets(CALL_RETRIES).is_empty(),
+        "no retry by policy"
+    );
+    // Two attempts (the refused one UNAVAILABLE), one call (OK).
+    let attempts = |status: &str| {
+        values
+            .histogram(
+                CLIENT_ATTEMPT_DURATION,
+                &[(METHOD, CHECK), (TARGET, t), (STATUS, status)],
+            )
+            .len()
+    };
+    assert_eq!(
+        attempts("UNAVAILABLE"),
+        1,
+        "{:?}",
+        values.label_sets(CLIENT_ATTEMPT_DURATION)
+    );
+    assert_eq!(attempts("OK"), 1);
+    assert_eq!(
+        values.counter(CLIENT_ATTEMPT_STARTED, &[(METHOD, CHECK), (TARGET, t)]),
+        2
+    );
+    assert_eq!(
+        values
+            .histogram(
+                CLIENT_CALL_DURATION,
+                &[(METHOD, CHECK), (TARGET, t), (STATUS, "OK")]
+            )
+            .len(),
+        1,
+        "{:?}",
+        values.label_sets(CLIENT_CALL_DURATION)
+    );
 }

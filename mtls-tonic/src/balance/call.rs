@@ -275,6 +275,8 @@ pub struct ResponseFuture {
     deadline: Option<Pin<Box<Sleep>>>,
     /// The channel's concurrency-limit permit, released with the response.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// gRFC A66's per-call metrics (nothing without the feature `metrics`).
+    recorder: crate::metrics::CallRecorder,
 }
 
 impl std::fmt::Debug for ResponseFuture {
@@ -291,6 +293,8 @@ impl ResponseFuture {
         request: http::Request<Body>,
     ) -> Self {
         let started = Instant::now();
+        let recorder =
+            crate::metrics::CallRecorder::client_call(&tasks.ctx.labels, request.uri().path());
         let timeout = grpc_timeout(request.headers());
         let deadline = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
         let ctx = &tasks.ctx;
@@ -329,6 +333,7 @@ impl ResponseFuture {
             started,
             deadline,
             permit: None,
+            recorder,
         }
     }
 
@@ -343,6 +348,34 @@ impl Future for ResponseFuture {
     type Output = Result<http::Response<Body>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(self.as_mut().poll_call(cx));
+        let recorder = &mut self.recorder;
+        Poll::Ready(match result {
+            Ok(response) => {
+                recorder.headers(response.headers());
+                #[cfg(feature = "metrics")]
+                let response = {
+                    let recorder =
+                        std::mem::replace(recorder, crate::metrics::CallRecorder::unused());
+                    response
+                        .map(|body| Body::new(crate::metrics::CallMetricsBody::new(body, recorder)))
+                };
+                Ok(response)
+            }
+            Err(error) => {
+                recorder.finish(crate::metrics::code_of_error(error.as_ref()));
+                Err(error)
+            }
+        })
+    }
+}
+
+impl ResponseFuture {
+    /// The call, before the per-call metrics see its outcome.
+    fn poll_call(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<http::Response<Body>, BoxError>> {
         let this = &mut *self;
         loop {
             let result = match &mut this.phase {

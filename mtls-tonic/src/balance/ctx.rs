@@ -132,6 +132,8 @@ pub(crate) struct CallSettings {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) target: Target,
+    /// The `grpc.target` label of the per-call metrics.
+    pub(crate) labels: crate::metrics::ClientLabels,
     pub(crate) connector: MtlsConnector,
     pub(crate) sni: ServerName<'static>,
     pub(crate) authority: http::uri::Authority,
@@ -170,6 +172,7 @@ impl Ctx {
         retries: Option<Arc<Retries>>,
     ) -> Self {
         Self {
+            labels: crate::metrics::ClientLabels::new(&target),
             target,
             connector,
             sni,

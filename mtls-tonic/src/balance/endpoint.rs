@@ -13,6 +13,7 @@ use std::{
     time::SystemTime,
 };
 
+use crate::metrics::CallRecorder;
 use futures_util::task::AtomicWaker;
 use http::uri::Authority;
 use hyper::client::conn::http2::SendRequest;
@@ -91,6 +92,8 @@ pub(crate) struct Shared {
     /// channel's.
     pub(crate) dial: Option<(crate::MtlsConnector, rustls_pki_types::ServerName<'static>)>,
     target: String,
+    /// The `grpc.target` label of the per-attempt metrics.
+    labels: crate::metrics::ClientLabels,
     authority: Authority,
     ctx: Weak<Ctx>,
     /// Consecutive failures that eject (outlier detection on).
@@ -119,6 +122,7 @@ impl Shared {
             addr,
             dial,
             target: ctx.target.to_string(),
+            labels: ctx.labels.clone(),
             authority: ctx.authority.clone(),
             ctx: Arc::downgrade(ctx),
             eject_after: ctx.outlier.as_ref().and_then(|o| o.consecutive_failures),
@@ -483,14 +487,17 @@ impl Subchannel {
                 addr,
                 inner: None,
                 guard: None,
+                attempt: CallRecorder::unused(),
             };
         };
+        let attempt = CallRecorder::client_attempt(&self.shared.labels, request.uri().path());
         set_origin(&mut request, &self.shared.authority);
         let guard = InFlight::new(self.shared.clone());
         SubchannelFuture {
             addr,
             inner: Some(Box::pin(sender.try_send_request(request))),
             guard: Some(guard),
+            attempt,
         }
     }
 }
@@ -505,6 +512,8 @@ pub(crate) struct SubchannelFuture {
     addr: SocketAddr,
     inner: Option<Pin<Box<dyn Future<Output = HyperResponse> + Send>>>,
     guard: Option<InFlight>,
+    /// gRFC A66's per-attempt metrics (nothing without the feature `metrics`).
+    attempt: CallRecorder,
 }
 
 impl std::fmt::Debug for SubchannelFuture {
@@ -527,8 +536,10 @@ impl Future for SubchannelFuture {
         };
         let result = std::task::ready!(inner.as_mut().poll(cx));
         let guard = self.guard.take();
+        let mut attempt = std::mem::replace(&mut self.attempt, CallRecorder::unused());
         Poll::Ready(match result {
             Ok(response) => {
+                attempt.headers(response.headers());
                 // A trailers-only response carries its status in the headers.
                 let code = response
                     .headers()
@@ -542,6 +553,7 @@ impl Future for SubchannelFuture {
                         inner: body,
                         guard,
                         recorded: code.is_some(),
+                        attempt,
                     })
                 });
                 response.extensions_mut().insert(ServedBy(addr));
@@ -549,6 +561,8 @@ impl Future for SubchannelFuture {
             }
             Err(error) => {
                 let (error, going_away, sent) = classify(addr, error);
+                // Not sent (a transparent retry follows): UNAVAILABLE, as gRPC records it.
+                attempt.finish(crate::metrics::code_of_error(error.as_ref()));
                 if let Some(guard) = &guard {
                     if going_away {
                         // No new streams on this connection: stop picking it until it reconnects.
@@ -614,6 +628,7 @@ pin_project_lite::pin_project! {
         inner: hyper::body::Incoming,
         guard: Option<InFlight>,
         recorded: bool,
+        attempt: CallRecorder,
     }
 }
 
@@ -627,6 +642,7 @@ impl http_body::Body for CountedBody {
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = std::task::ready!(this.inner.poll_frame(cx));
+        this.attempt.frame(frame.as_ref());
         if !*this.recorded
             && let Some(guard) = this.guard.as_ref()
         {

@@ -7,6 +7,11 @@
 //! | metric (labels) | kind | gRFC | Envoy |
 //! |---|---|---|---|
 //! | `grpc.server.tls.handshakes`, `grpc.client.tls.handshakes` | counter | A118 | `ssl.*` (mtls-core's names) |
+//! | `grpc.client.attempt.started` (`grpc.method`, `grpc.target`) | counter | A66 | `upstream_rq_total` |
+//! | `grpc.client.attempt.duration` (`grpc.method`, `grpc.target`, `grpc.status`) | histogram, s | A66 | `upstream_rq_time` (ms) |
+//! | `grpc.client.call.duration` (`grpc.method`, `grpc.target`, `grpc.status`) | histogram, s | A66 | — (Envoy sees attempts) |
+//! | `grpc.server.call.started` (`grpc.method`) | counter | A66 | `http.<prefix>.downstream_rq_total` |
+//! | `grpc.server.call.duration` (`grpc.method`, `grpc.status`) | histogram, s | A66 | `http.<prefix>.downstream_rq_time` (ms) |
 //! | `mtls.authz.allowed`, `mtls.authz.denied` (`grpc.method`) | counter | — | `rbac.allowed`, `rbac.denied` |
 //! | `grpc.subchannel.connection_attempts_succeeded` / `_failed` (`grpc.target`) | counter | A94 | `upstream_cx_total`, `upstream_cx_connect_fail` |
 //! | `grpc.subchannel.disconnections` (`grpc.target`, `grpc.disconnect_error`) | counter | A94 | `upstream_cx_close_notify` (GOAWAY), `upstream_cx_destroy_remote` |
@@ -20,6 +25,20 @@
 //! when the server sent one, else `connection reset`, `connection timed out` or `unknown`.
 //! The retry histograms record a call only when it was retried (A96: no zeros).
 //!
+//! Per call (gRFC A66): the balanced channel times every call (`grpc.client.call.duration`:
+//! waits for a ready endpoint, every attempt and backoff) and every attempt on an endpoint
+//! (`grpc.client.attempt.*`, a transparent retry is an attempt too); servers time calls with
+//! [`CallMetricsLayer`]. `grpc.status` is the call's final status as the caller sees it: the
+//! `grpc-status` of a trailers-only response's headers, else of its trailers, else the
+//! transport error's code (UNAVAILABLE for a broken connection, an HTTP/2 reset mapped as
+//! tonic maps it); a call dropped before its status (the caller cancelled, or the client
+//! went away from the server) records CANCELLED. The client's `grpc.method` is the path as
+//! the application calls it (tonic's generated clients, as grpc-go records a generated
+//! stub's method); the server's is the path only for the services [`CallMetricsLayer`] is
+//! told it serves, else `other` (a caller picks the path). A66's message-size histograms
+//! (`*.sent_total_compressed_message_size`, `*.rcvd_total_compressed_message_size`) are not
+//! recorded.
+//!
 //! ```
 //! use mtls_tonic::metrics::{AUTHZ_DENIED, DISCONNECTIONS};
 //! assert_eq!(DISCONNECTIONS, "grpc.subchannel.disconnections");
@@ -27,7 +46,25 @@
 //! mtls_tonic::metrics::describe(); // help texts; a no-op without a recorder
 //! ```
 
+#[cfg(any(feature = "balance", feature = "metrics"))]
+mod call;
+#[cfg(feature = "metrics")]
+mod layer;
+
 use std::io;
+
+use tonic::Code;
+
+#[cfg(feature = "balance")]
+pub(crate) use call::ClientLabels;
+#[cfg(feature = "balance")]
+pub(crate) use call::{CallRecorder, code_of_error};
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use {
+    call::CallMetricsBody,
+    layer::{CallMetricsFuture, CallMetricsLayer, CallMetricsService},
+};
 
 #[cfg(feature = "metrics")]
 use mtls_core::metrics::{HandshakeResult, HandshakeSide};
@@ -66,6 +103,31 @@ pub const AUTHZ_DENIED: &str = "mtls.authz.denied";
 pub const METHOD: &str = "grpc.method";
 /// Label `grpc.target` (gRFC A66): the channel's target as given to the builder.
 pub const TARGET: &str = "grpc.target";
+/// Label `grpc.status` (gRFC A66): the call's final status, by name ([`status_name`]:
+/// `OK`, `NOT_FOUND`, `CANCELLED`, ...).
+pub const STATUS: &str = "grpc.status";
+/// Counter (gRFC A66): attempts a balanced channel sent to an endpoint, by [`METHOD`] and
+/// [`TARGET`].
+pub const CLIENT_ATTEMPT_STARTED: &str = "grpc.client.attempt.started";
+/// Histogram (gRFC A66), seconds: each attempt, from its dispatch to its status, by
+/// [`METHOD`], [`TARGET`] and [`STATUS`].
+pub const CLIENT_ATTEMPT_DURATION: &str = "grpc.client.attempt.duration";
+/// Histogram (gRFC A66), seconds: each call through a balanced channel as the caller sees
+/// it, by [`METHOD`], [`TARGET`] and [`STATUS`].
+pub const CLIENT_CALL_DURATION: &str = "grpc.client.call.duration";
+/// Counter (gRFC A66): calls a server ([`CallMetricsLayer`]) received, by [`METHOD`].
+pub const SERVER_CALL_STARTED: &str = "grpc.server.call.started";
+/// Histogram (gRFC A66), seconds: each server call, from its request to its status, by
+/// [`METHOD`] and [`STATUS`].
+pub const SERVER_CALL_DURATION: &str = "grpc.server.call.duration";
+/// The histogram buckets gRFC A66 recommends for its latency histograms, in seconds (for
+/// an exporter that needs buckets, e.g. `metrics-exporter-prometheus`'s
+/// `set_buckets_for_metric`).
+pub const LATENCY_BUCKETS: [f64; 41] = [
+    0.0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006, 0.0008, 0.001, 0.002, 0.003, 0.004, 0.005,
+    0.006, 0.008, 0.01, 0.013, 0.016, 0.02, 0.025, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13, 0.16,
+    0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0,
+];
 /// Counter (gRFC A94): connections that became ready (TLS done, the server's HTTP/2 SETTINGS heard).
 pub const CONNECTION_ATTEMPTS_SUCCEEDED: &str = "grpc.subchannel.connection_attempts_succeeded";
 /// Counter (gRFC A94): connection attempts that failed (refused, TLS refused, timed out).
@@ -90,6 +152,34 @@ pub const ENDPOINT_STATE: &str = "endpoint_state";
 /// Label of [`DNS_RESOLUTIONS`]: `found`, `no_records` or `failed`.
 pub const RESULT: &str = "result";
 
+/// A66's status name of `code` (`OK`, `NOT_FOUND`, ...), the `grpc.status` label value.
+///
+/// ```
+/// use mtls_tonic::metrics::status_name;
+/// assert_eq!(status_name(tonic::Code::PermissionDenied), "PERMISSION_DENIED");
+/// ```
+pub fn status_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// Describes every metric of this crate (and mtls-core's and mtls-jwt's, which it records
 /// through) to the installed recorder; a no-op without the feature.
 pub fn describe() {
@@ -98,7 +188,30 @@ pub fn describe() {
     mtls_jwt::metrics::describe();
     #[cfg(feature = "metrics")]
     {
-        use ::metrics::{describe_counter, describe_histogram};
+        use ::metrics::{Unit, describe_counter, describe_histogram};
+        describe_counter!(
+            CLIENT_ATTEMPT_STARTED,
+            "Attempts sent to an endpoint, by grpc.method and grpc.target"
+        );
+        describe_histogram!(
+            CLIENT_ATTEMPT_DURATION,
+            Unit::Seconds,
+            "Attempts from dispatch to status, by grpc.method, grpc.target and grpc.status"
+        );
+        describe_histogram!(
+            CLIENT_CALL_DURATION,
+            Unit::Seconds,
+            "Calls as the caller sees them, by grpc.method, grpc.target and grpc.status"
+        );
+        describe_counter!(
+            SERVER_CALL_STARTED,
+            "Calls a server received, by grpc.method"
+        );
+        describe_histogram!(
+            SERVER_CALL_DURATION,
+            Unit::Seconds,
+            "Server calls from request to status, by grpc.method and grpc.status"
+        );
         describe_counter!(
             AUTHZ_ALLOWED,
             "Calls the method policy allowed, by grpc.method"
