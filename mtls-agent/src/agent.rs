@@ -52,6 +52,7 @@ pub struct AgentConfig {
     registration: Registration,
     registration_file: Option<PathBuf>,
     limits: Limits,
+    deliveries: Vec<crate::delivery::Delivery>,
 }
 
 impl AgentConfig {
@@ -74,6 +75,7 @@ impl AgentConfig {
             registration,
             registration_file: None,
             limits: Limits::default(),
+            deliveries: Vec::new(),
         }
     }
 
@@ -124,6 +126,14 @@ impl AgentConfig {
     /// and its default).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Also write `delivery`'s SVID and the trust bundles as files (SPIFFE Filesystem
+    /// Delivery), rewritten atomically on every rotation; see [`Delivery`](crate::Delivery).
+    /// The first files are written before [`Agent::start`] returns.
+    pub fn deliver(mut self, delivery: crate::delivery::Delivery) -> Self {
+        self.deliveries.push(delivery);
         self
     }
 
@@ -206,6 +216,11 @@ impl Agent {
             config.registration,
         )?;
 
+        // The first files before anything is served or bound: a failure leaves nothing running.
+        for delivery in &config.deliveries {
+            crate::delivery::first_delivery(&issuer, delivery)?;
+        }
+
         // Bind both sockets before serving either: a failed start leaves no socket behind
         // (the guards remove what was bound).
         let (listener, workload_socket) =
@@ -261,6 +276,12 @@ impl Agent {
             }
             None => None,
         };
+        for delivery in config.deliveries {
+            tasks.push(tokio::spawn(crate::delivery::delivery_task(
+                Arc::clone(&issuer),
+                delivery,
+            )));
+        }
         tasks.push(tokio::spawn(issuer::rotation_task(Arc::clone(&issuer))));
         tracing::info!(
             trust_domain = %config.trust_domain,

@@ -10,9 +10,34 @@
 //!        │ watch channel: every rotation is pushed on every open stream
 //!        ├──► SPIFFE Workload API  (unix socket; `workload.spiffe.io: true` required)
 //!        │      FetchX509SVID, FetchX509Bundles, FetchJWTSVID, FetchJWTBundles, ValidateJWTSVID
-//!        └──► Envoy SDS            (unix socket; envoy.service.secret.v3)
-//!               StreamSecrets, FetchSecrets: "<spiffe id>" | "default" → tls_certificate,
-//!               "spiffe://<td>" | "ROOTCA" | "ALL" → validation_context
+//!        ├──► Envoy SDS            (unix socket; envoy.service.secret.v3)
+//!        │      StreamSecrets, FetchSecrets: "<spiffe id>" | "default" → tls_certificate,
+//!        │      "spiffe://<td>" | "ROOTCA" | "ALL" → validation_context
+//!        └──► Filesystem Delivery  (optional, AgentConfig::deliver / --deliver-to DIR)
+//!               credential-bundle.private-key.pem, <td>.spiffe-trust-bundle.pem,
+//!               renamed into place atomically; renew_signal to a PID
+//! ```
+//!
+//! ## Filesystem delivery
+//! For programs that cannot speak the Workload API (nginx, an Envoy with file mounts), the
+//! agent writes one registered ID's SVID and the trust bundle into a folder the way
+//! spiffe-helper does ([`Delivery`]): `credential-bundle.private-key.pem` (the PKCS#8 key,
+//! then the chain, leaf first, no root; mode 0600) and `<trust-domain>.spiffe-trust-bundle.pem`,
+//! each written to a temporary file in the same folder and renamed over the old one on every
+//! rotation, then optionally a signal to a process. `mtls_core::FileIdentitySource::watch_delivered`
+//! and `FileTrustSource::watch_delivered` read that layout.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! # let registration = mtls_agent::Registration::from_yaml("entries: []")?;
+//! use mtls_agent::{Agent, AgentConfig, Delivery};
+//! let agent = Agent::start(
+//!     AgentConfig::new("bookstore.local".parse()?, "/tmp/a/workload.sock", registration)
+//!         .deliver(Delivery::new("/run/nginx/creds", "spiffe://bookstore.local/nginx".parse()?)
+//!             .renew_signal(4242, "SIGHUP")?),
+//! )
+//! .await?;
+//! # Ok(()) }
 //! ```
 //!
 //! Callers are identified by their Unix peer credentials (`SO_PEERCRED`: uid, gid, pid), the
@@ -129,6 +154,7 @@ mod agent;
 mod authority;
 mod caller;
 mod conn;
+mod delivery;
 mod error;
 mod files;
 mod issuer;
@@ -142,6 +168,7 @@ mod workload;
 
 pub use agent::{Agent, AgentConfig, DEFAULT_JWT_TTL, DEFAULT_SVID_TTL};
 pub use authority::{AuthorityRewriter, MAX_CONTINUATIONS, MAX_FRAME_SIZE};
+pub use delivery::{CREDENTIAL_FILE, Delivery, SPIFFE_CREDENTIAL_FOLDER, trust_bundle_file};
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use registration::{Caller, Entry, Registration, Selectors};

@@ -49,6 +49,21 @@ struct Args {
     /// Close a connection with no call in flight that sent nothing for this long.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// SPIFFE Filesystem Delivery: write the SVID of --deliver-id and the trust bundle into
+    /// this folder (credential-bundle.private-key.pem, <td>.spiffe-trust-bundle.pem),
+    /// atomically, on every rotation.
+    #[arg(long, requires = "deliver_id")]
+    deliver_to: Option<PathBuf>,
+    /// The registered SPIFFE ID whose SVID --deliver-to writes.
+    #[arg(long, requires = "deliver_to")]
+    deliver_id: Option<String>,
+    /// After each delivery, send this signal (SIGHUP, SIGUSR1, ...) to --renew-pid
+    /// (spiffe-helper's renew_signal).
+    #[arg(long, requires_all = ["renew_pid", "deliver_to"])]
+    renew_signal: Option<String>,
+    /// The process --renew-signal goes to.
+    #[arg(long, requires = "renew_signal")]
+    renew_pid: Option<i32>,
     /// Serve Prometheus text metrics (SVIDs issued, rotations, connections, refused callers)
     /// on http://ADDR/metrics; without a value on 127.0.0.1:9464 (loopback). Needs a build
     /// with the `metrics` feature.
@@ -106,6 +121,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             &read(cert)?,
             &read(key)?,
         )?);
+    }
+    if let (Some(dir), Some(id)) = (&args.deliver_to, &args.deliver_id) {
+        let id = mtls_core::SpiffeId::new(id)
+            .map(Into::into)
+            .map_err(|e| format!("--deliver-id: {e}"))?;
+        let mut delivery = mtls_agent::Delivery::new(dir, id);
+        if let (Some(signal), Some(pid)) = (&args.renew_signal, args.renew_pid) {
+            delivery = delivery.renew_signal(pid, signal)?;
+        }
+        config = config.deliver(delivery);
     }
     let agent = Agent::start(config).await?;
     let mut hup = signal(SignalKind::hangup())?;

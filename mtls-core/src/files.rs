@@ -26,6 +26,11 @@ use crate::spiffe_id::TrustDomain;
 use crate::trust::TrustBundle;
 use crate::verify::check_own_chain;
 
+/// The credential file of SPIFFE Filesystem Delivery: PKCS#8 key, then the chain.
+const CREDENTIAL_FILE: &str = "credential-bundle.private-key.pem";
+/// What follows the trust domain in a delivered trust bundle's file name.
+const TRUST_BUNDLE_SUFFIX: &str = ".spiffe-trust-bundle.pem";
+
 type Loader<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T> + Send + Sync>;
 
 /// Reads a set of files, builds a `T` from their contents, and swaps it into a cell when
@@ -370,6 +375,26 @@ impl FileIdentitySource {
         )
     }
 
+    /// The identity of a SPIFFE Filesystem Delivery folder (`$SPIFFE_CREDENTIAL_FOLDER`, as
+    /// `mtls-agent --deliver-to` and spiffe-helper write it): `credential-bundle.private-key.pem`,
+    /// the PKCS#8 key followed by the chain, leaf first — one file, so key and certificate
+    /// always change together. Polled every `interval`.
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+    /// # let svid = ca.issue(&mtls_certs::LeafParams::svid(mtls_certs::SpiffeId::new("spiffe://example.org/web")?))?;
+    /// # let dir = tempfile::tempdir()?;
+    /// # std::fs::write(dir.path().join("credential-bundle.private-key.pem"), svid.key_pem() + &svid.chain_pem())?;
+    /// use mtls_core::{FileIdentitySource, IdentitySource};
+    /// let identity = FileIdentitySource::watch_delivered(dir.path(), std::time::Duration::from_secs(1))?;
+    /// assert_eq!(identity.current().spiffe_id().map(|id| id.to_string()).as_deref(), Some("spiffe://example.org/web"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn watch_delivered(dir: impl AsRef<Path>, interval: Duration) -> Result<Self> {
+        let file = dir.as_ref().join(CREDENTIAL_FILE);
+        Self::start(file.clone(), file, None, Some(interval))
+    }
+
     fn start(
         cert: PathBuf,
         key: PathBuf,
@@ -477,6 +502,52 @@ impl FileTrustSource {
             crl_path.map(Into::into),
             Some(interval),
         )
+    }
+
+    /// The trust bundles of a SPIFFE Filesystem Delivery folder: one
+    /// `<trust-domain>.spiffe-trust-bundle.pem` per trust domain given (PEM or SPIFFE JSON),
+    /// as a SPIFFE bundle set — each domain's roots vouch for that domain only. Polled every
+    /// `interval`.
+    ///
+    /// ```
+    /// # let a = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("A"))?;
+    /// # let b = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("B"))?;
+    /// # let dir = tempfile::tempdir()?;
+    /// # std::fs::write(dir.path().join("a.org.spiffe-trust-bundle.pem"), a.cert_pem())?;
+    /// # std::fs::write(dir.path().join("b.org.spiffe-trust-bundle.pem"), b.cert_pem())?;
+    /// use mtls_core::{FileTrustSource, TrustSource};
+    /// let trust = FileTrustSource::watch_delivered(dir.path(), ["a.org".parse()?, "b.org".parse()?],
+    ///     std::time::Duration::from_secs(1))?;
+    /// assert_eq!(trust.current().roots(Some(&"b.org".parse()?)), [b.cert_der().clone()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn watch_delivered(
+        dir: impl AsRef<Path>,
+        trust_domains: impl IntoIterator<Item = TrustDomain>,
+        interval: Duration,
+    ) -> Result<Self> {
+        let domains: Vec<TrustDomain> = trust_domains.into_iter().collect();
+        if domains.is_empty() {
+            return Err(Error::InvalidConfig {
+                reason: "a delivered trust bundle needs at least one trust domain".to_owned(),
+            });
+        }
+        let paths = domains
+            .iter()
+            .map(|td| dir.as_ref().join(format!("{td}{TRUST_BUNDLE_SUFFIX}")))
+            .collect();
+        let load: Loader<TrustBundle> = Box::new(move |c| {
+            let mut set = TrustBundle::spiffe();
+            for (td, contents) in domains.iter().zip(c) {
+                let one = load_roots(Some(td), contents)?;
+                set = set.with_domain_der(td.clone(), one.roots(Some(td)).to_vec())?;
+            }
+            Ok(set)
+        });
+        let reloader = Reloader::open("trust bundle", paths, load, trust_installed)?;
+        Ok(Self {
+            inner: Arc::new(Watched::start(reloader, Some(interval))?),
+        })
     }
 
     fn start(
