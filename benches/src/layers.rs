@@ -104,7 +104,7 @@ pub async fn run(
     use std::time::Duration;
 
     use bookstore::proto::bookstore_client::BookstoreClient;
-    use mtls_tonic::BalancedChannel;
+    use mtls_tonic::balance::BalancedChannel;
 
     use crate::driver::{CallFn, LoadSpec, PointLabel, measure};
     use crate::error::Error;

@@ -17,7 +17,7 @@ use bookstore::envoy::{CertSource, ClientSidecar, ServerSidecar};
 use bookstore::proto::GetBookRequest;
 use bookstore::proto::bookstore_client::BookstoreClient;
 use bookstore::{AUDIENCE, MeshDns, MeshPki, MeshPolicy};
-use mtls_tonic::{BalancedChannel, MtlsConnector};
+use mtls_tonic::{balance::BalancedChannel, client::MtlsConnector};
 use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::child::{ChildProcess, Measured, Role};
@@ -95,7 +95,7 @@ pub async fn serve_replica(
             } else {
                 bookstore::Security::Plaintext
             };
-            let mut options = mtls_tonic::ServerOptions::default();
+            let mut options = mtls_tonic::server::ServerOptions::default();
             if let Some(age) = max_connection_age {
                 options = options.max_connection_age(age, RECYCLE_GRACE);
             }
@@ -105,7 +105,10 @@ pub async fn serve_replica(
             handle.wait().await.map_err(bs)
         }
         ReplicaMode::MtlsBare | ReplicaMode::MtlsJwt => {
-            use mtls_tonic::{JwtLayer, MtlsIncoming, ServerOptions};
+            use mtls_tonic::{
+                jwt::JwtLayer,
+                server::{MtlsIncoming, ServerOptions},
+            };
             let options = ServerOptions::default();
             let tls = Arc::new(pki.server_config().map_err(bs)?);
             let incoming = MtlsIncoming::with_options(listener, tls, options.clone());

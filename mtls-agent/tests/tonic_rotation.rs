@@ -13,8 +13,9 @@ use mtls_core::{
     Authorize, ClientConfigBuilder, IdentitySource, ServerConfigBuilder, WorkloadApiSource,
 };
 use mtls_tonic::{
-    BearerInterceptor, JwtLayer, JwtRules, MtlsConnector, MtlsIncoming, TokenSource,
-    WorkloadJwtToken,
+    client::{BearerInterceptor, MtlsConnector, TokenSource, WorkloadJwtToken},
+    jwt::{JwtLayer, JwtRules},
+    server::MtlsIncoming,
 };
 use spiffe::WorkloadApiClient;
 use support::*;

@@ -386,7 +386,7 @@ async fn absent_agent_socket_startup_error_names_the_socket_path() {
     assert!(text.contains(socket.to_str().unwrap()), "{text}");
     assert!(text.contains("does not exist"), "{text}");
 
-    let err = mtls_tonic::WorkloadJwtToken::builder(["bookstore"])
+    let err = mtls_tonic::client::WorkloadJwtToken::builder(["bookstore"])
         .endpoint(socket.to_str().unwrap())
         .startup_timeout(Duration::from_millis(300))
         .connect()
@@ -398,9 +398,9 @@ async fn absent_agent_socket_startup_error_names_the_socket_path() {
 
 #[tokio::test]
 async fn jwt_token_source_is_cached_and_refreshed_before_expiry() {
-    use mtls_tonic::TokenSource;
+    use mtls_tonic::client::TokenSource;
     let t = TestAgent::start_with(&web_for_me(), |c| c.jwt_ttl(Duration::from_secs(2))).await;
-    let tokens = mtls_tonic::WorkloadJwtToken::builder(["bookstore"])
+    let tokens = mtls_tonic::client::WorkloadJwtToken::builder(["bookstore"])
         .endpoint(t.endpoint())
         .connect()
         .await

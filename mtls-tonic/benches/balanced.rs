@@ -16,7 +16,7 @@ use std::{
 };
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mtls_tonic::{BalancedChannel, MtlsConnector};
+use mtls_tonic::{balance::BalancedChannel, client::MtlsConnector};
 use support::{
     dns::DnsServer,
     pki::{CLIENT_ID, Pki, SERVICE_NAME},

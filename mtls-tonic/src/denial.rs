@@ -20,7 +20,7 @@ impl Denials {
         }
     }
 
-    /// Whether callers get the full detail ([`AuthzLayer::detailed_denials`](crate::AuthzLayer::detailed_denials)).
+    /// Whether callers get the full detail ([`AuthzLayer::detailed_denials`](crate::authz::AuthzLayer::detailed_denials)).
     pub(crate) fn detailed(&self) -> bool {
         self.detailed
     }

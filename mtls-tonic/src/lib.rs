@@ -1,6 +1,6 @@
 //! mTLS for tonic, in process: an mTLS server incoming that exposes the verified peer,
 //! SPIFFE/SAN and JWT authorization layers, an mTLS client connector, and
-//! [`BalancedChannel`] — a DNS load-balanced channel that does for a gRPC client what an
+//! [`balance::BalancedChannel`] — a DNS load-balanced channel that does for a gRPC client what an
 //! Envoy sidecar with a STRICT_DNS cluster does, without the sidecar.
 //!
 //! # Why
@@ -31,7 +31,10 @@
 //! use std::{sync::Arc, time::Duration};
 //! use mtls_core::{Authorize, ClientConfigBuilder, Identity, ServerConfigBuilder, TrustBundle};
 //! use mtls_tonic::{
-//!     AuthzLayer, BalancedChannel, MethodPolicy, MtlsConnector, MtlsIncoming, ServerOptions,
+//!     authz::{AuthzLayer, MethodPolicy},
+//!     balance::BalancedChannel,
+//!     client::MtlsConnector,
+//!     server::{MtlsIncoming, ServerOptions},
 //! };
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,12 +79,12 @@
 //! ```
 //!
 //! Without DNS, the same channel over a fixed list (tonic's `balance_list`), or over
-//! changes pushed at run time ([`endpoint_channel`]) or read from your own registry (a
-//! [`Discovery`] implementation):
+//! changes pushed at run time ([`balance::endpoint_channel`]) or read from your own registry (a
+//! [`balance::Discovery`] implementation):
 //!
 //! ```no_run
 //! # async fn run(client_config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
-//! use mtls_tonic::{BalancedChannel, BalancedEndpoint, MtlsConnector};
+//! use mtls_tonic::{balance::{BalancedChannel, BalancedEndpoint}, client::MtlsConnector};
 //! let channel = BalancedChannel::static_list(
 //!     "bookstore.test:50051", // :authority and TLS server name
 //!     ["127.0.0.2:50051", "127.0.0.3:50051"]
@@ -103,33 +106,43 @@
 //! }
 //! ```
 //!
-//! # Pieces
-//! - Server: [`MtlsIncoming`], [`ServerOptions`] (every limit a peer meets: listen backlog,
-//!   handshake timeout, incomplete handshakes overall and per source IP with the oldest shed
-//!   when full, HTTP/2 streams, header list, rapid-reset and local-reset budgets, windows,
-//!   frame size, keepalive, PING/SETTINGS flood budget), [`MtlsStream`], [`MtlsConnectInfo`],
-//!   [`PeerIdentityExt`].
-//! - Authorization (tower anatomy: service, layer, future, error): [`AuthzLayer`] /
-//!   [`AuthzService`] over a [`MethodPolicy`] ([`AuthzError`]); [`JwtLayer`] /
-//!   [`JwtService`] over a [`TokenValidator`] and [`JwtRules`] ([`JwtError`]).
-//! - Client: [`MtlsConnector`] (also a connector for `tonic::transport::Endpoint`),
-//!   [`BearerInterceptor`] over a [`TokenSource`] ([`StaticToken`], [`FileToken`], closures).
-//! - Endpoints: DNS ([`BalancedChannel::builder`]), a static list
-//!   ([`BalancedChannel::static_list`] of [`BalancedEndpoint`]s, each with its own server
-//!   name or connector if needed), pushed changes ([`endpoint_channel`]: [`EndpointSender`],
-//!   [`EndpointReceiver`]), or your own [`Discovery`] of [`EndpointChange`]s
-//!   ([`BalancedChannel::with_discovery`]).
-//! - Balancing: [`BalancedChannel`] / [`BalancedChannelBuilder`], [`LoadPolicy`],
-//!   [`Backoff`], per-call [`WaitForReady`], introspection with [`EndpointInfo`],
-//!   [`EndpointState`], [`ChannelState`], [`ResolutionState`]; which endpoint served a call:
-//!   the [`ServedBy`] response extension.
+//! # Modules
+//! Tower style: one public module per concern (as `tower::balance`, `tonic::transport`).
+//! The root holds only the crate-wide vocabulary, as tower's root holds `Service` and
+//! `ServiceExt` and tonic's `Request` and `Status`: [`Error`], [`Result`],
+//! [`PeerIdentityExt`] (every handler uses it) and the [`tonic`] we build on. Each
+//! middleware module has the tower anatomy: service, layer, `ResponseFuture`, error.
+//! - [`server`]: [`server::MtlsIncoming`], [`server::ServerOptions`] (every limit a peer
+//!   meets: listen backlog, handshake timeout, incomplete handshakes overall and per source
+//!   IP with the oldest shed when full, HTTP/2 streams, header list, rapid-reset and
+//!   local-reset budgets, windows, frame size, keepalive, PING/SETTINGS flood budget),
+//!   [`server::MtlsStream`], [`server::MtlsConnectInfo`], [`PeerIdentityExt`].
+//! - [`authz`]: [`authz::AuthzLayer`] / [`authz::AuthzService`] over a
+//!   [`authz::MethodPolicy`] ([`authz::AuthzError`]).
+//! - [`jwt`]: [`jwt::JwtLayer`] / [`jwt::JwtService`] over a [`jwt::TokenValidator`] and
+//!   [`jwt::JwtRules`] ([`jwt::JwtError`]).
+//! - [`client`]: [`client::MtlsConnector`] (also a connector for
+//!   `tonic::transport::Endpoint`), [`client::BearerInterceptor`] over a
+//!   [`client::TokenSource`] ([`client::StaticToken`], [`client::FileToken`], closures).
+//! - [`balance`]: [`balance::BalancedChannel`] / [`balance::BalancedChannelBuilder`].
+//!   Endpoints from DNS ([`balance::BalancedChannel::builder`]), a static list
+//!   ([`balance::BalancedChannel::static_list`] of [`balance::BalancedEndpoint`]s, each
+//!   with its own server name or connector if needed), pushed changes
+//!   ([`balance::endpoint_channel`]: [`balance::EndpointSender`],
+//!   [`balance::EndpointReceiver`]), or your own [`balance::Discovery`] of
+//!   [`balance::EndpointChange`]s ([`balance::BalancedChannel::with_discovery`]);
+//!   [`balance::LoadPolicy`], [`balance::Backoff`], per-call [`balance::WaitForReady`],
+//!   introspection with [`balance::EndpointInfo`], [`balance::EndpointState`],
+//!   [`balance::ChannelState`], [`balance::ResolutionState`]; which endpoint served a call:
+//!   the [`balance::ServedBy`] response extension.
+//! - [`metrics`]: the metric names; [`testing`]: a loopback DNS server for tests.
 //!
 //! # Features
-//! - `balance` (on by default): the client side, [`BalancedChannel`] and its builder,
+//! - `balance` (on by default): the client side, [`balance::BalancedChannel`] and its builder,
 //!   policies and states. It brings `hickory-resolver` (DNS with TTLs), tower's `balance`,
 //!   `buffer`, `discover`, `load` and `ready-cache` parts, `tonic-health` (endpoint health
 //!   checks), `serde`/`serde_json` (gRPC service configs) and `futures-util`.
-//! - `jwt` (on by default): [`JwtLayer`] / [`JwtService`] over a [`TokenValidator`], with
+//! - `jwt` (on by default): [`jwt::JwtLayer`] / [`jwt::JwtService`] over a [`jwt::TokenValidator`], with
 //!   `mtls_jwt::Validator` plugged in. It brings `mtls-jwt` (without its `remote` feature:
 //!   enable `mtls-jwt/remote` for a JWKS URL).
 //! - `testing` (off by default; implies `balance`): [`testing::LoopbackDns`], a real authoritative DNS server
@@ -137,27 +150,27 @@
 //!   of a DNS-balanced channel (NXDOMAIN, NODATA, changing sets). Our own tests and the
 //!   bookstore example use it.
 //!
-//! With `default-features = false` the crate is the server side — [`MtlsIncoming`],
-//! [`ServerOptions`], [`AuthzLayer`], [`PeerIdentityExt`] — plus [`MtlsConnector`] and
-//! [`BearerInterceptor`], in about 120 crates instead of 175 (the table is in the
+//! With `default-features = false` the crate is the server side — [`server::MtlsIncoming`],
+//! [`server::ServerOptions`], [`authz::AuthzLayer`], [`PeerIdentityExt`] — plus [`client::MtlsConnector`] and
+//! [`client::BearerInterceptor`], in about 120 crates instead of 175 (the table is in the
 //! repository's README).
 //! - `metrics` (off by default): records through the `metrics` facade (the application
-//!   installs the exporter): every TLS handshake [`MtlsIncoming`] accepts and
-//!   [`MtlsConnector`] makes, by result (`grpc.{server,client}.tls.handshakes`, see
-//!   `mtls_core::metrics`); gRFC A66's per-call metrics of every [`BalancedChannel`] call
+//!   installs the exporter): every TLS handshake [`server::MtlsIncoming`] accepts and
+//!   [`client::MtlsConnector`] makes, by result (`grpc.{server,client}.tls.handshakes`, see
+//!   `mtls_core::metrics`); gRFC A66's per-call metrics of every [`balance::BalancedChannel`] call
 //!   and attempt, and of servers wrapped in `metrics::CallMetricsLayer`; authorization,
 //!   balancer, retry and DNS counters. The repository's METRICS.md lists every name.
 //! - `workload-api` (off by default): SPIFFE Workload API identities. `WorkloadJwtToken`
-//!   is a [`TokenSource`] of JWT-SVIDs from `FetchJWTSVID`, cached and refreshed at half of
+//!   is a [`client::TokenSource`] of JWT-SVIDs from `FetchJWTSVID`, cached and refreshed at half of
 //!   the remaining lifetime; and `mtls_core::WorkloadApiSource` (enabled with it) is the
-//!   identity and trust source for [`MtlsIncoming`] / [`MtlsConnector`] /
-//!   [`BalancedChannel`] configs, so servers and channels rotate with the agent.
+//!   identity and trust source for [`server::MtlsIncoming`] / [`client::MtlsConnector`] /
+//!   [`balance::BalancedChannel`] configs, so servers and channels rotate with the agent.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! # #[cfg(feature = "workload-api")] {
 //! use mtls_core::{Authorize, ServerConfigBuilder, WorkloadApiSource};
-//! use mtls_tonic::{BearerInterceptor, WorkloadJwtToken};
+//! use mtls_tonic::client::{BearerInterceptor, WorkloadJwtToken};
 //! let source = WorkloadApiSource::builder().connect().await?; // $SPIFFE_ENDPOINT_SOCKET
 //! let server_config = ServerConfigBuilder::new(source.clone(), source.clone())
 //!     .authorize(Authorize::member_of("bookstore.local".parse()?))
@@ -172,7 +185,7 @@
 //! the peer: PERMISSION_DENIED naming peer and method. Missing/invalid/expired token:
 //! UNAUTHENTICATED ("Jwt is missing", "Jwt verification fails: …"). Audience not allowed,
 //! or token subject ≠ peer SPIFFE ID with binding on: PERMISSION_DENIED. No ready endpoint
-//! in a [`BalancedChannel`] within the bound: UNAVAILABLE naming each endpoint's state and
+//! in a [`balance::BalancedChannel`] within the bound: UNAVAILABLE naming each endpoint's state and
 //! the DNS state; a transport failure of a call in flight: UNAVAILABLE.
 //!
 //! A refused caller is told who was refused for what and Envoy's failure name, never the
@@ -180,7 +193,7 @@
 //! have (`peer spiffe://…/sa/intruder may not call /pkg.Svc/Method`,
 //! `Audiences in Jwt are not allowed: presented ["other"]`). The server's log has the
 //! whole expected-vs-presented detail at `warn`, a few lines per second at most;
-//! `detailed_denials(true)` on [`AuthzLayer`] / [`JwtLayer`] sends it to callers too, for
+//! `detailed_denials(true)` on [`authz::AuthzLayer`] / [`jwt::JwtLayer`] sends it to callers too, for
 //! development.
 //!
 //! # Design notes
@@ -192,12 +205,12 @@
 //!   stays pending while its task reconnects with backoff, and wakes the balancer on change.
 //! - Endpoint tasks connect eagerly and discovery runs in its own task, so new endpoints are
 //!   connected and removed ones drained whether or not calls are flowing.
-//! - Fail-fast as gRPC: the channel's state ([`ChannelState`]) is READY when any endpoint
+//! - Fail-fast as gRPC: the channel's state ([`balance::ChannelState`]) is READY when any endpoint
 //!   is, TRANSIENT_FAILURE when none is and every endpoint has failed since it was last ready
 //!   (or DNS names none), CONNECTING otherwise. In TRANSIENT_FAILURE a call fails UNAVAILABLE
 //!   at once — also a new channel's first call, once its first attempts failed; while
-//!   CONNECTING it waits up to [`BalancedChannelBuilder::ready_timeout`]. Wait-for-ready is
-//!   per call ([`WaitForReady`]) or per channel ([`BalancedChannelBuilder::wait_for_ready`]),
+//!   CONNECTING it waits up to [`balance::BalancedChannelBuilder::ready_timeout`]. Wait-for-ready is
+//!   per call ([`balance::WaitForReady`]) or per channel ([`balance::BalancedChannelBuilder::wait_for_ready`]),
 //!   bounded by the call's `grpc-timeout`; DEADLINE_EXCEEDED then names each endpoint's state
 //!   and last error like UNAVAILABLE does.
 //! - Transparent retry (gRFC A6): a call that never reached a server application — handed
@@ -208,8 +221,8 @@
 //!   a streaming body still being produced is retried only when hyper hands it back unsent.
 //! - DNS: a failure (timeout, refused, SERVFAIL) keeps the last good set. "No records"
 //!   (NXDOMAIN/NODATA) after a good answer keeps READY endpoints for a grace
-//!   ([`BalancedChannelBuilder::empty_answer_grace`], default 60 s; shown as "not in DNS
-//!   since …") and drops the others; [`BalancedChannelBuilder::strict_empty_answer`] drops
+//!   ([`balance::BalancedChannelBuilder::empty_answer_grace`], default 60 s; shown as "not in DNS
+//!   since …") and drops the others; [`balance::BalancedChannelBuilder::strict_empty_answer`] drops
 //!   everything at once.
 //!
 //! # Rotation reaches live connections: recycling
@@ -220,7 +233,7 @@
 //! ```no_run
 //! # async fn run(config: rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use mtls_tonic::{MtlsIncoming, ServerOptions};
+//! use mtls_tonic::server::{MtlsIncoming, ServerOptions};
 //! // GOAWAY after ~5 min (± 10 %), in-flight calls get 30 s more, then the connection closes.
 //! let options = ServerOptions::default()
 //!     .max_connection_age(Duration::from_secs(300), Duration::from_secs(30));
@@ -236,7 +249,7 @@
 //!
 //! With identities from a rotating source (`mtls_core::IdentityHandle`, the Workload API,
 //! files), every connection made after a rotation uses the new certificates; recycling
-//! bounds how long an old one lives. A [`BalancedChannel`] loses no call to it: calls the
+//! bounds how long an old one lives. A [`balance::BalancedChannel`] loses no call to it: calls the
 //! GOAWAY refused are re-dispatched, the draining connection gets no new call, and the
 //! endpoint reconnects at once. A server that shuts down (a rolling update) does the same
 //! with `serve_with_incoming_shutdown`: GOAWAY, drain, exit.
@@ -248,7 +261,7 @@
 //! replica the balanced channel is within noise of the plain one (≈ 0.98×).
 //!
 //! # Dependencies
-//! - `mtls-jwt`: the JWT validator; `mtls_jwt::Validator` is a [`TokenValidator`], so
+//! - `mtls-jwt`: the JWT validator; `mtls_jwt::Validator` is a [`jwt::TokenValidator`], so
 //!   `JwtLayer::new(validator, rules)` is all a server needs (any other validator plugs in
 //!   through the same trait).
 //! - `mtls-core`: rustls configurations, SPIFFE authorizers, SAN matchers, `PeerIdentity`.
@@ -266,52 +279,33 @@
 //! - `tokio-stream`, `futures-util`, `pin-project-lite`: stream and future plumbing.
 //! - `fastrand`: jitter for backoff and refresh.
 //! - `socket2`: TCP keepalive time on the connector's sockets
-//!   ([`MtlsConnector::tcp_keepalive`]; tokio sets only on or off).
+//!   ([`client::MtlsConnector::tcp_keepalive`]; tokio sets only on or off).
 //! - `thiserror`, `tracing`: errors and events.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod authz;
+// Public modules, tower style (`tower::balance`, `tonic::transport`): one per concern.
+// The root keeps the crate-wide vocabulary only, as tower keeps `Service`/`ServiceExt`
+// and tonic `Request`/`Status`: `Error`, `Result`, `PeerIdentityExt` and `tonic`.
+pub mod authz;
 #[cfg(feature = "balance")]
-mod balance;
-mod client;
+#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
+pub mod balance;
+pub mod client;
 mod denial;
 mod error;
 mod frames;
 #[cfg(feature = "jwt")]
-mod jwt;
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
 pub mod metrics;
-mod server;
+pub mod server;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-pub use authz::{
-    AuthzError, AuthzLayer, AuthzService, MethodPolicy, ResponseFuture as AuthzResponseFuture,
-};
-#[cfg(feature = "balance")]
-#[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
-pub use balance::{
-    Backoff, BalancedChannel, BalancedChannelBuilder, BalancedEndpoint, ChannelState, Discovery,
-    EndpointChange, EndpointInfo, EndpointReceiver, EndpointSender, EndpointState, LoadPolicy,
-    MethodConfig, OutlierDetection, ResolutionState, ResponseFuture as BalancedResponseFuture,
-    RetryPolicy, RetryThrottling, ServedBy, ServiceConfig, WaitForReady, endpoint_channel,
-};
-pub use client::{BearerInterceptor, FileToken, MtlsConnector, StaticToken, TokenSource};
-#[cfg(feature = "workload-api")]
-#[cfg_attr(docsrs, doc(cfg(feature = "workload-api")))]
-pub use client::{WorkloadJwtToken, WorkloadJwtTokenBuilder};
 pub use error::{Error, Result};
-#[cfg(feature = "jwt")]
-#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
-pub use jwt::{
-    JwtError, JwtLayer, JwtRules, JwtService, ResponseFuture as JwtResponseFuture, TokenValidator,
-    bearer_token,
-};
-pub use server::{
-    MtlsConnectInfo, MtlsIncoming, MtlsStream, PeerIdentityExt, ServerOptions,
-    TonicConnectInfoLayer, TonicConnectInfoService,
-};
+pub use server::PeerIdentityExt;
 
 /// The tonic our servers, layers and channels are built for: generate and call services
 /// with this one (or pin the same version) so `tonic::Request`, `Status` and the transport

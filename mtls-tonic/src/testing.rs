@@ -1,4 +1,4 @@
-//! Helpers for your own tests of a [`BalancedChannel`](crate::BalancedChannel) (feature
+//! Helpers for your own tests of a [`BalancedChannel`](crate::balance::BalancedChannel) (feature
 //! `testing`): a real authoritative DNS server on loopback, in process.
 
 use std::{
@@ -112,7 +112,7 @@ impl LoopbackDns {
     }
 
     /// The server's address (UDP and TCP), for
-    /// [`BalancedChannelBuilder::nameserver`](crate::BalancedChannelBuilder::nameserver).
+    /// [`BalancedChannelBuilder::nameserver`](crate::balance::BalancedChannelBuilder::nameserver).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

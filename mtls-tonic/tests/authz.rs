@@ -21,8 +21,10 @@ use std::{
 use mtls_core::Authorize;
 use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator, jwks_json};
 use mtls_tonic::{
-    AuthzLayer, BearerInterceptor, JwtError, JwtLayer, JwtRules, MethodPolicy, MtlsConnector,
-    MtlsIncoming, StaticToken, TokenValidator,
+    authz::{AuthzLayer, MethodPolicy},
+    client::{BearerInterceptor, MtlsConnector, StaticToken},
+    jwt::{JwtError, JwtLayer, JwtRules, TokenValidator},
+    server::MtlsIncoming,
 };
 use support::pki::{CLIENT_ID, Pki, SERVICE_NAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -419,7 +421,7 @@ async fn silent_client_does_not_stall_accepts() {
     let config = pki.server_config(Pki::member_policy());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let options = mtls_tonic::ServerOptions::default()
+    let options = mtls_tonic::server::ServerOptions::default()
         .handshake_timeout(Duration::from_secs(5))
         .max_concurrent_handshakes(8);
     let incoming = MtlsIncoming::with_options(listener, config, options);

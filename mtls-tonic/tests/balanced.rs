@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mtls_tonic::{Backoff, BalancedChannel, EndpointState, MtlsConnector, ResolutionState};
+use mtls_tonic::{
+    balance::{Backoff, BalancedChannel, EndpointState, ResolutionState},
+    client::MtlsConnector,
+};
 use support::{
     dns::DnsServer,
     fixture::{Fixture, NAME, TTL, call, finish, ip, load, ready_count},
@@ -60,7 +63,7 @@ async fn spreads_3000_calls_evenly_over_three_replicas() {
     // (each call takes the next ready endpoint; 3000 = 3 x 1000).
     let channel = fx
         .builder()
-        .load_policy(mtls_tonic::LoadPolicy::RoundRobin)
+        .load_policy(mtls_tonic::balance::LoadPolicy::RoundRobin)
         .build()
         .unwrap();
     let counts = spread_3000_calls(&channel).await;
@@ -344,8 +347,8 @@ async fn not_serving_endpoint_is_not_picked() {
 async fn round_robin_and_peak_ewma_policies_reach_every_replica() {
     let fx = Fixture::start(3, 3).await;
     for policy in [
-        mtls_tonic::LoadPolicy::RoundRobin,
-        mtls_tonic::LoadPolicy::PeakEwma,
+        mtls_tonic::balance::LoadPolicy::RoundRobin,
+        mtls_tonic::balance::LoadPolicy::PeakEwma,
     ] {
         let channel = fx.builder().load_policy(policy).build().unwrap();
         assert!(
@@ -373,7 +376,7 @@ async fn round_robin_rotates_over_ready_endpoints_and_follows_readiness() {
     let mut fx = Fixture::start(3, 3).await;
     let channel = fx
         .builder()
-        .load_policy(mtls_tonic::LoadPolicy::RoundRobin)
+        .load_policy(mtls_tonic::balance::LoadPolicy::RoundRobin)
         .build()
         .unwrap();
     assert!(

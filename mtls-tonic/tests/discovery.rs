@@ -16,8 +16,11 @@ use std::{
 
 use mtls_core::{Authorize, ClientConfigBuilder};
 use mtls_tonic::{
-    BalancedChannel, BalancedEndpoint, ChannelState, Discovery, EndpointChange, EndpointState,
-    LoadPolicy, MtlsConnector, ResolutionState, endpoint_channel,
+    balance::{
+        BalancedChannel, BalancedEndpoint, ChannelState, Discovery, EndpointChange, EndpointState,
+        LoadPolicy, ResolutionState, endpoint_channel,
+    },
+    client::MtlsConnector,
 };
 use support::{
     fixture::{assert_no_failed_call, call, finish, ip, load, ready_count},
@@ -63,10 +66,12 @@ impl Replicas {
     }
 }
 
-fn short(builder: mtls_tonic::BalancedChannelBuilder) -> mtls_tonic::BalancedChannelBuilder {
+fn short(
+    builder: mtls_tonic::balance::BalancedChannelBuilder,
+) -> mtls_tonic::balance::BalancedChannelBuilder {
     builder
         .backoff(
-            mtls_tonic::Backoff::default()
+            mtls_tonic::balance::Backoff::default()
                 .initial(Duration::from_millis(100))
                 .max(Duration::from_millis(400)),
         )

@@ -28,7 +28,7 @@ use std::{
 
 use bytes::Bytes;
 use mtls_core::{Identity, ServerConfigBuilder, TrustBundle};
-use mtls_tonic::{MtlsIncoming, ServerOptions};
+use mtls_tonic::server::{MtlsIncoming, ServerOptions};
 use raw::{
     CANCEL, CONTINUATION, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, HEADERS, PING,
     REFUSED_STREAM, RST_STREAM, RawH2, SETTINGS, Seen, ServerProcess, WINDOW_UPDATE, frame,

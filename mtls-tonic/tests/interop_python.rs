@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use mtls_tonic::{BalancedChannel, MtlsConnector, MtlsIncoming};
+use mtls_tonic::{balance::BalancedChannel, client::MtlsConnector, server::MtlsIncoming};
 use support::pki::{CLIENT_ID, Pki, SERVER_ID, SERVICE_NAME};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

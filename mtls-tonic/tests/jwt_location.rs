@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenLocation, TokenSpec, Validator, jwks_json};
-use mtls_tonic::{JwtLayer, JwtRules};
+use mtls_tonic::jwt::{JwtLayer, JwtRules};
 use tower::{Layer, ServiceExt};
 
 /// Calls a JwtLayer-wrapped handler with `headers`; the gRPC status it answered (0 when
@@ -86,6 +86,6 @@ async fn the_layer_reads_every_authorization_header_as_the_validator_does() {
     // The library finds it...
     v.validate_headers(&map).await.unwrap();
     // ...and so do the layer and the public helper.
-    assert_eq!(mtls_tonic::bearer_token(&map), Some(token.as_str()));
+    assert_eq!(mtls_tonic::jwt::bearer_token(&map), Some(token.as_str()));
     assert_eq!(status_of(v, &headers).await, 0);
 }

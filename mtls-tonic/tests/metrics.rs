@@ -21,7 +21,9 @@ use mtls_tonic::metrics::{
     SERVER_CALL_STARTED, STATUS, TARGET,
 };
 use mtls_tonic::{
-    AuthzLayer, BalancedChannel, MethodPolicy, MtlsConnector, OutlierDetection, RetryPolicy,
+    authz::{AuthzLayer, MethodPolicy},
+    balance::{BalancedChannel, OutlierDetection, RetryPolicy},
+    client::MtlsConnector,
 };
 use recorded::{Recorded, Values};
 use support::fixture::{Fixture, call, ip, ready_count};
@@ -183,8 +185,10 @@ fn authorization_counts_allowed_and_denied_by_method_and_unnamed_methods_as_othe
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // TLS admits the trust domain; the method policy lets only CLIENT_ID call Check.
-        let incoming =
-            mtls_tonic::MtlsIncoming::new(listener, pki.server_config(Pki::member_policy()));
+        let incoming = mtls_tonic::server::MtlsIncoming::new(
+            listener,
+            pki.server_config(Pki::member_policy()),
+        );
         let policy = MethodPolicy::deny_by_default()
             .allow(CHECK, Authorize::exact(CLIENT_ID.parse().unwrap()))
             .unwrap();
@@ -372,7 +376,7 @@ fn a_connection_reset_without_goaway_counts_as_an_error_disconnection() {
         let connector = MtlsConnector::new(pki.client_config(CLIENT_ID))
             .server_name(SERVICE_NAME)
             .unwrap();
-        let channel = mtls_tonic::BalancedChannel::builder(addr.to_string(), connector)
+        let channel = mtls_tonic::balance::BalancedChannel::builder(addr.to_string(), connector)
             .build()
             .unwrap();
         assert!(
@@ -464,8 +468,10 @@ fn per_call_metrics_record_each_calls_final_status_on_client_and_server() {
     let values = rec.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let incoming =
-            mtls_tonic::MtlsIncoming::new(listener, pki.server_config(Pki::member_policy()));
+        let incoming = mtls_tonic::server::MtlsIncoming::new(
+            listener,
+            pki.server_config(Pki::member_policy()),
+        );
         // Only CLIENT_ID may call Check; every other path is denied.
         let policy = MethodPolicy::deny_by_default()
             .allow(CHECK, Authorize::exact(CLIENT_ID.parse().unwrap()))

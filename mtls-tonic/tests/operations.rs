@@ -13,7 +13,10 @@ use std::{
 };
 
 use mtls_core::{Authorize, ClientConfigBuilder, IdentityHandle, ServerConfigBuilder};
-use mtls_tonic::{BalancedChannel, ChannelState, MtlsConnector, ResolutionState, WaitForReady};
+use mtls_tonic::{
+    balance::{BalancedChannel, ChannelState, ResolutionState, WaitForReady},
+    client::MtlsConnector,
+};
 use support::{
     fixture::{Fixture, NAME, TTL, assert_no_failed_call, call, finish, ip, load, ready_count},
     pki::{CLIENT_ID, Pki},
@@ -185,7 +188,7 @@ async fn wrong_server_id_fails_fast_naming_presented_and_expected() {
         channel
             .endpoints()
             .iter()
-            .all(|e| matches!(e.state, mtls_tonic::EndpointState::Refused { .. })),
+            .all(|e| matches!(e.state, mtls_tonic::balance::EndpointState::Refused { .. })),
         "{channel:?}"
     );
     assert!(
@@ -223,7 +226,7 @@ async fn refused_by_handshake_time_authorization_fails_fast_with_the_alert_every
         );
         for endpoint in channel.endpoints() {
             assert!(
-                matches!(&endpoint.state, mtls_tonic::EndpointState::Refused { reason }
+                matches!(&endpoint.state, mtls_tonic::balance::EndpointState::Refused { reason }
                     if reason.contains("the server refused the mTLS session: received fatal alert")),
                 "run {run}: {endpoint}"
             );
@@ -396,7 +399,7 @@ async fn recycling_while_identities_rotate(recycler: Recycler) {
             Recycler::Ours => Replica::start_with_options(
                 l,
                 server_config.clone(),
-                mtls_tonic::ServerOptions::default()
+                mtls_tonic::server::ServerOptions::default()
                     .max_connection_age(Duration::from_secs(2), Duration::from_secs(10)),
                 |server| server,
             ),
@@ -504,7 +507,7 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
     let (port, mut listeners) = support::replica::bind_shared_port(&[ip(2)]);
     let config = Arc::new(pki.server_config(Pki::member_policy()));
     // Younger than 1 s: a GOAWAY is never an endpoint failure, whatever the age.
-    let options = mtls_tonic::ServerOptions::default()
+    let options = mtls_tonic::server::ServerOptions::default()
         .max_connection_age(Duration::from_millis(600), Duration::from_millis(500));
     let (age, _) = options.max_connection_age_value().unwrap();
     let apply = options.clone();
@@ -545,7 +548,7 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
                 for endpoint in channel.endpoints() {
                     if matches!(
                         endpoint.state,
-                        mtls_tonic::EndpointState::TransientFailure { .. }
+                        mtls_tonic::balance::EndpointState::TransientFailure { .. }
                     ) {
                         seen.push(endpoint.to_string());
                     }
@@ -588,7 +591,8 @@ async fn single_replica_recycling(recycler: Recycler, age: Duration) {
         Recycler::Ours => Replica::start_with_options(
             listener,
             config,
-            mtls_tonic::ServerOptions::default().max_connection_age(age, Duration::from_secs(10)),
+            mtls_tonic::server::ServerOptions::default()
+                .max_connection_age(age, Duration::from_secs(10)),
             |server| server,
         ),
         Recycler::Tonic => Replica::start_with(listener, config, move |server| {

@@ -16,8 +16,9 @@ use std::{
 };
 
 use mtls_tonic::{
-    BalancedChannel, BalancedEndpoint, LoadPolicy, MtlsConnector, MtlsIncoming, ServedBy,
-    ServerOptions,
+    balance::{BalancedChannel, BalancedEndpoint, LoadPolicy, ServedBy},
+    client::MtlsConnector,
+    server::{MtlsIncoming, ServerOptions},
 };
 use support::{
     fixture::Fixture,
@@ -109,7 +110,7 @@ async fn echo_server(
     pki: &Pki,
 ) -> (
     tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    mtls_tonic::BalancedChannelBuilder,
+    mtls_tonic::balance::BalancedChannelBuilder,
 ) {
     let options = ServerOptions::default();
     let listener = options.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -290,7 +291,8 @@ async fn client_first_flight(
 }
 
 /// A change to a channel builder.
-type Tune = fn(mtls_tonic::BalancedChannelBuilder) -> mtls_tonic::BalancedChannelBuilder;
+type Tune =
+    fn(mtls_tonic::balance::BalancedChannelBuilder) -> mtls_tonic::balance::BalancedChannelBuilder;
 
 /// The HTTP/2 windows and adaptive window reach the wire: what the client announces in
 /// its SETTINGS (INITIAL_WINDOW_SIZE, id 4) and its connection WINDOW_UPDATE, by default

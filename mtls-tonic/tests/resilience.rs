@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mtls_tonic::{EndpointState, OutlierDetection, RetryPolicy, ServiceConfig};
+use mtls_tonic::balance::{EndpointState, OutlierDetection, RetryPolicy, ServiceConfig};
 use support::{
     fixture::{Fixture, assert_no_failed_call, call, finish, ip, load, ready_count},
     wait_until,
@@ -132,7 +132,7 @@ async fn outlier_detection_ejects_a_fast_failing_replica_and_takes_it_back() {
     let channel = fx
         .builder()
         .health_check("")
-        .load_policy(mtls_tonic::LoadPolicy::PeakEwma)
+        .load_policy(mtls_tonic::balance::LoadPolicy::PeakEwma)
         .outlier_detection(
             OutlierDetection::default()
                 .base_ejection_time(Duration::from_secs(1))

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use mtls_tonic::{MtlsConnector, MtlsIncoming};
+use mtls_tonic::{client::MtlsConnector, server::MtlsIncoming};
 use support::pki::{CLIENT_ID, Pki, SERVICE_NAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -113,7 +113,7 @@ impl tonic_health::pb::health_server::Health for Accessors {
 async fn tonic_accessors_name_both_addresses_over_mtls_incoming() {
     let pki = Pki::new();
     for with_options in [true, false] {
-        let options = mtls_tonic::ServerOptions::default();
+        let options = mtls_tonic::server::ServerOptions::default();
         let listener = options.bind("127.0.0.2:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let incoming = MtlsIncoming::with_options(
@@ -132,7 +132,7 @@ async fn tonic_accessors_name_both_addresses_over_mtls_incoming() {
         } else {
             tokio::spawn(
                 tonic::transport::Server::builder()
-                    .layer(mtls_tonic::TonicConnectInfoLayer)
+                    .layer(mtls_tonic::server::TonicConnectInfoLayer)
                     .add_service(service)
                     .serve_with_incoming(incoming),
             )

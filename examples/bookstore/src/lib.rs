@@ -72,9 +72,9 @@
 //! let _replica = server::spawn(listener, BookstoreService::new(Store::seeded(), "r1")?, security)?;
 //!
 //! // The client: a balanced mTLS channel and a bearer token.
-//! let channel = mtls_tonic::BalancedChannel::builder(
+//! let channel = mtls_tonic::balance::BalancedChannel::builder(
 //!     "127.0.0.2:50051",
-//!     mtls_tonic::MtlsConnector::new(pki.client_config(pki.client())?).server_name("bookstore.local")?,
+//!     mtls_tonic::client::MtlsConnector::new(pki.client_config(pki.client())?).server_name("bookstore.local")?,
 //! )
 //! .build()?;
 //! let report = Scenario::new(bookstore::scenario::boxed(channel), Some(pki.token(&policy.audience)?))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mtls_core::{Authorize, SanMatcher, SanType, SpiffeId, StringMatcher, TlsPolicy, TrustDomain};
 use mtls_jwt::{JwksSource, Validator};
-use mtls_tonic::{JwtRules, MethodPolicy};
+use mtls_tonic::{authz::MethodPolicy, jwt::JwtRules};
 
 use crate::{Error, Result};
 

@@ -21,7 +21,7 @@ use crate::{
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Any gRPC transport, boxed: a [`mtls_tonic::BalancedChannel`], a `tonic` `Channel` to an
+/// Any gRPC transport, boxed: a [`mtls_tonic::balance::BalancedChannel`], a `tonic` `Channel` to an
 /// Envoy sidecar, ... (see [`boxed`]).
 pub type BoxChannel = BoxCloneService<http::Request<Body>, http::Response<Body>, BoxError>;
 

@@ -4,7 +4,11 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use mtls_jwt::Validator;
-use mtls_tonic::{AuthzLayer, JwtLayer, JwtRules, MethodPolicy, MtlsIncoming, ServerOptions};
+use mtls_tonic::{
+    authz::{AuthzLayer, MethodPolicy},
+    jwt::{JwtLayer, JwtRules},
+    server::{MtlsIncoming, ServerOptions},
+};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -151,7 +155,7 @@ pub fn spawn(
 /// use std::time::Duration;
 /// use bookstore::{BookstoreService, Security, Store, server};
 /// let listener = server::bind("127.0.0.1:0".parse().unwrap(), true).await?;
-/// let options = mtls_tonic::ServerOptions::default()
+/// let options = mtls_tonic::server::ServerOptions::default()
 ///     .max_connection_age(Duration::from_secs(2), Duration::from_secs(10));
 /// let service = BookstoreService::new(Store::seeded(), "r1")?;
 /// let handle = server::spawn_with(listener, service, Security::Plaintext, options)?;

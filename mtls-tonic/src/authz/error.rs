@@ -8,10 +8,10 @@ use tonic::{Code, Status};
 /// [`AuthzError::to_status`]: the code and who was refused for which method, never what
 /// the policy allows (Envoy's RBAC answers `RBAC: access denied` and logs the rest);
 /// [`AuthzError::to_detailed_status`] adds the policy, for development
-/// ([`AuthzLayer::detailed_denials`](crate::AuthzLayer::detailed_denials)).
+/// ([`AuthzLayer::detailed_denials`](crate::authz::AuthzLayer::detailed_denials)).
 ///
 /// ```
-/// use mtls_tonic::AuthzError;
+/// use mtls_tonic::authz::AuthzError;
 /// let denied = AuthzError::Denied {
 ///     method: "/pkg.Svc/Method".into(),
 ///     presented: "spiffe://example.org/sa/intruder".into(),
@@ -28,7 +28,7 @@ use tonic::{Code, Status};
 #[non_exhaustive]
 pub enum AuthzError {
     /// No authenticated peer identity on the request (not served over
-    /// [`MtlsIncoming`](crate::MtlsIncoming), or a client without a certificate).
+    /// [`MtlsIncoming`](crate::server::MtlsIncoming), or a client without a certificate).
     #[error("{method}: no authenticated peer (expected {expected})")]
     Unauthenticated {
         /// The gRPC method path.

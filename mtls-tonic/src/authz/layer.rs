@@ -18,7 +18,7 @@ use crate::denial::Denials;
 ///
 /// ```
 /// use mtls_core::Authorize;
-/// use mtls_tonic::{AuthzLayer, MethodPolicy};
+/// use mtls_tonic::authz::{AuthzLayer, MethodPolicy};
 /// let policy = MethodPolicy::deny_by_default()
 ///     .allow("/grpc.health.v1.Health/Check", Authorize::any())?
 ///     .allow("bookstore.Bookstore/*", Authorize::exact("spiffe://example.org/web".parse()?))?;
@@ -46,8 +46,8 @@ impl AuthzLayer {
     /// would be let in. Default `false`.
     ///
     /// ```
-    /// # let policy = mtls_tonic::MethodPolicy::deny_by_default();
-    /// let layer = mtls_tonic::AuthzLayer::new(policy).detailed_denials(true);
+    /// # let policy = mtls_tonic::authz::MethodPolicy::deny_by_default();
+    /// let layer = mtls_tonic::authz::AuthzLayer::new(policy).detailed_denials(true);
     /// ```
     pub fn detailed_denials(mut self, detailed: bool) -> Self {
         self.denials = Arc::new(Denials::new(detailed));

@@ -1,4 +1,16 @@
-//! Per-method SPIFFE/SAN authorization of the verified peer (tower middleware).
+//! Per-method SPIFFE/SAN authorization of the verified peer (tower middleware): the
+//! [`AuthzLayer`] over a [`MethodPolicy`], its [`AuthzService`], [`ResponseFuture`] and
+//! [`AuthzError`].
+//!
+//! ```
+//! use mtls_core::Authorize;
+//! use mtls_tonic::authz::{AuthzLayer, MethodPolicy};
+//! let policy = MethodPolicy::deny_by_default()
+//!     .allow("grpc.health.v1.Health/*", Authorize::any())?
+//!     .allow("bookstore.Bookstore/*", Authorize::exact("spiffe://example.org/web".parse()?))?;
+//! let _layer = AuthzLayer::new(policy); // tonic::transport::Server::builder().layer(_layer)
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod error;
 mod future;
@@ -19,7 +31,7 @@ use tracing::warn;
 
 use crate::{PeerIdentityExt, denial::Denials};
 
-/// Checks each request's peer (from [`MtlsIncoming`](crate::MtlsIncoming)) against a
+/// Checks each request's peer (from [`MtlsIncoming`](crate::server::MtlsIncoming)) against a
 /// [`MethodPolicy`] for the request's gRPC method. Denied calls get a trailers-only
 /// PERMISSION_DENIED (UNAUTHENTICATED when there is no authenticated peer) naming peer and
 /// method but not the policy ([`AuthzError::to_status`]); the log has the whole detail

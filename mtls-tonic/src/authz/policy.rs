@@ -46,7 +46,7 @@ impl fmt::Debug for Rule {
 ///
 /// ```
 /// use mtls_core::{Authorize, PeerIdentity};
-/// use mtls_tonic::MethodPolicy;
+/// use mtls_tonic::authz::MethodPolicy;
 /// let policy = MethodPolicy::deny_by_default()
 ///     .allow("/grpc.health.v1.Health/Check", Authorize::any())?
 ///     .allow("bookstore.Bookstore/*", Authorize::exact("spiffe://example.org/web".parse()?))?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// let backoff = mtls_tonic::Backoff::default()
+/// let backoff = mtls_tonic::balance::Backoff::default()
 ///     .initial(Duration::from_millis(100))
 ///     .max(Duration::from_secs(2));
 /// assert_eq!(backoff.initial_value(), Duration::from_millis(100));

@@ -32,7 +32,7 @@ use super::{
     round_robin::RoundRobin,
     target::Target,
 };
-use crate::{MtlsConnector, Result, client::parse_server_name_pub};
+use crate::{Result, client::MtlsConnector, client::parse_server_name_pub};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -188,7 +188,7 @@ impl BalancedChannelBuilder {
     /// Every call waits for a ready endpoint (gRPC's wait-for-ready), until its own deadline
     /// (`grpc-timeout`, e.g. [`tonic::Request::set_timeout`]) fails it DEADLINE_EXCEEDED with
     /// each endpoint's state and last error. A call can opt out with
-    /// [`WaitForReady(false)`](crate::WaitForReady), or opt in on a channel without this.
+    /// [`WaitForReady(false)`](crate::balance::WaitForReady), or opt in on a channel without this.
     pub fn wait_for_ready(mut self) -> Self {
         self.calls.wait_for_ready = true;
         self
@@ -220,7 +220,7 @@ impl BalancedChannelBuilder {
     /// over, and the server is told the deadline (`grpc-timeout`).
     ///
     /// ```
-    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) {
+    /// # fn f(builder: mtls_tonic::balance::BalancedChannelBuilder) {
     /// let builder = builder.timeout(std::time::Duration::from_secs(5));
     /// # }
     /// ```
@@ -236,7 +236,7 @@ impl BalancedChannelBuilder {
     /// header value.
     ///
     /// ```
-    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) -> mtls_tonic::Result<()> {
+    /// # fn f(builder: mtls_tonic::balance::BalancedChannelBuilder) -> mtls_tonic::Result<()> {
     /// let builder = builder.user_agent("bookstore-client/1.2")?;
     /// # Ok(()) }
     /// ```
@@ -270,7 +270,7 @@ impl BalancedChannelBuilder {
     /// bandwidth-delay product. It takes precedence over the fixed window sizes.
     ///
     /// ```
-    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) {
+    /// # fn f(builder: mtls_tonic::balance::BalancedChannelBuilder) {
     /// let builder = builder
     ///     .initial_stream_window_size(1 << 20)
     ///     .initial_connection_window_size(4 << 20)
@@ -295,7 +295,7 @@ impl BalancedChannelBuilder {
     /// over it waits in `poll_ready` for the next window.
     ///
     /// ```
-    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) {
+    /// # fn f(builder: mtls_tonic::balance::BalancedChannelBuilder) {
     /// let builder = builder
     ///     .concurrency_limit(64)
     ///     .rate_limit(1000, std::time::Duration::from_secs(1));
@@ -320,7 +320,7 @@ impl BalancedChannelBuilder {
     /// [`tcp_nodelay`](Self::tcp_nodelay).
     ///
     /// ```
-    /// # fn f(builder: mtls_tonic::BalancedChannelBuilder) {
+    /// # fn f(builder: mtls_tonic::balance::BalancedChannelBuilder) {
     /// let builder = builder
     ///     .tcp_nodelay(true)
     ///     .tcp_keepalive(Some(std::time::Duration::from_secs(60)));

@@ -40,7 +40,7 @@ const MAX_TRANSPARENT_RETRIES: u32 = 8;
 /// own deadline. `WaitForReady(false)` on a call opts out of a channel-wide default.
 ///
 /// ```
-/// use mtls_tonic::WaitForReady;
+/// use mtls_tonic::balance::WaitForReady;
 /// let mut request = tonic::Request::new(());
 /// request.set_timeout(std::time::Duration::from_secs(5));
 /// request.extensions_mut().insert(WaitForReady(true));
@@ -48,7 +48,7 @@ const MAX_TRANSPARENT_RETRIES: u32 = 8;
 /// assert_eq!(request.extensions().get::<WaitForReady>(), Some(&WaitForReady(true)));
 /// ```
 ///
-/// [`BalancedChannelBuilder::wait_for_ready`]: crate::BalancedChannelBuilder::wait_for_ready
+/// [`BalancedChannelBuilder::wait_for_ready`]: crate::balance::BalancedChannelBuilder::wait_for_ready
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitForReady(pub bool);
 

@@ -22,7 +22,7 @@ use super::{
     limit::Gate,
     source::StaticList,
 };
-use crate::{MtlsConnector, Result};
+use crate::{Result, client::MtlsConnector};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -71,7 +71,7 @@ impl Drop for Tasks {
 ///   none) a call fails UNAVAILABLE at once, naming each endpoint's state, last error and the
 ///   DNS state; while endpoints are still connecting it waits up to
 ///   [`BalancedChannelBuilder::ready_timeout`]; with wait-for-ready (per call with
-///   [`WaitForReady`](crate::WaitForReady), or [`BalancedChannelBuilder::wait_for_ready`]) it
+///   [`WaitForReady`](crate::balance::WaitForReady), or [`BalancedChannelBuilder::wait_for_ready`]) it
 ///   waits until its deadline, and DEADLINE_EXCEEDED carries the same explanation;
 /// - re-dispatches transparently a call that never reached a server (not yet written, queued
 ///   on a connection that closed, refused after a GOAWAY or with REFUSED_STREAM): rolling
@@ -88,7 +88,7 @@ impl Drop for Tasks {
 /// ```no_run
 /// # async fn run(client_config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
-/// use mtls_tonic::{BalancedChannel, MtlsConnector};
+/// use mtls_tonic::{balance::BalancedChannel, client::MtlsConnector};
 /// let channel = BalancedChannel::builder(
 ///     "bookstore.default.svc.cluster.local:50051",
 ///     MtlsConnector::new(client_config),
@@ -137,7 +137,7 @@ impl BalancedChannel {
     ///
     /// ```no_run
     /// # async fn run(client_config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
-    /// use mtls_tonic::{BalancedChannel, BalancedEndpoint, MtlsConnector};
+    /// use mtls_tonic::{balance::{BalancedChannel, BalancedEndpoint}, client::MtlsConnector};
     /// let channel = BalancedChannel::static_list(
     ///     "bookstore.test:50051",
     ///     [
@@ -160,7 +160,7 @@ impl BalancedChannel {
     }
 
     /// A builder for a channel whose endpoints come from `discovery`: a push handle
-    /// ([`endpoint_channel`](crate::endpoint_channel)) or a user's own [`Discovery`]
+    /// ([`endpoint_channel`](crate::balance::endpoint_channel)) or a user's own [`Discovery`]
     /// (Kubernetes EndpointSlices, Consul, xDS EDS, a test fixture). `service` as for
     /// [`BalancedChannel::static_list`].
     pub fn with_discovery(

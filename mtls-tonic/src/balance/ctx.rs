@@ -17,7 +17,7 @@ use super::{
     Backoff, ChannelState, EndpointInfo, OutlierDetection, ResolutionState, endpoint::Shared,
     retry::Retries, target::Target,
 };
-use crate::MtlsConnector;
+use crate::client::MtlsConnector;
 
 /// Knobs of the endpoint tasks.
 #[derive(Clone, Debug)]

@@ -37,14 +37,14 @@ pub(crate) struct Outcomes {
     pub(crate) consecutive: AtomicU32,
 }
 
-/// The endpoint that served a call of a [`BalancedChannel`](crate::BalancedChannel): a
+/// The endpoint that served a call of a [`BalancedChannel`](crate::balance::BalancedChannel): a
 /// response extension on every response it returns (the last attempt's endpoint when the
 /// call was retried). tonic keeps response extensions, so a generated client reads it with
 /// `response.extensions().get::<ServedBy>()`.
 ///
 /// ```no_run
-/// # async fn f(channel: mtls_tonic::BalancedChannel) -> Result<(), tonic::Status> {
-/// use mtls_tonic::ServedBy;
+/// # async fn f(channel: mtls_tonic::balance::BalancedChannel) -> Result<(), tonic::Status> {
+/// use mtls_tonic::balance::ServedBy;
 /// use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 /// let response = HealthClient::new(channel).check(HealthCheckRequest::default()).await?;
 /// if let Some(ServedBy(addr)) = response.extensions().get::<ServedBy>() {
@@ -90,7 +90,10 @@ pub(crate) struct Shared {
     pub(crate) addr: SocketAddr,
     /// This endpoint's own connector and TLS server name (discovery gave them), else the
     /// channel's.
-    pub(crate) dial: Option<(crate::MtlsConnector, rustls_pki_types::ServerName<'static>)>,
+    pub(crate) dial: Option<(
+        crate::client::MtlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     target: String,
     /// The `grpc.target` label of the per-attempt metrics.
     labels: crate::metrics::ClientLabels,
@@ -116,7 +119,10 @@ impl Shared {
     pub(crate) fn with_dial(
         addr: SocketAddr,
         ctx: &Arc<Ctx>,
-        dial: Option<(crate::MtlsConnector, rustls_pki_types::ServerName<'static>)>,
+        dial: Option<(
+            crate::client::MtlsConnector,
+            rustls_pki_types::ServerName<'static>,
+        )>,
     ) -> Arc<Self> {
         Arc::new(Self {
             addr,

@@ -76,7 +76,7 @@ pub struct EndpointInfo {
     /// (cleared once it is ready again).
     pub last_error: Option<String>,
     /// Set while the endpoint is kept although DNS no longer names it (an empty answer after
-    /// a good one, see [`BalancedChannelBuilder::empty_answer_grace`](crate::BalancedChannelBuilder::empty_answer_grace)):
+    /// a good one, see [`BalancedChannelBuilder::empty_answer_grace`](crate::balance::BalancedChannelBuilder::empty_answer_grace)):
     /// since when.
     pub not_in_dns_since: Option<SystemTime>,
 }
@@ -151,7 +151,7 @@ pub enum ResolutionState {
     Pending,
     /// The target is an IP address: one endpoint, no DNS.
     Static,
-    /// Endpoints come from a static list or a [`Discovery`](crate::Discovery) source.
+    /// Endpoints come from a static list or a [`Discovery`](crate::balance::Discovery) source.
     Discovered {
         /// How many endpoints it names now.
         endpoints: usize,

@@ -1,4 +1,16 @@
-//! The load-balanced mTLS channel: endpoints from DNS, a static list or a discovery source.
+//! The load-balanced mTLS channel ([`BalancedChannel`], built with a
+//! [`BalancedChannelBuilder`]): endpoints from DNS, a static list or a discovery source.
+//!
+//! ```no_run
+//! # fn run(config: mtls_core::rustls::ClientConfig) -> Result<(), mtls_tonic::Error> {
+//! use mtls_tonic::{balance::BalancedChannel, client::MtlsConnector};
+//! let channel = BalancedChannel::builder(
+//!     "bookstore.default.svc.cluster.local:50051",
+//!     MtlsConnector::new(config),
+//! )
+//! .build()?;
+//! # let _ = channel; Ok(()) }
+//! ```
 
 mod backoff;
 mod builder;

@@ -28,12 +28,12 @@ use super::{ctx::Ctx, endpoint::Shared};
 ///
 /// ```
 /// use std::time::Duration;
-/// let detection = mtls_tonic::OutlierDetection::default()
+/// let detection = mtls_tonic::balance::OutlierDetection::default()
 ///     .consecutive_failures(Some(3))
 ///     .base_ejection_time(Duration::from_secs(5))
 ///     .max_ejection_percent(50);
 /// assert!(detection.is_enabled());
-/// assert!(!mtls_tonic::OutlierDetection::disabled().is_enabled());
+/// assert!(!mtls_tonic::balance::OutlierDetection::disabled().is_enabled());
 /// ```
 ///
 /// [`EndpointState::Ejected`]: super::EndpointState::Ejected

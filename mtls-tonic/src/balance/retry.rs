@@ -26,7 +26,7 @@ use crate::{Error, Result};
 ///
 /// ```
 /// use std::time::Duration;
-/// use mtls_tonic::RetryPolicy;
+/// use mtls_tonic::balance::RetryPolicy;
 /// let policy = RetryPolicy::new(3)
 ///     .backoff(Duration::from_millis(50), Duration::from_millis(500), 2.0)
 ///     .retryable([tonic::Code::Unavailable]);
@@ -102,7 +102,7 @@ fn code_bit(code: Code) -> u32 {
 /// so retries cannot amplify an outage.
 ///
 /// ```
-/// let throttling = mtls_tonic::RetryThrottling::new(10, 0.1);
+/// let throttling = mtls_tonic::balance::RetryThrottling::new(10, 0.1);
 /// assert_eq!(throttling.max_tokens(), 10);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -186,7 +186,7 @@ pub struct MethodConfig {
 /// `waitForReady`, and `retryThrottling`. Parsed from the service-config JSON:
 ///
 /// ```
-/// let config = mtls_tonic::ServiceConfig::from_json(r#"{
+/// let config = mtls_tonic::balance::ServiceConfig::from_json(r#"{
 ///   "methodConfig": [{
 ///     "name": [{"service": "bookstore.Bookstore"}],
 ///     "retryPolicy": {

@@ -11,9 +11,9 @@ use std::{
 use rustls_pki_types::ServerName;
 use tokio::sync::mpsc;
 
-use crate::{MtlsConnector, Result, client::parse_server_name_pub};
+use crate::{Result, client::MtlsConnector, client::parse_server_name_pub};
 
-/// One endpoint for a [`BalancedChannel`](crate::BalancedChannel): an address, and
+/// One endpoint for a [`BalancedChannel`](crate::balance::BalancedChannel): an address, and
 /// optionally its own TLS server name and its own [`MtlsConnector`] (e.g. one whose rustls
 /// config expects this endpoint's SPIFFE ID, built with mtls-core's
 /// `ClientConfigBuilder::authorize(Authorize::exact(id))`).
@@ -21,7 +21,7 @@ use crate::{MtlsConnector, Result, client::parse_server_name_pub};
 /// Without them the channel's connector and service name are used, as for DNS endpoints.
 ///
 /// ```
-/// use mtls_tonic::BalancedEndpoint;
+/// use mtls_tonic::balance::BalancedEndpoint;
 /// let endpoint = BalancedEndpoint::new("127.0.0.2:50051".parse()?).server_name("replica-a.test")?;
 /// assert_eq!(endpoint.addr().to_string(), "127.0.0.2:50051");
 /// assert!(BalancedEndpoint::new(endpoint.addr()).server_name("not a name").is_err());
@@ -87,11 +87,11 @@ pub enum EndpointChange {
     /// Add this endpoint, or replace the one at its address (the old one drains).
     Insert(BalancedEndpoint),
     /// Remove the endpoint at this address: it gets no new calls, its calls in flight
-    /// finish ([`BalancedChannelBuilder::drain_timeout`](crate::BalancedChannelBuilder::drain_timeout)).
+    /// finish ([`BalancedChannelBuilder::drain_timeout`](crate::balance::BalancedChannelBuilder::drain_timeout)).
     Remove(SocketAddr),
 }
 
-/// A source of endpoint changes for [`BalancedChannel::with_discovery`](crate::BalancedChannel::with_discovery):
+/// A source of endpoint changes for [`BalancedChannel::with_discovery`](crate::balance::BalancedChannel::with_discovery):
 /// Kubernetes EndpointSlices, Consul, an xDS EDS stream, a test fixture.
 ///
 /// `poll_change` is polled by the channel's discovery task; return `Pending` (after
@@ -100,7 +100,7 @@ pub enum EndpointChange {
 ///
 /// ```
 /// use std::task::{Context, Poll};
-/// use mtls_tonic::{BalancedEndpoint, Discovery, EndpointChange};
+/// use mtls_tonic::balance::{BalancedEndpoint, Discovery, EndpointChange};
 ///
 /// /// Hands out a fixed set once.
 /// struct Fixed(Vec<std::net::SocketAddr>);
@@ -138,7 +138,7 @@ impl Discovery for StaticList {
 /// Pushes endpoint changes into a channel built with [`BalancedChannel::with_discovery`]
 /// from the paired [`EndpointReceiver`] (see [`endpoint_channel`]). Cheap to clone.
 ///
-/// [`BalancedChannel::with_discovery`]: crate::BalancedChannel::with_discovery
+/// [`BalancedChannel::with_discovery`]: crate::balance::BalancedChannel::with_discovery
 #[derive(Clone, Debug)]
 pub struct EndpointSender(mpsc::UnboundedSender<EndpointChange>);
 
@@ -171,7 +171,7 @@ impl Discovery for EndpointReceiver {
 ///
 /// ```no_run
 /// # async fn run(client_config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
-/// use mtls_tonic::{BalancedChannel, MtlsConnector, endpoint_channel};
+/// use mtls_tonic::{balance::{BalancedChannel, endpoint_channel}, client::MtlsConnector};
 /// let (endpoints, discovery) = endpoint_channel();
 /// let channel = BalancedChannel::with_discovery(
 ///     "bookstore.test:50051",

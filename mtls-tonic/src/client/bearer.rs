@@ -16,7 +16,7 @@ use crate::{Error, Result};
 /// Closures `Fn() -> Result<String>` are token sources too.
 ///
 /// ```
-/// use mtls_tonic::TokenSource;
+/// use mtls_tonic::client::TokenSource;
 /// let source = || Ok::<_, mtls_tonic::Error>("eyJ...".to_owned());
 /// assert_eq!(source.token()?, "eyJ...");
 /// # Ok::<(), mtls_tonic::Error>(())
@@ -71,7 +71,7 @@ impl TokenSource for StaticToken {
 /// ```no_run
 /// # fn f() -> Result<(), mtls_tonic::Error> {
 /// use std::time::Duration;
-/// let source = mtls_tonic::FileToken::new("/var/run/secrets/token", Duration::from_secs(5))?;
+/// let source = mtls_tonic::client::FileToken::new("/var/run/secrets/token", Duration::from_secs(5))?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -146,7 +146,7 @@ impl TokenSource for FileToken {
 /// A failing source fails the call with UNAVAILABLE (gRPC's rule for call credentials).
 ///
 /// ```
-/// use mtls_tonic::{BearerInterceptor, StaticToken};
+/// use mtls_tonic::client::{BearerInterceptor, StaticToken};
 /// use tonic::service::Interceptor;
 /// let mut interceptor = BearerInterceptor::new(StaticToken::new("abc"));
 /// let request = interceptor.call(tonic::Request::new(()))?;

@@ -1,5 +1,5 @@
 //! TCP + rustls (mtls-core's `ClientConfig`) as a tower connector for tonic and for
-//! [`BalancedChannel`](crate::BalancedChannel).
+//! [`BalancedChannel`](crate::balance::BalancedChannel).
 
 use std::{
     future::Future,
@@ -27,7 +27,7 @@ use crate::{Error, Result};
 ///
 /// ```no_run
 /// # async fn run(config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
-/// use mtls_tonic::MtlsConnector;
+/// use mtls_tonic::client::MtlsConnector;
 /// let connector = MtlsConnector::new(config).server_name("bookstore.default.svc")?;
 /// // The scheme stays `http`: TLS is done by the connector, not by tonic.
 /// let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051")
@@ -79,9 +79,9 @@ impl MtlsConnector {
     ///
     /// ```
     /// # fn f(config: rustls::ClientConfig) {
-    /// let ok = mtls_tonic::MtlsConnector::new(config.clone()).server_name("bookstore.test");
+    /// let ok = mtls_tonic::client::MtlsConnector::new(config.clone()).server_name("bookstore.test");
     /// assert!(ok.is_ok());
-    /// let err = mtls_tonic::MtlsConnector::new(config).server_name("not a name");
+    /// let err = mtls_tonic::client::MtlsConnector::new(config).server_name("not a name");
     /// assert!(matches!(err, Err(mtls_tonic::Error::InvalidServerName { .. })));
     /// # }
     /// ```
@@ -101,7 +101,7 @@ impl MtlsConnector {
     ///
     /// ```
     /// # fn f(config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
-    /// let connector = mtls_tonic::MtlsConnector::new(config).local_address(Some("127.0.0.5".parse()?));
+    /// let connector = mtls_tonic::client::MtlsConnector::new(config).local_address(Some("127.0.0.5".parse()?));
     /// # Ok(()) }
     /// ```
     pub fn local_address(mut self, ip: Option<IpAddr>) -> Self {
@@ -121,7 +121,7 @@ impl MtlsConnector {
     ///
     /// ```
     /// # fn f(config: rustls::ClientConfig) {
-    /// let connector = mtls_tonic::MtlsConnector::new(config)
+    /// let connector = mtls_tonic::client::MtlsConnector::new(config)
     ///     .tcp_nodelay(true)
     ///     .tcp_keepalive(Some(std::time::Duration::from_secs(60)));
     /// # }

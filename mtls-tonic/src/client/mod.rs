@@ -1,4 +1,11 @@
-//! Client side: the mTLS connector and the bearer-token interceptor.
+//! Client side: the mTLS connector ([`MtlsConnector`]) and the bearer-token interceptor
+//! ([`BearerInterceptor`] over a [`TokenSource`]).
+//!
+//! ```
+//! use mtls_tonic::client::{BearerInterceptor, StaticToken};
+//! // tonic's `Client::with_interceptor(channel, bearer)` adds `authorization: Bearer …`.
+//! let _bearer = BearerInterceptor::new(StaticToken::new("eyJ..."));
+//! ```
 
 mod bearer;
 mod connector;

@@ -16,13 +16,13 @@ use crate::{Error, Result};
 /// expiry: a background task fetches a fresh token at half of the current one's remaining
 /// lifetime (retrying every second on failure while the cached one is still valid), so
 /// [`token`](TokenSource::token) never waits on the network. An expired cached token is an
-/// error (the call then fails UNAVAILABLE through [`BearerInterceptor`](crate::BearerInterceptor)).
+/// error (the call then fails UNAVAILABLE through [`BearerInterceptor`](crate::client::BearerInterceptor)).
 ///
 /// Clones share the cache; the refresh task stops when the last clone is dropped.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), mtls_tonic::Error> {
-/// use mtls_tonic::{BearerInterceptor, WorkloadJwtToken};
+/// use mtls_tonic::client::{BearerInterceptor, WorkloadJwtToken};
 /// let tokens = WorkloadJwtToken::builder(["bookstore"]).connect().await?; // $SPIFFE_ENDPOINT_SOCKET
 /// let interceptor = BearerInterceptor::new(tokens);
 /// # Ok(()) }

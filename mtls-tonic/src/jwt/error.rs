@@ -8,10 +8,10 @@ use tonic::{Code, Status};
 /// [`JwtError::to_status`]: Envoy's failure name and what the caller itself presented,
 /// never the audiences, issuers or other settings we expected;
 /// [`JwtError::to_detailed_status`] adds them, for development
-/// ([`JwtLayer::detailed_denials`](crate::JwtLayer::detailed_denials)).
+/// ([`JwtLayer::detailed_denials`](crate::jwt::JwtLayer::detailed_denials)).
 ///
 /// ```
-/// use mtls_tonic::JwtError;
+/// use mtls_tonic::jwt::JwtError;
 /// let refused = JwtError::AudienceNotAllowed {
 ///     presented: r#"["other"]"#.into(),
 ///     expected: r#"["bookstore"]"#.into(),

@@ -11,7 +11,7 @@ use crate::denial::Denials;
 /// `tonic::transport::Server::builder().layer(JwtLayer::new(validator, rules))`.
 ///
 /// ```
-/// use mtls_tonic::{JwtError, JwtLayer, JwtRules, TokenValidator};
+/// use mtls_tonic::jwt::{JwtError, JwtLayer, JwtRules, TokenValidator};
 /// # use std::{future::Future, pin::Pin};
 /// struct AcceptAll;
 /// impl TokenValidator for AcceptAll {
@@ -33,7 +33,7 @@ use crate::denial::Denials;
 /// ```
 /// use std::sync::Arc;
 /// use mtls_jwt::{Algorithm, JwksSource, SigningKey, Validator, jwks_json};
-/// use mtls_tonic::{JwtLayer, JwtRules};
+/// use mtls_tonic::jwt::{JwtLayer, JwtRules};
 /// let key = SigningKey::generate(Algorithm::ES256)?;
 /// let validator = Arc::new(
 ///     Validator::builder()
@@ -85,7 +85,7 @@ impl<V> JwtLayer<V> {
     ///
     /// ```
     /// # fn f<V>(validator: V) {
-    /// let layer = mtls_tonic::JwtLayer::new(validator, mtls_tonic::JwtRules::require_all())
+    /// let layer = mtls_tonic::jwt::JwtLayer::new(validator, mtls_tonic::jwt::JwtRules::require_all())
     ///     .detailed_denials(true);
     /// # }
     /// ```

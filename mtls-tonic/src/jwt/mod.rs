@@ -1,5 +1,18 @@
 //! Bearer-JWT validation per gRPC method (tower middleware), optionally bound to the peer's
-//! SPIFFE ID.
+//! SPIFFE ID: the [`JwtLayer`] over a [`TokenValidator`] and [`JwtRules`], its
+//! [`JwtService`], [`ResponseFuture`] and [`JwtError`].
+//!
+//! ```
+//! use mtls_tonic::jwt::JwtRules;
+//! // Every method needs a token except the health checks; its subject must be the peer's
+//! // SPIFFE ID. `JwtLayer::new(validator, rules)` puts it in front of a service.
+//! let rules = JwtRules::require_all()
+//!     .skip("grpc.health.v1.Health/*")?
+//!     .bind_subject_to_peer();
+//! assert!(!rules.requires_token("/grpc.health.v1.Health/Check"));
+//! assert!(rules.requires_token("/bookstore.Bookstore/ListBooks"));
+//! # Ok::<(), mtls_tonic::Error>(())
+//! ```
 
 mod error;
 mod future;

@@ -21,7 +21,7 @@ use super::{JwtError, TokenValidator};
 /// ```
 /// use std::time::Duration;
 /// use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator, jwks_json};
-/// use mtls_tonic::{JwtError, JwtLayer, JwtRules, TokenValidator};
+/// use mtls_tonic::jwt::{JwtError, JwtLayer, JwtRules, TokenValidator};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
 /// let key = SigningKey::generate(Algorithm::ES256)?;

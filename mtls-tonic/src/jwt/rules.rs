@@ -8,7 +8,7 @@ use crate::{Error, Result};
 /// `/pkg.Service/Method` or a whole `pkg.Service/*`), e.g. health checks.
 ///
 /// ```
-/// let rules = mtls_tonic::JwtRules::require_all()
+/// let rules = mtls_tonic::jwt::JwtRules::require_all()
 ///     .skip("/grpc.health.v1.Health/*")?
 ///     .bind_subject_to_peer();
 /// assert!(!rules.requires_token("/grpc.health.v1.Health/Check"));

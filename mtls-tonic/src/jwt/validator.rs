@@ -25,7 +25,7 @@ pub trait TokenValidator: Send + Sync + 'static {
     /// `mtls_jwt::Validator` it is `Validator::validate_cached`.
     ///
     /// ```
-    /// use mtls_tonic::{JwtError, TokenValidator};
+    /// use mtls_tonic::jwt::{JwtError, TokenValidator};
     /// # use std::{future::Future, pin::Pin};
     /// struct Fixed;
     /// impl TokenValidator for Fixed {
@@ -91,11 +91,11 @@ impl<V: TokenValidator> TokenValidator for std::sync::Arc<V> {
 /// ```
 /// let mut headers = http::HeaderMap::new();
 /// headers.insert("authorization", "bearer abc.def.ghi".parse()?);
-/// assert_eq!(mtls_tonic::bearer_token(&headers), Some("abc.def.ghi"));
+/// assert_eq!(mtls_tonic::jwt::bearer_token(&headers), Some("abc.def.ghi"));
 /// headers.insert("authorization", "Basic dXNlcg==".parse()?);
-/// assert_eq!(mtls_tonic::bearer_token(&headers), None);
+/// assert_eq!(mtls_tonic::jwt::bearer_token(&headers), None);
 /// headers.append("authorization", "Bearer abc.def.ghi".parse()?);
-/// assert_eq!(mtls_tonic::bearer_token(&headers), Some("abc.def.ghi"));
+/// assert_eq!(mtls_tonic::jwt::bearer_token(&headers), Some("abc.def.ghi"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {

@@ -17,7 +17,7 @@ use super::call::{CallMetricsBody, CallRecorder, code_of_error};
 /// histogram `grpc.server.call.duration` (seconds, with `grpc.method` and `grpc.status`:
 /// the code of a trailers-only response's headers or of the trailers; CANCELLED when the
 /// client went away first). Put it first (outermost), so it also times and counts what
-/// [`AuthzLayer`](crate::AuthzLayer) and [`JwtLayer`](crate::JwtLayer) refuse.
+/// [`AuthzLayer`](crate::authz::AuthzLayer) and [`JwtLayer`](crate::jwt::JwtLayer) refuse.
 ///
 /// `grpc.method` is the path for the services this server serves (named with
 /// [`CallMetricsLayer::service`]) and `other` for any other path, as grpc-go and grpc-java
@@ -25,7 +25,7 @@ use super::call::{CallMetricsBody, CallRecorder, code_of_error};
 /// must not be able to grow the label set.
 ///
 /// ```
-/// use mtls_tonic::{AuthzLayer, MethodPolicy, metrics::CallMetricsLayer};
+/// use mtls_tonic::{metrics::CallMetricsLayer, authz::{AuthzLayer, MethodPolicy}};
 /// let (_reporter, health) = tonic_health::server::health_reporter();
 /// let metrics = CallMetricsLayer::new().service("grpc.health.v1.Health");
 /// let _router = tonic::transport::Server::builder()

@@ -250,7 +250,7 @@ pub fn describe() {
 
 /// The policy's verdict on one call.
 #[inline]
-pub(crate) fn authz(policy: &crate::MethodPolicy, path: &str, allowed: bool) {
+pub(crate) fn authz(policy: &crate::authz::MethodPolicy, path: &str, allowed: bool) {
     #[cfg(feature = "metrics")]
     {
         let method = if policy.names(path) { path } else { "other" };
@@ -372,13 +372,13 @@ impl Drop for CallRetries {
 #[inline]
 pub(crate) fn endpoint_state(
     target: &str,
-    from: Option<&crate::EndpointState>,
-    to: Option<&crate::EndpointState>,
+    from: Option<&crate::balance::EndpointState>,
+    to: Option<&crate::balance::EndpointState>,
 ) {
     #[cfg(feature = "metrics")]
     {
-        fn label(state: &crate::EndpointState) -> &'static str {
-            use crate::EndpointState as S;
+        fn label(state: &crate::balance::EndpointState) -> &'static str {
+            use crate::balance::EndpointState as S;
             match state {
                 S::Connecting => "connecting",
                 S::Ready => "ready",

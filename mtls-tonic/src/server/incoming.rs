@@ -47,13 +47,13 @@ use super::{
 /// [`ServerOptions::apply`]). Handlers read the verified peer with
 /// [`PeerIdentityExt`](crate::PeerIdentityExt); tonic's own `Request::remote_addr()`,
 /// `local_addr()` and `peer_certs()` answer when the server has
-/// [`TonicConnectInfoLayer`](crate::TonicConnectInfoLayer), which
+/// [`TonicConnectInfoLayer`](crate::server::TonicConnectInfoLayer), which
 /// [`ServerOptions::server`] puts on (a bare `Server::builder()`, as below, does not).
 ///
 /// ```no_run
 /// # async fn run(config: rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
-/// let incoming = mtls_tonic::MtlsIncoming::new(listener, config);
+/// let incoming = mtls_tonic::server::MtlsIncoming::new(listener, config);
 /// let (_reporter, health) = tonic_health::server::health_reporter();
 /// tonic::transport::Server::builder()
 ///     .add_service(health)

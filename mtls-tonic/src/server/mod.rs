@@ -1,5 +1,20 @@
-//! Server side: an mTLS incoming stream for tonic, the server's limits, and access to the
-//! verified peer.
+//! Server side: an mTLS incoming stream for tonic ([`MtlsIncoming`]), the server's limits
+//! ([`ServerOptions`]), and access to the verified peer ([`MtlsConnectInfo`],
+//! [`PeerIdentityExt`], also at the crate root).
+//!
+//! ```no_run
+//! # async fn run(config: mtls_core::rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use mtls_tonic::server::{MtlsIncoming, ServerOptions};
+//! let options = ServerOptions::default();
+//! let listener = options.bind("127.0.0.1:50051".parse()?)?;
+//! let (_reporter, health) = tonic_health::server::health_reporter();
+//! options
+//!     .server()
+//!     .add_service(health)
+//!     .serve_with_incoming(MtlsIncoming::with_options(listener, config, options.clone()))
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
 mod admission;
 mod guard;

@@ -6,7 +6,7 @@ use std::{io, net::SocketAddr, time::Duration};
 
 use tokio::net::{TcpListener, TcpSocket};
 
-/// The limits of an mTLS server: the accept path of [`MtlsIncoming`](crate::MtlsIncoming)
+/// The limits of an mTLS server: the accept path of [`MtlsIncoming`](crate::server::MtlsIncoming)
 /// and the HTTP/2 settings of tonic's server ([`ServerOptions::apply`]).
 ///
 /// Every limit is set on purpose, because an attacker is a user too — including an
@@ -38,7 +38,7 @@ use tokio::net::{TcpListener, TcpSocket};
 ///
 /// ```
 /// use std::time::Duration;
-/// let options = mtls_tonic::ServerOptions::default()
+/// let options = mtls_tonic::server::ServerOptions::default()
 ///     .handshake_timeout(Duration::from_secs(5))
 ///     .max_concurrent_handshakes(64)
 ///     .max_concurrent_streams(50);
@@ -202,11 +202,11 @@ impl ServerOptions {
     /// connection is sent an HTTP/2 GOAWAY once it is `age` old (± 10 % jitter, drawn per
     /// connection as grpc-go does, so the connections a client opened together do not all
     /// recycle at once), its calls in flight may finish for `grace`, then it is closed.
-    /// Clients reconnect — with a [`BalancedChannel`](crate::BalancedChannel), without
+    /// Clients reconnect — with a [`BalancedChannel`](crate::balance::BalancedChannel), without
     /// losing a call — and so handshake again: this is how a rotated server certificate,
     /// and a client's rotated certificate, reach long-lived connections.
     ///
-    /// [`MtlsIncoming`](crate::MtlsIncoming) does both on each connection: the GOAWAY
+    /// [`MtlsIncoming`](crate::server::MtlsIncoming) does both on each connection: the GOAWAY
     /// (last-stream-id 2^31-1, `NO_ERROR`: the client opens no new stream, every stream it
     /// already sent is served) goes out between two of h2's frames, and the client closes
     /// the connection once its calls are done, so the close never races a request in
@@ -216,7 +216,7 @@ impl ServerOptions {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let options = mtls_tonic::ServerOptions::default()
+    /// let options = mtls_tonic::server::ServerOptions::default()
     ///     .max_connection_age(Duration::from_secs(300), Duration::from_secs(30));
     /// let (age, grace) = options.max_connection_age_value().unwrap();
     /// assert_eq!(age, Duration::from_secs(300));
@@ -235,7 +235,7 @@ impl ServerOptions {
     }
 
     /// One connection's age before its GOAWAY: the configured age ± 10 %, drawn anew on
-    /// each call (what [`MtlsIncoming`](crate::MtlsIncoming) does for each connection).
+    /// each call (what [`MtlsIncoming`](crate::server::MtlsIncoming) does for each connection).
     pub fn connection_age(&self) -> Option<Duration> {
         self.max_connection_age
             .map(|(age, _)| age.mul_f64(0.9 + 0.2 * fastrand::f64()))
@@ -244,7 +244,7 @@ impl ServerOptions {
     /// Puts the HTTP/2 limits onto a tonic server builder (any layer stack).
     ///
     /// ```
-    /// let options = mtls_tonic::ServerOptions::default();
+    /// let options = mtls_tonic::server::ServerOptions::default();
     /// let server = options.apply(tonic::transport::Server::builder());
     /// # let _ = server;
     /// ```
@@ -264,23 +264,23 @@ impl ServerOptions {
 
     /// A tonic server builder with these HTTP/2 limits and tonic's own accessors
     /// (`Request::remote_addr()`, `local_addr()`, `peer_certs()`) working over
-    /// [`MtlsIncoming`](crate::MtlsIncoming):
+    /// [`MtlsIncoming`](crate::server::MtlsIncoming):
     /// `apply(Server::builder()).layer(TonicConnectInfoLayer)`. Layers added to it run
-    /// inside [`TonicConnectInfoLayer`](crate::TonicConnectInfoLayer), so they see those
+    /// inside [`TonicConnectInfoLayer`](crate::server::TonicConnectInfoLayer), so they see those
     /// accessors too.
     ///
     /// ```
-    /// let options = mtls_tonic::ServerOptions::default();
+    /// let options = mtls_tonic::server::ServerOptions::default();
     /// let (_reporter, health) = tonic_health::server::health_reporter();
     /// let _router = options.server().add_service(health);
     /// ```
     pub fn server(
         &self,
     ) -> tonic::transport::Server<
-        tower_layer::Stack<crate::TonicConnectInfoLayer, tower_layer::Identity>,
+        tower_layer::Stack<crate::server::TonicConnectInfoLayer, tower_layer::Identity>,
     > {
         self.apply(tonic::transport::Server::builder())
-            .layer(crate::TonicConnectInfoLayer)
+            .layer(crate::server::TonicConnectInfoLayer)
     }
 
     /// Binds a listener with [`ServerOptions::listen_backlog`] (and `SO_REUSEADDR`, so a
@@ -289,7 +289,7 @@ impl ServerOptions {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
-    /// let options = mtls_tonic::ServerOptions::default().listen_backlog(4096);
+    /// let options = mtls_tonic::server::ServerOptions::default().listen_backlog(4096);
     /// let listener = options.bind("127.0.0.1:0".parse().unwrap())?;
     /// assert!(listener.local_addr()?.port() != 0);
     /// # Ok(()) }

@@ -10,7 +10,7 @@ use super::MtlsConnectInfo;
 /// Returns `None` when the request did not come through [`MtlsIncoming`].
 ///
 /// ```
-/// use mtls_tonic::{MtlsConnectInfo, PeerIdentityExt};
+/// use mtls_tonic::{PeerIdentityExt, server::MtlsConnectInfo};
 /// let mut request = tonic::Request::new(());
 /// assert!(request.peer_identity().is_none());
 /// request.extensions_mut().insert(MtlsConnectInfo::new(
@@ -22,7 +22,7 @@ use super::MtlsConnectInfo;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// [`MtlsIncoming`]: crate::MtlsIncoming
+/// [`MtlsIncoming`]: crate::server::MtlsIncoming
 pub trait PeerIdentityExt {
     /// The connection info tonic attached to this request.
     fn mtls_connect_info(&self) -> Option<&MtlsConnectInfo>;

@@ -32,7 +32,7 @@ pub(crate) type TonicTlsInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
 /// Handlers usually read it through [`PeerIdentityExt`](crate::PeerIdentityExt). tonic's
 /// own accessors (`Request::remote_addr()`, `local_addr()`, and `peer_certs()` when tonic's
 /// TLS features are on) read tonic's types, which
-/// [`TonicConnectInfoLayer`](crate::TonicConnectInfoLayer) derives from this one.
+/// [`TonicConnectInfoLayer`](crate::server::TonicConnectInfoLayer) derives from this one.
 #[derive(Clone, Debug)]
 pub struct MtlsConnectInfo {
     peer: Arc<PeerIdentity>,
@@ -47,7 +47,7 @@ impl MtlsConnectInfo {
     /// Builds connect info by hand (useful in tests of handlers and layers).
     ///
     /// ```
-    /// use mtls_tonic::MtlsConnectInfo;
+    /// use mtls_tonic::server::MtlsConnectInfo;
     /// let info = MtlsConnectInfo::new(
     ///     mtls_core::PeerIdentity::unauthenticated(),
     ///     "127.0.0.1:40000".parse()?,
@@ -102,10 +102,10 @@ impl MtlsConnectInfo {
 
 /// An accepted TCP connection after a successful rustls handshake, with the peer's identity.
 ///
-/// Yielded by [`MtlsIncoming`](crate::MtlsIncoming); implements tonic's [`Connected`] so
+/// Yielded by [`MtlsIncoming`](crate::server::MtlsIncoming); implements tonic's [`Connected`] so
 /// tonic places an [`MtlsConnectInfo`] into each request's extensions. Reading and writing
 /// go through to the TLS stream; on the way, the HTTP/2 frame headers are watched for
-/// control-frame floods ([`ServerOptions::control_frame_budget`](crate::ServerOptions::control_frame_budget)).
+/// control-frame floods ([`ServerOptions::control_frame_budget`](crate::server::ServerOptions::control_frame_budget)).
 #[derive(Debug)]
 pub struct MtlsStream {
     inner: TlsStream<TcpStream>,
@@ -161,7 +161,7 @@ impl MtlsStream {
     }
 
     /// Recycles the connection: a GOAWAY once it is `age` old, closed (reads fail) after
-    /// `grace` more ([`ServerOptions::max_connection_age`](crate::ServerOptions::max_connection_age)).
+    /// `grace` more ([`ServerOptions::max_connection_age`](crate::server::ServerOptions::max_connection_age)).
     pub(crate) fn recycle_after(&mut self, age: std::time::Duration, grace: std::time::Duration) {
         self.recycle = Some(Recycle {
             at: Box::pin(tokio::time::sleep(age)),

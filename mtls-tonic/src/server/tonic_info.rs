@@ -1,4 +1,4 @@
-//! tonic's own connection accessors over [`MtlsIncoming`](crate::MtlsIncoming).
+//! tonic's own connection accessors over [`MtlsIncoming`](crate::server::MtlsIncoming).
 
 use std::task::{Context, Poll};
 
@@ -10,10 +10,10 @@ use super::MtlsConnectInfo;
 
 /// Makes tonic's `Request::remote_addr()`, `Request::local_addr()` and — when tonic's TLS
 /// features are on in the application — `Request::peer_certs()` answer over
-/// [`MtlsIncoming`](crate::MtlsIncoming), as they do over tonic's own TLS.
+/// [`MtlsIncoming`](crate::server::MtlsIncoming), as they do over tonic's own TLS.
 ///
 /// tonic puts exactly one connection-info value into each request: the one our
-/// [`MtlsStream`](crate::MtlsStream) makes, [`MtlsConnectInfo`] (peer identity and both
+/// [`MtlsStream`](crate::server::MtlsStream) makes, [`MtlsConnectInfo`] (peer identity and both
 /// addresses). tonic's accessors look for its own types instead (`TcpConnectInfo`, and
 /// `TlsConnectInfo<TcpConnectInfo>` for the certificates), so this layer adds them to each
 /// request, from the [`MtlsConnectInfo`] already there. [`ServerOptions::server`] puts it on
@@ -26,7 +26,7 @@ use super::MtlsConnectInfo;
 /// the SPIFFE ID and SANs already parsed.
 ///
 /// ```
-/// use mtls_tonic::{MtlsConnectInfo, TonicConnectInfoLayer};
+/// use mtls_tonic::server::{MtlsConnectInfo, TonicConnectInfoLayer};
 /// use tower::{Layer, Service, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -47,7 +47,7 @@ use super::MtlsConnectInfo;
 /// # Ok(()) }
 /// ```
 ///
-/// [`ServerOptions::server`]: crate::ServerOptions::server
+/// [`ServerOptions::server`]: crate::server::ServerOptions::server
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TonicConnectInfoLayer;
 

@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mtls_tonic::{Backoff, BalancedChannel, MtlsConnector};
+use mtls_tonic::{
+    balance::{Backoff, BalancedChannel},
+    client::MtlsConnector,
+};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -66,7 +69,7 @@ impl Fixture {
         self.builder().build().unwrap()
     }
 
-    pub fn builder(&self) -> mtls_tonic::BalancedChannelBuilder {
+    pub fn builder(&self) -> mtls_tonic::balance::BalancedChannelBuilder {
         let connector = MtlsConnector::new(self.pki.client_config(CLIENT_ID));
         BalancedChannel::builder(format!("bookstore.test:{}", self.port), connector)
             .nameserver(self.dns.addr)

@@ -79,7 +79,7 @@ pub fn serve_probe(
     listener: tokio::net::TcpListener,
     config: rustls::ServerConfig,
 ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
-    let incoming = mtls_tonic::MtlsIncoming::new(listener, config);
+    let incoming = mtls_tonic::server::MtlsIncoming::new(listener, config);
     let (_reporter, service) = replica::probe("solo");
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -92,7 +92,7 @@ pub fn serve_probe(
 /// it fails.
 pub async fn health_check_as(client: rustls::ClientConfig, addr: std::net::SocketAddr) {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let connector = mtls_tonic::MtlsConnector::new(client)
+    let connector = mtls_tonic::client::MtlsConnector::new(client)
         .server_name(pki::SERVICE_NAME)
         .unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use mtls_tonic::{MtlsIncoming, PeerIdentityExt};
+use mtls_tonic::{PeerIdentityExt, server::MtlsIncoming};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 use tonic_health::{
@@ -163,7 +163,12 @@ impl Replica {
         config: Arc<rustls::ServerConfig>,
         tune: impl FnOnce(tonic::transport::Server) -> tonic::transport::Server + Send + 'static,
     ) -> Self {
-        Self::start_with_options(listener, config, mtls_tonic::ServerOptions::default(), tune)
+        Self::start_with_options(
+            listener,
+            config,
+            mtls_tonic::server::ServerOptions::default(),
+            tune,
+        )
     }
 
     /// Like [`Replica::start_with`], with `options` on the accept path (`tune` still gets
@@ -171,7 +176,7 @@ impl Replica {
     pub fn start_with_options(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
-        options: mtls_tonic::ServerOptions,
+        options: mtls_tonic::server::ServerOptions,
         tune: impl FnOnce(tonic::transport::Server) -> tonic::transport::Server + Send + 'static,
     ) -> Self {
         let addr = listener.local_addr().unwrap();

@@ -23,7 +23,10 @@ use mtls_core::{
     Authorize, ClientConfigBuilder, Identity, IdentitySource, SpiffeId, TrustBundle, TrustSource,
     WorkloadApiSource,
 };
-use mtls_tonic::{BalancedChannel, LoadPolicy, MtlsConnector};
+use mtls_tonic::{
+    balance::{BalancedChannel, LoadPolicy},
+    client::MtlsConnector,
+};
 
 /// Runs the bookstore scenario, proxyless (balanced mTLS) or through a local Envoy sidecar.
 #[derive(Debug, Parser)]

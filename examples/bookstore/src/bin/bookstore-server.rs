@@ -29,7 +29,7 @@ use mtls_core::{
     TrustSource, WorkloadApiSource,
 };
 use mtls_jwt::{JwksSource, KeySet, Validator};
-use mtls_tonic::{JwtRules, MethodPolicy};
+use mtls_tonic::{authz::MethodPolicy, jwt::JwtRules};
 
 /// Below this much validity left, the server warns at start.
 const EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);

@@ -5,7 +5,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mtls_tonic::{BalancedChannel, BalancedChannelBuilder, LoadPolicy, MtlsConnector};
+use mtls_tonic::{
+    balance::{BalancedChannel, BalancedChannelBuilder, LoadPolicy},
+    client::MtlsConnector,
+};
 
 use crate::{
     Error, MeshPolicy, Result,
