@@ -161,7 +161,7 @@ mod issuer;
 mod limits;
 mod logging;
 pub mod metrics;
-pub mod pb;
+mod pb;
 mod registration;
 mod sds;
 mod workload;

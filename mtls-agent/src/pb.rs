@@ -3,6 +3,7 @@
     missing_docs,
     unreachable_pub,
     missing_debug_implementations,
+    dead_code,
     clippy::all,
     reason = "generated code"
 )]

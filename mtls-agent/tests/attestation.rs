@@ -21,10 +21,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mtls_agent::SECRET_TYPE_URL;
-use mtls_agent::pb::envoy::config::core::v3::Node;
-use mtls_agent::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use mtls_agent::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-use mtls_agent::pb::workload::{
+use support::pb::envoy::config::core::v3::Node;
+use support::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use support::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use support::pb::workload::{
     X509svidRequest, X509svidResponse, spiffe_workload_api_client::SpiffeWorkloadApiClient,
 };
 use support::*;

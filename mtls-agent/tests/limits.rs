@@ -196,8 +196,8 @@ async fn eventually_client(t: &TestAgent) -> spiffe::WorkloadApiClient {
 
 #[tokio::test]
 async fn calls_in_flight_per_uid_are_bounded() {
-    use mtls_agent::pb::workload::X509svidRequest;
-    use mtls_agent::pb::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+    use support::pb::workload::X509svidRequest;
+    use support::pb::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
     let mut limits = Limits::default();
     limits.max_calls_per_uid = 3;
     let t = TestAgent::start_with(&web_for_me(), |c| c.limits(limits)).await;

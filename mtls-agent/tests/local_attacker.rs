@@ -618,8 +618,8 @@ fn bomb(refs: usize, split: bool) -> Vec<u8> {
 }
 
 async fn validate_flood(socket: PathBuf, n: usize, len: usize) -> usize {
-    use mtls_agent::pb::workload::ValidateJwtsvidRequest;
-    use mtls_agent::pb::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+    use support::pb::workload::ValidateJwtsvidRequest;
+    use support::pb::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
     let channel = unix_channel(socket).await;
     let mut tasks = Vec::new();
     for batch in 0..10 {

@@ -14,10 +14,8 @@ use std::time::Duration;
 use mtls_agent::metrics::{
     CALLERS_REFUSED, CONNECTIONS, REASON, RESULT, ROTATIONS, SOCKET, SVIDS_ISSUED,
 };
-use mtls_agent::pb::workload::{
-    X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient,
-};
 use recorded::Recorded;
+use support::pb::workload::{X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient};
 use support::*;
 
 async fn fetch(socket: std::path::PathBuf) -> tonic::Code {

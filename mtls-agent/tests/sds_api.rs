@@ -7,11 +7,11 @@
 mod support;
 
 use mtls_agent::SECRET_TYPE_URL;
-use mtls_agent::pb::envoy::config::core::v3::{Node, data_source};
-use mtls_agent::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
-use mtls_agent::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use mtls_agent::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use prost::Message;
+use support::pb::envoy::config::core::v3::{Node, data_source};
+use support::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use support::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use support::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use support::*;
 
 async fn sds_client(
@@ -42,7 +42,7 @@ fn secrets(resources: &[prost_types::Any]) -> Vec<Secret> {
         .collect()
 }
 
-fn inline(ds: &Option<mtls_agent::pb::envoy::config::core::v3::DataSource>) -> String {
+fn inline(ds: &Option<support::pb::envoy::config::core::v3::DataSource>) -> String {
     match ds.as_ref().and_then(|d| d.specifier.as_ref()) {
         Some(data_source::Specifier::InlineBytes(b)) => String::from_utf8(b.clone()).unwrap(),
         other => panic!("expected inline bytes, got {other:?}"),

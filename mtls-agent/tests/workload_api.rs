@@ -7,10 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use mtls_agent::pb::workload::{
-    X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient,
-};
 use spiffe::{SpiffeId, TrustDomain, WorkloadApiClient, WorkloadApiError, X509Source};
+use support::pb::workload::{X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient};
 use support::*;
 
 async fn raw_client(
@@ -259,7 +257,7 @@ async fn jwt_svid_rules_trust_domain_and_audiences() {
     };
     let mut raw = raw_client(t.dir.path().join("workload.sock")).await;
     let validate = |svid: String, audience: &str| {
-        let mut r = tonic::Request::new(mtls_agent::pb::workload::ValidateJwtsvidRequest {
+        let mut r = tonic::Request::new(support::pb::workload::ValidateJwtsvidRequest {
             audience: audience.to_owned(),
             svid,
         });
@@ -303,7 +301,7 @@ async fn jwt_svid_rules_trust_domain_and_audiences() {
         "{status:?}"
     );
     let fetch_for = |audience: Vec<String>, spiffe_id: &str| {
-        let mut r = tonic::Request::new(mtls_agent::pb::workload::JwtsvidRequest {
+        let mut r = tonic::Request::new(support::pb::workload::JwtsvidRequest {
             audience,
             spiffe_id: spiffe_id.to_owned(),
         });

@@ -314,3 +314,8 @@ pub async fn wait_until_serving(socket: &Path, agent: &mut ChildGuard, log: &Pat
     })
     .await;
 }
+
+/// The generated Workload API and Envoy SDS types the tests call the agent with: the
+/// library's own file, compiled again here (the library keeps them private).
+#[path = "../../src/pb.rs"]
+pub mod pb;
