@@ -120,6 +120,7 @@ pub async fn serve_replica(
                     .map_err(bs)?;
                 options
                     .server()
+                    .layer(call_metrics())
                     .layer(JwtLayer::new(validator, policy.jwt_rules().map_err(bs)?))
                     .add_service(bookstore)
                     .serve_with_incoming(incoming)
@@ -127,6 +128,7 @@ pub async fn serve_replica(
             } else {
                 options
                     .server()
+                    .layer(call_metrics())
                     .add_service(bookstore)
                     .serve_with_incoming(incoming)
                     .await
@@ -941,4 +943,13 @@ pub async fn run_abuse(
         targets,
         conditions,
     })
+}
+
+/// gRFC A66's server metrics of the proxyless replicas (recorded into the process's
+/// recorder when `MTLS_BENCH_METRICS=1` installed one, into the facade's no-op otherwise).
+fn call_metrics() -> mtls_tonic::metrics::CallMetricsLayer {
+    use tonic::server::NamedService;
+    mtls_tonic::metrics::CallMetricsLayer::new().service(
+        bookstore::proto::bookstore_server::BookstoreServer::<bookstore::BookstoreService>::NAME,
+    )
 }

@@ -746,6 +746,27 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_row_compares_a_run_with_metrics_to_one_without() {
+        let mut input = input();
+        let row = |md: &str| {
+            md.lines()
+                .find(|l| l.contains("with metrics recorded"))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(row(&markdown(&input)).contains("not measured"));
+        let mut on = vec![point("proxyless", "", 3, 16, 39_200.0, 200.0)];
+        crate::result::mark_metrics(&mut on);
+        input.points.extend(on);
+        let md = markdown(&input);
+        assert!(
+            row(&md).contains("0.98× (39200 vs 40000 calls/s)") && row(&md).contains("**met**"),
+            "{}",
+            row(&md)
+        );
+    }
+
+    #[test]
     fn interleaved_ab_results_decide_the_ratio_goals() {
         let mut input = input();
         input.ab.push(crate::ab::AbResult {

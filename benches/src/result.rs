@@ -120,6 +120,32 @@ impl PointResult {
     }
 }
 
+/// The variant `loadgen` gives the call scenarios' points when `MTLS_BENCH_METRICS=1`
+/// installed the recorder (issue 15's "metrics on" row against the points without it).
+///
+/// ```
+/// assert_eq!(mtls_benches::result::METRICS_VARIANT, "metrics");
+/// ```
+pub const METRICS_VARIANT: &str = "metrics";
+
+/// Marks the call scenarios' points of a run with the recorder installed:
+/// [`METRICS_VARIANT`], or `+metrics` after another variant. The handshake scenario's
+/// points keep theirs (its variants name the servers compared).
+///
+/// ```
+/// let mut points: Vec<mtls_benches::result::PointResult> = Vec::new(); // a run's points
+/// mtls_benches::result::mark_metrics(&mut points);
+/// ```
+pub fn mark_metrics(points: &mut [PointResult]) {
+    for point in points.iter_mut().filter(|p| p.scenario != "handshake") {
+        point.variant = if point.variant.is_empty() {
+            METRICS_VARIANT.to_owned()
+        } else {
+            format!("{}+{METRICS_VARIANT}", point.variant)
+        };
+    }
+}
+
 /// A load generator run: what it measured, with how it was asked.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunFile {

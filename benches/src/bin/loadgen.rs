@@ -17,6 +17,8 @@
 //! Prometheus recorder, so the libraries' metrics (handshakes, JWT verdicts, authorization,
 //! connections) are recorded on the measured path — the "metrics on" row against a run
 //! without it (issue 15: on >= 0.97x off at concurrency 16; a quiet-machine measurement).
+//! Its call points carry the variant `metrics`, so bench-report puts the two runs' points
+//! side by side in one row.
 //!
 //! SIGINT or SIGTERM stops every server and Envoy it started (by PID), removes its
 //! temporary directory, says so, and — for `run` — writes the points measured so far
@@ -295,11 +297,21 @@ fn say_interrupted(name: &str, dir: tempfile::TempDir, rt: tokio::runtime::Runti
     }
 }
 
+/// `MTLS_BENCH_METRICS=1`: the recorder is installed (in this process and the servers).
+fn metrics_on() -> bool {
+    std::env::var_os("MTLS_BENCH_METRICS").is_some_and(|v| v == "1")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if std::env::var_os("MTLS_BENCH_METRICS").is_some_and(|v| v == "1") {
+    if metrics_on() {
         // Recorded, never scraped: the cost measured is the libraries' recording.
-        if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        // With A66's latency buckets, as the bookstore binaries export them.
+        let builder = metrics_exporter_prometheus::PrometheusBuilder::new().set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("duration".to_owned()),
+            &mtls_tonic::metrics::LATENCY_BUCKETS,
+        );
+        if let Err(e) = builder.and_then(|b| b.install_recorder()) {
             eprintln!("loadgen: MTLS_BENCH_METRICS=1: installing the recorder: {e}");
             return ExitCode::FAILURE;
         }
@@ -466,7 +478,10 @@ fn run(args: RunArgs) -> Result<Option<&'static str>, Error> {
         Ok(points)
     };
     match until_signal(&rt, work)? {
-        Ended::Done(points) => {
+        Ended::Done(mut points) => {
+            if metrics_on() {
+                mtls_benches::result::mark_metrics(&mut points);
+            }
             file.points = points;
             write_json(&file, args.out)?;
             Ok(None)
@@ -474,6 +489,9 @@ fn run(args: RunArgs) -> Result<Option<&'static str>, Error> {
         Ended::Interrupted(signal) => {
             say_interrupted(signal, dir, rt);
             file.points = opts.measured.take();
+            if metrics_on() {
+                mtls_benches::result::mark_metrics(&mut file.points);
+            }
             file.interrupted = Some(signal.to_owned());
             let n = file.points.len();
             let to = args

@@ -204,6 +204,17 @@ pub fn goals(input: &ReportInput) -> Vec<Goal> {
         ));
     }
 
+    // Issue 15: the libraries' metrics recorded (MTLS_BENCH_METRICS=1) cost ≤ 3 %.
+    out.push(compare(
+        "15",
+        "`proxyless` throughput with metrics recorded (`MTLS_BENCH_METRICS=1`) ≥ 0.97× without \
+         (3 replicas, concurrency 16)",
+        find(pts, "proxyless", crate::result::METRICS_VARIANT, 3, 16),
+        find(pts, "proxyless", "", 3, 16),
+        Metric::Throughput,
+        Bound::AtLeast(0.97),
+    ));
+
     // Issue 17: fair floors, each pair from the same block.
     for &c in &cs {
         for (replicas, floor) in [(1, 0.95), (3, if c == 1 { 0.95 } else { 1.05 })] {

@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 
-use metrics_exporter_prometheus::{BuildError, PrometheusBuilder};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
 use crate::error::{Error, Result};
 
@@ -29,6 +29,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 pub fn serve(addr: SocketAddr) -> Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        // gRFC A66's latency buckets for the per-call durations (Prometheus histograms).
+        .set_buckets_for_metric(
+            Matcher::Suffix("duration".to_owned()),
+            &mtls_tonic::metrics::LATENCY_BUCKETS,
+        )
+        .map_err(|e| Error::Config(format!("Prometheus histogram buckets: {e}")))?
         .install()
         .map_err(|e| match e {
             BuildError::FailedToCreateHTTPListener(reason) => Error::Bind { addr, reason },

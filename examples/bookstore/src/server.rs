@@ -7,10 +7,12 @@ use mtls_jwt::Validator;
 use mtls_tonic::{
     authz::{AuthzLayer, MethodPolicy},
     jwt::{JwtLayer, JwtRules},
+    metrics::CallMetricsLayer,
     server::{MtlsIncoming, ServerOptions},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
 
 use crate::{BookstoreService, Error, Result, proto::bookstore_server::BookstoreServer};
 
@@ -186,6 +188,7 @@ pub fn spawn_with(
             Security::Plaintext => {
                 options
                     .server()
+                    .layer(call_metrics())
                     .add_service(health)
                     .add_service(bookstore)
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
@@ -198,6 +201,7 @@ pub fn spawn_with(
             } => {
                 options
                     .server()
+                    .layer(call_metrics())
                     .layer(AuthzLayer::new(policy))
                     .add_service(health)
                     .add_service(bookstore)
@@ -214,6 +218,7 @@ pub fn spawn_with(
             } => {
                 options
                     .server()
+                    .layer(call_metrics())
                     .layer(AuthzLayer::new(policy))
                     .layer(JwtLayer::new(validator, rules))
                     .add_service(health)
@@ -236,4 +241,13 @@ pub fn spawn_with(
         shutdown: Some(shutdown),
         task: Some(task),
     })
+}
+
+/// gRFC A66's server metrics, outermost (the calls authorization and JWT refuse are timed
+/// too), with the bookstore's and the health service's methods by name, any other path as
+/// `other`.
+fn call_metrics() -> CallMetricsLayer {
+    CallMetricsLayer::new()
+        .service(BookstoreServer::<BookstoreService>::NAME)
+        .service(tonic_health::pb::health_server::HealthServer::<tonic_health::server::HealthService>::NAME)
 }

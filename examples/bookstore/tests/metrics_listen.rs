@@ -159,6 +159,52 @@ fn metrics_listen_serves_prometheus_text_with_the_events_of_the_run() {
         1.0,
         "{parsed}"
     );
+    // gRFC A66: every call the server answered, as a Prometheus histogram with A66's
+    // buckets; the call without a token is UNAUTHENTICATED.
+    assert_eq!(
+        families["grpc_server_call_duration"]["type"], "histogram",
+        "{families}"
+    );
+    let calls = |status: Option<&str>| -> f64 {
+        parsed["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["name"] == "grpc_server_call_duration_count")
+            .filter(|s| status.is_none_or(|status| s["labels"]["grpc_status"] == status))
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!(calls(Some("UNAUTHENTICATED")), 1.0, "{parsed}");
+    assert!(
+        calls(None) >= 19.0,
+        "18 allowed calls and the refused one: {parsed}"
+    );
+    let methods: Vec<&str> = parsed["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "grpc_server_call_duration_count")
+        .map(|s| s["labels"]["grpc_method"].as_str().unwrap())
+        .collect();
+    assert!(
+        methods
+            .iter()
+            .all(|m| m.starts_with("/endpoints.examples.bookstore.Bookstore/")),
+        "{methods:?}"
+    );
+    let buckets = parsed["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "grpc_server_call_duration_bucket")
+        .filter(|s| s["labels"]["grpc_status"] == "UNAUTHENTICATED")
+        .count();
+    assert_eq!(
+        buckets,
+        mtls_tonic::metrics::LATENCY_BUCKETS.len() + 1,
+        "A66's buckets and +Inf"
+    );
     let pem = std::fs::read_to_string(&pki.server().cert).unwrap();
     let key = std::fs::read_to_string(&pki.server().key).unwrap();
     let ours = mtls_core::Identity::from_pem(pem, key).unwrap();
