@@ -53,6 +53,8 @@ pub struct AgentConfig {
     registration_file: Option<PathBuf>,
     limits: Limits,
     deliveries: Vec<crate::delivery::Delivery>,
+    serve_bundle: Option<crate::bundle_endpoint::ServeConfig>,
+    federate: Vec<mtls_core::BundleEndpoint>,
 }
 
 impl AgentConfig {
@@ -76,6 +78,8 @@ impl AgentConfig {
             registration_file: None,
             limits: Limits::default(),
             deliveries: Vec::new(),
+            serve_bundle: None,
+            federate: Vec::new(),
         }
     }
 
@@ -137,6 +141,32 @@ impl AgentConfig {
         self
     }
 
+    /// Serve our trust domain's SPIFFE bundle endpoint on `addr` (TCP; port 0 picks one,
+    /// see [`Agent::bundle_endpoint_addr`]) with `profile`, telling clients to refresh every
+    /// `refresh_hint`.
+    pub fn serve_bundle_endpoint(
+        mut self,
+        addr: std::net::SocketAddr,
+        profile: crate::bundle_endpoint::ServeProfile,
+        refresh_hint: Duration,
+    ) -> Self {
+        self.serve_bundle = Some(crate::bundle_endpoint::ServeConfig {
+            addr,
+            profile,
+            refresh_hint,
+        });
+        self
+    }
+
+    /// Federate with a foreign trust domain: fetch its bundle from `endpoint` (kept current
+    /// by `mtls_core::FederatedTrustSource`) and hand it to workloads (Workload API
+    /// `federated_bundles`, X.509 and JWT bundles), to Envoy (SDS `spiffe://<td>`) and to
+    /// delivered files.
+    pub fn federate_with(mut self, endpoint: mtls_core::BundleEndpoint) -> Self {
+        self.federate.push(endpoint);
+        self
+    }
+
     /// The file the registration came from, re-read by [`Agent::reload_registration`].
     pub fn registration_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.registration_file = Some(path.into());
@@ -172,6 +202,8 @@ pub struct Agent {
     sds_socket: Option<BoundSocket>,
     registration_file: Option<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
+    bundle_endpoint: Option<std::net::SocketAddr>,
+    federation: Option<mtls_core::FederatedTrustSource>,
 }
 
 impl Agent {
@@ -282,6 +314,38 @@ impl Agent {
                 delivery,
             )));
         }
+        let bundle_endpoint = match config.serve_bundle {
+            Some(serve) => {
+                let (addr, task) =
+                    crate::bundle_endpoint::start(Arc::clone(&issuer), serve).await?;
+                tasks.push(task);
+                Some(addr)
+            }
+            None => None,
+        };
+        let federation = if config.federate.is_empty() {
+            None
+        } else {
+            let mut builder = mtls_core::FederatedTrustSource::builder();
+            for endpoint in config.federate {
+                builder = builder.endpoint(endpoint);
+            }
+            let source = builder.start().map_err(|e| Error::Config {
+                reason: format!("federation: {e}"),
+            })?;
+            let mut rx = source.subscribe_bundles();
+            let to = Arc::clone(&issuer);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let set = rx.borrow_and_update().clone();
+                    to.set_federated(&set);
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }));
+            Some(source)
+        };
         tasks.push(tokio::spawn(issuer::rotation_task(Arc::clone(&issuer))));
         tracing::info!(
             trust_domain = %config.trust_domain,
@@ -298,6 +362,8 @@ impl Agent {
             sds_socket,
             registration_file: config.registration_file,
             tasks,
+            bundle_endpoint,
+            federation,
         })
     }
 
@@ -334,6 +400,25 @@ impl Agent {
     /// The trust bundle (our trust domain's root), PEM.
     pub fn bundle_pem(&self) -> String {
         self.issuer.current().bundle_pem.clone()
+    }
+
+    /// The address of our bundle endpoint, if one is served.
+    pub fn bundle_endpoint_addr(&self) -> Option<std::net::SocketAddr> {
+        self.bundle_endpoint
+    }
+
+    /// The federated trust domains' bundles now (empty without federation).
+    pub fn federated_bundles(&self) -> mtls_core::BundleSet {
+        self.federation
+            .as_ref()
+            .map(|f| {
+                f.bundles()
+                    .iter()
+                    .filter(|b| b.trust_domain().as_str() != self.trust_domain().to_string())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The trust domain served.

@@ -140,6 +140,16 @@ fn deliver(delivery: &Delivery, snapshot: &Snapshot) -> Result<bool> {
         snapshot.bundle_pem.as_bytes(),
         0o644,
     )?;
+    for bundle in snapshot.federated.iter() {
+        if !bundle.x509_authorities().is_empty() {
+            write_atomically(
+                &delivery.dir,
+                &format!("{}.spiffe-trust-bundle.pem", bundle.trust_domain()),
+                bundle.to_pem().as_bytes(),
+                0o644,
+            )?;
+        }
+    }
     let mut credential = svid.key_pem.clone();
     if !credential.ends_with('\n') {
         credential.push('\n');

@@ -41,6 +41,8 @@ pub(crate) struct Snapshot {
     pub(crate) svids: BTreeMap<String, Arc<Svid>>,
     /// JWKS of the JWT-SVID signing key.
     pub(crate) jwks: String,
+    /// Foreign trust domains' bundles (federation), never our own.
+    pub(crate) federated: Arc<mtls_core::BundleSet>,
 }
 
 impl Snapshot {
@@ -60,6 +62,7 @@ pub(crate) struct Issuer {
     tx: watch::Sender<Arc<Snapshot>>,
     issuing: Mutex<()>,
     validators: Mutex<ValidatorCache>,
+    federated: RwLock<Arc<mtls_core::BundleSet>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -88,7 +91,15 @@ impl Issuer {
                 reason,
             })?;
         registration.check_trust_domain(&trust_domain)?;
-        let first = issue_all(&ca, &jwt_key, &trust_domain, svid_ttl, &registration, 1)?;
+        let first = issue_all(
+            &ca,
+            &jwt_key,
+            &trust_domain,
+            svid_ttl,
+            &registration,
+            1,
+            Arc::default(),
+        )?;
         let (tx, _) = watch::channel(Arc::new(first));
         Ok(Arc::new(Self {
             ca,
@@ -100,6 +111,7 @@ impl Issuer {
             tx,
             issuing: Mutex::new(()),
             validators: Mutex::new(ValidatorCache::default()),
+            federated: RwLock::new(Arc::default()),
         }))
     }
 
@@ -130,6 +142,53 @@ impl Issuer {
         &self.ca
     }
 
+    fn federated(&self) -> Arc<mtls_core::BundleSet> {
+        self.federated
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes foreign trust domains' bundles (our own domain's is left out) on every
+    /// open stream: the same SVIDs, a new generation.
+    pub(crate) fn set_federated(&self, bundles: &mtls_core::BundleSet) -> u64 {
+        let _guard = self.issuing.lock().unwrap_or_else(PoisonError::into_inner);
+        let own = self.trust_domain.to_string();
+        let foreign: mtls_core::BundleSet = bundles
+            .iter()
+            .filter(|b| b.trust_domain().as_str() != own)
+            .cloned()
+            .collect();
+        *self
+            .federated
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(foreign.clone());
+        let current = self.current();
+        let generation = current.generation + 1;
+        let next = Snapshot {
+            generation,
+            issued_at: current.issued_at,
+            trust_domain: current.trust_domain.clone(),
+            bundle_der: current.bundle_der.clone(),
+            bundle_pem: current.bundle_pem.clone(),
+            svids: current.svids.clone(),
+            jwks: current.jwks.clone(),
+            federated: Arc::new(foreign),
+        };
+        tracing::info!(
+            generation,
+            federated = next.federated.len(),
+            "federated bundles updated"
+        );
+        self.tx.send_replace(Arc::new(next));
+        generation
+    }
+
+    /// The JWT-SVID signing key.
+    pub(crate) fn jwt_key(&self) -> &SigningKey {
+        &self.jwt_key
+    }
+
     /// Issues a new SVID for every registered ID and pushes it to every open stream.
     pub(crate) fn rotate(&self, reason: &'static str) -> Result<u64> {
         let _guard = self.issuing.lock().unwrap_or_else(PoisonError::into_inner);
@@ -142,6 +201,7 @@ impl Issuer {
             self.svid_ttl,
             &registration,
             generation,
+            self.federated(),
         )?;
         tracing::info!(generation, reason, svids = next.svids.len(), "rotated");
         crate::metrics::rotation(reason);
@@ -226,6 +286,7 @@ fn issue_all(
     ttl: Duration,
     registration: &Registration,
     generation: u64,
+    federated: Arc<mtls_core::BundleSet>,
 ) -> Result<Snapshot> {
     let mut svids = BTreeMap::new();
     for id in registration.spiffe_ids() {
@@ -273,6 +334,7 @@ fn issue_all(
         bundle_pem,
         svids,
         jwks: mtls_jwt::jwks_json([jwk]),
+        federated,
     })
 }
 

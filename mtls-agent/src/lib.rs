@@ -18,6 +18,17 @@
 //!               renamed into place atomically; renew_signal to a PID
 //! ```
 //!
+//! ## Federation
+//! The agent can serve its trust domain's SPIFFE bundle endpoint
+//! ([`AgentConfig::serve_bundle_endpoint`]: the CA as `x509-svid`, the JWT-SVID key as
+//! `jwt-svid`; profile `https_spiffe` with an SVID the agent issues itself, or `https_web`
+//! with a given certificate — see [`ServeProfile`]) and federate with other trust domains
+//! ([`AgentConfig::federate_with`] a `mtls_core::BundleEndpoint`: refreshed at the hint,
+//! last good kept, newer sequence only). Foreign bundles go to workloads — the X509-SVID
+//! response's `federated_bundles`, FetchX509Bundles and FetchJWTBundles — to Envoy as the
+//! SDS validation context `spiffe://<foreign td>` (SPIRE's naming), and to delivered files.
+//! Our own domain's bundle is never replaced by a federated one.
+//!
 //! ## Filesystem delivery
 //! For programs that cannot speak the Workload API (nginx, an Envoy with file mounts), the
 //! agent writes one registered ID's SVID and the trust bundle into a folder the way
@@ -114,13 +125,17 @@
 //! xDS API (thousands of messages) for the four SDS needs.
 //!
 //! ## Dependencies
-//! The agent hands out material and terminates no TLS itself, so it builds on `mtls-certs`
-//! and `mtls-jwt`; of `mtls-core` it uses only the strict `SpiffeId` parser (workloads use
-//! `mtls-core`'s `WorkloadApiSource`).
+//! The agent hands out material and terminates TLS only for its optional bundle endpoint,
+//! so it builds on `mtls-certs` and `mtls-jwt`; of `mtls-core` it uses the strict
+//! `SpiffeId` parser and the federation parts (workloads use `mtls-core`'s
+//! `WorkloadApiSource`).
 //!
 //! - `mtls-certs`: the CA and SVID issuance (random serials, SKI/AKI, backdating, clamping).
-//! - `mtls-core`: `SpiffeId::new`, the strict SPIFFE ID rules for registration entries and
-//!   the `spiffe_id` field of requests.
+//! - `mtls-core` (feature `federation`): `SpiffeId::new`, the strict SPIFFE ID rules for
+//!   registration entries and the `spiffe_id` field of requests; the SPIFFE bundle format
+//!   and the bundle endpoint client (`FederatedTrustSource`).
+//! - `rustls`, `tokio-rustls`, `rustls-pki-types`: the bundle endpoint's HTTPS server (the
+//!   TLS stack mtls-core brings).
 //! - `mtls-jwt`: the ES256 JWT-SVID signing key, JWKS, and JWT-SVID validation.
 //! - `spiffe`: `SpiffeId` / `TrustDomain` parsing (no Workload API client features).
 //! - `tonic`, `tonic-prost`, `prost`, `prost-types`: the gRPC servers and messages;
@@ -152,6 +167,7 @@
 
 mod agent;
 mod authority;
+mod bundle_endpoint;
 mod caller;
 mod conn;
 mod delivery;
@@ -168,6 +184,10 @@ mod workload;
 
 pub use agent::{Agent, AgentConfig, DEFAULT_JWT_TTL, DEFAULT_SVID_TTL};
 pub use authority::{AuthorityRewriter, MAX_CONTINUATIONS, MAX_FRAME_SIZE};
+pub use bundle_endpoint::{
+    BUNDLE_ENDPOINT_MAX_CONNECTIONS, BUNDLE_ENDPOINT_MAX_REQUEST_HEAD,
+    BUNDLE_ENDPOINT_REQUEST_TIMEOUT, ServeProfile,
+};
 pub use delivery::{CREDENTIAL_FILE, Delivery, SPIFFE_CREDENTIAL_FOLDER, trust_bundle_file};
 pub use error::{Error, Result};
 pub use limits::Limits;

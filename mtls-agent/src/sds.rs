@@ -67,6 +67,26 @@ fn resolve(name: &str, snapshot: &Snapshot, ids: &[SpiffeId]) -> Result<Secret, 
             )),
         });
     }
+    // A federated trust domain's validation context, named as SPIRE names it.
+    if let Some(bundle) = name
+        .strip_prefix("spiffe://")
+        .and_then(|td| {
+            snapshot
+                .federated
+                .iter()
+                .find(|b| b.trust_domain().as_str() == td)
+        })
+        .filter(|b| !b.x509_authorities().is_empty())
+    {
+        return Ok(Secret {
+            name: name.to_owned(),
+            r#type: Some(secret::Type::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: inline(&bundle.to_pem()),
+                },
+            )),
+        });
+    }
     // A SPIFFE ID the caller is not entitled to gets the same answer whether or not it is
     // registered: the peer never learns which identities exist.
     let id = if name == "default" {

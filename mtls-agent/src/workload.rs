@@ -114,8 +114,39 @@ fn x509_response(snapshot: &Snapshot, ids: &[SpiffeId]) -> X509svidResponse {
     X509svidResponse {
         svids,
         crl: Vec::new(),
-        federated_bundles: Default::default(),
+        federated_bundles: federated_x509(snapshot).collect(),
     }
+}
+
+/// Foreign trust domains' X.509 bundles: `spiffe://<td>` → DER certificates concatenated.
+fn federated_x509(snapshot: &Snapshot) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+    snapshot
+        .federated
+        .iter()
+        .filter(|b| !b.x509_authorities().is_empty())
+        .map(|b| {
+            (
+                format!("spiffe://{}", b.trust_domain()),
+                b.x509_authorities()
+                    .iter()
+                    .flat_map(|c| c.as_ref().to_vec())
+                    .collect(),
+            )
+        })
+}
+
+/// Foreign trust domains' JWT bundles: `spiffe://<td>` → JWKS.
+fn federated_jwt(snapshot: &Snapshot) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+    snapshot
+        .federated
+        .iter()
+        .filter(|b| !b.jwt_authorities().is_empty())
+        .map(|b| {
+            (
+                format!("spiffe://{}", b.trust_domain()),
+                b.jwt_jwks_json().into_bytes(),
+            )
+        })
 }
 
 fn td_id(snapshot: &Snapshot) -> String {
@@ -218,7 +249,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
             (caller, ids),
             |s, _| X509BundlesResponse {
                 crl: Vec::new(),
-                bundles: [(td_id(s), s.bundle_der.clone())].into_iter().collect(),
+                bundles: [(td_id(s), s.bundle_der.clone())]
+                    .into_iter()
+                    .chain(federated_x509(s))
+                    .collect(),
             },
         )))
     }
@@ -282,6 +316,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             |s, _| JwtBundlesResponse {
                 bundles: [(td_id(s), s.jwks.clone().into_bytes())]
                     .into_iter()
+                    .chain(federated_jwt(s))
                     .collect(),
             },
         )))

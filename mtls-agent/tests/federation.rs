@@ -1,0 +1,211 @@
+//! Two agents federate: `client.local`'s agent serves its bundle endpoint (`https_spiffe`,
+//! an SVID it issues itself), `bookstore.local`'s agent fetches it from the initial bundle
+//! and hands it to workloads — py-spiffe reads the federated X.509 bundle (from
+//! FetchX509Bundles and from the X509-SVID response's `federated_bundles`) and the JWT
+//! bundle, and a JWT-SVID minted by the other agent verifies with it; Envoy SDS serves the
+//! foreign domain's validation context as `spiffe://client.local`; the files delivered
+//! include the foreign bundle. A wrong endpoint SPIFFE ID federates nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use mtls_agent::{Agent, AgentConfig, Delivery, Registration, ServeProfile};
+use mtls_core::{BundleEndpoint, SpiffeBundle};
+use prost::Message as _;
+use support::pb::envoy::config::core::v3::{Node, data_source};
+use support::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use support::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use support::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use support::*;
+
+const FOREIGN: &str = "client.local";
+const ENDPOINT_ID: &str = "spiffe://client.local/bundle-endpoint";
+
+const PY: &str = r#"
+import sys
+from spiffe import WorkloadApiClient, TrustDomain
+client = WorkloadApiClient(socket_path=sys.argv[1], default_timeout=5)
+td = TrustDomain(sys.argv[2])
+bundle = client.fetch_x509_bundles().get_bundle_for_trust_domain(td)
+print("x509", sorted(c.subject.rfc4514_string() for c in bundle.x509_authorities))
+context = client.fetch_x509_context()
+federated = context.x509_bundle_set.get_bundle_for_trust_domain(td)
+print("context", len(federated.x509_authorities))
+jwt = client.fetch_jwt_bundles().get_bundle_for_trust_domain(td)
+print("jwt", sorted(jwt.jwt_authorities.keys()))
+"#;
+
+/// `client.local`'s agent, serving its bundle endpoint on a loopback port.
+async fn foreign_agent(dir: &std::path::Path) -> Agent {
+    let registration = Registration::from_yaml(&format!(
+        "entries:\n  - spiffe_id: spiffe://client.local/app\n    selectors: {{ uid: {} }}\n",
+        my_uid()
+    ))
+    .unwrap();
+    Agent::start(
+        AgentConfig::new(
+            FOREIGN.parse().unwrap(),
+            dir.join("client.sock"),
+            registration,
+        )
+        .serve_bundle_endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            ServeProfile::HttpsSpiffe {
+                endpoint_id: ENDPOINT_ID.parse().unwrap(),
+            },
+            Duration::from_secs(1),
+        ),
+    )
+    .await
+    .unwrap()
+}
+
+fn endpoint(foreign: &Agent, id: &str) -> BundleEndpoint {
+    let initial = SpiffeBundle::new(FOREIGN.parse().unwrap())
+        .with_x509_authorities_pem(foreign.bundle_pem())
+        .unwrap();
+    BundleEndpoint::https_spiffe(
+        FOREIGN.parse().unwrap(),
+        &format!("https://{}/", foreign.bundle_endpoint_addr().unwrap()),
+        id.parse().unwrap(),
+        initial,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_spiffe_reads_the_bundles_of_a_federated_trust_domain() {
+    let python = python().expect("no Python with py-spiffe: set MTLS_PYTHON");
+    let tmp = tempfile::tempdir().unwrap();
+    let foreign = foreign_agent(tmp.path()).await;
+    let creds = tmp.path().join("creds");
+    let (ep, folder) = (endpoint(&foreign, ENDPOINT_ID), creds.clone());
+    let t = TestAgent::start_with(&web_for_me(), move |c| {
+        c.federate_with(ep)
+            .deliver(Delivery::new(folder, WEB.parse().unwrap()))
+    })
+    .await;
+    // Fetched (the initial bundle has no JWT authority and no sequence).
+    eventually(Duration::from_secs(15), "the fetched bundle", || {
+        t.agent
+            .federated_bundles()
+            .get(&FOREIGN.parse().unwrap())
+            .filter(|b| b.sequence().is_some() && !b.jwt_authorities().is_empty())
+            .cloned()
+    })
+    .await;
+
+    let out = tokio::task::spawn_blocking({
+        let (python, endpoint) = (python.clone(), t.endpoint());
+        move || {
+            Command::new(python)
+                .args(["-c", PY, &endpoint, FOREIGN])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "py-spiffe: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kids: Vec<String> = t
+        .agent
+        .federated_bundles()
+        .get(&FOREIGN.parse().unwrap())
+        .unwrap()
+        .jwt_authorities()
+        .iter()
+        .map(|a| format!("'{}'", a.kid()))
+        .collect();
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            format!("x509 ['{}']", foreign.ca().subject()),
+            "context 1".to_owned(),
+            format!("jwt [{}]", kids.join(", ")),
+        ]
+    );
+
+    // A JWT-SVID of client.local verifies with the federated JWT bundle.
+    let bundle = t
+        .agent
+        .federated_bundles()
+        .get(&FOREIGN.parse().unwrap())
+        .cloned()
+        .unwrap();
+    let token = {
+        let client = spiffe::WorkloadApiClient::connect_to(foreign.workload_endpoint())
+            .await
+            .unwrap();
+        client
+            .fetch_jwt_svid(["bookstore"], None)
+            .await
+            .unwrap()
+            .token()
+            .to_owned()
+    };
+    let validator = mtls_jwt::Validator::builder()
+        .jwks(mtls_jwt::JwksSource::inline(bundle.jwt_jwks_json()))
+        .jwt_svid("bookstore")
+        .build()
+        .unwrap();
+    let claims = validator.validate(&token).await.unwrap();
+    assert_eq!(claims.subject(), Some("spiffe://client.local/app"));
+
+    // Envoy SDS: the foreign domain's validation context, named as SPIRE names it.
+    let mut sds = SecretDiscoveryServiceClient::new(unix_channel(t.sds_socket()).await);
+    let response = sds
+        .fetch_secrets(DiscoveryRequest {
+            node: Some(Node {
+                id: "sidecar".to_owned(),
+                cluster: "c".to_owned(),
+            }),
+            resource_names: vec!["spiffe://client.local".to_owned()],
+            type_url: mtls_agent::SECRET_TYPE_URL.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let secret = Secret::decode(response.resources[0].value.as_slice()).unwrap();
+    assert_eq!(secret.name, "spiffe://client.local");
+    let Some(secret::Type::ValidationContext(vc)) = secret.r#type else {
+        panic!("expected a validation context: {secret:?}");
+    };
+    let Some(data_source::Specifier::InlineBytes(pem)) = vc.trusted_ca.and_then(|d| d.specifier)
+    else {
+        panic!("expected inline bytes");
+    };
+    assert_eq!(String::from_utf8(pem).unwrap(), foreign.bundle_pem());
+
+    // Filesystem delivery writes the foreign domain's bundle too.
+    let delivered =
+        std::fs::read_to_string(creds.join("client.local.spiffe-trust-bundle.pem")).unwrap();
+    assert_eq!(delivered, foreign.bundle_pem());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_endpoint_id_federates_nothing_new() {
+    let tmp = tempfile::tempdir().unwrap();
+    let foreign = foreign_agent(tmp.path()).await;
+    let ep = endpoint(&foreign, "spiffe://client.local/someone-else");
+    let t = TestAgent::start_with(&web_for_me(), move |c| c.federate_with(ep)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Only the initial bundle (no sequence, no JWT authority): the fetch was refused.
+    let bundle = t
+        .agent
+        .federated_bundles()
+        .get(&FOREIGN.parse().unwrap())
+        .cloned()
+        .unwrap();
+    assert_eq!(bundle.sequence(), None);
+    assert!(bundle.jwt_authorities().is_empty());
+}
