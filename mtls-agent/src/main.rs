@@ -64,6 +64,31 @@ struct Args {
     /// The process --renew-signal goes to.
     #[arg(long, requires = "renew_signal")]
     renew_pid: Option<i32>,
+    /// Serve this trust domain's SPIFFE bundle endpoint (HTTPS) on ADDR (e.g. 127.0.0.1:8443).
+    #[arg(long, value_name = "ADDR")]
+    bundle_endpoint_listen: Option<std::net::SocketAddr>,
+    /// Profile https_spiffe: the SPIFFE ID the endpoint presents (an SVID the agent issues).
+    #[arg(
+        long,
+        value_name = "SPIFFE_ID",
+        requires = "bundle_endpoint_listen",
+        conflicts_with = "bundle_endpoint_cert"
+    )]
+    bundle_endpoint_id: Option<String>,
+    /// Profile https_web: the endpoint's certificate chain (PEM), with --bundle-endpoint-key.
+    #[arg(long, value_name = "FILE", requires_all = ["bundle_endpoint_key", "bundle_endpoint_listen"])]
+    bundle_endpoint_cert: Option<PathBuf>,
+    /// Key of --bundle-endpoint-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "bundle_endpoint_cert")]
+    bundle_endpoint_key: Option<PathBuf>,
+    /// spiffe_refresh_hint of the bundle served.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    bundle_refresh_hint: Duration,
+    /// Federate with a trust domain (repeat for several):
+    /// `TD,URL,https_spiffe,ENDPOINT_SPIFFE_ID,INITIAL_BUNDLE_FILE` or `TD,URL,https_web,CA_FILE`
+    /// (bundle files PEM or SPIFFE JSON).
+    #[arg(long, value_name = "SPEC")]
+    federate: Vec<String>,
     /// Serve Prometheus text metrics (SVIDs issued, rotations, connections, refused callers)
     /// on http://ADDR/metrics; without a value on 127.0.0.1:9464 (loopback). Needs a build
     /// with the `metrics` feature.
@@ -132,7 +157,39 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         config = config.deliver(delivery);
     }
+    if let Some(addr) = args.bundle_endpoint_listen {
+        let profile = match (
+            &args.bundle_endpoint_id,
+            &args.bundle_endpoint_cert,
+            &args.bundle_endpoint_key,
+        ) {
+            (Some(id), None, _) => mtls_agent::ServeProfile::HttpsSpiffe {
+                endpoint_id: mtls_core::SpiffeId::new(id)
+                    .map(Into::into)
+                    .map_err(|e| format!("--bundle-endpoint-id: {e}"))?,
+            },
+            (None, Some(cert), Some(key)) => mtls_agent::ServeProfile::HttpsWeb {
+                chain_pem: read_file(cert)?,
+                key_pem: read_file(key)?,
+            },
+            _ => {
+                return Err(
+                    "--bundle-endpoint-listen: expected --bundle-endpoint-id (https_spiffe) \
+                    or --bundle-endpoint-cert and --bundle-endpoint-key (https_web)"
+                        .into(),
+                );
+            }
+        };
+        config = config.serve_bundle_endpoint(addr, profile, args.bundle_refresh_hint);
+    }
+    for spec in &args.federate {
+        config = config
+            .federate_with(federation_spec(spec).map_err(|e| format!("--federate {spec:?}: {e}"))?);
+    }
     let agent = Agent::start(config).await?;
+    if let Some(addr) = agent.bundle_endpoint_addr() {
+        eprintln!("mtls-agent: bundle endpoint on https://{addr}/");
+    }
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -155,6 +212,35 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     drop(agent);
     tracing::info!("mtls-agent stopping on {signal}: stopped serving, removed {sockets}");
     Ok(())
+}
+
+fn read_file(path: &PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// `TD,URL,https_spiffe,ENDPOINT_SPIFFE_ID,INITIAL_BUNDLE_FILE` or `TD,URL,https_web,CA_FILE`.
+fn federation_spec(spec: &str) -> Result<mtls_core::BundleEndpoint, Box<dyn std::error::Error>> {
+    let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
+    match parts.as_slice() {
+        [td, url, "https_spiffe", id, initial] => {
+            let td: mtls_core::TrustDomain = td.parse()?;
+            let endpoint_id: mtls_core::SpiffeId = id.parse()?;
+            let text = read_file(&PathBuf::from(initial))?;
+            let bundle = if text.trim_start().starts_with('{') {
+                mtls_core::SpiffeBundle::parse(endpoint_id.trust_domain().clone(), &text)?
+            } else {
+                mtls_core::SpiffeBundle::new(endpoint_id.trust_domain().clone())
+                    .with_x509_authorities_pem(&text)?
+            };
+            Ok(mtls_core::BundleEndpoint::https_spiffe(td, url, endpoint_id, bundle)?)
+        }
+        [td, url, "https_web", ca] => Ok(mtls_core::BundleEndpoint::https_web(
+            td.parse()?,
+            url,
+            read_file(&PathBuf::from(ca))?,
+        )?),
+        _ => Err("expected TD,URL,https_spiffe,ENDPOINT_SPIFFE_ID,INITIAL_BUNDLE_FILE or TD,URL,https_web,CA_FILE".into()),
+    }
 }
 
 /// Installs the Prometheus recorder and serves its text on `addr` (bound before returning).

@@ -174,3 +174,93 @@ fn bad_startup_input_is_explained() {
         "not a socket"
     );
 }
+
+/// Two agent binaries federate: `client.local` serves its bundle endpoint
+/// (`--bundle-endpoint-listen`, `--bundle-endpoint-id`), `bookstore.local` fetches it
+/// (`--federate TD,URL,https_spiffe,ID,FILE`) and its workloads get the foreign bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binaries_federate_over_the_bundle_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("client-reg.yaml"),
+        format!(
+            "entries:\n  - spiffe_id: spiffe://client.local/app\n    selectors: {{ uid: {} }}\n",
+            my_uid()
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("reg.yaml"), web_for_me()).unwrap();
+    let port = free_port();
+    let client_socket = d.join("client/workload.sock");
+    let client_log = d.join("client.log");
+    let mut client_agent = ChildGuard::spawn_logging(
+        "mtls-agent client.local",
+        Command::new(env!("CARGO_BIN_EXE_mtls-agent"))
+            .args(["--trust-domain", "client.local", "--registration"])
+            .arg(d.join("client-reg.yaml"))
+            .arg("--socket")
+            .arg(&client_socket)
+            .args(["--bundle-endpoint-listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--bundle-endpoint-id",
+                "spiffe://client.local/bundle-endpoint",
+            ])
+            .args(["--bundle-refresh-hint", "1s"])
+            .env("RUST_LOG", "info"),
+        &client_log,
+    );
+    wait_for_socket(&client_socket, &mut client_agent, &client_log).await;
+    // The initial bundle, obtained out of band: here from client.local's Workload API.
+    let client = WorkloadApiClient::connect_to(format!("unix://{}", client_socket.display()))
+        .await
+        .unwrap();
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    let td = spiffe::TrustDomain::new("client.local").unwrap();
+    let ca = bundles.get(&td).unwrap().authorities()[0]
+        .as_bytes()
+        .to_vec();
+    let pem = mtls_core::SpiffeBundle::new("client.local".parse().unwrap())
+        .with_x509_authorities([rustls_pki_types::CertificateDer::from(ca.clone())])
+        .unwrap()
+        .to_pem();
+    std::fs::write(d.join("client-bundle.pem"), pem).unwrap();
+
+    let socket = d.join("run/workload.sock");
+    let log = d.join("agent.log");
+    let mut agent = ChildGuard::spawn_logging(
+        "mtls-agent bookstore.local",
+        agent_cmd(d).arg("--federate").arg(format!(
+            "client.local,https://127.0.0.1:{port}/,https_spiffe,spiffe://client.local/bundle-endpoint,{}",
+            d.join("client-bundle.pem").display()
+        )),
+        &log,
+    );
+    wait_for_socket(&socket, &mut agent, &log).await;
+    let ours = WorkloadApiClient::connect_to(format!("unix://{}", socket.display()))
+        .await
+        .unwrap();
+    // The JWT bundle comes only from the fetched document (the initial one has no key).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let jwt = ours.fetch_jwt_bundles().await.unwrap();
+        if jwt.get(&td).is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no federated JWT bundle: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let x509 = ours.fetch_x509_bundles().await.unwrap();
+    assert_eq!(
+        x509.get(&td).unwrap().authorities()[0].as_bytes(),
+        ca.as_slice()
+    );
+    agent.kill_and_output();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("federated bundle installed"), "{text}");
+    client_agent.kill_and_output();
+}
