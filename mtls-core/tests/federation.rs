@@ -3,9 +3,12 @@
 //! fetched bundle (the endpoint's new certificate verifies against it, not the initial one),
 //! a lower sequence is refused, an endpoint that goes down leaves the last good bundle in
 //! place, a wrong SPIFFE ID is refused naming what was presented and expected; `https_web`
-//! checks the server with WebPKI rules; one domain's endpoint failing leaves another's alone.
+//! checks the server with WebPKI rules; one domain's endpoint failing leaves another's alone;
+//! mTLS configs over the source verify a foreign SVID against its own domain's roots only.
 // Tests may panic: a failed setup step should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -340,4 +343,79 @@ async fn one_domain_failing_leaves_the_others_alone() {
             .collect::<Vec<_>>(),
         ["b.org"]
     );
+}
+
+/// The source is a trust for mTLS configs: after the fetch, a server of example.org admits
+/// an SVID of the federated other.org, verified against other.org's roots only — the
+/// federated CA cannot mint an identity of example.org, and example.org's CA cannot mint
+/// one of other.org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_configs_verify_foreign_svids_against_their_own_domain_only() {
+    use mtls_core::{Authorize, ClientConfigBuilder, IdentityHandle, ServerConfigBuilder};
+    let own = CertificateAuthority::new_root(&CaParams::new("example.org CA")).unwrap();
+    let foreign = CertificateAuthority::new_root(&CaParams::new("other.org CA")).unwrap();
+    let web = CertificateAuthority::new_root(&CaParams::new("Web CA")).unwrap();
+    let site = web.issue(&LeafParams::server(["127.0.0.1"])).unwrap();
+    let server = BundleServer::start(&site, bundle("other.org", &[&foreign], 1).to_json()).await;
+    let source = FederatedTrustSource::builder()
+        .local(bundle("example.org", &[&own], 1))
+        .endpoint(
+            BundleEndpoint::https_web(td("other.org"), &server.url(), web.cert_pem()).unwrap(),
+        )
+        .start()
+        .unwrap();
+    eventually("other.org fetched", || {
+        sequence(&source, "other.org") == Some(1)
+    })
+    .await;
+
+    let server_config = || {
+        ServerConfigBuilder::new(
+            IdentityHandle::new(support::svid_from(&own, "spiffe://example.org/bookstore")),
+            source.clone(),
+        )
+        .authorize(Authorize::one_of([
+            "spiffe://other.org/client".parse().unwrap(),
+            "spiffe://example.org/client".parse().unwrap(),
+        ]))
+        .build()
+        .unwrap()
+    };
+    let client_config = |identity: mtls_core::Identity| {
+        ClientConfigBuilder::new(Arc::new(identity), source.clone())
+            .authorize(Authorize::exact(
+                "spiffe://example.org/bookstore".parse().unwrap(),
+            ))
+            .build()
+            .unwrap()
+    };
+    let ok = support::handshake(
+        server_config(),
+        client_config(support::svid_from(&foreign, "spiffe://other.org/client")),
+        "127.0.0.1",
+    )
+    .await;
+    let (peer, _) = ok.assert_ok();
+    assert_eq!(
+        peer.spiffe_id().map(|id| id.to_string()).as_deref(),
+        Some("spiffe://other.org/client")
+    );
+    for (ca, id, trusted) in [
+        (&foreign, "spiffe://example.org/client", "example.org"),
+        (&own, "spiffe://other.org/client", "other.org"),
+    ] {
+        let refused = support::handshake(
+            server_config(),
+            client_config(support::svid_from(ca, id)),
+            "127.0.0.1",
+        )
+        .await;
+        let err = refused.server_rejection().to_string();
+        assert!(
+            err.contains(&format!(
+                "does not chain to the bundle of trust domain {trusted}"
+            )),
+            "{id}: {err}"
+        );
+    }
 }
