@@ -16,11 +16,22 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
     let mut options = MeshOptions::default();
     options.calls = 45;
     options.require_envoy = require_envoy();
+    // The stats table's proxyless figures: this process's recorder, as the binary's.
+    bookstore::metrics::record().unwrap();
     let outcome = match mesh::run(&options).await {
         Ok(outcome) => outcome,
         Err(e) => panic!("the mesh did not run: {e}"),
     };
     println!("{}", outcome.table());
+    println!("{}", outcome.stats_table());
+    // Issue 15: each event's figure from our metrics equals Envoy's, and is not zero.
+    if outcome.envoy.is_some() {
+        assert_eq!(outcome.stats.len(), 3, "{}", outcome.stats_table());
+        for row in &outcome.stats {
+            assert!(row.agrees(), "{}", outcome.stats_table());
+            assert!(row.proxyless.1 >= Some(1), "{}", outcome.stats_table());
+        }
+    }
 
     let mut paths = vec![PathKind::Proxyless];
     match (&outcome.envoy, &outcome.envoy_skipped) {

@@ -80,6 +80,9 @@ fn main() -> ExitCode {
                 return Some(Err(e));
             }
             println!("bookstore-mesh metrics on http://{addr}/metrics");
+        } else if let Err(e) = bookstore::metrics::record() {
+            // The stats table's proxyless figures come from this recorder.
+            return Some(Err(e));
         }
         tokio::select! {
             // Dropping the mesh future stops the replicas and kills every Envoy.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         }
         Some(Ok(outcome)) => {
             println!("\n{}", outcome.table());
+            println!("{}", outcome.stats_table());
             if outcome.passed() {
                 println!("bookstore-mesh: every expectation held");
                 ExitCode::SUCCESS

@@ -187,11 +187,14 @@ pub(super) fn intruder_check(
     }
 }
 
+/// The refusal check `which` ([`checks::NO_TOKEN`] or [`checks::WRONG_AUDIENCE`]): one
+/// call through `channel`.
 pub(super) async fn refusal_checks(
     outcome: &mut MeshOutcome,
     path: PathKind,
     channel: crate::scenario::BoxChannel,
     wrong_audience: &str,
+    which: &'static str,
 ) {
     let cases = [
         (
@@ -211,7 +214,7 @@ pub(super) async fn refusal_checks(
     // audience the bookstore expects (the log has it): no "expected", no quoted audience.
     let leaks_policy =
         |text: &str| text.contains("expected") || text.contains(&format!("{:?}", crate::AUDIENCE));
-    for (name, token, code, message) in cases {
+    for (name, token, code, message) in cases.into_iter().filter(|c| c.0 == which) {
         let result = Scenario::new(channel.clone(), token).probe().await;
         let expected = format!("{code:?}: {message}, no policy told");
         let check = match result {

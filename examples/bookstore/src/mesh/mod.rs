@@ -29,6 +29,7 @@ mod replicas;
 mod restart;
 mod run;
 mod sidecars;
+mod stats;
 
 pub use self::{
     channels::{envoy_channel, proxyless_channel, proxyless_channel_builder, wait_ready},
@@ -38,6 +39,7 @@ pub use self::{
     restart::RollingRestart,
     run::{run, run_with},
     sidecars::Sidecars,
+    stats::StatRow,
 };
 pub use crate::rotation::{Rotation, SeenSerial, same_serial};
 #[cfg(doc)]

@@ -64,6 +64,9 @@ pub struct MeshOutcome {
     pub proxyless_restart: Option<RollingRestart>,
     /// The rolling restart on the Envoy path, if it ran.
     pub envoy_restart: Option<RollingRestart>,
+    /// The side-by-side stats: each event's proxyless figure (our metrics) and Envoy
+    /// figure (the sidecars' `/stats`).
+    pub stats: Vec<StatRow>,
 }
 
 impl MeshOutcome {

@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 use mtls_jwt::TokenSpec;
 
 use super::*;
-use super::{assess::*, channels::intruder_channel, print::*, restart::*};
+use super::{assess::*, channels::intruder_channel, print::*, restart::*, stats::*};
 use crate::{
     AgentIdentities, Error, MeshDns, MeshPki, MeshPolicy, Result, Scenario, Store,
     envoy::find_envoy,
@@ -44,6 +44,7 @@ pub async fn run_with(
     dir: &Path,
 ) -> Result<MeshOutcome> {
     let mut outcome = MeshOutcome::default();
+    let mut stats = StatsTable::new();
     // Decided first: a required but missing Envoy fails before anything starts (an
     // explicit --no-envoy wins over the requirement).
     let mut install_failed = None;
@@ -178,20 +179,35 @@ pub async fn run_with(
     outcome.checks.push(proxyless_tls_check(policy, &report));
     outcome.proxyless = Some(report);
 
+    let before = our_san_refusals();
     let intruder = intruder_channel(policy, ids, replicas.port(), dns.addr())?;
     let result = Scenario::new(boxed(intruder), Some(token.clone()))
         .probe()
         .await;
+    stats.set(
+        STAT_SAN,
+        PathKind::Proxyless,
+        delta(before, our_san_refusals()),
+    );
     outcome
         .checks
         .push(intruder_check(PathKind::Proxyless, result, None));
-    refusal_checks(
-        &mut outcome,
-        PathKind::Proxyless,
-        boxed(channel.clone()),
-        &wrong_audience,
-    )
-    .await;
+    for (which, reason) in STAT_REFUSALS {
+        let before = our_jwt_denied(reason);
+        refusal_checks(
+            &mut outcome,
+            PathKind::Proxyless,
+            boxed(channel.clone()),
+            &wrong_audience,
+            which,
+        )
+        .await;
+        stats.set(
+            which,
+            PathKind::Proxyless,
+            delta(before, our_jwt_denied(reason)),
+        );
+    }
     say!(
         options,
         "==> proxyless: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
@@ -279,19 +295,30 @@ pub async fn run_with(
                 .probe()
                 .await;
             let after = sidecars.fail_verify_san().await?;
+            stats.set(
+                STAT_SAN,
+                PathKind::Envoy,
+                Some(after.saturating_sub(before)),
+            );
             outcome.fail_verify_san = Some((before, after));
             outcome.checks.push(intruder_check(
                 PathKind::Envoy,
                 result,
                 Some((before, after)),
             ));
-            refusal_checks(
-                &mut outcome,
-                PathKind::Envoy,
-                boxed(channel.clone()),
-                &wrong_audience,
-            )
-            .await;
+            for (which, _) in STAT_REFUSALS {
+                let before = sidecars.jwt_denied().await.ok();
+                refusal_checks(
+                    &mut outcome,
+                    PathKind::Envoy,
+                    boxed(channel.clone()),
+                    &wrong_audience,
+                    which,
+                )
+                .await;
+                let after = sidecars.jwt_denied().await.ok();
+                stats.set(which, PathKind::Envoy, delta(before, after));
+            }
             say!(
                 options,
                 "==> envoy: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
@@ -321,5 +348,6 @@ pub async fn run_with(
     }
     drop(replicas);
     drop(dns);
+    outcome.stats = stats.rows;
     Ok(outcome)
 }

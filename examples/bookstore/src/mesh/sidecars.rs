@@ -150,6 +150,15 @@ impl Sidecars {
         Ok((client, servers))
     }
 
+    /// `http.<prefix>.jwt_authn.denied` summed over the server sidecars (their JWT filter).
+    pub async fn jwt_denied(&self) -> Result<u64> {
+        let mut sum = 0;
+        for server in &self.servers {
+            sum += server.counter("jwt_authn.denied").await?;
+        }
+        Ok(sum)
+    }
+
     /// `ssl.fail_verify_san` summed over the server sidecars.
     pub async fn fail_verify_san(&self) -> Result<u64> {
         let mut sum = 0;

@@ -1,0 +1,138 @@
+//! The side-by-side stats table: for each event the mesh drives on both paths, the
+//! proxyless figure read from our own metrics (the process's recorder:
+//! [`crate::metrics::record`] or `--metrics-listen`) and the Envoy figure read from the
+//! sidecars' admin `/stats`, each the change across the step that drives the event.
+
+use std::fmt::Write;
+
+use super::{PathKind, checks};
+
+/// Row: handshakes refused for the peer's SAN / SPIFFE ID (the intruder's attempts).
+pub(super) const STAT_SAN: &str = "handshakes refused for SAN";
+/// The refusal checks with a row, and our `mtls.jwt.denied` reason for each.
+pub(super) const STAT_REFUSALS: [(&str, &str); 2] = [
+    (checks::NO_TOKEN, "Jwt is missing"),
+    (checks::WRONG_AUDIENCE, "Audiences in Jwt are not allowed"),
+];
+
+/// One event, with the metric each figure comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatRow {
+    /// The event, e.g. "no token".
+    pub event: &'static str,
+    /// Our metric (Prometheus name) and its change, `None` when not read (no recorder).
+    pub proxyless: (&'static str, Option<u64>),
+    /// Envoy's stat and its change, `None` when the Envoy path did not run.
+    pub envoy: (&'static str, Option<u64>),
+}
+
+impl StatRow {
+    /// Whether both figures were read and are equal.
+    ///
+    /// ```
+    /// # use bookstore::mesh::MeshOutcome;
+    /// let outcome = MeshOutcome::default();
+    /// assert!(outcome.stats.iter().all(|row| row.agrees()));
+    /// ```
+    pub fn agrees(&self) -> bool {
+        matches!((self.proxyless.1, self.envoy.1), (Some(a), Some(b)) if a == b)
+    }
+}
+
+/// The rows being filled while the mesh runs.
+pub(super) struct StatsTable {
+    pub(super) rows: Vec<StatRow>,
+}
+
+impl StatsTable {
+    pub(super) fn new() -> Self {
+        let row = |event, ours, envoy| StatRow {
+            event,
+            proxyless: (ours, None),
+            envoy: (envoy, None),
+        };
+        Self {
+            rows: vec![
+                row(
+                    STAT_SAN,
+                    "grpc_server_tls_handshakes{authorizer_denied|san_mismatch}",
+                    "ssl.fail_verify_san",
+                ),
+                row(
+                    checks::NO_TOKEN,
+                    "mtls_jwt_denied{reason=\"Jwt is missing\"}",
+                    "jwt_authn.denied",
+                ),
+                row(
+                    checks::WRONG_AUDIENCE,
+                    "mtls_jwt_denied{reason=\"Audiences in Jwt are not allowed\"}",
+                    "jwt_authn.denied",
+                ),
+            ],
+        }
+    }
+
+    pub(super) fn set(&mut self, event: &str, path: PathKind, value: Option<u64>) {
+        if let Some(row) = self.rows.iter_mut().find(|r| r.event == event) {
+            match path {
+                PathKind::Proxyless => row.proxyless.1 = value,
+                PathKind::Envoy => row.envoy.1 = value,
+            }
+        }
+    }
+}
+
+/// `after - before`, when both were read.
+pub(super) fn delta(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    Some(after?.saturating_sub(before?))
+}
+
+/// Our `mtls.jwt.denied{reason}`.
+pub(super) fn our_jwt_denied(reason: &str) -> Option<u64> {
+    crate::metrics::counter("mtls.jwt.denied", &[("reason", reason)])
+}
+
+/// Our server handshakes refused for the peer's identity (SAN matchers or authorizer).
+pub(super) fn our_san_refusals() -> Option<u64> {
+    let name = mtls_core::metrics::SERVER_TLS_HANDSHAKES;
+    let label = mtls_core::metrics::HANDSHAKE_RESULT;
+    Some(
+        crate::metrics::counter(name, &[(label, "authorizer_denied")])?
+            + crate::metrics::counter(name, &[(label, "san_mismatch")])?,
+    )
+}
+
+impl super::MeshOutcome {
+    /// The side-by-side stats table (`–`: not read).
+    pub fn stats_table(&self) -> String {
+        let figure = |v: Option<u64>| v.map_or("–".to_owned(), |v| v.to_string());
+        let mut rows = vec![[
+            "event".to_owned(),
+            "proxyless (our metrics)".to_owned(),
+            "envoy (sidecars' /stats)".to_owned(),
+            String::new(),
+        ]];
+        for r in &self.stats {
+            rows.push([
+                r.event.to_owned(),
+                format!("{} {}", figure(r.proxyless.1), r.proxyless.0),
+                format!("{} {}", figure(r.envoy.1), r.envoy.0),
+                if r.agrees() { "agree" } else { "DIFFER" }.to_owned(),
+            ]);
+        }
+        let widths: Vec<usize> = (0..4)
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for row in &rows {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        }
+        out
+    }
+}
