@@ -209,3 +209,53 @@ async fn a_wrong_endpoint_id_federates_nothing_new() {
     assert_eq!(bundle.sequence(), None);
     assert!(bundle.jwt_authorities().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundle_endpoint_serves_https_web_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let web =
+        mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Web CA")).unwrap();
+    let site = web
+        .issue(&mtls_certs::LeafParams::server(["127.0.0.1"]))
+        .unwrap();
+    let registration = Registration::from_yaml("entries: []").unwrap();
+    let foreign = Agent::start(
+        AgentConfig::new(
+            FOREIGN.parse().unwrap(),
+            tmp.path().join("client.sock"),
+            registration,
+        )
+        .serve_bundle_endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            ServeProfile::HttpsWeb {
+                chain_pem: site.chain_pem(),
+                key_pem: site.key_pem(),
+            },
+            Duration::from_secs(1),
+        ),
+    )
+    .await
+    .unwrap();
+    let url = format!("https://{}/", foreign.bundle_endpoint_addr().unwrap());
+    // Fetched with WebPKI rules against the web CA; the document is client.local's bundle.
+    let fetched = BundleEndpoint::https_web(FOREIGN.parse().unwrap(), &url, web.cert_pem())
+        .unwrap()
+        .fetch(None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(fetched.to_pem(), foreign.bundle_pem());
+    assert_eq!(fetched.refresh_hint(), Some(Duration::from_secs(1)));
+    assert_eq!(fetched.jwt_authorities().len(), 1);
+    // Another web CA is refused.
+    let other =
+        mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Other")).unwrap();
+    let err = BundleEndpoint::https_web(FOREIGN.parse().unwrap(), &url, other.cert_pem())
+        .unwrap()
+        .fetch(None, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not chain to the CA bundle"),
+        "{err}"
+    );
+}
