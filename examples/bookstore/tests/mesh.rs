@@ -26,7 +26,7 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
     println!("{}", outcome.stats_table());
     // Issue 15: each event's figure from our metrics equals Envoy's, and is not zero.
     if outcome.envoy.is_some() {
-        assert_eq!(outcome.stats.len(), 3, "{}", outcome.stats_table());
+        assert_eq!(outcome.stats.len(), 4, "{}", outcome.stats_table());
         for row in &outcome.stats {
             assert!(row.agrees(), "{}", outcome.stats_table());
             assert!(row.proxyless.1 >= Some(1), "{}", outcome.stats_table());

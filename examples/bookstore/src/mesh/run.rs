@@ -212,6 +212,7 @@ pub async fn run_with(
         options,
         "==> proxyless: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
     );
+    let goaways = our_goaways();
     let restart = {
         let channel_for_wait = channel.clone();
         rolling_restart(&mut replicas, boxed(channel), &token, move || {
@@ -222,6 +223,11 @@ pub async fn run_with(
         })
         .await?
     };
+    stats.set(
+        STAT_GOAWAY,
+        PathKind::Proxyless,
+        delta(goaways, our_goaways()),
+    );
     outcome
         .checks
         .push(rolling_restart_check(PathKind::Proxyless, &restart));
@@ -323,10 +329,13 @@ pub async fn run_with(
                 options,
                 "==> envoy: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
             );
+            let goaways = sidecars.upstream_close_notify().await.ok();
             let restart = rolling_restart(&mut replicas, boxed(channel), &token, || {
                 Box::pin(tokio::time::sleep(Duration::from_millis(500)))
             })
             .await?;
+            let after = sidecars.upstream_close_notify().await.ok();
+            stats.set(STAT_GOAWAY, PathKind::Envoy, delta(goaways, after));
             outcome
                 .checks
                 .push(rolling_restart_check(PathKind::Envoy, &restart));

@@ -159,6 +159,17 @@ impl Sidecars {
         Ok(sum)
     }
 
+    /// `cluster.<name>.upstream_cx_close_notify` (upstream connections the server closed
+    /// with a GOAWAY) summed over the server sidecars: what a replica's graceful shutdown
+    /// sends to its sidecar.
+    pub async fn upstream_close_notify(&self) -> Result<u64> {
+        let mut sum = 0;
+        for server in &self.servers {
+            sum += server.counter("upstream_cx_close_notify").await?;
+        }
+        Ok(sum)
+    }
+
     /// `ssl.fail_verify_san` summed over the server sidecars.
     pub async fn fail_verify_san(&self) -> Result<u64> {
         let mut sum = 0;

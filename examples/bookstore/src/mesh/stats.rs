@@ -9,6 +9,8 @@ use super::{PathKind, checks};
 
 /// Row: handshakes refused for the peer's SAN / SPIFFE ID (the intruder's attempts).
 pub(super) const STAT_SAN: &str = "handshakes refused for SAN";
+/// Row: GOAWAYs the replicas sent during the rolling restart (graceful shutdowns).
+pub(super) const STAT_GOAWAY: &str = "GOAWAYs in the rolling restart";
 /// The refusal checks with a row, and our `mtls.jwt.denied` reason for each.
 pub(super) const STAT_REFUSALS: [(&str, &str); 2] = [
     (checks::NO_TOKEN, "Jwt is missing"),
@@ -69,6 +71,11 @@ impl StatsTable {
                     "mtls_jwt_denied{reason=\"Audiences in Jwt are not allowed\"}",
                     "jwt_authn.denied",
                 ),
+                row(
+                    STAT_GOAWAY,
+                    "grpc_subchannel_disconnections{grpc_disconnect_error=\"GOAWAY\"}",
+                    "upstream_cx_close_notify",
+                ),
             ],
         }
     }
@@ -100,6 +107,14 @@ pub(super) fn our_san_refusals() -> Option<u64> {
     Some(
         crate::metrics::counter(name, &[(label, "authorizer_denied")])?
             + crate::metrics::counter(name, &[(label, "san_mismatch")])?,
+    )
+}
+
+/// Our ready connections that ended with the server's GOAWAY (every channel).
+pub(super) fn our_goaways() -> Option<u64> {
+    crate::metrics::counter(
+        mtls_tonic::metrics::DISCONNECTIONS,
+        &[(mtls_tonic::metrics::DISCONNECT_ERROR, "GOAWAY")],
     )
 }
 
