@@ -90,7 +90,7 @@ pub enum Error {
         /// The user agent as given.
         presented: String,
     },
-    /// A method pattern for an authorization rule is malformed.
+    /// A method pattern ([`MethodPattern`](crate::MethodPattern)) is malformed.
     #[error("invalid method pattern {presented:?}: expected /pkg.Service/Method or pkg.Service/*")]
     InvalidMethodPattern {
         /// The pattern as given.

@@ -110,6 +110,7 @@
 //! Tower style: one public module per concern (as `tower::balance`, `tonic::transport`).
 //! The root holds only the crate-wide vocabulary, as tower's root holds `Service` and
 //! `ServiceExt` and tonic's `Request` and `Status`: [`Error`], [`Result`],
+//! [`MethodPattern`] (what [`authz`] and [`jwt`] rules are keyed by),
 //! [`PeerIdentityExt`] (every handler uses it) and the [`tonic`] we build on. Each
 //! middleware module has the tower anatomy: service, layer, `ResponseFuture`, error.
 //! - [`server`]: [`server::MtlsIncoming`], [`server::ServerOptions`] (every limit a peer
@@ -286,7 +287,7 @@
 
 // Public modules, tower style (`tower::balance`, `tonic::transport`): one per concern.
 // The root keeps the crate-wide vocabulary only, as tower keeps `Service`/`ServiceExt`
-// and tonic `Request`/`Status`: `Error`, `Result`, `PeerIdentityExt` and `tonic`.
+// and tonic `Request`/`Status`: `Error`, `Result`, `MethodPattern`, `PeerIdentityExt`, `tonic`.
 pub mod authz;
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
@@ -298,6 +299,7 @@ mod frames;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
+mod method;
 pub mod metrics;
 pub mod server;
 #[cfg(feature = "testing")]
@@ -305,6 +307,7 @@ pub mod server;
 pub mod testing;
 
 pub use error::{Error, Result};
+pub use method::MethodPattern;
 pub use server::PeerIdentityExt;
 
 /// The tonic our servers, layers and channels are built for: generate and call services

@@ -1,11 +1,14 @@
 //! Which peers may call which gRPC methods.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use mtls_core::{Authorizer, PeerIdentity, SanMatcher};
 
 use super::AuthzError;
-use crate::{Error, Result};
+use crate::{
+    Result,
+    method::{MethodPattern, MethodTable},
+};
 
 #[derive(Clone)]
 enum Rule {
@@ -57,8 +60,7 @@ impl fmt::Debug for Rule {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct MethodPolicy {
-    exact: HashMap<String, Rule>,
-    services: HashMap<String, Rule>,
+    rules: MethodTable<Rule>,
     default: Option<Rule>,
 }
 
@@ -90,47 +92,19 @@ impl MethodPolicy {
     }
 
     fn insert(mut self, pattern: &str, rule: Rule) -> Result<Self> {
-        let invalid = || Error::InvalidMethodPattern {
-            presented: pattern.to_owned(),
-        };
-        let trimmed = pattern.strip_prefix('/').unwrap_or(pattern);
-        let (service, method) = trimmed.split_once('/').ok_or_else(invalid)?;
-        let valid = |s: &str| !s.is_empty() && !s.contains('/') && !s.contains('*');
-        if !valid(service) {
-            return Err(invalid());
-        }
-        if method == "*" {
-            self.services.insert(service.to_owned(), rule);
-        } else if valid(method) {
-            self.exact.insert(format!("/{service}/{method}"), rule);
-        } else {
-            return Err(invalid());
-        }
+        self.rules.insert(pattern.parse::<MethodPattern>()?, rule);
         Ok(self)
     }
 
     fn rule(&self, path: &str) -> Option<&Rule> {
-        if let Some(rule) = self.exact.get(path) {
-            return Some(rule);
-        }
-        let service = path
-            .strip_prefix('/')
-            .and_then(|p| p.split_once('/'))
-            .map(|(s, _)| s);
-        service
-            .and_then(|s| self.services.get(s))
-            .or(self.default.as_ref())
+        self.rules.get(path).or(self.default.as_ref())
     }
 
     /// True if a pattern names `path` exactly or by its service (not only the default):
     /// then it may be a metric label, a path no pattern names is `other`.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn names(&self, path: &str) -> bool {
-        self.exact.contains_key(path)
-            || path
-                .strip_prefix('/')
-                .and_then(|p| p.split_once('/'))
-                .is_some_and(|(service, _)| self.services.contains_key(service))
+        self.rules.get(path).is_some()
     }
 
     /// Whether `peer` may call `path` (`/pkg.Service/Method`).
@@ -181,6 +155,7 @@ fn describe_peer(peer: &PeerIdentity) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use mtls_core::Authorize;
 
     fn policy() -> MethodPolicy {

@@ -1,8 +1,9 @@
 //! Which methods need a token, and whether its subject must be the peer.
 
-use std::collections::HashSet;
-
-use crate::{Error, Result};
+use crate::{
+    Result,
+    method::{MethodPattern, MethodTable},
+};
 
 /// Per-method JWT requirements: every method needs a token except those skipped (exact
 /// `/pkg.Service/Method` or a whole `pkg.Service/*`), e.g. health checks.
@@ -17,8 +18,7 @@ use crate::{Error, Result};
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct JwtRules {
-    skip_exact: HashSet<String>,
-    skip_services: HashSet<String>,
+    skip: MethodTable<()>,
     bind_subject: bool,
 }
 
@@ -30,21 +30,7 @@ impl JwtRules {
 
     /// Methods matching `pattern` need no token.
     pub fn skip(mut self, pattern: &str) -> Result<Self> {
-        let invalid = || Error::InvalidMethodPattern {
-            presented: pattern.to_owned(),
-        };
-        let trimmed = pattern.strip_prefix('/').unwrap_or(pattern);
-        let (service, method) = trimmed.split_once('/').ok_or_else(invalid)?;
-        let valid = |s: &str| !s.is_empty() && !s.contains('/') && !s.contains('*');
-        match (valid(service), method) {
-            (true, "*") => {
-                self.skip_services.insert(service.to_owned());
-            }
-            (true, m) if valid(m) => {
-                self.skip_exact.insert(format!("/{service}/{m}"));
-            }
-            _ => return Err(invalid()),
-        }
+        self.skip.insert(pattern.parse::<MethodPattern>()?, ());
         Ok(self)
     }
 
@@ -57,14 +43,7 @@ impl JwtRules {
 
     /// Whether calls to `path` need a token.
     pub fn requires_token(&self, path: &str) -> bool {
-        if self.skip_exact.contains(path) {
-            return false;
-        }
-        let service = path
-            .strip_prefix('/')
-            .and_then(|p| p.split_once('/'))
-            .map(|(s, _)| s);
-        !service.is_some_and(|s| self.skip_services.contains(s))
+        self.skip.get(path).is_none()
     }
 
     /// Whether subject binding is on.
