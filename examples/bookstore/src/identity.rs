@@ -123,3 +123,29 @@ pub fn client_tls(
         .build()
         .map_err(|e| Error::tls(format!("building the {workload}'s TLS configuration"), e))
 }
+
+/// How long before its certificate expires a bookstore binary warns about it.
+pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// How long a certificate valid until `not_after` has left at `now`, when that is less than
+/// [`EXPIRY_WARNING`] (the binaries then warn; `None` once expired or with more left). Both
+/// the server's and the client's warning come from here.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use bookstore::identity::expiring_soon;
+/// let now = SystemTime::now();
+/// let hour = Duration::from_secs(3600);
+/// assert_eq!(expiring_soon(now + hour, now), Some(hour));
+/// assert_eq!(expiring_soon(now + 48 * hour, now), None);
+/// assert_eq!(expiring_soon(now - hour, now), None);
+/// ```
+pub fn expiring_soon(
+    not_after: std::time::SystemTime,
+    now: std::time::SystemTime,
+) -> Option<std::time::Duration> {
+    not_after
+        .duration_since(now)
+        .ok()
+        .filter(|left| *left < EXPIRY_WARNING)
+}

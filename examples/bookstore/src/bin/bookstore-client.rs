@@ -108,9 +108,7 @@ fn check_own_certificate(identity: &Identity, cert: &std::path::Path) -> Result<
             at(identity.not_before())
         )));
     }
-    if let Ok(left) = identity.not_after().duration_since(now)
-        && left < Duration::from_secs(24 * 3600)
-    {
+    if bookstore::identity::expiring_soon(identity.not_after(), now).is_some() {
         eprintln!(
             "bookstore-client: warning: our certificate (--cert {}) expires at {}",
             cert.display(),

@@ -31,9 +31,6 @@ use mtls_core::{
 use mtls_jwt::{JwksSource, KeySet, Validator};
 use mtls_tonic::{authz::MethodPolicy, jwt::JwtRules};
 
-/// Below this much validity left, the server warns at start.
-const EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
-
 /// One bookstore replica: mTLS + SPIFFE authorization + JWT, or plaintext behind a sidecar.
 #[derive(Debug, Parser)]
 #[command(name = "bookstore-server", version)]
@@ -204,9 +201,7 @@ fn file_sources(
 fn warn_if_expiring_soon(identity: &FileIdentitySource, cert: &Path) {
     let current = identity.current();
     let not_after = current.not_after();
-    if let Ok(left) = not_after.duration_since(SystemTime::now())
-        && left < EXPIRY_WARNING
-    {
+    if let Some(left) = bookstore::identity::expiring_soon(not_after, SystemTime::now()) {
         let left = Duration::from_secs(left.as_secs() / 60 * 60);
         tracing::warn!(
             certificate = %cert.display(),
