@@ -29,7 +29,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> no unused dependencies (cargo-machete; ignores are explained in each Cargo.toml)"
 cargo machete
 echo "==> each publishable crate alone: --no-default-features and --all-features (cargo check)"
-publishable=(mtls-certs mtls-core mtls-jwt mtls-tonic mtls-agent mtls-cli)
+publishable=(mtls-identity mtls-certs mtls-core mtls-jwt mtls-tonic mtls-agent mtls-cli)
 for crate in "${publishable[@]}"; do
   cargo check -q -p "$crate" --locked --no-default-features
   cargo check -q -p "$crate" --locked --all-features

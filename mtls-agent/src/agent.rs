@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mtls_certs::CertificateAuthority;
+use mtls_identity::{SpiffeId, TrustDomain};
 use mtls_jwt::{Algorithm, SigningKey};
-use spiffe::{SpiffeId, TrustDomain};
 use tokio::task::JoinHandle;
 
 use crate::conn::{self, Admission, Socket, TrackCallsLayer};

@@ -266,7 +266,7 @@ impl AuthorityRewriter {
                     fields.push((name.into_owned(), value.into_owned()));
                 }
             })
-            .map_err(|e| refuse(format!("HPACK: {}", debug_words(&e))))?;
+            .map_err(|e| refuse(format!("HPACK: {}", mtls_identity::debug_words(&e))))?;
         if size > limit {
             return Err(refuse(format!(
                 "decoded header list of {size} bytes; expected at most {limit} (SETTINGS_MAX_HEADER_LIST_SIZE)"
@@ -452,27 +452,6 @@ fn encode_int(mut value: usize, n: u32, first_bits: u8, out: &mut Vec<u8>) {
         value /= 128;
     }
     out.push(value as u8);
-}
-
-/// An error that has only `Debug` (the HPACK decoder's), in words: the variant names split
-/// (`IntegerDecodingError(TooManyOctets)` -> "integer decoding error: too many octets").
-fn debug_words(error: &impl std::fmt::Debug) -> String {
-    let debug = format!("{error:?}"); // Debug turned into words
-    let mut parts = Vec::new();
-    for name in debug
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|n| !n.is_empty())
-    {
-        let mut words = String::new();
-        for (i, c) in name.char_indices() {
-            if c.is_uppercase() && i > 0 {
-                words.push(' ');
-            }
-            words.push(c.to_ascii_lowercase());
-        }
-        parts.push(words);
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

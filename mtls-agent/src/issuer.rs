@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use mtls_certs::{CaParams, CertificateAuthority, LeafParams};
+use mtls_identity::{SpiffeId, TrustDomain};
 use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator};
-use spiffe::{SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
@@ -302,7 +302,7 @@ fn issue_all(
             .flat_map(|c| c.as_ref().to_vec())
             .collect();
         let key_pkcs8 = issued.private_key_der().secret_der().to_vec();
-        let serial_hex = hex_serial(issued.certificate().serial());
+        let serial_hex = issued.certificate().serial().to_string();
         tracing::info!(spiffe_id = %id, serial = %serial_hex,
             not_after = %issued.certificate().not_after(), generation, "issued X509-SVID");
         svids.insert(
@@ -336,14 +336,6 @@ fn issue_all(
         jwks: mtls_jwt::jwks_json([jwk]),
         federated,
     })
-}
-
-fn hex_serial(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Loads the CA and JWT key from `state_dir`, or creates and stores them (keys 0600).

@@ -126,18 +126,18 @@
 //!
 //! ## Dependencies
 //! The agent hands out material and terminates TLS only for its optional bundle endpoint,
-//! so it builds on `mtls-certs` and `mtls-jwt`; of `mtls-core` it uses the strict
-//! `SpiffeId` parser and the federation parts (workloads use `mtls-core`'s
-//! `WorkloadApiSource`).
+//! so it builds on `mtls-certs` and `mtls-jwt`; of `mtls-core` it uses the federation parts
+//! (workloads use `mtls-core`'s `WorkloadApiSource`).
 //!
+//! - `mtls-identity`: the family's shared vocabulary: the strict `SpiffeId` / `TrustDomain`
+//!   (go-spiffe's rules) for registration entries and the `spiffe_id` field of requests,
+//!   serials, HPACK errors in words.
 //! - `mtls-certs`: the CA and SVID issuance (random serials, SKI/AKI, backdating, clamping).
-//! - `mtls-core` (feature `federation`): `SpiffeId::new`, the strict SPIFFE ID rules for
-//!   registration entries and the `spiffe_id` field of requests; the SPIFFE bundle format
-//!   and the bundle endpoint client (`FederatedTrustSource`).
+//! - `mtls-core` (feature `federation`): the SPIFFE bundle format and the bundle endpoint
+//!   client (`FederatedTrustSource`).
 //! - `rustls`, `tokio-rustls`, `rustls-pki-types`: the bundle endpoint's HTTPS server (the
 //!   TLS stack mtls-core brings).
 //! - `mtls-jwt`: the ES256 JWT-SVID signing key, JWKS, and JWT-SVID validation.
-//! - `spiffe`: `SpiffeId` / `TrustDomain` parsing (no Workload API client features).
 //! - `tonic`, `tonic-prost`, `prost`, `prost-types`: the gRPC servers and messages;
 //!   `protox`, `tonic-prost-build` (build): proto compilation.
 //! - `fluke-hpack`, `http`: the `:authority` rewrite for gRPC C-core/Java clients (HPACK

@@ -119,8 +119,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(addr) = args.metrics_listen {
         serve_metrics(addr)?;
     }
-    let trust_domain = mtls_core::TrustDomain::new(&args.trust_domain)
-        .map(Into::into)
+    let trust_domain = mtls_identity::TrustDomain::new(&args.trust_domain)
         .map_err(|e| format!("--trust-domain: {e}"))?;
     let registration = Registration::from_file(&args.registration)?;
     let mut limits = Limits::default();

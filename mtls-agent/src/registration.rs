@@ -4,8 +4,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use mtls_identity::{SpiffeId, TrustDomain};
 use serde::Deserialize;
-use spiffe::{SpiffeId, TrustDomain};
 
 use crate::error::{Error, Result};
 
@@ -185,15 +185,13 @@ impl Registration {
         })?;
         let mut entries = Vec::with_capacity(shape.entries.len());
         for (i, e) in shape.entries.into_iter().enumerate() {
-            // mtls-core's strict parser (go-spiffe's rules): nothing lower-cased or ignored.
-            let spiffe_id: SpiffeId = mtls_core::SpiffeId::new(&e.spiffe_id)
-                .map(Into::into)
-                .map_err(|err| {
-                    bad(format!(
-                        "entry {i}: spiffe_id {:?} is not a SPIFFE ID: {err}",
-                        e.spiffe_id
-                    ))
-                })?;
+            // the family's strict parser (go-spiffe's rules): nothing lower-cased or ignored.
+            let spiffe_id: SpiffeId = SpiffeId::new(&e.spiffe_id).map_err(|err| {
+                bad(format!(
+                    "entry {i}: spiffe_id {:?} is not a SPIFFE ID: {err}",
+                    e.spiffe_id
+                ))
+            })?;
             entries.push(Entry {
                 spiffe_id,
                 selectors: e.selectors,

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
+use mtls_identity::SpiffeId;
 use prost::Message;
-use spiffe::SpiffeId;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -93,10 +93,7 @@ fn resolve(name: &str, snapshot: &Snapshot, ids: &[SpiffeId]) -> Result<Secret, 
         ids.first().cloned()
     } else {
         // Strict parsing (no lower-casing): a name is served only in its canonical form.
-        mtls_core::SpiffeId::new(name)
-            .ok()
-            .map(SpiffeId::from)
-            .filter(|id| ids.contains(id))
+        SpiffeId::new(name).ok().filter(|id| ids.contains(id))
     };
     let svid = id.as_ref().and_then(|id| snapshot.svid(id)).ok_or_else(|| {
         Status::invalid_argument(format!(

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use spiffe::SpiffeId;
+use mtls_identity::SpiffeId;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -269,14 +269,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         } else {
             // Strictly, as configuration is parsed: `SPIFFE://Web.Example.org/w` is refused,
             // not lower-cased into a registered ID.
-            let id = mtls_core::SpiffeId::new(&req.spiffe_id)
-                .map(SpiffeId::from)
-                .map_err(|e| {
-                    Status::invalid_argument(format!(
-                        "requested spiffe_id {:?} is not a SPIFFE ID: {e}",
-                        Shown(&req.spiffe_id)
-                    ))
-                })?;
+            let id = SpiffeId::new(&req.spiffe_id).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "requested spiffe_id {:?} is not a SPIFFE ID: {e}",
+                    Shown(&req.spiffe_id)
+                ))
+            })?;
             if !ids.contains(&id) {
                 return Err(Status::permission_denied(format!(
                     "the caller ({caller}) is not entitled to {id}; entitled: {}",

@@ -140,14 +140,14 @@ async fn tonic_server_on_workload_api_identity_rotates_under_load_with_zero_fail
         (ok.load(Ordering::Relaxed) >= 100).then_some(())
     })
     .await;
-    let before = IdentitySource::current(&source).serial_hex();
+    let before = IdentitySource::current(&source).serial().to_string();
     for round in 0..2 {
         t.agent.rotate_now().unwrap();
         let want = t.agent.serial_of(&BOOKSTORE.parse().unwrap()).unwrap();
         eventually(
             Duration::from_secs(5),
             "the server source to pick up the new SVID",
-            || (IdentitySource::current(&source).serial_hex() == want).then_some(()),
+            || (IdentitySource::current(&source).serial().to_string() == want).then_some(()),
         )
         .await;
         // A new handshake now sees the new certificate.
@@ -167,7 +167,10 @@ async fn tonic_server_on_workload_api_identity_rotates_under_load_with_zero_fail
         })
         .await;
     }
-    assert_ne!(before, IdentitySource::current(&source).serial_hex());
+    assert_ne!(
+        before,
+        IdentitySource::current(&source).serial().to_string()
+    );
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();

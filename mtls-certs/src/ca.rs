@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use mtls_identity::Serial;
 use rcgen::{BasicConstraints, IsCa, Issuer, KeyUsagePurpose, PublicKeyData};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -356,7 +357,7 @@ impl CertificateAuthority {
         Ok(IssuedCertificate {
             cert: cert.der().clone(),
             intermediates,
-            serial: serial.to_vec(),
+            serial: Serial::from(&serial[..]),
             not_before,
             not_after,
             clamped,
@@ -451,7 +452,7 @@ pub(crate) fn leaf_params(
     cp.distinguished_name = subject.to_rcgen();
     cp.subject_alt_names = sans
         .iter()
-        .map(crate::SubjectAltName::to_rcgen)
+        .map(crate::san::to_rcgen)
         .collect::<Result<_>>()?;
     cp.is_ca = IsCa::ExplicitNoCa;
     cp.key_usages = key_usages;
@@ -466,7 +467,7 @@ fn is_self_signed(cert: &CertificateDer<'_>) -> Result<bool> {
 
 fn short_fingerprint(public_key: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public_key);
-    format!("sha256:{}", hex::encode(&digest.as_ref()[..8]))
+    format!("sha256:{}", crate::inspect::hex(&digest.as_ref()[..8]))
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Certificate signing requests: creating them, and signing them under a policy.
 
+use mtls_identity::TrustDomain;
 use rcgen::PublicKeyData;
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
-use spiffe::TrustDomain;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
@@ -115,7 +115,7 @@ impl CertificateSigningRequest {
         cp.subject_alt_names = params
             .sans
             .iter()
-            .map(SubjectAltName::to_rcgen)
+            .map(crate::san::to_rcgen)
             .collect::<Result<_>>()?;
         if params.request_ca {
             cp.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -129,7 +129,7 @@ impl CertificateSigningRequest {
         let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
             Error::InvalidPem {
                 expected: "CERTIFICATE REQUEST",
-                presented: crate::pem::describe_pem_error(&e),
+                presented: mtls_identity::pem_error_words(&e),
             }
         })?;
         Self::from_der(&der)

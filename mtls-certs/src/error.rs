@@ -206,3 +206,18 @@ pub enum Error {
     #[error("certificate generation failed: {0}")]
     Generation(#[from] rcgen::Error),
 }
+
+/// The foundation's errors (SPIFFE IDs, SAN types) as ours, same fields and text.
+impl From<mtls_identity::Error> for Error {
+    fn from(error: mtls_identity::Error) -> Self {
+        match error {
+            mtls_identity::Error::InvalidSpiffeId { presented, reason } => {
+                Error::InvalidSpiffeId { presented, reason }
+            }
+            other => Error::InvalidSan {
+                expected: "a SAN type of DNS, URI, EMAIL or IP_ADDRESS".into(),
+                presented: other.to_string(),
+            },
+        }
+    }
+}

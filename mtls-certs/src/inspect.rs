@@ -9,6 +9,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::error::{Error, Result};
 use crate::san::SubjectAltName;
+use mtls_identity::Serial;
 
 /// What a certificate says, typed. `Serialize` gives the `mtls cert inspect --json` output.
 ///
@@ -32,8 +33,8 @@ pub struct CertificateSummary {
     pub subject: String,
     /// Issuer DN.
     pub issuer: String,
-    /// Serial number, lowercase hex.
-    pub serial: String,
+    /// Serial number (shown as colon-separated lowercase hex, as everywhere in mtls).
+    pub serial: Serial,
     /// Start of validity.
     #[cfg_attr(feature = "serde", serde(with = "time::serde::rfc3339"))]
     pub not_before: OffsetDateTime,
@@ -107,10 +108,10 @@ impl CertificateSummary {
         for ext in x509.extensions() {
             match ext.parsed_extension() {
                 x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(ki) => {
-                    subject_key_id = Some(hex::encode(ki.0));
+                    subject_key_id = Some(hex(ki.0));
                 }
                 x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                    authority_key_id = aki.key_identifier.as_ref().map(|k| hex::encode(k.0));
+                    authority_key_id = aki.key_identifier.as_ref().map(|k| hex(k.0));
                 }
                 _ => {}
             }
@@ -125,7 +126,7 @@ impl CertificateSummary {
         Ok(Self {
             subject: x509.subject().to_string(),
             issuer: x509.issuer().to_string(),
-            serial: hex::encode(x509.raw_serial()),
+            serial: Serial::from(x509.raw_serial()),
             not_before: x509.validity().not_before.to_datetime(),
             not_after: x509.validity().not_after.to_datetime(),
             sans,
@@ -188,7 +189,7 @@ pub(crate) fn certs_from_bytes(bytes: &[u8]) -> Result<Vec<CertificateDer<'stati
         for item in CertificateDer::pem_slice_iter(bytes) {
             out.push(item.map_err(|e| Error::InvalidPem {
                 expected: "CERTIFICATE",
-                presented: crate::pem::describe_pem_error(&e),
+                presented: mtls_identity::pem_error_words(&e),
             })?);
         }
         if out.is_empty() {
@@ -229,15 +230,20 @@ pub(crate) fn general_names(names: &[GeneralName<'_>]) -> Vec<SubjectAltName> {
             GeneralName::IPAddress(bytes) => match bytes.len() {
                 4 => <[u8; 4]>::try_from(*bytes)
                     .ok()
-                    .map(|b| SubjectAltName::Ip(b.into())),
+                    .map(|b| SubjectAltName::IpAddress(b.into())),
                 16 => <[u8; 16]>::try_from(*bytes)
                     .ok()
-                    .map(|b| SubjectAltName::Ip(b.into())),
+                    .map(|b| SubjectAltName::IpAddress(b.into())),
                 _ => None,
             },
             _ => None,
         })
         .collect()
+}
+
+/// Lowercase hex without separators (key identifiers, fingerprint prefixes).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn key_usage_names(flags: u16) -> Vec<String> {

@@ -1,5 +1,6 @@
 //! What issuance hands back: certificates, chains and keys.
 
+use mtls_identity::Serial;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
@@ -25,7 +26,7 @@ use crate::pem::der_to_pem;
 pub struct IssuedCertificate {
     pub(crate) cert: CertificateDer<'static>,
     pub(crate) intermediates: Vec<CertificateDer<'static>>,
-    pub(crate) serial: Vec<u8>,
+    pub(crate) serial: Serial,
     pub(crate) not_before: OffsetDateTime,
     pub(crate) not_after: OffsetDateTime,
     pub(crate) clamped: bool,
@@ -62,8 +63,8 @@ impl IssuedCertificate {
         &self.intermediates
     }
 
-    /// The serial number, big-endian bytes.
-    pub fn serial(&self) -> &[u8] {
+    /// The serial number (`Display`: colon-separated hex; bytes: [`Serial::as_bytes`]).
+    pub fn serial(&self) -> &Serial {
         &self.serial
     }
 

@@ -176,7 +176,7 @@ impl KeyPair {
         use rustls_pki_types::pem::PemObject;
         let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| Error::InvalidPem {
             expected: "PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY",
-            presented: crate::pem::describe_pem_error(&e),
+            presented: mtls_identity::pem_error_words(&e),
         })?;
         Self::from_der(&der)
     }

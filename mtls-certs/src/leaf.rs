@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use spiffe::SpiffeId;
+use mtls_identity::SpiffeId;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -117,7 +117,7 @@ impl LeafParams {
 
     /// Adds an IP SAN.
     pub fn with_ip_address(self, ip: IpAddr) -> Self {
-        self.with_san(SubjectAltName::Ip(ip))
+        self.with_san(SubjectAltName::IpAddress(ip))
     }
 
     /// Sets the SPIFFE ID (URI SAN).
@@ -187,7 +187,7 @@ pub(crate) fn check_profile_sans(profile: Profile, sans: &[SubjectAltName]) -> R
         Profile::Server | Profile::Peer => {
             if !sans
                 .iter()
-                .any(|s| matches!(s, SubjectAltName::Dns(_) | SubjectAltName::Ip(_)))
+                .any(|s| matches!(s, SubjectAltName::Dns(_) | SubjectAltName::IpAddress(_)))
             {
                 return Err(Error::InvalidSan {
                     expected: format!("at least one DNS or IP SAN for a {profile} certificate"),

@@ -65,16 +65,18 @@
 //!   as RFC 3339. Brings `serde` and time's serde support.
 //!
 //! ## Dependencies and why
+//! - `mtls-identity` — the family's shared vocabulary: [`SubjectAltName`], [`Serial`] (one
+//!   text form for serials), the strict [`SpiffeId`] / [`TrustDomain`], PEM and webpki errors
+//!   in words.
 //! - `rcgen` — X.509 encoding and signing of certificates and CSRs (aws-lc-rs backend).
 //! - `aws-lc-rs` — key generation (RSA included), CSPRNG for serials, SHA-256 fingerprints;
 //!   the one crypto provider of the workspace.
 //! - `x509-parser` — reading certificates and CSRs, and checking CSR signatures.
 //! - `rustls-webpki` — chain verification: the verifier rustls uses, not a hand-rolled one.
 //! - `rustls-pki-types` — DER/PEM types shared with rustls (`PemObject`).
-//! - `spiffe` — the SPIFFE ID parser ([`SpiffeId`], [`TrustDomain`]).
 //! - `time` — validity instants; `serde`/`serde_json` (features `serde`, `cfssl`) — cfssl
 //!   JSON and `--json` output;
-//!   `hex` — serials and key IDs; `base64` — PEM encoding; `thiserror` — [`Error`]; `tracing` — logs.
+//!   `base64` — PEM encoding; `thiserror` — [`Error`]; `tracing` — logs.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -108,12 +110,13 @@ pub use inspect::{CertificateSummary, inspect};
 pub use issued::{CertifiedKey, IssuedCertificate};
 pub use key::{KeyAlgorithm, KeyPair};
 pub use leaf::LeafParams;
+pub use mtls_identity::Serial;
+pub use mtls_identity::{SpiffeId, TrustDomain};
 pub use pem::parse_certificates_pem;
 pub use profile::Profile;
 pub use renew::{RenewalPolicy, RenewalStatus};
 pub use san::SubjectAltName;
 pub use serial::{SERIAL_LEN, random_serial};
-pub use spiffe::{SpiffeId, TrustDomain};
 pub use spiffe_id::parse_spiffe_id;
 pub use subject::{Subject, SubjectAttribute};
 pub use validity::{

@@ -40,7 +40,7 @@ pub fn parse_certificates_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>>
     for item in CertificateDer::pem_slice_iter(pem.as_bytes()) {
         certs.push(item.map_err(|e| Error::InvalidPem {
             expected: "CERTIFICATE",
-            presented: describe_pem_error(&e),
+            presented: mtls_identity::pem_error_words(&e),
         })?);
     }
     if certs.is_empty() {
@@ -53,26 +53,6 @@ pub fn parse_certificates_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>>
         crate::inspect::parse_x509(cert)?;
     }
     Ok(certs)
-}
-
-/// What a PEM decoding error means, for people: pki-types' own text prints the missing end
-/// marker as a byte array (`missing section end marker: [67, 69, …]`).
-pub(crate) fn describe_pem_error(error: &rustls_pki_types::pem::Error) -> String {
-    use rustls_pki_types::pem::Error as Pem;
-    match error {
-        Pem::MissingSectionEnd { end_marker } => format!(
-            "a block with no end line (\"-----END {}-----\"): truncated input",
-            String::from_utf8_lossy(end_marker)
-        ),
-        Pem::IllegalSectionStart { line } => format!(
-            "a malformed BEGIN line: {:?}",
-            String::from_utf8_lossy(line)
-        ),
-        Pem::Base64Decode(reason) => format!("a block whose base64 does not decode ({reason})"),
-        Pem::Io(e) => format!("unreadable input ({e})"),
-        Pem::NoItemsFound => "no PEM block".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 pub(crate) fn describe_missing(pem: &str) -> String {

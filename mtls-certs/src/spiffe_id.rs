@@ -1,10 +1,10 @@
 //! SPIFFE ID helpers over the `spiffe` crate's parser.
 
-use spiffe::SpiffeId;
+use mtls_identity::SpiffeId;
 
 use crate::error::{Error, Result};
 
-/// Parses a SPIFFE ID with the `spiffe` crate, mapping failures to
+/// Parses a SPIFFE ID strictly ([`SpiffeId::new`], go-spiffe's rules), mapping failures to
 /// [`Error::InvalidSpiffeId`].
 ///
 /// ```
@@ -17,23 +17,11 @@ use crate::error::{Error, Result};
 /// }
 /// ```
 ///
-/// Stricter than `SpiffeId::new` in one point: the `spiffe` crate lowercases an uppercase
-/// trust domain, but the SPIFFE spec (and SPIRE's Go library) allow only lowercase, so an ID
-/// that is not already in canonical form is refused.
+/// The `spiffe` crate's own parser lowercases an uppercase trust domain; the SPIFFE spec (and
+/// SPIRE's Go library) allow only lowercase, so an ID that is not already in canonical form
+/// is refused, saying so.
 pub fn parse_spiffe_id(id: &str) -> Result<SpiffeId> {
-    let parsed = SpiffeId::new(id).map_err(|e| Error::InvalidSpiffeId {
-        presented: id.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if parsed.to_string() != id {
-        return Err(Error::InvalidSpiffeId {
-            presented: id.to_owned(),
-            reason: format!(
-                "expected the canonical form {parsed} (trust domain and scheme in lowercase)"
-            ),
-        });
-    }
-    Ok(parsed)
+    SpiffeId::new(id).map_err(Error::from)
 }
 
 /// An SVID's ID must name a workload: a non-empty path.

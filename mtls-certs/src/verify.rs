@@ -162,24 +162,6 @@ fn webpki_reason(error: &webpki::Error) -> String {
         webpki::Error::PathLenConstraintViolated => {
             "a chain longer than an issuer's path length constraint allows".into()
         }
-        other => debug_words(other),
+        other => mtls_identity::debug_words(other),
     }
-}
-
-/// A webpki error without a case above, in words from its variant name (`BadDerTime` ->
-/// "bad der time").
-fn debug_words(error: &webpki::Error) -> String {
-    let debug = format!("{error:?}"); // Debug turned into words
-    let name = debug
-        .split(|c: char| !c.is_alphanumeric())
-        .next()
-        .unwrap_or(&debug);
-    let mut words = String::new();
-    for (i, c) in name.char_indices() {
-        if c.is_uppercase() && i > 0 {
-            words.push(' ');
-        }
-        words.push(c.to_ascii_lowercase());
-    }
-    words
 }

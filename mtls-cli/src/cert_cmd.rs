@@ -180,7 +180,7 @@ fn issue(a: IssueArgs) -> CliResult {
         .valid_for(a.ttl);
     if let Some(id) = &a.spiffe_id {
         let id = mtls_core::SpiffeId::new(id).map_err(|e| format!("--spiffe-id: {e}"))?;
-        params = params.with_spiffe_id(id.into());
+        params = params.with_spiffe_id(id);
     }
     if let Some(cn) = a.cn {
         params = params.with_common_name(cn);
@@ -211,7 +211,7 @@ fn sign_csr(a: SignCsrArgs) -> CliResult {
     if let Some(td) = &a.trust_domain {
         // mtls-core's strict parser: an upper-case or malformed trust domain is refused.
         let td = mtls_core::TrustDomain::new(td).map_err(|e| format!("--trust-domain: {e}"))?;
-        policy = policy.with_san_policy(SanPolicy::SpiffeTrustDomain(td.into()));
+        policy = policy.with_san_policy(SanPolicy::SpiffeTrustDomain(td));
     }
     if a.strip_ca {
         policy = policy.stripping_ca_requests();

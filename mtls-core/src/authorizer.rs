@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::spiffe_id::{SpiffeId, TrustDomain};
+use mtls_identity::{SpiffeId, TrustDomain};
 
 /// Decides whether a verified peer SPIFFE ID is allowed.
 ///

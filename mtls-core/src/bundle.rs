@@ -18,8 +18,8 @@ use crate::cert::LeafInfo;
 use crate::error::{Error, Result};
 use crate::identity::certs_from_pem;
 use crate::san::SubjectAltName;
-use crate::spiffe_id::{SpiffeId, TrustDomain};
 use crate::trust::TrustBundle;
+use mtls_identity::{SpiffeId, TrustDomain};
 
 /// The refresh interval a federation client uses when a bundle has no `spiffe_refresh_hint`
 /// (SPIFFE_Federation.md §4.2 suggests five minutes).

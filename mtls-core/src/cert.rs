@@ -3,20 +3,21 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::spiffe_id::SpiffeId;
+use mtls_identity::SpiffeId;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 use crate::error::{Error, Result};
 use crate::san::SubjectAltName;
+use mtls_identity::Serial;
 
 /// The facts about a leaf certificate that verification and [`crate::PeerIdentity`] need.
 #[derive(Clone, Debug)]
 pub(crate) struct LeafInfo {
     pub(crate) subject: String,
     pub(crate) issuer: String,
-    pub(crate) serial: Vec<u8>,
+    pub(crate) serial: Serial,
     pub(crate) not_before: SystemTime,
     pub(crate) not_after: SystemTime,
     pub(crate) sans: Vec<SubjectAltName>,
@@ -115,7 +116,7 @@ impl LeafInfo {
         Ok(Self {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
-            serial: cert.raw_serial().to_vec(),
+            serial: Serial::from(cert.raw_serial()),
             not_before: to_system_time(validity.not_before.timestamp()),
             not_after: to_system_time(validity.not_after.timestamp()),
             sans,
@@ -196,7 +197,7 @@ pub(crate) fn parse_svid_id(uri: &str) -> Result<SpiffeId> {
     };
     // The one strict parser (go-spiffe's rules), as for IDs in configuration.
     let id = SpiffeId::new(uri).map_err(|e| match e {
-        Error::InvalidSpiffeId { reason, .. } => invalid(reason),
+        mtls_identity::Error::InvalidSpiffeId { reason, .. } => invalid(reason),
         other => invalid(other.to_string()),
     })?;
     if id.path().is_empty() {
@@ -212,14 +213,6 @@ pub(crate) fn sans_text(sans: &[SubjectAltName]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub(crate) fn serial_hex(serial: &[u8]) -> String {
-    serial
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
@@ -270,22 +263,8 @@ mod tests {
         assert!(matches!(e, Error::SvidInvalidId { .. }), "{e}");
     }
 
-    proptest::proptest! {
-        /// Serials are shown as colon-separated lowercase hex pairs that read back as the
-        /// serial's bytes (what `Identity::serial_hex` and `PeerIdentity::serial` print).
-        #[test]
-        fn serial_hex_reads_back(serial in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..=21)) {
-            let text = serial_hex(&serial);
-            proptest::prop_assert_eq!(text.len(), serial.len() * 3 - 1);
-            proptest::prop_assert!(text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b':')));
-            let back: Vec<u8> = text.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
-            proptest::prop_assert_eq!(back, serial);
-        }
-    }
-
     #[test]
     fn time_formats() {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(serial_hex(&[0x0a, 0xff]), "0a:ff");
     }
 }

@@ -391,6 +391,23 @@ impl Error {
     }
 }
 
+/// The foundation's errors (SPIFFE IDs, SAN types) as ours, same fields and text.
+impl From<mtls_identity::Error> for Error {
+    fn from(error: mtls_identity::Error) -> Self {
+        match error {
+            mtls_identity::Error::InvalidSpiffeId { presented, reason } => {
+                Error::InvalidSpiffeId { presented, reason }
+            }
+            mtls_identity::Error::InvalidSanType { .. } => Error::InvalidSanMatcher {
+                reason: error.to_string(),
+            },
+            other => Error::InvalidConfig {
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 impl From<Error> for rustls::Error {
     /// Wraps a peer rejection so that rustls sends a `certificate_unknown` alert while the
     /// detailed reason stays reachable through [`Error::from_rustls`].

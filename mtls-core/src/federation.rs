@@ -19,8 +19,8 @@ use crate::bundle::{BundleSet, DEFAULT_REFRESH_HINT, SpiffeBundle};
 use crate::client::ClientConfigBuilder;
 use crate::error::{Error, Result};
 use crate::source::{Cell, TrustSource};
-use crate::spiffe_id::{SpiffeId, TrustDomain};
 use crate::trust::TrustBundle;
+use mtls_identity::{SpiffeId, TrustDomain};
 
 /// The largest bundle document we read (SPIRE's bundles are a few KB).
 pub const MAX_BUNDLE_SIZE: usize = 1 << 20;

@@ -22,9 +22,9 @@ use crate::error::{Error, Result};
 use crate::identity::{Identity, certs_from_pem, check_validity, key_from_pem, read};
 use crate::metrics::Installed;
 use crate::source::{Cell, IdentitySource, TrustSource};
-use crate::spiffe_id::TrustDomain;
 use crate::trust::TrustBundle;
 use crate::verify::check_own_chain;
+use mtls_identity::TrustDomain;
 
 /// The credential file of SPIFFE Filesystem Delivery: PKCS#8 key, then the chain.
 const CREDENTIAL_FILE: &str = "credential-bundle.private-key.pem";
@@ -262,10 +262,10 @@ fn load_roots(trust_domain: Option<&TrustDomain>, contents: &[u8]) -> Result<Tru
 fn identity_installed(paths: &str, previous: &Identity, new: &Identity) {
     if previous.issuer() != new.issuer() {
         tracing::warn!(paths, subject = %new.subject(), previous_issuer = %previous.issuer(),
-            new_issuer = %new.issuer(), serial = %new.serial_hex(),
+            new_issuer = %new.issuer(), serial = %new.serial(),
             "identity issuer changed; peers must trust the new issuer");
     }
-    tracing::info!(paths, subject = %new.subject(), serial = %new.serial_hex(),
+    tracing::info!(paths, subject = %new.subject(), serial = %new.serial(),
         not_after = %rfc3339(new.not_after()), "identity reloaded");
 }
 
@@ -310,7 +310,7 @@ fn trust_summary(bundle: &TrustBundle) -> String {
 /// use std::time::Duration;
 /// use mtls_core::{FileIdentitySource, IdentitySource};
 /// let source = FileIdentitySource::watch("/run/svid/cert.pem", "/run/svid/key.pem", Duration::from_secs(1))?;
-/// println!("current serial {}", source.current().serial_hex());
+/// println!("current serial {}", source.current().serial().to_string());
 /// # Ok::<(), mtls_core::Error>(())
 /// ```
 #[derive(Clone)]

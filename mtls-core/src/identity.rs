@@ -5,20 +5,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::spiffe_id::SpiffeId;
+use mtls_identity::SpiffeId;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::cert::{LeafInfo, rfc3339, serial_hex};
+use crate::cert::{LeafInfo, rfc3339};
 use crate::error::{Error, Result};
+use mtls_identity::Serial;
 
 /// A certificate chain (leaf first) with its private key, checked to belong together.
 ///
 /// ```no_run
 /// let identity = mtls_core::Identity::from_pem_files("svid.pem", "svid-key.pem")?;
-/// println!("serving as {:?}, serial {}", identity.spiffe_id(), identity.serial_hex());
+/// println!("serving as {:?}, serial {}", identity.spiffe_id(), identity.serial());
 /// # Ok::<(), mtls_core::Error>(())
 /// ```
 #[derive(Clone)]
@@ -148,14 +149,19 @@ impl Identity {
         &self.leaf.subject
     }
 
-    /// Serial number of the leaf (big-endian bytes as encoded).
-    pub fn serial(&self) -> &[u8] {
+    /// Serial number of the leaf; its `Display` is colon-separated hex (`0a:1b:...`), its
+    /// bytes are [`Serial::as_bytes`].
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["localhost"]))?;
+    /// let identity = mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?;
+    /// assert_eq!(identity.serial(), leaf.certificate().serial());
+    /// assert_eq!(identity.serial().to_string().len(), 20 * 3 - 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn serial(&self) -> &Serial {
         &self.leaf.serial
-    }
-
-    /// Serial number of the leaf as colon-separated hex (`0a:1b:...`).
-    pub fn serial_hex(&self) -> String {
-        serial_hex(&self.leaf.serial)
     }
 
     /// Issuer distinguished name of the leaf.
@@ -195,7 +201,7 @@ impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")
             .field("leaf", &self.leaf.display_name())
-            .field("serial", &self.serial_hex())
+            .field("serial", &self.leaf.serial)
             .field("chain_len", &self.certified.cert.len())
             .finish_non_exhaustive()
     }
@@ -208,29 +214,10 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// What a PEM decoding error means, in words (pki-types prints a missing end marker as a
-/// byte array).
-pub(crate) fn pem_reason(error: &rustls_pki_types::pem::Error) -> String {
-    use rustls_pki_types::pem::Error as Pem;
-    match error {
-        Pem::MissingSectionEnd { end_marker } => format!(
-            "a block with no end line (\"-----END {}-----\"): truncated input",
-            String::from_utf8_lossy(end_marker)
-        ),
-        Pem::IllegalSectionStart { line } => format!(
-            "a malformed BEGIN line: {:?}",
-            String::from_utf8_lossy(line)
-        ),
-        Pem::Base64Decode(reason) => format!("a block whose base64 does not decode ({reason})"),
-        Pem::NoItemsFound => "no PEM block of that kind".to_owned(),
-        other => other.to_string(),
-    }
-}
-
 pub(crate) fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| Error::Pem {
         what: "private key",
-        reason: pem_reason(&e),
+        reason: mtls_identity::pem_error_words(&e),
     })
 }
 
@@ -261,7 +248,7 @@ pub(crate) fn certs_from_pem(
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Pem {
             what,
-            reason: pem_reason(&e),
+            reason: mtls_identity::pem_error_words(&e),
         })?;
     if certs.is_empty() {
         return Err(Error::Pem {

@@ -153,6 +153,8 @@
 //!
 //! ## Dependencies
 //!
+//! - `mtls-identity` — the family's shared vocabulary: [`SubjectAltName`], [`SanType`],
+//!   the certificate `Serial` (one text form), PEM and webpki errors in words.
 //! - `rustls` — the TLS implementation whose configs we build; re-exported as
 //!   [`mtls_core::rustls`](crate::rustls) so an application names the same version.
 //! - `rustls-pki-types` — DER/PEM certificate and key types (PEM parsing via `PemObject`).
@@ -193,7 +195,6 @@ mod policy;
 mod san;
 mod server;
 mod source;
-mod spiffe_id;
 mod string_matcher;
 mod trust;
 mod verify;
@@ -212,6 +213,7 @@ pub use federation::{
 };
 pub use files::{FileIdentitySource, FileTrustSource};
 pub use identity::Identity;
+pub use mtls_identity::Serial;
 pub use negotiated::Negotiated;
 pub use peer::PeerIdentity;
 pub use policy::{
@@ -229,7 +231,7 @@ pub use workload::{
     WorkloadApiSourceBuilder,
 };
 
-pub use spiffe_id::{SpiffeId, TrustDomain};
+pub use mtls_identity::{SpiffeId, TrustDomain};
 
 /// The rustls whose `ClientConfig` / `ServerConfig` our builders return: use this one (or
 /// pin the same version) so the types always match. `rustls::pki_types` is there too.

@@ -3,13 +3,14 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::spiffe_id::SpiffeId;
+use mtls_identity::SpiffeId;
 use rustls_pki_types::CertificateDer;
 
-use crate::cert::{LeafInfo, rfc3339, serial_hex};
+use crate::cert::{LeafInfo, rfc3339};
 use crate::error::{Error, Result};
 use crate::negotiated::Negotiated;
 use crate::san::SubjectAltName;
+use mtls_identity::Serial;
 
 /// The peer of a finished handshake, for the application (request extensions, logs).
 ///
@@ -34,7 +35,7 @@ pub struct PeerIdentity {
     spiffe_id: Option<SpiffeId>,
     sans: Vec<SubjectAltName>,
     subject: Option<String>,
-    serial: Option<String>,
+    serial: Option<Serial>,
     not_after: Option<SystemTime>,
     chain: Vec<CertificateDer<'static>>,
     negotiated: Option<Negotiated>,
@@ -76,7 +77,7 @@ impl PeerIdentity {
         Ok(Self {
             spiffe_id,
             subject: Some(leaf.subject.clone()),
-            serial: Some(serial_hex(&leaf.serial)),
+            serial: Some(leaf.serial.clone()),
             not_after: Some(leaf.not_after),
             sans: leaf.sans,
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
@@ -117,9 +118,9 @@ impl PeerIdentity {
         self.subject.as_deref()
     }
 
-    /// Serial of the leaf as colon-separated hex (`0a:1b:...`).
-    pub fn serial(&self) -> Option<&str> {
-        self.serial.as_deref()
+    /// Serial of the leaf (its `Display` is colon-separated hex, `0a:1b:...`).
+    pub fn serial(&self) -> Option<&Serial> {
+        self.serial.as_ref()
     }
 
     /// End of the leaf's validity.

@@ -1,164 +1,15 @@
-//! Typed subject alternative names and Envoy's `match_typed_subject_alt_names`.
+//! Envoy's `match_typed_subject_alt_names` over the family's [`SubjectAltName`] and
+//! [`SanType`] (from mtls-identity).
 
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use mtls_identity::{SanType, SubjectAltName};
+
 use crate::error::{Error, Result};
 use crate::string_matcher::StringMatcher;
-
-/// A subject alternative name as presented in a certificate.
-///
-/// ```
-/// use mtls_core::{SanType, SubjectAltName};
-/// let san = SubjectAltName::Uri("spiffe://example.org/a".into());
-/// assert_eq!(san.san_type(), SanType::Uri);
-/// assert_eq!(san.to_string(), "URI:spiffe://example.org/a");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-#[non_exhaustive]
-pub enum SubjectAltName {
-    /// `dNSName`.
-    Dns(String),
-    /// `uniformResourceIdentifier`; SPIFFE IDs live here.
-    Uri(String),
-    /// `rfc822Name`.
-    Email(String),
-    /// `iPAddress`.
-    IpAddress(IpAddr),
-}
-
-impl SubjectAltName {
-    /// The SAN's type.
-    ///
-    /// ```
-    /// # use mtls_core::{SanType, SubjectAltName};
-    /// assert_eq!(SubjectAltName::Dns("a".into()).san_type(), SanType::Dns);
-    /// ```
-    pub fn san_type(&self) -> SanType {
-        match self {
-            SubjectAltName::Dns(_) => SanType::Dns,
-            SubjectAltName::Uri(_) => SanType::Uri,
-            SubjectAltName::Email(_) => SanType::Email,
-            SubjectAltName::IpAddress(_) => SanType::IpAddress,
-        }
-    }
-
-    /// The value as Envoy renders it for matching: IPv6 in RFC 5952 form, except that an
-    /// IPv4-compatible address keeps its dotted quad, as `inet_ntop` writes it.
-    ///
-    /// ```
-    /// # use mtls_core::SubjectAltName;
-    /// let ip = SubjectAltName::IpAddress("::1".parse().unwrap());
-    /// assert_eq!(ip.value(), "::1");
-    /// let compat = SubjectAltName::IpAddress("::7f00:1".parse().unwrap());
-    /// assert_eq!(compat.value(), "::127.0.0.1");
-    /// let mapped = SubjectAltName::IpAddress("::ffff:7f00:1".parse().unwrap());
-    /// assert_eq!(mapped.value(), "::ffff:127.0.0.1");
-    /// ```
-    pub fn value(&self) -> String {
-        match self {
-            SubjectAltName::Dns(v) | SubjectAltName::Uri(v) | SubjectAltName::Email(v) => v.clone(),
-            SubjectAltName::IpAddress(ip) => ip_text(*ip),
-        }
-    }
-}
-
-/// An IP address as Envoy renders an `iPAddress` SAN for matching (`inet_ntop`): RFC 5952,
-/// except that an IPv4-compatible IPv6 address (`::a.b.c.d`, the first 96 bits zero and
-/// not `::` or `::1`-like) keeps the dotted quad — `::7f00:1` is `::127.0.0.1`, where
-/// Rust's `Display` writes `::7f00:1`.
-fn ip_text(ip: IpAddr) -> String {
-    if let IpAddr::V6(v6) = ip {
-        let s = v6.segments();
-        if s[..6].iter().all(|&x| x == 0) && s[6] != 0 {
-            let [.., a, b, c, d] = v6.octets();
-            return format!("::{a}.{b}.{c}.{d}");
-        }
-    }
-    ip.to_string()
-}
-
-impl fmt::Display for SubjectAltName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.san_type(), self.value())
-    }
-}
-
-/// The SAN types of Envoy's `SubjectAltNameMatcher.san_type`.
-///
-/// `OTHER_NAME` is refused when a policy is loaded (it is not supported here), so a
-/// policy that relies on it fails loudly instead of silently matching nothing.
-///
-/// ```
-/// use mtls_core::SanType;
-/// assert_eq!("IP_ADDRESS".parse::<SanType>()?, SanType::IpAddress);
-/// assert!("OTHER_NAME".parse::<SanType>().is_err());
-/// # Ok::<(), mtls_core::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "&'static str")]
-#[non_exhaustive]
-pub enum SanType {
-    /// `DNS`.
-    Dns,
-    /// `URI`.
-    Uri,
-    /// `EMAIL`.
-    Email,
-    /// `IP_ADDRESS`.
-    IpAddress,
-}
-
-impl SanType {
-    fn as_str(self) -> &'static str {
-        match self {
-            SanType::Dns => "DNS",
-            SanType::Uri => "URI",
-            SanType::Email => "EMAIL",
-            SanType::IpAddress => "IP_ADDRESS",
-        }
-    }
-}
-
-impl fmt::Display for SanType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<SanType> for &'static str {
-    fn from(t: SanType) -> Self {
-        t.as_str()
-    }
-}
-
-impl FromStr for SanType {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "DNS" => Ok(SanType::Dns),
-            "URI" => Ok(SanType::Uri),
-            "EMAIL" => Ok(SanType::Email),
-            "IP_ADDRESS" => Ok(SanType::IpAddress),
-            other => Err(Error::InvalidSanMatcher {
-                reason: format!(
-                    "san_type {other:?} is not supported; expected one of DNS, URI, EMAIL, IP_ADDRESS"
-                ),
-            }),
-        }
-    }
-}
-
-impl TryFrom<String> for SanType {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        s.parse()
-    }
-}
 
 /// One entry of Envoy's `match_typed_subject_alt_names`: a SAN type and a string matcher.
 ///
@@ -237,7 +88,9 @@ impl SanMatcher {
                 None => self.matcher.matches(name),
             },
             SubjectAltName::Uri(v) | SubjectAltName::Email(v) => self.matcher.matches(v),
-            SubjectAltName::IpAddress(ip) => self.matcher.matches(&ip_text(*ip)),
+            SubjectAltName::IpAddress(_) => self.matcher.matches(&san.value()),
+            // a SAN type added later matches only through its own SanType
+            _ => false,
         }
     }
 
@@ -350,16 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_compatible_ipv6_renders_as_envoy_does() {
-        let text = |s: &str| ip_text(s.parse().unwrap());
-        assert_eq!(text("::7f00:1"), "::127.0.0.1");
-        assert_eq!(text("::1.2.3.4"), "::1.2.3.4");
-        assert_eq!(text("::ffff:7f00:1"), "::ffff:127.0.0.1");
-        assert_eq!(text("::1"), "::1");
-        assert_eq!(text("::"), "::");
-        assert_eq!(text("::2"), "::2");
-        assert_eq!(text("fd00::7f00:1"), "fd00::7f00:1");
-        assert_eq!(text("10.0.0.7"), "10.0.0.7");
+    fn ipv4_compatible_ipv6_matches_as_envoy_renders_it() {
         let m: SanMatcher = "IP_ADDRESS:exact:::127.0.0.1".parse().unwrap();
         assert!(m.matches(&SubjectAltName::IpAddress("::7f00:1".parse().unwrap())));
     }

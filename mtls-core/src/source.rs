@@ -24,7 +24,7 @@ use crate::trust::TrustBundle;
 /// use std::sync::Arc;
 /// use mtls_core::{Identity, IdentitySource};
 /// fn serial_of(source: &dyn IdentitySource) -> String {
-///     source.current().serial_hex()
+///     source.current().serial().to_string()
 /// }
 /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
 /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["localhost"]))?;
@@ -137,9 +137,9 @@ impl<T: Installed> Cell<T> {
 /// let handle = IdentityHandle::new(Identity::from_pem(a.chain_pem(), a.key_pem())?);
 /// let mut changes = handle.subscribe().expect("handles notify");
 /// let new = Identity::from_pem(b.chain_pem(), b.key_pem())?;
-/// let new_serial = new.serial_hex();
+/// let new_serial = new.serial().to_string();
 /// handle.rotate(new);
-/// assert_eq!(handle.current().serial_hex(), new_serial);
+/// assert_eq!(handle.current().serial().to_string(), new_serial);
 /// assert!(changes.has_changed()?);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -158,7 +158,7 @@ impl IdentityHandle {
 
     /// Replaces the identity; handshakes that start after this use the new one.
     pub fn rotate(&self, identity: Identity) {
-        tracing::info!(serial = %identity.serial_hex(), subject = %identity.subject(), "identity rotated");
+        tracing::info!(serial = %identity.serial(), subject = %identity.subject(), "identity rotated");
         self.cell.store(identity);
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::spiffe_id::TrustDomain;
+use mtls_identity::TrustDomain;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
 use webpki::{CertRevocationList, OwnedCertRevocationList};
@@ -182,7 +182,7 @@ impl TrustBundle {
         let crls = CertificateRevocationListDer::pem_slice_iter(pem.as_ref())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::InvalidCrl {
-                reason: crate::identity::pem_reason(&e),
+                reason: mtls_identity::pem_error_words(&e),
             })?;
         if crls.is_empty() {
             return Err(Error::InvalidCrl {

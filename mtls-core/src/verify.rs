@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use webpki::{EndEntityCert, KeyUsage, RevocationOptionsBuilder, UnknownStatusPolicy};
 
 use crate::authorizer::Authorizer;
-use crate::cert::{LeafInfo, ca_may_not_sign, rfc3339, sans_text, serial_hex};
+use crate::cert::{LeafInfo, ca_may_not_sign, rfc3339, sans_text};
 use crate::error::{Error, Result};
 use crate::san::SanMatcher;
 use crate::source::TrustSource;
@@ -268,34 +268,15 @@ impl fmt::Debug for PeerVerifier {
     }
 }
 
-/// What our path check hands webpki when a CA may not sign (webpki has no such error; the
-/// detailed reason travels beside it). Ranked low, so a more specific webpki error on
-/// another candidate path wins.
 /// A webpki error in words, from its variant name (`BadDerTime` -> "bad DER time"): its own
 /// `Display` is its `Debug`.
 pub(crate) fn webpki_words(error: &webpki::Error) -> String {
-    let debug = format!("{error:?}"); // Debug turned into words
-    let name = debug
-        .split(|c: char| !c.is_alphanumeric())
-        .next()
-        .unwrap_or(&debug);
-    let mut words = String::new();
-    for (i, c) in name.char_indices() {
-        if c.is_uppercase() && i > 0 {
-            words.push(' ');
-        }
-        words.push(c.to_ascii_lowercase());
-    }
-    words
-        .split(' ')
-        .map(|word| match word {
-            "der" | "crl" | "eku" | "ca" => word.to_ascii_uppercase(),
-            _ => word.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    mtls_identity::debug_words(error)
 }
 
+/// What our path check hands webpki when a CA may not sign (webpki has no such error; the
+/// detailed reason travels beside it). Ranked low, so a more specific webpki error on
+/// another candidate path wins.
 const CA_MAY_NOT_SIGN: webpki::Error = webpki::Error::EndEntityUsedAsCa;
 
 fn chain_error(err: webpki::Error, leaf: &LeafInfo, trusted: String, now: UnixTime) -> Error {
@@ -319,7 +300,7 @@ fn chain_error(err: webpki::Error, leaf: &LeafInfo, trusted: String, now: UnixTi
         },
         webpki::Error::CertRevoked => Error::Revoked {
             subject,
-            serial: serial_hex(&leaf.serial),
+            serial: leaf.serial.to_string(),
         },
         webpki::Error::CaUsedAsEndEntity => Error::CaCertificateAsLeaf { subject },
         other => Error::Chain {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use spiffe::{X509Source, X509Svid};
 
-use crate::spiffe_id::{SpiffeId, TrustDomain};
+use mtls_identity::{SpiffeId, TrustDomain};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -193,7 +193,7 @@ impl WorkloadApiSourceBuilder {
         let identity = IdentityHandle::new(identity);
         let trust = TrustHandle::new(trust);
         tracing::info!(%endpoint, spiffe_id = ?identity.current().spiffe_id(),
-            serial = %identity.current().serial_hex(), "X509-SVID from the Workload API");
+            serial = %identity.current().serial(), "X509-SVID from the Workload API");
         let task = tokio::spawn(follow(
             source.clone(),
             identity.clone(),

@@ -153,7 +153,7 @@ fn an_expired_leaf_dropped_in_keeps_the_last_good_identity_with_one_warn() {
     let files = Files::new();
     files.write(&pki.int.issue(&svid_params()).unwrap());
     let source = FileIdentitySource::watch(&files.cert, &files.key, NEVER).unwrap();
-    let good = source.current().serial_hex();
+    let good = source.current().serial().to_string();
 
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let na = now - time::Duration::hours(1);
@@ -170,7 +170,7 @@ fn an_expired_leaf_dropped_in_keeps_the_last_good_identity_with_one_warn() {
     let err = ticks_refused(&source, 20);
     assert!(matches!(err, Error::IdentityExpired { .. }), "{err}");
     assert_eq!(
-        source.current().serial_hex(),
+        source.current().serial().to_string(),
         good,
         "the last good identity stays"
     );
@@ -187,7 +187,7 @@ fn an_expired_leaf_dropped_in_keeps_the_last_good_identity_with_one_warn() {
     // A good pair again: installed, and an INFO says the source is good again.
     files.write(&pki.int.issue(&svid_params()).unwrap());
     assert!(source.reload().unwrap());
-    assert_ne!(source.current().serial_hex(), good);
+    assert_ne!(source.current().serial().to_string(), good);
     assert!(
         files.infos().iter().any(|l| l.contains("good again")),
         "{:#?}",
@@ -211,7 +211,7 @@ fn a_foreign_ca_leaf_is_refused_and_installed_once_the_trust_has_its_ca() {
     .unwrap();
     let source =
         FileIdentitySource::watch_trusted(&files.cert, &files.key, trust.clone(), NEVER).unwrap();
-    let good = source.current().serial_hex();
+    let good = source.current().serial().to_string();
 
     // A leaf of a CA the trust does not have, written at once (one state).
     files.write(&pki.intruder.issue(&svid_params()).unwrap());
@@ -223,7 +223,7 @@ fn a_foreign_ca_leaf_is_refused_and_installed_once_the_trust_has_its_ca() {
             && text.contains("the bundle of trust domain example.org"),
         "{text}"
     );
-    assert_eq!(source.current().serial_hex(), good);
+    assert_eq!(source.current().serial().to_string(), good);
     let warns = files.warns();
     assert_eq!(warns.len(), 1, "exactly one WARN: {warns:#?}");
     assert!(warns[0].contains("issuer CN=Intruder Root"), "{}", warns[0]);
@@ -238,7 +238,7 @@ fn a_foreign_ca_leaf_is_refused_and_installed_once_the_trust_has_its_ca() {
     std::fs::write(&files.ca, pki.root.cert_pem() + &pki.intruder.cert_pem()).unwrap();
     assert!(trust.reload().unwrap());
     assert!(source.reload().unwrap());
-    assert_ne!(source.current().serial_hex(), good);
+    assert_ne!(source.current().serial().to_string(), good);
     let warns = files.warns();
     assert_eq!(warns.len(), 2, "{warns:#?}");
     assert!(
@@ -281,13 +281,13 @@ fn unreadable_files_are_warned_about_once_and_recovery_is_logged() {
     let files = Files::new();
     files.write(&pki.int.issue(&svid_params()).unwrap());
     let source = FileIdentitySource::watch(&files.cert, &files.key, NEVER).unwrap();
-    let good = source.current().serial_hex();
+    let good = source.current().serial().to_string();
     let key = std::fs::read(&files.key).unwrap();
 
     std::fs::remove_file(&files.key).unwrap();
     let err = ticks_refused(&source, 30);
     assert!(matches!(err, Error::Io { .. }), "{err}");
-    assert_eq!(source.current().serial_hex(), good);
+    assert_eq!(source.current().serial().to_string(), good);
     let warns = files.warns();
     assert_eq!(warns.len(), 1, "one WARN, not one per tick: {warns:#?}");
     assert!(
@@ -348,7 +348,7 @@ fn a_not_yet_valid_leaf_is_installed_by_the_poller_once_valid() {
     files.write(&pki.int.issue(&svid_params()).unwrap());
     let source =
         FileIdentitySource::watch(&files.cert, &files.key, Duration::from_millis(20)).unwrap();
-    let good = source.current().serial_hex();
+    let good = source.current().serial().to_string();
     // Whole seconds: certificates carry no fractions.
     let not_before =
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(3);
@@ -358,7 +358,8 @@ fn a_not_yet_valid_leaf_is_installed_by_the_poller_once_valid() {
         .unwrap();
     let future_serial = mtls_core::Identity::from_pem(future.chain_pem(), future.key_pem())
         .unwrap()
-        .serial_hex();
+        .serial()
+        .to_string();
     // Written as one rename of a directory symlink would: both files replaced, then read.
     let staging = files.dir.path().join("staging");
     std::fs::create_dir(&staging).unwrap();
@@ -368,9 +369,9 @@ fn a_not_yet_valid_leaf_is_installed_by_the_poller_once_valid() {
     std::fs::rename(staging.join("cert.pem"), &files.cert).unwrap();
 
     std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(source.current().serial_hex(), good, "not valid yet");
+    assert_eq!(source.current().serial().to_string(), good, "not valid yet");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while source.current().serial_hex() != future_serial {
+    while source.current().serial().to_string() != future_serial {
         assert!(Instant::now() < deadline, "never installed once valid");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -53,7 +53,7 @@ async fn run_with(pki: &Pki, client_identity: Identity) -> Outcome {
 async fn allowed_svid_is_accepted_and_identified_on_both_sides() {
     let pki = Pki::new();
     let me = pki.svid(CLIENT_ID);
-    let serial = me.serial_hex();
+    let serial = me.serial().to_string();
     let out = run_with(&pki, me).await;
     let (client_seen_by_server, server_seen_by_client) = out.assert_ok();
     assert!(client_seen_by_server.is_authenticated());
@@ -61,7 +61,10 @@ async fn allowed_svid_is_accepted_and_identified_on_both_sides() {
         client_seen_by_server.spiffe_id().unwrap().to_string(),
         CLIENT_ID
     );
-    assert_eq!(client_seen_by_server.serial(), Some(serial.as_str()));
+    assert_eq!(
+        client_seen_by_server.serial().map(ToString::to_string),
+        Some(serial)
+    );
     assert_eq!(
         client_seen_by_server.chain().len(),
         2,
@@ -313,14 +316,14 @@ async fn revoked_certificate_is_refused_by_crl() {
         .int
         .issue(&LeafParams::svid(SpiffeId::new(CLIENT_ID).unwrap()))
         .unwrap();
-    let crl = support::crl_pem(&pki.int, &[revoked_leaf.certificate().serial()]);
+    let crl = support::crl_pem(&pki.int, &[revoked_leaf.certificate().serial().as_bytes()]);
     let bundle = pki.spiffe_bundle().with_crls_pem(&crl).unwrap();
     let server_cfg = ServerConfigBuilder::new(Arc::new(pki.svid(SERVER_ID)), Arc::new(bundle))
         .authorize(Authorize::member_of("example.org".parse().unwrap()))
         .build()
         .unwrap();
     let revoked = Identity::from_pem(revoked_leaf.chain_pem(), revoked_leaf.key_pem()).unwrap();
-    let revoked_serial = revoked.serial_hex();
+    let revoked_serial = revoked.serial().to_string();
     let out = handshake(server_cfg.clone(), client(&pki, revoked), "127.0.0.1").await;
     match out.server_rejection() {
         Error::Revoked { subject, serial } => {

@@ -115,7 +115,7 @@ async fn identity_then_trust_bundle_rotate_under_load_with_zero_failures() {
                 let started = Instant::now();
                 let result = connect(cfg.clone(), addr, "127.0.0.1")
                     .await
-                    .map(|peer| peer.serial().unwrap_or_default().to_owned())
+                    .map(|peer| peer.serial().map(ToString::to_string).unwrap_or_default())
                     .map_err(|e| match Error::from_io(&e) {
                         Some(reason) => reason.to_string(),
                         None => e.to_string(),
@@ -127,11 +127,11 @@ async fn identity_then_trust_bundle_rotate_under_load_with_zero_failures() {
 
     let t0 = Instant::now();
     wait_for_handshakes(&log, t0, 50).await;
-    let first_serial = server_identity.current().serial_hex();
+    let first_serial = server_identity.current().serial().to_string();
 
     // 1. Server identity rotates (same CA, new serial).
     let v2 = pki.svid(SERVER_ID);
-    let v2_serial = v2.serial_hex();
+    let v2_serial = v2.serial().to_string();
     assert_ne!(v2_serial, first_serial);
     let t1 = Instant::now();
     server_identity.rotate(v2);
@@ -150,7 +150,7 @@ async fn identity_then_trust_bundle_rotate_under_load_with_zero_failures() {
     wait_for_handshakes(&log, t2, 10).await;
 
     let v3 = svid_from(&new_root, SERVER_ID);
-    let v3_serial = v3.serial_hex();
+    let v3_serial = v3.serial().to_string();
     let t3 = Instant::now();
     server_identity.rotate(v3);
     client_identity.rotate(svid_from(&new_root, CLIENT_ID));
@@ -225,7 +225,7 @@ fn file_identity_source_reloads_and_keeps_the_last_good_identity_on_bad_files() 
     let first = pki.int.issue(&params).unwrap();
     write(&first);
     let source = FileIdentitySource::open(&cert, &key).unwrap();
-    let first_serial = source.current().serial_hex();
+    let first_serial = source.current().serial().to_string();
     assert!(
         !source.reload().unwrap(),
         "unchanged files are not reloaded"
@@ -236,21 +236,22 @@ fn file_identity_source_reloads_and_keeps_the_last_good_identity_on_bad_files() 
     std::fs::write(&cert, second.chain_pem()).unwrap();
     let err = source.reload().unwrap_err();
     assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
-    assert_eq!(source.current().serial_hex(), first_serial);
+    assert_eq!(source.current().serial().to_string(), first_serial);
 
     // Garbage: refused, last good kept.
     std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
     assert!(matches!(source.reload().unwrap_err(), Error::Pem { .. }));
-    assert_eq!(source.current().serial_hex(), first_serial);
+    assert_eq!(source.current().serial().to_string(), first_serial);
 
     // The consistent pair arrives: installed.
     write(&second);
     assert!(source.reload().unwrap());
-    assert_ne!(source.current().serial_hex(), first_serial);
+    assert_ne!(source.current().serial().to_string(), first_serial);
     let expected = Identity::from_pem(second.chain_pem(), second.key_pem())
         .unwrap()
-        .serial_hex();
-    assert_eq!(source.current().serial_hex(), expected);
+        .serial()
+        .to_string();
+    assert_eq!(source.current().serial().to_string(), expected);
 }
 
 #[test]
@@ -271,7 +272,7 @@ fn watched_files_rotate_without_a_call() {
     let source = FileIdentitySource::watch(&cert, &key, interval).unwrap();
     let trust = FileTrustSource::watch(&ca, None::<&str>, interval).unwrap();
     let changes = source.subscribe().unwrap();
-    let first_serial = source.current().serial_hex();
+    let first_serial = source.current().serial().to_string();
 
     let second = pki.int.issue(&params).unwrap();
     // Write the key first, then the cert: the in-between state is refused, then resolved.
@@ -280,7 +281,9 @@ fn watched_files_rotate_without_a_call() {
     std::fs::write(&ca, pki.root.cert_pem() + &pki.other.cert_pem()).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    while source.current().serial_hex() == first_serial || trust.current().roots(None).len() != 2 {
+    while source.current().serial().to_string() == first_serial
+        || trust.current().roots(None).len() != 2
+    {
         assert!(
             Instant::now() < deadline,
             "watcher did not pick up the new files"

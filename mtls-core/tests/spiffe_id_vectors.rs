@@ -6,7 +6,9 @@
 // Tests may panic: a failed assertion is the report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mtls_core::{Authorize, Authorizer, Error, SpiffeId, TrustBundle, TrustDomain};
+use mtls_core::{Authorize, Authorizer, SpiffeId, TrustBundle, TrustDomain};
+// the parser's own error: the types live in mtls-identity, the family's foundation
+use mtls_identity::Error;
 
 fn td_char(c: char) -> bool {
     matches!(c, 'a'..='z' | '0'..='9' | '.' | '-' | '_')

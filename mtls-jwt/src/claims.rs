@@ -1,5 +1,6 @@
 //! Validated claims: the standard ones parsed, every claim kept.
 
+use mtls_identity::SpiffeId;
 use std::fmt;
 use std::sync::Arc;
 
@@ -66,17 +67,13 @@ impl PartialEq for Claims {
     }
 }
 
-/// A SPIFFE ID as go-spiffe's `spiffeid.FromString` reads it. The `spiffe` crate lower-cases
-/// the scheme and trust domain of what it parses; the spec allows only the lower-case form,
-/// so anything it had to rewrite is refused.
-pub(crate) fn canonical_spiffe_id(text: &str) -> std::result::Result<spiffe::SpiffeId, String> {
-    let id = spiffe::SpiffeId::new(text).map_err(|e| e.to_string())?;
-    if id.to_string() != text {
-        return Err(format!(
-            "not in canonical form (scheme and trust domain must be lower case: {id})"
-        ));
-    }
-    Ok(id)
+/// A SPIFFE ID as go-spiffe's `spiffeid.FromString` reads it: the family's strict parser
+/// (nothing lower-cased or ignored), the reason in words.
+pub(crate) fn canonical_spiffe_id(text: &str) -> std::result::Result<SpiffeId, String> {
+    SpiffeId::new(text).map_err(|e| match e {
+        mtls_identity::Error::InvalidSpiffeId { reason, .. } => reason,
+        other => other.to_string(),
+    })
 }
 
 fn string_claim(map: &Map<String, Value>, name: &str) -> Result<Option<String>> {
@@ -205,7 +202,7 @@ impl Claims {
 
     /// `sub` as a SPIFFE ID in canonical form (for JWT-SVIDs; the JWT-SVID profile has
     /// already checked it). `None` when `sub` is absent or not a canonical SPIFFE ID.
-    pub fn spiffe_id(&self) -> Option<spiffe::SpiffeId> {
+    pub fn spiffe_id(&self) -> Option<SpiffeId> {
         self.subject().and_then(|s| canonical_spiffe_id(s).ok())
     }
 

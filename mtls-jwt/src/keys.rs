@@ -49,8 +49,12 @@ pub struct PublicKey {
 impl PublicKey {
     /// Reads a PEM `PUBLIC KEY` (SubjectPublicKeyInfo): RSA, EC P-256/384/521 or Ed25519.
     pub fn from_pem(pem: &str) -> Result<Self> {
-        let der = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| key_err(format!("expected a PEM PUBLIC KEY: {}", pem_reason(&e))))?;
+        let der = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
+            key_err(format!(
+                "expected a PEM PUBLIC KEY: {}",
+                mtls_identity::pem_error_words(&e)
+            ))
+        })?;
         Self::from_spki_der(der.as_ref())
     }
 
@@ -246,8 +250,12 @@ impl SigningKey {
     /// `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`. The algorithm is the key's default
     /// (see [`PublicKey::algorithm`]); change it with [`SigningKey::with_algorithm`].
     pub fn from_pem(pem: &str) -> Result<Self> {
-        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| key_err(format!("expected a PEM private key: {}", pem_reason(&e))))?;
+        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
+            key_err(format!(
+                "expected a PEM private key: {}",
+                mtls_identity::pem_error_words(&e)
+            ))
+        })?;
         match der {
             PrivateKeyDer::Pkcs8(d) => Self::from_pkcs8(d.secret_pkcs8_der(), None),
             PrivateKeyDer::Pkcs1(d) => {
@@ -550,20 +558,6 @@ fn pem(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
-}
-
-/// What a PEM decoding error means, in words (pki-types prints a missing end marker as a
-/// byte array).
-fn pem_reason(error: &rustls_pki_types::pem::Error) -> String {
-    use rustls_pki_types::pem::Error as Pem;
-    match error {
-        Pem::MissingSectionEnd { end_marker } => format!(
-            "a block with no end line (\"-----END {}-----\"): truncated input",
-            String::from_utf8_lossy(end_marker)
-        ),
-        Pem::NoItemsFound => "no PEM block of that kind".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -119,9 +119,10 @@
 //!   discovery documents.
 //! - `tokio`: background refresh and file-watch tasks, timeouts, the refetch lock.
 //! - `arc-swap`: lock-free reads of the current key set.
-//! - `spiffe`: `SpiffeId` for JWT-SVID subjects.
 //! - `http`: header maps for token extraction.
 //! - `rustls-pki-types`: PEM parsing of public and private keys.
+//! - `mtls-identity`: the family's shared vocabulary: the strict `SpiffeId` of JWT-SVID
+//!   subjects, PEM errors in words.
 //! - `thiserror`, `tracing`: the error type and logs (target `mtls_jwt`).
 //! - `metrics` (feature `metrics` only): the facade the counters go through; the
 //!   application picks the exporter.
@@ -147,6 +148,8 @@ pub use claims::Claims;
 pub use error::{Error, GrpcCode, Result};
 pub use jwk::KeySet;
 pub use keys::{PublicKey, SigningKey, TokenSpec, jwks_json};
+/// The strict SPIFFE ID of [`Claims::spiffe_id`] (the family's one type, from mtls-identity).
+pub use mtls_identity::SpiffeId;
 #[cfg(feature = "remote")]
 pub use source::RemoteJwks;
 pub use source::{FileJwks, JwksSource};

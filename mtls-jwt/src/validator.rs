@@ -792,7 +792,7 @@ impl Validator {
                 .ok_or(Error::MissingClaim { claim: "sub" })?;
             crate::claims::canonical_spiffe_id(sub).map_err(|e| Error::InvalidClaim {
                 claim: "sub".into(),
-                reason: format!("{sub:?} is not a SPIFFE ID: {e}"),
+                reason: format!("{sub:?} is not a canonical SPIFFE ID: {e}"),
             })?;
         }
         for (name, check) in &inner.checks {

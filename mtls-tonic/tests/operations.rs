@@ -461,7 +461,7 @@ async fn recycling_while_identities_rotate(recycler: Recycler) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     server_identity.rotate(server_svid(&pki));
     let new_client = client_svid(&pki);
-    let new_serial = new_client.serial_hex();
+    let new_serial = new_client.serial().to_string();
     client_identity.rotate(new_client);
     let rotated = Instant::now();
     let everywhere = wait_until(Duration::from_secs(8), || {

@@ -66,13 +66,13 @@ pub const MESH_SVID_TTL: Duration = Duration::from_secs(600);
 /// let source = ids.identity(Workload::Client)?;
 /// assert_eq!(source.current().spiffe_id().unwrap().to_string(), bookstore::CLIENT_ID);
 /// let before = ids.issued_serial(Workload::Client).unwrap();
-/// assert_eq!(source.current().serial_hex(), before);
+/// assert_eq!(source.current().serial().to_string(), before);
 ///
 /// ids.rotate_now()?; // new SVIDs, pushed on every Workload API and SDS stream
 /// let after = ids.issued_serial(Workload::Client).unwrap();
 /// assert_ne!(before, after);
 /// let pushed = async {
-///     while source.current().serial_hex() != after {
+///     while source.current().serial().to_string() != after {
 ///         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
 ///     }
 /// };
@@ -109,7 +109,7 @@ impl AgentIdentities {
         let registration = registration(policy, &intruder_id, &state)?;
         let agent = Agent::start(
             AgentConfig::new(
-                policy.trust_domain.clone().into(),
+                policy.trust_domain.clone(),
                 dir.join("workload.sock"),
                 registration,
             )
@@ -243,8 +243,7 @@ impl WorkloadIdentities for AgentIdentities {
     }
 
     fn issued_serial(&self, workload: Workload) -> Option<String> {
-        self.agent
-            .serial_of(self.spiffe_id(workload).ok()?.as_spiffe())
+        self.agent.serial_of(&self.spiffe_id(workload).ok()?)
     }
 }
 
@@ -276,15 +275,15 @@ fn registration(policy: &MeshPolicy, intruder: &SpiffeId, owned: &Path) -> Resul
     };
     let client = client_id(policy)?;
     Ok(Registration::new([
-        Entry::new(policy.server_id.clone().into(), process.clone()),
-        Entry::new(client.clone().into(), process.clone()),
-        Entry::new(intruder.clone().into(), process),
+        Entry::new(policy.server_id.clone(), process.clone()),
+        Entry::new(client.clone(), process.clone()),
+        Entry::new(intruder.clone(), process),
         Entry::new(
-            policy.server_id.clone().into(),
+            policy.server_id.clone(),
             Selectors::sds_node_id(SERVER_SIDECAR_NODE_ID).with_uid(uid),
         ),
         Entry::new(
-            client.into(),
+            client,
             Selectors::sds_node_id(CLIENT_SIDECAR_NODE_ID).with_uid(uid),
         ),
     ]))

@@ -92,8 +92,7 @@ impl MeshPki {
             &intermediate,
             &dir,
             "bookstore",
-            LeafParams::svid(policy.server_id.clone().into())
-                .with_dns_name(policy.service_name.clone()),
+            LeafParams::svid(policy.server_id.clone()).with_dns_name(policy.service_name.clone()),
             &policy.server_id,
         )?;
         let client_id = policy
@@ -104,14 +103,14 @@ impl MeshPki {
             &intermediate,
             &dir,
             "client",
-            LeafParams::svid(client_id.clone().into()),
+            LeafParams::svid(client_id.clone()),
             client_id,
         )?;
         let intruder = issue(
             &intermediate,
             &dir,
             "intruder",
-            LeafParams::svid(intruder_id.clone().into()),
+            LeafParams::svid(intruder_id.clone()),
             &intruder_id,
         )?;
 

@@ -127,7 +127,7 @@ pub(crate) async fn proxyless_serials(
     for workload in [Workload::Bookstore, Workload::Client, Workload::Intruder] {
         let serial = ids
             .identity(workload)
-            .map(|source| source.current().serial_hex())
+            .map(|source| source.current().serial().to_string())
             .map_err(|e| e.to_string());
         out.push(seen(ids, format!("{workload} source"), workload, serial));
     }
@@ -166,7 +166,7 @@ async fn served_serial(
         let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
         let peer = PeerIdentity::from_chain(chain).map_err(|e| e.to_string())?;
         peer.serial()
-            .map(str::to_owned)
+            .map(ToString::to_string)
             .ok_or_else(|| format!("{addr} presented no certificate"))
     };
     tokio::time::timeout(Duration::from_secs(3), handshake)

@@ -25,7 +25,7 @@ async fn client_and_server_take_their_identities_from_the_workload_api() {
     let entry = |id: &str, exe: &str| {
         let id: mtls_core::SpiffeId = id.parse().unwrap();
         Entry::new(
-            id.into(),
+            id,
             Selectors::uid(uid).with_exe(std::fs::canonicalize(bin(exe)).unwrap()),
         )
     };
@@ -35,7 +35,7 @@ async fn client_and_server_take_their_identities_from_the_workload_api() {
     ]);
     let trust_domain: mtls_core::TrustDomain = "bookstore.local".parse().unwrap();
     let agent = Agent::start(AgentConfig::new(
-        trust_domain.into(),
+        trust_domain,
         dir.path().join("workload.sock"),
         registration,
     ))

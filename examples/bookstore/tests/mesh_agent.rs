@@ -34,7 +34,7 @@ async fn agent_mode_both_paths_identities_from_the_agent_and_rotation_with_no_fa
         .unwrap();
     assert_eq!(ids.agent().generation(), 1);
     let first_server = ids.issued_serial(Workload::Bookstore).unwrap();
-    let file_server = pki.server().identity().unwrap().serial_hex();
+    let file_server = pki.server().identity().unwrap().serial().to_string();
     assert!(!same_serial(&first_server, &file_server));
     // The sidecars get SDS with the node ids registered for them; the intruder has none.
     match ids.envoy_certs(Workload::Bookstore).unwrap() {
@@ -177,7 +177,8 @@ async fn agent_mode_both_paths_identities_from_the_agent_and_rotation_with_no_fa
         ids.identity(Workload::Bookstore)
             .unwrap()
             .current()
-            .serial_hex(),
+            .serial()
+            .to_string(),
         last.bookstore.1
     );
     assert!(

@@ -83,7 +83,8 @@ fn client_identity(ca: &CertificateAuthority) -> Identity {
 fn serial(leaf: &CertifiedKey) -> String {
     Identity::from_pem(leaf.chain_pem(), leaf.key_pem())
         .unwrap()
-        .serial_hex()
+        .serial()
+        .to_string()
 }
 
 /// How the files change on disk.
@@ -281,8 +282,8 @@ async fn handshake(config: Arc<rustls::ClientConfig>, addr: SocketAddr) -> Resul
         let serial = PeerIdentity::from_connection(tls.get_ref().1)
             .map_err(|e| e.to_string())?
             .serial()
-            .unwrap_or_default()
-            .to_owned();
+            .map(ToString::to_string)
+            .unwrap_or_default();
         tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
             .await
             .map_err(|e| format!("write: {e}"))?;
@@ -434,7 +435,7 @@ fn openssl_served_serial(pki: &Pki, dir: &Path, addr: SocketAddr) -> String {
         .unwrap()
         .serial()
         .unwrap()
-        .to_owned()
+        .to_string()
 }
 
 /// Retries a one-off handshake (not counted by the probe) until `accepted` is what the
@@ -695,12 +696,12 @@ async fn workload_api_identity_rotates_under_the_probe() {
     let exe = std::fs::canonicalize(bin("bookstore-server")).unwrap();
     let server_id: mtls_core::SpiffeId = SERVER_ID.parse().unwrap();
     let registration = Registration::new([Entry::new(
-        server_id.clone().into(),
+        server_id.clone(),
         Selectors::uid(uid).with_exe(exe),
     )]);
     let trust_domain: mtls_core::TrustDomain = "bookstore.local".parse().unwrap();
     let agent = Agent::start(AgentConfig::new(
-        trust_domain.clone().into(),
+        trust_domain.clone(),
         dir.path().join("workload.sock"),
         registration,
     ))
@@ -758,10 +759,10 @@ async fn workload_api_identity_rotates_under_the_probe() {
             }
         }
     };
-    let first = agent.serial_of(&server_id.clone().into()).unwrap();
+    let first = agent.serial_of(&server_id).unwrap();
     results.extend(probe_until(first.clone()).await);
     agent.rotate_now().unwrap();
-    let second = agent.serial_of(&server_id.clone().into()).unwrap();
+    let second = agent.serial_of(&server_id).unwrap();
     assert_ne!(first, second);
     results.extend(probe_until(second).await);
     let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();

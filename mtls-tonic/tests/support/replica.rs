@@ -55,7 +55,7 @@ impl Health for Probe {
         let serial = request
             .peer_identity()
             .and_then(|p| p.serial())
-            .map(str::to_owned);
+            .map(ToString::to_string);
         let port = request
             .mtls_connect_info()
             .map(|info| info.remote_addr().port());

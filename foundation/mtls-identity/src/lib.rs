@@ -1,0 +1,63 @@
+//! # mtls-identity: the foundation of the mtls crates
+//!
+//! The vocabulary every mtls crate shares and none re-models (linkerd keeps its identity
+//! types in one small crate the same way):
+//!
+//! - [`SubjectAltName`] — a SAN as a certificate carries it (DNS, URI, e-mail, IP), with
+//!   one text form (`DNS:api.internal`, `IP:10.0.0.1`, `URI:spiffe://…`), and [`SanType`],
+//!   Envoy's names for the types (`DNS`, `URI`, `EMAIL`, `IP_ADDRESS`);
+//! - [`Serial`] — a certificate serial number, shown one way everywhere (`0a:1b:…`);
+//! - [`SpiffeId`] and [`TrustDomain`] — parsed as strictly as go-spiffe parses them (the
+//!   `spiffe` crate's own types lower-case and ignore what the spec refuses);
+//! - errors in words: [`pem_error_words`] (rustls-pki-types prints a missing end line as a
+//!   byte array) and [`debug_words`] (for errors that only have `Debug`).
+//!
+//! ```text
+//!                 mtls-identity   (foundation/: this crate — vocabulary, no TLS, no runtime)
+//!            ▲          ▲           ▲
+//!      mtls-certs    mtls-core    mtls-jwt
+//!            ▲          ▲           ▲
+//!      mtls-agent (certs, jwt)   mtls-tonic (core, jwt)   mtls-cli (certs, core, jwt)
+//! ```
+//!
+//! ## Quick start
+//!
+//! ```
+//! use mtls_identity::{SanType, Serial, SubjectAltName};
+//!
+//! let san = SubjectAltName::classify("spiffe://example.org/ns/prod/sa/web").unwrap();
+//! assert_eq!(san.san_type(), SanType::Uri);
+//! assert_eq!(san.to_string(), "URI:spiffe://example.org/ns/prod/sa/web");
+//!
+//! let serial = Serial::from(vec![0x0a, 0xff]);
+//! assert_eq!(serial.to_string(), "0a:ff");
+//! assert_eq!(serial.as_bytes(), [0x0a, 0xff]);
+//! ```
+//!
+//! ## Features
+//!
+//! - `serde` (off by default): `serde::Serialize` for [`SubjectAltName`]
+//!   (`{"type": "dns", "value": "…"}`) and [`Serial`] (its text), `Serialize` and
+//!   `Deserialize` for [`SanType`] (Envoy's names). Brings `serde`.
+//!
+//! ## Dependencies and why
+//!
+//! - `spiffe` (no features) — the SPIFFE ID types behind ours (`as_spiffe()`, `From`,
+//!   `TryFrom`), for its Workload API client.
+//! - `rustls-pki-types` — the PEM error type [`pem_error_words`] puts into words (the PEM
+//!   parser every mtls crate uses).
+//! - `thiserror` — the [`Error`] enum; `serde` (feature `serde`) — see above.
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod san;
+mod serial;
+mod spiffe_id;
+mod words;
+
+pub use error::{Error, Result};
+pub use san::{SanType, SubjectAltName};
+pub use serial::Serial;
+pub use spiffe_id::{SpiffeId, TrustDomain};
+pub use words::{debug_words, pem_error_words};
