@@ -17,7 +17,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use spiffe::{SpiffeId, TrustDomain};
+use mtls_identity::{SpiffeId, TrustDomain};
 
 use crate::error::{Error, Result};
 use crate::issuer::{Issuer, Snapshot};

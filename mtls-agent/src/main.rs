@@ -147,9 +147,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )?);
     }
     if let (Some(dir), Some(id)) = (&args.deliver_to, &args.deliver_id) {
-        let id = mtls_core::SpiffeId::new(id)
-            .map(Into::into)
-            .map_err(|e| format!("--deliver-id: {e}"))?;
+        let id = mtls_identity::SpiffeId::new(id).map_err(|e| format!("--deliver-id: {e}"))?;
         let mut delivery = mtls_agent::Delivery::new(dir, id);
         if let (Some(signal), Some(pid)) = (&args.renew_signal, args.renew_pid) {
             delivery = delivery.renew_signal(pid, signal)?;

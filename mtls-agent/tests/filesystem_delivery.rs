@@ -125,14 +125,14 @@ async fn delivered_files_pass_openssl_verify_and_mtls_core_reads_them() {
     );
     let delivered = FileIdentitySource::watch_delivered(&creds, Duration::from_millis(50)).unwrap();
     assert_eq!(
-        delivered.current().serial_hex(),
-        identity.current().serial_hex()
+        delivered.current().serial().to_string(),
+        identity.current().serial().to_string()
     );
     assert_eq!(trust.current().roots(Some(&TD.parse().unwrap())).len(), 1);
-    let before = delivered.current().serial_hex();
+    let before = delivered.current().serial().to_string();
     t.agent.rotate_now().unwrap();
     eventually(Duration::from_secs(10), "the rotated file read", || {
-        (delivered.current().serial_hex() != before).then_some(())
+        (delivered.current().serial().to_string() != before).then_some(())
     })
     .await;
 }
@@ -151,7 +151,7 @@ async fn a_tight_loop_reader_never_sees_a_partial_file_or_a_mismatched_key() {
                 let identity = Identity::from_pem(&text, &text).unwrap_or_else(|e| {
                     panic!("read #{reads}: {e}\n{}", String::from_utf8_lossy(&text))
                 });
-                serials.insert(identity.serial_hex());
+                serials.insert(identity.serial().to_string());
                 let bundle = std::fs::read(creds.join(BUNDLE_FILE)).unwrap();
                 mtls_core::TrustBundle::from_pem(&bundle)
                     .unwrap_or_else(|e| panic!("bundle read #{reads}: {e}"));
