@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use data_encoding::{BASE64 as STANDARD, BASE64URL_NOPAD as URL_SAFE_NO_PAD};
 use rustls_pki_types::CertificateDer;
 use serde_json::{Map, Value, json};
 use x509_parser::certificate::X509Certificate;
@@ -275,7 +274,7 @@ impl SpiffeBundle {
                         x5c.len()
                     ));
                 };
-                let der = STANDARD.decode(b64).map_err(|e| {
+                let der = STANDARD.decode(b64.as_bytes()).map_err(|e| {
                     format!("use x509-svid: expected [x5c] in standard base64, saw {e}")
                 })?;
                 let der = CertificateDer::from(der);

@@ -169,8 +169,8 @@
 //! - `tokio` (`sync` only) — `watch` channels that announce rotations to subscribers.
 //! - `regex` — Envoy `safe_regex` matchers.
 //! - `serde` — loading SAN matchers from Envoy-shaped YAML/JSON.
-//! - `serde_json`, `base64` — the SPIFFE bundle format (a JWK Set; `x5c` is base64 DER, JWK
-//!   members base64url).
+//! - `serde_json`, `data-encoding` — the SPIFFE bundle format (a JWK Set; `x5c` is base64
+//!   DER, JWK members base64url); `data-encoding` is the codec x509-parser already brings.
 //! - `metrics` (feature `metrics`) — the metrics facade: no exporter or registry of ours.
 //! - `hyper`, `hyper-util`, `http`, `http-body-util`, `tokio-rustls` (feature `federation`)
 //!   — fetching bundles over HTTPS with rustls, the TLS stack we already use.
