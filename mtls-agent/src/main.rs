@@ -161,8 +161,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             &args.bundle_endpoint_key,
         ) {
             (Some(id), None, _) => mtls_agent::ServeProfile::HttpsSpiffe {
-                endpoint_id: mtls_core::SpiffeId::new(id)
-                    .map(Into::into)
+                endpoint_id: mtls_identity::SpiffeId::new(id)
                     .map_err(|e| format!("--bundle-endpoint-id: {e}"))?,
             },
             (None, Some(cert), Some(key)) => mtls_agent::ServeProfile::HttpsWeb {
