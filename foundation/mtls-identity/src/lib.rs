@@ -17,7 +17,7 @@
 //!            ▲          ▲           ▲
 //!      mtls-certs    mtls-core    mtls-jwt
 //!            ▲          ▲           ▲
-//!      mtls-agent (certs, jwt)   mtls-tonic (core, jwt)   mtls-cli (certs, core, jwt)
+//!      mtls-agent, mtls-tonic, mtls-cli (each on certs, core and/or jwt)
 //! ```
 //!
 //! ## Quick start
