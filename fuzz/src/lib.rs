@@ -20,6 +20,7 @@ mod jwt;
 mod pem;
 pub mod reference;
 mod san_matcher;
+mod spiffe_bundle;
 mod spiffe_id;
 mod spki;
 
@@ -30,6 +31,7 @@ pub use jwks::jwks;
 pub use jwt::jwt;
 pub use pem::pem;
 pub use san_matcher::san_matcher;
+pub use spiffe_bundle::spiffe_bundle;
 pub use spiffe_id::spiffe_id;
 pub use spki::spki;
 
@@ -45,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("jwt", jwt),
     ("pem", pem),
     ("san_matcher", san_matcher),
+    ("spiffe_bundle", spiffe_bundle),
     ("spiffe_id", spiffe_id),
     ("spki", spki),
 ];

@@ -148,6 +148,17 @@ fn generated() -> Vec<(&'static str, String, Vec<u8>)> {
         "generated",
         jwks_json(keys.iter().map(|k| k.jwk(None))).into_bytes(),
     );
+    let rsa_root = CertificateAuthority::new_root(
+        &CaParams::new("Seed RSA Root").with_key_algorithm(KeyAlgorithm::rsa(2048).unwrap()),
+    )
+    .unwrap();
+    let bundle = mtls_core::SpiffeBundle::new("example.org".parse().unwrap())
+        .with_x509_authorities_pem(root.cert_pem() + &rsa_root.cert_pem())
+        .unwrap()
+        .with_jwks_json(&jwks_json(keys.iter().map(|k| k.jwk(None))))
+        .unwrap()
+        .with_sequence(7);
+    add("spiffe_bundle", "generated", bundle.to_json().into_bytes());
     for key in &keys {
         let der = rustls_der(&key.public_pem());
         add("spki", &format!("{}", key.algorithm()), der);

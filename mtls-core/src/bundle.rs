@@ -472,7 +472,7 @@ impl SpiffeBundle {
     pub fn to_json(&self) -> String {
         let mut keys = Vec::with_capacity(self.x509_authorities.len() + self.jwt_authorities.len());
         for der in &self.x509_authorities {
-            // Every authority was checked when it was added; its key members are best effort.
+            // Every authority's key was described when it was added (check_authority).
             let mut jwk = spki_members(der).unwrap_or_default();
             jwk.insert("use".into(), USE_X509.into());
             jwk.insert("x5c".into(), json!([STANDARD.encode(der.as_ref())]));
@@ -689,6 +689,12 @@ fn check_authority(
     if !info.is_ca {
         return Err(format!(
             "expected a CA certificate (basicConstraints cA=true), saw the end-entity certificate {}",
+            info.display_name()
+        ));
+    }
+    if spki_members(der).is_none() {
+        return Err(format!(
+            "expected an RSA, EC P-256/P-384/P-521 or Ed25519 CA key, saw another key in {}",
             info.display_name()
         ));
     }
