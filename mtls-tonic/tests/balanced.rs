@@ -489,7 +489,11 @@ async fn connection_failure_triggers_early_reresolution() {
     // TTL 60 s and a 30 s ceiling: without a trigger the next resolution is far away.
     let channel = fx
         .builder()
-        .refresh(Duration::from_secs(30), Duration::from_secs(30), 0.0)
+        .refresh(mtls_tonic::balance::Refresh::new(
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+            0.0,
+        ))
         .reresolve_min_interval(Duration::from_millis(200))
         .build()
         .unwrap();

@@ -36,6 +36,76 @@ use crate::{Result, client::MtlsConnector, client::parse_server_name_pub};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// HTTP/2 keepalive of each endpoint's connection: a PING every `interval`, the connection
+/// dropped when a PING is not answered within `timeout` (default 20 s / 10 s).
+///
+/// ```
+/// use std::time::Duration;
+/// use mtls_tonic::balance::Keepalive;
+/// let keepalive = Keepalive::new(Duration::from_secs(30), Duration::from_secs(5));
+/// assert_eq!(keepalive.interval, Duration::from_secs(30));
+/// assert_eq!(Keepalive::default().timeout, Duration::from_secs(10));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Keepalive {
+    /// Time between PINGs.
+    pub interval: Duration,
+    /// How long a PING may go unanswered before the connection is dropped.
+    pub timeout: Duration,
+}
+
+impl Keepalive {
+    /// A PING every `interval`, answered within `timeout`.
+    pub fn new(interval: Duration, timeout: Duration) -> Self {
+        Self { interval, timeout }
+    }
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(20), Duration::from_secs(10))
+    }
+}
+
+/// When DNS is asked again: at the records' TTL, but no sooner than `floor` and no later
+/// than `ceiling`, spread by `± jitter` (a fraction; defaults 5 s, 30 s, 0.1).
+///
+/// ```
+/// use std::time::Duration;
+/// use mtls_tonic::balance::Refresh;
+/// let refresh = Refresh::new(Duration::from_secs(1), Duration::from_secs(10), 0.0);
+/// assert_eq!(refresh.ceiling, Duration::from_secs(10));
+/// assert_eq!(Refresh::default().floor, Duration::from_secs(5));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Refresh {
+    /// The earliest re-resolution after an answer, whatever its TTL.
+    pub floor: Duration,
+    /// The latest re-resolution after an answer, whatever its TTL.
+    pub ceiling: Duration,
+    /// Spread of each delay, `± jitter` of it (clamped to 0..=1).
+    pub jitter: f64,
+}
+
+impl Refresh {
+    /// Re-resolve at the TTL within `floor..=ceiling`, spread by `± jitter`.
+    pub fn new(floor: Duration, ceiling: Duration, jitter: f64) -> Self {
+        Self {
+            floor,
+            ceiling,
+            jitter,
+        }
+    }
+}
+
+impl Default for Refresh {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(5), Duration::from_secs(30), 0.1)
+    }
+}
+
 /// How a call picks among the ready endpoints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -89,9 +159,14 @@ impl BalancedChannelBuilder {
         self
     }
 
-    /// Re-resolve at the records' TTL, but no sooner than `floor` and no later than
-    /// `ceiling` (defaults 5 s and 30 s), spread by `± jitter` (default 0.1).
-    pub fn refresh(mut self, floor: Duration, ceiling: Duration, jitter: f64) -> Self {
+    /// Re-resolve at the records' TTL within [`Refresh`]'s bounds (default 5 s to 30 s,
+    /// ± 0.1).
+    pub fn refresh(mut self, refresh: Refresh) -> Self {
+        let Refresh {
+            floor,
+            ceiling,
+            jitter,
+        } = refresh;
         self.dns.refresh_floor = floor.min(ceiling);
         self.dns.refresh_ceiling = ceiling.max(floor);
         self.dns.refresh_jitter = if jitter.is_finite() {
@@ -150,8 +225,8 @@ impl BalancedChannelBuilder {
         self
     }
 
-    /// HTTP/2 keepalive PING every `interval`, connection dropped when a PING is not answered
-    /// within `timeout` (default 20 s / 10 s). `None` turns keepalive off.
+    /// HTTP/2 keepalive ([`Keepalive`]: a PING every `interval`, the connection dropped when
+    /// a PING is not answered within `timeout`; default 20 s / 10 s). `None` turns it off.
     ///
     /// On by default (tonic's `Channel` has it off) so that an endpoint whose server went
     /// silent without closing the connection (a partition, a paused host) stops being picked
@@ -159,7 +234,7 @@ impl BalancedChannelBuilder {
     /// notes every received frame (a lock and a clock read in its pinger's shared state)
     /// and checks the PING timer when it polls the connection; no PING is sent while frames
     /// arrive.
-    pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
         self.endpoint.keepalive = keepalive;
         self
     }

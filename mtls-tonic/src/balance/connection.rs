@@ -91,7 +91,10 @@ async fn connect(ctx: &Ctx, shared: &Shared) -> Result<Connected, Error> {
         // Both windows start at the spec's 64 KiB and grow with the measured BDP.
         builder.adaptive_window(true);
     }
-    if let Some((interval, timeout)) = ctx.settings.keepalive {
+    if let Some(super::Keepalive {
+        interval, timeout, ..
+    }) = ctx.settings.keepalive
+    {
         builder
             .keep_alive_interval(interval)
             .keep_alive_timeout(timeout)

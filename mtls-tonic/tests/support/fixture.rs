@@ -74,7 +74,11 @@ impl Fixture {
         BalancedChannel::builder(format!("bookstore.test:{}", self.port), connector)
             .nameserver(self.dns.addr)
             .dns_timeout(Duration::from_millis(300), 1)
-            .refresh(Duration::from_millis(500), Duration::from_secs(1), 0.1)
+            .refresh(mtls_tonic::balance::Refresh::new(
+                Duration::from_millis(500),
+                Duration::from_secs(1),
+                0.1,
+            ))
             .reresolve_min_interval(Duration::from_millis(500))
             .backoff(
                 Backoff::default()
