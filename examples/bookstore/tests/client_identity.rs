@@ -7,14 +7,9 @@
 mod support;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use bookstore::{CLIENT_ID, MeshPki, MeshPolicy, SERVER_ID, SERVICE_NAME};
-use support::{ChildGuard, bin, free_addr, run};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use support::{ChildGuard, bin, free_addr, run, s, server_args};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_and_server_take_their_identities_from_the_workload_api() {
@@ -84,18 +79,7 @@ fn client_verifies_the_server_by_dns_name() {
     let listen = free_addr().to_string();
     let mut server = ChildGuard::spawn(
         "bookstore-server",
-        std::process::Command::new(bin("bookstore-server")).args([
-            "--listen",
-            &listen,
-            "--ca",
-            s(pki.bundle_path()),
-            "--cert",
-            s(&pki.server().cert),
-            "--key",
-            s(&pki.server().key),
-            "--allow-spiffe-id",
-            CLIENT_ID,
-        ]),
+        std::process::Command::new(bin("bookstore-server")).args(server_args(&pki, &listen, false)),
     );
     server.wait_for_line("listening on");
     let client = |name: &str| {

@@ -13,13 +13,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::UNIX_EPOCH;
 
-use bookstore::{AUDIENCE, CLIENT_ID, ISSUER, MeshPki, MeshPolicy, SERVER_ID};
+use bookstore::{AUDIENCE, MeshPki, MeshPolicy, SERVER_ID};
 use serde_json::Value;
-use support::{ChildGuard, bin, free_addr, python, run};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use support::{ChildGuard, bin, free_addr, python, run, s, server_args};
 
 /// `curl` of the metrics endpoint, parsed by prometheus_client.
 fn scrape(addr: &str) -> Value {
@@ -73,26 +69,9 @@ fn metrics_listen_serves_prometheus_text_with_the_events_of_the_run() {
     let metrics = free_addr().to_string();
     let mut server = ChildGuard::spawn(
         "bookstore-server",
-        Command::new(bin("bookstore-server")).args([
-            "--listen",
-            &listen,
-            "--ca",
-            s(pki.bundle_path()),
-            "--cert",
-            s(&pki.server().cert),
-            "--key",
-            s(&pki.server().key),
-            "--allow-spiffe-id",
-            CLIENT_ID,
-            "--jwks",
-            s(pki.jwks_path()),
-            "--issuer",
-            ISSUER,
-            "--audience",
-            AUDIENCE,
-            "--metrics-listen",
-            &metrics,
-        ]),
+        Command::new(bin("bookstore-server"))
+            .args(server_args(&pki, &listen, true))
+            .args(["--metrics-listen", &metrics]),
     );
     server.wait_for_line("listening on");
 

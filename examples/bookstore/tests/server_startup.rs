@@ -8,36 +8,15 @@ mod support;
 
 use std::path::Path;
 
-use bookstore::{AUDIENCE, CLIENT_ID, ISSUER, MeshPki, MeshPolicy};
-use support::{ChildGuard, bin, free_addr, run};
+use bookstore::{AUDIENCE, MeshPki, MeshPolicy};
+use support::{ChildGuard, bin, free_addr, run, s, server_args};
 
 fn pki(dir: &Path) -> MeshPki {
     MeshPki::create(dir, &MeshPolicy::bookstore()).unwrap()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn mtls_args<'a>(pki: &'a MeshPki, listen: &'a str) -> Vec<&'a str> {
-    vec![
-        "--listen",
-        listen,
-        "--ca",
-        s(pki.bundle_path()),
-        "--cert",
-        s(&pki.server().cert),
-        "--key",
-        s(&pki.server().key),
-        "--allow-spiffe-id",
-        CLIENT_ID,
-        "--jwks",
-        s(pki.jwks_path()),
-        "--issuer",
-        ISSUER,
-        "--audience",
-        AUDIENCE,
-    ]
+    server_args(pki, listen, true)
 }
 
 /// Runs the server expecting it to refuse to start; returns stderr.

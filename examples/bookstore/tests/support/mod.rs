@@ -200,3 +200,36 @@ pub fn envoy_pids_using(dir: &str) -> Vec<u32> {
     }
     pids
 }
+
+/// A path as a command-line argument (the PKI's paths are UTF-8).
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `bookstore-server`'s arguments for an mTLS replica on `listen` with `pki`'s server SVID
+/// and trust bundle, allowing the mesh's client; with `jwt`, also requiring its tokens.
+pub fn server_args<'a>(pki: &'a bookstore::MeshPki, listen: &'a str, jwt: bool) -> Vec<&'a str> {
+    let mut args = vec![
+        "--listen",
+        listen,
+        "--ca",
+        s(pki.bundle_path()),
+        "--cert",
+        s(&pki.server().cert),
+        "--key",
+        s(&pki.server().key),
+        "--allow-spiffe-id",
+        bookstore::CLIENT_ID,
+    ];
+    if jwt {
+        args.extend([
+            "--jwks",
+            s(pki.jwks_path()),
+            "--issuer",
+            bookstore::ISSUER,
+            "--audience",
+            bookstore::AUDIENCE,
+        ]);
+    }
+    args
+}
