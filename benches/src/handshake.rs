@@ -74,7 +74,7 @@ impl HandshakeFiles {
         let pki = |e: mtls_certs::Error| Error::Pki(e.to_string());
         let files = Self::in_dir(dir);
         let ca = CertificateAuthority::new_root(&CaParams::new("mtls bench root")).map_err(pki)?;
-        let issue = |id: &str| -> Result<mtls_certs::CertifiedKey> {
+        let issue = |id: &str| -> Result<mtls_certs::Credential> {
             ca.issue(&LeafParams::svid(
                 SpiffeId::new(id).map_err(|e| Error::Pki(e.to_string()))?,
             ))

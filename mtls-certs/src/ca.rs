@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::inspect::parse_x509;
-use crate::issued::{CertifiedKey, IssuedCertificate};
+use crate::issued::{Credential, IssuedCertificate};
 use crate::key::{KeyAlgorithm, KeyPair};
 use crate::leaf::LeafParams;
 use crate::pem::{der_to_pem, parse_certificates_pem};
@@ -285,7 +285,7 @@ impl CertificateAuthority {
     /// Errors: [`Error::CaNotValid`] if this CA is expired, [`Error::InvalidSan`] /
     /// [`Error::InvalidSpiffeId`] if the SANs break the profile's rules,
     /// [`Error::InvalidValidity`] for an empty period.
-    pub fn issue(&self, params: &LeafParams) -> Result<CertifiedKey> {
+    pub fn issue(&self, params: &LeafParams) -> Result<Credential> {
         let sans = params.checked_sans()?;
         let key = KeyPair::generate(params.key_algorithm)?;
         let mut subject = params.subject.clone();
@@ -306,7 +306,7 @@ impl CertificateAuthority {
             params.profile.extended_key_usages(),
         )?;
         let certificate = self.sign_params(cp, &key.inner, &params.validity)?;
-        Ok(CertifiedKey { certificate, key })
+        Ok(Credential { certificate, key })
     }
 
     /// Signs prepared rcgen parameters for `public_key`: the careful part every certificate

@@ -84,7 +84,9 @@ impl IssuedCertificate {
     }
 }
 
-/// An issued certificate together with its freshly generated private key.
+/// An issued certificate together with its freshly generated private key: what
+/// [`CertificateAuthority::issue`](crate::CertificateAuthority::issue) hands back. (Named so
+/// it never meets `rustls::sign::CertifiedKey`, rustls' signing key with its chain.)
 ///
 /// ```
 /// use mtls_certs::{CaParams, CertificateAuthority, LeafParams};
@@ -98,12 +100,12 @@ impl IssuedCertificate {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct CertifiedKey {
+pub struct Credential {
     pub(crate) certificate: IssuedCertificate,
     pub(crate) key: KeyPair,
 }
 
-impl CertifiedKey {
+impl Credential {
     /// The certificate and its chain.
     pub fn certificate(&self) -> &IssuedCertificate {
         &self.certificate
@@ -159,7 +161,7 @@ mod tests {
     #[test]
     fn shareable_across_tasks() {
         assert_send_sync::<IssuedCertificate>();
-        assert_send_sync::<CertifiedKey>();
+        assert_send_sync::<Credential>();
         assert_send_sync::<crate::CertificateAuthority>();
         assert_send_sync::<crate::Error>();
     }

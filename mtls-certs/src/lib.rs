@@ -107,7 +107,7 @@ pub use csr::{CaRequest, CertificateSigningRequest, CsrParams, CsrPolicy, SanPol
 pub use error::{Error, Result};
 pub use files::{write_file, write_private_key};
 pub use inspect::{CertificateSummary, inspect};
-pub use issued::{CertifiedKey, IssuedCertificate};
+pub use issued::{Credential, IssuedCertificate};
 pub use key::{KeyAlgorithm, KeyPair};
 pub use leaf::LeafParams;
 pub use mtls_identity::Serial;

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mtls_certs::{CaParams, CertificateAuthority, CertifiedKey, LeafParams, SpiffeId};
+use mtls_certs::{CaParams, CertificateAuthority, Credential, LeafParams, SpiffeId};
 use mtls_core::{BundleEndpoint, FederatedTrustSource, SpiffeBundle, TrustDomain, TrustSource};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -35,7 +35,7 @@ fn bundle(name: &str, cas: &[&CertificateAuthority], seq: u64) -> SpiffeBundle {
         .with_refresh_hint(Duration::from_secs(1))
 }
 
-fn svid(ca: &CertificateAuthority, id: &str) -> CertifiedKey {
+fn svid(ca: &CertificateAuthority, id: &str) -> Credential {
     ca.issue(&LeafParams::svid(SpiffeId::new(id).unwrap()))
         .unwrap()
 }
@@ -47,7 +47,7 @@ struct BundleServer {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn server_config(cert: &CertifiedKey) -> Arc<rustls::ServerConfig> {
+fn server_config(cert: &Credential) -> Arc<rustls::ServerConfig> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(cert.chain_pem().as_bytes())
             .collect::<Result<_, _>>()
@@ -66,7 +66,7 @@ fn server_config(cert: &CertifiedKey) -> Arc<rustls::ServerConfig> {
 }
 
 impl BundleServer {
-    async fn start(cert: &CertifiedKey, body: String) -> Self {
+    async fn start(cert: &Credential, body: String) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new((server_config(cert), body)));
@@ -106,7 +106,7 @@ impl BundleServer {
         format!("https://{}/bundle", self.addr)
     }
 
-    fn serve(&self, cert: Option<&CertifiedKey>, body: String) {
+    fn serve(&self, cert: Option<&Credential>, body: String) {
         let mut state = self.state.lock().unwrap();
         if let Some(cert) = cert {
             state.0 = server_config(cert);

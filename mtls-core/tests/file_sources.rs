@@ -80,7 +80,7 @@ impl Files {
         Self { dir, cert, key, ca }
     }
 
-    fn write(&self, leaf: &mtls_certs::CertifiedKey) {
+    fn write(&self, leaf: &mtls_certs::Credential) {
         std::fs::write(&self.cert, leaf.chain_pem()).unwrap();
         std::fs::write(&self.key, leaf.key_pem()).unwrap();
     }

@@ -217,7 +217,7 @@ fn file_identity_source_reloads_and_keeps_the_last_good_identity_on_bad_files() 
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let write = |leaf: &mtls_certs::CertifiedKey| {
+    let write = |leaf: &mtls_certs::Credential| {
         std::fs::write(&cert, leaf.chain_pem()).unwrap();
         std::fs::write(&key, leaf.key_pem()).unwrap();
     };

@@ -22,7 +22,7 @@ use std::{
 };
 
 use bookstore::{CLIENT_ID, SERVER_ID};
-use mtls_certs::{CaParams, CertificateAuthority, CertifiedKey, LeafParams, SpiffeId};
+use mtls_certs::{CaParams, CertificateAuthority, Credential, LeafParams, SpiffeId};
 use mtls_core::{
     Authorize, ClientConfigBuilder, Identity, IdentityHandle, PeerIdentity, TrustBundle,
 };
@@ -65,7 +65,7 @@ impl Pki {
 }
 
 /// A server SVID valid for a week (no "expires within 24 h" warning).
-fn server_svid(ca: &CertificateAuthority) -> CertifiedKey {
+fn server_svid(ca: &CertificateAuthority) -> Credential {
     ca.issue(
         &LeafParams::svid(SpiffeId::new(SERVER_ID).unwrap())
             .valid_for(Duration::from_secs(7 * 24 * 3600)),
@@ -80,7 +80,7 @@ fn client_identity(ca: &CertificateAuthority) -> Identity {
     Identity::from_pem(leaf.chain_pem(), leaf.key_pem()).unwrap()
 }
 
-fn serial(leaf: &CertifiedKey) -> String {
+fn serial(leaf: &Credential) -> String {
     Identity::from_pem(leaf.chain_pem(), leaf.key_pem())
         .unwrap()
         .serial()
@@ -109,7 +109,7 @@ struct Files {
 }
 
 impl Files {
-    fn new(dir: &Path, layout: Layout, leaf: &CertifiedKey, ca: &str) -> Self {
+    fn new(dir: &Path, layout: Layout, leaf: &Credential, ca: &str) -> Self {
         let mut files = Self {
             dir: dir.to_path_buf(),
             layout,
@@ -142,7 +142,7 @@ impl Files {
         ]
     }
 
-    fn set_identity(&mut self, leaf: &CertifiedKey) {
+    fn set_identity(&mut self, leaf: &Credential) {
         self.cert = leaf.chain_pem();
         self.key = leaf.key_pem();
         self.write_all();
