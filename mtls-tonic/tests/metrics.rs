@@ -481,7 +481,11 @@ fn per_call_metrics_record_each_calls_final_status_on_client_and_server() {
             support::replica::probe_failing("solo", fail_with.clone(), Default::default());
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .layer(CallMetricsLayer::new().service("grpc.health.v1.Health"))
+                .layer(
+                    CallMetricsLayer::new()
+                        .service("grpc.health.v1.Health")
+                        .label("replica", "solo"),
+                )
                 .layer(AuthzLayer::new(policy))
                 .add_service(service)
                 .serve_with_incoming(incoming),
@@ -515,7 +519,7 @@ fn per_call_metrics_record_each_calls_final_status_on_client_and_server() {
             .take_until(LIMIT, |v| {
                 v.histogram(
                     SERVER_CALL_DURATION,
-                    &[(METHOD, CHECK), (STATUS, "CANCELLED")],
+                    &[(METHOD, CHECK), ("replica", "solo"), (STATUS, "CANCELLED")],
                 )
                 .len()
                     == 1
@@ -526,7 +530,11 @@ fn per_call_metrics_record_each_calls_final_status_on_client_and_server() {
     });
     let server_sets = values.label_sets(SERVER_CALL_DURATION);
     let served = |method: &str, status: &str| {
-        values.histogram(SERVER_CALL_DURATION, &[(METHOD, method), (STATUS, status)])
+        // The server's constant label (CallMetricsLayer::label) is on every series.
+        values.histogram(
+            SERVER_CALL_DURATION,
+            &[(METHOD, method), ("replica", "solo"), (STATUS, status)],
+        )
     };
     assert_eq!(served(CHECK, "OK").len(), 2, "{server_sets:?}");
     assert_eq!(served(CHECK, "NOT_FOUND").len(), 1, "{server_sets:?}");
@@ -547,8 +555,14 @@ fn per_call_metrics_record_each_calls_final_status_on_client_and_server() {
         "{:?}",
         served(CHECK, "CANCELLED")
     );
-    assert_eq!(values.counter(SERVER_CALL_STARTED, &[(METHOD, CHECK)]), 5);
-    assert_eq!(values.counter(SERVER_CALL_STARTED, &[(METHOD, "other")]), 1);
+    let started = |method| {
+        values.counter(
+            SERVER_CALL_STARTED,
+            &[(METHOD, method), ("replica", "solo")],
+        )
+    };
+    assert_eq!(started(CHECK), 5);
+    assert_eq!(started("other"), 1);
 
     let target = target_of(&values, CLIENT_CALL_DURATION);
     let t = target.as_str();

@@ -149,6 +149,14 @@ pub fn spawn(
     spawn_with(listener, service, security, ServerOptions::default())
 }
 
+/// The label naming the replica (its [`BookstoreService::replica`] name) on the server's
+/// gRFC A66 metrics (`grpc.server.call.started`, `grpc.server.call.duration`).
+///
+/// ```
+/// assert_eq!(bookstore::server::REPLICA_LABEL, "replica");
+/// ```
+pub const REPLICA_LABEL: &str = "replica";
+
 /// [`spawn`] with `options` instead of the defaults, e.g. connection recycling
 /// ([`ServerOptions::max_connection_age`]) for the load generator's recycling scenario.
 ///
@@ -174,6 +182,7 @@ pub fn spawn_with(
         .local_addr()
         .map_err(|e| Error::io("reading the listener's address", e))?;
     let replica = service.replica().to_owned();
+    let metrics = call_metrics(&replica);
     let (shutdown, stopped) = oneshot::channel::<()>();
     let signal = async move {
         let _ = stopped.await;
@@ -188,7 +197,7 @@ pub fn spawn_with(
             Security::Plaintext => {
                 options
                     .server()
-                    .layer(call_metrics())
+                    .layer(metrics)
                     .add_service(health)
                     .add_service(bookstore)
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
@@ -201,7 +210,7 @@ pub fn spawn_with(
             } => {
                 options
                     .server()
-                    .layer(call_metrics())
+                    .layer(metrics)
                     .layer(AuthzLayer::new(policy))
                     .add_service(health)
                     .add_service(bookstore)
@@ -218,7 +227,7 @@ pub fn spawn_with(
             } => {
                 options
                     .server()
-                    .layer(call_metrics())
+                    .layer(metrics)
                     .layer(AuthzLayer::new(policy))
                     .layer(JwtLayer::new(validator, rules))
                     .add_service(health)
@@ -245,9 +254,10 @@ pub fn spawn_with(
 
 /// gRFC A66's server metrics, outermost (the calls authorization and JWT refuse are timed
 /// too), with the bookstore's and the health service's methods by name, any other path as
-/// `other`.
-fn call_metrics() -> CallMetricsLayer {
+/// `other`, and [`REPLICA_LABEL`] naming the replica (the mesh runs three in one process).
+fn call_metrics(replica: &str) -> CallMetricsLayer {
     CallMetricsLayer::new()
+        .label(REPLICA_LABEL, replica)
         .service(BookstoreServer::<BookstoreService>::NAME)
         .service(tonic_health::pb::health_server::HealthServer::<tonic_health::server::HealthService>::NAME)
 }

@@ -25,11 +25,22 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
     println!("{}", outcome.table());
     println!("{}", outcome.stats_table());
     // Issue 15: each event's figure from our metrics equals Envoy's, and is not zero.
-    if outcome.envoy.is_some() {
-        assert_eq!(outcome.stats.len(), 4, "{}", outcome.stats_table());
+    if let Some(envoy) = &outcome.envoy {
+        assert_eq!(outcome.stats.len(), 7, "{}", outcome.stats_table());
         for row in &outcome.stats {
             assert!(row.agrees(), "{}", outcome.stats_table());
             assert!(row.proxyless.1 >= Some(1), "{}", outcome.stats_table());
+        }
+        // Calls per replica (the Envoy path's scenario): the replica's server and its
+        // sidecar counted the calls the scenario saw answered by it (its x-replica header).
+        for replica in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+            let row = outcome
+                .stats
+                .iter()
+                .find(|r| r.event.contains(replica))
+                .unwrap_or_else(|| panic!("no row for {replica}: {}", outcome.stats_table()));
+            let answered = envoy.per_replica.get(replica).copied().unwrap_or(0) as u64;
+            assert_eq!(row.proxyless.1, Some(answered), "{}", outcome.stats_table());
         }
     }
 

@@ -101,12 +101,14 @@ impl CallRecorder {
         }
     }
 
-    /// A server call of `method` (already `other` if not served): counts
-    /// `grpc.server.call.started`.
+    /// A server call of `method` (already `other` if not served), with the server's constant
+    /// `extra` labels: counts `grpc.server.call.started`.
     #[cfg(feature = "metrics")]
     #[inline]
-    pub(crate) fn server_call(method: ::metrics::SharedString) -> Self {
-        let labels = vec![::metrics::Label::new(METHOD, method)];
+    pub(crate) fn server_call(method: ::metrics::SharedString, extra: &[::metrics::Label]) -> Self {
+        let mut labels = Vec::with_capacity(2 + extra.len());
+        labels.push(::metrics::Label::new(METHOD, method));
+        labels.extend_from_slice(extra);
         ::metrics::counter!(SERVER_CALL_STARTED, labels.iter()).increment(1);
         Self::start(SERVER_CALL_DURATION, labels)
     }

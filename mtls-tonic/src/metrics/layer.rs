@@ -36,6 +36,7 @@ use super::call::{CallMetricsBody, CallRecorder, code_of_error};
 #[derive(Clone, Debug, Default)]
 pub struct CallMetricsLayer {
     services: Arc<Vec<String>>,
+    labels: Arc<Vec<::metrics::Label>>,
 }
 
 impl CallMetricsLayer {
@@ -60,6 +61,28 @@ impl CallMetricsLayer {
         self
     }
 
+    /// Adds the constant label `key` = `value` to every call this server records, e.g. which
+    /// of several replicas in one process served it (off by default: gRFC A66 allows
+    /// optional labels, and each value is one more series per method and status).
+    ///
+    /// ```
+    /// let replica_a = mtls_tonic::metrics::CallMetricsLayer::new().label("replica", "a");
+    /// assert_eq!(replica_a.labels(), [("replica", "a")]);
+    /// ```
+    pub fn label(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.labels).push(::metrics::Label::new(key, value.into()));
+        self
+    }
+
+    /// The constant labels added with [`CallMetricsLayer::label`].
+    ///
+    /// ```
+    /// assert!(mtls_tonic::metrics::CallMetricsLayer::new().labels().is_empty());
+    /// ```
+    pub fn labels(&self) -> Vec<(&str, &str)> {
+        self.labels.iter().map(|l| (l.key(), l.value())).collect()
+    }
+
     /// Whether `path` is recorded by name (else as `other`).
     pub fn records(&self, path: &str) -> bool {
         records(&self.services, path)
@@ -81,6 +104,7 @@ impl<S> Layer<S> for CallMetricsLayer {
         CallMetricsService {
             inner,
             services: self.services.clone(),
+            labels: self.labels.clone(),
         }
     }
 }
@@ -98,6 +122,7 @@ impl<S> Layer<S> for CallMetricsLayer {
 pub struct CallMetricsService<S> {
     inner: S,
     services: Arc<Vec<String>>,
+    labels: Arc<Vec<::metrics::Label>>,
 }
 
 impl<S> CallMetricsService<S> {
@@ -140,7 +165,7 @@ where
             "other".into()
         };
         CallMetricsFuture {
-            recorder: Some(CallRecorder::server_call(method)),
+            recorder: Some(CallRecorder::server_call(method, &self.labels)),
             inner: self.inner.call(request),
         }
     }

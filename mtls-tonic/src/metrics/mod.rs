@@ -10,8 +10,8 @@
 //! | `grpc.client.attempt.started` (`grpc.method`, `grpc.target`) | counter | A66 | `upstream_rq_total` |
 //! | `grpc.client.attempt.duration` (`grpc.method`, `grpc.target`, `grpc.status`) | histogram, s | A66 | `upstream_rq_time` (ms) |
 //! | `grpc.client.call.duration` (`grpc.method`, `grpc.target`, `grpc.status`) | histogram, s | A66 | — (Envoy sees attempts) |
-//! | `grpc.server.call.started` (`grpc.method`) | counter | A66 | `http.<prefix>.downstream_rq_total` |
-//! | `grpc.server.call.duration` (`grpc.method`, `grpc.status`) | histogram, s | A66 | `http.<prefix>.downstream_rq_time` (ms) |
+//! | `grpc.server.call.started` (`grpc.method`, constant labels) | counter | A66 | `http.<prefix>.downstream_rq_total` |
+//! | `grpc.server.call.duration` (`grpc.method`, `grpc.status`, constant labels) | histogram, s | A66 | `http.<prefix>.downstream_rq_time` (ms) |
 //! | `mtls.authz.allowed`, `mtls.authz.denied` (`grpc.method`) | counter | — | `rbac.allowed`, `rbac.denied` |
 //! | `grpc.subchannel.connection_attempts_succeeded` / `_failed` (`grpc.target`) | counter | A94 | `upstream_cx_total`, `upstream_cx_connect_fail` |
 //! | `grpc.subchannel.disconnections` (`grpc.target`, `grpc.disconnect_error`) | counter | A94 | `upstream_cx_close_notify` (GOAWAY), `upstream_cx_destroy_remote` |
@@ -35,7 +35,9 @@
 //! went away from the server) records CANCELLED. The client's `grpc.method` is the path as
 //! the application calls it (tonic's generated clients, as grpc-go records a generated
 //! stub's method); the server's is the path only for the services [`CallMetricsLayer`] is
-//! told it serves, else `other` (a caller picks the path). A66's message-size histograms
+//! told it serves, else `other` (a caller picks the path). A server's constant labels (none
+//! by default; [`CallMetricsLayer::label`], e.g. a replica's name when several share a
+//! process) are on both server metrics. A66's message-size histograms
 //! (`*.sent_total_compressed_message_size`, `*.rcvd_total_compressed_message_size`) are not
 //! recorded.
 //!

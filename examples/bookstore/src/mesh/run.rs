@@ -269,6 +269,21 @@ pub async fn run_with(
             );
             let channel = envoy_channel(sidecars.client_listen()).await?;
             let mut scenario = Scenario::new(boxed(channel.clone()), Some(token.clone()));
+            let replica_calls = || async {
+                let mut figures = Vec::new();
+                for (_, name, _, _) in STAT_REPLICA_CALLS {
+                    // The server sidecar in front of replica `name` (one cluster: it).
+                    let sidecar_name = format!("server-sidecar-{name}");
+                    let sidecar = sidecars.servers().iter().find(|s| s.name() == sidecar_name);
+                    let envoy = match sidecar {
+                        Some(s) => s.counter(REPLICA_UPSTREAM_RQ).await.ok(),
+                        None => None,
+                    };
+                    figures.push((our_replica_calls(name), envoy));
+                }
+                figures
+            };
+            let calls_before = replica_calls().await;
             let report = run_across_rotation(
                 &mut outcome,
                 options,
@@ -278,6 +293,13 @@ pub async fn run_with(
                 || envoy_serials(ids, &sidecars),
             )
             .await?;
+            let calls_after = replica_calls().await;
+            for (((event, ..), (ours0, envoy0)), (ours1, envoy1)) in
+                STAT_REPLICA_CALLS.iter().zip(calls_before).zip(calls_after)
+            {
+                stats.set(event, PathKind::Proxyless, delta(ours0, ours1));
+                stats.set(event, PathKind::Envoy, delta(envoy0, envoy1));
+            }
             print_report(options, &report);
             scenario_checks(
                 &mut outcome,

@@ -2,6 +2,12 @@
 //! proxyless figure read from our own metrics (the process's recorder:
 //! [`crate::metrics::record`] or `--metrics-listen`) and the Envoy figure read from the
 //! sidecars' admin `/stats`, each the change across the step that drives the event.
+//!
+//! Calls per replica are the one event counted by both sides of the same hop: the
+//! balancers' splits on the two paths are separate runs (equal only by chance), so each
+//! replica's row is the Envoy path's scenario, the calls the replica's own server counted
+//! (`grpc.server.call.started{replica}`) beside the calls its server sidecar sent it
+//! (`cluster.replica.upstream_rq_total`).
 
 use std::fmt::Write;
 
@@ -11,6 +17,30 @@ use super::{PathKind, checks};
 pub(super) const STAT_SAN: &str = "handshakes refused for SAN";
 /// Row: GOAWAYs the replicas sent during the rolling restart (graceful shutdowns).
 pub(super) const STAT_GOAWAY: &str = "GOAWAYs in the rolling restart";
+/// Rows: the calls each replica served in the Envoy path's scenario, with the replica's
+/// name (its IP, as [`super::REPLICA_IPS`]), our metric and the server sidecar's stat.
+pub(super) const STAT_REPLICA_CALLS: [(&str, &str, &str, &str); 3] = [
+    (
+        "calls served by 127.0.0.2 (envoy path)",
+        "127.0.0.2",
+        "grpc_server_call_started{replica=\"127.0.0.2\"}",
+        "cluster.replica.upstream_rq_total (its sidecar)",
+    ),
+    (
+        "calls served by 127.0.0.3 (envoy path)",
+        "127.0.0.3",
+        "grpc_server_call_started{replica=\"127.0.0.3\"}",
+        "cluster.replica.upstream_rq_total (its sidecar)",
+    ),
+    (
+        "calls served by 127.0.0.4 (envoy path)",
+        "127.0.0.4",
+        "grpc_server_call_started{replica=\"127.0.0.4\"}",
+        "cluster.replica.upstream_rq_total (its sidecar)",
+    ),
+];
+/// The server sidecar's stat for the requests it sent its replica (its one cluster).
+pub(super) const REPLICA_UPSTREAM_RQ: &str = "cluster.replica.upstream_rq_total";
 /// The refusal checks with a row, and our `mtls.jwt.denied` reason for each.
 pub(super) const STAT_REFUSALS: [(&str, &str); 2] = [
     (checks::NO_TOKEN, "Jwt is missing"),
@@ -23,7 +53,9 @@ pub(super) const STAT_REFUSALS: [(&str, &str); 2] = [
 pub struct StatRow {
     /// The event, e.g. "no token".
     pub event: &'static str,
-    /// Our metric (Prometheus name) and its change, `None` when not read (no recorder).
+    /// Our metric (Prometheus name) and its change, `None` when not read (no recorder): on
+    /// the proxyless path, except the calls per replica (the replicas' own count of the
+    /// calls the Envoy path delivered, the same calls Envoy counts).
     pub proxyless: (&'static str, Option<u64>),
     /// Envoy's stat and its change, `None` when the Envoy path did not run.
     pub envoy: (&'static str, Option<u64>),
@@ -54,30 +86,32 @@ impl StatsTable {
             proxyless: (ours, None),
             envoy: (envoy, None),
         };
-        Self {
-            rows: vec![
-                row(
-                    STAT_SAN,
-                    "grpc_server_tls_handshakes{authorizer_denied|san_mismatch}",
-                    "ssl.fail_verify_san",
-                ),
-                row(
-                    checks::NO_TOKEN,
-                    "mtls_jwt_denied{reason=\"Jwt is missing\"}",
-                    "jwt_authn.denied",
-                ),
-                row(
-                    checks::WRONG_AUDIENCE,
-                    "mtls_jwt_denied{reason=\"Audiences in Jwt are not allowed\"}",
-                    "jwt_authn.denied",
-                ),
-                row(
-                    STAT_GOAWAY,
-                    "grpc_subchannel_disconnections{grpc_disconnect_error=\"GOAWAY\"}",
-                    "upstream_cx_close_notify",
-                ),
-            ],
+        let mut rows = vec![
+            row(
+                STAT_SAN,
+                "grpc_server_tls_handshakes{authorizer_denied|san_mismatch}",
+                "ssl.fail_verify_san",
+            ),
+            row(
+                checks::NO_TOKEN,
+                "mtls_jwt_denied{reason=\"Jwt is missing\"}",
+                "jwt_authn.denied",
+            ),
+            row(
+                checks::WRONG_AUDIENCE,
+                "mtls_jwt_denied{reason=\"Audiences in Jwt are not allowed\"}",
+                "jwt_authn.denied",
+            ),
+            row(
+                STAT_GOAWAY,
+                "grpc_subchannel_disconnections{grpc_disconnect_error=\"GOAWAY\"}",
+                "upstream_cx_close_notify",
+            ),
+        ];
+        for (event, _, ours, envoy) in STAT_REPLICA_CALLS {
+            rows.push(row(event, ours, envoy));
         }
+        Self { rows }
     }
 
     pub(super) fn set(&mut self, event: &str, path: PathKind, value: Option<u64>) {
@@ -110,6 +144,15 @@ pub(super) fn our_san_refusals() -> Option<u64> {
     )
 }
 
+/// The calls replica `name`'s servers started (every method; the mesh's servers of one
+/// replica share its name: during the Envoy path only its plaintext server is called).
+pub(super) fn our_replica_calls(name: &str) -> Option<u64> {
+    crate::metrics::counter(
+        mtls_tonic::metrics::SERVER_CALL_STARTED,
+        &[(crate::server::REPLICA_LABEL, name)],
+    )
+}
+
 /// Our ready connections that ended with the server's GOAWAY (every channel).
 pub(super) fn our_goaways() -> Option<u64> {
     crate::metrics::counter(
@@ -124,7 +167,7 @@ impl super::MeshOutcome {
         let figure = |v: Option<u64>| v.map_or("–".to_owned(), |v| v.to_string());
         let mut rows = vec![[
             "event".to_owned(),
-            "proxyless (our metrics)".to_owned(),
+            "ours (our metrics)".to_owned(),
             "envoy (sidecars' /stats)".to_owned(),
             String::new(),
         ]];
