@@ -45,6 +45,12 @@ cargo test "${fuzz[@]}"
 echo "==> cargo package (verified: each package builds from its .crate, our crates from the local overlay)"
 # The packaged crates are their own workspaces: give them the workspace's dev profile so the
 # verification builds reuse the dependencies compiled above instead of building them again.
+# The overlay registry unpacks each of our .crate files under $CARGO_HOME/registry/src and
+# reuses an unpacked copy of the same name and version: remove ours, or a machine that packaged
+# before verifies against stale sources.
+for crate in "${publishable[@]}"; do
+  rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$crate"-[0-9]*
+done
 CARGO_PROFILE_DEV_DEBUG=line-tables-only \
   cargo package --workspace --exclude bookstore --exclude mtls-benches --locked
 echo "==> cargo doc"
