@@ -407,6 +407,16 @@ impl Agent {
         self.bundle_endpoint
     }
 
+    /// What the federation knows of `trust_domain`'s bundle endpoint: the last fetch, the
+    /// last failure (the last good bundle stays in use) and failures in a row; `None` before
+    /// the first attempt, or if we do not federate with that domain.
+    pub fn federation_status(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Option<mtls_core::EndpointStatus> {
+        self.federation.as_ref()?.status(trust_domain)
+    }
+
     /// The federated trust domains' bundles now (empty without federation).
     pub fn federated_bundles(&self) -> mtls_core::BundleSet {
         self.federation
@@ -414,7 +424,7 @@ impl Agent {
             .map(|f| {
                 f.bundles()
                     .iter()
-                    .filter(|b| b.trust_domain().as_str() != self.trust_domain().to_string())
+                    .filter(|b| b.trust_domain() != self.trust_domain())
                     .cloned()
                     .collect()
             })

@@ -198,8 +198,27 @@ async fn a_wrong_endpoint_id_federates_nothing_new() {
     let foreign = foreign_agent(tmp.path()).await;
     let ep = endpoint(&foreign, "spiffe://client.local/someone-else");
     let t = TestAgent::start_with(&web_for_me(), move |c| c.federate_with(ep)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    // Only the initial bundle (no sequence, no JWT authority): the fetch was refused.
+    // The fetch is made and refused, naming the ID the endpoint presented and the one expected.
+    let td = FOREIGN.parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        let status = t.agent.federation_status(&td);
+        if let Some(error) = status.as_ref().and_then(|s| s.last_error.clone()) {
+            break error;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refused fetch within 10 s: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        refusal.contains(&format!(
+            "presented {ENDPOINT_ID}; expected spiffe://client.local/someone-else"
+        )),
+        "{refusal}"
+    );
+    // Only the initial bundle (no sequence, no JWT authority): nothing was installed.
     let bundle = t
         .agent
         .federated_bundles()
