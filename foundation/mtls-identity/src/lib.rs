@@ -9,6 +9,11 @@
 //! - [`Serial`] — a certificate serial number, shown one way everywhere (`0a:1b:…`);
 //! - [`SpiffeId`] and [`TrustDomain`] — parsed as strictly as go-spiffe parses them (the
 //!   `spiffe` crate's own types lower-case and ignore what the spec refuses);
+//! - **one rotation model** ([`source`], feature `source`): a [`Source<T>`](source::Source)
+//!   readers call `current()` on, the in-memory [`Publisher<T>`](source::Publisher) that
+//!   changes it, and the one [`FilePoller`](source::FilePoller) (contents compared, bad
+//!   files keep the last good value, one thread per poller). Identities, trust bundles,
+//!   JWKS and bearer tokens across the family are all sources;
 //! - errors in words: [`pem_error_words`] (rustls-pki-types prints a missing end line as a
 //!   byte array) and [`debug_words`] (for errors that only have `Debug`).
 //!
@@ -39,6 +44,10 @@
 //! - `serde` (off by default): `serde::Serialize` for [`SubjectAltName`]
 //!   (`{"type": "dns", "value": "…"}`) and [`Serial`] (its text), `Serialize` and
 //!   `Deserialize` for [`SanType`] (Envoy's names). Brings `serde`.
+//! - `source` (off by default): the [`source`] module. Brings `tokio` with its `sync`
+//!   feature only (the `watch` channel a `Source` is; no runtime, no
+//!   I/O driver) and `tracing` (the poller's warnings about bad files; `std` only). The
+//!   poller itself is `std` (a thread, `std::fs`, `std::sync::mpsc`): no further crate.
 //!
 //! ## Dependencies and why
 //!
@@ -53,6 +62,9 @@
 mod error;
 mod san;
 mod serial;
+#[cfg(feature = "source")]
+#[cfg_attr(docsrs, doc(cfg(feature = "source")))]
+pub mod source;
 mod spiffe_id;
 mod words;
 
