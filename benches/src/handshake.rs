@@ -186,7 +186,7 @@ fn client_config_full(
     let identity = Arc::new(Identity::from_pem(read(cert)?, read(key)?).map_err(core_err)?);
     let trust = Arc::new(
         TrustBundle::spiffe()
-            .with_domain_pem(
+            .add_domain_pem(
                 TRUST_DOMAIN
                     .parse()
                     .map_err(|e| Error::Pki(format!("{e}")))?,
@@ -200,8 +200,8 @@ fn client_config_full(
         ))
         .tls_policy(
             TlsPolicy::default()
-                .with_groups([group])
-                .with_cipher_suites([TlsSuite::Aes128GcmSha256]),
+                .groups([group])
+                .cipher_suites([TlsSuite::Aes128GcmSha256]),
         );
     let builder = if resume {
         builder.enable_resumption()

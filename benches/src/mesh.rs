@@ -111,7 +111,7 @@ pub async fn serve_replica(
             };
             let options = ServerOptions::default();
             let tls = Arc::new(pki.server_config().map_err(bs)?);
-            let incoming = MtlsIncoming::with_options(listener, tls, options.clone());
+            let incoming = MtlsIncoming::configured(listener, tls, options.clone());
             let bookstore = bookstore::proto::bookstore_server::BookstoreServer::new(service);
             ready();
             let served = if mode == ReplicaMode::MtlsJwt {

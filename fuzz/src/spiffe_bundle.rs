@@ -26,7 +26,7 @@ pub fn spiffe_bundle(data: &[u8]) {
     assert_eq!(kids.len(), n, "duplicate kid accepted");
     if !bundle.x509_authorities().is_empty() {
         let from_pem = SpiffeBundle::new(td)
-            .with_x509_authorities_pem(bundle.to_pem())
+            .add_x509_authorities_pem(bundle.to_pem())
             .expect("our PEM parses");
         assert_eq!(from_pem.x509_authorities(), bundle.x509_authorities());
     }

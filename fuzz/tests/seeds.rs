@@ -117,7 +117,7 @@ fn generated() -> Vec<(&'static str, String, Vec<u8>)> {
             ],
         ),
     ] {
-        let mut params = CsrParams::new(Subject::common_name(name)).with_key_algorithm(alg);
+        let mut params = CsrParams::new(Subject::common_name(name)).key_algorithm(alg);
         params.sans = sans;
         let (csr, _key) = CertificateSigningRequest::generate(&params).unwrap();
         add("csr", name, [vec![0u8], csr.der().to_vec()].concat());
@@ -149,15 +149,15 @@ fn generated() -> Vec<(&'static str, String, Vec<u8>)> {
         jwks_json(keys.iter().map(|k| k.jwk(None))).into_bytes(),
     );
     let rsa_root = CertificateAuthority::new_root(
-        &CaParams::new("Seed RSA Root").with_key_algorithm(KeyAlgorithm::rsa(2048).unwrap()),
+        &CaParams::new("Seed RSA Root").key_algorithm(KeyAlgorithm::rsa(2048).unwrap()),
     )
     .unwrap();
     let bundle = mtls_core::SpiffeBundle::new("example.org".parse().unwrap())
-        .with_x509_authorities_pem(root.cert_pem() + &rsa_root.cert_pem())
+        .add_x509_authorities_pem(root.cert_pem() + &rsa_root.cert_pem())
         .unwrap()
-        .with_jwks_json(&jwks_json(keys.iter().map(|k| k.jwk(None))))
+        .add_jwks_json(&jwks_json(keys.iter().map(|k| k.jwk(None))))
         .unwrap()
-        .with_sequence(7);
+        .spiffe_sequence(7);
     add("spiffe_bundle", "generated", bundle.to_json().into_bytes());
     for key in &keys {
         let der = rustls_der(&key.public_pem());

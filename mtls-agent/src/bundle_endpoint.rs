@@ -77,12 +77,12 @@ fn document(issuer: &Issuer, sequence: u64, refresh_hint: Duration) -> Result<St
     };
     let key = issuer.jwt_key();
     let bundle = mtls_core::SpiffeBundle::new(td)
-        .with_x509_authorities([CertificateDer::from(snapshot.bundle_der.clone())])
+        .add_x509_authorities([CertificateDer::from(snapshot.bundle_der.clone())])
         .map_err(bad)?
-        .with_jwt_authority(mtls_core::JwtAuthority::new(key.kid(), key.jwk(None)).map_err(bad)?)
+        .add_jwt_authority(mtls_core::JwtAuthority::new(key.kid(), key.jwk(None)).map_err(bad)?)
         .map_err(bad)?
-        .with_sequence(sequence)
-        .with_refresh_hint(refresh_hint);
+        .spiffe_sequence(sequence)
+        .spiffe_refresh_hint(refresh_hint);
     Ok(bundle.to_json())
 }
 

@@ -226,7 +226,7 @@ fn federation_spec(spec: &str) -> Result<mtls_core::BundleEndpoint, Box<dyn std:
                 mtls_core::SpiffeBundle::parse(endpoint_id.trust_domain().clone(), &text)?
             } else {
                 mtls_core::SpiffeBundle::new(endpoint_id.trust_domain().clone())
-                    .with_x509_authorities_pem(&text)?
+                    .add_x509_authorities_pem(&text)?
             };
             Ok(mtls_core::BundleEndpoint::https_spiffe(td, url, endpoint_id, bundle)?)
         }

@@ -310,54 +310,39 @@ impl Registration {
 }
 
 impl Selectors {
-    /// Selectors on a uid.
-    pub fn uid(uid: u32) -> Self {
-        Self {
-            uid: Some(uid),
-            ..Self::default()
-        }
-    }
-
-    /// Selectors on an SDS node id.
-    pub fn sds_node_id(node: impl Into<String>) -> Self {
-        Self {
-            sds_node_id: Some(node.into()),
-            ..Self::default()
-        }
-    }
-
-    /// Also require this uid.
+    /// Requires this uid (`Selectors::default()` matches no caller; each setter adds a
+    /// requirement, and a caller must meet them all).
     ///
     /// ```
-    /// let s = mtls_agent::Selectors::sds_node_id("web-sidecar").with_uid(1000).with_exe("/usr/bin/envoy");
+    /// let s = mtls_agent::Selectors::default().sds_node_id("web-sidecar").uid(1000).exe("/usr/bin/envoy");
     /// assert_eq!((s.uid, s.exe.as_deref()), (Some(1000), Some(std::path::Path::new("/usr/bin/envoy"))));
     /// ```
-    pub fn with_uid(mut self, uid: u32) -> Self {
+    pub fn uid(mut self, uid: u32) -> Self {
         self.uid = Some(uid);
         self
     }
 
-    /// Also require this gid.
-    pub fn with_gid(mut self, gid: u32) -> Self {
+    /// Requires this gid.
+    pub fn gid(mut self, gid: u32) -> Self {
         self.gid = Some(gid);
         self
     }
 
-    /// Also require this executable (symlinks are resolved when the agent loads the entry;
+    /// Requires this executable (symlinks are resolved when the agent loads the entry;
     /// the caller's `/proc/<pid>/exe` must be this very file).
-    pub fn with_exe(mut self, exe: impl Into<PathBuf>) -> Self {
+    pub fn exe(mut self, exe: impl Into<PathBuf>) -> Self {
         self.exe = Some(exe.into());
         self
     }
 
-    /// Also require an executable with this SHA-256 (hex, as `sha256sum` prints it).
-    pub fn with_sha256(mut self, hex: impl Into<String>) -> Self {
+    /// Requires an executable with this SHA-256 (hex, as `sha256sum` prints it).
+    pub fn sha256(mut self, hex: impl Into<String>) -> Self {
         self.sha256 = Some(hex.into());
         self
     }
 
-    /// Also require this SDS node id.
-    pub fn with_sds_node_id(mut self, node: impl Into<String>) -> Self {
+    /// Requires this SDS node id.
+    pub fn sds_node_id(mut self, node: impl Into<String>) -> Self {
         self.sds_node_id = Some(node.into());
         self
     }
@@ -500,7 +485,7 @@ entries:
         assert!(Registration::from_yaml(&insecure).unwrap().entries()[0].insecure);
         let mut code = Registration::new([Entry::new(
             "spiffe://x/envoy".parse().unwrap(),
-            Selectors::sds_node_id("web"),
+            Selectors::default().sds_node_id("web"),
         )]);
         assert!(code.prepare().is_err());
     }

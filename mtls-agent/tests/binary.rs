@@ -221,7 +221,7 @@ async fn binaries_federate_over_the_bundle_endpoint() {
         .as_bytes()
         .to_vec();
     let pem = mtls_core::SpiffeBundle::new("client.local".parse().unwrap())
-        .with_x509_authorities([rustls_pki_types::CertificateDer::from(ca.clone())])
+        .add_x509_authorities([rustls_pki_types::CertificateDer::from(ca.clone())])
         .unwrap()
         .to_pem();
     std::fs::write(d.join("client-bundle.pem"), pem).unwrap();

@@ -66,7 +66,7 @@ async fn foreign_agent(dir: &std::path::Path) -> Agent {
 
 fn endpoint(foreign: &Agent, id: &str) -> BundleEndpoint {
     let initial = SpiffeBundle::new(FOREIGN.parse().unwrap())
-        .with_x509_authorities_pem(foreign.bundle_pem())
+        .add_x509_authorities_pem(foreign.bundle_pem())
         .unwrap();
     BundleEndpoint::https_spiffe(
         FOREIGN.parse().unwrap(),

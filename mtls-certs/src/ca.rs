@@ -26,9 +26,9 @@ use crate::validity::{DEFAULT_INTERMEDIATE_TTL, DEFAULT_ROOT_TTL, Validity};
 /// use mtls_certs::{CaParams, KeyAlgorithm};
 ///
 /// let params = CaParams::new("Mesh Root")
-///     .with_key_algorithm(KeyAlgorithm::EcdsaP384)
+///     .key_algorithm(KeyAlgorithm::EcdsaP384)
 ///     .valid_for(Duration::from_secs(365 * 86_400))
-///     .with_path_len(2);
+///     .path_len(2);
 /// assert_eq!(params.path_len, Some(2));
 /// ```
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ impl CaParams {
     }
 
     /// Sets the key algorithm.
-    pub fn with_key_algorithm(mut self, alg: KeyAlgorithm) -> Self {
+    pub fn key_algorithm(mut self, alg: KeyAlgorithm) -> Self {
         self.key_algorithm = alg;
         self
     }
@@ -79,13 +79,13 @@ impl CaParams {
     }
 
     /// Sets the whole validity.
-    pub fn with_validity(mut self, validity: Validity) -> Self {
+    pub fn validity(mut self, validity: Validity) -> Self {
         self.validity = Some(validity);
         self
     }
 
     /// Sets the path length constraint.
-    pub fn with_path_len(mut self, path_len: u8) -> Self {
+    pub fn path_len(mut self, path_len: u8) -> Self {
         self.path_len = Some(path_len);
         self
     }
@@ -490,9 +490,9 @@ mod tests {
 
     #[test]
     fn intermediate_pathlen_is_capped_below_parent() {
-        let root = CertificateAuthority::new_root(&CaParams::new("Root").with_path_len(2)).unwrap();
+        let root = CertificateAuthority::new_root(&CaParams::new("Root").path_len(2)).unwrap();
         let int = root
-            .new_intermediate(&CaParams::new("Int").with_path_len(9))
+            .new_intermediate(&CaParams::new("Int").path_len(9))
             .unwrap();
         assert_eq!(int.path_len(), Some(1));
         let int2 = int.new_intermediate(&CaParams::new("Int2")).unwrap();

@@ -25,7 +25,7 @@ use crate::validity::Validity;
 /// use mtls_certs::{CertificateSigningRequest, CsrParams, Subject};
 ///
 /// let (csr, key) = CertificateSigningRequest::generate(
-///     &CsrParams::new(Subject::common_name("api")).with_names(["api.internal", "10.0.0.7"]),
+///     &CsrParams::new(Subject::common_name("api")).add_names(["api.internal", "10.0.0.7"]),
 /// )?;
 /// assert!(csr.pem().starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
 /// assert_eq!(csr.sans().len(), 2);
@@ -57,7 +57,7 @@ impl CsrParams {
     }
 
     /// Adds names, classified as cfssl does.
-    pub fn with_names<I, S>(mut self, names: I) -> Self
+    pub fn add_names<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -71,13 +71,13 @@ impl CsrParams {
     }
 
     /// Adds a typed SAN.
-    pub fn with_san(mut self, san: SubjectAltName) -> Self {
+    pub fn add_san(mut self, san: SubjectAltName) -> Self {
         self.sans.push(san);
         self
     }
 
     /// Sets the key algorithm.
-    pub fn with_key_algorithm(mut self, alg: KeyAlgorithm) -> Self {
+    pub fn key_algorithm(mut self, alg: KeyAlgorithm) -> Self {
         self.key_algorithm = alg;
         self
     }
@@ -274,11 +274,11 @@ pub enum SanPolicy {
 /// let policy = CsrPolicy::svid_in("example.org".parse()?);
 ///
 /// let (ok, _key) = CertificateSigningRequest::generate(&CsrParams::new(Subject::empty())
-///     .with_san(SubjectAltName::Uri("spiffe://example.org/api".into())))?;
+///     .add_san(SubjectAltName::Uri("spiffe://example.org/api".into())))?;
 /// ca.sign_csr(&ok, &policy)?;
 ///
 /// let (foreign, _key) = CertificateSigningRequest::generate(&CsrParams::new(Subject::empty())
-///     .with_san(SubjectAltName::Uri("spiffe://evil.org/api".into())))?;
+///     .add_san(SubjectAltName::Uri("spiffe://evil.org/api".into())))?;
 /// assert!(matches!(ca.sign_csr(&foreign, &policy), Err(Error::CsrRefused { .. })));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -308,17 +308,17 @@ impl CsrPolicy {
 
     /// SVIDs only, for SPIFFE IDs in `trust_domain`.
     pub fn svid_in(trust_domain: TrustDomain) -> Self {
-        Self::new(Profile::Svid).with_san_policy(SanPolicy::SpiffeTrustDomain(trust_domain))
+        Self::new(Profile::Svid).san_policy(SanPolicy::SpiffeTrustDomain(trust_domain))
     }
 
     /// Sets the SAN policy.
-    pub fn with_san_policy(mut self, sans: SanPolicy) -> Self {
+    pub fn san_policy(mut self, sans: SanPolicy) -> Self {
         self.sans = sans;
         self
     }
 
     /// Sets the validity.
-    pub fn with_validity(mut self, validity: Validity) -> Self {
+    pub fn validity(mut self, validity: Validity) -> Self {
         self.validity = validity;
         self
     }

@@ -24,7 +24,7 @@ use crate::validity::Validity;
 /// use mtls_certs::{KeyAlgorithm, LeafParams};
 ///
 /// let params = LeafParams::server(["api.internal", "127.0.0.1"])
-///     .with_key_algorithm(KeyAlgorithm::Rsa2048)
+///     .key_algorithm(KeyAlgorithm::Rsa2048)
 ///     .valid_for(Duration::from_secs(3600));
 /// assert_eq!(params.sans.len(), 2);
 /// ```
@@ -64,7 +64,7 @@ impl LeafParams {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self::new(Profile::Server).with_names(names)
+        Self::new(Profile::Server).add_names(names)
     }
 
     /// A client certificate for these names (may be empty).
@@ -73,7 +73,7 @@ impl LeafParams {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self::new(Profile::Client).with_names(names)
+        Self::new(Profile::Client).add_names(names)
     }
 
     /// A peer (server + client) certificate for these names.
@@ -82,16 +82,16 @@ impl LeafParams {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self::new(Profile::Peer).with_names(names)
+        Self::new(Profile::Peer).add_names(names)
     }
 
     /// An X509-SVID for this SPIFFE ID (its path must not be empty).
     pub fn svid(id: SpiffeId) -> Self {
-        Self::new(Profile::Svid).with_spiffe_id(id)
+        Self::new(Profile::Svid).spiffe_id(id)
     }
 
     /// Adds names, classified as cfssl does (empty strings ignored).
-    pub fn with_names<I, S>(mut self, names: I) -> Self
+    pub fn add_names<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -105,46 +105,46 @@ impl LeafParams {
     }
 
     /// Adds one typed SAN.
-    pub fn with_san(mut self, san: SubjectAltName) -> Self {
+    pub fn add_san(mut self, san: SubjectAltName) -> Self {
         self.sans.push(san);
         self
     }
 
     /// Adds a DNS SAN.
-    pub fn with_dns_name(self, name: impl Into<String>) -> Self {
-        self.with_san(SubjectAltName::Dns(name.into()))
+    pub fn add_dns_name(self, name: impl Into<String>) -> Self {
+        self.add_san(SubjectAltName::Dns(name.into()))
     }
 
     /// Adds an IP SAN.
-    pub fn with_ip_address(self, ip: IpAddr) -> Self {
-        self.with_san(SubjectAltName::IpAddress(ip))
+    pub fn add_ip_address(self, ip: IpAddr) -> Self {
+        self.add_san(SubjectAltName::IpAddress(ip))
     }
 
     /// Sets the SPIFFE ID (URI SAN).
-    pub fn with_spiffe_id(mut self, id: SpiffeId) -> Self {
+    pub fn spiffe_id(mut self, id: SpiffeId) -> Self {
         self.spiffe_id = Some(id);
         self
     }
 
     /// Sets the subject DN.
-    pub fn with_subject(mut self, subject: Subject) -> Self {
+    pub fn subject(mut self, subject: Subject) -> Self {
         self.subject = subject;
         self
     }
 
     /// Sets the subject to just this common name.
-    pub fn with_common_name(self, cn: impl Into<String>) -> Self {
-        self.with_subject(Subject::common_name(cn))
+    pub fn common_name(self, cn: impl Into<String>) -> Self {
+        self.subject(Subject::common_name(cn))
     }
 
     /// Sets the key algorithm.
-    pub fn with_key_algorithm(mut self, alg: KeyAlgorithm) -> Self {
+    pub fn key_algorithm(mut self, alg: KeyAlgorithm) -> Self {
         self.key_algorithm = alg;
         self
     }
 
     /// Sets the whole validity.
-    pub fn with_validity(mut self, validity: Validity) -> Self {
+    pub fn validity(mut self, validity: Validity) -> Self {
         self.validity = validity;
         self
     }

@@ -169,7 +169,7 @@ fn csr_asking_for_ca_is_refused_or_stripped() {
     let ca = root();
     let (csr, _key) = CertificateSigningRequest::generate(
         &CsrParams::new(Subject::common_name("sneaky"))
-            .with_names(["sneaky.internal"])
+            .add_names(["sneaky.internal"])
             .requesting_ca(),
     )
     .unwrap();
@@ -208,7 +208,7 @@ fn csr_with_bad_signature() {
 fn csr_outside_trust_domain_is_refused() {
     let ca = root();
     let (csr, _key) = CertificateSigningRequest::generate(
-        &CsrParams::new(Subject::empty()).with_san(SubjectAltName::Dns("not-a-spiffe-id".into())),
+        &CsrParams::new(Subject::empty()).add_san(SubjectAltName::Dns("not-a-spiffe-id".into())),
     )
     .unwrap();
     let err = ca
@@ -249,7 +249,7 @@ fn invalid_spiffe_ids() {
     let err = ca
         .issue(
             &LeafParams::new(Profile::Svid)
-                .with_san(SubjectAltName::Uri("spiffe://Example.org/api".into())),
+                .add_san(SubjectAltName::Uri("spiffe://Example.org/api".into())),
         )
         .unwrap_err();
     assert!(matches!(err, Error::InvalidSpiffeId { .. }), "{err}");
@@ -259,7 +259,7 @@ fn invalid_spiffe_ids() {
 fn svid_needs_exactly_one_uri_san() {
     let ca = root();
     let two = LeafParams::svid(SpiffeId::new("spiffe://example.org/a").unwrap())
-        .with_san(SubjectAltName::Uri("spiffe://example.org/b".into()));
+        .add_san(SubjectAltName::Uri("spiffe://example.org/b".into()));
     assert!(matches!(ca.issue(&two), Err(Error::InvalidSan { .. })));
     assert!(matches!(
         ca.issue(&LeafParams::new(Profile::Svid)),

@@ -12,10 +12,10 @@ use mtls_certs::{
 use support::{extension, openssl, openssl_text, openssl_verify, put};
 
 fn pki(alg: KeyAlgorithm) -> (CertificateAuthority, CertificateAuthority) {
-    let root = CertificateAuthority::new_root(&CaParams::new("Test Root").with_key_algorithm(alg))
-        .unwrap();
+    let root =
+        CertificateAuthority::new_root(&CaParams::new("Test Root").key_algorithm(alg)).unwrap();
     let int = root
-        .new_intermediate(&CaParams::new("Test Intermediate").with_key_algorithm(alg))
+        .new_intermediate(&CaParams::new("Test Intermediate").key_algorithm(alg))
         .unwrap();
     (root, int)
 }
@@ -92,14 +92,14 @@ fn every_profile_and_key_algorithm_verifies_with_openssl() {
             ),
             (
                 LeafParams::svid(SpiffeId::new("spiffe://example.org/ns/shop/sa/api").unwrap())
-                    .with_dns_name("api.shop.svc"),
+                    .add_dns_name("api.shop.svc"),
                 "URI:spiffe://example.org/ns/shop/sa/api, DNS:api.shop.svc",
                 "TLS Web Server Authentication, TLS Web Client Authentication",
             ),
         ];
         for (params, sans, eku) in cases {
             let profile = params.profile;
-            let leaf = int.issue(&params.with_key_algorithm(alg)).unwrap();
+            let leaf = int.issue(&params.key_algorithm(alg)).unwrap();
             let name = format!("{alg}-{profile}");
             let leaf_pem = put(dir.path(), &format!("{name}.pem"), &leaf.cert_pem());
             openssl_verify(&root_pem, Some(&int_pem), &leaf_pem);
@@ -189,7 +189,7 @@ fn our_csrs_pass_openssl_req_verify_and_openssl_csrs_are_signed() {
     let (root, int) = pki(KeyAlgorithm::EcdsaP256);
     let (csr, _key) = CertificateSigningRequest::generate(
         &CsrParams::new(Subject::common_name("api"))
-            .with_san(SubjectAltName::Uri("spiffe://example.org/api".into())),
+            .add_san(SubjectAltName::Uri("spiffe://example.org/api".into())),
     )
     .unwrap();
     let csr_path = put(dir.path(), "ours.csr", &csr.pem());

@@ -96,19 +96,19 @@ fn make(args: MakeArgs) -> CliResult {
     let mut bundle = SpiffeBundle::new(args.trust_domain);
     for path in &args.ca_files {
         bundle = bundle
-            .with_x509_authorities_pem(read_text(path)?)
+            .add_x509_authorities_pem(read_text(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     for path in &args.jwks {
         bundle = bundle
-            .with_jwks_json(&read_text(path)?)
+            .add_jwks_json(&read_text(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(seq) = args.sequence {
-        bundle = bundle.with_sequence(seq);
+        bundle = bundle.spiffe_sequence(seq);
     }
     if let Some(hint) = args.refresh_hint {
-        bundle = bundle.with_refresh_hint(hint);
+        bundle = bundle.spiffe_refresh_hint(hint);
     }
     emit(&bundle.to_json(), args.out_file.as_deref())
 }
@@ -119,7 +119,7 @@ fn load(path: &Path, trust_domain: &TrustDomain) -> CliResult<SpiffeBundle> {
     let bundle = if text.trim_start().starts_with('{') {
         SpiffeBundle::parse(trust_domain.clone(), &text)
     } else {
-        SpiffeBundle::new(trust_domain.clone()).with_x509_authorities_pem(&text)
+        SpiffeBundle::new(trust_domain.clone()).add_x509_authorities_pem(&text)
     };
     bundle.map_err(|e| format!("{}: {e}", path.display()).into())
 }
@@ -170,7 +170,7 @@ fn convert(args: ConvertArgs) -> CliResult {
         }
         Format::Spiffe => {
             if let Some(seq) = args.sequence {
-                bundle = bundle.with_sequence(seq);
+                bundle = bundle.spiffe_sequence(seq);
             }
             bundle.to_json()
         }

@@ -74,9 +74,9 @@ impl CaCommand {
             Self::Init(a) => {
                 let key_path = file_in(&a.out, "ca-key.pem");
                 let params = CaParams::new(a.cn)
-                    .with_key_algorithm(a.key_alg)
+                    .key_algorithm(a.key_alg)
                     .valid_for(a.ttl)
-                    .with_path_len(a.path_len);
+                    .path_len(a.path_len);
                 // Inputs checked (the CA made, in memory) before the overwrite check.
                 let ca = CertificateAuthority::new_root(&params)?;
                 check_key_free(&key_path, a.force)?;
@@ -89,9 +89,9 @@ impl CaCommand {
                 let parent = load_ca_dir(&a.ca)?;
                 let key_path = file_in(&a.out, "ca-key.pem");
                 let params = CaParams::new(a.cn)
-                    .with_key_algorithm(a.key_alg)
+                    .key_algorithm(a.key_alg)
                     .valid_for(a.ttl)
-                    .with_path_len(a.path_len);
+                    .path_len(a.path_len);
                 let ca = parent.new_intermediate(&params)?;
                 check_key_free(&key_path, a.force)?;
                 ensure_dir(&a.out)?;

@@ -175,15 +175,15 @@ fn issue(a: IssueArgs) -> CliResult {
     let ca = load_ca_dir(&a.ca)?;
     let key_path = file_in(&a.out, &format!("{}-key.pem", a.name));
     let mut params = LeafParams::new(a.profile.into())
-        .with_names(&a.sans)
-        .with_key_algorithm(a.key_alg)
+        .add_names(&a.sans)
+        .key_algorithm(a.key_alg)
         .valid_for(a.ttl);
     if let Some(id) = &a.spiffe_id {
         let id = mtls_core::SpiffeId::new(id).map_err(|e| format!("--spiffe-id: {e}"))?;
-        params = params.with_spiffe_id(id);
+        params = params.spiffe_id(id);
     }
     if let Some(cn) = a.cn {
-        params = params.with_common_name(cn);
+        params = params.common_name(cn);
     }
     // Every input is checked (the leaf is made, in memory) before the overwrite check, so a
     // bad SAN or SPIFFE ID is named as such, not hidden behind "refusing to overwrite".
@@ -211,7 +211,7 @@ fn sign_csr(a: SignCsrArgs) -> CliResult {
     if let Some(td) = &a.trust_domain {
         // mtls-core's strict parser: an upper-case or malformed trust domain is refused.
         let td = mtls_core::TrustDomain::new(td).map_err(|e| format!("--trust-domain: {e}"))?;
-        policy = policy.with_san_policy(SanPolicy::SpiffeTrustDomain(td));
+        policy = policy.san_policy(SanPolicy::SpiffeTrustDomain(td));
     }
     if a.strip_ca {
         policy = policy.stripping_ca_requests();

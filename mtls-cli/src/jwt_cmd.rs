@@ -195,7 +195,7 @@ impl JwtCommand {
                 let mut key = SigningKey::from_pem(&read_text(&a.key)?)
                     .map_err(|e| format!("{}: {e}", a.key.display()))?;
                 if let Some(alg) = a.alg {
-                    key = key.with_algorithm(alg)?;
+                    key = key.signing_algorithm(alg)?;
                 }
                 let mut spec = TokenSpec::new(a.ttl).issuer(a.iss).subject(a.sub);
                 for aud in a.aud {

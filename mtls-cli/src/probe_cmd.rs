@@ -143,7 +143,7 @@ impl ProbeArgs {
             .map(|id| id.trust_domain().clone())
             .or_else(|| self.trust_domain.clone());
         let trust = Arc::new(match &domain {
-            Some(td) => TrustBundle::spiffe().with_domain_pem(td.clone(), pem)?,
+            Some(td) => TrustBundle::spiffe().add_domain_pem(td.clone(), pem)?,
             None => TrustBundle::from_pem(pem)?,
         });
         let mut builder = match (&self.cert, &self.key) {

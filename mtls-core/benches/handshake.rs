@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
         Arc::new(Identity::from_pem(client_leaf.chain_pem(), client_leaf.key_pem()).unwrap());
     let spiffe = Arc::new(
         TrustBundle::spiffe()
-            .with_domain_pem("example.org".parse().unwrap(), root.cert_pem())
+            .add_domain_pem("example.org".parse().unwrap(), root.cert_pem())
             .unwrap(),
     );
 

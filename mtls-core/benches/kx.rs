@@ -118,7 +118,7 @@ fn bench(c: &mut Criterion) {
     );
     let trust = Arc::new(
         TrustBundle::spiffe()
-            .with_domain_pem("example.org".parse().unwrap(), root.cert_pem())
+            .add_domain_pem("example.org".parse().unwrap(), root.cert_pem())
             .unwrap(),
     );
     let mut group = c.benchmark_group("mtls_handshake_policy");

@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
     let leaf = ca
         .issue(
             &LeafParams::svid(SpiffeId::new("spiffe://example.org/ns/prod/sa/web").unwrap())
-                .with_dns_name("web.prod.svc.cluster.local"),
+                .add_dns_name("web.prod.svc.cluster.local"),
         )
         .unwrap();
     let chain = leaf.cert_chain();

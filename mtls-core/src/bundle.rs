@@ -143,9 +143,9 @@ impl fmt::Debug for JwtAuthority {
 /// use mtls_core::SpiffeBundle;
 ///
 /// let bundle = SpiffeBundle::new("example.org".parse()?)
-///     .with_x509_authorities_pem(ca.cert_pem())?
-///     .with_sequence(7)
-///     .with_refresh_hint(Duration::from_secs(60));
+///     .add_x509_authorities_pem(ca.cert_pem())?
+///     .spiffe_sequence(7)
+///     .spiffe_refresh_hint(Duration::from_secs(60));
 /// let json = bundle.to_json();
 ///
 /// let parsed = SpiffeBundle::parse("example.org".parse()?, &json)?;
@@ -316,13 +316,13 @@ impl SpiffeBundle {
     /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
     /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["localhost"]))?;
     /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?);
-    /// let err = bundle.with_x509_authorities_pem(leaf.cert_pem()).unwrap_err();
+    /// let err = bundle.add_x509_authorities_pem(leaf.cert_pem()).unwrap_err();
     /// assert!(err.to_string().contains("expected a CA certificate"), "{err}");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_x509_authorities_pem(self, pem: impl AsRef<[u8]>) -> Result<Self> {
+    pub fn add_x509_authorities_pem(self, pem: impl AsRef<[u8]>) -> Result<Self> {
         let certs = certs_from_pem(pem.as_ref(), "SPIFFE bundle")?;
-        self.with_x509_authorities(certs)
+        self.add_x509_authorities(certs)
     }
 
     /// Adds X.509 authorities from DER certificates (each a CA certificate, and one naming a
@@ -331,11 +331,11 @@ impl SpiffeBundle {
     /// ```
     /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
     /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?)
-    ///     .with_x509_authorities([ca.cert_der().clone()])?;
+    ///     .add_x509_authorities([ca.cert_der().clone()])?;
     /// assert_eq!(bundle.x509_authorities().len(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_x509_authorities(
+    pub fn add_x509_authorities(
         mut self,
         certs: impl IntoIterator<Item = CertificateDer<'static>>,
     ) -> Result<Self> {
@@ -358,12 +358,12 @@ impl SpiffeBundle {
     /// ```
     /// let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
     /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?)
-    ///     .with_jwt_authority(mtls_core::JwtAuthority::new("k1", jwk.clone())?)?;
-    /// let err = bundle.with_jwt_authority(mtls_core::JwtAuthority::new("k1", jwk)?).unwrap_err();
+    ///     .add_jwt_authority(mtls_core::JwtAuthority::new("k1", jwk.clone())?)?;
+    /// let err = bundle.add_jwt_authority(mtls_core::JwtAuthority::new("k1", jwk)?).unwrap_err();
     /// assert!(err.to_string().contains("\"k1\" a second time"), "{err}");
     /// # Ok::<(), mtls_core::Error>(())
     /// ```
-    pub fn with_jwt_authority(mut self, authority: JwtAuthority) -> Result<Self> {
+    pub fn add_jwt_authority(mut self, authority: JwtAuthority) -> Result<Self> {
         if self.jwt_authorities.iter().any(|a| a.kid == authority.kid) {
             return Err(Error::InvalidBundle {
                 trust_domain: self.trust_domain.to_string(),
@@ -383,11 +383,11 @@ impl SpiffeBundle {
     /// ```
     /// let jwks = r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "use": "sig",
     ///                          "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
-    /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?).with_jwks_json(jwks)?;
+    /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?).add_jwks_json(jwks)?;
     /// assert_eq!(bundle.jwt_authorities()[0].kid(), "k1");
     /// # Ok::<(), mtls_core::Error>(())
     /// ```
-    pub fn with_jwks_json(mut self, jwks: &str) -> Result<Self> {
+    pub fn add_jwks_json(mut self, jwks: &str) -> Result<Self> {
         let trust_domain = self.trust_domain.to_string();
         let invalid = |reason: String| Error::InvalidBundle {
             trust_domain: trust_domain.clone(),
@@ -409,7 +409,7 @@ impl SpiffeBundle {
             match JwtAuthority::parse_members(kid, key.clone())
                 .map_err(|r| invalid(format!("JWKS key #{i} {kid:?}: {r}")))?
             {
-                Some(authority) => self = self.with_jwt_authority(authority)?,
+                Some(authority) => self = self.add_jwt_authority(authority)?,
                 None => self.skipped += 1,
             }
         }
@@ -417,13 +417,13 @@ impl SpiffeBundle {
     }
 
     /// Sets `spiffe_sequence`.
-    pub fn with_sequence(mut self, sequence: u64) -> Self {
+    pub fn spiffe_sequence(mut self, sequence: u64) -> Self {
         self.sequence = Some(sequence);
         self
     }
 
     /// Sets `spiffe_refresh_hint` (whole seconds are kept).
-    pub fn with_refresh_hint(mut self, hint: Duration) -> Self {
+    pub fn spiffe_refresh_hint(mut self, hint: Duration) -> Self {
         self.refresh_hint = Some(Duration::from_secs(hint.as_secs()));
         self
     }
@@ -463,7 +463,7 @@ impl SpiffeBundle {
     ///
     /// ```
     /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
-    /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?).with_x509_authorities_pem(ca.cert_pem())?;
+    /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?).add_x509_authorities_pem(ca.cert_pem())?;
     /// let doc: serde_json::Value = serde_json::from_str(&bundle.to_json())?;
     /// assert_eq!(doc["keys"][0]["use"], "x509-svid");
     /// assert_eq!(doc["keys"][0]["kty"], "EC");
@@ -507,7 +507,7 @@ impl SpiffeBundle {
     /// ```
     /// let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
     /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?)
-    ///     .with_jwt_authority(mtls_core::JwtAuthority::new("k1", jwk)?)?;
+    ///     .add_jwt_authority(mtls_core::JwtAuthority::new("k1", jwk)?)?;
     /// let jwks: serde_json::Value = serde_json::from_str(&bundle.jwt_jwks_json())?;
     /// assert_eq!(jwks["keys"][0]["use"], "sig");
     /// assert_eq!(jwks["keys"][0]["kid"], "k1");
@@ -570,7 +570,7 @@ impl fmt::Display for SpiffeBundle {
     /// The summary: trust domain, authority counts, sequence and refresh hint.
     ///
     /// ```
-    /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?).with_sequence(2);
+    /// let bundle = mtls_core::SpiffeBundle::new("example.org".parse()?).spiffe_sequence(2);
     /// assert_eq!(bundle.to_string(), "example.org: 0 X.509 authorities, 0 JWT authorities, sequence 2");
     /// # Ok::<(), mtls_core::Error>(())
     /// ```
@@ -586,10 +586,10 @@ impl fmt::Display for SpiffeBundle {
 /// # let a = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("A"))?;
 /// use mtls_core::{BundleSet, Error, SpiffeBundle};
 /// let mut set = BundleSet::new();
-/// let v2 = SpiffeBundle::new("a.org".parse()?).with_x509_authorities_pem(a.cert_pem())?.with_sequence(2);
+/// let v2 = SpiffeBundle::new("a.org".parse()?).add_x509_authorities_pem(a.cert_pem())?.spiffe_sequence(2);
 /// assert!(set.insert(v2)?);
 /// // A lower sequence never replaces a higher one.
-/// let v1 = SpiffeBundle::new("a.org".parse()?).with_sequence(1);
+/// let v1 = SpiffeBundle::new("a.org".parse()?).spiffe_sequence(1);
 /// assert!(matches!(set.insert(v1), Err(Error::StaleBundle { presented: 1, current: 2, .. })));
 /// assert_eq!(set.get(&"a.org".parse()?).and_then(|b| b.sequence()), Some(2));
 /// let trust = set.to_trust_bundle()?;
@@ -654,7 +654,7 @@ impl BundleSet {
             .values()
             .filter(|b| !b.x509_authorities.is_empty())
             .try_fold(TrustBundle::spiffe(), |t, b| {
-                t.with_domain_der(b.trust_domain.clone(), b.x509_authorities.iter().cloned())
+                t.add_domain_der(b.trust_domain.clone(), b.x509_authorities.iter().cloned())
             })
     }
 }
@@ -816,15 +816,15 @@ mod tests {
     fn equal_bundles_are_not_reinstalled() {
         let mut set = BundleSet::new();
         assert!(
-            set.insert(SpiffeBundle::new(td()).with_sequence(1))
+            set.insert(SpiffeBundle::new(td()).spiffe_sequence(1))
                 .unwrap()
         );
         assert!(
-            !set.insert(SpiffeBundle::new(td()).with_sequence(1))
+            !set.insert(SpiffeBundle::new(td()).spiffe_sequence(1))
                 .unwrap()
         );
         assert!(
-            set.insert(SpiffeBundle::new(td()).with_sequence(2))
+            set.insert(SpiffeBundle::new(td()).spiffe_sequence(2))
                 .unwrap()
         );
     }

@@ -36,7 +36,7 @@ use tracing::debug;
 /// use mtls_core::{Authorize, ClientConfigBuilder, Identity, TrustBundle};
 ///
 /// let identity = Arc::new(Identity::from_pem(svid.chain_pem(), svid.key_pem())?);
-/// let trust = Arc::new(TrustBundle::spiffe().with_domain_pem("example.org".parse()?, ca.cert_pem())?);
+/// let trust = Arc::new(TrustBundle::spiffe().add_domain_pem("example.org".parse()?, ca.cert_pem())?);
 /// let config: rustls::ClientConfig = ClientConfigBuilder::new(identity, trust)
 ///     .authorize(Authorize::exact("spiffe://example.org/api".parse()?))
 ///     .build()?;

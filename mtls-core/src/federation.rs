@@ -67,7 +67,7 @@ impl fmt::Debug for EndpointProfile {
 /// ```
 /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
 /// use mtls_core::{BundleEndpoint, SpiffeBundle};
-/// let initial = SpiffeBundle::new("other.org".parse()?).with_x509_authorities_pem(ca.cert_pem())?;
+/// let initial = SpiffeBundle::new("other.org".parse()?).add_x509_authorities_pem(ca.cert_pem())?;
 /// let endpoint = BundleEndpoint::https_spiffe(
 ///     "other.org".parse()?,
 ///     "https://127.0.0.1:8443/bundle",
@@ -183,7 +183,7 @@ impl BundleEndpoint {
                 initial,
             } => {
                 let bundle = endpoint_bundle.unwrap_or(initial);
-                let trust = TrustBundle::spiffe().with_domain_der(
+                let trust = TrustBundle::spiffe().add_domain_der(
                     bundle.trust_domain().clone(),
                     bundle.x509_authorities().to_vec(),
                 )?;

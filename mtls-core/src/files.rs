@@ -230,7 +230,7 @@ fn load_identity(
 fn load_roots(trust_domain: Option<&TrustDomain>, contents: &[u8]) -> Result<TrustBundle> {
     if !looks_like_json(contents) {
         return match trust_domain {
-            Some(td) => TrustBundle::spiffe().with_domain_pem(td.clone(), contents),
+            Some(td) => TrustBundle::spiffe().add_domain_pem(td.clone(), contents),
             None => TrustBundle::from_pem(contents),
         };
     }
@@ -253,7 +253,7 @@ fn load_roots(trust_domain: Option<&TrustDomain>, contents: &[u8]) -> Result<Tru
     }
     match trust_domain {
         Some(td) => {
-            TrustBundle::spiffe().with_domain_der(td.clone(), bundle.x509_authorities().to_vec())
+            TrustBundle::spiffe().add_domain_der(td.clone(), bundle.x509_authorities().to_vec())
         }
         None => TrustBundle::from_der(bundle.x509_authorities().to_vec()),
     }
@@ -540,7 +540,7 @@ impl FileTrustSource {
             let mut set = TrustBundle::spiffe();
             for (td, contents) in domains.iter().zip(c) {
                 let one = load_roots(Some(td), contents)?;
-                set = set.with_domain_der(td.clone(), one.roots(Some(td)).to_vec())?;
+                set = set.add_domain_der(td.clone(), one.roots(Some(td)).to_vec())?;
             }
             Ok(set)
         });
@@ -565,7 +565,7 @@ impl FileTrustSource {
             };
             let bundle = load_roots(trust_domain.as_ref(), roots)?;
             match c.get(1) {
-                Some(crls) => bundle.with_crls_pem(crls),
+                Some(crls) => bundle.add_crls_pem(crls),
                 None => Ok(bundle),
             }
         });

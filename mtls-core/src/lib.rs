@@ -29,7 +29,7 @@
 //! use std::sync::Arc;
 //! use mtls_core::{Authorize, ClientConfigBuilder, Identity, IdentityHandle, ServerConfigBuilder, TrustBundle};
 //!
-//! let trust = Arc::new(TrustBundle::spiffe().with_domain_pem("example.org".parse()?, &ca_pem)?);
+//! let trust = Arc::new(TrustBundle::spiffe().add_domain_pem("example.org".parse()?, &ca_pem)?);
 //!
 //! // Server: only workloads of example.org under /ns/prod may call.
 //! let server_identity = IdentityHandle::new(Identity::from_pem(&api_chain_pem, &api_key_pem)?);
@@ -113,7 +113,7 @@
 //!
 //! ```
 //! # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
-//! # let json = mtls_core::SpiffeBundle::new("example.org".parse()?).with_x509_authorities_pem(ca.cert_pem())?.to_json();
+//! # let json = mtls_core::SpiffeBundle::new("example.org".parse()?).add_x509_authorities_pem(ca.cert_pem())?.to_json();
 //! use mtls_core::{BundleSet, SpiffeBundle};
 //! let mut federated = BundleSet::new();
 //! federated.insert(SpiffeBundle::parse("example.org".parse()?, &json)?)?;

@@ -549,20 +549,20 @@ impl TlsPolicy {
     }
 
     /// Sets the version range.
-    pub fn with_versions(mut self, min: TlsVersion, max: TlsVersion) -> Self {
+    pub fn version_range(mut self, min: TlsVersion, max: TlsVersion) -> Self {
         self.min_version = min;
         self.max_version = max;
         self
     }
 
     /// Replaces the key-exchange groups (most preferred first).
-    pub fn with_groups(mut self, groups: impl IntoIterator<Item = KxGroup>) -> Self {
+    pub fn groups(mut self, groups: impl IntoIterator<Item = KxGroup>) -> Self {
         self.groups = groups.into_iter().collect();
         self
     }
 
     /// Replaces the cipher suites (most preferred first).
-    pub fn with_cipher_suites(mut self, suites: impl IntoIterator<Item = TlsSuite>) -> Self {
+    pub fn cipher_suites(mut self, suites: impl IntoIterator<Item = TlsSuite>) -> Self {
         self.cipher_suites = suites.into_iter().collect();
         self
     }

@@ -35,7 +35,7 @@ use tracing::debug;
 /// use mtls_core::{Authorize, Identity, IdentityHandle, ServerConfigBuilder, TrustBundle};
 ///
 /// let identity = IdentityHandle::new(Identity::from_pem(svid.chain_pem(), svid.key_pem())?);
-/// let trust = Arc::new(TrustBundle::spiffe().with_domain_pem("example.org".parse()?, ca.cert_pem())?);
+/// let trust = Arc::new(TrustBundle::spiffe().add_domain_pem("example.org".parse()?, ca.cert_pem())?);
 /// let config: rustls::ServerConfig = ServerConfigBuilder::new(identity.clone(), trust)
 ///     .authorize(Authorize::member_of("example.org".parse()?).and(Authorize::path_prefix("/ns/prod")))
 ///     .build()?;

@@ -19,7 +19,7 @@ use crate::identity::{certs_from_pem, read};
 /// Two shapes:
 /// - **CA bundle** ([`TrustBundle::from_pem`]): any peer whose chain leads to one of the
 ///   roots. Policy then comes from SAN matchers and/or a SPIFFE authorizer.
-/// - **SPIFFE bundle set** ([`TrustBundle::spiffe`] + [`TrustBundle::with_domain_pem`]):
+/// - **SPIFFE bundle set** ([`TrustBundle::spiffe`] + [`TrustBundle::add_domain_pem`]):
 ///   the peer must be an X509-SVID and is verified against the roots of **its own** trust
 ///   domain only. A CA trusted for `a.org` cannot vouch for `spiffe://b.org/...`.
 ///
@@ -31,8 +31,8 @@ use crate::identity::{certs_from_pem, read};
 /// assert!(!plain.is_spiffe());
 ///
 /// let set = TrustBundle::spiffe()
-///     .with_domain_pem("a.org".parse()?, ca_a.cert_pem())?
-///     .with_domain_pem("b.org".parse()?, ca_b.cert_pem())?;
+///     .add_domain_pem("a.org".parse()?, ca_a.cert_pem())?
+///     .add_domain_pem("b.org".parse()?, ca_b.cert_pem())?;
 /// assert_eq!(set.trust_domains().map(|td| td.to_string()).collect::<Vec<_>>(), ["a.org", "b.org"]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -117,8 +117,8 @@ impl TrustBundle {
         })
     }
 
-    /// An empty SPIFFE bundle set; add trust domains with [`TrustBundle::with_domain_pem`]
-    /// or [`TrustBundle::with_domain_der`].
+    /// An empty SPIFFE bundle set; add trust domains with [`TrustBundle::add_domain_pem`]
+    /// or [`TrustBundle::add_domain_der`].
     ///
     /// ```
     /// assert!(mtls_core::TrustBundle::spiffe().is_spiffe());
@@ -136,14 +136,14 @@ impl TrustBundle {
     /// ```
     /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("A"))?;
     /// let err = mtls_core::TrustBundle::from_pem(ca.cert_pem())?
-    ///     .with_domain_pem("a.org".parse()?, ca.cert_pem())
+    ///     .add_domain_pem("a.org".parse()?, ca.cert_pem())
     ///     .unwrap_err();
     /// assert!(matches!(err, mtls_core::Error::InvalidConfig { .. }));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_domain_pem(self, trust_domain: TrustDomain, pem: impl AsRef<[u8]>) -> Result<Self> {
+    pub fn add_domain_pem(self, trust_domain: TrustDomain, pem: impl AsRef<[u8]>) -> Result<Self> {
         let certs = certs_from_pem(pem.as_ref(), "SPIFFE bundle")?;
-        self.with_domain_der(trust_domain, certs)
+        self.add_domain_der(trust_domain, certs)
     }
 
     /// Adds (or extends) the X.509 bundle of `trust_domain` from DER certificates (what
@@ -151,10 +151,10 @@ impl TrustBundle {
     ///
     /// ```
     /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("A"))?;
-    /// let set = mtls_core::TrustBundle::spiffe().with_domain_der("a.org".parse()?, [ca.cert_der().clone()])?;
+    /// let set = mtls_core::TrustBundle::spiffe().add_domain_der("a.org".parse()?, [ca.cert_der().clone()])?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_domain_der(
+    pub fn add_domain_der(
         mut self,
         trust_domain: TrustDomain,
         certs: impl IntoIterator<Item = CertificateDer<'static>>,
@@ -175,10 +175,10 @@ impl TrustBundle {
     /// here are not affected.
     ///
     /// ```
-    /// let bundle = mtls_core::TrustBundle::spiffe().with_crls_pem("");
+    /// let bundle = mtls_core::TrustBundle::spiffe().add_crls_pem("");
     /// assert!(matches!(bundle, Err(mtls_core::Error::InvalidCrl { .. })));
     /// ```
-    pub fn with_crls_pem(self, pem: impl AsRef<[u8]>) -> Result<Self> {
+    pub fn add_crls_pem(self, pem: impl AsRef<[u8]>) -> Result<Self> {
         let crls = CertificateRevocationListDer::pem_slice_iter(pem.as_ref())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::InvalidCrl {
@@ -189,16 +189,16 @@ impl TrustBundle {
                 reason: "no X509 CRL block found".to_owned(),
             });
         }
-        crls.iter().try_fold(self, |b, crl| b.with_crl_der(crl))
+        crls.iter().try_fold(self, |b, crl| b.add_crl_der(crl))
     }
 
     /// Adds one DER CRL.
     ///
     /// ```
-    /// let err = mtls_core::TrustBundle::spiffe().with_crl_der(&[0x30, 0x00]).unwrap_err();
+    /// let err = mtls_core::TrustBundle::spiffe().add_crl_der(&[0x30, 0x00]).unwrap_err();
     /// assert!(matches!(err, mtls_core::Error::InvalidCrl { .. }));
     /// ```
-    pub fn with_crl_der(mut self, der: &[u8]) -> Result<Self> {
+    pub fn add_crl_der(mut self, der: &[u8]) -> Result<Self> {
         let crl = OwnedCertRevocationList::from_der(der).map_err(|e| Error::InvalidCrl {
             reason: crate::verify::webpki_words(&e),
         })?;
@@ -224,7 +224,7 @@ impl TrustBundle {
     ///
     /// ```
     /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("A"))?;
-    /// let set = mtls_core::TrustBundle::spiffe().with_domain_pem("a.org".parse()?, ca.cert_pem())?;
+    /// let set = mtls_core::TrustBundle::spiffe().add_domain_pem("a.org".parse()?, ca.cert_pem())?;
     /// assert_eq!(set.roots(Some(&"a.org".parse()?)).len(), 1);
     /// assert!(set.roots(Some(&"b.org".parse()?)).is_empty());
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -252,7 +252,7 @@ fn snapshot(source: &X509Source) -> std::result::Result<(Identity, TrustBundle),
             .map(|c| CertificateDer::from(c.as_bytes().to_vec()));
         let td = TrustDomain::try_from(td.clone()).map_err(|e| e.to_string())?;
         trust = trust
-            .with_domain_der(td.clone(), certs)
+            .add_domain_der(td.clone(), certs)
             .map_err(|e| format!("bundle of {td}: {e}"))?;
     }
     Ok((identity, trust))

@@ -108,7 +108,7 @@ enum Bundle {
 fn trust(root_pem: &str, bundle: Bundle) -> Arc<TrustBundle> {
     Arc::new(match bundle {
         Bundle::Spiffe => TrustBundle::spiffe()
-            .with_domain_pem("example.org".parse().unwrap(), root_pem)
+            .add_domain_pem("example.org".parse().unwrap(), root_pem)
             .unwrap(),
         Bundle::Plain => TrustBundle::from_pem(root_pem).unwrap(),
     })

@@ -29,10 +29,10 @@ fn td(name: &str) -> TrustDomain {
 fn bundle(name: &str, cas: &[&CertificateAuthority], seq: u64) -> SpiffeBundle {
     let pem: String = cas.iter().map(|ca| ca.cert_pem()).collect();
     SpiffeBundle::new(td(name))
-        .with_x509_authorities_pem(pem)
+        .add_x509_authorities_pem(pem)
         .unwrap()
-        .with_sequence(seq)
-        .with_refresh_hint(Duration::from_secs(1))
+        .spiffe_sequence(seq)
+        .spiffe_refresh_hint(Duration::from_secs(1))
 }
 
 fn svid(ca: &CertificateAuthority, id: &str) -> Credential {

@@ -264,7 +264,7 @@ fn a_leaf_of_a_trust_domain_without_a_bundle_is_refused() {
     files.write(&other);
     let trust = Arc::new(
         TrustBundle::spiffe()
-            .with_domain_pem("example.org".parse().unwrap(), pki.root.cert_pem())
+            .add_domain_pem("example.org".parse().unwrap(), pki.root.cert_pem())
             .unwrap(),
     );
     let err = FileIdentitySource::watch_trusted(&files.cert, &files.key, trust, NEVER).unwrap_err();

@@ -317,7 +317,7 @@ async fn revoked_certificate_is_refused_by_crl() {
         .issue(&LeafParams::svid(SpiffeId::new(CLIENT_ID).unwrap()))
         .unwrap();
     let crl = support::crl_pem(&pki.int, &[revoked_leaf.certificate().serial().as_bytes()]);
-    let bundle = pki.spiffe_bundle().with_crls_pem(&crl).unwrap();
+    let bundle = pki.spiffe_bundle().add_crls_pem(&crl).unwrap();
     let server_cfg = ServerConfigBuilder::new(Arc::new(pki.svid(SERVER_ID)), Arc::new(bundle))
         .authorize(Authorize::member_of("example.org".parse().unwrap()))
         .build()

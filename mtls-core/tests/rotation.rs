@@ -30,7 +30,7 @@ struct Record {
 fn bundle(roots: &[&CertificateAuthority]) -> TrustBundle {
     let pem: String = roots.iter().map(|ca| ca.cert_pem()).collect();
     TrustBundle::spiffe()
-        .with_domain_pem("example.org".parse().unwrap(), pem)
+        .add_domain_pem("example.org".parse().unwrap(), pem)
         .unwrap()
 }
 

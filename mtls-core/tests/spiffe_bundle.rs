@@ -79,7 +79,7 @@ fn x5c_loads_in_cryptography_and_openssl_verifies_our_svids_against_it() {
     let dir = tempfile::tempdir().unwrap();
     let ec = CertificateAuthority::new_root(&CaParams::new("example.org EC Root")).unwrap();
     let rsa = CertificateAuthority::new_root(
-        &CaParams::new("example.org RSA Root").with_key_algorithm(KeyAlgorithm::Rsa2048),
+        &CaParams::new("example.org RSA Root").key_algorithm(KeyAlgorithm::Rsa2048),
     )
     .unwrap();
     let int = ec
@@ -91,9 +91,9 @@ fn x5c_loads_in_cryptography_and_openssl_verifies_our_svids_against_it() {
     let other = CertificateAuthority::new_root(&CaParams::new("other.org Root")).unwrap();
 
     let bundle = SpiffeBundle::new(td("example.org"))
-        .with_x509_authorities_pem(ec.cert_pem() + &rsa.cert_pem())
+        .add_x509_authorities_pem(ec.cert_pem() + &rsa.cert_pem())
         .unwrap()
-        .with_sequence(1);
+        .spiffe_sequence(1);
     let json_path = dir.path().join("bundle.json");
     std::fs::write(&json_path, bundle.to_json()).unwrap();
     let exported = dir.path().join("exported.pem");
@@ -114,7 +114,7 @@ fn x5c_loads_in_cryptography_and_openssl_verifies_our_svids_against_it() {
 
     // The same check fails against another domain's bundle: the test can fail.
     let foreign = SpiffeBundle::new(td("other.org"))
-        .with_x509_authorities_pem(other.cert_pem())
+        .add_x509_authorities_pem(other.cert_pem())
         .unwrap();
     std::fs::write(&json_path, foreign.to_json()).unwrap();
     peer(&[
@@ -137,11 +137,11 @@ async fn pyjwkset_loads_jwt_svid_keys_and_verifies_our_jwt_svids() {
     let es = SigningKey::generate(Algorithm::ES256).unwrap();
     let rs = SigningKey::generate(Algorithm::RS256).unwrap();
     let bundle = SpiffeBundle::new(td("example.org"))
-        .with_x509_authorities_pem(ca.cert_pem())
+        .add_x509_authorities_pem(ca.cert_pem())
         .unwrap()
-        .with_jwt_authority(JwtAuthority::new("es-1", es.jwk(None)).unwrap())
+        .add_jwt_authority(JwtAuthority::new("es-1", es.jwk(None)).unwrap())
         .unwrap()
-        .with_jwt_authority(JwtAuthority::new("rs-1", rs.jwk(None)).unwrap())
+        .add_jwt_authority(JwtAuthority::new("rs-1", rs.jwk(None)).unwrap())
         .unwrap();
     // Keys a newer publisher might add: PyJWKSet and we both pass over them.
     let mut doc: Value = serde_json::from_str(&bundle.to_json()).unwrap();
@@ -199,7 +199,7 @@ fn py_spiffe_x509_bundle_parse_reads_our_pem() {
     let a = CertificateAuthority::new_root(&CaParams::new("example.org Root A")).unwrap();
     let b = CertificateAuthority::new_root(&CaParams::new("example.org Root B")).unwrap();
     let bundle = SpiffeBundle::new(td("example.org"))
-        .with_x509_authorities_pem(a.cert_pem() + &b.cert_pem())
+        .add_x509_authorities_pem(a.cert_pem() + &b.cert_pem())
         .unwrap();
     // Through JSON and back, as `mtls bundle convert --to pem` does.
     let bundle = SpiffeBundle::parse(td("example.org"), &bundle.to_json()).unwrap();
@@ -219,7 +219,7 @@ fn py_spiffe_x509_bundle_parse_reads_our_pem() {
 fn unknown_kty_and_use_are_skipped_with_a_count() {
     let ca = CertificateAuthority::new_root(&CaParams::new("example.org Root")).unwrap();
     let bundle = SpiffeBundle::new(td("example.org"))
-        .with_x509_authorities_pem(ca.cert_pem())
+        .add_x509_authorities_pem(ca.cert_pem())
         .unwrap();
     let mut doc: Value = serde_json::from_str(&bundle.to_json()).unwrap();
     let keys = doc["keys"].as_array_mut().unwrap();
@@ -239,9 +239,9 @@ fn a_lower_sequence_never_replaces_a_higher_one() {
     let new_ca = CertificateAuthority::new_root(&CaParams::new("new")).unwrap();
     let v = |ca: &CertificateAuthority, seq| {
         SpiffeBundle::new(td("example.org"))
-            .with_x509_authorities_pem(ca.cert_pem())
+            .add_x509_authorities_pem(ca.cert_pem())
             .unwrap()
-            .with_sequence(seq)
+            .spiffe_sequence(seq)
     };
     let mut set = BundleSet::new();
     assert!(set.insert(v(&new_ca, 5)).unwrap());
@@ -267,9 +267,9 @@ fn a_lower_sequence_never_replaces_a_higher_one() {
     assert!(
         set.insert(
             SpiffeBundle::new(td("other.org"))
-                .with_x509_authorities_pem(old_ca.cert_pem())
+                .add_x509_authorities_pem(old_ca.cert_pem())
                 .unwrap()
-                .with_sequence(1)
+                .spiffe_sequence(1)
         )
         .unwrap()
     );
@@ -294,7 +294,7 @@ fn file_trust_source_reads_pem_or_spiffe_json() {
     let path = dir.path().join("bundle");
     let json = |ca: &CertificateAuthority| {
         SpiffeBundle::new(td("example.org"))
-            .with_x509_authorities_pem(ca.cert_pem())
+            .add_x509_authorities_pem(ca.cert_pem())
             .unwrap()
             .to_json()
     };
@@ -354,7 +354,7 @@ fn parse_err(doc: &str) -> String {
 fn truncated_json_is_refused() {
     let ca = CertificateAuthority::new_root(&CaParams::new("Root")).unwrap();
     let doc = SpiffeBundle::new(td("example.org"))
-        .with_x509_authorities_pem(ca.cert_pem())
+        .add_x509_authorities_pem(ca.cert_pem())
         .unwrap()
         .to_json();
     let err = parse_err(&doc[..doc.len() - 10]);
@@ -429,7 +429,7 @@ fn a_ca_of_another_trust_domain_is_refused() {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     let err = SpiffeBundle::new(td("example.org"))
-        .with_x509_authorities_pem(cert.pem())
+        .add_x509_authorities_pem(cert.pem())
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -437,7 +437,7 @@ fn a_ca_of_another_trust_domain_is_refused() {
     );
     // The same CA is fine in its own domain's bundle, and through JSON too.
     let own = SpiffeBundle::new(td("other.org"))
-        .with_x509_authorities_pem(cert.pem())
+        .add_x509_authorities_pem(cert.pem())
         .unwrap();
     let err = SpiffeBundle::parse(td("example.org"), &own.to_json()).unwrap_err();
     assert!(

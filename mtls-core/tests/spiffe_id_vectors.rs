@@ -2,7 +2,7 @@
 //! in certificates. The reference is go-spiffe v2's own test vectors (spiffeid/id_test.go
 //! `TestFromString`, trustdomain_test.go `TestTrustDomainFromString`), replayed here against
 //! `mtls_core::SpiffeId` / `TrustDomain` — the types every configuration entry point takes
-//! (`Authorize::exact`, `member_of`, `TrustBundle::with_domain_*`, ...).
+//! (`Authorize::exact`, `member_of`, `TrustBundle::add_domain_*`, ...).
 // Tests may panic: a failed assertion is the report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -171,7 +171,7 @@ fn configuration_entry_points_refuse_what_go_spiffe_refuses() {
     assert!(member.authorize(&"spiffe://example.org/x".parse().unwrap()));
     let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("R")).unwrap();
     let set = TrustBundle::spiffe()
-        .with_domain_pem("example.org".parse().unwrap(), ca.cert_pem())
+        .add_domain_pem("example.org".parse().unwrap(), ca.cert_pem())
         .unwrap();
     assert_eq!(set.trust_domains().next().unwrap().as_str(), "example.org");
 

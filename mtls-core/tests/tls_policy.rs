@@ -126,7 +126,7 @@ async fn tls12_is_opt_in_and_a_mismatch_is_explained() {
     );
 
     // A TLS 1.2-only client (Envoy's UpstreamTlsContext default) against the default server.
-    let tls12_only = TlsPolicy::classical().with_versions(TlsVersion::Tls12, TlsVersion::Tls12);
+    let tls12_only = TlsPolicy::classical().version_range(TlsVersion::Tls12, TlsVersion::Tls12);
     let out = handshake(
         server(&pki, TlsPolicy::default()),
         client(&pki, tls12_only.clone()),
@@ -166,8 +166,8 @@ fn impossible_policies_are_refused_at_build_naming_the_field() {
     let pki = Pki::new();
     let hybrid_only_with_tls12 = TlsPolicy::default()
         .allow_tls12()
-        .with_groups([KxGroup::X25519Mlkem768]);
-    let no_suites = TlsPolicy::default().with_cipher_suites([]);
+        .groups([KxGroup::X25519Mlkem768]);
+    let no_suites = TlsPolicy::default().cipher_suites([]);
     let mut lacking = rustls::crypto::aws_lc_rs::default_provider();
     lacking
         .kx_groups

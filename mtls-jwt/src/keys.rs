@@ -248,7 +248,7 @@ impl SigningKey {
 
     /// Reads a PEM private key: PKCS#8 `PRIVATE KEY` (RSA, EC, Ed25519), PKCS#1
     /// `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`. The algorithm is the key's default
-    /// (see [`PublicKey::algorithm`]); change it with [`SigningKey::with_algorithm`].
+    /// (see [`PublicKey::algorithm`]); change it with [`SigningKey::signing_algorithm`].
     pub fn from_pem(pem: &str) -> Result<Self> {
         let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
             key_err(format!(
@@ -316,14 +316,14 @@ impl SigningKey {
             kid,
         };
         match alg {
-            Some(alg) => key.with_algorithm(alg),
+            Some(alg) => key.signing_algorithm(alg),
             None => Ok(key),
         }
     }
 
     /// Signs with `alg` instead of the key's default (RS256 → PS512, ...); refused if the key
     /// type does not fit.
-    pub fn with_algorithm(mut self, alg: Algorithm) -> Result<Self> {
+    pub fn signing_algorithm(mut self, alg: Algorithm) -> Result<Self> {
         use Algorithm::*;
         let fits = match &self.pair {
             Pair::Rsa(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
@@ -615,7 +615,7 @@ mod tests {
         assert!(SigningKey::generate(Algorithm::HS256).is_err());
         let ec = SigningKey::generate(Algorithm::ES256).unwrap();
         assert!(matches!(
-            ec.with_algorithm(Algorithm::RS256),
+            ec.signing_algorithm(Algorithm::RS256),
             Err(Error::InvalidKey { .. })
         ));
         assert!(matches!(

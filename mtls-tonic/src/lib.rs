@@ -39,7 +39,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let identity = Arc::new(Identity::from_pem_files("svid.pem", "svid-key.pem")?);
-//! let trust = Arc::new(TrustBundle::spiffe().with_domain_pem(
+//! let trust = Arc::new(TrustBundle::spiffe().add_domain_pem(
 //!     "example.org".parse()?,
 //!     std::fs::read("bundle.pem")?,
 //! )?);
@@ -60,7 +60,7 @@
 //!         .server()
 //!         .layer(AuthzLayer::new(policy))
 //!         .add_service(health)
-//!         .serve_with_incoming(MtlsIncoming::with_options(listener, server_config, options.clone())),
+//!         .serve_with_incoming(MtlsIncoming::configured(listener, server_config, options.clone())),
 //! );
 //!
 //! // Client: one connection per replica of a headless Service, p2c over the ready ones.
@@ -131,7 +131,7 @@
 //!   with its own server name or connector if needed), pushed changes
 //!   ([`balance::endpoint_channel`]: [`balance::EndpointSender`],
 //!   [`balance::EndpointReceiver`]), or your own [`balance::Discovery`] of
-//!   [`balance::EndpointChange`]s ([`balance::BalancedChannel::with_discovery`]);
+//!   [`balance::EndpointChange`]s ([`balance::BalancedChannel::discovery`]);
 //!   [`balance::LoadPolicy`], [`balance::Backoff`], per-call [`balance::WaitForReady`],
 //!   introspection with [`balance::EndpointInfo`], [`balance::EndpointState`],
 //!   [`balance::ChannelState`], [`balance::ResolutionState`]; which endpoint served a call:
@@ -243,7 +243,7 @@
 //! options
 //!     .server() // the HTTP/2 limits and the GOAWAY at the connection's age
 //!     .add_service(health)
-//!     .serve_with_incoming(MtlsIncoming::with_options(listener, config, options.clone()))
+//!     .serve_with_incoming(MtlsIncoming::configured(listener, config, options.clone()))
 //!     .await?;
 //! # Ok(()) }
 //! ```

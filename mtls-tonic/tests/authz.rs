@@ -424,7 +424,7 @@ async fn silent_client_does_not_stall_accepts() {
     let options = mtls_tonic::server::ServerOptions::default()
         .handshake_timeout(Duration::from_secs(5))
         .max_concurrent_handshakes(8);
-    let incoming = MtlsIncoming::with_options(listener, config, options);
+    let incoming = MtlsIncoming::configured(listener, config, options);
     let (_reporter, service) = support::replica::probe("solo");
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()

@@ -170,7 +170,7 @@ async fn empty_static_list_fails_fast() {
 async fn pushed_changes_add_and_drain_under_load_lose_no_call() {
     let fx = Replicas::start(3);
     let (endpoints, discovery) = endpoint_channel();
-    let channel = short(BalancedChannel::with_discovery(
+    let channel = short(BalancedChannel::discovery(
         fx.service(),
         discovery,
         fx.connector(),
@@ -279,7 +279,7 @@ impl Discovery for Polled {
 async fn a_custom_discovery_drives_the_channel() {
     let fx = Replicas::start(3);
     let wanted = Arc::new(Mutex::new(fx.addrs[..2].to_vec()));
-    let channel = short(BalancedChannel::with_discovery(
+    let channel = short(BalancedChannel::discovery(
         fx.service(),
         Polled::new(wanted.clone()),
         fx.connector(),

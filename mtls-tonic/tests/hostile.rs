@@ -122,7 +122,7 @@ fn hostile_server_child() {
         );
         let trust = Arc::new(
             TrustBundle::spiffe()
-                .with_domain_pem(
+                .add_domain_pem(
                     TRUST_DOMAIN.parse().unwrap(),
                     std::fs::read(dir.join("root.pem")).unwrap(),
                 )
@@ -141,7 +141,7 @@ fn hostile_server_child() {
         }
         let listener = options.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         println!("LISTENING {}", listener.local_addr().unwrap());
-        let incoming = MtlsIncoming::with_options(listener, config, options.clone());
+        let incoming = MtlsIncoming::configured(listener, config, options.clone());
         let (_reporter, health) = support::replica::probe("hostile");
         let serve = options
             .server()
@@ -741,7 +741,7 @@ async fn handshake_failures_and_timeouts_are_logged_a_few_lines_per_second_with_
     let listener = options.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming =
-        MtlsIncoming::with_options(listener, pki.server_config(Pki::member_policy()), options);
+        MtlsIncoming::configured(listener, pki.server_config(Pki::member_policy()), options);
     let started = Instant::now();
 
     // 400 connections that speak garbage, in bursts, and 100 that say nothing.
@@ -826,7 +826,7 @@ async fn a_source_over_its_handshake_rate_is_closed_before_tls_and_others_are_se
     let options = ServerOptions::default().handshake_rate_per_ip(Some((20, 1)));
     let listener = options.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    let incoming = MtlsIncoming::with_options(
+    let incoming = MtlsIncoming::configured(
         listener,
         pki.server_config(Pki::member_policy()),
         options.clone(),

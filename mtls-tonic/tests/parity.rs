@@ -115,7 +115,7 @@ async fn echo_server(
     let options = ServerOptions::default();
     let listener = options.bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    let incoming = MtlsIncoming::with_options(
+    let incoming = MtlsIncoming::configured(
         listener,
         pki.server_config(Pki::member_policy()),
         options.clone(),

@@ -116,7 +116,7 @@ async fn tonic_accessors_name_both_addresses_over_mtls_incoming() {
         let options = mtls_tonic::server::ServerOptions::default();
         let listener = options.bind("127.0.0.2:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let incoming = MtlsIncoming::with_options(
+        let incoming = MtlsIncoming::configured(
             listener,
             pki.server_config(Pki::member_policy()),
             options.clone(),

@@ -266,10 +266,10 @@ fn registration(policy: &MeshPolicy, intruder: &SpiffeId, owned: &Path) -> Resul
             .uid()
     };
     let process = {
-        let s = Selectors::uid(uid);
+        let s = Selectors::default().uid(uid);
         // What the agent reads for a caller (`/proc/<pid>/exe`), where there is a /proc.
         match std::fs::read_link("/proc/self/exe") {
-            Ok(exe) => s.with_exe(exe),
+            Ok(exe) => s.exe(exe),
             Err(_) => s,
         }
     };
@@ -280,11 +280,15 @@ fn registration(policy: &MeshPolicy, intruder: &SpiffeId, owned: &Path) -> Resul
         Entry::new(intruder.clone(), process),
         Entry::new(
             policy.server_id.clone(),
-            Selectors::sds_node_id(SERVER_SIDECAR_NODE_ID).with_uid(uid),
+            Selectors::default()
+                .sds_node_id(SERVER_SIDECAR_NODE_ID)
+                .uid(uid),
         ),
         Entry::new(
             client,
-            Selectors::sds_node_id(CLIENT_SIDECAR_NODE_ID).with_uid(uid),
+            Selectors::default()
+                .sds_node_id(CLIENT_SIDECAR_NODE_ID)
+                .uid(uid),
         ),
     ]))
 }

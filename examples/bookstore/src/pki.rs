@@ -92,7 +92,7 @@ impl MeshPki {
             &intermediate,
             &dir,
             "bookstore",
-            LeafParams::svid(policy.server_id.clone()).with_dns_name(policy.service_name.clone()),
+            LeafParams::svid(policy.server_id.clone()).add_dns_name(policy.service_name.clone()),
             &policy.server_id,
         )?;
         let client_id = policy
@@ -258,7 +258,7 @@ impl MeshPki {
         let pem = std::fs::read(&self.bundle)
             .map_err(|e| Error::file("reading trust bundle", &self.bundle, e))?;
         TrustBundle::spiffe()
-            .with_domain_pem(self.policy.trust_domain.clone(), pem)
+            .add_domain_pem(self.policy.trust_domain.clone(), pem)
             .map(Arc::new)
             .map_err(|e| Error::tls("loading the trust bundle", e))
     }

@@ -215,7 +215,7 @@ pub fn spawn_with(
                     .add_service(health)
                     .add_service(bookstore)
                     .serve_with_incoming_shutdown(
-                        MtlsIncoming::with_options(listener, tls, options.clone()),
+                        MtlsIncoming::configured(listener, tls, options.clone()),
                         signal,
                     )
                     .await
@@ -233,7 +233,7 @@ pub fn spawn_with(
                     .add_service(health)
                     .add_service(bookstore)
                     .serve_with_incoming_shutdown(
-                        MtlsIncoming::with_options(listener, tls, options.clone()),
+                        MtlsIncoming::configured(listener, tls, options.clone()),
                         signal,
                     )
                     .await

@@ -21,7 +21,9 @@ async fn client_and_server_take_their_identities_from_the_workload_api() {
         let id: mtls_core::SpiffeId = id.parse().unwrap();
         Entry::new(
             id,
-            Selectors::uid(uid).with_exe(std::fs::canonicalize(bin(exe)).unwrap()),
+            Selectors::default()
+                .uid(uid)
+                .exe(std::fs::canonicalize(bin(exe)).unwrap()),
         )
     };
     let registration = Registration::new([

@@ -254,7 +254,7 @@ struct Probe {
 
 fn client_config(identity: IdentityHandle, pki: &Pki) -> Arc<rustls::ClientConfig> {
     let trust = TrustBundle::spiffe()
-        .with_domain_pem(
+        .add_domain_pem(
             "bookstore.local".parse().unwrap(),
             pki.root1.cert_pem() + &pki.root2.cert_pem(),
         )
@@ -697,7 +697,7 @@ async fn workload_api_identity_rotates_under_the_probe() {
     let server_id: mtls_core::SpiffeId = SERVER_ID.parse().unwrap();
     let registration = Registration::new([Entry::new(
         server_id.clone(),
-        Selectors::uid(uid).with_exe(exe),
+        Selectors::default().uid(uid).exe(exe),
     )]);
     let trust_domain: mtls_core::TrustDomain = "bookstore.local".parse().unwrap();
     let agent = Agent::start(AgentConfig::new(
@@ -730,7 +730,7 @@ async fn workload_api_identity_rotates_under_the_probe() {
         .issue(&LeafParams::svid(SpiffeId::new(CLIENT_ID).unwrap()))
         .unwrap();
     let trust = TrustBundle::spiffe()
-        .with_domain_pem(trust_domain, agent.bundle_pem())
+        .add_domain_pem(trust_domain, agent.bundle_pem())
         .unwrap();
     let config = Arc::new(
         ClientConfigBuilder::new(

@@ -86,9 +86,9 @@ pub fn initca(csr: &CfsslCsr) -> Result<(CertificateAuthority, BareFiles)> {
         None => 1,
     };
     let params = CaParams::for_subject(csr.subject())
-        .with_key_algorithm(csr.key_algorithm()?)
+        .key_algorithm(csr.key_algorithm()?)
         .valid_for(expiry)
-        .with_path_len(path_len);
+        .path_len(path_len);
     let ca = CertificateAuthority::new_root(&params)?;
     let key = KeyPair::from_pem(&ca.key_pem())?;
     let request =
@@ -112,7 +112,7 @@ pub fn gencert(
     let profile = config.profile(profile)?;
     let (key_usages, extended_key_usages) = profile.usages()?;
     let validity = Validity::for_ttl(profile.expiry()?);
-    let mut params = CsrParams::new(csr.subject()).with_key_algorithm(csr.key_algorithm()?);
+    let mut params = CsrParams::new(csr.subject()).key_algorithm(csr.key_algorithm()?);
     params.sans = csr.sans();
     let (request, key) = CertificateSigningRequest::generate(&params)?;
     let issued = ca.sign_csr_with_usages(&request, key_usages, extended_key_usages, &validity)?;

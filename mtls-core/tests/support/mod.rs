@@ -53,9 +53,9 @@ impl Pki {
     /// The SPIFFE bundle set {example.org: root, other.org: other}.
     pub fn spiffe_bundle(&self) -> mtls_core::TrustBundle {
         mtls_core::TrustBundle::spiffe()
-            .with_domain_pem("example.org".parse().unwrap(), self.root.cert_pem())
+            .add_domain_pem("example.org".parse().unwrap(), self.root.cert_pem())
             .unwrap()
-            .with_domain_pem("other.org".parse().unwrap(), self.other.cert_pem())
+            .add_domain_pem("other.org".parse().unwrap(), self.other.cert_pem())
             .unwrap()
     }
 }

@@ -211,7 +211,7 @@ mod san_tests {
         let leaf = ca
             .issue(
                 &LeafParams::svid(mtls_certs::SpiffeId::new(id).unwrap())
-                    .with_dns_name("web.internal"),
+                    .add_dns_name("web.internal"),
             )
             .unwrap();
         PeerIdentity::from_chain(&leaf.cert_chain()).unwrap()

@@ -163,7 +163,7 @@ impl BalancedChannel {
     /// ([`endpoint_channel`](crate::balance::endpoint_channel)) or a user's own [`Discovery`]
     /// (Kubernetes EndpointSlices, Consul, xDS EDS, a test fixture). `service` as for
     /// [`BalancedChannel::static_list`].
-    pub fn with_discovery(
+    pub fn discovery(
         service: impl Into<String>,
         discovery: impl Discovery,
         connector: MtlsConnector,

@@ -91,7 +91,7 @@ pub enum EndpointChange {
     Remove(SocketAddr),
 }
 
-/// A source of endpoint changes for [`BalancedChannel::with_discovery`](crate::balance::BalancedChannel::with_discovery):
+/// A source of endpoint changes for [`BalancedChannel::discovery`](crate::balance::BalancedChannel::discovery):
 /// Kubernetes EndpointSlices, Consul, an xDS EDS stream, a test fixture.
 ///
 /// `poll_change` is polled by the channel's discovery task; return `Pending` (after
@@ -135,10 +135,10 @@ impl Discovery for StaticList {
     }
 }
 
-/// Pushes endpoint changes into a channel built with [`BalancedChannel::with_discovery`]
+/// Pushes endpoint changes into a channel built with [`BalancedChannel::discovery`]
 /// from the paired [`EndpointReceiver`] (see [`endpoint_channel`]). Cheap to clone.
 ///
-/// [`BalancedChannel::with_discovery`]: crate::balance::BalancedChannel::with_discovery
+/// [`BalancedChannel::discovery`]: crate::balance::BalancedChannel::discovery
 #[derive(Clone, Debug)]
 pub struct EndpointSender(mpsc::UnboundedSender<EndpointChange>);
 
@@ -173,7 +173,7 @@ impl Discovery for EndpointReceiver {
 /// # async fn run(client_config: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
 /// use mtls_tonic::{balance::{BalancedChannel, endpoint_channel}, client::MtlsConnector};
 /// let (endpoints, discovery) = endpoint_channel();
-/// let channel = BalancedChannel::with_discovery(
+/// let channel = BalancedChannel::discovery(
 ///     "bookstore.test:50051",
 ///     discovery,
 ///     MtlsConnector::new(client_config),

@@ -73,12 +73,12 @@ impl MtlsIncoming {
     /// Starts accepting on `listener` with default [`ServerOptions`]. Must be called within a
     /// tokio runtime.
     pub fn new(listener: TcpListener, config: impl Into<Arc<rustls::ServerConfig>>) -> Self {
-        Self::with_options(listener, config, ServerOptions::default())
+        Self::configured(listener, config, ServerOptions::default())
     }
 
     /// Starts accepting on `listener` with the given options. Must be called within a tokio
     /// runtime.
-    pub fn with_options(
+    pub fn configured(
         listener: TcpListener,
         config: impl Into<Arc<rustls::ServerConfig>>,
         options: ServerOptions,

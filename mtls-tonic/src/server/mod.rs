@@ -11,7 +11,7 @@
 //! options
 //!     .server()
 //!     .add_service(health)
-//!     .serve_with_incoming(MtlsIncoming::with_options(listener, config, options.clone()))
+//!     .serve_with_incoming(MtlsIncoming::configured(listener, config, options.clone()))
 //!     .await?;
 //! # Ok(()) }
 //! ```

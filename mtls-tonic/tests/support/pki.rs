@@ -43,7 +43,7 @@ impl Pki {
         let td: TrustDomain = TRUST_DOMAIN.parse().unwrap();
         Arc::new(
             TrustBundle::spiffe()
-                .with_domain_pem(td, self.root_pem())
+                .add_domain_pem(td, self.root_pem())
                 .unwrap(),
         )
     }
@@ -83,7 +83,7 @@ impl Pki {
 fn issue(ca: &CertificateAuthority, id: &str, dns: &[&str]) -> (String, String) {
     let mut params = LeafParams::svid(CertId::new(id).unwrap());
     for name in dns {
-        params = params.with_dns_name(*name);
+        params = params.add_dns_name(*name);
     }
     let leaf = ca.issue(&params).unwrap();
     (leaf.chain_pem(), leaf.key_pem())

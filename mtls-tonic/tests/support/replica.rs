@@ -196,7 +196,7 @@ impl Replica {
                     .unwrap();
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let incoming = MtlsIncoming::with_options(listener, config, options);
+                    let incoming = MtlsIncoming::configured(listener, config, options);
                     let (drain, drained) = oneshot::channel::<()>();
                     let serve = tune(tonic::transport::Server::builder())
                         .add_service(service)

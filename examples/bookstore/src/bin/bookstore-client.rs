@@ -243,7 +243,7 @@ async fn proxyless(args: &Args) -> Result<BalancedChannel, Error> {
                     // A DNS-named server: a plain CA bundle, the name checked by the verifier.
                     Some(_) => TrustBundle::from_pem(&ca_pem),
                     None => TrustBundle::spiffe()
-                        .with_domain_pem(args.server_id.trust_domain().clone(), &ca_pem),
+                        .add_domain_pem(args.server_id.trust_domain().clone(), &ca_pem),
                 }
                 .map_err(tls(format!("loading --ca {}", ca.display())))?;
                 (Arc::new(Arc::new(identity)), Arc::new(Arc::new(trust)))
