@@ -1,31 +1,22 @@
-//! Shared helpers for the integration tests: running the real `openssl` CLI.
+//! mtls-certs' own test helpers (the shared ones are in mtls-test-support): its cfssl
+//! fixtures and reading the real `openssl` CLI's verdicts.
 // Tests may panic on a broken fixture or a missing tool: that is the failure we want to see.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    unreachable_pub,
+    unused_imports
+)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+pub use mtls_test_support::peers::openssl;
+pub use mtls_test_support::put;
 
 /// Directory of the cfssl fixtures copied into this crate.
 pub fn cfssl_fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cfssl")
-}
-
-/// Runs `openssl ARGS...`, returning (success, stdout + stderr).
-pub fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl CLI must be on PATH (run ./ci.sh, it installs the test peers)");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-/// Writes `contents` to `dir/name` and returns the path as a string.
-pub fn put(dir: &Path, name: &str, contents: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path.to_str().unwrap().to_owned()
 }
 
 /// `openssl verify -CAfile ca [-untrusted int] leaf`; panics with openssl's output on failure.

@@ -1,0 +1,28 @@
+//! Test support shared by the mtls workspace's integration tests (not published).
+//!
+//! - [`ChildGuard`]: a child process killed by its PID and reaped when dropped, with
+//!   bounded waits for its exit and its output lines; [`run_within`] runs a command to
+//!   completion under a time bound.
+//! - [`peers`]: the independent peers the tests talk to, found one way: the project's
+//!   Python (`MTLS_PYTHON`), Envoy (`MTLS_ENVOY`, with `MTLS_REQUIRE_ENVOY=1` turning a
+//!   missing Envoy from a skip into a failure) and the `openssl` CLI.
+//! - [`eventually`] and [`wait_until`]: polling with a deadline instead of sleeping.
+//! - [`free_port`], [`free_addr`], [`http_get`]: loopback helpers.
+//! - [`put`]: a PEM (or any text) written into a test's temp dir.
+//!
+//! ```
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = mtls_test_support::put(dir.path(), "ca.pem", "-----BEGIN CERTIFICATE-----\n");
+//! assert!(path.ends_with("ca.pem"));
+//! ```
+// Test support: a panic is the failed test, with the message saying what was expected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod net;
+pub mod peers;
+mod process;
+mod wait;
+
+pub use net::{free_addr, free_port, http_get, put};
+pub use process::{ChildGuard, run_group_within, run_within, wait_on};
+pub use wait::{eventually, wait_until};
