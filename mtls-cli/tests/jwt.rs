@@ -5,24 +5,9 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use support::{mtls_err, mtls_ok};
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("MTLS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
-        });
-    assert!(
-        path.exists(),
-        "no Python at {}: run ./ci.sh (it installs the test peers)",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
@@ -119,7 +104,7 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
 
     // The default kid of `mint` is the thumbprint `jwks` gives, so an independent verifier
     // finds the key by kid.
-    let out = Command::new(python())
+    let out = Command::new(mtls_test_support::peers::python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../mtls-jwt/tests/support/verify_tokens.py"

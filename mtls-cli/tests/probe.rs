@@ -4,54 +4,21 @@
 //! answer and the documented exit code each. Every child is killed by PID when dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use mtls_certs::{CaParams, CertificateAuthority, LeafParams, SpiffeId, Validity};
+use mtls_test_support::ChildGuard;
 
 const SERVER_ID: &str = "spiffe://example.org/ns/prod/sa/api";
 const CLIENT_ID: &str = "spiffe://example.org/ns/prod/sa/web";
 
-/// A child process killed (by PID) and reaped when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `cmd` and waits (bounded) for a stdout line with `needle`; returns it.
-fn start(cmd: &mut Command, needle: &str) -> (Guard, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let guard = Guard(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return (guard, line),
-            Ok(_) => {}
-            Err(e) => panic!("no {needle:?} line: {e}"),
-        }
-    }
+/// Starts `cmd` (stdin held open: `openssl s_server` quits at end of input) and waits
+/// (bounded) for a stdout line with `needle`; returns it.
+fn start(cmd: &mut Command, needle: &str) -> (ChildGuard, String) {
+    let mut guard = ChildGuard::spawn_with_stdin(needle, cmd);
+    let line = guard.wait_for_line(needle);
+    (guard, line)
 }
 
 struct Pki {
@@ -94,7 +61,7 @@ impl Pki {
 }
 
 /// `openssl s_server` presenting `cert`; `-Verify 1` when `require_client_cert`.
-fn s_server(pki: &Pki, cert: &str, require_client_cert: bool) -> (Guard, String) {
+fn s_server(pki: &Pki, cert: &str, require_client_cert: bool) -> (ChildGuard, String) {
     let mut cmd = Command::new("openssl");
     cmd.args([
         "s_server",
@@ -270,9 +237,7 @@ fn expired_certificate_is_refused() {
 fn plaintext_http2_other_protocols_and_closed_ports() {
     let pki = Pki::new();
     let ca = pki.path("ca.pem");
-    let python = std::env::var_os("MTLS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    let python = mtls_test_support::peers::python();
 
     // A gRPC server on a plaintext HTTP/2 port.
     let (_grpc, port) = start(

@@ -1,6 +1,12 @@
 //! Shared helpers for the CLI tests: the `mtls` binary and the real `openssl` CLI.
 // Tests may panic on a missing tool or a broken fixture: that is the failure we want to see.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    unreachable_pub,
+    unused_imports
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -60,13 +66,4 @@ pub fn mtls_err(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Runs `openssl ARGS...` in `dir`, returning (success, stdout + stderr).
-pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the openssl CLI must be on PATH (run ./ci.sh, it installs the test peers)");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
+pub use mtls_test_support::peers::openssl_in as openssl;
