@@ -23,6 +23,8 @@
 //!   INVALID_ARGUMENT errors, the replica's name in [`REPLICA_HEADER`].
 //! - [`server`]: [`server::spawn`] with [`Security::Mtls`] or [`Security::Plaintext`],
 //!   `grpc.health.v1` included; [`server::bind`] with clear errors.
+//! - [`faults`]: the mesh demo's deliberate UNAVAILABLE for a call's first attempt
+//!   (replicas in demo mode only), to show both paths' retries.
 //! - [`scenario`]: the client's scenario over any channel, with a [`Report`] of calls per
 //!   replica.
 //! - [`MeshPki`]: a throwaway PKI (root, intermediate, SVIDs) and JWT issuer in a directory.
@@ -104,6 +106,7 @@ pub mod agent;
 mod dns;
 pub mod envoy;
 mod error;
+pub mod faults;
 pub mod identity;
 pub mod k8s;
 pub mod mesh;

@@ -81,8 +81,35 @@ pub fn record() -> Result<()> {
 /// labels include `labels`, as the installed recorder has it; `None` without a recorder
 /// installed by [`serve`] or [`record`]. (0 when nothing was recorded.)
 pub fn counter(name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-    let text = HANDLE.get()?.render();
     let name = name.replace('.', "_");
+    sum_series(&[name.clone(), format!("{name}_total")], labels)
+}
+
+/// The sum of the values histogram `name` recorded (its `_sum`, e.g. every retry that
+/// `grpc.client.call.retries` counted), over the series whose labels include `labels`;
+/// `None` without a recorder, as [`counter`].
+///
+/// ```
+/// bookstore::metrics::record().unwrap();
+/// metrics::histogram!("grpc.client.call.retries", "grpc.target" => "a").record(2.0);
+/// metrics::histogram!("grpc.client.call.retries", "grpc.target" => "b").record(1.0);
+/// assert_eq!(bookstore::metrics::histogram_sum("grpc.client.call.retries", &[]), Some(3));
+/// assert_eq!(bookstore::metrics::histogram_count("grpc.client.call.retries", &[("grpc.target", "a")]), Some(1));
+/// ```
+pub fn histogram_sum(name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    sum_series(&[format!("{}_sum", name.replace('.', "_"))], labels)
+}
+
+/// How many values histogram `name` recorded (its `_count`), over the series whose labels
+/// include `labels`; `None` without a recorder, as [`counter`].
+pub fn histogram_count(name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    sum_series(&[format!("{}_count", name.replace('.', "_"))], labels)
+}
+
+/// The sum of the series named one of `names` (Prometheus names) whose labels include
+/// `labels`.
+fn sum_series(names: &[String], labels: &[(&str, &str)]) -> Option<u64> {
+    let text = HANDLE.get()?.render();
     let wanted: Vec<String> = labels
         .iter()
         .map(|(k, v)| format!("{}=\"{v}\"", k.replace('.', "_")))
@@ -96,7 +123,7 @@ pub fn counter(name: &str, labels: &[(&str, &str)]) -> Option<u64> {
             Some((n, rest)) => (n, rest.trim_end_matches('}')),
             None => (series, ""),
         };
-        if series_name != name && series_name != format!("{name}_total") {
+        if !names.iter().any(|n| n == series_name) {
             continue;
         }
         let present: Vec<&str> = split_labels(series_labels);

@@ -11,6 +11,7 @@ use mtls_tonic::PeerIdentityExt;
 
 use crate::{
     CALLER_HEADER, REPLICA_HEADER, TLS_HEADER,
+    faults::{FAIL_FIRST_ATTEMPT_HEADER, FailFirstAttempts},
     proto::{
         Book, CreateBookRequest, CreateShelfRequest, DeleteBookRequest, DeleteShelfRequest,
         GetBookRequest, GetShelfRequest, ListBooksRequest, ListBooksResponse, ListShelvesResponse,
@@ -190,6 +191,7 @@ pub struct BookstoreService {
     store: Store,
     replica: MetadataValue<tonic::metadata::Ascii>,
     name: Arc<str>,
+    faults: Option<FailFirstAttempts>,
 }
 
 impl BookstoreService {
@@ -204,7 +206,25 @@ impl BookstoreService {
             store,
             replica: value,
             name: replica.into(),
+            faults: None,
         })
+    }
+
+    /// Demo mode: fail the first attempt of each call that carries
+    /// [`FAIL_FIRST_ATTEMPT_HEADER`] (see [`crate::faults`]); replicas given clones of one
+    /// `faults` fail each call id once between them. Off unless set (`bookstore-mesh` sets
+    /// it on its replicas; `bookstore-server` never does).
+    ///
+    /// ```
+    /// use bookstore::{BookstoreService, Store, faults::FailFirstAttempts};
+    /// let faults = FailFirstAttempts::new();
+    /// let service = BookstoreService::new(Store::seeded(), "r1")?.fail_first_attempts(faults.clone());
+    /// # let _ = service;
+    /// # Ok::<(), bookstore::Error>(())
+    /// ```
+    pub fn fail_first_attempts(mut self, faults: FailFirstAttempts) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     /// The replica name.
@@ -215,6 +235,19 @@ impl BookstoreService {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The deliberate failure of a call's first attempt, in demo mode (answered as every
+    /// error is, with the replica's name).
+    fn injected<T, R>(&self, request: &Request<T>) -> Option<Result<Response<R>, Status>> {
+        let faults = self.faults.as_ref()?;
+        let id = request
+            .metadata()
+            .get(FAIL_FIRST_ATTEMPT_HEADER)?
+            .to_str()
+            .ok()?;
+        let status = faults.first_attempt(id)?;
+        Some(self.answer(who(request), Err(status)))
     }
 
     fn answer<T>(&self, caller: Caller, result: Result<T, Status>) -> Result<Response<T>, Status> {
@@ -249,6 +282,9 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<()>,
     ) -> Result<Response<ListShelvesResponse>, Status> {
+        if let Some(failed) = self.injected(&request) {
+            return failed;
+        }
         self.answer(
             who(&request),
             Ok(ListShelvesResponse {
@@ -261,6 +297,9 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<CreateShelfRequest>,
     ) -> Result<Response<Shelf>, Status> {
+        if let Some(failed) = self.injected(&request) {
+            return failed;
+        }
         let caller = who(&request);
         let result = match request.into_inner().shelf {
             None => Err(Status::invalid_argument("CreateShelf: shelf is required")),
@@ -276,6 +315,9 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<GetShelfRequest>,
     ) -> Result<Response<Shelf>, Status> {
+        if let Some(failed) = self.injected(&request) {
+            return failed;
+        }
         self.answer(who(&request), self.store.shelf(request.get_ref().shelf))
     }
 
@@ -283,6 +325,9 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<DeleteShelfRequest>,
     ) -> Result<Response<()>, Status> {
+        if let Some(failed) = self.injected(&request) {
+            return failed;
+        }
         self.answer(
             who(&request),
             self.store.delete_shelf(request.get_ref().shelf),
@@ -293,6 +338,9 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<ListBooksRequest>,
     ) -> Result<Response<ListBooksResponse>, Status> {
+        if let Some(failed) = self.injected(&request) {
+            return failed;
+        }
         let books = self.store.list_books(request.get_ref().shelf);
         self.answer(
             who(&request),
@@ -304,6 +352,9 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<CreateBookRequest>,
     ) -> Result<Response<Book>, Status> {
+        if let Some(failed) = self.injected(&request) {
+            return failed;
+        }
         let caller = who(&request);
         let CreateBookRequest { shelf, book } = request.into_inner();
         let result = match book {
@@ -317,6 +368,9 @@ impl Bookstore for BookstoreService {
     }
 
     async fn get_book(&self, request: Request<GetBookRequest>) -> Result<Response<Book>, Status> {
+        if let Some(failed) = self.injected(&request) {
+            return failed;
+        }
         let r = request.get_ref();
         self.answer(who(&request), self.store.book(r.shelf, r.book))
     }
@@ -325,6 +379,9 @@ impl Bookstore for BookstoreService {
         &self,
         request: Request<DeleteBookRequest>,
     ) -> Result<Response<()>, Status> {
+        if let Some(failed) = self.injected(&request) {
+            return failed;
+        }
         let r = request.get_ref();
         self.answer(who(&request), self.store.delete_book(r.shelf, r.book))
     }
@@ -435,5 +492,61 @@ mod tests {
         );
         assert_eq!(xfcc_uri("URI=a,Hash=x;URI=\"b\""), Some("b".to_owned()));
         assert_eq!(xfcc_uri("Hash=x"), None);
+    }
+
+    /// Demo mode fails the first attempt of a marked call once across the replicas that
+    /// share the faults, and serves every later attempt; without demo mode, or without the
+    /// header, the header changes nothing.
+    #[tokio::test]
+    async fn demo_mode_fails_a_marked_calls_first_attempt_once_across_replicas() {
+        let marked = |id: &str| {
+            let mut request = Request::new(());
+            request
+                .metadata_mut()
+                .insert(FAIL_FIRST_ATTEMPT_HEADER, id.parse().unwrap());
+            request
+        };
+        let faults = FailFirstAttempts::new();
+        let store = Store::seeded();
+        let r1 = BookstoreService::new(store.clone(), "r1")
+            .unwrap()
+            .fail_first_attempts(faults.clone());
+        let r2 = BookstoreService::new(store.clone(), "r2")
+            .unwrap()
+            .fail_first_attempts(faults.clone());
+
+        let first = r1.list_shelves(marked("call-1")).await.unwrap_err();
+        assert_eq!(first.code(), tonic::Code::Unavailable, "{first:?}");
+        assert!(
+            first.message().contains("\"call-1\""),
+            "{}",
+            first.message()
+        );
+        assert_eq!(first.metadata().get(REPLICA_HEADER).unwrap(), "r1");
+        // The retry reaches the other replica: served.
+        let retry = r2.list_shelves(marked("call-1")).await.unwrap();
+        assert_eq!(retry.metadata().get(REPLICA_HEADER).unwrap(), "r2");
+        assert!(r1.list_shelves(marked("call-1")).await.is_ok());
+        // Another call id fails once too, on any method, before the method's effect.
+        let shelves = store.list_shelves().len();
+        let mut create = Request::new(CreateShelfRequest {
+            shelf: Some(Shelf {
+                id: 0,
+                theme: "t".into(),
+            }),
+        });
+        create
+            .metadata_mut()
+            .insert(FAIL_FIRST_ATTEMPT_HEADER, "call-2".parse().unwrap());
+        let err = r2.create_shelf(create).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(store.list_shelves().len(), shelves, "nothing created");
+        assert_eq!(faults.failed(), 2);
+        assert!(r1.list_shelves(Request::new(())).await.is_ok());
+
+        // Not in demo mode: the header is ignored.
+        let plain = BookstoreService::new(store, "r3").unwrap();
+        assert!(plain.list_shelves(marked("call-3")).await.is_ok());
+        assert_eq!(faults.failed(), 2);
     }
 }

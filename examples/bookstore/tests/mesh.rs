@@ -26,10 +26,26 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
     println!("{}", outcome.stats_table());
     // Issue 15: each event's figure from our metrics equals Envoy's, and is not zero.
     if let Some(envoy) = &outcome.envoy {
-        assert_eq!(outcome.stats.len(), 7, "{}", outcome.stats_table());
+        assert_eq!(outcome.stats.len(), 9, "{}", outcome.stats_table());
         for row in &outcome.stats {
             assert!(row.agrees(), "{}", outcome.stats_table());
             assert!(row.proxyless.1 >= Some(1), "{}", outcome.stats_table());
+        }
+        // Retries: the same policy on both paths, and the calls marked to fail their first
+        // attempt make exactly one retry each, every one served (no call lost).
+        let k = Some(mesh::RETRIED_CALLS as u64);
+        for event in ["retries", "retried calls served"] {
+            let row = outcome
+                .stats
+                .iter()
+                .find(|r| r.event.starts_with(event))
+                .unwrap_or_else(|| panic!("no row {event:?}: {}", outcome.stats_table()));
+            assert_eq!(
+                (row.proxyless.1, row.envoy.1),
+                (k, k),
+                "{}",
+                outcome.stats_table()
+            );
         }
         // Calls per replica (the Envoy path's scenario): the replica's server and its
         // sidecar counted the calls the scenario saw answered by it (its x-replica header).
@@ -98,6 +114,17 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
             report.per_replica
         );
         assert!(check(checks::BALANCE).passed);
+
+        // The calls failing their first attempt were retried by the policy and served.
+        let retries = check(checks::RETRIES);
+        assert!(retries.passed, "{path}: {retries:?}");
+        assert!(
+            retries.observed.starts_with(&format!(
+                "{n} first attempts failed, {n}/{n} served",
+                n = mesh::RETRIED_CALLS
+            )),
+            "{path}: {retries:?}"
+        );
 
         // The replicas saw the client's SPIFFE ID (own handshake, or Envoy's XFCC).
         assert_eq!(

@@ -224,11 +224,16 @@ pub struct ClientSidecar {
     pub certs: CertSource,
     /// Admin interface address (port 0: ephemeral, see `--admin-address-path`).
     pub admin: SocketAddr,
+    /// Retries of a call answered UNAVAILABLE (gRPC status 14), as the route's
+    /// `retry_policy: {retry_on: "unavailable", num_retries}` with Envoy's default
+    /// back-off (25 ms base, 250 ms max), each retry preferring a host the call has not
+    /// tried (`previous_hosts`); 0 (the default): no retry policy.
+    pub unavailable_retries: u32,
 }
 
 impl ClientSidecar {
     /// A client sidecar with loopback defaults: admin on `127.0.0.1:0`, system DNS,
-    /// refresh every 5 s.
+    /// refresh every 5 s, no retry policy.
     pub fn new(listen: SocketAddr, upstream_port: u16, certs: CertSource) -> Self {
         Self {
             listen,
@@ -237,6 +242,7 @@ impl ClientSidecar {
             dns_refresh_secs: 5,
             certs,
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            unavailable_retries: 0,
         }
     }
 
@@ -247,12 +253,17 @@ impl ClientSidecar {
     /// let certs = CertSource::Files { chain: "c.pem".into(), key: "k.pem".into(), bundle: "b.pem".into() };
     /// let mut sidecar = ClientSidecar::new("127.0.0.1:10000".parse()?, 8443, certs);
     /// sidecar.dns = Some("127.0.0.1:5353".parse()?);
+    /// sidecar.unavailable_retries = 2;
     /// let bootstrap = sidecar.bootstrap(&bookstore::MeshPolicy::bookstore());
     /// let tls = &bootstrap["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
     /// assert_eq!(
     ///     tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
     ///     bookstore::SERVER_ID,
     /// );
+    /// let hcm = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    /// let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
+    /// assert_eq!(route["retry_policy"]["retry_on"], "unavailable");
+    /// assert_eq!(route["retry_policy"]["num_retries"], 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn bootstrap(&self, policy: &MeshPolicy) -> Value {
@@ -275,6 +286,22 @@ impl ClientSidecar {
                 },
             });
         }
+        let retry_policy = (self.unavailable_retries > 0).then(|| {
+            json!({
+                "retry_policy": {
+                    "retry_on": "unavailable",
+                    "num_retries": self.unavailable_retries,
+                    // A retry prefers another host, as the balanced channel's does.
+                    "retry_host_predicate": [{
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+                        },
+                    }],
+                    "host_selection_retry_max_attempts": 3,
+                },
+            })
+        });
         let bootstrap = json!({
             "node": self.certs.node("bookstore-client-sidecar".to_owned(), "bookstore-client"),
             "admin": { "address": socket_address(self.admin) },
@@ -283,7 +310,7 @@ impl ClientSidecar {
                     "name": STAT_PREFIX_OUTBOUND,
                     "address": socket_address(self.listen),
                     "filter_chains": [{
-                        "filters": [http_connection_manager(STAT_PREFIX_OUTBOUND, "bookstore", vec![router()], None)],
+                        "filters": [http_connection_manager(STAT_PREFIX_OUTBOUND, "bookstore", vec![router()], None, retry_policy)],
                     }],
                 }],
                 "clusters": [{
@@ -415,7 +442,7 @@ impl ServerSidecar {
                                 "common_tls_context": self.certs.common_tls_context(&policy.client_san_matchers(), &policy.tls),
                             },
                         },
-                        "filters": [http_connection_manager(STAT_PREFIX_INBOUND, "replica", vec![jwt_authn, router()], Some(xfcc))],
+                        "filters": [http_connection_manager(STAT_PREFIX_INBOUND, "replica", vec![jwt_authn, router()], Some(xfcc), None)],
                     }],
                 }],
                 "clusters": [{
@@ -470,7 +497,12 @@ fn http_connection_manager(
     cluster: &str,
     filters: Vec<Value>,
     extra: Option<Value>,
+    route_extra: Option<Value>,
 ) -> Value {
+    let mut route = json!({ "cluster": cluster, "timeout": "15s" });
+    if let (Some(Value::Object(extra)), Some(object)) = (route_extra, route.as_object_mut()) {
+        object.extend(extra);
+    }
     let mut hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": stat_prefix,
@@ -480,7 +512,7 @@ fn http_connection_manager(
             "virtual_hosts": [{
                 "name": cluster,
                 "domains": ["*"],
-                "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": cluster, "timeout": "15s" } }],
+                "routes": [{ "match": { "prefix": "/" }, "route": route }],
             }],
         },
         "http_filters": filters,

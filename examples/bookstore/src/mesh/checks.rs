@@ -23,3 +23,6 @@ pub const ROTATION: &str = "rotation";
 /// Each replica in turn shut down gracefully and came back on the same address while 8
 /// callers ran: calls and failed calls (proxyless: none may fail; Envoy: reported).
 pub const ROLLING_RESTART: &str = "rolling restart";
+/// Calls marked to fail their first attempt (UNAVAILABLE, on purpose) were each retried by
+/// the path's retry policy and served.
+pub const RETRIES: &str = "retries";

@@ -27,6 +27,7 @@ mod outcome;
 mod print;
 mod replicas;
 mod restart;
+mod retries;
 mod run;
 mod sidecars;
 mod stats;
@@ -37,6 +38,7 @@ pub use self::{
     outcome::{Check, MeshOutcome, PathKind},
     replicas::{REPLICA_IPS, Replicas, bind_shared_port},
     restart::RollingRestart,
+    retries::{RETRIED_CALLS, RETRY_ATTEMPTS},
     run::{run, run_with},
     sidecars::Sidecars,
     stats::StatRow,

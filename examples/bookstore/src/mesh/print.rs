@@ -38,6 +38,7 @@ pub(super) fn print_checks(options: &MeshOptions, outcome: &MeshOutcome, path: P
                 checks::AGENT_IDENTITIES,
                 checks::ROTATION,
                 checks::ROLLING_RESTART,
+                checks::RETRIES,
             ]
             .contains(&c.name)
     }) {

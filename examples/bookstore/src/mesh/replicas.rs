@@ -11,6 +11,7 @@ use mtls_jwt::JwksSource;
 
 use crate::{
     BookstoreService, Error, MeshPolicy, Result, Security, ServerHandle, Store,
+    faults::FailFirstAttempts,
     identity::{WorkloadIdentities, server_tls},
     server,
 };
@@ -58,7 +59,9 @@ pub async fn bind_shared_port(ips: &[Ipv4Addr]) -> Result<(u16, Vec<tokio::net::
 /// In-process bookstore replicas sharing one [`Store`] (stateless replicas over one
 /// database): each serves mTLS + JWT on `<ip>:<port>` (one port for all) for proxyless
 /// clients, and plaintext on `127.0.0.1:<ephemeral>` for its Envoy sidecar. Each answers
-/// with its IP as replica name.
+/// with its IP as replica name. They run in demo mode: a call marked with
+/// [`crate::faults::FAIL_FIRST_ATTEMPT_HEADER`] fails its first attempt, once across all of
+/// them ([`Replicas::faults`]).
 pub struct Replicas {
     port: u16,
     pub(super) replicas: Vec<(String, ServerHandle, ServerHandle)>,
@@ -66,6 +69,7 @@ pub struct Replicas {
     validator: mtls_jwt::Validator,
     policy: MeshPolicy,
     store: Store,
+    faults: FailFirstAttempts,
 }
 
 impl fmt::Debug for Replicas {
@@ -96,6 +100,7 @@ impl Replicas {
             validator,
             policy: policy.clone(),
             store,
+            faults: FailFirstAttempts::new(),
         };
         for (ip, listener) in ips.iter().zip(listeners) {
             let plain_listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), true).await?;
@@ -111,7 +116,8 @@ impl Replicas {
         listener: tokio::net::TcpListener,
         plain_listener: tokio::net::TcpListener,
     ) -> Result<(String, ServerHandle, ServerHandle)> {
-        let service = BookstoreService::new(self.store.clone(), name)?;
+        let service = BookstoreService::new(self.store.clone(), name)?
+            .fail_first_attempts(self.faults.clone());
         let mtls = server::spawn(
             listener,
             service.clone(),
@@ -157,6 +163,12 @@ impl Replicas {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Err(last.unwrap_or_else(|| Error::Config(format!("cannot rebind {mtls_addr}"))))
+    }
+
+    /// The first attempts the replicas failed on purpose (demo mode, shared by all of them
+    /// and kept across restarts).
+    pub fn faults(&self) -> &FailFirstAttempts {
+        &self.faults
     }
 
     /// The common mTLS port.

@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 use mtls_jwt::TokenSpec;
 
 use super::*;
-use super::{assess::*, channels::intruder_channel, print::*, restart::*, stats::*};
+use super::{assess::*, channels::intruder_channel, print::*, restart::*, retries::*, stats::*};
 use crate::{
     AgentIdentities, Error, MeshDns, MeshPki, MeshPolicy, Result, Scenario, Store,
     envoy::find_envoy,
@@ -154,7 +154,12 @@ pub async fn run_with(
         policy.service_name,
         replicas.port()
     );
-    let channel = proxyless_channel(policy, ids, Workload::Client, replicas.port(), dns.addr())?;
+    // The client sidecar's retry policy, in gRFC A6 form.
+    let channel =
+        proxyless_channel_builder(policy, ids, Workload::Client, replicas.port(), dns.addr())?
+            .retry_policy(retry_policy())
+            .build()
+            .map_err(|e| Error::tonic("building the balanced channel", e))?;
     wait_ready(&channel, REPLICA_IPS.len(), Duration::from_secs(10)).await?;
     let mut scenario = Scenario::new(boxed(channel.clone()), Some(token.clone()));
     let addrs = replicas.mtls_addrs();
@@ -208,12 +213,38 @@ pub async fn run_with(
             delta(before, our_jwt_denied(reason)),
         );
     }
+    let (retries, served) = (our_retries(), our_calls_ok());
+    let retried = retried_calls(
+        boxed(channel.clone()),
+        &token,
+        PathKind::Proxyless,
+        &replicas,
+    )
+    .await;
+    stats.set(
+        STAT_RETRIES,
+        PathKind::Proxyless,
+        delta(retries, our_retries()),
+    );
+    stats.set(
+        STAT_RETRIED_SERVED,
+        PathKind::Proxyless,
+        delta(served, our_calls_ok()),
+    );
+    let check = retries_check(PathKind::Proxyless, &retried);
+    say!(
+        options,
+        "==> proxyless: {RETRIED_CALLS} calls marked to fail their first attempt (UNAVAILABLE), retried by the channel's policy: {}",
+        check.observed
+    );
+    outcome.checks.push(check);
     say!(
         options,
         "==> proxyless: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
     );
     let goaways = our_goaways();
-    let restart = {
+    let retries = our_retries();
+    let mut restart = {
         let channel_for_wait = channel.clone();
         rolling_restart(&mut replicas, boxed(channel), &token, move || {
             let channel = channel_for_wait.clone();
@@ -228,15 +259,10 @@ pub async fn run_with(
         PathKind::Proxyless,
         delta(goaways, our_goaways()),
     );
-    outcome
-        .checks
-        .push(rolling_restart_check(PathKind::Proxyless, &restart));
-    say!(
-        options,
-        "    rolling restart: {} calls, {} failed",
-        restart.calls,
-        restart.failed
-    );
+    restart.retries = delta(retries, our_retries());
+    let check = rolling_restart_check(PathKind::Proxyless, &restart);
+    say!(options, "    rolling restart: {}", check.observed);
+    outcome.checks.push(check);
     outcome.proxyless_restart = Some(restart);
     print_checks(options, &outcome, PathKind::Proxyless);
 
@@ -347,31 +373,46 @@ pub async fn run_with(
                 let after = sidecars.jwt_denied().await.ok();
                 stats.set(which, PathKind::Envoy, delta(before, after));
             }
+            let retries = sidecars.upstream_rq_retry().await.ok();
+            let served = sidecars.upstream_rq_retry_success().await.ok();
+            let retried =
+                retried_calls(boxed(channel.clone()), &token, PathKind::Envoy, &replicas).await;
+            let (retries_after, served_after) = (
+                sidecars.upstream_rq_retry().await.ok(),
+                sidecars.upstream_rq_retry_success().await.ok(),
+            );
+            stats.set(STAT_RETRIES, PathKind::Envoy, delta(retries, retries_after));
+            stats.set(
+                STAT_RETRIED_SERVED,
+                PathKind::Envoy,
+                delta(served, served_after),
+            );
+            let check = retries_check(PathKind::Envoy, &retried);
+            say!(
+                options,
+                "==> envoy: {RETRIED_CALLS} calls marked to fail their first attempt (UNAVAILABLE), retried by the client sidecar's route: {}",
+                check.observed
+            );
+            outcome.checks.push(check);
             say!(
                 options,
                 "==> envoy: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
             );
             let goaways = sidecars.upstream_close_notify().await.ok();
-            let restart = rolling_restart(&mut replicas, boxed(channel), &token, || {
+            let retries = sidecars.upstream_rq_retry().await.ok();
+            let overflow = sidecars.upstream_rq_retry_overflow().await.ok();
+            let mut restart = rolling_restart(&mut replicas, boxed(channel), &token, || {
                 Box::pin(tokio::time::sleep(Duration::from_millis(500)))
             })
             .await?;
             let after = sidecars.upstream_close_notify().await.ok();
             stats.set(STAT_GOAWAY, PathKind::Envoy, delta(goaways, after));
-            outcome
-                .checks
-                .push(rolling_restart_check(PathKind::Envoy, &restart));
-            say!(
-                options,
-                "    rolling restart: {} calls, {} failed{}",
-                restart.calls,
-                restart.failed,
-                restart
-                    .samples
-                    .first()
-                    .map(|s| format!(" (e.g. {s})"))
-                    .unwrap_or_default()
-            );
+            restart.retries = delta(retries, sidecars.upstream_rq_retry().await.ok());
+            restart.retries_refused =
+                delta(overflow, sidecars.upstream_rq_retry_overflow().await.ok());
+            let check = rolling_restart_check(PathKind::Envoy, &restart);
+            say!(options, "    rolling restart: {}", check.observed);
+            outcome.checks.push(check);
             outcome.envoy_restart = Some(restart);
             print_checks(options, &outcome, PathKind::Envoy);
             drop(sidecars);

@@ -15,7 +15,8 @@ use crate::{
 };
 
 /// The Envoy side of the mesh: one server sidecar per replica on `<replica ip>:<port>`, and
-/// the client sidecar on `127.0.0.1:<port>`. Every Envoy is killed when this is dropped.
+/// the client sidecar on `127.0.0.1:<port>` (its route retries UNAVAILABLE answers, as the
+/// proxyless channel's retry policy). Every Envoy is killed when this is dropped.
 #[derive(Debug)]
 pub struct Sidecars {
     port: u16,
@@ -67,6 +68,8 @@ impl Sidecars {
             ClientSidecar::new(client_listen, port, ids.envoy_certs(Workload::Client)?);
         sidecar.dns = Some(dns);
         sidecar.dns_refresh_secs = 2;
+        // The proxyless channel's policy: UNAVAILABLE, the same number of attempts.
+        sidecar.unavailable_retries = super::retries::RETRY_ATTEMPTS - 1;
         let client =
             EnvoyProcess::start(envoy, "client-sidecar", &sidecar.bootstrap(policy), dir).await?;
         let sidecars = Self {
@@ -168,6 +171,30 @@ impl Sidecars {
             sum += server.counter("upstream_cx_close_notify").await?;
         }
         Ok(sum)
+    }
+
+    /// The client sidecar's `cluster.bookstore.upstream_rq_retry`: retries its route's
+    /// retry policy made (UNAVAILABLE answers retried).
+    pub async fn upstream_rq_retry(&self) -> Result<u64> {
+        self.client
+            .counter("cluster.bookstore.upstream_rq_retry")
+            .await
+    }
+
+    /// The client sidecar's `cluster.bookstore.upstream_rq_retry_success`: retries that
+    /// were answered successfully.
+    pub async fn upstream_rq_retry_success(&self) -> Result<u64> {
+        self.client
+            .counter("cluster.bookstore.upstream_rq_retry_success")
+            .await
+    }
+
+    /// The client sidecar's `cluster.bookstore.upstream_rq_retry_overflow`: retries its
+    /// circuit breaker refused (Envoy's default `max_retries`: 3 in flight per cluster).
+    pub async fn upstream_rq_retry_overflow(&self) -> Result<u64> {
+        self.client
+            .counter("cluster.bookstore.upstream_rq_retry_overflow")
+            .await
     }
 
     /// `ssl.fail_verify_san` summed over the server sidecars.

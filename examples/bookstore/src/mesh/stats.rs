@@ -15,6 +15,10 @@ use super::{PathKind, checks};
 
 /// Row: handshakes refused for the peer's SAN / SPIFFE ID (the intruder's attempts).
 pub(super) const STAT_SAN: &str = "handshakes refused for SAN";
+/// Row: the retries of the retry step's calls (each fails its first attempt once).
+pub(super) const STAT_RETRIES: &str = "retries (calls failing their first attempt)";
+/// Row: the retry step's calls that were served on their retry.
+pub(super) const STAT_RETRIED_SERVED: &str = "retried calls served";
 /// Row: GOAWAYs the replicas sent during the rolling restart (graceful shutdowns).
 pub(super) const STAT_GOAWAY: &str = "GOAWAYs in the rolling restart";
 /// Rows: the calls each replica served in the Envoy path's scenario, with the replica's
@@ -103,6 +107,16 @@ impl StatsTable {
                 "jwt_authn.denied",
             ),
             row(
+                STAT_RETRIES,
+                "grpc_client_call_retries (sum)",
+                "cluster.bookstore.upstream_rq_retry (client sidecar)",
+            ),
+            row(
+                STAT_RETRIED_SERVED,
+                "grpc_client_call_duration_count{grpc_status=\"OK\"}",
+                "cluster.bookstore.upstream_rq_retry_success",
+            ),
+            row(
                 STAT_GOAWAY,
                 "grpc_subchannel_disconnections{grpc_disconnect_error=\"GOAWAY\"}",
                 "upstream_cx_close_notify",
@@ -150,6 +164,21 @@ pub(super) fn our_replica_calls(name: &str) -> Option<u64> {
     crate::metrics::counter(
         mtls_tonic::metrics::SERVER_CALL_STARTED,
         &[(crate::server::REPLICA_LABEL, name)],
+    )
+}
+
+/// The retries our channels made by their retry policy (the sum of
+/// `grpc.client.call.retries`, recorded per retried call).
+pub(super) fn our_retries() -> Option<u64> {
+    crate::metrics::histogram_sum(mtls_tonic::metrics::CALL_RETRIES, &[])
+}
+
+/// Our client calls that ended OK (every channel): across the retry step, its calls, each
+/// retried once.
+pub(super) fn our_calls_ok() -> Option<u64> {
+    crate::metrics::histogram_count(
+        mtls_tonic::metrics::CLIENT_CALL_DURATION,
+        &[(mtls_tonic::metrics::STATUS, "OK")],
     )
 }
 
