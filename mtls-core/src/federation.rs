@@ -390,6 +390,13 @@ impl FederatedTrustSource {
         self.shared.bundles()
     }
 
+    /// The [`Source`](crate::Source) of the trust bundle (local and federated roots, each
+    /// for its own trust domain). The fetches run as long as this `FederatedTrustSource`
+    /// (or a clone) lives; after that the source keeps the last bundle.
+    pub fn source(&self) -> crate::Source<TrustBundle> {
+        self.shared.trust.source()
+    }
+
     /// A receiver that sees every new bundle set (e.g. to hand federated bundles to
     /// workloads).
     pub fn subscribe_bundles(&self) -> watch::Receiver<Arc<BundleSet>> {

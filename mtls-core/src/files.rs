@@ -1,27 +1,25 @@
 //! Identity and trust read from PEM files, polled and reloaded atomically.
 //!
-//! Why polling rather than inotify (`notify`): certificate writers replace files in many
-//! ways (rename over, Kubernetes' `..data` symlink swap, in-place truncate+write, NFS), and
-//! a comparison of the file **contents** every interval sees all of them, needs no extra
-//! dependency or OS facility, and costs reading a few KB per second.
-//!
-//! The bad-state rules are on [`FileIdentitySource`].
+//! Both go through the family's one [`FilePoller`] (contents compared, not mtime; bad
+//! files keep the last good value with one warning per bad state; a thread per poller):
+//! see [`mtls_identity::source::FilePoller`] for the change test and why polling. The
+//! bad-state rules specific to identities are on [`FileIdentitySource`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use mtls_identity::source::{FilePoller, ReadError, Source};
 use rustls_pki_types::UnixTime;
 use tokio::sync::watch;
 
 use crate::bundle::{SpiffeBundle, looks_like_json};
 use crate::cert::{LeafInfo, rfc3339};
 use crate::error::{Error, Result};
-use crate::identity::{Identity, certs_from_pem, check_validity, key_from_pem, read};
+use crate::identity::{Identity, certs_from_pem, check_validity, key_from_pem};
 use crate::metrics::Installed;
-use crate::source::{Cell, IdentitySource, TrustSource};
+use crate::source::{IdentitySource, TrustSource};
 use crate::trust::TrustBundle;
 use crate::verify::check_own_chain;
 use mtls_identity::TrustDomain;
@@ -31,162 +29,63 @@ const CREDENTIAL_FILE: &str = "credential-bundle.private-key.pem";
 /// What follows the trust domain in a delivered trust bundle's file name.
 const TRUST_BUNDLE_SUFFIX: &str = ".spiffe-trust-bundle.pem";
 
-type Loader<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T> + Send + Sync>;
-
-/// Reads a set of files, builds a `T` from their contents, and swaps it into a cell when
-/// the contents change and load cleanly.
-struct Reloader<T> {
-    what: &'static str,
-    paths: Vec<PathBuf>,
-    load: Loader<T>,
-    /// Logs an installed value (the files, `previous`, `new`).
-    installed: fn(&str, &T, &T),
-    cell: Cell<T>,
-    seen: Mutex<Seen>,
+impl From<ReadError> for Error {
+    fn from(e: ReadError) -> Self {
+        let ReadError { path, source, .. } = e;
+        Error::Io { path, source }
+    }
 }
 
-#[derive(Default)]
-struct Seen {
-    /// The contents of the value in the cell.
-    good: Vec<Vec<u8>>,
-    /// A bad state (its message) seen on the last check and not warned about yet.
-    pending: Option<String>,
-    /// The bad state (its message) warned about; cleared when the source is good again.
-    warned: Option<String>,
+/// A poller of files with a source of its value; clones share both.
+struct Watched<T> {
+    poller: Arc<FilePoller<T, Error>>,
+    source: Source<T>,
 }
 
-impl<T: Installed> Reloader<T> {
-    fn open(
+impl<T> Clone for Watched<T> {
+    fn clone(&self) -> Self {
+        Self {
+            poller: Arc::clone(&self.poller),
+            source: self.source.clone(),
+        }
+    }
+}
+
+impl<T: Installed + Send + Sync + 'static> Watched<T> {
+    /// Reads `paths` once with `load` and, with an interval, polls them; `installed` logs a
+    /// change (the files, previous, new). Metrics record every value put in place.
+    fn start(
         what: &'static str,
         paths: Vec<PathBuf>,
-        load: Loader<T>,
+        load: impl Fn(&[Vec<u8>]) -> Result<T> + Send + Sync + 'static,
         installed: fn(&str, &T, &T),
+        interval: Option<Duration>,
     ) -> Result<Self> {
-        let contents = paths.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
-        let value = load(&contents)?;
+        let builder =
+            FilePoller::builder(what, paths, load).on_publish(move |paths, previous, new| {
+                if let Some(previous) = previous {
+                    installed(paths, previous, new);
+                }
+                new.installed(previous.is_some());
+            });
+        let poller = match interval {
+            Some(every) => builder.interval(every),
+            None => builder,
+        }
+        .start()?;
         Ok(Self {
-            what,
-            paths,
-            load,
-            installed,
-            cell: Cell::new(value),
-            seen: Mutex::new(Seen {
-                good: contents,
-                ..Seen::default()
-            }),
+            source: poller.source(),
+            poller: Arc::new(poller),
         })
     }
 
     fn paths_text(&self) -> String {
-        self.paths
+        self.poller
+            .paths()
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
-    }
-
-    /// `Ok(true)` if a new value was installed, `Ok(false)` if nothing changed, `Err` if the
-    /// files cannot be read or changed but do not make a usable value (the previous value
-    /// stays).
-    fn reload(&self) -> Result<bool> {
-        let contents = self
-            .paths
-            .iter()
-            .map(|p| read(p))
-            .collect::<Result<Vec<_>>>();
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let contents = match contents {
-            Ok(c) => c,
-            Err(e) => {
-                self.bad_state(
-                    &mut seen,
-                    &e,
-                    "cannot read files; keeping the last good value",
-                );
-                return Err(e);
-            }
-        };
-        if contents == seen.good {
-            seen.pending = None;
-            if let Some(bad) = seen.warned.take() {
-                tracing::info!(what = %self.what, paths = %self.paths_text(), was = %bad,
-                    "files are back to the last good value");
-            }
-            return Ok(false);
-        }
-        match (self.load)(&contents) {
-            Ok(value) => {
-                (self.installed)(&self.paths_text(), &self.cell.load(), &value);
-                self.cell.store(value);
-                seen.good = contents;
-                seen.pending = None;
-                if let Some(bad) = seen.warned.take() {
-                    tracing::info!(what = %self.what, paths = %self.paths_text(), was = %bad,
-                        "new files load; the source is good again");
-                }
-                Ok(true)
-            }
-            Err(e) => {
-                self.bad_state(
-                    &mut seen,
-                    &e,
-                    "new files are refused; keeping the last good value",
-                );
-                Err(e)
-            }
-        }
-    }
-
-    /// Warns about a bad state once, when it is seen on two checks in a row.
-    fn bad_state(&self, seen: &mut Seen, error: &Error, message: &'static str) {
-        let state = error.to_string();
-        if seen.warned.as_ref() == Some(&state) {
-            return;
-        }
-        if seen.pending.as_ref() == Some(&state) {
-            tracing::warn!(what = %self.what, paths = %self.paths_text(), error = %state, "{message}");
-            seen.pending = None;
-            seen.warned = Some(state);
-        } else {
-            tracing::debug!(what = %self.what, error = %state, "{message} (warned if still so on the next check)");
-            seen.pending = Some(state);
-        }
-    }
-}
-
-/// Owns the poller thread; dropping it disconnects the channel the thread waits on, so the
-/// thread exits at once.
-struct Watched<T> {
-    reloader: Arc<Reloader<T>>,
-    _stop: Option<mpsc::Sender<()>>,
-}
-
-impl<T: Installed + Send + Sync + 'static> Watched<T> {
-    fn start(reloader: Reloader<T>, interval: Option<Duration>) -> Result<Self> {
-        let reloader = Arc::new(reloader);
-        let stop = match interval {
-            None => None,
-            Some(interval) => {
-                let (tx, rx) = mpsc::channel::<()>();
-                let r = Arc::clone(&reloader);
-                std::thread::Builder::new()
-                    .name(format!("mtls-watch-{}", r.what))
-                    .spawn(move || {
-                        while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
-                            // Errors are logged inside reload().
-                            let _ = r.reload();
-                        }
-                    })
-                    .map_err(|e| Error::InvalidConfig {
-                        reason: format!("cannot start the file watcher thread: {e}"),
-                    })?;
-                Some(tx)
-            }
-        };
-        Ok(Self {
-            reloader,
-            _stop: stop,
-        })
     }
 }
 
@@ -289,8 +188,9 @@ fn trust_summary(bundle: &TrustBundle) -> String {
 ///
 /// The files are read at start (a failure there is an error, and so is a leaf outside its
 /// validity window: an expired certificate is never served) and, with
-/// [`watch`](FileIdentitySource::watch), polled every interval on a small background
-/// thread (no async runtime needed). A change is installed atomically. A new leaf from
+/// [`watch`](FileIdentitySource::watch), polled every interval by the family's one
+/// [`FilePoller`] (a small background thread, no async runtime needed; the contents are
+/// compared, not the modification time). A change is installed atomically. A new leaf from
 /// another issuer than the last one is installed with a `warn` line naming both issuers.
 /// Clones share the watcher, which stops when the last clone is dropped.
 ///
@@ -315,7 +215,7 @@ fn trust_summary(bundle: &TrustBundle) -> String {
 /// ```
 #[derive(Clone)]
 pub struct FileIdentitySource {
-    inner: Arc<Watched<Identity>>,
+    inner: Watched<Identity>,
 }
 
 impl FileIdentitySource {
@@ -402,35 +302,44 @@ impl FileIdentitySource {
         interval: Option<Duration>,
     ) -> Result<Self> {
         let cert_path = cert.clone();
-        let load: Loader<Identity> =
-            Box::new(move |c| load_identity(&cert_path, trust.as_deref(), c));
-        let reloader = Reloader::open("identity", vec![cert, key], load, identity_installed)?;
+        let load = move |c: &[Vec<u8>]| load_identity(&cert_path, trust.as_deref(), c);
         Ok(Self {
-            inner: Arc::new(Watched::start(reloader, interval)?),
+            inner: Watched::start(
+                "identity",
+                vec![cert, key],
+                load,
+                identity_installed,
+                interval,
+            )?,
         })
+    }
+
+    /// The [`Source`] of the identities these files hold; it keeps the poller running.
+    pub fn source(&self) -> Source<Identity> {
+        self.inner.source.clone()
     }
 
     /// Checks the files now: `Ok(true)` if a new identity was installed, `Ok(false)` if
     /// unchanged, `Err(reason)` if they cannot be read or changed but are refused (the last
     /// good identity stays in use).
     pub fn reload(&self) -> Result<bool> {
-        self.inner.reloader.reload()
+        self.inner.poller.check()
     }
 }
 
 impl IdentitySource for FileIdentitySource {
     fn current(&self) -> Arc<Identity> {
-        self.inner.reloader.cell.load()
+        self.inner.source.current()
     }
     fn subscribe(&self) -> Option<watch::Receiver<Arc<Identity>>> {
-        Some(self.inner.reloader.cell.subscribe())
+        Some(self.inner.source.subscribe())
     }
 }
 
 impl fmt::Debug for FileIdentitySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileIdentitySource")
-            .field("paths", &self.inner.reloader.paths_text())
+            .field("paths", &self.inner.paths_text())
             .field("current", &self.current())
             .finish()
     }
@@ -447,7 +356,7 @@ impl fmt::Debug for FileIdentitySource {
 /// ```
 #[derive(Clone)]
 pub struct FileTrustSource {
-    inner: Arc<Watched<TrustBundle>>,
+    inner: Watched<TrustBundle>,
 }
 
 impl FileTrustSource {
@@ -536,17 +445,16 @@ impl FileTrustSource {
             .iter()
             .map(|td| dir.as_ref().join(format!("{td}{TRUST_BUNDLE_SUFFIX}")))
             .collect();
-        let load: Loader<TrustBundle> = Box::new(move |c| {
+        let load = move |c: &[Vec<u8>]| {
             let mut set = TrustBundle::spiffe();
             for (td, contents) in domains.iter().zip(c) {
                 let one = load_roots(Some(td), contents)?;
                 set = set.add_domain_der(td.clone(), one.roots(Some(td)).to_vec())?;
             }
             Ok(set)
-        });
-        let reloader = Reloader::open("trust bundle", paths, load, trust_installed)?;
+        };
         Ok(Self {
-            inner: Arc::new(Watched::start(reloader, Some(interval))?),
+            inner: Watched::start("trust bundle", paths, load, trust_installed, Some(interval))?,
         })
     }
 
@@ -557,7 +465,7 @@ impl FileTrustSource {
         interval: Option<Duration>,
     ) -> Result<Self> {
         let paths = std::iter::once(ca).chain(crl).collect();
-        let load: Loader<TrustBundle> = Box::new(move |c| {
+        let load = move |c: &[Vec<u8>]| {
             let Some(roots) = c.first() else {
                 return Err(Error::InvalidConfig {
                     reason: "a trust bundle needs a CA file".to_owned(),
@@ -568,32 +476,36 @@ impl FileTrustSource {
                 Some(crls) => bundle.add_crls_pem(crls),
                 None => Ok(bundle),
             }
-        });
-        let reloader = Reloader::open("trust bundle", paths, load, trust_installed)?;
+        };
         Ok(Self {
-            inner: Arc::new(Watched::start(reloader, interval)?),
+            inner: Watched::start("trust bundle", paths, load, trust_installed, interval)?,
         })
+    }
+
+    /// The [`Source`] of the bundles these files hold; it keeps the poller running.
+    pub fn source(&self) -> Source<TrustBundle> {
+        self.inner.source.clone()
     }
 
     /// Checks the files now; see [`FileIdentitySource::reload`].
     pub fn reload(&self) -> Result<bool> {
-        self.inner.reloader.reload()
+        self.inner.poller.check()
     }
 }
 
 impl TrustSource for FileTrustSource {
     fn current(&self) -> Arc<TrustBundle> {
-        self.inner.reloader.cell.load()
+        self.inner.source.current()
     }
     fn subscribe(&self) -> Option<watch::Receiver<Arc<TrustBundle>>> {
-        Some(self.inner.reloader.cell.subscribe())
+        Some(self.inner.source.subscribe())
     }
 }
 
 impl fmt::Debug for FileTrustSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileTrustSource")
-            .field("paths", &self.inner.reloader.paths_text())
+            .field("paths", &self.inner.paths_text())
             .field("current", &self.current())
             .finish()
     }

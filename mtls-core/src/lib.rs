@@ -71,10 +71,15 @@
 //!
 //! ## Rotation
 //!
-//! Resolvers and verifiers call [`IdentitySource::current`] and [`TrustSource::current`]
-//! on every handshake (a lock-free `ArcSwap` load), so swapping the value in an
-//! [`IdentityHandle`], [`TrustHandle`], or the files behind a [`FileIdentitySource`] /
-//! [`FileTrustSource`] affects the next handshake without rebuilding the config.
+//! Every identity and trust bundle is a [`Source`] — the family's one rotation model,
+//! [`mtls_identity::source`], documented there once: `current()` without I/O, `changed()`
+//! to wait for the next value, an in-memory publisher, one file poller. The traits
+//! [`IdentitySource`] and [`TrustSource`] are thin views over it (a `Source<Identity>` is an
+//! `IdentitySource`). Resolvers and verifiers call [`IdentitySource::current`] and
+//! [`TrustSource::current`] on every handshake (a pointer clone under a read lock), so
+//! swapping the value in an [`IdentityHandle`], [`TrustHandle`], or the files behind a
+//! [`FileIdentitySource`] / [`FileTrustSource`] affects the next handshake without
+//! rebuilding the config.
 //! Established connections are not touched. The file sources never install an identity
 //! that would fail handshakes: an expired or not-yet-valid leaf, or (with
 //! [`FileIdentitySource::watch_trusted`]) one that does not chain to the trust, is refused
@@ -165,8 +170,8 @@
 //!   lower-cases and ignores what go-spiffe refuses; convert with `From`/`TryFrom` or
 //!   `as_spiffe()`); with `workload-api`, its `X509Source` (Workload API client over tonic,
 //!   no TLS stack of its own).
-//! - `arc-swap` — lock-free reads of the current identity/bundle on every handshake.
-//! - `tokio` (`sync` only) — `watch` channels that announce rotations to subscribers.
+//! - `tokio` (`sync` only) — the `watch` channel behind every [`Source`]: through
+//!   `mtls-identity`'s feature `source`, the family's one rotation model.
 //! - `regex` — Envoy `safe_regex` matchers.
 //! - `serde` — loading SAN matchers from Envoy-shaped YAML/JSON.
 //! - `serde_json`, `data-encoding` — the SPIFFE bundle format (a JWK Set; `x5c` is base64
@@ -214,6 +219,7 @@ pub use federation::{
 pub use files::{FileIdentitySource, FileTrustSource};
 pub use identity::Identity;
 pub use mtls_identity::Serial;
+pub use mtls_identity::source::Source;
 pub use negotiated::Negotiated;
 pub use peer::PeerIdentity;
 pub use policy::{

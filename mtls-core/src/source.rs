@@ -1,9 +1,10 @@
-//! Where identities and trust bundles come from, and how they rotate.
+//! Where identities and trust bundles come from, and how they rotate: on the family's one
+//! rotation model, [`mtls_identity::source`] ([`Source`], [`Publisher`], `FilePoller`).
 
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use mtls_identity::source::{Publisher, Source};
 use tokio::sync::watch;
 
 use crate::identity::Identity;
@@ -13,10 +14,12 @@ use crate::trust::TrustBundle;
 /// Supplies our current [`Identity`]. Certificate resolvers call [`current`] on every
 /// handshake, so a source that changes its answer rotates the identity with no restart.
 ///
-/// Implementations: `Arc<Identity>` (static), [`IdentityHandle`] (in memory, `rotate`),
-/// [`FileIdentitySource`](crate::FileIdentitySource) (watched PEM files). A SPIFFE
-/// Workload API source implements the same trait (typically by feeding an
-/// [`IdentityHandle`]).
+/// A thin trait over the family's [`Source<Identity>`](Source) (the rotation model of
+/// [`mtls_identity::source`]), which implements it. Implementations: `Arc<Identity>`
+/// (static), [`Source<Identity>`](Source), [`IdentityHandle`] (in memory, `rotate`),
+/// [`FileIdentitySource`](crate::FileIdentitySource) (watched PEM files, through the one
+/// `FilePoller`), and the Workload API source (feeding an [`IdentityHandle`]); each of
+/// them hands out its [`Source`] too (`.source()`).
 ///
 /// [`current`]: IdentitySource::current
 ///
@@ -44,8 +47,10 @@ pub trait IdentitySource: Send + Sync + fmt::Debug + 'static {
 
 /// Supplies the current [`TrustBundle`]; verifiers call [`current`] on every handshake.
 ///
-/// Implementations: `Arc<TrustBundle>` (static), [`TrustHandle`] (in memory, `rotate`),
-/// [`FileTrustSource`](crate::FileTrustSource) (watched PEM files).
+/// A thin trait over [`Source<TrustBundle>`](Source), which implements it.
+/// Implementations: `Arc<TrustBundle>` (static), [`Source<TrustBundle>`](Source),
+/// [`TrustHandle`] (in memory, `rotate`), [`FileTrustSource`](crate::FileTrustSource)
+/// (watched PEM files), the Workload API and federation sources.
 ///
 /// [`current`]: TrustSource::current
 ///
@@ -96,35 +101,61 @@ impl TrustSource for Arc<dyn TrustSource> {
     }
 }
 
-/// A value readers load lock-free on the hot path, plus a change channel.
+impl IdentitySource for Source<Identity> {
+    fn current(&self) -> Arc<Identity> {
+        Source::current(self)
+    }
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<Identity>>> {
+        Some(Source::subscribe(self))
+    }
+}
+
+impl TrustSource for Source<TrustBundle> {
+    fn current(&self) -> Arc<TrustBundle> {
+        Source::current(self)
+    }
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<TrustBundle>>> {
+        Some(Source::subscribe(self))
+    }
+}
+
+/// A [`Publisher`] that records each value it puts in place (metrics: expiry gauges,
+/// rotation counters).
 pub(crate) struct Cell<T> {
-    current: ArcSwap<T>,
-    changes: watch::Sender<Arc<T>>,
+    publisher: Publisher<T>,
 }
 
 impl<T: Installed> Cell<T> {
     pub(crate) fn new(value: T) -> Self {
         value.installed(false);
-        let value = Arc::new(value);
         Self {
-            current: ArcSwap::new(Arc::clone(&value)),
-            changes: watch::Sender::new(value),
+            publisher: Publisher::new(value),
         }
     }
 
     pub(crate) fn load(&self) -> Arc<T> {
-        self.current.load_full()
+        self.publisher.current()
     }
 
     pub(crate) fn store(&self, value: T) {
         value.installed(true);
-        let value = Arc::new(value);
-        self.current.store(Arc::clone(&value));
-        self.changes.send_replace(value);
+        self.publisher.publish(value);
+    }
+
+    pub(crate) fn source(&self) -> Source<T> {
+        self.publisher.source()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<T>> {
-        self.changes.subscribe()
+        self.publisher.source().subscribe()
+    }
+}
+
+impl<T> Clone for Cell<T> {
+    fn clone(&self) -> Self {
+        Self {
+            publisher: self.publisher.clone(),
+        }
     }
 }
 
@@ -145,15 +176,30 @@ impl<T: Installed> Cell<T> {
 /// ```
 #[derive(Clone)]
 pub struct IdentityHandle {
-    cell: Arc<Cell<Identity>>,
+    cell: Cell<Identity>,
 }
 
 impl IdentityHandle {
     /// A handle that starts with `identity`.
     pub fn new(identity: Identity) -> Self {
         Self {
-            cell: Arc::new(Cell::new(identity)),
+            cell: Cell::new(identity),
         }
+    }
+
+    /// The [`Source`] of this handle's identities (what `current()` reads).
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
+    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["x"]))?;
+    /// use mtls_core::{Identity, IdentityHandle, Source};
+    /// let handle = IdentityHandle::new(Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?);
+    /// let source: Source<Identity> = handle.source();
+    /// assert_eq!(source.current().serial(), handle.source().current().serial());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn source(&self) -> Source<Identity> {
+        self.cell.source()
     }
 
     /// Replaces the identity; handshakes that start after this use the new one.
@@ -200,15 +246,30 @@ impl fmt::Debug for IdentityHandle {
 /// ```
 #[derive(Clone)]
 pub struct TrustHandle {
-    cell: Arc<Cell<TrustBundle>>,
+    cell: Cell<TrustBundle>,
 }
 
 impl TrustHandle {
     /// A handle that starts with `bundle`.
     pub fn new(bundle: TrustBundle) -> Self {
         Self {
-            cell: Arc::new(Cell::new(bundle)),
+            cell: Cell::new(bundle),
         }
+    }
+
+    /// The [`Source`] of this handle's bundles.
+    ///
+    /// ```
+    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("A"))?;
+    /// use mtls_core::{TrustBundle, TrustHandle};
+    /// let trust = TrustHandle::new(TrustBundle::from_pem(ca.cert_pem())?);
+    /// let source = trust.source();
+    /// trust.rotate(TrustBundle::from_pem(ca.cert_pem())?);
+    /// assert!(source.has_changed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn source(&self) -> Source<TrustBundle> {
+        self.cell.source()
     }
 
     /// Replaces the bundle; handshakes that start after this verify against the new one.

@@ -100,7 +100,8 @@ impl WorkloadApiSource {
         &self.inner.endpoint
     }
 
-    /// The identity handle fed by the stream (clone it to share).
+    /// The identity handle fed by the stream (clone it to share; `.source()` for its
+    /// [`Source`](crate::Source)).
     pub fn identity(&self) -> &IdentityHandle {
         &self.inner.identity
     }

@@ -308,7 +308,7 @@ where
                 self.bad_state(
                     &mut seen,
                     &e,
-                    "cannot read the files; keeping the last good value",
+                    "cannot read files; keeping the last good value",
                 );
                 return Err(e);
             }
