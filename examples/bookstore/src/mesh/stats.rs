@@ -138,6 +138,24 @@ impl StatsTable {
     }
 }
 
+/// Reads a figure until it is at least `at_least` (5 s at most: then the last reading, for
+/// the table to show): counters that the event's other side raises just after the caller
+/// saw the event.
+pub(super) async fn settled<F, Fut>(at_least: u64, mut read: F) -> Option<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let figure = read().await;
+        if figure.is_none_or(|f| f >= at_least) || std::time::Instant::now() > deadline {
+            return figure;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// `after - before`, when both were read.
 pub(super) fn delta(before: Option<u64>, after: Option<u64>) -> Option<u64> {
     Some(after?.saturating_sub(before?))
