@@ -97,13 +97,7 @@ impl AgentIdentities {
     pub async fn start(dir: impl AsRef<Path>, policy: &MeshPolicy) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let state = dir.join("state");
-        // The agent trusts only a state directory of its own that nobody else can write.
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&state)
-            .map_err(|e| Error::file("creating the agent's directory", &state, e))?;
+        private_dir(&state)?;
         let intruder_id = SpiffeId::new(INTRUDER_ID)
             .map_err(|e| Error::Config(format!("intruder ID {INTRUDER_ID}: {e}")))?;
         let registration = registration(policy, &intruder_id, &state)?;
@@ -258,21 +252,7 @@ fn client_id(policy: &MeshPolicy) -> Result<SpiffeId> {
 /// This process (uid + executable) may hold the bookstore's, the client's and the
 /// intruder's IDs (server first: the default SVID); the sidecars are selected by node id.
 fn registration(policy: &MeshPolicy, intruder: &SpiffeId, owned: &Path) -> Result<Registration> {
-    // Our effective uid: the owner of the directory we just created (no libc needed).
-    let uid = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(owned)
-            .map_err(|e| Error::file("reading the owner of", owned, e))?
-            .uid()
-    };
-    let process = {
-        let s = Selectors::default().uid(uid);
-        // What the agent reads for a caller (`/proc/<pid>/exe`), where there is a /proc.
-        match std::fs::read_link("/proc/self/exe") {
-            Ok(exe) => s.exe(exe),
-            Err(_) => s,
-        }
-    };
+    let (uid, process) = this_process(owned)?;
     let client = client_id(policy)?;
     Ok(Registration::new([
         Entry::new(policy.server_id.clone(), process.clone()),
@@ -291,4 +271,33 @@ fn registration(policy: &MeshPolicy, intruder: &SpiffeId, owned: &Path) -> Resul
                 .uid(uid),
         ),
     ]))
+}
+
+/// Our effective uid and the selectors of this process (uid and, where there is a /proc,
+/// executable), read from `owned`, a directory we just created (no libc needed).
+pub(crate) fn this_process(owned: &Path) -> Result<(u32, Selectors)> {
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(owned)
+            .map_err(|e| Error::file("reading the owner of", owned, e))?
+            .uid()
+    };
+    let s = Selectors::default().uid(uid);
+    // What the agent reads for a caller (`/proc/<pid>/exe`), where there is a /proc.
+    let process = match std::fs::read_link("/proc/self/exe") {
+        Ok(exe) => s.exe(exe),
+        Err(_) => s,
+    };
+    Ok((uid, process))
+}
+
+/// Creates `dir` (and parents) mode 0700: an agent trusts only a state directory of its
+/// own that nobody else can write.
+pub(crate) fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::file("creating the agent's directory", dir, e))
 }

@@ -131,8 +131,10 @@ pub use identity::{Workload, WorkloadIdentities};
 pub use mesh::{MeshOptions, MeshOutcome, RollingRestart};
 pub use pki::{MeshPki, SvidFiles};
 pub use policy::{
-    AUDIENCE, BOOKSTORE_SERVICE, CALLER_HEADER, CLIENT_ID, HEALTH_SERVICE, INTRUDER_ID, ISSUER,
-    MeshPolicy, REPLICA_HEADER, SERVER_ID, SERVICE_NAME, TLS_HEADER, TRUST_DOMAIN,
+    AUDIENCE, BOOKSTORE_SERVICE, CALLER_HEADER, CLIENT_ID, CLIENT_TRUST_DOMAIN,
+    FEDERATED_CLIENT_ID, FEDERATED_NEIGHBOUR_ID, HEALTH_SERVICE, INTRUDER_ID, ISSUER, MeshPolicy,
+    REPLICA_HEADER, SERVER_ID, SERVICE_NAME, TLS_HEADER, TRUST_DOMAIN, UNFEDERATED_ID,
+    UNFEDERATED_TRUST_DOMAIN,
 };
 pub use scenario::{Report, Scenario};
 pub use server::{Security, ServerHandle};

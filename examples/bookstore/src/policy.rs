@@ -20,6 +20,20 @@ pub const CLIENT_ID: &str = "spiffe://bookstore.local/ns/default/sa/client";
 /// A workload of the same trust domain, with a valid certificate from the same CA, that is
 /// *not* allowed to call the bookstore.
 pub const INTRUDER_ID: &str = "spiffe://bookstore.local/ns/default/sa/intruder";
+/// `bookstore-mesh --federation`: the client's own trust domain, federated with
+/// [`TRUST_DOMAIN`] (each serves the other its SPIFFE bundle).
+pub const CLIENT_TRUST_DOMAIN: &str = "client.local";
+/// `--federation`: the client, a workload of [`CLIENT_TRUST_DOMAIN`] — the one foreign ID
+/// the bookstore admits ([`MeshPolicy::federated`]).
+pub const FEDERATED_CLIENT_ID: &str = "spiffe://client.local/ns/default/sa/client";
+/// `--federation`: another workload of [`CLIENT_TRUST_DOMAIN`]: federated (its certificate
+/// verifies), but not in the bookstore's policy.
+pub const FEDERATED_NEIGHBOUR_ID: &str = "spiffe://client.local/ns/default/sa/reporting";
+/// `--federation`: a trust domain nobody federates with.
+pub const UNFEDERATED_TRUST_DOMAIN: &str = "intruder.local";
+/// `--federation`: a workload of [`UNFEDERATED_TRUST_DOMAIN`] holding a valid SVID of its
+/// own domain (the same path as the allowed client's).
+pub const UNFEDERATED_ID: &str = "spiffe://intruder.local/ns/default/sa/client";
 /// The `iss` of the mesh's tokens.
 pub const ISSUER: &str = "https://issuer.bookstore.local";
 /// The `aud` the bookstore accepts.
@@ -92,6 +106,25 @@ impl MeshPolicy {
             token_ttl: Duration::from_secs(3600),
             jwt_cache_size: 100,
             tls: TlsPolicy::default(),
+        }
+    }
+
+    /// `bookstore-mesh --federation`: [`MeshPolicy::bookstore`] with one caller allowed, a
+    /// workload of another trust domain: [`FEDERATED_CLIENT_ID`] (the handshake authorizer,
+    /// the method policy and the Envoy server sidecars' SAN match all admit exactly it).
+    ///
+    /// ```
+    /// use mtls_core::Authorizer;
+    /// let policy = bookstore::MeshPolicy::federated();
+    /// let admits = |id: &str| policy.server_authorizer().authorize(&id.parse().unwrap());
+    /// assert!(admits(bookstore::FEDERATED_CLIENT_ID));
+    /// assert!(!admits(bookstore::FEDERATED_NEIGHBOUR_ID));
+    /// assert!(!admits(bookstore::CLIENT_ID)); // the bookstore.local client is not it
+    /// ```
+    pub fn federated() -> Self {
+        Self {
+            allowed_clients: vec![parse_id(FEDERATED_CLIENT_ID)],
+            ..Self::bookstore()
         }
     }
 
@@ -179,9 +212,20 @@ mod tests {
 
     #[test]
     fn constants_parse_and_policies_build() {
-        for id in [SERVER_ID, CLIENT_ID, INTRUDER_ID] {
+        for id in [
+            SERVER_ID,
+            CLIENT_ID,
+            INTRUDER_ID,
+            FEDERATED_CLIENT_ID,
+            FEDERATED_NEIGHBOUR_ID,
+            UNFEDERATED_ID,
+        ] {
             SpiffeId::new(id).unwrap();
         }
+        for td in [TRUST_DOMAIN, CLIENT_TRUST_DOMAIN, UNFEDERATED_TRUST_DOMAIN] {
+            TrustDomain::new(td).unwrap();
+        }
+        MeshPolicy::federated().method_policy().unwrap();
         let policy = MeshPolicy::bookstore();
         policy.method_policy().unwrap();
         let rules = policy.jwt_rules().unwrap();

@@ -26,3 +26,13 @@ pub const ROLLING_RESTART: &str = "rolling restart";
 /// Calls marked to fail their first attempt (UNAVAILABLE, on purpose) were each retried by
 /// the path's retry policy and served.
 pub const RETRIES: &str = "retries";
+/// `--federation`: each side trusts the other trust domain's CA, as fetched from its
+/// bundle endpoint (proxyless: the Workload API sources; Envoy: the sidecars' validation
+/// contexts).
+pub const FEDERATION: &str = "federation";
+/// `--federation`: a workload of the federated `client.local` that the bookstore's policy
+/// does not admit was refused in the handshake for its SPIFFE ID.
+pub const NEIGHBOUR: &str = "federated, not admitted";
+/// `--federation`: a workload of `intruder.local` (valid SVID, unfederated domain) was
+/// refused in the handshake: unknown CA.
+pub const UNFEDERATED: &str = "unfederated domain";

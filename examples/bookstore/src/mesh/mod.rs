@@ -22,6 +22,7 @@ macro_rules! say {
 mod assess;
 mod channels;
 pub mod checks;
+pub mod federation;
 mod options;
 mod outcome;
 mod print;
@@ -34,6 +35,9 @@ mod stats;
 
 pub use self::{
     channels::{envoy_channel, proxyless_channel, proxyless_channel_builder, wait_ready},
+    federation::{
+        BOOKSTORE_ENDPOINT_ID, Caller, FEDERATION_REFRESH_HINT, FederatedDomains, run_federated,
+    },
     options::{ENVOY_HINT, EnvoyChoice, MeshOptions},
     outcome::{Check, MeshOutcome, PathKind},
     replicas::{REPLICA_IPS, Replicas, bind_shared_port},

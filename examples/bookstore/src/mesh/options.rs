@@ -46,6 +46,10 @@ pub struct MeshOptions {
     /// workloads, SDS for the sidecars) instead of files, with a rotation forced in the
     /// middle of each path's scenario.
     pub agent: bool,
+    /// Two federated trust domains, each with its own in-process `mtls-agent` and CA
+    /// (`bookstore.local`, `client.local`) and a third nobody federates with
+    /// ([`run_federated`](super::run_federated)).
+    pub federation: bool,
 }
 
 impl Default for MeshOptions {
@@ -58,6 +62,7 @@ impl Default for MeshOptions {
             min_share: 0.2,
             verbose: true,
             agent: false,
+            federation: false,
         }
     }
 }

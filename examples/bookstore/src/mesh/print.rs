@@ -39,6 +39,7 @@ pub(super) fn print_checks(options: &MeshOptions, outcome: &MeshOutcome, path: P
                 checks::ROTATION,
                 checks::ROLLING_RESTART,
                 checks::RETRIES,
+                checks::FEDERATION,
             ]
             .contains(&c.name)
     }) {

