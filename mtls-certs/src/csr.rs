@@ -159,7 +159,11 @@ impl CertificateSigningRequest {
             for ext in exts {
                 match ext {
                     ParsedExtension::SubjectAlternativeName(san) => {
-                        sans.extend(crate::inspect::general_names(&san.general_names));
+                        sans.extend(
+                            san.general_names
+                                .iter()
+                                .filter_map(SubjectAltName::from_general_name),
+                        );
                     }
                     ParsedExtension::BasicConstraints(bc) => requests_ca |= bc.ca,
                     _ => {}

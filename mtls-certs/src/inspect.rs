@@ -4,12 +4,10 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::FromDer;
 
 use crate::error::{Error, Result};
 use crate::san::SubjectAltName;
-use mtls_identity::Serial;
+use mtls_identity::{LeafFacts, Serial};
 
 /// What a certificate says, typed. `Serialize` gives the `mtls cert inspect --json` output.
 ///
@@ -77,28 +75,9 @@ impl CertificateSummary {
     /// Summarizes a DER certificate.
     pub fn from_der(der: &[u8]) -> Result<Self> {
         let x509 = parse_x509(der)?;
-        let sans = sans_of(&x509)?;
-        let uris: Vec<&String> = sans
-            .iter()
-            .filter_map(|s| match s {
-                SubjectAltName::Uri(u) => Some(u),
-                _ => None,
-            })
-            .collect();
-        let spiffe_id = match uris.as_slice() {
-            [one] => crate::spiffe_id::parse_spiffe_id(one)
-                .ok()
-                .map(|id| id.to_string()),
-            _ => None,
-        };
-        let (is_ca, path_len) = match x509.basic_constraints().map_err(invalid)? {
-            Some(bc) => (bc.value.ca, bc.value.path_len_constraint),
-            None => (false, None),
-        };
-        let key_usage = match x509.key_usage().map_err(invalid)? {
-            Some(ku) => key_usage_names(ku.value.flags),
-            None => Vec::new(),
-        };
+        // The facts every mtls crate reads the same way (mtls-identity), then what only a
+        // summary shows.
+        let facts = LeafFacts::from_x509(&x509).map_err(der_error)?;
         let extended_key_usage = match x509.extended_key_usage().map_err(invalid)? {
             Some(eku) => eku_names(eku.value),
             None => Vec::new(),
@@ -124,16 +103,19 @@ impl CertificateSummary {
             .collect::<Vec<_>>()
             .join(":");
         Ok(Self {
-            subject: x509.subject().to_string(),
-            issuer: x509.issuer().to_string(),
-            serial: Serial::from(x509.raw_serial()),
-            not_before: x509.validity().not_before.to_datetime(),
-            not_after: x509.validity().not_after.to_datetime(),
-            sans,
-            spiffe_id,
-            is_ca,
-            path_len,
-            key_usage,
+            subject: facts.subject,
+            issuer: facts.issuer,
+            serial: facts.serial,
+            not_before: OffsetDateTime::from(facts.not_before),
+            not_after: OffsetDateTime::from(facts.not_after),
+            sans: facts.sans,
+            spiffe_id: facts.spiffe_id.map(|id| id.to_string()),
+            is_ca: facts.is_ca,
+            path_len: facts.path_len,
+            key_usage: facts
+                .key_usage
+                .map(|ku| ku.names().into_iter().map(str::to_owned).collect())
+                .unwrap_or_default(),
             extended_key_usage,
             subject_key_id,
             authority_key_id,
@@ -169,16 +151,16 @@ pub(crate) fn looks_like_der(bytes: &[u8]) -> bool {
 }
 
 pub(crate) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>> {
-    match X509Certificate::from_der(der) {
-        Ok(([], cert)) => Ok(cert),
-        Ok(_) => Err(Error::InvalidDer {
-            what: "certificate",
-            reason: "trailing bytes after the certificate".into(),
-        }),
-        Err(e) => Err(Error::InvalidDer {
-            what: "certificate",
-            reason: e.to_string(),
-        }),
+    mtls_identity::parse_certificate(der).map_err(der_error)
+}
+
+/// The foundation's certificate errors as ours.
+fn der_error(e: mtls_identity::Error) -> Error {
+    match e {
+        mtls_identity::Error::MalformedCertificate { what, reason } => {
+            Error::InvalidDer { what, reason }
+        }
+        other => Error::from(other),
     }
 }
 
@@ -212,58 +194,9 @@ fn invalid(e: x509_parser::error::X509Error) -> Error {
     }
 }
 
-pub(crate) fn sans_of(x509: &X509Certificate<'_>) -> Result<Vec<SubjectAltName>> {
-    let mut out = Vec::new();
-    if let Some(san) = x509.subject_alternative_name().map_err(invalid)? {
-        out.extend(general_names(&san.value.general_names));
-    }
-    Ok(out)
-}
-
-pub(crate) fn general_names(names: &[GeneralName<'_>]) -> Vec<SubjectAltName> {
-    names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::DNSName(s) => Some(SubjectAltName::Dns((*s).to_owned())),
-            GeneralName::RFC822Name(s) => Some(SubjectAltName::Email((*s).to_owned())),
-            GeneralName::URI(s) => Some(SubjectAltName::Uri((*s).to_owned())),
-            GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(*bytes)
-                    .ok()
-                    .map(|b| SubjectAltName::IpAddress(b.into())),
-                16 => <[u8; 16]>::try_from(*bytes)
-                    .ok()
-                    .map(|b| SubjectAltName::IpAddress(b.into())),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
-}
-
 /// Lowercase hex without separators (key identifiers, fingerprint prefixes).
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn key_usage_names(flags: u16) -> Vec<String> {
-    const NAMES: [&str; 9] = [
-        "digitalSignature",
-        "contentCommitment",
-        "keyEncipherment",
-        "dataEncipherment",
-        "keyAgreement",
-        "keyCertSign",
-        "cRLSign",
-        "encipherOnly",
-        "decipherOnly",
-    ];
-    NAMES
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| flags & (1 << i) != 0)
-        .map(|(_, n)| (*n).to_owned())
-        .collect()
 }
 
 fn eku_names(eku: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Vec<String> {

@@ -1,53 +1,55 @@
-//! What we read out of a leaf certificate with x509-parser, and the X509-SVID rules.
+//! The X509-SVID rules over the leaf facts the foundation reads ([`LeafFacts`]), and
+//! times in words.
 
-use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use mtls_identity::SpiffeId;
-use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::FromDer;
+use mtls_identity::{KeyUsage, LeafFacts, SpiffeId};
 
 use crate::error::{Error, Result};
 use crate::san::SubjectAltName;
-use mtls_identity::Serial;
 
-/// The facts about a leaf certificate that verification and [`crate::PeerIdentity`] need.
+/// The facts about a leaf certificate that verification and [`crate::PeerIdentity`] need:
+/// the family's one [`LeafFacts`] (field access goes through to it), with the X509-SVID
+/// rules on top.
 #[derive(Clone, Debug)]
 pub(crate) struct LeafInfo {
-    pub(crate) subject: String,
-    pub(crate) issuer: String,
-    pub(crate) serial: Serial,
-    pub(crate) not_before: SystemTime,
-    pub(crate) not_after: SystemTime,
-    pub(crate) sans: Vec<SubjectAltName>,
-    pub(crate) is_ca: bool,
-    /// `None` when the certificate has no keyUsage extension.
-    pub(crate) key_usage: Option<KeyUsageFlags>,
+    pub(crate) facts: LeafFacts,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct KeyUsageFlags {
-    digital_signature: bool,
-    key_cert_sign: bool,
-    crl_sign: bool,
+impl std::ops::Deref for LeafInfo {
+    type Target = LeafFacts;
+
+    fn deref(&self) -> &LeafFacts {
+        &self.facts
+    }
 }
 
-impl std::fmt::Display for KeyUsageFlags {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let flags: Vec<&str> = [
-            (self.digital_signature, "digitalSignature"),
-            (self.key_cert_sign, "keyCertSign"),
-            (self.crl_sign, "cRLSign"),
-        ]
-        .into_iter()
-        .filter_map(|(set, name)| set.then_some(name))
-        .collect();
-        if flags.is_empty() {
-            f.write_str("(no relevant flags)")
-        } else {
-            f.write_str(&flags.join(","))
+/// The key usage flags our messages name (the three the SVID and CA rules read), or
+/// "(no relevant flags)".
+fn relevant_flags(ku: KeyUsage) -> String {
+    let flags: Vec<&str> = [
+        (ku.digital_signature(), "digitalSignature"),
+        (ku.key_cert_sign(), "keyCertSign"),
+        (ku.crl_sign(), "cRLSign"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    if flags.is_empty() {
+        "(no relevant flags)".to_owned()
+    } else {
+        flags.join(",")
+    }
+}
+
+fn malformed(e: mtls_identity::Error) -> Error {
+    match e {
+        mtls_identity::Error::MalformedCertificate { reason, .. } => {
+            Error::MalformedCertificate { reason }
         }
+        other => Error::MalformedCertificate {
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -56,72 +58,17 @@ impl std::fmt::Display for KeyUsageFlags {
 /// and the trust anchor's certificate): webpki reads the issuer's key usage only for CRLs.
 /// Returns the CA's subject and key usage when it may not sign.
 pub(crate) fn ca_may_not_sign(der: &[u8]) -> Result<Option<(String, String)>> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| Error::MalformedCertificate {
-        reason: e.to_string(),
-    })?;
-    let ku = cert.key_usage().map_err(|e| Error::MalformedCertificate {
-        reason: format!("{}: {e}", cert.subject()),
-    })?;
-    Ok(match ku {
-        Some(ku) if !ku.value.key_cert_sign() => {
-            let flags = KeyUsageFlags {
-                digital_signature: ku.value.digital_signature(),
-                key_cert_sign: false,
-                crl_sign: ku.value.crl_sign(),
-            };
-            Some((cert.subject().to_string(), flags.to_string()))
-        }
+    let facts = LeafFacts::from_der(der).map_err(malformed)?;
+    Ok(match facts.key_usage {
+        Some(ku) if !ku.key_cert_sign() => Some((facts.subject, relevant_flags(ku))),
         _ => None,
     })
 }
 
 impl LeafInfo {
     pub(crate) fn parse(der: &[u8]) -> Result<Self> {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| Error::MalformedCertificate {
-                reason: e.to_string(),
-            })?;
-        let malformed = |e: x509_parser::error::X509Error| Error::MalformedCertificate {
-            reason: format!("{}: {e}", cert.subject()),
-        };
-        let mut sans = Vec::new();
-        if let Some(ext) = cert.subject_alternative_name().map_err(malformed)? {
-            for name in &ext.value.general_names {
-                match name {
-                    GeneralName::DNSName(v) => sans.push(SubjectAltName::Dns((*v).to_owned())),
-                    GeneralName::URI(v) => sans.push(SubjectAltName::Uri((*v).to_owned())),
-                    GeneralName::RFC822Name(v) => sans.push(SubjectAltName::Email((*v).to_owned())),
-                    GeneralName::IPAddress(bytes) => {
-                        if let Some(ip) = ip_from_bytes(bytes) {
-                            sans.push(SubjectAltName::IpAddress(ip));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let is_ca = cert
-            .basic_constraints()
-            .map_err(malformed)?
-            .is_some_and(|bc| bc.value.ca);
-        let key_usage = cert
-            .key_usage()
-            .map_err(malformed)?
-            .map(|ku| KeyUsageFlags {
-                digital_signature: ku.value.digital_signature(),
-                key_cert_sign: ku.value.key_cert_sign(),
-                crl_sign: ku.value.crl_sign(),
-            });
-        let validity = cert.validity();
         Ok(Self {
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
-            serial: Serial::from(cert.raw_serial()),
-            not_before: to_system_time(validity.not_before.timestamp()),
-            not_after: to_system_time(validity.not_after.timestamp()),
-            sans,
-            is_ca,
-            key_usage,
+            facts: LeafFacts::from_der(der).map_err(malformed)?,
         })
     }
 
@@ -136,13 +83,13 @@ impl LeafInfo {
             .collect()
     }
 
-    /// The SPIFFE ID, if the certificate has exactly one URI SAN and it is a valid ID.
-    /// Used for reporting (not verification).
+    /// The SPIFFE ID, if the certificate has exactly one URI SAN and it is a valid X509-SVID
+    /// ID (not the trust domain's root). Used for reporting (not verification).
     pub(crate) fn spiffe_id(&self) -> Option<SpiffeId> {
-        match self.uris().as_slice() {
-            [one] => parse_svid_id(one).ok(),
-            _ => None,
-        }
+        self.facts
+            .spiffe_id
+            .clone()
+            .filter(|id| !id.path().is_empty())
     }
 
     /// Applies the X509-SVID leaf rules and returns the SPIFFE ID.
@@ -162,7 +109,7 @@ impl LeafInfo {
         let id = parse_svid_id(uri)?;
         let ku_ok = self
             .key_usage
-            .is_some_and(|ku| ku.digital_signature && !ku.key_cert_sign && !ku.crl_sign);
+            .is_some_and(|ku| ku.digital_signature() && !ku.key_cert_sign() && !ku.crl_sign());
         if !ku_ok {
             return Err(Error::SvidKeyUsage {
                 presented: id.to_string(),
@@ -174,7 +121,7 @@ impl LeafInfo {
 
     fn key_usage_text(&self) -> String {
         match self.key_usage {
-            Some(ku) => ku.to_string(),
+            Some(ku) => relevant_flags(ku),
             None => "(none)".to_owned(),
         }
     }
@@ -213,22 +160,6 @@ pub(crate) fn sans_text(sans: &[SubjectAltName]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
-        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
-        _ => None,
-    }
-}
-
-fn to_system_time(unix: i64) -> SystemTime {
-    if unix >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(unix.unsigned_abs())
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(unix.unsigned_abs())
-    }
 }
 
 /// RFC 3339 for messages.

@@ -79,7 +79,7 @@ impl PeerIdentity {
             subject: Some(leaf.subject.clone()),
             serial: Some(leaf.serial.clone()),
             not_after: Some(leaf.not_after),
-            sans: leaf.sans,
+            sans: leaf.facts.sans,
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
             negotiated: None,
         })

@@ -27,6 +27,15 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// A certificate x509-parser cannot read (feature `x509`).
+    #[error("malformed {what}: {reason}")]
+    MalformedCertificate {
+        /// "certificate", or "certificate extension" (then the reason starts with the
+        /// certificate's subject).
+        what: &'static str,
+        /// What the parser saw.
+        reason: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

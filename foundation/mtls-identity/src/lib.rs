@@ -14,6 +14,9 @@
 //!   changes it, and the one [`FilePoller`](source::FilePoller) (contents compared, bad
 //!   files keep the last good value, one thread per poller). Identities, trust bundles,
 //!   JWKS and bearer tokens across the family are all sources;
+//! - **leaf facts parsed once** ([`LeafFacts`], feature `x509`): subject, issuer, SANs,
+//!   [`Serial`], validity as `SystemTime`, basicConstraints, [`KeyUsage`] and the SPIFFE ID,
+//!   read with x509-parser for mtls-core's verifier and mtls-certs' inspection alike;
 //! - errors in words: [`pem_error_words`] (rustls-pki-types prints a missing end line as a
 //!   byte array) and [`debug_words`] (for errors that only have `Debug`).
 //!
@@ -48,6 +51,9 @@
 //!   feature only (the `watch` channel a `Source` is; no runtime, no
 //!   I/O driver) and `tracing` (the poller's warnings about bad files; `std` only). The
 //!   poller itself is `std` (a thread, `std::fs`, `std::sync::mpsc`): no further crate.
+//! - `x509` (off by default): [`LeafFacts`], [`KeyUsage`], [`parse_certificate`] and
+//!   `SubjectAltName::from_general_name`. Brings `x509-parser` (its types appear in
+//!   `parse_certificate`, `LeafFacts::from_x509` and `from_general_name`).
 //!
 //! ## Dependencies and why
 //!
@@ -60,6 +66,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+#[cfg(feature = "x509")]
+#[cfg_attr(docsrs, doc(cfg(feature = "x509")))]
+mod leaf;
 mod san;
 mod serial;
 #[cfg(feature = "source")]
@@ -69,6 +78,9 @@ mod spiffe_id;
 mod words;
 
 pub use error::{Error, Result};
+#[cfg(feature = "x509")]
+#[cfg_attr(docsrs, doc(cfg(feature = "x509")))]
+pub use leaf::{KeyUsage, LeafFacts, parse_certificate};
 pub use san::{SanType, SubjectAltName};
 pub use serial::Serial;
 pub use spiffe_id::{SpiffeId, TrustDomain};
