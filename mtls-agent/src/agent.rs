@@ -55,6 +55,8 @@ pub struct AgentConfig {
     deliveries: Vec<crate::delivery::Delivery>,
     serve_bundle: Option<crate::bundle_endpoint::ServeConfig>,
     federate: Vec<mtls_core::BundleEndpoint>,
+    ca_activation_delay: Option<Duration>,
+    rotate_ca_every: Option<Duration>,
 }
 
 impl AgentConfig {
@@ -80,6 +82,8 @@ impl AgentConfig {
             deliveries: Vec::new(),
             serve_bundle: None,
             federate: Vec::new(),
+            ca_activation_delay: None,
+            rotate_ca_every: None,
         }
     }
 
@@ -167,6 +171,41 @@ impl AgentConfig {
         self
     }
 
+    /// How long a new CA is only *in the bundle* before it issues SVIDs, on every
+    /// [`Agent::rotate_ca`] (SPIRE's "prepared" phase: peers fetch the new root first).
+    ///
+    /// Default: the refresh hint of the served bundle endpoint
+    /// ([`serve_bundle_endpoint`](Self::serve_bundle_endpoint)), so every federated peer
+    /// polling at the hint has the new root before any SVID chains to it; zero without a
+    /// bundle endpoint (the Workload API, SDS and delivered files get the new bundle pushed
+    /// in the same instant). `Duration::ZERO` activates at once.
+    ///
+    /// ```
+    /// # let registration = mtls_agent::Registration::from_yaml("entries: []")?;
+    /// let config = mtls_agent::AgentConfig::new("example.org".parse()?, "/tmp/a.sock", registration)
+    ///     .ca_activation_delay(std::time::Duration::ZERO);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ca_activation_delay(mut self, delay: Duration) -> Self {
+        self.ca_activation_delay = Some(delay);
+        self
+    }
+
+    /// Rotate the CA ([`Agent::rotate_ca`]) every `every` (off by default; the binary's
+    /// `--rotate-ca-every`). Must be longer than the
+    /// [activation delay](Self::ca_activation_delay).
+    ///
+    /// ```
+    /// # let registration = mtls_agent::Registration::from_yaml("entries: []")?;
+    /// let config = mtls_agent::AgentConfig::new("example.org".parse()?, "/tmp/a.sock", registration)
+    ///     .rotate_ca_every(std::time::Duration::from_secs(30 * 24 * 3600));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rotate_ca_every(mut self, every: Duration) -> Self {
+        self.rotate_ca_every = Some(every);
+        self
+    }
+
     /// The file the registration came from, re-read by [`Agent::reload_registration`].
     pub fn registration_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.registration_file = Some(path.into());
@@ -204,6 +243,7 @@ pub struct Agent {
     tasks: Vec<JoinHandle<()>>,
     bundle_endpoint: Option<std::net::SocketAddr>,
     federation: Option<mtls_core::FederatedTrustSource>,
+    ca_activation_delay: Duration,
 }
 
 impl Agent {
@@ -219,12 +259,35 @@ impl Agent {
                 ),
             });
         }
+        let ca_activation_delay = config.ca_activation_delay.unwrap_or_else(|| {
+            config
+                .serve_bundle
+                .as_ref()
+                .map_or(Duration::ZERO, |s| s.refresh_hint)
+        });
+        if let Some(every) = config.rotate_ca_every
+            && every <= ca_activation_delay
+        {
+            return Err(Error::Config {
+                reason: format!(
+                    "rotate_ca_every {every:?} is not longer than the CA activation delay \
+                     {ca_activation_delay:?}; expected a longer interval (or a shorter delay)"
+                ),
+            });
+        }
         let (state_ca, state_key) = match &config.state_dir {
             Some(dir) => {
                 let (ca, key) = issuer::load_or_create_state(dir, &config.trust_domain)?;
                 (Some(ca), Some(key))
             }
             None => (None, None),
+        };
+        // A CA given in code is not stored: a rotation stores the new one only over the
+        // state directory's own.
+        let store_rotated = if config.ca.is_none() {
+            config.state_dir.clone()
+        } else {
+            None
         };
         let ca = match config.ca.or(state_ca) {
             Some(ca) => ca,
@@ -246,6 +309,7 @@ impl Agent {
             config.svid_ttl,
             config.jwt_ttl,
             config.registration,
+            store_rotated,
         )?;
 
         // The first files before anything is served or bound: a failure leaves nothing running.
@@ -347,6 +411,11 @@ impl Agent {
             Some(source)
         };
         tasks.push(tokio::spawn(issuer::rotation_task(Arc::clone(&issuer))));
+        tasks.push(tokio::spawn(issuer::ca_task(
+            Arc::clone(&issuer),
+            config.rotate_ca_every,
+            ca_activation_delay,
+        )));
         tracing::info!(
             trust_domain = %config.trust_domain,
             workload_api = %config.workload_socket.display(),
@@ -364,7 +433,87 @@ impl Agent {
             tasks,
             bundle_endpoint,
             federation,
+            ca_activation_delay,
         })
+    }
+
+    /// Rotates the CA the way SPIRE does: *prepared*, *active*, *retired*.
+    ///
+    /// 1. A new CA is made for the same trust domain with the same key algorithm, and
+    ///    our bundle — old and new roots — is published at once with `spiffe_sequence` + 1
+    ///    to every consumer: the Workload API (`X509SVIDResponse.bundle`,
+    ///    FetchX509Bundles), SDS (`spiffe://<td>`, `ROOTCA`, `ALL`), delivered trust-bundle
+    ///    files and the bundle endpoint (federated peers take it at their next poll). The
+    ///    old CA keeps issuing.
+    /// 2. After the [activation delay](AgentConfig::ca_activation_delay) (at once, before
+    ///    this returns, if it is zero) the new CA becomes active: every SVID is reissued from
+    ///    it and pushed. With a [state directory](AgentConfig::state_dir) (and no CA given
+    ///    in code), the new CA replaces `ca.pem`/`ca-key.pem` first.
+    /// 3. The old root stays in the bundle until every SVID it issued has expired (one
+    ///    `svid_ttl` after activation), then leaves it (`spiffe_sequence` + 1 again);
+    ///    [`retire_old_cas`](Self::retire_old_cas) does that at once.
+    ///
+    /// A rotation still prepared when this is called is activated first. The JWT-SVID key
+    /// is not rotated. The bundle endpoint's own `https_spiffe` SVID is issued by the
+    /// *oldest* CA in the bundle, so a peer that has not fetched the new root yet can still
+    /// authenticate the endpoint.
+    ///
+    /// Returns the `spiffe_sequence` of the bundle carrying the new root. Fails if the CA is
+    /// an intermediate of an upstream CA (the agent cannot mint its successor).
+    ///
+    /// ```no_run
+    /// # async fn f(agent: mtls_agent::Agent) -> Result<(), Box<dyn std::error::Error>> {
+    /// let before = agent.bundle_sequence();
+    /// let sequence = agent.rotate_ca()?;
+    /// assert!(sequence > before);
+    /// assert_eq!(agent.bundle_roots_pem().len(), 2); // old and new, during the overlap
+    /// # Ok(()) }
+    /// ```
+    pub fn rotate_ca(&self) -> Result<u64> {
+        self.issuer.rotate_ca(self.ca_activation_delay)
+    }
+
+    /// Activates the CA [`rotate_ca`](Self::rotate_ca) prepared now, without waiting for
+    /// the [activation delay](AgentConfig::ca_activation_delay) (e.g. once every peer is
+    /// known to have the new root). Returns whether there was one.
+    ///
+    /// ```no_run
+    /// # async fn f(agent: mtls_agent::Agent) -> Result<(), Box<dyn std::error::Error>> {
+    /// let old = agent.ca().subject().to_owned();
+    /// agent.rotate_ca()?;
+    /// agent.activate_prepared_ca()?;
+    /// assert_ne!(agent.ca().subject(), old);
+    /// # Ok(()) }
+    /// ```
+    pub fn activate_prepared_ca(&self) -> Result<bool> {
+        self.issuer.activate_now()
+    }
+
+    /// Removes every former CA's root from the bundle now, without waiting for its SVIDs to
+    /// expire (peers then refuse SVIDs it issued that are still alive). Returns the new
+    /// `spiffe_sequence`, or `None` if there was nothing to retire. A prepared CA stays.
+    ///
+    /// ```no_run
+    /// # async fn f(agent: mtls_agent::Agent) -> Result<(), Box<dyn std::error::Error>> {
+    /// agent.rotate_ca()?;
+    /// agent.retire_old_cas();
+    /// assert_eq!(agent.bundle_roots_pem().len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn retire_old_cas(&self) -> Option<u64> {
+        self.issuer.retire(true)
+    }
+
+    /// The `spiffe_sequence` of our bundle now: the start time (Unix seconds) at start,
+    /// +1 on every change ([`rotate_ca`](Self::rotate_ca), retirement).
+    pub fn bundle_sequence(&self) -> u64 {
+        self.issuer.current().bundle_sequence
+    }
+
+    /// The roots of our bundle now, PEM, one per CA, oldest first: one outside a CA
+    /// rotation, two (or more) during one.
+    pub fn bundle_roots_pem(&self) -> Vec<String> {
+        self.issuer.current().bundle_root_pems.clone()
     }
 
     /// Issues new SVIDs for every registered ID now and pushes them on every open
@@ -397,7 +546,7 @@ impl Agent {
         let _ = rx.wait_for(|s| s.generation >= generation).await;
     }
 
-    /// The trust bundle (our trust domain's root), PEM.
+    /// The trust bundle (our trust domain's roots: two during a CA rotation), PEM.
     pub fn bundle_pem(&self) -> String {
         self.issuer.current().bundle_pem.clone()
     }
@@ -436,8 +585,8 @@ impl Agent {
         self.issuer.trust_domain()
     }
 
-    /// The CA issuing SVIDs.
-    pub fn ca(&self) -> &CertificateAuthority {
+    /// The CA issuing SVIDs now (a new one after [`rotate_ca`](Self::rotate_ca) activates).
+    pub fn ca(&self) -> Arc<CertificateAuthority> {
         self.issuer.ca()
     }
 

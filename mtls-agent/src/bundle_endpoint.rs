@@ -1,6 +1,7 @@
 //! The agent's SPIFFE bundle endpoint (SPIFFE_Federation.md): our trust domain's bundle
-//! (the CA as `x509-svid`, the JWT-SVID key as `jwt-svid`) served over HTTPS to federated
-//! trust domains, with the `https_spiffe` profile (an SVID the agent issues itself for the
+//! (every root in it as `x509-svid` — two during a CA rotation —, the JWT-SVID key as
+//! `jwt-svid`, the current `spiffe_sequence`), made for each request so that a rotation is
+//! seen at the peer's next poll, served over HTTPS to federated trust domains, with the `https_spiffe` profile (an SVID the agent issues itself for the
 //! endpoint's SPIFFE ID) or `https_web` (a certificate the operator gives).
 //!
 //! A peer is bounded: the request head is read up to [`BUNDLE_ENDPOINT_MAX_REQUEST_HEAD`] bytes within
@@ -8,9 +9,9 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use mtls_certs::LeafParams;
+use mtls_certs::{CertificateAuthority, LeafParams};
 use mtls_identity::SpiffeId;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -66,8 +67,9 @@ pub(crate) struct ServeConfig {
     pub(crate) refresh_hint: Duration,
 }
 
-/// Our trust domain's bundle document.
-fn document(issuer: &Issuer, sequence: u64, refresh_hint: Duration) -> Result<String> {
+/// Our trust domain's bundle document as it is now (all roots in the bundle, its
+/// sequence).
+fn document(issuer: &Issuer, refresh_hint: Duration) -> Result<String> {
     let snapshot = issuer.current();
     let td = mtls_core::TrustDomain::new(&snapshot.trust_domain).map_err(|e| Error::Config {
         reason: format!("bundle endpoint: {e}"),
@@ -77,34 +79,45 @@ fn document(issuer: &Issuer, sequence: u64, refresh_hint: Duration) -> Result<St
     };
     let key = issuer.jwt_key();
     let bundle = mtls_core::SpiffeBundle::new(td)
-        .add_x509_authorities([CertificateDer::from(snapshot.bundle_der.clone())])
+        .add_x509_authorities(snapshot.bundle_roots.iter().cloned())
         .map_err(bad)?
         .add_jwt_authority(mtls_core::JwtAuthority::new(key.kid(), key.jwk(None)).map_err(bad)?)
         .map_err(bad)?
-        .spiffe_sequence(sequence)
+        .spiffe_sequence(snapshot.bundle_sequence)
         .spiffe_refresh_hint(refresh_hint);
     Ok(bundle.to_json())
 }
 
+/// The TLS config served, with when it was made and by which CA (`https_spiffe`).
+type CurrentTls = (
+    Instant,
+    Arc<CertificateAuthority>,
+    Arc<rustls::ServerConfig>,
+);
+
 struct Tls {
     issuer: Arc<Issuer>,
     profile: ServeProfile,
-    current: Mutex<Option<(Instant, Arc<rustls::ServerConfig>)>>,
+    current: Mutex<Option<CurrentTls>>,
 }
 
 impl Tls {
     fn config(&self) -> Result<Arc<rustls::ServerConfig>> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let renew_after = self.issuer.svid_ttl() / 2;
-        if let Some((made, config)) = current.as_ref()
+        // The oldest CA in the bundle issues the endpoint's SVID: a peer that has not
+        // fetched a newly prepared root still verifies it; when that CA retires, the next
+        // one takes over.
+        let ca = Arc::clone(&self.issuer.current().oldest_ca);
+        if let Some((made, by, config)) = current.as_ref()
             && (matches!(self.profile, ServeProfile::HttpsWeb { .. })
-                || made.elapsed() < renew_after)
+                || (made.elapsed() < renew_after && Arc::ptr_eq(by, &ca)))
         {
             return Ok(Arc::clone(config));
         }
         let (chain_pem, key_pem) = match &self.profile {
             ServeProfile::HttpsSpiffe { endpoint_id } => {
-                let issued = self.issuer.ca().issue(
+                let issued = ca.issue(
                     &LeafParams::svid(endpoint_id.clone())
                         .valid_for(self.issuer.svid_ttl())
                         .backdated_by(Duration::from_secs(10)),
@@ -132,7 +145,7 @@ impl Tls {
         .map_err(|e| bad("certificate", e.to_string()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let config = Arc::new(config);
-        *current = Some((Instant::now(), Arc::clone(&config)));
+        *current = Some((Instant::now(), ca, Arc::clone(&config)));
         Ok(config)
     }
 }
@@ -150,18 +163,16 @@ pub(crate) async fn start(
     };
     let listener = TcpListener::bind(config.addr).await.map_err(io)?;
     let addr = listener.local_addr().map_err(io)?;
-    // Sequence: the start time, constant while the CA and JWT key are (they do not change
-    // in a run) and higher after a restart.
-    let sequence = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(1, |d| d.as_secs());
     let tls = Arc::new(Tls {
         issuer: Arc::clone(&issuer),
         profile: config.profile.clone(),
         current: Mutex::new(None),
     });
     tls.config()?;
-    let body = Arc::new(document(&issuer, sequence, config.refresh_hint)?);
+    // Checked once here so that a bad bundle fails the start; then made per request, so
+    // that every request sees the bundle as it is now (CA rotation).
+    document(&issuer, config.refresh_hint)?;
+    let refresh_hint = config.refresh_hint;
     let slots = Arc::new(tokio::sync::Semaphore::new(BUNDLE_ENDPOINT_MAX_CONNECTIONS));
     tracing::info!(addr = %addr, profile = ?config.profile, "bundle endpoint serving");
     let task = tokio::spawn(async move {
@@ -184,7 +195,13 @@ pub(crate) async fn start(
                     continue;
                 }
             };
-            let body = Arc::clone(&body);
+            let body = match document(&issuer, refresh_hint) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(error = %e, "bundle endpoint has no bundle");
+                    continue;
+                }
+            };
             tokio::spawn(async move {
                 let _permit = permit;
                 if let Err(reason) = serve_one(tcp, config, &body).await {

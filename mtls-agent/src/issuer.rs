@@ -1,14 +1,15 @@
 //! The agent's CA and JWT key, the current set of SVIDs, and their rotation.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mtls_certs::{CaParams, CertificateAuthority, LeafParams};
 use mtls_identity::{SpiffeId, TrustDomain};
 use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator};
-use tokio::sync::watch;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{Notify, watch};
 
 use crate::error::{Error, Result};
 use crate::limits::VALIDATOR_CACHE_ENTRIES;
@@ -29,15 +30,27 @@ pub(crate) struct Svid {
 }
 
 /// Everything the agent serves at one moment. Each rotation publishes a new one.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     pub(crate) generation: u64,
     pub(crate) issued_at: Instant,
     pub(crate) trust_domain: TrustDomain,
-    /// Root certificates of our trust domain, DER concatenated (Workload API `bundle`).
+    /// Root certificates of our trust domain, DER concatenated (Workload API `bundle`):
+    /// during a CA rotation the retiring, active and prepared roots, oldest first.
     pub(crate) bundle_der: Vec<u8>,
     /// The same, PEM (Envoy SDS `validation_context.trusted_ca`).
     pub(crate) bundle_pem: String,
+    /// The same, one certificate each (the bundle endpoint's `x5c`s).
+    pub(crate) bundle_roots: Vec<CertificateDer<'static>>,
+    /// The same, one PEM each.
+    pub(crate) bundle_root_pems: Vec<String>,
+    /// `spiffe_sequence` of our bundle: +1 on every change of `bundle_roots`.
+    pub(crate) bundle_sequence: u64,
+    /// The CA issuing SVIDs now.
+    pub(crate) ca: Arc<CertificateAuthority>,
+    /// The oldest CA still in the bundle (issues the bundle endpoint's `https_spiffe` SVID:
+    /// a federated peer that has not fetched the newer roots yet still verifies it).
+    pub(crate) oldest_ca: Arc<CertificateAuthority>,
     pub(crate) svids: BTreeMap<String, Arc<Svid>>,
     /// JWKS of the JWT-SVID signing key.
     pub(crate) jwks: String,
@@ -53,14 +66,18 @@ impl Snapshot {
 
 /// Issues and rotates; shared by the Workload API and SDS services.
 pub(crate) struct Issuer {
-    ca: CertificateAuthority,
     jwt_key: SigningKey,
     trust_domain: TrustDomain,
     svid_ttl: Duration,
     jwt_ttl: Duration,
     registration: RwLock<Registration>,
     tx: watch::Sender<Arc<Snapshot>>,
-    issuing: Mutex<()>,
+    /// Held while a snapshot is made; holds the CAs of our trust domain.
+    issuing: Mutex<Authorities>,
+    /// Woken when a CA deadline (activation, retirement) may have changed.
+    ca_changed: Notify,
+    /// Where an activated CA is stored (`ca.pem`, `ca-key.pem`), if anywhere.
+    state_dir: Option<PathBuf>,
     validators: Mutex<ValidatorCache>,
     federated: RwLock<Arc<mtls_core::BundleSet>>,
 }
@@ -69,7 +86,7 @@ impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issuer")
             .field("trust_domain", &self.trust_domain)
-            .field("ca", &self.ca.subject())
+            .field("ca", &self.current().ca.subject())
             .field("svid_ttl", &self.svid_ttl)
             .finish_non_exhaustive()
     }
@@ -83,6 +100,7 @@ impl Issuer {
         svid_ttl: Duration,
         jwt_ttl: Duration,
         mut registration: Registration,
+        state_dir: Option<PathBuf>,
     ) -> Result<Arc<Self>> {
         registration
             .prepare()
@@ -91,8 +109,17 @@ impl Issuer {
                 reason,
             })?;
         registration.check_trust_domain(&trust_domain)?;
+        let authorities = Authorities {
+            active: Arc::new(ca),
+            prepared: None,
+            retiring: Vec::new(),
+            // Monotonic across restarts: the start time, then +1 per change.
+            sequence: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs()),
+        };
         let first = issue_all(
-            &ca,
+            &authorities,
             &jwt_key,
             &trust_domain,
             svid_ttl,
@@ -102,14 +129,15 @@ impl Issuer {
         )?;
         let (tx, _) = watch::channel(Arc::new(first));
         Ok(Arc::new(Self {
-            ca,
             jwt_key,
             trust_domain,
             svid_ttl,
             jwt_ttl,
             registration: RwLock::new(registration),
             tx,
-            issuing: Mutex::new(()),
+            issuing: Mutex::new(authorities),
+            ca_changed: Notify::new(),
+            state_dir,
             validators: Mutex::new(ValidatorCache::default()),
             federated: RwLock::new(Arc::default()),
         }))
@@ -138,8 +166,172 @@ impl Issuer {
         self.svid_ttl
     }
 
-    pub(crate) fn ca(&self) -> &CertificateAuthority {
-        &self.ca
+    /// The CA issuing SVIDs now.
+    pub(crate) fn ca(&self) -> Arc<CertificateAuthority> {
+        Arc::clone(&self.current().ca)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Authorities> {
+        self.issuing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes `current` with our bundle as `authorities` hold it now: the same SVIDs,
+    /// a new generation.
+    fn publish_bundle(&self, authorities: &Authorities, why: &'static str) -> u64 {
+        let current = self.current();
+        let mut next = (*current).clone();
+        next.generation = current.generation + 1;
+        set_bundle(&mut next, authorities);
+        tracing::info!(
+            generation = next.generation,
+            sequence = next.bundle_sequence,
+            roots = next.bundle_roots.len(),
+            why,
+            "trust bundle updated"
+        );
+        let generation = next.generation;
+        self.tx.send_replace(Arc::new(next));
+        generation
+    }
+
+    /// Starts a CA rotation: a new CA (same trust domain and key algorithm) joins the
+    /// bundle at once (`spiffe_sequence` + 1); it issues the SVIDs after `activate_in`
+    /// (at once if zero, before returning). Returns the sequence of the bundle holding the
+    /// new root. A rotation still prepared is activated first.
+    pub(crate) fn rotate_ca(&self, activate_in: Duration) -> Result<u64> {
+        let mut authorities = self.lock();
+        if !authorities.active.is_root() {
+            return Err(Error::Config {
+                reason: format!(
+                    "cannot rotate the CA {:?}: it is an intermediate of an upstream CA whose key \
+                     the agent does not hold; expected a self-signed root (rotate upstream and \
+                     restart with the new intermediate)",
+                    authorities.active.subject()
+                ),
+            });
+        }
+        if authorities.prepared.is_some() {
+            self.activate_locked(&mut authorities)?;
+        }
+        let next_sequence = authorities.sequence + 1;
+        let ca = CertificateAuthority::new_root(
+            &CaParams::new(format!(
+                "mtls-agent CA {} {next_sequence}",
+                self.trust_domain
+            ))
+            .key_algorithm(authorities.active.key_algorithm())
+            .valid_for(CA_TTL),
+        )?;
+        tracing::info!(subject = %ca.subject(), activate_in = ?activate_in, "prepared a new CA");
+        authorities.prepared = Some((Arc::new(ca), Instant::now() + activate_in));
+        authorities.sequence = next_sequence;
+        self.publish_bundle(&authorities, "CA prepared");
+        crate::metrics::ca_rotation("prepared");
+        if activate_in.is_zero() {
+            self.activate_locked(&mut authorities)?;
+        }
+        drop(authorities);
+        self.ca_changed.notify_one();
+        Ok(next_sequence)
+    }
+
+    /// The prepared CA (if any) starts issuing: every SVID is reissued from it and pushed;
+    /// the former CA stays in the bundle until its last SVID has expired.
+    fn activate_locked(&self, authorities: &mut Authorities) -> Result<()> {
+        let Some((ca, _)) = authorities.prepared.take() else {
+            return Ok(());
+        };
+        if let Some(dir) = &self.state_dir {
+            // Stored before it issues anything: a restart keeps issuing from it.
+            store_ca(dir, &ca)?;
+        }
+        let former = std::mem::replace(&mut authorities.active, ca);
+        // Every SVID the former CA issued was issued before now and lives at most
+        // svid_ttl (the bundle endpoint's SVID too).
+        authorities
+            .retiring
+            .push((former, Instant::now() + self.svid_ttl));
+        let generation = self.current().generation + 1;
+        let next = issue_all(
+            authorities,
+            &self.jwt_key,
+            &self.trust_domain,
+            self.svid_ttl,
+            &self.registration(),
+            generation,
+            self.federated(),
+        )?;
+        tracing::info!(generation, ca = %authorities.active.subject(), svids = next.svids.len(), "activated the new CA");
+        crate::metrics::rotation("CA rotation");
+        crate::metrics::ca_rotation("activated");
+        self.tx.send_replace(Arc::new(next));
+        Ok(())
+    }
+
+    /// Removes former CAs' roots from the bundle: all of them if `all`, else those whose
+    /// SVIDs have all expired. Returns the new `spiffe_sequence` if the bundle changed.
+    pub(crate) fn retire(&self, all: bool) -> Option<u64> {
+        let mut authorities = self.lock();
+        let now = Instant::now();
+        let before = authorities.retiring.len();
+        authorities.retiring.retain(|(_, at)| !all && *at > now);
+        let retired = before - authorities.retiring.len();
+        if retired == 0 {
+            return None;
+        }
+        authorities.sequence += 1;
+        self.publish_bundle(&authorities, "former CA retired");
+        for _ in 0..retired {
+            crate::metrics::ca_rotation("retired");
+        }
+        let sequence = authorities.sequence;
+        drop(authorities);
+        self.ca_changed.notify_one();
+        Some(sequence)
+    }
+
+    /// Activates the prepared CA now, if there is one (whether it was).
+    pub(crate) fn activate_now(&self) -> Result<bool> {
+        let mut authorities = self.lock();
+        if authorities.prepared.is_none() {
+            return Ok(false);
+        }
+        self.activate_locked(&mut authorities)?;
+        drop(authorities);
+        self.ca_changed.notify_one();
+        Ok(true)
+    }
+
+    /// Activates a prepared CA whose time has come and retires expired former CAs.
+    pub(crate) fn ca_deadlines_passed(&self) -> Result<()> {
+        {
+            let mut authorities = self.lock();
+            if authorities
+                .prepared
+                .as_ref()
+                .is_some_and(|(_, at)| *at <= Instant::now())
+            {
+                self.activate_locked(&mut authorities)?;
+            }
+        }
+        self.retire(false);
+        Ok(())
+    }
+
+    /// The next CA activation or retirement, if one is pending.
+    pub(crate) fn next_ca_deadline(&self) -> Option<Instant> {
+        let authorities = self.lock();
+        authorities
+            .prepared
+            .iter()
+            .map(|(_, at)| *at)
+            .chain(authorities.retiring.iter().map(|(_, at)| *at))
+            .min()
+    }
+
+    /// Resolves when a CA deadline may have changed.
+    pub(crate) async fn ca_changed(&self) {
+        self.ca_changed.notified().await;
     }
 
     fn federated(&self) -> Arc<mtls_core::BundleSet> {
@@ -152,7 +344,7 @@ impl Issuer {
     /// Publishes foreign trust domains' bundles (our own domain's is left out) on every
     /// open stream: the same SVIDs, a new generation.
     pub(crate) fn set_federated(&self, bundles: &mtls_core::BundleSet) -> u64 {
-        let _guard = self.issuing.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.lock();
         let own = self.trust_domain.to_string();
         let foreign: mtls_core::BundleSet = bundles
             .iter()
@@ -167,13 +359,8 @@ impl Issuer {
         let generation = current.generation + 1;
         let next = Snapshot {
             generation,
-            issued_at: current.issued_at,
-            trust_domain: current.trust_domain.clone(),
-            bundle_der: current.bundle_der.clone(),
-            bundle_pem: current.bundle_pem.clone(),
-            svids: current.svids.clone(),
-            jwks: current.jwks.clone(),
             federated: Arc::new(foreign),
+            ..(*current).clone()
         };
         tracing::info!(
             generation,
@@ -191,11 +378,11 @@ impl Issuer {
 
     /// Issues a new SVID for every registered ID and pushes it to every open stream.
     pub(crate) fn rotate(&self, reason: &'static str) -> Result<u64> {
-        let _guard = self.issuing.lock().unwrap_or_else(PoisonError::into_inner);
+        let authorities = self.lock();
         let generation = self.current().generation + 1;
         let registration = self.registration();
         let next = issue_all(
-            &self.ca,
+            &authorities,
             &self.jwt_key,
             &self.trust_domain,
             self.svid_ttl,
@@ -279,8 +466,60 @@ impl ValidatorCache {
     }
 }
 
+/// The CAs of our trust domain: the active one, a prepared one (in the bundle, not yet
+/// issuing) and former ones (in the bundle until their SVIDs have expired).
+struct Authorities {
+    active: Arc<CertificateAuthority>,
+    prepared: Option<(Arc<CertificateAuthority>, Instant)>,
+    /// Oldest first, with when each leaves the bundle.
+    retiring: Vec<(Arc<CertificateAuthority>, Instant)>,
+    /// `spiffe_sequence` of the bundle they make.
+    sequence: u64,
+}
+
+impl Authorities {
+    /// The CAs whose roots are in the bundle, oldest first.
+    fn in_bundle(&self) -> impl Iterator<Item = &Arc<CertificateAuthority>> {
+        self.retiring
+            .iter()
+            .map(|(ca, _)| ca)
+            .chain(std::iter::once(&self.active))
+            .chain(self.prepared.iter().map(|(ca, _)| ca))
+    }
+}
+
+/// Lifetime of a CA the agent makes (the agent is for development and single hosts; pass
+/// your own CA for anything longer-lived, or rotate).
+const CA_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Our trust domain's bundle in `snapshot` as `authorities` make it.
+fn set_bundle(snapshot: &mut Snapshot, authorities: &Authorities) {
+    let mut roots: Vec<CertificateDer<'static>> = Vec::new();
+    let mut pems = Vec::new();
+    for ca in authorities.in_bundle() {
+        let root = ca.root_der().unwrap_or(ca.cert_der()).clone();
+        if roots.contains(&root) {
+            continue;
+        }
+        pems.push(ca.root_pem().unwrap_or_else(|| ca.cert_pem()));
+        roots.push(root);
+    }
+    snapshot.bundle_der = roots.iter().flat_map(|c| c.as_ref().to_vec()).collect();
+    snapshot.bundle_pem = pems.concat();
+    snapshot.bundle_roots = roots;
+    snapshot.bundle_root_pems = pems;
+    snapshot.bundle_sequence = authorities.sequence;
+    snapshot.ca = Arc::clone(&authorities.active);
+    snapshot.oldest_ca = Arc::clone(
+        authorities
+            .in_bundle()
+            .next()
+            .unwrap_or(&authorities.active),
+    );
+}
+
 fn issue_all(
-    ca: &CertificateAuthority,
+    authorities: &Authorities,
     jwt_key: &SigningKey,
     trust_domain: &TrustDomain,
     ttl: Duration,
@@ -288,6 +527,7 @@ fn issue_all(
     generation: u64,
     federated: Arc<mtls_core::BundleSet>,
 ) -> Result<Snapshot> {
+    let ca = &authorities.active;
     let mut svids = BTreeMap::new();
     for id in registration.spiffe_ids() {
         let issued = ca.issue(
@@ -318,24 +558,39 @@ fn issue_all(
         );
     }
     crate::metrics::svids_issued(svids.len());
-    let root = ca.root_der().unwrap_or(ca.cert_der());
-    let bundle_pem = ca.root_pem().unwrap_or_else(|| ca.cert_pem());
     let mut jwk = jwt_key.jwk(None);
     // The Workload API serves a plain JWKS; `use` is left out so both SPIFFE libraries
     // (which expect `jwt-svid` in bundle documents) and JOSE validators (`sig`) accept it.
     if let Some(obj) = jwk.as_object_mut() {
         obj.remove("use");
     }
-    Ok(Snapshot {
+    let mut snapshot = Snapshot {
         generation,
         issued_at: Instant::now(),
         trust_domain: trust_domain.clone(),
-        bundle_der: root.as_ref().to_vec(),
-        bundle_pem,
+        bundle_der: Vec::new(),
+        bundle_pem: String::new(),
+        bundle_roots: Vec::new(),
+        bundle_root_pems: Vec::new(),
+        bundle_sequence: 0,
+        ca: Arc::clone(ca),
+        oldest_ca: Arc::clone(ca),
         svids,
         jwks: mtls_jwt::jwks_json([jwk]),
         federated,
-    })
+    };
+    set_bundle(&mut snapshot, authorities);
+    Ok(snapshot)
+}
+
+/// Stores `ca` as the state directory's CA: the key first (a crash between the two
+/// leaves a certificate and key that do not match, which the next start refuses rather
+/// than issuing from the wrong CA).
+fn store_ca(dir: &Path, ca: &CertificateAuthority) -> Result<()> {
+    mtls_certs::write_private_key(&dir.join("ca-key.pem"), &ca.key_pem(), true)?;
+    mtls_certs::write_file(&dir.join("ca.pem"), &ca.cert_pem())?;
+    tracing::info!(path = %dir.join("ca.pem").display(), subject = %ca.subject(), "stored the new CA");
+    Ok(())
 }
 
 /// Loads the CA and JWT key from `state_dir`, or creates and stores them (keys 0600).
@@ -368,12 +623,10 @@ pub(crate) fn load_or_create_state(
     Ok((ca, jwt_key))
 }
 
-/// A CA for `trust_domain`, valid for a year (the agent is for development and single
-/// hosts; pass your own CA for anything longer-lived).
+/// A CA for `trust_domain`, valid for [`CA_TTL`] (a year).
 pub(crate) fn new_ca(trust_domain: &TrustDomain) -> Result<CertificateAuthority> {
     Ok(CertificateAuthority::new_root(
-        &CaParams::new(format!("mtls-agent CA {trust_domain}"))
-            .valid_for(Duration::from_secs(365 * 24 * 3600)),
+        &CaParams::new(format!("mtls-agent CA {trust_domain}")).valid_for(CA_TTL),
     )?)
 }
 
@@ -405,6 +658,44 @@ pub(crate) async fn rotation_task(issuer: Arc<Issuer>) {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Rotates the CA every `every` (if set), activates prepared CAs and retires former ones
+/// when their time comes.
+pub(crate) async fn ca_task(issuer: Arc<Issuer>, every: Option<Duration>, activate_in: Duration) {
+    let mut next_rotation = every.map(|e| Instant::now() + e);
+    loop {
+        let deadline = issuer
+            .next_ca_deadline()
+            .into_iter()
+            .chain(next_rotation)
+            .min();
+        let wait = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = wait => {
+                let now = Instant::now();
+                if let (Some(at), Some(every)) = (next_rotation, every)
+                    && at <= now
+                {
+                    next_rotation = Some(now + every);
+                    if let Err(e) = issuer.rotate_ca(activate_in) {
+                        tracing::error!(error = %e, "scheduled CA rotation failed; retrying in 5 s");
+                        next_rotation = Some(now + Duration::from_secs(5));
+                    }
+                }
+                if let Err(e) = issuer.ca_deadlines_passed() {
+                    tracing::error!(error = %e, "activating the prepared CA failed; retrying in 5 s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+            () = issuer.ca_changed() => {}
         }
     }
 }

@@ -29,6 +29,19 @@
 //! SDS validation context `spiffe://<foreign td>` (SPIRE's naming), and to delivered files.
 //! Our own domain's bundle is never replaced by a federated one.
 //!
+//! ## CA rotation
+//! [`Agent::rotate_ca`] (or `--rotate-ca-every DURATION`, [`AgentConfig::rotate_ca_every`];
+//! off by default) rotates the CA the way SPIRE does: a new CA (same trust domain, same key
+//! algorithm) is *prepared* — its root joins the bundle next to the old one, with
+//! `spiffe_sequence` + 1, on every consumer (Workload API, SDS `spiffe://<td>`/`ROOTCA`/`ALL`,
+//! delivered bundle files, the bundle endpoint) — then, after
+//! [`AgentConfig::ca_activation_delay`] (default: the bundle endpoint's refresh hint, so
+//! federated peers have polled; zero without one), *activated*: every SVID is reissued from
+//! it. The old root is *retired* from the bundle (`spiffe_sequence` + 1) once its last SVID
+//! has expired, one `svid_ttl` later, or at once with [`Agent::retire_old_cas`]. Open
+//! connections made with old SVIDs keep verifying during the overlap. The bundle endpoint
+//! serves the bundle as it is at each request. The JWT-SVID key is not rotated.
+//!
 //! ## Filesystem delivery
 //! For programs that cannot speak the Workload API (nginx, an Envoy with file mounts), the
 //! agent writes one registered ID's SVID and the trust bundle into a folder the way

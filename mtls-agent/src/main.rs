@@ -89,6 +89,16 @@ struct Args {
     /// (bundle files PEM or SPIFFE JSON).
     #[arg(long, value_name = "SPEC")]
     federate: Vec<String>,
+    /// Rotate the CA this often (off by default): a new CA joins the trust bundle at once
+    /// (old and new roots, spiffe_sequence + 1), issues the SVIDs after
+    /// --ca-activation-delay, and the old root leaves the bundle once its SVIDs have expired.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    rotate_ca_every: Option<Duration>,
+    /// How long a rotated CA is only in the bundle before it issues SVIDs (default: the
+    /// --bundle-refresh-hint when a bundle endpoint is served, so federated peers fetch the
+    /// new root first; else 0).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    ca_activation_delay: Option<Duration>,
     /// Serve Prometheus text metrics (SVIDs issued, rotations, connections, refused callers)
     /// on http://ADDR/metrics; without a value on 127.0.0.1:9464 (loopback). Needs a build
     /// with the `metrics` feature.
@@ -177,6 +187,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         config = config.serve_bundle_endpoint(addr, profile, args.bundle_refresh_hint);
+    }
+    if let Some(every) = args.rotate_ca_every {
+        config = config.rotate_ca_every(every);
+    }
+    if let Some(delay) = args.ca_activation_delay {
+        config = config.ca_activation_delay(delay);
     }
     for spec in &args.federate {
         config = config

@@ -6,7 +6,8 @@
 //! | metric (labels) | kind | SPIRE agent |
 //! |---|---|---|
 //! | `mtls.agent.svids.issued` | counter | `spire_agent_svid_*` (rotations of cached SVIDs) |
-//! | `mtls.agent.rotations` (`reason` = `half-life`/`requested`/`registration reloaded`) | counter | `spire_agent_manager_sync` |
+//! | `mtls.agent.rotations` (`reason` = `half-life`/`requested`/`registration reloaded`/`CA rotation`) | counter | `spire_agent_manager_sync` |
+//! | `mtls.agent.ca.rotations` (`phase` = `prepared`/`activated`/`retired`) | counter | the SPIRE server CA manager's prepare/activate steps |
 //! | `mtls.agent.connections` (`socket` = `Workload API`/`SDS`, `result` = `accepted`/`refused`) | counter | `spire_agent_workload_api_connection` |
 //! | `mtls.agent.callers.refused` | counter | `spire_agent_workload_api_..._no_identity_issued` |
 //!
@@ -23,8 +24,14 @@
 pub const SVIDS_ISSUED: &str = "mtls.agent.svids.issued";
 /// Counter: rotations (a new SVID for every ID), by [`REASON`].
 pub const ROTATIONS: &str = "mtls.agent.rotations";
-/// Label of [`ROTATIONS`]: `half-life`, `requested` or `registration reloaded`.
+/// Label of [`ROTATIONS`]: `half-life`, `requested`, `registration reloaded` or
+/// `CA rotation` (a new CA activated).
 pub const REASON: &str = "reason";
+/// Counter: CA rotation steps ([`Agent::rotate_ca`](crate::Agent::rotate_ca)), by [`PHASE`].
+pub const CA_ROTATIONS: &str = "mtls.agent.ca.rotations";
+/// Label of [`CA_ROTATIONS`]: `prepared` (a new root joined the bundle), `activated` (it
+/// issues the SVIDs) or `retired` (a former root left the bundle).
+pub const PHASE: &str = "phase";
 /// Counter: connections to the agent's sockets, by [`SOCKET`] and [`RESULT`].
 pub const CONNECTIONS: &str = "mtls.agent.connections";
 /// Label of [`CONNECTIONS`]: `Workload API` or `SDS`.
@@ -43,6 +50,10 @@ pub fn describe() {
         mtls_jwt::metrics::describe();
         describe_counter!(SVIDS_ISSUED, "X509-SVIDs issued");
         describe_counter!(ROTATIONS, "SVID rotations, by reason");
+        describe_counter!(
+            CA_ROTATIONS,
+            "CA rotation steps: a new root prepared, activated, or a former root retired"
+        );
         describe_counter!(
             CONNECTIONS,
             "Connections to the Workload API and SDS sockets, accepted or refused"
@@ -67,6 +78,15 @@ pub(crate) fn rotation(reason: &'static str) {
     ::metrics::counter!(ROTATIONS, REASON => reason).increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = reason;
+}
+
+/// One step of a CA rotation.
+#[inline]
+pub(crate) fn ca_rotation(phase: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(CA_ROTATIONS, PHASE => phase).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = phase;
 }
 
 /// A connection to `socket` accepted or refused.

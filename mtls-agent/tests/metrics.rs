@@ -1,7 +1,7 @@
 //! Issue 15: the agent's counters read back through `metrics-util`'s `DebuggingRecorder`
 //! (agent, its accept loops and the clients on the test's current-thread runtime): SVIDs
 //! issued at start and per rotation, rotations by reason, Workload API connections, a caller
-//! with no registration entry refused.
+//! with no registration entry refused; the steps of a CA rotation.
 #![cfg(feature = "metrics")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -73,4 +73,33 @@ fn svids_rotations_connections_and_refused_callers_are_counted() {
         values.label_sets(CONNECTIONS)
     );
     assert_eq!(values.counter(CALLERS_REFUSED, &[]), 1);
+}
+
+#[test]
+fn ca_rotation_steps_are_counted() {
+    use mtls_agent::metrics::{CA_ROTATIONS, PHASE};
+    let rec = Recorded::new();
+    let values = rec.block_on(async {
+        let t = TestAgent::start_with(&web_for_me(), |c| {
+            c.ca_activation_delay(Duration::from_secs(3600))
+        })
+        .await;
+        t.agent.rotate_ca().unwrap();
+        t.agent.activate_prepared_ca().unwrap();
+        t.agent.retire_old_cas().unwrap();
+        rec.take_until(Duration::from_secs(10), |v| {
+            v.counter_total(CA_ROTATIONS) >= 3
+        })
+        .await
+    });
+    for phase in ["prepared", "activated", "retired"] {
+        assert_eq!(
+            values.counter(CA_ROTATIONS, &[(PHASE, phase)]),
+            1,
+            "{phase}"
+        );
+    }
+    // Activation reissues every SVID: one rotation, reason "CA rotation".
+    assert_eq!(values.counter(ROTATIONS, &[(REASON, "CA rotation")]), 1);
+    assert_eq!(values.counter(SVIDS_ISSUED, &[]), 2);
 }
