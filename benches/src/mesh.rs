@@ -97,7 +97,10 @@ pub async fn serve_replica(
             };
             let mut options = mtls_tonic::server::ServerOptions::default();
             if let Some(age) = max_connection_age {
-                options = options.max_connection_age(age, RECYCLE_GRACE);
+                options = options.max_connection_age(Some(mtls_tonic::server::ConnectionAge::new(
+                    age,
+                    RECYCLE_GRACE,
+                )));
             }
             let handle =
                 bookstore::server::spawn_with(listener, service, security, options).map_err(bs)?;

@@ -234,10 +234,12 @@
 //! ```no_run
 //! # async fn run(config: rustls::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use mtls_tonic::server::{MtlsIncoming, ServerOptions};
+//! use mtls_tonic::server::{ConnectionAge, MtlsIncoming, ServerOptions};
 //! // GOAWAY after ~5 min (± 10 %), in-flight calls get 30 s more, then the connection closes.
-//! let options = ServerOptions::default()
-//!     .max_connection_age(Duration::from_secs(300), Duration::from_secs(30));
+//! let options = ServerOptions::default().max_connection_age(Some(ConnectionAge::new(
+//!     Duration::from_secs(300),
+//!     Duration::from_secs(30),
+//! )));
 //! let listener = options.bind("0.0.0.0:50051".parse()?)?;
 //! let (_reporter, health) = tonic_health::server::health_reporter();
 //! options
@@ -287,7 +289,8 @@
 
 // Public modules, tower style (`tower::balance`, `tonic::transport`): one per concern.
 // The root keeps the crate-wide vocabulary only, as tower keeps `Service`/`ServiceExt`
-// and tonic `Request`/`Status`: `Error`, `Result`, `MethodPattern`, `PeerIdentityExt`, `tonic`.
+// and tonic `Request`/`Status`: `Error`, `Result`, `MethodPattern`, `Keepalive` (server and
+// balancer), `PeerIdentityExt`, `tonic`.
 pub mod authz;
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
@@ -299,6 +302,7 @@ mod frames;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
+mod keepalive;
 mod method;
 pub mod metrics;
 pub mod server;
@@ -307,6 +311,7 @@ pub mod server;
 pub mod testing;
 
 pub use error::{Error, Result};
+pub use keepalive::Keepalive;
 pub use method::MethodPattern;
 pub use server::PeerIdentityExt;
 

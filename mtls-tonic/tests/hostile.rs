@@ -134,7 +134,7 @@ fn hostile_server_child() {
             .unwrap();
         let mut options = ServerOptions::default();
         if let Some(interval) = env_ms("MTLS_HOSTILE_KEEPALIVE_MS") {
-            options = options.http2_keepalive(Some(interval), interval);
+            options = options.http2_keepalive(Some(mtls_tonic::Keepalive::new(interval, interval)));
         }
         if let Some(timeout) = env_ms("MTLS_HOSTILE_HANDSHAKE_TIMEOUT_MS") {
             options = options.handshake_timeout(timeout);
@@ -823,7 +823,8 @@ async fn handshake_failures_and_timeouts_are_logged_a_few_lines_per_second_with_
 async fn a_source_over_its_handshake_rate_is_closed_before_tls_and_others_are_served() {
     let _shared = TIMED.read().await;
     let pki = Pki::new();
-    let options = ServerOptions::default().handshake_rate_per_ip(Some((20, 1)));
+    let options = ServerOptions::default()
+        .handshake_rate_per_ip(Some(mtls_tonic::server::RateLimit::new(20, 1)));
     let listener = options.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = MtlsIncoming::configured(

@@ -14,8 +14,9 @@ use std::{
 
 use mtls_core::{Authorize, ClientConfigBuilder, IdentityHandle, ServerConfigBuilder};
 use mtls_tonic::{
-    balance::{BalancedChannel, ChannelState, ResolutionState, WaitForReady},
+    balance::{BalancedChannel, ChannelState, DnsTimeout, ResolutionState, WaitForReady},
     client::MtlsConnector,
+    server::ConnectionAge,
 };
 use support::{
     fixture::{Fixture, NAME, TTL, assert_no_failed_call, call, finish, ip, load, ready_count},
@@ -163,7 +164,7 @@ async fn refused_first_call(
     let channel =
         BalancedChannel::builder(format!("bookstore.test:{port}"), MtlsConnector::new(config))
             .nameserver(dns)
-            .dns_timeout(Duration::from_millis(300), 1)
+            .dns_timeout(DnsTimeout::new(Duration::from_millis(300), 1))
             .build()
             .unwrap();
     let started = Instant::now();
@@ -399,8 +400,9 @@ async fn recycling_while_identities_rotate(recycler: Recycler) {
             Recycler::Ours => Replica::start_with_options(
                 l,
                 server_config.clone(),
-                mtls_tonic::server::ServerOptions::default()
-                    .max_connection_age(Duration::from_secs(2), Duration::from_secs(10)),
+                mtls_tonic::server::ServerOptions::default().max_connection_age(Some(
+                    ConnectionAge::new(Duration::from_secs(2), Duration::from_secs(10)),
+                )),
                 |server| server,
             ),
             Recycler::Tonic => Replica::start_with(l, server_config.clone(), |server| {
@@ -507,9 +509,10 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
     let (port, mut listeners) = support::replica::bind_shared_port(&[ip(2)]);
     let config = Arc::new(pki.server_config(Pki::member_policy()));
     // Younger than 1 s: a GOAWAY is never an endpoint failure, whatever the age.
-    let options = mtls_tonic::server::ServerOptions::default()
-        .max_connection_age(Duration::from_millis(600), Duration::from_millis(500));
-    let (age, _) = options.max_connection_age_value().unwrap();
+    let options = mtls_tonic::server::ServerOptions::default().max_connection_age(Some(
+        ConnectionAge::new(Duration::from_millis(600), Duration::from_millis(500)),
+    ));
+    let age = options.max_connection_age.unwrap().age;
     let apply = options.clone();
     let _replica =
         Replica::start_with_options(listeners.remove(0), config, options, move |server| {
@@ -592,7 +595,7 @@ async fn single_replica_recycling(recycler: Recycler, age: Duration) {
             listener,
             config,
             mtls_tonic::server::ServerOptions::default()
-                .max_connection_age(age, Duration::from_secs(10)),
+                .max_connection_age(Some(ConnectionAge::new(age, Duration::from_secs(10)))),
             |server| server,
         ),
         Recycler::Tonic => Replica::start_with(listener, config, move |server| {

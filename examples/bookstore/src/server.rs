@@ -165,8 +165,9 @@ pub const REPLICA_LABEL: &str = "replica";
 /// use std::time::Duration;
 /// use bookstore::{BookstoreService, Security, Store, server};
 /// let listener = server::bind("127.0.0.1:0".parse().unwrap(), true).await?;
-/// let options = mtls_tonic::server::ServerOptions::default()
-///     .max_connection_age(Duration::from_secs(2), Duration::from_secs(10));
+/// use mtls_tonic::server::{ConnectionAge, ServerOptions};
+/// let options = ServerOptions::default()
+///     .max_connection_age(Some(ConnectionAge::new(Duration::from_secs(2), Duration::from_secs(10))));
 /// let service = BookstoreService::new(Store::seeded(), "r1")?;
 /// let handle = server::spawn_with(listener, service, Security::Plaintext, options)?;
 /// handle.wait().await

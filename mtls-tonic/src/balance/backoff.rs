@@ -10,15 +10,19 @@ use std::time::Duration;
 /// let backoff = mtls_tonic::balance::Backoff::default()
 ///     .initial(Duration::from_millis(100))
 ///     .max(Duration::from_secs(2));
-/// assert_eq!(backoff.initial_value(), Duration::from_millis(100));
+/// assert_eq!(backoff.initial, Duration::from_millis(100));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Backoff {
-    initial: Duration,
-    multiplier: f64,
-    jitter: f64,
-    max: Duration,
+    /// First delay (default 1 s).
+    pub initial: Duration,
+    /// Growth per attempt (default 1.6; values below 1 are taken as 1).
+    pub multiplier: f64,
+    /// Random spread as a fraction of each delay (default 0.2; taken within 0..=1).
+    pub jitter: f64,
+    /// Largest delay before jitter (default 120 s).
+    pub max: Duration,
 }
 
 impl Default for Backoff {
@@ -41,21 +45,13 @@ impl Backoff {
 
     /// Growth per attempt (default 1.6; values below 1 are taken as 1).
     pub fn multiplier(mut self, multiplier: f64) -> Self {
-        self.multiplier = if multiplier.is_finite() {
-            multiplier.max(1.0)
-        } else {
-            1.0
-        };
+        self.multiplier = multiplier;
         self
     }
 
     /// Random spread as a fraction of each delay (default 0.2, clamped to 0..=1).
     pub fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = if jitter.is_finite() {
-            jitter.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        self.jitter = jitter;
         self
     }
 
@@ -65,17 +61,19 @@ impl Backoff {
         self
     }
 
-    /// The configured first delay.
-    pub fn initial_value(&self) -> Duration {
-        self.initial
-    }
-
-    /// The configured cap.
-    pub fn max_value(&self) -> Duration {
-        self.max
-    }
-
-    pub(crate) fn start(self) -> BackoffState {
+    /// The sequence of these delays; a multiplier below 1 (or not finite) is taken as 1, a
+    /// jitter outside 0..=1 (or not finite) as the nearest bound (0 when not finite).
+    pub(crate) fn start(mut self) -> BackoffState {
+        self.multiplier = if self.multiplier.is_finite() {
+            self.multiplier.max(1.0)
+        } else {
+            1.0
+        };
+        self.jitter = if self.jitter.is_finite() {
+            self.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         BackoffState {
             config: self,
             current: self.initial,
@@ -128,6 +126,24 @@ mod tests {
         assert_eq!(delays, vec![1000, 1600, 2560, 3000, 3000]);
         state.reset();
         assert_eq!(state.next_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn fields_out_of_range_are_taken_within_bounds() {
+        let mut config = Backoff::default().jitter(f64::NAN).multiplier(0.5);
+        config.max = Duration::from_secs(10);
+        let mut state = config.start();
+        let delays: Vec<_> = (0..3).map(|_| state.next_delay().as_millis()).collect();
+        assert_eq!(
+            delays,
+            vec![1000, 1000, 1000],
+            "multiplier 0.5 taken as 1, NaN jitter as 0"
+        );
+        let mut state = Backoff::default().jitter(7.0).start();
+        assert!(
+            state.next_delay() <= Duration::from_secs(2),
+            "jitter 7 taken as 1"
+        );
     }
 
     #[test]

@@ -32,39 +32,39 @@ use super::{
     round_robin::RoundRobin,
     target::Target,
 };
-use crate::{Result, client::MtlsConnector, client::parse_server_name_pub};
+use crate::{Keepalive, Result, client::MtlsConnector, client::parse_server_name_pub};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// HTTP/2 keepalive of each endpoint's connection: a PING every `interval`, the connection
-/// dropped when a PING is not answered within `timeout` (default 20 s / 10 s).
+/// One DNS query's deadline and how many times it is sent before a resolution fails
+/// (defaults 5 s, 2).
 ///
 /// ```
 /// use std::time::Duration;
-/// use mtls_tonic::balance::Keepalive;
-/// let keepalive = Keepalive::new(Duration::from_secs(30), Duration::from_secs(5));
-/// assert_eq!(keepalive.interval, Duration::from_secs(30));
-/// assert_eq!(Keepalive::default().timeout, Duration::from_secs(10));
+/// use mtls_tonic::balance::DnsTimeout;
+/// let dns = DnsTimeout::new(Duration::from_millis(300), 1);
+/// assert_eq!((dns.timeout, dns.attempts), (Duration::from_millis(300), 1));
+/// assert_eq!(DnsTimeout::default().attempts, 2);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Keepalive {
-    /// Time between PINGs.
-    pub interval: Duration,
-    /// How long a PING may go unanswered before the connection is dropped.
+pub struct DnsTimeout {
+    /// How long one query may take.
     pub timeout: Duration,
+    /// How many times a query is sent.
+    pub attempts: usize,
 }
 
-impl Keepalive {
-    /// A PING every `interval`, answered within `timeout`.
-    pub fn new(interval: Duration, timeout: Duration) -> Self {
-        Self { interval, timeout }
+impl DnsTimeout {
+    /// Each query given `timeout`, sent up to `attempts` times.
+    pub fn new(timeout: Duration, attempts: usize) -> Self {
+        Self { timeout, attempts }
     }
 }
 
-impl Default for Keepalive {
+impl Default for DnsTimeout {
     fn default() -> Self {
-        Self::new(Duration::from_secs(20), Duration::from_secs(10))
+        Self::new(Duration::from_secs(5), 2)
     }
 }
 
@@ -152,10 +152,20 @@ impl BalancedChannelBuilder {
         self
     }
 
-    /// Per-query DNS timeout (default 5 s) and attempts (default 2).
-    pub fn dns_timeout(mut self, timeout: Duration, attempts: usize) -> Self {
-        self.dns.timeout = timeout;
-        self.dns.attempts = attempts;
+    /// How long one DNS query may take and how many times it is sent ([`DnsTimeout`];
+    /// default 5 s, 2 attempts).
+    ///
+    /// ```
+    /// # fn run(connector: mtls_tonic::client::MtlsConnector) {
+    /// use std::time::Duration;
+    /// use mtls_tonic::balance::{BalancedChannel, DnsTimeout};
+    /// let builder = BalancedChannel::builder("bookstore.test:50051", connector)
+    ///     .dns_timeout(DnsTimeout::new(Duration::from_millis(300), 1));
+    /// # let _ = builder; }
+    /// ```
+    pub fn dns_timeout(mut self, dns: DnsTimeout) -> Self {
+        self.dns.timeout = dns.timeout;
+        self.dns.attempts = dns.attempts;
         self
     }
 
@@ -431,7 +441,7 @@ impl BalancedChannelBuilder {
                     target: self.target.clone(),
                     expected: "host:port, dns:///host:port or [ipv6]:port",
                 })?;
-        let sni = match self.connector.server_name_value() {
+        let sni = match self.connector.configured_server_name() {
             Some(name) => name.clone(),
             None => parse_server_name_pub(&target.host)?,
         };

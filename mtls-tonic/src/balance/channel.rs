@@ -182,8 +182,8 @@ impl BalancedChannel {
             connector,
             dns: DnsSettings {
                 nameserver: None,
-                timeout: Duration::from_secs(5),
-                attempts: 2,
+                timeout: super::DnsTimeout::default().timeout,
+                attempts: super::DnsTimeout::default().attempts,
                 refresh_floor: super::Refresh::default().floor,
                 refresh_ceiling: super::Refresh::default().ceiling,
                 refresh_jitter: super::Refresh::default().jitter,
@@ -194,7 +194,7 @@ impl BalancedChannel {
             endpoint: EndpointSettings {
                 backoff: Backoff::default(),
                 connect_timeout: Duration::from_secs(20),
-                keepalive: Some(super::Keepalive::default()),
+                keepalive: Some(crate::Keepalive::default()),
                 health_service: None,
                 drain_timeout: Duration::from_secs(30),
                 http2: Http2Settings::default(),

@@ -91,7 +91,7 @@ async fn connect(ctx: &Ctx, shared: &Shared) -> Result<Connected, Error> {
         // Both windows start at the spec's 64 KiB and grow with the measured BDP.
         builder.adaptive_window(true);
     }
-    if let Some(super::Keepalive {
+    if let Some(crate::Keepalive {
         interval, timeout, ..
     }) = ctx.settings.keepalive
     {

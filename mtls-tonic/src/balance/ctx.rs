@@ -24,7 +24,7 @@ use crate::client::MtlsConnector;
 pub(crate) struct EndpointSettings {
     pub(crate) backoff: Backoff,
     pub(crate) connect_timeout: Duration,
-    pub(crate) keepalive: Option<super::Keepalive>,
+    pub(crate) keepalive: Option<crate::Keepalive>,
     pub(crate) health_service: Option<String>,
     pub(crate) drain_timeout: Duration,
     /// tonic `Endpoint`'s HTTP/2 windows (`None`: hyper's defaults, as tonic).

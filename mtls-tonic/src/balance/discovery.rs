@@ -237,9 +237,9 @@ pub(crate) async fn run_source(ctx: Arc<Ctx>, mut source: Box<dyn Discovery>, tx
                         let sni = endpoint
                             .server_name
                             .clone()
-                            .or_else(|| connector.server_name_value().cloned())
+                            .or_else(|| connector.configured_server_name().cloned())
                             .unwrap_or_else(|| ctx.sni.clone());
-                        (connector.with_server_name_value(sni.clone()), sni)
+                        (connector.for_server_name(sni.clone()), sni)
                     });
                 let shared = Shared::with_dial(addr, &ctx, dial);
                 ctx.register(shared.clone());

@@ -31,7 +31,7 @@ mod source;
 mod target;
 
 pub use backoff::Backoff;
-pub use builder::{BalancedChannelBuilder, Keepalive, LoadPolicy, Refresh};
+pub use builder::{BalancedChannelBuilder, DnsTimeout, LoadPolicy, Refresh};
 pub use call::{ResponseFuture, WaitForReady};
 pub use channel::BalancedChannel;
 pub use endpoint::ServedBy;

@@ -132,13 +132,13 @@ impl MtlsConnector {
     }
 
     /// The configured server name, if any.
-    pub fn server_name_value(&self) -> Option<&ServerName<'static>> {
+    pub(crate) fn configured_server_name(&self) -> Option<&ServerName<'static>> {
         self.server_name.as_ref()
     }
 
     /// This connector with `name` as its server name (an endpoint's own name).
     #[cfg(feature = "balance")]
-    pub(crate) fn with_server_name_value(mut self, name: ServerName<'static>) -> Self {
+    pub(crate) fn for_server_name(mut self, name: ServerName<'static>) -> Self {
         self.server_name = Some(name);
         self
     }

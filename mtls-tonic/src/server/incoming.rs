@@ -92,7 +92,9 @@ impl MtlsIncoming {
             admission: Admission::new(
                 options.max_concurrent_handshakes,
                 options.max_handshakes_per_ip,
-                options.handshake_rate_per_ip,
+                options
+                    .handshake_rate_per_ip
+                    .map(|r| (r.burst, r.per_second)),
             ),
             log: Arc::new(ServerLog::new()),
             acceptor,
@@ -241,17 +243,15 @@ async fn handshake(
         }
     };
     debug!(%remote, %peer, tls = peer.negotiated().map(tracing::field::display), "mTLS connection accepted");
-    let guard = FrameGuard::new(
-        shared.options.control_frame_burst,
-        shared.options.control_frames_per_second,
-    );
+    let budget = shared.options.control_frame_budget;
+    let guard = FrameGuard::new(budget.burst.max(1), budget.per_second);
     let info = MtlsConnectInfo::accepted(peer, remote, local, &tls);
     let mut stream = MtlsStream::new(tls, info, guard, log.clone());
-    if let (Some(age), Some((_, grace))) = (
+    if let (Some(age), Some(recycle)) = (
         shared.options.connection_age(),
         shared.options.max_connection_age,
     ) {
-        stream.recycle_after(age, grace);
+        stream.recycle_after(age, recycle.grace);
     }
     Some(stream)
 }

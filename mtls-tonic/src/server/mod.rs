@@ -26,7 +26,7 @@ mod stream;
 mod tonic_info;
 
 pub use incoming::MtlsIncoming;
-pub use options::ServerOptions;
+pub use options::{ConnectionAge, RateLimit, ServerOptions};
 pub use peer::PeerIdentityExt;
 pub use stream::{MtlsConnectInfo, MtlsStream};
 pub use tonic_info::{TonicConnectInfoLayer, TonicConnectInfoService};

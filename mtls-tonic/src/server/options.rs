@@ -6,6 +6,8 @@ use std::{io, net::SocketAddr, time::Duration};
 
 use tokio::net::{TcpListener, TcpSocket};
 
+use crate::Keepalive;
+
 /// The limits of an mTLS server: the accept path of [`MtlsIncoming`](crate::server::MtlsIncoming)
 /// and the HTTP/2 settings of tonic's server ([`ServerOptions::apply`]).
 ///
@@ -42,32 +44,97 @@ use tokio::net::{TcpListener, TcpSocket};
 ///     .handshake_timeout(Duration::from_secs(5))
 ///     .max_concurrent_handshakes(64)
 ///     .max_concurrent_streams(50);
-/// assert_eq!(options.handshake_timeout_value(), Duration::from_secs(5));
+/// assert_eq!(options.handshake_timeout, Duration::from_secs(5));
 /// // The HTTP/2 limits go onto tonic's server builder:
 /// let _server = options.apply(tonic::transport::Server::builder());
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerOptions {
-    pub(crate) listen_backlog: u32,
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) max_concurrent_handshakes: usize,
-    pub(crate) max_handshakes_per_ip: usize,
-    pub(crate) handshake_rate_per_ip: Option<(u32, u32)>,
+    /// The kernel's queue of connections not yet accepted (default 1024, at least 1).
+    pub listen_backlog: u32,
+    /// TCP accept to finished TLS handshake (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Incomplete handshakes held at once (default 256, at least 1).
+    pub max_concurrent_handshakes: usize,
+    /// Incomplete handshakes of one source IP (default 64, at least 1).
+    pub max_handshakes_per_ip: usize,
+    /// New connections of one source IP (default 200, +100/s); `None` is unlimited.
+    pub handshake_rate_per_ip: Option<RateLimit>,
     pub(crate) accepted_queue: usize,
-    pub(crate) max_concurrent_streams: u32,
-    pub(crate) max_header_list_size: u32,
-    pub(crate) max_pending_accept_reset_streams: usize,
-    pub(crate) max_local_error_reset_streams: usize,
-    pub(crate) initial_stream_window_size: u32,
-    pub(crate) initial_connection_window_size: u32,
-    pub(crate) max_frame_size: u32,
-    pub(crate) keepalive_interval: Option<Duration>,
-    pub(crate) keepalive_timeout: Duration,
-    pub(crate) control_frame_burst: u32,
-    pub(crate) control_frames_per_second: u32,
-    /// grpc-go's MaxConnectionAge (jittered per connection) and MaxConnectionAgeGrace.
-    pub(crate) max_connection_age: Option<(Duration, Duration)>,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` (default 100, at least 1).
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` in bytes (default 16 KiB).
+    pub max_header_list_size: u32,
+    /// Streams reset by the client before they were accepted (default 20).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server reset for the peer's errors (default 1024).
+    pub max_local_error_reset_streams: usize,
+    /// HTTP/2 initial stream window in bytes (default 1 MiB).
+    pub initial_stream_window_size: u32,
+    /// HTTP/2 initial connection window in bytes (default 1 MiB).
+    pub initial_connection_window_size: u32,
+    /// HTTP/2 `SETTINGS_MAX_FRAME_SIZE` in bytes (default 16 KiB).
+    pub max_frame_size: u32,
+    /// HTTP/2 keepalive PINGs (default 60 s / 20 s); `None` is off.
+    pub http2_keepalive: Option<Keepalive>,
+    /// PING and SETTINGS frames a connection may send (default 1000, +1000/s; burst at
+    /// least 1).
+    pub control_frame_budget: RateLimit,
+    /// Connection recycling (grpc-go's `MaxConnectionAge` and `MaxConnectionAgeGrace`);
+    /// `None` (the default) is off.
+    pub max_connection_age: Option<ConnectionAge>,
+}
+
+/// A token bucket: `burst` at once, refilled at `per_second`
+/// ([`ServerOptions::handshake_rate_per_ip`], [`ServerOptions::control_frame_budget`]).
+///
+/// ```
+/// use mtls_tonic::server::{RateLimit, ServerOptions};
+/// let options = ServerOptions::default().handshake_rate_per_ip(Some(RateLimit::new(20, 1)));
+/// assert_eq!(options.handshake_rate_per_ip.unwrap().burst, 20);
+/// assert_eq!(ServerOptions::default().control_frame_budget.per_second, 1000);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// How many at once, with a full bucket.
+    pub burst: u32,
+    /// How many more each second.
+    pub per_second: u32,
+}
+
+impl RateLimit {
+    /// `burst` at once, refilled at `per_second`.
+    pub fn new(burst: u32, per_second: u32) -> Self {
+        Self { burst, per_second }
+    }
+}
+
+/// Connection recycling: a GOAWAY once a connection is `age` old (± 10 % jitter per
+/// connection), then `grace` for its calls in flight before it is closed
+/// ([`ServerOptions::max_connection_age`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use mtls_tonic::server::ConnectionAge;
+/// let recycle = ConnectionAge::new(Duration::from_secs(300), Duration::from_secs(30));
+/// assert_eq!((recycle.age, recycle.grace), (Duration::from_secs(300), Duration::from_secs(30)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionAge {
+    /// Age before the GOAWAY, before jitter.
+    pub age: Duration,
+    /// How long calls in flight may finish after the GOAWAY.
+    pub grace: Duration,
+}
+
+impl ConnectionAge {
+    /// GOAWAY at `age` (± 10 %), closed `grace` later.
+    pub fn new(age: Duration, grace: Duration) -> Self {
+        Self { age, grace }
+    }
 }
 
 impl Default for ServerOptions {
@@ -77,7 +144,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             max_concurrent_handshakes: 256,
             max_handshakes_per_ip: 64,
-            handshake_rate_per_ip: Some((200, 100)),
+            handshake_rate_per_ip: Some(RateLimit::new(200, 100)),
             accepted_queue: 64,
             max_concurrent_streams: 100,
             max_header_list_size: 16 * 1024,
@@ -86,10 +153,11 @@ impl Default for ServerOptions {
             initial_stream_window_size: 1024 * 1024,
             initial_connection_window_size: 1024 * 1024,
             max_frame_size: 16 * 1024,
-            keepalive_interval: Some(Duration::from_secs(60)),
-            keepalive_timeout: Duration::from_secs(20),
-            control_frame_burst: 1000,
-            control_frames_per_second: 1000,
+            http2_keepalive: Some(Keepalive::new(
+                Duration::from_secs(60),
+                Duration::from_secs(20),
+            )),
+            control_frame_budget: RateLimit::new(1000, 1000),
             max_connection_age: None,
         }
     }
@@ -130,7 +198,7 @@ impl ServerOptions {
     /// (default 200, +100/s). Beyond it, a connection is closed as soon as it is accepted,
     /// before any TLS work, so one source flooding full handshakes cannot take the CPU from
     /// others. `None` turns it off (e.g. many clients behind one NAT address).
-    pub fn handshake_rate_per_ip(mut self, rate: Option<(u32, u32)>) -> Self {
+    pub fn handshake_rate_per_ip(mut self, rate: Option<RateLimit>) -> Self {
         self.handshake_rate_per_ip = rate;
         self
     }
@@ -182,9 +250,16 @@ impl ServerOptions {
     /// HTTP/2 keepalive: a PING after `interval` without frames from the peer, and the
     /// connection closed when no answer comes within `timeout` (default 60 s / 20 s).
     /// `None` turns it off (then a peer that stops reading holds its connection).
-    pub fn http2_keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
-        self.keepalive_interval = interval;
-        self.keepalive_timeout = timeout;
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mtls_tonic::{Keepalive, server::ServerOptions};
+    /// let options = ServerOptions::default()
+    ///     .http2_keepalive(Some(Keepalive::new(Duration::from_secs(5), Duration::from_secs(2))));
+    /// assert_eq!(options.http2_keepalive.unwrap().timeout, Duration::from_secs(2));
+    /// ```
+    pub fn http2_keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.http2_keepalive = keepalive;
         self
     }
 
@@ -192,9 +267,8 @@ impl ServerOptions {
     /// `burst` at once, refilled at `per_second` (default 1000, +1000/s). A peer over budget
     /// is sent GOAWAY `ENHANCE_YOUR_CALM` and disconnected. h2 answers every PING and
     /// SETTINGS frame and has no limit of its own.
-    pub fn control_frame_budget(mut self, burst: u32, per_second: u32) -> Self {
-        self.control_frame_burst = burst.max(1);
-        self.control_frames_per_second = per_second;
+    pub fn control_frame_budget(mut self, budget: RateLimit) -> Self {
+        self.control_frame_budget = budget;
         self
     }
 
@@ -216,29 +290,25 @@ impl ServerOptions {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let options = mtls_tonic::server::ServerOptions::default()
-    ///     .max_connection_age(Duration::from_secs(300), Duration::from_secs(30));
-    /// let (age, grace) = options.max_connection_age_value().unwrap();
-    /// assert_eq!(age, Duration::from_secs(300));
-    /// assert_eq!(grace, Duration::from_secs(30));
+    /// use mtls_tonic::server::{ConnectionAge, ServerOptions};
+    /// let options = ServerOptions::default().max_connection_age(Some(ConnectionAge::new(
+    ///     Duration::from_secs(300),
+    ///     Duration::from_secs(30),
+    /// )));
+    /// assert_eq!(options.max_connection_age.unwrap().grace, Duration::from_secs(30));
     /// let jittered = options.connection_age().unwrap();
     /// assert!(jittered >= Duration::from_secs(270) && jittered <= Duration::from_secs(330));
     /// ```
-    pub fn max_connection_age(mut self, age: Duration, grace: Duration) -> Self {
-        self.max_connection_age = Some((age, grace));
+    pub fn max_connection_age(mut self, recycle: Option<ConnectionAge>) -> Self {
+        self.max_connection_age = recycle;
         self
-    }
-
-    /// The connection age (before jitter) and the grace, when recycling is on.
-    pub fn max_connection_age_value(&self) -> Option<(Duration, Duration)> {
-        self.max_connection_age
     }
 
     /// One connection's age before its GOAWAY: the configured age ± 10 %, drawn anew on
     /// each call (what [`MtlsIncoming`](crate::server::MtlsIncoming) does for each connection).
     pub fn connection_age(&self) -> Option<Duration> {
         self.max_connection_age
-            .map(|(age, _)| age.mul_f64(0.9 + 0.2 * fastrand::f64()))
+            .map(|c| c.age.mul_f64(0.9 + 0.2 * fastrand::f64()))
     }
 
     /// Puts the HTTP/2 limits onto a tonic server builder (any layer stack).
@@ -250,7 +320,7 @@ impl ServerOptions {
     /// ```
     pub fn apply<L>(&self, server: tonic::transport::Server<L>) -> tonic::transport::Server<L> {
         server
-            .max_concurrent_streams(self.max_concurrent_streams)
+            .max_concurrent_streams(self.max_concurrent_streams.max(1))
             .http2_max_header_list_size(self.max_header_list_size)
             .http2_max_pending_accept_reset_streams(Some(self.max_pending_accept_reset_streams))
             .http2_max_local_error_reset_streams(Some(self.max_local_error_reset_streams))
@@ -258,8 +328,8 @@ impl ServerOptions {
             .initial_connection_window_size(self.initial_connection_window_size)
             .max_frame_size(self.max_frame_size)
             .http2_adaptive_window(Some(false))
-            .http2_keepalive_interval(self.keepalive_interval)
-            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+            .http2_keepalive_interval(self.http2_keepalive.map(|k| k.interval))
+            .http2_keepalive_timeout(self.http2_keepalive.map(|k| k.timeout))
     }
 
     /// A tonic server builder with these HTTP/2 limits and tonic's own accessors
@@ -302,31 +372,6 @@ impl ServerOptions {
         };
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
-        socket.listen(self.listen_backlog)
-    }
-
-    /// The configured listen backlog.
-    pub fn listen_backlog_value(&self) -> u32 {
-        self.listen_backlog
-    }
-
-    /// The configured handshake timeout.
-    pub fn handshake_timeout_value(&self) -> Duration {
-        self.handshake_timeout
-    }
-
-    /// The configured limit of incomplete handshakes.
-    pub fn max_concurrent_handshakes_value(&self) -> usize {
-        self.max_concurrent_handshakes
-    }
-
-    /// The configured limit of incomplete handshakes per source IP.
-    pub fn max_handshakes_per_ip_value(&self) -> usize {
-        self.max_handshakes_per_ip
-    }
-
-    /// The configured `SETTINGS_MAX_CONCURRENT_STREAMS`.
-    pub fn max_concurrent_streams_value(&self) -> u32 {
-        self.max_concurrent_streams
+        socket.listen(self.listen_backlog.max(1))
     }
 }

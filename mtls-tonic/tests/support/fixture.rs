@@ -9,7 +9,7 @@ use std::{
 };
 
 use mtls_tonic::{
-    balance::{Backoff, BalancedChannel},
+    balance::{Backoff, BalancedChannel, DnsTimeout},
     client::MtlsConnector,
 };
 use tonic::Code;
@@ -73,7 +73,7 @@ impl Fixture {
         let connector = MtlsConnector::new(self.pki.client_config(CLIENT_ID));
         BalancedChannel::builder(format!("bookstore.test:{}", self.port), connector)
             .nameserver(self.dns.addr)
-            .dns_timeout(Duration::from_millis(300), 1)
+            .dns_timeout(DnsTimeout::new(Duration::from_millis(300), 1))
             .refresh(mtls_tonic::balance::Refresh::new(
                 Duration::from_millis(500),
                 Duration::from_secs(1),
