@@ -83,9 +83,11 @@ impl HandshakeFiles {
         let server = issue(SERVER_ID)?;
         let client = issue(CLIENT_ID)?;
         let outsider = issue(OUTSIDER_ID)?;
-        let write = |path: &Path, text: &str| mtls_certs::write_file(path, text).map_err(pki);
-        let write_key =
-            |path: &Path, text: &str| mtls_certs::write_private_key(path, text, true).map_err(pki);
+        let write =
+            |path: &Path, text: &str| mtls_certs::files::write_file(path, text).map_err(pki);
+        let write_key = |path: &Path, text: &str| {
+            mtls_certs::files::write_private_key(path, text, true).map_err(pki)
+        };
         write(&files.ca, &ca.cert_pem())?;
         write(&files.server_cert, &server.chain_pem())?;
         write_key(&files.server_key, &server.key_pem())?;

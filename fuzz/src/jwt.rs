@@ -186,7 +186,7 @@ fn accepted(
             let sub = claims.subject().expect("JWT-SVIDs have sub");
             assert!(claims.spiffe_id().is_some(), "sub {sub:?} is a SPIFFE ID");
             // As strictly as go-spiffe's jwtsvid (spiffeid.FromString): canonical form only.
-            if let Err(e) = mtls_certs::parse_spiffe_id(sub) {
+            if let Err(e) = mtls_certs::SpiffeId::new(sub) {
                 panic!("JWT-SVID accepted with sub {sub:?}: {e}");
             }
             assert_ne!(

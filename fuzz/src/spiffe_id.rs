@@ -7,7 +7,7 @@ use crate::reference;
 /// Parses `data` as a SPIFFE ID and as a trust domain with every parser we ship, and checks
 /// each verdict against [`reference::spiffe_id`] / [`reference::trust_domain_name`].
 ///
-/// - `mtls_certs::parse_spiffe_id` (the strict parser) agrees with the reference exactly,
+/// - `mtls_certs::SpiffeId::new` (the strict parser) agrees with the reference exactly,
 ///   and what it accepts displays as the input, byte for byte;
 /// - `mtls_core::SpiffeId::new` (the parser configuration and certificates go through) agrees
 ///   with the reference except for the specification's length limits (trust domain 255 bytes,
@@ -20,7 +20,7 @@ pub fn spiffe_id(data: &[u8]) {
     };
     let expected = reference::spiffe_id(input);
 
-    let strict = mtls_certs::parse_spiffe_id(input);
+    let strict = mtls_certs::SpiffeId::new(input);
     match (&strict, &expected) {
         (Ok(id), Ok((td, path))) => {
             assert_eq!(id.to_string(), input, "display of an accepted ID");
@@ -28,8 +28,8 @@ pub fn spiffe_id(data: &[u8]) {
             assert_eq!(id.path(), *path);
         }
         (Err(_), Err(_)) => {}
-        (Ok(_), Err(why)) => panic!("parse_spiffe_id accepted {input:?}; go-spiffe: {why}"),
-        (Err(e), Ok(_)) => panic!("parse_spiffe_id refused {input:?} ({e}); go-spiffe accepts it"),
+        (Ok(_), Err(why)) => panic!("SpiffeId::new accepted {input:?}; go-spiffe: {why}"),
+        (Err(e), Ok(_)) => panic!("SpiffeId::new refused {input:?} ({e}); go-spiffe accepts it"),
     }
 
     match SpiffeId::new(input) {

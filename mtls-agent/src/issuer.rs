@@ -587,8 +587,8 @@ fn issue_all(
 /// leaves a certificate and key that do not match, which the next start refuses rather
 /// than issuing from the wrong CA).
 fn store_ca(dir: &Path, ca: &CertificateAuthority) -> Result<()> {
-    mtls_certs::write_private_key(&dir.join("ca-key.pem"), &ca.key_pem(), true)?;
-    mtls_certs::write_file(&dir.join("ca.pem"), &ca.cert_pem())?;
+    mtls_certs::files::write_private_key(&dir.join("ca-key.pem"), &ca.key_pem(), true)?;
+    mtls_certs::files::write_file(&dir.join("ca.pem"), &ca.cert_pem())?;
     tracing::info!(path = %dir.join("ca.pem").display(), subject = %ca.subject(), "stored the new CA");
     Ok(())
 }
@@ -605,8 +605,8 @@ pub(crate) fn load_or_create_state(
         load_ca(&ca_cert, &ca_key)?
     } else {
         let ca = new_ca(trust_domain)?;
-        mtls_certs::write_private_key(&ca_key, &ca.key_pem(), true)?;
-        mtls_certs::write_file(&ca_cert, &ca.cert_pem())?;
+        mtls_certs::files::write_private_key(&ca_key, &ca.key_pem(), true)?;
+        mtls_certs::files::write_file(&ca_cert, &ca.cert_pem())?;
         tracing::info!(path = %ca_cert.display(), subject = %ca.subject(), "created CA");
         ca
     };
@@ -616,7 +616,7 @@ pub(crate) fn load_or_create_state(
         SigningKey::from_pem(&pem)?
     } else {
         let key = SigningKey::generate(Algorithm::ES256)?;
-        mtls_certs::write_private_key(&jwt_path, &key.private_pem(), true)?;
+        mtls_certs::files::write_private_key(&jwt_path, &key.private_pem(), true)?;
         tracing::info!(path = %jwt_path.display(), kid = %key.kid(), "created JWT signing key");
         key
     };

@@ -1,4 +1,7 @@
-//! Writing certificates and keys to disk safely.
+//! Writing certificates and keys to disk safely: a private key created 0600 (never
+//! world-readable, an existing file kept unless asked), a public file replaced atomically
+//! without following a symlink planted at its path. The `mtls` command line, cfssl's
+//! `write_bare` and mtls-agent's CA files write through these.
 
 use std::fs;
 use std::io::Write;
@@ -14,7 +17,7 @@ use crate::error::{Error, Result};
 /// the key is world-readable.
 ///
 /// ```
-/// use mtls_certs::{write_private_key, Error};
+/// use mtls_certs::{Error, files::write_private_key};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("key.pem");
@@ -71,7 +74,7 @@ pub fn write_private_key(path: &Path, contents: &str, overwrite: bool) -> Result
 /// // A dangling symlink planted where the certificate goes:
 /// std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path)?;
 /// # }
-/// mtls_certs::write_file(&path, "-----BEGIN CERTIFICATE-----")?;
+/// mtls_certs::files::write_file(&path, "-----BEGIN CERTIFICATE-----")?;
 /// assert!(!dir.path().join("elsewhere").exists());
 /// assert!(std::fs::symlink_metadata(&path)?.is_file());
 /// # Ok::<(), Box<dyn std::error::Error>>(())

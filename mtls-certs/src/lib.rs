@@ -87,7 +87,7 @@ mod ca;
 pub mod cfssl;
 mod csr;
 mod error;
-mod files;
+pub mod files;
 mod inspect;
 mod issued;
 mod key;
@@ -105,7 +105,6 @@ mod verify;
 pub use ca::{CaParams, CertificateAuthority};
 pub use csr::{CaRequest, CertificateSigningRequest, CsrParams, CsrPolicy, SanPolicy};
 pub use error::{Error, Result};
-pub use files::{write_file, write_private_key};
 pub use inspect::{CertificateSummary, inspect};
 pub use issued::{Credential, IssuedCertificate};
 pub use key::{KeyAlgorithm, KeyPair};
@@ -116,11 +115,8 @@ pub use pem::parse_certificates_pem;
 pub use profile::Profile;
 pub use renew::{RenewalPolicy, RenewalStatus};
 pub use san::SubjectAltName;
-pub use serial::{SERIAL_LEN, random_serial};
-pub use spiffe_id::parse_spiffe_id;
 pub use subject::{Subject, SubjectAttribute};
 pub use validity::{
     DEFAULT_BACKDATE, DEFAULT_INTERMEDIATE_TTL, DEFAULT_LEAF_TTL, DEFAULT_ROOT_TTL, Validity,
-    parse_duration,
 };
 pub use verify::{Usage, verify_chain, verify_chain_at, verify_chain_pem};

@@ -3,21 +3,12 @@
 use crate::error::{Error, Result};
 
 /// Length of generated serials in bytes (like cfssl: 160 bits, top bit cleared).
-pub const SERIAL_LEN: usize = 20;
+pub(crate) const SERIAL_LEN: usize = 20;
 
 /// A fresh random serial: 20 bytes from the system CSPRNG (aws-lc-rs), top bit cleared so
 /// the DER INTEGER is positive, and a non-zero first byte so the encoding is minimal and the
 /// serial is at least 153 bits long (152 bits of entropy or more).
-///
-/// ```
-/// let a = mtls_certs::random_serial()?;
-/// let b = mtls_certs::random_serial()?;
-/// assert_eq!(a.len(), 20);
-/// assert!(a[0] & 0x80 == 0 && a[0] != 0);
-/// assert_ne!(a, b);
-/// # Ok::<(), mtls_certs::Error>(())
-/// ```
-pub fn random_serial() -> Result<[u8; SERIAL_LEN]> {
+pub(crate) fn random_serial() -> Result<[u8; SERIAL_LEN]> {
     let mut bytes = [0u8; SERIAL_LEN];
     loop {
         aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::InvalidDer {
@@ -33,4 +24,16 @@ pub fn random_serial() -> Result<[u8; SERIAL_LEN]> {
 
 pub(crate) fn rcgen_serial() -> Result<rcgen::SerialNumber> {
     Ok(rcgen::SerialNumber::from_slice(&random_serial()?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn serials_are_positive_minimal_and_fresh() {
+        let a = super::random_serial().unwrap();
+        let b = super::random_serial().unwrap();
+        assert_eq!(a.len(), 20);
+        assert!(a[0] & 0x80 == 0 && a[0] != 0, "{:02x}", a[0]);
+        assert_ne!(a, b);
+    }
 }

@@ -7,20 +7,10 @@ use crate::error::{Error, Result};
 /// Parses a SPIFFE ID strictly ([`SpiffeId::new`], go-spiffe's rules), mapping failures to
 /// [`Error::InvalidSpiffeId`].
 ///
-/// ```
-/// use mtls_certs::{parse_spiffe_id, Error};
-///
-/// assert!(parse_spiffe_id("spiffe://example.org/ns/prod/sa/api").is_ok());
-/// for bad in ["spiffe://Example.org/api", "spiffe://example.org/a/../b",
-///             "spiffe://example.org/api?x=1", "spiffe://example.org:8443/api"] {
-///     assert!(matches!(parse_spiffe_id(bad), Err(Error::InvalidSpiffeId { .. })), "{bad}");
-/// }
-/// ```
-///
 /// The `spiffe` crate's own parser lowercases an uppercase trust domain; the SPIFFE spec (and
 /// SPIRE's Go library) allow only lowercase, so an ID that is not already in canonical form
 /// is refused, saying so.
-pub fn parse_spiffe_id(id: &str) -> Result<SpiffeId> {
+pub(crate) fn parse_spiffe_id(id: &str) -> Result<SpiffeId> {
     SpiffeId::new(id).map_err(Error::from)
 }
 
@@ -34,4 +24,25 @@ pub(crate) fn require_workload_path(id: &SpiffeId) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod strict_parse_tests {
+    use super::*;
+
+    #[test]
+    fn strict_parse_maps_refusals_to_invalid_spiffe_id() {
+        assert!(parse_spiffe_id("spiffe://example.org/ns/prod/sa/api").is_ok());
+        for bad in [
+            "spiffe://Example.org/api",
+            "spiffe://example.org/a/../b",
+            "spiffe://example.org/api?x=1",
+            "spiffe://example.org:8443/api",
+        ] {
+            assert!(
+                matches!(parse_spiffe_id(bad), Err(Error::InvalidSpiffeId { .. })),
+                "{bad}"
+            );
+        }
+    }
 }

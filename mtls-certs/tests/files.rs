@@ -5,7 +5,10 @@
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 
-use mtls_certs::{Error, write_file, write_private_key};
+use mtls_certs::{
+    Error,
+    files::{write_file, write_private_key},
+};
 
 #[test]
 fn a_dangling_symlink_is_replaced_not_followed() {

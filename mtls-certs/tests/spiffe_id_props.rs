@@ -2,7 +2,12 @@
 // Tests may panic: a failed assertion is the report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mtls_certs::{Error, SpiffeId, TrustDomain, parse_spiffe_id};
+use mtls_certs::{Error, SpiffeId, TrustDomain};
+
+/// The strict parse, with mtls-certs' error (what `LeafParams`/`CsrPolicy` report).
+fn parse_spiffe_id(id: &str) -> Result<SpiffeId, Error> {
+    SpiffeId::new(id).map_err(Error::from)
+}
 use proptest::prelude::*;
 
 /// A trust domain name as the spec allows it: `[a-z0-9._-]`, up to 255 bytes.

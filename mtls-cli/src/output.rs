@@ -47,7 +47,7 @@ pub(crate) fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool 
 
 /// Clap value parser for cfssl-style durations: `24h`, `90d`, `876000h`, `1h30m`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    mtls_certs::parse_duration(s).map_err(|e| e.to_string())
+    mtls_certs::cfssl::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Reads a text file, naming the file in the error.
@@ -63,13 +63,13 @@ pub(crate) fn ensure_dir(dir: &Path) -> CliResult {
 
 /// Writes a private key with mode 0600; refuses to replace an existing file unless `force`.
 pub(crate) fn write_key(path: &Path, pem: &str, force: bool) -> CliResult {
-    mtls_certs::write_private_key(path, pem, force)?;
+    mtls_certs::files::write_private_key(path, pem, force)?;
     announce(path)
 }
 
 /// Writes a public file (certificate, CSR, JSON).
 pub(crate) fn write_public(path: &Path, contents: &str) -> CliResult {
-    mtls_certs::write_file(path, contents)?;
+    mtls_certs::files::write_file(path, contents)?;
     announce(path)
 }
 

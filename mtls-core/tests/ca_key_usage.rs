@@ -45,9 +45,7 @@ fn ca_params(name: &str, key_usages: &[Ku], path_len: u8) -> rcgen::CertificateP
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
     p.key_usages = key_usages.to_vec();
     p.use_authority_key_identifier_extension = true;
-    p.serial_number = Some(rcgen::SerialNumber::from_slice(
-        &mtls_certs::random_serial().unwrap(),
-    ));
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&support::rand_serial()));
     p
 }
 
@@ -91,9 +89,7 @@ fn svid(ca: &RawCa, id: &str, chain: &str) -> Identity {
     ];
     p.subject_alt_names = vec![uri(id)];
     p.use_authority_key_identifier_extension = true;
-    p.serial_number = Some(rcgen::SerialNumber::from_slice(
-        &mtls_certs::random_serial().unwrap(),
-    ));
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&support::rand_serial()));
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = p.signed_by(&key, &ca.issuer()).unwrap();
     Identity::from_pem(cert.pem() + chain, key.serialize_pem()).unwrap()

@@ -438,8 +438,12 @@ async fn live_envoy_agrees_with_our_matcher() {
     let dir = tempfile::tempdir().unwrap();
     let server = pki.root.issue(&LeafParams::server(["localhost"])).unwrap();
     std::fs::write(dir.path().join("server.pem"), server.chain_pem()).unwrap();
-    mtls_certs::write_private_key(&dir.path().join("server-key.pem"), &server.key_pem(), true)
-        .unwrap();
+    mtls_certs::files::write_private_key(
+        &dir.path().join("server-key.pem"),
+        &server.key_pem(),
+        true,
+    )
+    .unwrap();
     std::fs::write(dir.path().join("ca.pem"), pki.root.cert_pem()).unwrap();
 
     // The block as Envoy reads it (JSON), and each of its matchers on a listener of its own.

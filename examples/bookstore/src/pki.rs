@@ -345,9 +345,9 @@ fn issue(
 fn write(path: &Path, contents: &str, private: bool) -> Result<()> {
     let result = if private {
         // Overwrites: the directory is ours and throwaway.
-        mtls_certs::write_private_key(path, contents, true)
+        mtls_certs::files::write_private_key(path, contents, true)
     } else {
-        mtls_certs::write_file(path, contents)
+        mtls_certs::files::write_file(path, contents)
     };
     result.map_err(|e| Error::pki(format!("writing {}", path.display()), e))
 }

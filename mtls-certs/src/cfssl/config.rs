@@ -6,8 +6,8 @@ use std::time::Duration;
 use rcgen::{ExtendedKeyUsagePurpose as Eku, KeyUsagePurpose as Ku};
 use serde::Deserialize;
 
+use super::parse_duration;
 use crate::error::{Error, Result};
-use crate::validity::parse_duration;
 
 const KNOWN_USAGES: &str = "signing, digital signature, content commitment, key encipherment, \
 key agreement, data encipherment, cert sign, crl sign, encipher only, decipher only, any, \

@@ -32,18 +32,20 @@
 
 mod config;
 mod csr;
+mod duration;
 
 use std::path::Path;
 
 pub use config::{Signing, SigningConfig, SigningProfile};
 pub use csr::{CfsslCaConfig, CfsslCsr, CfsslKey, CfsslName};
+pub use duration::parse_duration;
 
 use crate::ca::{CaParams, CertificateAuthority};
 use crate::csr::{CertificateSigningRequest, CsrParams};
 use crate::error::Result;
 use crate::files::{write_file, write_private_key};
 use crate::key::KeyPair;
-use crate::validity::{Validity, parse_duration};
+use crate::validity::Validity;
 
 /// The three outputs of `cfssljson -bare`.
 #[derive(Debug, Clone)]

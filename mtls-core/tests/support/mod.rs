@@ -103,8 +103,18 @@ pub fn uri(s: &str) -> rcgen::SanType {
     rcgen::SanType::URI(rcgen::string::Ia5String::try_from(s).unwrap())
 }
 
-fn rand_serial() -> Vec<u8> {
-    mtls_certs::random_serial().unwrap().to_vec()
+/// A serial unique in this process (a leading 0x01 keeps the DER INTEGER positive and
+/// minimal): the clock at first use, then a counter.
+pub fn rand_serial() -> Vec<u8> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    [&[0x01][..], &n.to_be_bytes()].concat()
 }
 
 /// A CRL from `ca` revoking `serials`.

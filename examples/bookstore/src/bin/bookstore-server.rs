@@ -91,7 +91,7 @@ struct Args {
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    match mtls_certs::parse_duration(s) {
+    match humantime::parse_duration(s) {
         Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(3600) => Ok(d),
         Ok(d) => Err(format!(
             "expected an interval from 10ms to 1h, got {}",
