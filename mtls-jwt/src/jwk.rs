@@ -360,6 +360,17 @@ impl KeySet {
         })
     }
 
+    /// No keys: what a remote source's publisher holds before the first fetch (never used
+    /// to validate: the store has no keys until then).
+    #[cfg(feature = "remote")]
+    pub(crate) fn empty() -> Self {
+        Self {
+            keys: Vec::new(),
+            document: serde_json::json!({ "keys": [] }),
+            skipped: 0,
+        }
+    }
+
     /// Keys of the document that verify tokens, and keys left out or unusable.
     pub(crate) fn usable_and_skipped(&self) -> (usize, usize) {
         let usable = self.keys.iter().filter(|k| k.unusable().is_none()).count();

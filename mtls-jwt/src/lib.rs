@@ -93,7 +93,14 @@
 //!   `ParsedPublicKey` per algorithm it may verify; `jsonwebtoken::decode` instead re-parses
 //!   the key and the header on every call. So the uncached path is no slower than raw
 //!   `decode` (see `benches/validate.rs`), and the JWK's own `alg`/`use` can be enforced.
-//! - **No lock on the hot path.** Keys live in an `ArcSwap`; a refresh swaps them in. Only a
+//! - **Keys are a `Source<KeySet>`**, the family's one rotation model
+//!   ([`mtls_identity::source`]): an inline JWKS is a fixed source, a file is polled by its
+//!   one `FilePoller` (contents compared), a remote JWKS's fetches publish into a
+//!   `Publisher`, and any source the application feeds plugs in with
+//!   [`JwksSource::source`] (SPIFFE Workload API JWT bundles, tests);
+//!   [`Validator::jwks`] hands it out.
+//! - **No lock on the hot path.** A token reads the source's `current()` (a pointer clone)
+//!   and the generation stamped on it from an `ArcSwap`. Only a
 //!   token with an unknown `kid` may wait: the one that starts the (rate-limited) refetch,
 //!   at most `miss_wait`; no token waits behind a fetch already in flight, except during a
 //!   remote JWKS's first fetch (at most `first_fetch_wait` after the build).
@@ -117,12 +124,13 @@
 //! - `serde`, `serde_json`, `base64`: JOSE headers, claims and JWKS documents.
 //! - `reqwest` (feature `remote` only; rustls, aws-lc-rs): fetching remote JWKS and OIDC
 //!   discovery documents.
-//! - `tokio`: background refresh and file-watch tasks, timeouts, the refetch lock.
-//! - `arc-swap`: lock-free reads of the current key set.
+//! - `tokio`: the remote refresh task, timeouts, the refetch lock.
+//! - `arc-swap`: lock-free reads of the key set's generation.
 //! - `http`: header maps for token extraction.
 //! - `rustls-pki-types`: PEM parsing of public and private keys.
-//! - `mtls-identity`: the family's shared vocabulary: the strict `SpiffeId` of JWT-SVID
-//!   subjects, PEM errors in words.
+//! - `mtls-identity` (feature `source`): the family's shared vocabulary: the strict
+//!   `SpiffeId` of JWT-SVID subjects, PEM errors in words, and the rotation model
+//!   (`Source`, `Publisher`, `FilePoller`).
 //! - `thiserror`, `tracing`: the error type and logs (target `mtls_jwt`).
 //! - `metrics` (feature `metrics` only): the facade the counters go through; the
 //!   application picks the exporter.

@@ -1,14 +1,18 @@
-//! Where keys come from: inline JSON, a file (reloaded on change), a remote URL or OIDC
-//! discovery (cached, refreshed in the background, refetched on an unknown `kid`; feature
-//! `remote`).
+//! Where keys come from: inline JSON, a file (reloaded on change), any [`Source<KeySet>`],
+//! a remote URL or OIDC discovery (cached, refreshed in the background, refetched on an
+//! unknown `kid`; feature `remote`). Every one of them is a `Source<KeySet>`, the family's
+//! rotation model ([`mtls_identity::source`]).
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::path::PathBuf;
+#[cfg(feature = "remote")]
+use std::sync::Weak;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 #[cfg(feature = "remote")]
 use std::time::Instant;
-use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
+use mtls_identity::source::{FilePoller, Publisher, ReadError, Source};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -43,6 +47,7 @@ pub struct JwksSource(pub(crate) Kind);
 pub(crate) enum Kind {
     Inline(String),
     KeySet(KeySet),
+    Source(Source<KeySet>),
     File(FileJwks),
     #[cfg(feature = "remote")]
     Remote(RemoteJwks),
@@ -59,6 +64,28 @@ impl JwksSource {
         Self(Kind::KeySet(set))
     }
 
+    /// Keys from any [`Source<KeySet>`]: a [`Publisher`] the application feeds (SPIFFE
+    /// Workload API JWT bundles, a CA rotation, tests), or another validator's
+    /// [`Validator::jwks`](crate::Validator::jwks). Validation reads `current()` on every
+    /// token, so a published key set counts from the next token on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), mtls_jwt::Error> {
+    /// use mtls_identity::source::Publisher;
+    /// use mtls_jwt::{Algorithm, JwksSource, KeySet, SigningKey, TokenSpec, Validator};
+    /// let (old, new) = (SigningKey::generate(Algorithm::ES256)?, SigningKey::generate(Algorithm::ES256)?);
+    /// let keys = Publisher::new(KeySet::from_json(&mtls_jwt::jwks_json([old.jwk(None)]))?);
+    /// let validator = Validator::builder().jwks(JwksSource::source(keys.source())).build()?;
+    /// let token = new.mint(&TokenSpec::new(std::time::Duration::from_secs(60)))?;
+    /// assert!(validator.validate(&token).await.is_err());
+    /// keys.publish(KeySet::from_json(&mtls_jwt::jwks_json([new.jwk(None)]))?);
+    /// validator.validate(&token).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn source(keys: Source<KeySet>) -> Self {
+        Self(Kind::Source(keys))
+    }
+
     /// A JWKS file, reloaded when it changes (see [`FileJwks`]).
     pub fn file(path: impl Into<PathBuf>) -> Self {
         FileJwks::new(path).into()
@@ -72,7 +99,9 @@ impl JwksSource {
     }
 }
 
-/// A JWKS file, polled for changes; a file that stops parsing keeps the last good keys.
+/// A JWKS file, polled for changes by the family's one [`FilePoller`] (its contents
+/// compared, not its modification time; a small thread, no runtime needed); a file that
+/// stops parsing keeps the last good keys, with one warning naming the file and the error.
 #[derive(Debug, Clone)]
 pub struct FileJwks {
     path: PathBuf,
@@ -88,7 +117,7 @@ impl FileJwks {
         }
     }
 
-    /// How often the file's modification time and size are checked (default 1 s).
+    /// How often the file's contents are read and compared (default 1 s).
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every;
         self
@@ -347,7 +376,7 @@ impl From<RemoteJwks> for JwksSource {
 
 /// The keys in use, with a generation that changes whenever they do.
 pub(crate) struct Loaded {
-    pub(crate) set: KeySet,
+    pub(crate) set: Arc<KeySet>,
     pub(crate) generation: u64,
 }
 
@@ -411,9 +440,19 @@ impl Remote {
 #[cfg(not(feature = "remote"))]
 enum Remote {}
 
-/// Holds the current keys; background tasks (remote refresh, file watch) update it.
+/// Follows a [`Source<KeySet>`] (fixed, a file poller's, the caller's, or the remote
+/// fetches' publisher) and stamps each new key set with a generation (the token cache is
+/// keyed by it).
 pub(crate) struct KeyStore {
+    /// The keys as their source has them now.
+    keys: Source<KeySet>,
+    /// Where remote fetches publish (`keys` is its source).
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    publisher: Option<Publisher<KeySet>>,
+    /// `keys` as validation uses them; `None` until a remote source's first fetch.
     current: ArcSwapOption<Loaded>,
+    /// Serializes generation steps.
+    follow: Mutex<()>,
     changed: watch::Sender<u64>,
     name: String,
     remote: Option<Remote>,
@@ -434,33 +473,43 @@ impl Drop for KeyStore {
 impl KeyStore {
     pub(crate) fn start(source: JwksSource) -> Result<Arc<Self>> {
         let (changed, _) = watch::channel(0);
-        let new = |name: String, remote| Self {
+        let new = |name: String, keys: Source<KeySet>, publisher, remote| Self {
+            keys,
+            publisher,
             current: ArcSwapOption::empty(),
+            follow: Mutex::new(()),
             changed,
             name,
             remote,
             last_error: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         };
+        let followed = |store: Self| {
+            let store = Arc::new(store);
+            store.follow(store.keys.current());
+            store
+        };
         match source.0 {
             Kind::Inline(json) => {
-                let store = Arc::new(new("inline JWKS".into(), None));
-                store.store(KeySet::from_json(&json)?);
-                Ok(store)
+                let keys = Source::fixed(KeySet::from_json(&json)?);
+                Ok(followed(new("inline JWKS".into(), keys, None, None)))
             }
-            Kind::KeySet(set) => {
-                let store = Arc::new(new("key set".into(), None));
-                store.store(set);
-                Ok(store)
-            }
+            Kind::KeySet(set) => Ok(followed(new(
+                "key set".into(),
+                Source::fixed(set),
+                None,
+                None,
+            ))),
+            Kind::Source(keys) => Ok(followed(new("key source".into(), keys, None, None))),
             Kind::File(file) => {
-                let runtime = runtime("watching a JWKS file")?;
-                let store = Arc::new(new(file.path.display().to_string(), None));
-                let (set, stamp) = read_file(&file.path)?;
-                store.store(set);
-                let task = runtime.spawn(watch_file(Arc::downgrade(&store), file, stamp));
-                store.add_task(task);
-                Ok(store)
+                let name = file.path.display().to_string();
+                let path = file.path.clone();
+                let poller = FilePoller::builder("JWKS", [&file.path], move |c: &[Vec<u8>]| {
+                    parse_file(&path, c)
+                })
+                .interval(file.poll_interval)
+                .start()?;
+                Ok(followed(new(name, poller.source(), None, None)))
             }
             #[cfg(feature = "remote")]
             Kind::Remote(config) => {
@@ -471,7 +520,8 @@ impl KeyStore {
                 // The first fetch holds the lock from now on: a validation arriving before
                 // it runs waits for it rather than starting another.
                 let first = remote.fetch_lock.clone().try_lock_owned().ok();
-                let store = Arc::new(new(name, Some(remote)));
+                let publisher = Publisher::new(KeySet::empty());
+                let store = Arc::new(new(name, publisher.source(), Some(publisher), Some(remote)));
                 let task = runtime.spawn(refresh_remote(Arc::downgrade(&store), first));
                 store.add_task(task);
                 Ok(store)
@@ -479,39 +529,77 @@ impl KeyStore {
         }
     }
 
+    /// The key source validation follows.
+    pub(crate) fn source(&self) -> Source<KeySet> {
+        self.keys.clone()
+    }
+
+    #[cfg(feature = "remote")]
     fn add_task(&self, task: JoinHandle<()>) {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.push(task);
         }
     }
 
-    /// The keys in use (`None` before the first successful fetch).
-    pub(crate) fn load(&self) -> arc_swap::Guard<Option<Arc<Loaded>>> {
-        self.current.load()
+    /// The keys in use (`None` before a remote source's first successful fetch): the
+    /// source's current key set, with a new generation if it is not the one seen last.
+    pub(crate) fn load(&self) -> Option<Arc<Loaded>> {
+        let loaded = self.current.load_full();
+        if loaded.is_none() && self.remote.is_some() {
+            return None;
+        }
+        let now = self.keys.current();
+        match loaded {
+            Some(l) if Arc::ptr_eq(&l.set, &now) => Some(l),
+            _ => Some(self.follow(now)),
+        }
     }
 
     pub(crate) fn generation(&self) -> u64 {
-        self.current.load().as_ref().map_or(0, |l| l.generation)
+        self.load().map_or(0, |l| l.generation)
     }
 
-    /// Installs `set` unless it equals the current one; true if the keys changed.
-    fn store(&self, set: KeySet) -> bool {
-        let current = self.current.load();
-        if let Some(cur) = current.as_ref()
-            && cur.set.document() == set.document()
-        {
-            return false;
+    /// Puts `set` (the source's current one) in use: a new generation unless its document
+    /// equals the one in use. Holding the last `Arc` in `current` keeps its address from
+    /// being reused, so "same pointer" means "same key set".
+    fn follow(&self, set: Arc<KeySet>) -> Arc<Loaded> {
+        let _step = self.follow.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.current.load_full();
+        if let Some(cur) = &current {
+            if Arc::ptr_eq(&cur.set, &set) {
+                return Arc::clone(cur);
+            }
+            if cur.set.document() == set.document() {
+                let same = Arc::new(Loaded {
+                    set,
+                    generation: cur.generation,
+                });
+                self.current.store(Some(Arc::clone(&same)));
+                return same;
+            }
         }
         let generation = current.as_ref().map_or(0, |l| l.generation) + 1;
         tracing::info!(source = %self.name, generation, keys = set.len(), "JWKS loaded");
         let (usable, skipped) = set.usable_and_skipped();
         crate::metrics::jwks_keys(&self.name, usable, skipped);
-        self.current
-            .store(Some(Arc::new(Loaded { set, generation })));
+        let loaded = Arc::new(Loaded { set, generation });
+        self.current.store(Some(Arc::clone(&loaded)));
         self.changed.send_replace(generation);
-        true
+        loaded
     }
 
+    /// Publishes fetched keys (remote sources); true if the keys changed.
+    #[cfg(feature = "remote")]
+    fn store(&self, set: KeySet) -> bool {
+        let before = self.current.load().as_ref().map(|l| l.generation);
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(set);
+        }
+        let after = self.follow(self.keys.current()).generation;
+        before != Some(after)
+    }
+
+    #[cfg(feature = "remote")]
     fn set_error(&self, e: Option<String>) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = e;
@@ -683,6 +771,7 @@ impl KeyStore {
     }
 }
 
+#[cfg(feature = "remote")]
 fn runtime(what: &str) -> Result<tokio::runtime::Handle> {
     tokio::runtime::Handle::try_current().map_err(|_| Error::Config {
         reason: format!("{what} needs a tokio runtime: build the validator inside one"),
@@ -889,52 +978,20 @@ async fn refresh_remote(
     }
 }
 
-type Stamp = (Option<SystemTime>, u64);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok(), meta.len()))
-}
-
-fn read_file(path: &Path) -> Result<(KeySet, Option<Stamp>)> {
-    let before = stamp(path);
-    let json = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let document = serde_json::from_str(&json).map_err(|e| Error::InvalidJwks {
-        reason: e.to_string(),
-    })?;
-    Ok((
-        KeySet::from_source(document, &path.display().to_string())?,
-        before,
-    ))
-}
-
-async fn watch_file(store: Weak<KeyStore>, file: FileJwks, mut last: Option<Stamp>) {
-    loop {
-        tokio::time::sleep(file.poll_interval).await;
-        let Some(strong) = store.upgrade() else {
-            return;
-        };
-        let now = stamp(&file.path);
-        if now == last {
-            continue;
-        }
-        match read_file(&file.path) {
-            Ok((set, stamp)) => {
-                strong.set_error(None);
-                strong.store(set);
-                last = stamp;
-            }
-            Err(e) => {
-                tracing::warn!(file = %file.path.display(), error = %e,
-                    "JWKS file unreadable; keeping the last good keys");
-                strong.set_error(Some(e.to_string()));
-                last = now;
-            }
-        }
+impl From<ReadError> for Error {
+    fn from(e: ReadError) -> Self {
+        let ReadError { path, source, .. } = e;
+        Error::Io { path, source }
     }
+}
+
+/// A JWKS file's contents as a key set.
+fn parse_file(path: &std::path::Path, contents: &[Vec<u8>]) -> Result<KeySet> {
+    let json = contents.first().map(Vec::as_slice).unwrap_or_default();
+    let document = serde_json::from_slice(json).map_err(|e| Error::InvalidJwks {
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    KeySet::from_source(document, &path.display().to_string())
 }
 
 #[cfg(feature = "remote")]

@@ -15,6 +15,7 @@ use crate::bearer::TokenLocation;
 use crate::cache::TokenCache;
 use crate::claims::Claims;
 use crate::error::{Error, Result};
+use crate::jwk::KeySet;
 use crate::source::{JwksSource, KeyStore};
 
 type Check = Arc<dyn Fn(&Claims) -> std::result::Result<(), String> + Send + Sync>;
@@ -249,8 +250,9 @@ impl ValidatorBuilder {
         self
     }
 
-    /// Builds the validator. Remote and file sources start their background tasks, so they
-    /// need a tokio runtime; an inline JWKS that does not parse is an error here.
+    /// Builds the validator. A remote source starts its background task, so it needs a
+    /// tokio runtime (a JWKS file is polled by its own thread and needs none); an inline
+    /// JWKS or a file that does not parse is an error here.
     pub fn build(self) -> Result<Validator> {
         let mut algorithms = self.algorithms.unwrap_or_else(|| alg::ASYMMETRIC.to_vec());
         if self.jwt_svid {
@@ -546,6 +548,24 @@ impl Validator {
             .as_ref()
             .and_then(|s| s.load().as_ref().map(|l| l.set.key_ids()))
             .unwrap_or_default()
+    }
+
+    /// The [`Source`](mtls_identity::source::Source) of the key set this validator
+    /// follows (`None` with an HMAC secret only): for another validator
+    /// ([`JwksSource::source`]) or to watch rotations with `changed()`. A remote source's
+    /// holds no keys until the first fetch.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), mtls_jwt::Error> {
+    /// let key = mtls_jwt::SigningKey::generate(mtls_jwt::Algorithm::ES256)?;
+    /// let v = mtls_jwt::Validator::builder()
+    ///     .jwks(mtls_jwt::JwksSource::inline(mtls_jwt::jwks_json([key.jwk(None)])))
+    ///     .build()?;
+    /// assert_eq!(v.jwks().expect("a key source").current().key_ids(), [key.kid()]);
+    /// # Ok(()) }
+    /// ```
+    pub fn jwks(&self) -> Option<mtls_identity::source::Source<KeySet>> {
+        self.inner.store.as_ref().map(|s| s.source())
     }
 
     /// The verdict on `token` from the verified-token cache, without verifying a signature
