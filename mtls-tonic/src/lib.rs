@@ -124,7 +124,8 @@
 //!   [`jwt::JwtRules`] ([`jwt::JwtError`]).
 //! - [`client`]: [`client::MtlsConnector`] (also a connector for
 //!   `tonic::transport::Endpoint`), [`client::BearerInterceptor`] over a
-//!   [`client::TokenSource`] ([`client::StaticToken`], [`client::FileToken`], closures).
+//!   [`client::TokenSource`] ([`client::StaticToken`], [`client::FileToken`], any
+//!   `Source<String>` of the family's rotation model [`mtls_identity::source`], closures).
 //! - [`balance`]: [`balance::BalancedChannel`] / [`balance::BalancedChannelBuilder`].
 //!   Endpoints from DNS ([`balance::BalancedChannel::builder`]), a static list
 //!   ([`balance::BalancedChannel::static_list`] of [`balance::BalancedEndpoint`]s, each

@@ -1,19 +1,18 @@
 //! `authorization: Bearer <token>` on every outgoing call, from a token source.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
-};
+use std::{fmt, path::Path, sync::Arc, time::Duration};
 
+use mtls_identity::source::{FilePoller, ReadError, Source};
 use tonic::{Request, Status, metadata::MetadataValue, service::Interceptor};
-use tracing::warn;
 
 use crate::{Error, Result};
 
 /// Where outgoing calls get their bearer token. Called once per call: keep it cheap.
 ///
-/// Closures `Fn() -> Result<String>` are token sources too.
+/// A [`Source<String>`](Source) — the family's rotation model
+/// ([`mtls_identity::source`]) — is a token source: publish a new token into its
+/// `Publisher` and the next call sends it. [`FileToken`] is one over a file. Closures
+/// `Fn() -> Result<String>` are token sources too.
 ///
 /// ```
 /// use mtls_tonic::client::TokenSource;
@@ -64,9 +63,19 @@ impl TokenSource for StaticToken {
     }
 }
 
-/// A token read from a file and re-read when the file changes (checked at most every
-/// `check_every`), as projected service-account tokens and SPIRE helpers write them.
-/// A file that becomes unreadable keeps the last good token (logged at `warn`).
+impl TokenSource for Source<String> {
+    fn token(&self) -> Result<String> {
+        Ok(self.current().as_str().to_owned())
+    }
+}
+
+/// A token read from a file and re-read when it changes, as projected service-account
+/// tokens and SPIRE helpers write them: a [`Source<String>`](Source) fed by the family's
+/// one [`FilePoller`] (every `check_every` on its own small thread; the contents compared,
+/// not the modification time). A call only reads the token in place, never the file. A
+/// file that becomes unreadable or empty keeps the last good token (one `warn` per bad
+/// state, naming the file). The poller stops when the `FileToken`, its clones and its
+/// [`source`](Self::source)s are dropped.
 ///
 /// ```no_run
 /// # fn f() -> Result<(), mtls_tonic::Error> {
@@ -74,70 +83,77 @@ impl TokenSource for StaticToken {
 /// let source = mtls_tonic::client::FileToken::new("/var/run/secrets/token", Duration::from_secs(5))?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Clone)]
 pub struct FileToken {
-    path: PathBuf,
-    check_every: Duration,
-    state: Mutex<FileState>,
+    poller: Arc<FilePoller<String, TokenFileError>>,
+    source: Source<String>,
 }
 
-#[derive(Debug)]
-struct FileState {
-    token: String,
-    modified: Option<SystemTime>,
-    checked: Instant,
+/// A token file's error, as the poller needs it (`From<ReadError>`).
+struct TokenFileError(Error);
+
+impl From<ReadError> for TokenFileError {
+    fn from(e: ReadError) -> Self {
+        Self(Error::Token(e.to_string()))
+    }
+}
+
+impl fmt::Display for TokenFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 impl FileToken {
-    /// Reads `path` now (an error if it can't be read or is empty).
+    /// Reads `path` now (an error if it can't be read or is empty) and then every
+    /// `check_every` (at least every millisecond).
     pub fn new(path: impl AsRef<Path>, check_every: Duration) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let (token, modified) = read_token(&path)?;
-        Ok(Self {
-            path,
-            check_every,
-            state: Mutex::new(FileState {
-                token,
-                modified,
-                checked: Instant::now(),
-            }),
+        let shown = path.display().to_string();
+        let poller = FilePoller::builder("token", [&path], move |files: &[Vec<u8>]| {
+            let text = files
+                .first()
+                .map(|f| String::from_utf8_lossy(f))
+                .unwrap_or_default();
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(TokenFileError(Error::Token(format!("{shown} is empty"))));
+            }
+            Ok(token.to_owned())
         })
+        .interval(check_every)
+        .start()
+        .map_err(|e| e.0)?;
+        Ok(Self {
+            source: poller.source(),
+            poller: Arc::new(poller),
+        })
+    }
+
+    /// Reads the file now: `Ok(true)` if a new token is in place, `Ok(false)` if it is
+    /// unchanged, an error if it cannot be read or is empty (the last token stays).
+    pub fn reload(&self) -> Result<bool> {
+        self.poller.check().map_err(|e| e.0)
+    }
+
+    /// The [`Source`] of the tokens; it keeps the poller running.
+    pub fn source(&self) -> Source<String> {
+        self.source.clone()
     }
 }
 
-fn read_token(path: &Path) -> Result<(String, Option<SystemTime>)> {
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Token(format!("read {}: {e}", path.display())))?;
-    let token = text.trim().to_owned();
-    if token.is_empty() {
-        return Err(Error::Token(format!("{} is empty", path.display())));
+impl fmt::Debug for FileToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileToken")
+            .field("path", &self.poller.paths())
+            .field("token", &"<redacted>")
+            .finish()
     }
-    Ok((token, modified))
 }
 
 impl TokenSource for FileToken {
     fn token(&self) -> Result<String> {
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| Error::Token("lock poisoned".to_owned()))?;
-        if state.checked.elapsed() >= self.check_every {
-            state.checked = Instant::now();
-            let modified = std::fs::metadata(&self.path)
-                .and_then(|m| m.modified())
-                .ok();
-            if modified != state.modified || modified.is_none() {
-                match read_token(&self.path) {
-                    Ok((token, modified)) => {
-                        state.token = token;
-                        state.modified = modified;
-                    }
-                    Err(error) => warn!(%error, "token file unreadable; keeping the last token"),
-                }
-            }
-        }
-        Ok(state.token.clone())
+        self.source.token()
     }
 }
 
@@ -191,28 +207,82 @@ impl Interceptor for BearerInterceptor {
 mod tests {
     use super::*;
 
+    /// A poll interval that never fires during a test: `reload()` is the tick.
+    const NEVER: Duration = Duration::from_secs(3600);
+
     #[test]
     fn file_token_reloads_and_keeps_last_good() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "first\n").unwrap();
-        let source = FileToken::new(&path, Duration::ZERO).unwrap();
+        let source = FileToken::new(&path, NEVER).unwrap();
         assert_eq!(source.token().unwrap(), "first");
-        // Different length so the change is seen even within one mtime tick.
-        std::fs::write(&path, "second-token").unwrap();
-        let modified = SystemTime::now() + Duration::from_secs(5);
+        // Same length and the same mtime as before: only the contents tell.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, "secon\n").unwrap();
         std::fs::File::options()
             .write(true)
             .open(&path)
             .unwrap()
-            .set_modified(modified)
+            .set_modified(mtime)
             .unwrap();
-        assert_eq!(source.token().unwrap(), "second-token");
-        std::fs::remove_file(&path).unwrap();
         assert_eq!(
             source.token().unwrap(),
-            "second-token",
+            "first",
+            "calls never read the file"
+        );
+        assert!(source.reload().unwrap());
+        assert_eq!(source.token().unwrap(), "secon");
+        std::fs::remove_file(&path).unwrap();
+        let err = source.reload().unwrap_err();
+        assert!(
+            matches!(&err, Error::Token(m) if m.contains(&path.display().to_string())),
+            "{err}"
+        );
+        assert_eq!(
+            source.token().unwrap(),
+            "secon",
             "unreadable file keeps the last token"
+        );
+        std::fs::write(&path, " \n").unwrap();
+        assert!(source.reload().is_err());
+        assert_eq!(source.token().unwrap(), "secon", "an empty file too");
+    }
+
+    #[test]
+    fn file_token_is_polled_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first").unwrap();
+        let source = FileToken::new(&path, Duration::from_millis(5)).unwrap();
+        let mut interceptor = BearerInterceptor::new(source.clone());
+        std::fs::write(&path, "second").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let request = interceptor.call(Request::new(())).unwrap();
+            if request.metadata().get("authorization").unwrap() == "Bearer second" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "new token not sent within 10 s"
+            );
+            std::thread::yield_now();
+        }
+        assert!(!format!("{source:?}").contains("second"), "{source:?}");
+    }
+
+    #[test]
+    fn a_published_token_is_sent_on_the_next_call() {
+        let tokens = mtls_identity::source::Publisher::new("one".to_owned());
+        let mut interceptor = BearerInterceptor::new(tokens.source());
+        let first = interceptor.call(Request::new(())).unwrap();
+        assert_eq!(first.metadata().get("authorization").unwrap(), "Bearer one");
+        tokens.publish("two".to_owned());
+        let second = interceptor.call(Request::new(())).unwrap();
+        assert_eq!(
+            second.metadata().get("authorization").unwrap(),
+            "Bearer two"
         );
     }
 
