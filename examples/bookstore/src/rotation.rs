@@ -74,7 +74,7 @@ pub fn same_serial(a: &str, b: &str) -> bool {
 }
 
 /// Envoy's `3c4d5e` as `3c:4d:5e` (padded to whole bytes).
-fn colon_hex(hex: &str) -> String {
+pub(crate) fn colon_hex(hex: &str) -> String {
     let hex = hex.to_ascii_lowercase();
     let padded = if hex.len() % 2 == 1 {
         format!("0{hex}")
@@ -148,7 +148,7 @@ pub(crate) async fn proxyless_serials(
 }
 
 /// The serial of the certificate `addr` presents in a TLS handshake.
-async fn served_serial(
+pub(crate) async fn served_serial(
     config: Arc<rustls::ClientConfig>,
     addr: SocketAddr,
     server_name: &str,

@@ -2,14 +2,16 @@
 //! `bookstore.local`, each with its own in-process mtls-agent and CA, federated over their
 //! bundle endpoints (https_spiffe one way, https_web the other); real Envoy 1.40 sidecars
 //! fed by SDS; a neighbour of the client's domain and a workload of an unfederated domain
-//! refused. With
+//! refused; a CA rotation in bookstore.local under calls on both paths. With
 //! `MTLS_REQUIRE_ENVOY=1` (as `./ci.sh` sets) a missing Envoy fails the test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use bookstore::mesh::{self, FEDERATION_REFRESH_HINT, FederatedDomains, PathKind, checks};
+use bookstore::mesh::{
+    self, FEDERATION_REFRESH_HINT, FETCH_SLACK, FederatedDomains, PathKind, checks,
+};
 use bookstore::{MeshPki, MeshPolicy, Workload, WorkloadIdentities};
 use tonic::Code;
 
@@ -18,7 +20,7 @@ fn require_envoy() -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_trust_domains_federate_on_both_paths() {
+async fn two_trust_domains_federate_on_both_paths_and_a_ca_rotation_crosses_over() {
     if bookstore::envoy::find_envoy(None).is_none() {
         assert!(
             !require_envoy(),
@@ -90,14 +92,12 @@ async fn two_trust_domains_federate_on_both_paths() {
     // Each agent fetched the other's bundle; the unfederated one fetched nothing.
     let bookstore_td = policy.trust_domain.clone();
     let client_td: mtls_core::TrustDomain = bookstore::CLIENT_TRUST_DOMAIN.parse().unwrap();
-    assert!(
-        domains
-            .client_agent()
-            .federated_bundles()
-            .get(&bookstore_td)
-            .and_then(|b| b.sequence())
-            .is_some()
-    );
+    let before_sequence = domains
+        .client_agent()
+        .federated_bundles()
+        .get(&bookstore_td)
+        .and_then(|b| b.sequence())
+        .expect("client.local fetched bookstore.local's bundle");
     assert!(
         domains
             .bookstore_agent()
@@ -146,6 +146,7 @@ async fn two_trust_domains_federate_on_both_paths() {
             checks::FEDERATION,
             checks::NEIGHBOUR,
             checks::UNFEDERATED,
+            checks::CA_ROTATION,
         ] {
             let c = check(name);
             assert!(c.passed, "{path} {name}: {c:?}\n{}", outcome.table());
@@ -195,6 +196,48 @@ async fn two_trust_domains_federate_on_both_paths() {
         }
     }
 
+    // The CA rotation: a new root, at client.local's agent, in the client's source and the
+    // client sidecar within one refresh hint; the bookstore then on the new CA; no call failed.
+    let r = outcome.ca_rotation.as_ref().expect("the CA rotation ran");
+    assert_eq!(r.error, None);
+    assert_eq!(r.new_roots.len(), 1, "{r:?}");
+    let within = FEDERATION_REFRESH_HINT + FETCH_SLACK;
+    assert!(r.client_agent.unwrap() <= within, "{r:?}");
+    assert!(r.client_source.unwrap() <= within, "{r:?}");
+    assert!(r.sequence.1.unwrap() > r.sequence.0.unwrap(), "{r:?}");
+    assert_eq!(r.sequence.0, Some(before_sequence));
+    // The bookstore switched only once client.local held the new root.
+    let activated = r.activated.unwrap();
+    assert!(r.client_agent.unwrap() <= activated, "{r:?}");
+    assert!(r.client_source.unwrap() <= activated, "{r:?}");
+    assert_eq!(r.replicas_new.len(), 3, "{r:?}");
+    assert!(r.replicas_new.iter().all(|(_, new)| *new), "{r:?}");
+    assert!(matches!(r.fresh_call, Some(Ok(_))), "{r:?}");
+    assert!(
+        r.proxyless_calls.0 >= 9 && r.proxyless_calls.1 == 0,
+        "{r:?}"
+    );
+    assert!(r.failures.is_empty(), "{r:?}");
+    if paths.contains(&PathKind::Envoy) {
+        assert!(r.client_sidecar.unwrap() <= within, "{r:?}");
+        assert!(r.client_sidecar.unwrap() <= activated, "{r:?}");
+        assert_eq!(r.sidecars_new.len(), 3, "{r:?}");
+        assert!(r.sidecars_new.iter().all(|(_, new)| *new), "{r:?}");
+        let (made, failed) = r.envoy_calls.unwrap();
+        assert!(made >= 9 && failed == 0, "{r:?}");
+    }
+    // What client.local holds of bookstore.local now is what bookstore.local publishes
+    // (old and new roots while the old SVIDs may live), and the bookstore's SVID is new.
+    let held = domains
+        .client_agent()
+        .federated_bundles()
+        .get(&bookstore_td)
+        .unwrap()
+        .to_pem();
+    assert_eq!(
+        mtls_certs::parse_certificates_pem(&held).unwrap(),
+        mtls_certs::parse_certificates_pem(&domains.bookstore_agent().bundle_pem()).unwrap()
+    );
     assert!(outcome.passed(), "{}", outcome.table());
 
     // Every Envoy it started is gone once the run returned.

@@ -36,3 +36,7 @@ pub const NEIGHBOUR: &str = "federated, not admitted";
 /// `--federation`: a workload of `intruder.local` (valid SVID, unfederated domain) was
 /// refused in the handshake: unknown CA.
 pub const UNFEDERATED: &str = "unfederated domain";
+/// `--federation`: a CA rotation in `bookstore.local` reached `client.local` within one
+/// refresh hint (before the bookstore switched to the new CA's SVIDs), the bookstore
+/// switched, and no call failed.
+pub const CA_ROTATION: &str = "CA rotation";

@@ -36,7 +36,8 @@ mod stats;
 pub use self::{
     channels::{envoy_channel, proxyless_channel, proxyless_channel_builder, wait_ready},
     federation::{
-        BOOKSTORE_ENDPOINT_ID, Caller, FEDERATION_REFRESH_HINT, FederatedDomains, run_federated,
+        BOOKSTORE_ENDPOINT_ID, BookstoreCaller, CA_ACTIVATION_DELAY, CaRotation,
+        FEDERATION_REFRESH_HINT, FETCH_SLACK, FederatedDomains, run_federated,
     },
     options::{ENVOY_HINT, EnvoyChoice, MeshOptions},
     outcome::{Check, MeshOutcome, PathKind},

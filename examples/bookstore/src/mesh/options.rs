@@ -47,8 +47,8 @@ pub struct MeshOptions {
     /// middle of each path's scenario.
     pub agent: bool,
     /// Two federated trust domains, each with its own in-process `mtls-agent` and CA
-    /// (`bookstore.local`, `client.local`) and a third nobody federates with
-    /// ([`run_federated`](super::run_federated)).
+    /// (`bookstore.local`, `client.local`) and a third nobody federates with, and a CA
+    /// rotation under calls ([`run_federated`](super::run_federated)).
     pub federation: bool,
 }
 

@@ -67,6 +67,8 @@ pub struct MeshOutcome {
     /// The side-by-side stats: each event's proxyless figure (our metrics) and Envoy
     /// figure (the sidecars' `/stats`).
     pub stats: Vec<StatRow>,
+    /// `--federation`: the CA rotation in `bookstore.local` and where its new root was seen.
+    pub ca_rotation: Option<CaRotation>,
 }
 
 impl MeshOutcome {

@@ -40,6 +40,7 @@ pub(super) fn print_checks(options: &MeshOptions, outcome: &MeshOutcome, path: P
                 checks::ROLLING_RESTART,
                 checks::RETRIES,
                 checks::FEDERATION,
+                checks::CA_ROTATION,
             ]
             .contains(&c.name)
     }) {

@@ -30,13 +30,21 @@ use crate::{
 /// `client.local`'s agent is configured to expect.
 pub const BOOKSTORE_ENDPOINT_ID: &str = "spiffe://bookstore.local/bundle-endpoint";
 /// The refresh hint both bundle endpoints serve in the demo (SPIFFE's default is 5 min;
-/// short here so that a change of bundle crosses over within the run).
+/// short here so that a CA rotation crosses over within the run).
 pub const FEDERATION_REFRESH_HINT: Duration = Duration::from_secs(2);
+/// What "within one refresh hint" allows on top of the hint: the fetch itself and the push
+/// to the workloads (loopback, milliseconds; generous for a loaded machine).
+pub const FETCH_SLACK: Duration = Duration::from_secs(1);
+/// How long after `Agent::rotate_ca` bookstore.local's agent starts issuing from the new
+/// CA, with [`FEDERATION_REFRESH_HINT`]: one refresh hint and [`FETCH_SLACK`], so that
+/// client.local, polling at the hint, holds the new root before any SVID chains to it.
+pub const CA_ACTIVATION_DELAY: Duration =
+    Duration::from_secs(FEDERATION_REFRESH_HINT.as_secs() + FETCH_SLACK.as_secs());
 
 /// Who calls the bookstore in the federation scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Caller {
+pub enum BookstoreCaller {
     /// [`FEDERATED_CLIENT_ID`](crate::FEDERATED_CLIENT_ID): the one foreign ID the
     /// bookstore's policy admits.
     Client,
@@ -46,12 +54,12 @@ pub enum Caller {
     Unfederated,
 }
 
-impl fmt::Display for Caller {
+impl fmt::Display for BookstoreCaller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Caller::Client => "client",
-            Caller::Neighbour => "neighbour",
-            Caller::Unfederated => "unfederated",
+            BookstoreCaller::Client => "client",
+            BookstoreCaller::Neighbour => "neighbour",
+            BookstoreCaller::Unfederated => "unfederated",
         })
     }
 }
@@ -67,7 +75,9 @@ impl fmt::Display for Caller {
 ///   made here) and federates with `bookstore.local`, starting from its initial bundle;
 /// - `intruder.local` federates with nobody; its workload holds a valid SVID of its own CA.
 ///
-/// Both endpoints tell peers to refresh every `refresh_hint`. Each agent hands the other
+/// Both endpoints tell peers to refresh every `refresh_hint`; a CA rotation in
+/// `bookstore.local` ([`Agent::rotate_ca`]) activates the new CA one refresh hint and
+/// [`FETCH_SLACK`] after publishing its root. Each agent hands the other
 /// domain's bundle to its workloads (Workload API `federated_bundles`: the in-process
 /// sources trust their own domain and the federated one, each with its own roots) and to
 /// its Envoy sidecars (SDS validation context `spiffe://<other domain>`, SPIRE's naming).
@@ -172,6 +182,8 @@ impl FederatedDomains {
             .sds_socket(dir.join("bookstore/sds.sock"))
             .state_dir(&bookstore_state)
             .svid_ttl(MESH_SVID_TTL)
+            // SVIDs from a new CA only once client.local, polling at the hint, has its root.
+            .ca_activation_delay(refresh_hint + FETCH_SLACK)
             .serve_bundle_endpoint(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
                 ServeProfile::HttpsSpiffe {
@@ -305,21 +317,21 @@ impl FederatedDomains {
     }
 
     /// The SPIFFE ID `caller` holds.
-    pub fn caller_id(&self, caller: Caller) -> &SpiffeId {
+    pub fn caller_id(&self, caller: BookstoreCaller) -> &SpiffeId {
         match caller {
-            Caller::Client => &self.client_id,
-            Caller::Neighbour => &self.neighbour_id,
-            Caller::Unfederated => &self.intruder_id,
+            BookstoreCaller::Client => &self.client_id,
+            BookstoreCaller::Neighbour => &self.neighbour_id,
+            BookstoreCaller::Unfederated => &self.intruder_id,
         }
     }
 
     /// The Workload API source `caller` uses for its SVID (and, but for the unfederated
     /// caller, its trust: own domain + federated).
-    pub fn caller_source(&self, caller: Caller) -> &WorkloadApiSource {
+    pub fn caller_source(&self, caller: BookstoreCaller) -> &WorkloadApiSource {
         match caller {
-            Caller::Client => &self.client,
-            Caller::Neighbour => &self.neighbour,
-            Caller::Unfederated => &self.intruder,
+            BookstoreCaller::Client => &self.client,
+            BookstoreCaller::Neighbour => &self.neighbour,
+            BookstoreCaller::Unfederated => &self.intruder,
         }
     }
 
@@ -327,10 +339,10 @@ impl FederatedDomains {
     /// from its agent; trust from its agent too (own and federated bundles), except for the
     /// unfederated caller, which is handed `bookstore.local`'s bundle as it is now — it
     /// accepts the bookstore, so only the bookstore's refusal can stop it.
-    pub fn caller_tls(&self, caller: Caller) -> Result<rustls::ClientConfig> {
+    pub fn caller_tls(&self, caller: BookstoreCaller) -> Result<rustls::ClientConfig> {
         let source = self.caller_source(caller).clone();
         let trust: Arc<dyn TrustSource> = match caller {
-            Caller::Unfederated => Arc::new(Arc::new(
+            BookstoreCaller::Unfederated => Arc::new(Arc::new(
                 TrustBundle::spiffe()
                     .add_domain_pem(
                         self.policy.trust_domain.clone(),
@@ -338,7 +350,7 @@ impl FederatedDomains {
                     )
                     .map_err(|e| Error::tls("bookstore.local's bundle", e))?,
             )),
-            Caller::Client | Caller::Neighbour => Arc::new(source.clone()),
+            BookstoreCaller::Client | BookstoreCaller::Neighbour => Arc::new(source.clone()),
         };
         ClientConfigBuilder::new(source, trust)
             .authorize(self.policy.client_authorizer())

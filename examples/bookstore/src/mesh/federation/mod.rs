@@ -23,13 +23,24 @@
 //! - [`checks::NEIGHBOUR`]: another workload of `client.local` — federated, its certificate
 //!   verifies — is refused for its SPIFFE ID (authorizer / `ssl.fail_verify_san`);
 //! - [`checks::UNFEDERATED`]: a workload of `intruder.local`, valid SVID of a domain nobody
-//!   federates with, is refused as of an unknown CA (`unknown_ca` / `ssl.fail_verify_error`).
+//!   federates with, is refused as of an unknown CA (`unknown_ca` / `ssl.fail_verify_error`);
+//! - [`checks::CA_ROTATION`]: while calls run on both paths, `bookstore.local` rotates its
+//!   CA (`Agent::rotate_ca`: the new root joins the bundle first, SVIDs from the new CA only
+//!   after [`CA_ACTIVATION_DELAY`]); the new root reaches `client.local` (its agent, the
+//!   client's Workload API source, the client sidecar) within one refresh hint and before
+//!   the switch, the bookstore then serves SVIDs of the new CA, and no call fails
+//!   ([`CaRotation`]).
 
 mod domains;
+mod rotation;
 mod run;
 
 pub use self::{
-    domains::{BOOKSTORE_ENDPOINT_ID, Caller, FEDERATION_REFRESH_HINT, FederatedDomains},
+    domains::{
+        BOOKSTORE_ENDPOINT_ID, BookstoreCaller, CA_ACTIVATION_DELAY, FEDERATION_REFRESH_HINT,
+        FETCH_SLACK, FederatedDomains,
+    },
+    rotation::CaRotation,
     run::run_federated,
 };
 #[cfg(doc)]

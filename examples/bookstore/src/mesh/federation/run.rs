@@ -1,8 +1,9 @@
-//! [`run_federated`]: the federation scenario on both paths.
+//! [`run_federated`]: the federation scenario on both paths, then the CA rotation under
+//! calls on both at once.
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use mtls_core::TrustSource;
+use mtls_core::{TrustDomain, TrustSource};
 use mtls_tonic::{
     balance::{BalancedChannel, LoadPolicy},
     client::MtlsConnector,
@@ -11,7 +12,7 @@ use tonic::Code;
 
 use super::super::*;
 use super::super::{assess::*, print::*};
-use super::{Caller, FederatedDomains};
+use super::{BookstoreCaller, FederatedDomains, rotation};
 use crate::{
     Error, MeshDns, MeshPki, MeshPolicy, Result, Scenario, Store, envoy::EnvoyProcess,
     identity::WorkloadIdentities, scenario::boxed,
@@ -35,9 +36,9 @@ pub async fn run_federated(
         options,
         "    bookstore {}  client {} (admitted)  neighbour {} (federated, not admitted)  unfederated {}",
         policy.server_id,
-        domains.caller_id(Caller::Client),
-        domains.caller_id(Caller::Neighbour),
-        domains.caller_id(Caller::Unfederated),
+        domains.caller_id(BookstoreCaller::Client),
+        domains.caller_id(BookstoreCaller::Neighbour),
+        domains.caller_id(BookstoreCaller::Unfederated),
     );
     let dns = MeshDns::start(&policy.service_name, &REPLICA_IPS, 5).await?;
     let replicas = Replicas::start(&REPLICA_IPS, policy, domains, jwks, Store::seeded()).await?;
@@ -53,7 +54,7 @@ pub async fn run_federated(
             .join(", ")
     );
     let token = tokens.token(&policy.audience)?;
-    let client_id = domains.caller_id(Caller::Client).to_string();
+    let client_id = domains.caller_id(BookstoreCaller::Client).to_string();
 
     // ---- proxyless ----------------------------------------------------------------------
     say!(
@@ -62,7 +63,13 @@ pub async fn run_federated(
         policy.service_name,
         replicas.port()
     );
-    let channel = caller_channel(domains, policy, Caller::Client, replicas.port(), dns.addr())?;
+    let channel = caller_channel(
+        domains,
+        policy,
+        BookstoreCaller::Client,
+        replicas.port(),
+        dns.addr(),
+    )?;
     wait_ready(&channel, REPLICA_IPS.len(), Duration::from_secs(10)).await?;
     let report = Scenario::new(boxed(channel.clone()), Some(token.clone()))
         .run(options.calls)
@@ -81,7 +88,7 @@ pub async fn run_federated(
     outcome
         .checks
         .push(proxyless_federation_check(domains, policy));
-    for caller in [Caller::Neighbour, Caller::Unfederated] {
+    for caller in [BookstoreCaller::Neighbour, BookstoreCaller::Unfederated] {
         let before = our_refusals(caller);
         let result = probe(domains, policy, caller, replicas.port(), dns.addr(), &token).await;
         let counted = before.zip(our_refusals(caller));
@@ -114,7 +121,7 @@ pub async fn run_federated(
                 sidecars.client_listen(),
                 policy.trust_domain,
                 sidecars.port(),
-                domains.caller_id(Caller::Client).trust_domain(),
+                domains.caller_id(BookstoreCaller::Client).trust_domain(),
             );
             let channel = envoy_channel(sidecars.client_listen()).await?;
             let report = Scenario::new(boxed(channel), Some(token.clone()))
@@ -138,7 +145,7 @@ pub async fn run_federated(
                 .checks
                 .push(envoy_federation_check(domains, policy, &sidecars).await);
             // The two callers dial the server sidecars directly, with their own SVIDs.
-            for caller in [Caller::Neighbour, Caller::Unfederated] {
+            for caller in [BookstoreCaller::Neighbour, BookstoreCaller::Unfederated] {
                 let stat = envoy_stat(caller);
                 let before = sum_counter(sidecars.servers(), stat).await;
                 let result =
@@ -157,6 +164,43 @@ pub async fn run_federated(
         }
     };
 
+    // ---- CA rotation in bookstore.local, calls running on both paths ---------------------
+    say!(
+        options,
+        "\n==> CA rotation in {} while calls run on both paths (refresh hint {:?})",
+        policy.trust_domain,
+        domains.refresh_hint()
+    );
+    let envoy_path = match &sidecars {
+        Some(s) => Some((s, envoy_channel(s.client_listen()).await?)),
+        None => None,
+    };
+    let ca_rotation = rotation::rotate_under_calls(
+        options,
+        domains,
+        policy,
+        boxed(channel),
+        envoy_path.as_ref().map(|(s, c)| (*s, boxed(c.clone()))),
+        &replicas.mtls_addrs(),
+        &token,
+        || {
+            caller_channel(
+                domains,
+                policy,
+                BookstoreCaller::Client,
+                replicas.port(),
+                dns.addr(),
+            )
+        },
+    )
+    .await?;
+    outcome.checks.push(ca_rotation.check(PathKind::Proxyless));
+    if envoy_path.is_some() {
+        outcome.checks.push(ca_rotation.check(PathKind::Envoy));
+    }
+    say!(options, "{}", ca_rotation.describe());
+    outcome.ca_rotation = Some(ca_rotation);
+    drop(envoy_path);
     drop(sidecars);
     drop(replicas);
     drop(dns);
@@ -168,7 +212,7 @@ pub async fn run_federated(
 fn caller_channel(
     domains: &FederatedDomains,
     policy: &MeshPolicy,
-    caller: Caller,
+    caller: BookstoreCaller,
     port: u16,
     dns: SocketAddr,
 ) -> Result<BalancedChannel> {
@@ -177,8 +221,8 @@ fn caller_channel(
         .map_err(|e| Error::tonic("server name", e))?;
     // A refused caller gives up after a second without a ready endpoint.
     let ready = match caller {
-        Caller::Client => Duration::from_secs(3),
-        Caller::Neighbour | Caller::Unfederated => Duration::from_secs(1),
+        BookstoreCaller::Client => Duration::from_secs(3),
+        BookstoreCaller::Neighbour | BookstoreCaller::Unfederated => Duration::from_secs(1),
     };
     BalancedChannel::builder(format!("{}:{port}", policy.service_name), connector)
         .nameserver(dns)
@@ -193,7 +237,7 @@ fn caller_channel(
 async fn probe(
     domains: &FederatedDomains,
     policy: &MeshPolicy,
-    caller: Caller,
+    caller: BookstoreCaller,
     port: u16,
     dns: SocketAddr,
     token: &str,
@@ -206,23 +250,23 @@ async fn probe(
 }
 
 /// Our server handshakes refused for the reason `caller` should be refused for.
-fn our_refusals(caller: Caller) -> Option<u64> {
+fn our_refusals(caller: BookstoreCaller) -> Option<u64> {
     let name = mtls_core::metrics::SERVER_TLS_HANDSHAKES;
     let label = mtls_core::metrics::HANDSHAKE_RESULT;
     match caller {
-        Caller::Neighbour => Some(
+        BookstoreCaller::Neighbour => Some(
             crate::metrics::counter(name, &[(label, "authorizer_denied")])?
                 + crate::metrics::counter(name, &[(label, "san_mismatch")])?,
         ),
-        Caller::Unfederated => crate::metrics::counter(name, &[(label, "unknown_ca")]),
-        Caller::Client => None,
+        BookstoreCaller::Unfederated => crate::metrics::counter(name, &[(label, "unknown_ca")]),
+        BookstoreCaller::Client => None,
     }
 }
 
 /// The name of [`our_refusals`]' figure, as Prometheus prints it.
-fn our_metric(caller: Caller) -> String {
+fn our_metric(caller: BookstoreCaller) -> String {
     let result = match caller {
-        Caller::Neighbour => "authorizer_denied",
+        BookstoreCaller::Neighbour => "authorizer_denied",
         _ => "unknown_ca",
     };
     format!(
@@ -233,9 +277,9 @@ fn our_metric(caller: Caller) -> String {
 }
 
 /// The server sidecars' stat for the reason `caller` should be refused for.
-fn envoy_stat(caller: Caller) -> &'static str {
+fn envoy_stat(caller: BookstoreCaller) -> &'static str {
     match caller {
-        Caller::Neighbour => "ssl.fail_verify_san",
+        BookstoreCaller::Neighbour => "ssl.fail_verify_san",
         _ => "ssl.fail_verify_error",
     }
 }
@@ -252,13 +296,13 @@ async fn sum_counter(envoys: &[EnvoyProcess], suffix: &str) -> Option<u64> {
 /// right reason (`counted`: before and after, when the figure could be read).
 fn refusal_check(
     path: PathKind,
-    caller: Caller,
+    caller: BookstoreCaller,
     result: std::result::Result<Option<String>, tonic::Status>,
     counted: Option<(u64, u64)>,
     metric: &str,
 ) -> Check {
     let (name, why) = match caller {
-        Caller::Neighbour => (checks::NEIGHBOUR, "SPIFFE ID not admitted"),
+        BookstoreCaller::Neighbour => (checks::NEIGHBOUR, "SPIFFE ID not admitted"),
         _ => (checks::UNFEDERATED, "unknown CA"),
     };
     let mut expected = format!("handshake refused ({why})");
@@ -314,11 +358,14 @@ fn refusal_check(
 /// bookstore.local's agent publishes, and the replicas' source trusts `client.local` with
 /// client.local's — each fetched from the other's bundle endpoint.
 fn proxyless_federation_check(domains: &FederatedDomains, policy: &MeshPolicy) -> Check {
-    let client_td = domains.caller_id(Caller::Client).trust_domain().clone();
+    let client_td = domains
+        .caller_id(BookstoreCaller::Client)
+        .trust_domain()
+        .clone();
     let sides = [
         (
             "client",
-            domains.caller_source(Caller::Client).current(),
+            domains.caller_source(BookstoreCaller::Client).current(),
             &policy.trust_domain,
             domains.bookstore_agent(),
             domains.client_agent(),
@@ -374,7 +421,10 @@ async fn envoy_federation_check(
     policy: &MeshPolicy,
     sidecars: &Sidecars,
 ) -> Check {
-    let client_td = domains.caller_id(Caller::Client).trust_domain().clone();
+    let client_td = domains
+        .caller_id(BookstoreCaller::Client)
+        .trust_domain()
+        .clone();
     let mut observed = Vec::new();
     let mut passed = true;
     let sides = std::iter::once((
@@ -472,4 +522,15 @@ fn short_metric(metric: &str) -> &str {
         .split_once("=\"")
         .and_then(|(_, v)| v.strip_suffix("\"}"))
         .unwrap_or(metric)
+}
+
+/// Whether `trust` holds every one of `roots` for `td`.
+pub(super) fn trusts_all(
+    trust: &dyn TrustSource,
+    td: &TrustDomain,
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> bool {
+    let current = trust.current();
+    let have = current.roots(Some(td));
+    !roots.is_empty() && roots.iter().all(|r| have.contains(r))
 }
