@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mtls_certs::{CaParams, CertificateAuthority, LeafParams};
+use mtls_identity::source::Publisher;
 use mtls_identity::{SpiffeId, TrustDomain};
 use mtls_jwt::{Algorithm, JwksSource, SigningKey, TokenSpec, Validator};
 use rustls_pki_types::CertificateDer;
@@ -71,7 +72,9 @@ pub(crate) struct Issuer {
     svid_ttl: Duration,
     jwt_ttl: Duration,
     registration: RwLock<Registration>,
-    tx: watch::Sender<Arc<Snapshot>>,
+    /// What the Workload API, SDS, delivery and the bundle endpoint serve: the family's
+    /// rotation model (`mtls_identity::source`), published on every change.
+    snapshots: Publisher<Snapshot>,
     /// Held while a snapshot is made; holds the CAs of our trust domain.
     issuing: Mutex<Authorities>,
     /// Woken when a CA deadline (activation, retirement) may have changed.
@@ -127,14 +130,14 @@ impl Issuer {
             1,
             Arc::default(),
         )?;
-        let (tx, _) = watch::channel(Arc::new(first));
+        let snapshots = Publisher::new(first);
         Ok(Arc::new(Self {
             jwt_key,
             trust_domain,
             svid_ttl,
             jwt_ttl,
             registration: RwLock::new(registration),
-            tx,
+            snapshots,
             issuing: Mutex::new(authorities),
             ca_changed: Notify::new(),
             state_dir,
@@ -144,11 +147,11 @@ impl Issuer {
     }
 
     pub(crate) fn current(&self) -> Arc<Snapshot> {
-        self.tx.borrow().clone()
+        self.snapshots.current()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.tx.subscribe()
+        self.snapshots.source().subscribe()
     }
 
     pub(crate) fn registration(&self) -> Registration {
@@ -190,7 +193,7 @@ impl Issuer {
             "trust bundle updated"
         );
         let generation = next.generation;
-        self.tx.send_replace(Arc::new(next));
+        self.snapshots.publish(next);
         generation
     }
 
@@ -264,7 +267,7 @@ impl Issuer {
         tracing::info!(generation, ca = %authorities.active.subject(), svids = next.svids.len(), "activated the new CA");
         crate::metrics::rotation("CA rotation");
         crate::metrics::ca_rotation("activated");
-        self.tx.send_replace(Arc::new(next));
+        self.snapshots.publish(next);
         Ok(())
     }
 
@@ -367,7 +370,7 @@ impl Issuer {
             federated = next.federated.len(),
             "federated bundles updated"
         );
-        self.tx.send_replace(Arc::new(next));
+        self.snapshots.publish(next);
         generation
     }
 
@@ -392,7 +395,7 @@ impl Issuer {
         )?;
         tracing::info!(generation, reason, svids = next.svids.len(), "rotated");
         crate::metrics::rotation(reason);
-        self.tx.send_replace(Arc::new(next));
+        self.snapshots.publish(next);
         Ok(generation)
     }
 

@@ -144,7 +144,9 @@
 //!
 //! - `mtls-identity`: the family's shared vocabulary: the strict `SpiffeId` / `TrustDomain`
 //!   (go-spiffe's rules) for registration entries and the `spiffe_id` field of requests,
-//!   serials, HPACK errors in words.
+//!   serials, HPACK errors in words; with its feature `source`, the rotation model: what
+//!   the Workload API, SDS, Filesystem Delivery and the bundle endpoint serve is published
+//!   into one `Publisher` and read as its `Source` (`mtls_identity::source`).
 //! - `mtls-certs`: the CA and SVID issuance (random serials, SKI/AKI, backdating, clamping).
 //! - `mtls-core` (feature `federation`): the SPIFFE bundle format and the bundle endpoint
 //!   client (`FederatedTrustSource`).
