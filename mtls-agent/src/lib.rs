@@ -12,7 +12,8 @@
 //!        │      FetchX509SVID, FetchX509Bundles, FetchJWTSVID, FetchJWTBundles, ValidateJWTSVID
 //!        ├──► Envoy SDS            (unix socket; envoy.service.secret.v3)
 //!        │      StreamSecrets, FetchSecrets: "<spiffe id>" | "default" → tls_certificate,
-//!        │      "spiffe://<td>" | "ROOTCA" | "ALL" → validation_context
+//!        │      "spiffe://<td>" | "ROOTCA" → validation_context (trusted_ca),
+//!        │      "ALL" → every domain in Envoy's SPIFFE validator (SPIRE's ALL)
 //!        └──► Filesystem Delivery  (optional, AgentConfig::deliver / --deliver-to DIR)
 //!               credential-bundle.private-key.pem, <td>.spiffe-trust-bundle.pem,
 //!               renamed into place atomically; renew_signal to a PID

@@ -1,6 +1,11 @@
 //! Envoy's Secret Discovery Service (`envoy.service.secret.v3`), named as SPIRE names
-//! secrets: a SPIFFE ID (or `default`) is a `tls_certificate`; the trust-domain ID
-//! (`spiffe://example.org`, or `ROOTCA` / `ALL`) is a `validation_context`.
+//! secrets: a SPIFFE ID (or `default`) is a `tls_certificate`; a trust-domain ID
+//! (`spiffe://example.org`, ours or a federated one's) and `ROOTCA` (ours) are a
+//! `validation_context` with that domain's roots as `trusted_ca`; `ALL` is, as in SPIRE,
+//! every trust domain's bundle — ours and the federated ones — in Envoy's SPIFFE
+//! certificate validator (`envoy.tls.cert_validator.spiffe`), which verifies a peer
+//! against the bundle of its own SPIFFE ID's trust domain only (bundles are never merged
+//! into one `trusted_ca`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,9 +22,10 @@ use crate::conn::ConnInfo;
 use crate::issuer::{Issuer, Snapshot};
 use crate::limits::Limits;
 use crate::logging::{LogBudget, Shown};
-use crate::pb::envoy::config::core::v3::{DataSource, data_source};
+use crate::pb::envoy::config::core::v3::{DataSource, TypedExtensionConfig, data_source};
 use crate::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, Secret, TlsCertificate, secret,
+    CertificateValidationContext, Secret, SpiffeCertValidatorConfig, TlsCertificate, secret,
+    spiffe_cert_validator_config,
 };
 use crate::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -30,6 +36,12 @@ use crate::registration::Caller;
 /// The type URL of an SDS resource.
 pub const SECRET_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// The name of Envoy's SPIFFE certificate validator.
+const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
+/// The type URL of its configuration.
+const SPIFFE_VALIDATOR_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig";
 
 /// The longest SDS resource name that can name anything (a SPIFFE ID is at most 2048 bytes).
 const MAX_RESOURCE_NAME: usize = 2048;
@@ -57,12 +69,19 @@ fn inline(bytes: &str) -> Option<DataSource> {
 /// The secret called `name` for a caller entitled to `ids`.
 fn resolve(name: &str, snapshot: &Snapshot, ids: &[SpiffeId]) -> Result<Secret, Status> {
     let td_id = format!("spiffe://{}", snapshot.trust_domain);
-    if name == "ROOTCA" || name == "ALL" || name == td_id {
+    if name == "ALL" {
+        return Ok(Secret {
+            name: name.to_owned(),
+            r#type: Some(secret::Type::ValidationContext(all_bundles(snapshot))),
+        });
+    }
+    if name == "ROOTCA" || name == td_id {
         return Ok(Secret {
             name: name.to_owned(),
             r#type: Some(secret::Type::ValidationContext(
                 CertificateValidationContext {
                     trusted_ca: inline(&snapshot.bundle_pem),
+                    custom_validator_config: None,
                 },
             )),
         });
@@ -83,6 +102,7 @@ fn resolve(name: &str, snapshot: &Snapshot, ids: &[SpiffeId]) -> Result<Secret, 
             r#type: Some(secret::Type::ValidationContext(
                 CertificateValidationContext {
                     trusted_ca: inline(&bundle.to_pem()),
+                    custom_validator_config: None,
                 },
             )),
         });
@@ -110,6 +130,37 @@ fn resolve(name: &str, snapshot: &Snapshot, ids: &[SpiffeId]) -> Result<Secret, 
             private_key: inline(&svid.key_pem),
         })),
     })
+}
+
+/// SPIRE's `ALL`: every trust domain's bundle (ours first, then the federated ones with
+/// X.509 authorities, by name) in the SPIFFE certificate validator.
+fn all_bundles(snapshot: &Snapshot) -> CertificateValidationContext {
+    let domain = |name: String, pem: &str| spiffe_cert_validator_config::TrustDomain {
+        name,
+        trust_bundle: inline(pem),
+    };
+    let trust_domains = std::iter::once(domain(
+        snapshot.trust_domain.to_string(),
+        &snapshot.bundle_pem,
+    ))
+    .chain(
+        snapshot
+            .federated
+            .iter()
+            .filter(|b| !b.x509_authorities().is_empty())
+            .map(|b| domain(b.trust_domain().to_string(), &b.to_pem())),
+    )
+    .collect();
+    CertificateValidationContext {
+        trusted_ca: None,
+        custom_validator_config: Some(TypedExtensionConfig {
+            name: SPIFFE_VALIDATOR.to_owned(),
+            typed_config: Some(prost_types::Any {
+                type_url: SPIFFE_VALIDATOR_TYPE_URL.to_owned(),
+                value: SpiffeCertValidatorConfig { trust_domains }.encode_to_vec(),
+            }),
+        }),
+    }
 }
 
 /// The requested resource names, duplicates merged (first occurrence kept), at most

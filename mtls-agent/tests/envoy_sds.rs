@@ -1,6 +1,8 @@
 //! Envoy 1.40 gets its certificate and validation context over SDS from mtls-agent (Unix
 //! socket), serves mTLS, and picks up a forced rotation with no restart while a load loop
-//! runs across it; an unknown secret name is an error Envoy reports.
+//! runs across it; an unknown secret name is an error Envoy reports. Across a CA rotation
+//! (`Agent::rotate_ca`), an Envoy validating with SPIRE's `ALL` (the SPIFFE certificate
+//! validator) keeps serving with zero failed calls.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,6 +21,11 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NODE_ID: &str = "envoy-test";
+
+/// The tests of this file run one at a time: each picks its listener ports with
+/// `free_port` before Envoy binds them, and the other's load loop (new connections all the
+/// time, each on an ephemeral port) could take one in between.
+static ONE_ENVOY_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn sds_config(sds_socket_cluster: &str, initial_fetch_timeout: &str) -> Value {
     json!({
@@ -65,7 +72,15 @@ fn tls_listener(name: &str, port: u16, cert_name: &str, ca_name: &str, wait: &st
     })
 }
 
-fn bootstrap(sds_socket: &Path, good_port: u16, bad_port: u16, upstream_port: u16) -> Value {
+/// Envoy with the listener `mtls` on `good_port` (its validation context the SDS secret
+/// `ca_name`) and `unknown_name` on `bad_port`.
+fn bootstrap(
+    sds_socket: &Path,
+    good_port: u16,
+    bad_port: u16,
+    upstream_port: u16,
+    ca_name: &str,
+) -> Value {
     json!({
         "node": { "id": NODE_ID, "cluster": "mtls-agent-test" },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
@@ -101,7 +116,7 @@ fn bootstrap(sds_socket: &Path, good_port: u16, bad_port: u16, upstream_port: u1
                 }
             ],
             "listeners": [
-                tls_listener("mtls", good_port, ENVOY, "spiffe://bookstore.local", "5s"),
+                tls_listener("mtls", good_port, ENVOY, ca_name, "5s"),
                 tls_listener("unknown_name", bad_port, "no-such-secret", "ROOTCA", "0.3s")
             ]
         }
@@ -170,6 +185,7 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
     let Some(envoy) = envoy_or_skip("envoy_sds") else {
         return;
     };
+    let _one = ONE_ENVOY_AT_A_TIME.lock().await;
     let reg = format!(
         "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ uid: {uid}, sds_node_id: {NODE_ID} }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {uid} }}\n",
         uid = my_uid()
@@ -180,7 +196,14 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
     let config = t.dir.path().join("envoy.json");
     std::fs::write(
         &config,
-        bootstrap(&t.sds_socket(), good, bad, upstream).to_string(),
+        bootstrap(
+            &t.sds_socket(),
+            good,
+            bad,
+            upstream,
+            "spiffe://bookstore.local",
+        )
+        .to_string(),
     )
     .unwrap();
     let admin_path = t.dir.path().join("admin.txt");
@@ -342,5 +365,187 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
             "StreamSecrets gRPC config stream to sds_agent closed: 3, unknown%20SDS%20secret%20name"
         ) && log.contains("no-such-secret"),
         "Envoy logs the agent's refusal; stats:\n{stats}\nlog:\n{log}"
+    );
+}
+
+/// A counter of Envoy's `/stats` (0 if absent).
+fn stat(admin: &str, name: &str) -> u64 {
+    http_get(admin, &format!("/stats?filter={name}"))
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_validating_with_all_keeps_serving_across_a_ca_rotation() {
+    let Some(envoy) = envoy_or_skip("envoy_sds") else {
+        return;
+    };
+    let _one = ONE_ENVOY_AT_A_TIME.lock().await;
+    let reg = format!(
+        "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ uid: {uid}, sds_node_id: {NODE_ID} }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {uid} }}\n",
+        uid = my_uid()
+    );
+    // Prepared until the test activates it, once Envoy and the client have the new root.
+    let t = TestAgent::start_with(&reg, |c| c.ca_activation_delay(Duration::from_secs(3600))).await;
+    let upstream = echo_server().await;
+    let (good, bad) = (free_port(), free_port());
+    let config = t.dir.path().join("envoy.json");
+    std::fs::write(
+        &config,
+        bootstrap(&t.sds_socket(), good, bad, upstream, "ALL").to_string(),
+    )
+    .unwrap();
+    let admin_path = t.dir.path().join("admin.txt");
+    let log_path = t.dir.path().join("envoy.log");
+    let mut proc = ChildGuard::spawn_logging(
+        "envoy",
+        Command::new(&envoy)
+            .arg("-c")
+            .arg(&config)
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["-l", "info"]),
+        &log_path,
+    );
+    let source = WorkloadApiSource::builder()
+        .endpoint(t.endpoint())
+        .connect()
+        .await
+        .unwrap();
+    let client = ClientConfigBuilder::new(source.clone(), source.clone())
+        .authorize(Authorize::exact(ENVOY.parse().unwrap()))
+        .alpn_protocols(["echo"])
+        .build()
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let started = Instant::now();
+    let admin = loop {
+        if let Some(status) = proc.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("envoy exited with {status}: {log}");
+        }
+        if let Some(admin) = std::fs::read_to_string(&admin_path)
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+            && round_trip(&connector, good, 0).await.is_ok()
+        {
+            break admin.trim().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "envoy did not serve mTLS validating with ALL (SPIFFE validator); log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..2u64 {
+        let (stop, ok, failures, seen, connector) = (
+            stop.clone(),
+            ok.clone(),
+            failures.clone(),
+            seen.clone(),
+            connector.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut n = w * 1_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match round_trip(&connector, good, n).await {
+                    Ok(serial) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        seen.lock().unwrap().insert(serial);
+                    }
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+            }
+        }));
+    }
+    let calls = |what: &'static str| {
+        let ok = ok.clone();
+        async move {
+            let at = ok.load(Ordering::Relaxed);
+            eventually(Duration::from_secs(20), what, || {
+                (ok.load(Ordering::Relaxed) >= at + 30).then_some(())
+            })
+            .await;
+        }
+    };
+    calls("calls before the rotation").await;
+    let envoy_id = ENVOY.parse().unwrap();
+    let first = t.agent.serial_of(&envoy_id).unwrap();
+
+    // Prepared: Envoy takes the ALL update (old + new roots), the client its bundle.
+    let updates = stat(&admin, "sds.ALL.update_success");
+    t.agent.rotate_ca().unwrap();
+    let td: mtls_core::TrustDomain = TD.parse().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "Envoy and the client to take the bundle with the new root",
+        || {
+            (stat(&admin, "sds.ALL.update_success") > updates
+                && mtls_core::TrustSource::current(&source)
+                    .roots(Some(&td))
+                    .len()
+                    == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    calls("calls while prepared").await;
+
+    // Active: Envoy presents an SVID of the new CA; the client's new SVID verifies at Envoy.
+    t.agent.activate_prepared_ca().unwrap();
+    let second = t.agent.serial_of(&envoy_id).unwrap();
+    assert_ne!(first, second);
+    eventually(
+        Duration::from_secs(10),
+        "Envoy /certs to show the new serial",
+        || {
+            http_get(&admin, "/certs")
+                .contains(&second.replace(':', ""))
+                .then_some(())
+        },
+    )
+    .await;
+    let at = ok.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(20), "calls with the new CA", || {
+        (ok.load(Ordering::Relaxed) >= at + 30 && seen.lock().unwrap().contains(&second))
+            .then_some(())
+    })
+    .await;
+
+    // Retired: the new root only; calls go on.
+    let updates = stat(&admin, "sds.ALL.update_success");
+    t.agent.retire_old_cas().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "Envoy to take the retirement",
+        || (stat(&admin, "sds.ALL.update_success") > updates).then_some(()),
+    )
+    .await;
+    calls("calls after retirement").await;
+
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed calls across the CA rotation: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        proc.child.try_wait().unwrap().is_none(),
+        "Envoy still running"
     );
 }

@@ -3,7 +3,8 @@
 //! and hands it to workloads — py-spiffe reads the federated X.509 bundle (from
 //! FetchX509Bundles and from the X509-SVID response's `federated_bundles`) and the JWT
 //! bundle, and a JWT-SVID minted by the other agent verifies with it; Envoy SDS serves the
-//! foreign domain's validation context as `spiffe://client.local`; the files delivered
+//! foreign domain's validation context as `spiffe://client.local`, and `ALL` as both
+//! domains in Envoy's SPIFFE validator; the files delivered
 //! include the foreign bundle. A wrong endpoint SPIFFE ID federates nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,7 +18,9 @@ use mtls_agent::{Agent, AgentConfig, Delivery, Registration, ServeProfile};
 use mtls_core::{BundleEndpoint, SpiffeBundle};
 use prost::Message as _;
 use support::pb::envoy::config::core::v3::{Node, data_source};
-use support::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use support::pb::envoy::extensions::transport_sockets::tls::v3::{
+    Secret, SpiffeCertValidatorConfig, secret,
+};
 use support::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use support::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use support::*;
@@ -185,6 +188,51 @@ async fn py_spiffe_reads_the_bundles_of_a_federated_trust_domain() {
         panic!("expected inline bytes");
     };
     assert_eq!(String::from_utf8(pem).unwrap(), foreign.bundle_pem());
+
+    // SPIRE's ALL: ours and the federated domain, each with its own bundle, in Envoy's
+    // SPIFFE validator (never merged into one trusted_ca).
+    let response = sds
+        .fetch_secrets(DiscoveryRequest {
+            node: Some(Node {
+                id: "sidecar".to_owned(),
+                cluster: "c".to_owned(),
+            }),
+            resource_names: vec!["ALL".to_owned()],
+            type_url: mtls_agent::SECRET_TYPE_URL.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let secret = Secret::decode(response.resources[0].value.as_slice()).unwrap();
+    let Some(secret::Type::ValidationContext(all)) = secret.r#type else {
+        panic!("expected a validation context: {secret:?}");
+    };
+    assert!(all.trusted_ca.is_none());
+    let validator = all.custom_validator_config.unwrap();
+    assert_eq!(validator.name, "envoy.tls.cert_validator.spiffe");
+    let config =
+        SpiffeCertValidatorConfig::decode(validator.typed_config.unwrap().value.as_slice())
+            .unwrap();
+    let domains: Vec<(String, Vec<u8>)> = config
+        .trust_domains
+        .into_iter()
+        .map(|d| {
+            let Some(data_source::Specifier::InlineBytes(pem)) =
+                d.trust_bundle.and_then(|b| b.specifier)
+            else {
+                panic!("expected inline bytes");
+            };
+            (d.name, pem)
+        })
+        .collect();
+    assert_eq!(
+        domains,
+        [
+            (TD.to_owned(), t.agent.bundle_pem().into_bytes()),
+            (FOREIGN.to_owned(), foreign.bundle_pem().into_bytes()),
+        ]
+    );
 
     // Filesystem delivery writes the foreign domain's bundle too.
     let delivered =

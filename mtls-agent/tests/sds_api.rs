@@ -49,6 +49,30 @@ fn inline(ds: &Option<support::pb::envoy::config::core::v3::DataSource>) -> Stri
     }
 }
 
+/// The trust domains and bundles of an `envoy.tls.cert_validator.spiffe` context.
+fn spiffe_validator_domains(
+    vc: &support::pb::envoy::extensions::transport_sockets::tls::v3::CertificateValidationContext,
+) -> Vec<(String, String)> {
+    let config = vc
+        .custom_validator_config
+        .as_ref()
+        .expect("a custom validator");
+    assert_eq!(config.name, "envoy.tls.cert_validator.spiffe");
+    let any = config.typed_config.as_ref().unwrap();
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig"
+    );
+    support::pb::envoy::extensions::transport_sockets::tls::v3::SpiffeCertValidatorConfig::decode(
+        any.value.as_slice(),
+    )
+    .unwrap()
+    .trust_domains
+    .into_iter()
+    .map(|d| (d.name, inline(&d.trust_bundle)))
+    .collect()
+}
+
 fn registration() -> String {
     format!(
         "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ uid: {}, sds_node_id: sidecar }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {} }}\n",
@@ -90,12 +114,23 @@ async fn secrets_are_named_as_spire_names_them() {
         assert_eq!(serial_of_der(der[0].as_ref()), serial);
         assert!(inline(&tls.private_key).contains("PRIVATE KEY"));
     }
-    for s in &got[2..] {
+    for s in &got[2..4] {
         let Some(secret::Type::ValidationContext(vc)) = &s.r#type else {
             panic!("{} should be a validation_context", s.name)
         };
         assert_eq!(inline(&vc.trusted_ca), t.agent.bundle_pem());
+        assert!(vc.custom_validator_config.is_none());
     }
+    // ALL, as SPIRE serves it: every trust domain (here ours alone) in Envoy's SPIFFE
+    // validator, never one merged trusted_ca.
+    let Some(secret::Type::ValidationContext(all)) = &got[4].r#type else {
+        panic!("ALL should be a validation_context")
+    };
+    assert!(all.trusted_ca.is_none());
+    assert_eq!(
+        spiffe_validator_domains(all),
+        [(TD.to_owned(), t.agent.bundle_pem())]
+    );
 }
 
 #[tokio::test]

@@ -524,22 +524,53 @@ impl SpiffeBundle {
     }
 
     /// Whether `newer` may replace this bundle: `Ok(true)` if it should (other contents and
-    /// a sequence not lower), `Ok(false)` if it holds the same authorities, and
-    /// [`Error::StaleBundle`] if its `spiffe_sequence` is lower than ours.
+    /// a sequence not lower), `Ok(false)` if it holds the same authorities — or other
+    /// authorities under the *same* `spiffe_sequence` (the sequence must increase on every
+    /// change: ours is kept, with a warning naming both) — and [`Error::StaleBundle`] if its
+    /// `spiffe_sequence` is lower than ours.
     fn replaced_by(&self, newer: &Self) -> Result<bool> {
-        if let (Some(current), Some(presented)) = (self.sequence, newer.sequence)
-            && presented < current
-        {
-            return Err(Error::StaleBundle {
-                trust_domain: self.trust_domain.to_string(),
-                presented,
-                current,
-            });
+        if let (Some(current), Some(presented)) = (self.sequence, newer.sequence) {
+            if presented < current {
+                return Err(Error::StaleBundle {
+                    trust_domain: self.trust_domain.to_string(),
+                    presented,
+                    current,
+                });
+            }
+            if presented == current
+                && (self.x509_authorities != newer.x509_authorities
+                    || self.jwt_authorities != newer.jwt_authorities)
+            {
+                tracing::warn!(
+                    trust_domain = %self.trust_domain,
+                    sequence = current,
+                    current = %self.authorities_named(),
+                    presented = %newer.authorities_named(),
+                    "SPIFFE bundle with other authorities under the same spiffe_sequence; \
+                     expected a higher sequence for a change: keeping the current bundle"
+                );
+                return Ok(false);
+            }
         }
         Ok(self.x509_authorities != newer.x509_authorities
             || self.jwt_authorities != newer.jwt_authorities
             || self.sequence != newer.sequence
             || self.refresh_hint != newer.refresh_hint)
+    }
+
+    /// The authorities by name for logs: X.509 subjects and serials, JWT key ids.
+    fn authorities_named(&self) -> String {
+        let x509 = self.x509_authorities.iter().map(|der| {
+            mtls_identity::LeafFacts::from_der(der.as_ref()).map_or_else(
+                |_| "<unparsable certificate>".to_owned(),
+                |f| format!("x509 {:?} serial {}", f.subject, f.serial),
+            )
+        });
+        let jwt = self
+            .jwt_authorities
+            .iter()
+            .map(|a| format!("jwt kid {:?}", a.kid()));
+        x509.chain(jwt).collect::<Vec<_>>().join(", ")
     }
 
     /// A one-line summary for logs and `mtls bundle show`.
@@ -608,7 +639,9 @@ impl BundleSet {
     }
 
     /// Puts `bundle` in place of its trust domain's: `Ok(true)` if it was installed (new
-    /// domain, or other contents), `Ok(false)` if the same bundle was there, and
+    /// domain, or other contents), `Ok(false)` if the same bundle was there or if its
+    /// authorities differ under the same `spiffe_sequence` (SPIFFE: the sequence must
+    /// increase on every change; the current bundle is kept and a warning names both), and
     /// [`Error::StaleBundle`] (nothing changes) if its `spiffe_sequence` is lower than the
     /// current one's.
     pub fn insert(&mut self, bundle: SpiffeBundle) -> Result<bool> {

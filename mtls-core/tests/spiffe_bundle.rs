@@ -233,6 +233,70 @@ fn unknown_kty_and_use_are_skipped_with_a_count() {
     assert!(parsed.jwt_authorities().is_empty());
 }
 
+/// Log lines written while `f` runs (WARN and up, this thread only).
+fn warnings_during<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+#[test]
+fn other_authorities_under_the_same_sequence_are_refused_with_a_warning() {
+    let old_ca = CertificateAuthority::new_root(&CaParams::new("old")).unwrap();
+    let new_ca = CertificateAuthority::new_root(&CaParams::new("new")).unwrap();
+    let v = |ca: &CertificateAuthority, seq| {
+        SpiffeBundle::new(td("example.org"))
+            .add_x509_authorities_pem(ca.cert_pem())
+            .unwrap()
+            .spiffe_sequence(seq)
+    };
+    let mut set = BundleSet::new();
+    assert!(set.insert(v(&old_ca, 7)).unwrap());
+    // The same contents again: unchanged, no warning.
+    let (same, logs) = warnings_during(|| set.insert(v(&old_ca, 7)));
+    assert!(!same.unwrap());
+    assert_eq!(logs, "");
+    // Other contents, same sequence: kept the stored one, warned naming both.
+    let (changed, logs) = warnings_during(|| set.insert(v(&new_ca, 7)));
+    assert!(
+        !changed.unwrap(),
+        "an equal sequence must not replace other contents"
+    );
+    assert_eq!(
+        set.get(&td("example.org")).unwrap().to_pem(),
+        old_ca.cert_pem()
+    );
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(logs.contains("same spiffe_sequence"), "{logs}");
+    assert!(logs.contains("sequence=7"), "{logs}");
+    assert!(logs.contains("CN=old"), "current named: {logs}");
+    assert!(logs.contains("CN=new"), "presented named: {logs}");
+    // A higher sequence takes it.
+    assert!(set.insert(v(&new_ca, 8)).unwrap());
+    assert_eq!(
+        set.get(&td("example.org")).unwrap().to_pem(),
+        new_ca.cert_pem()
+    );
+}
+
 #[test]
 fn a_lower_sequence_never_replaces_a_higher_one() {
     let old_ca = CertificateAuthority::new_root(&CaParams::new("old")).unwrap();
