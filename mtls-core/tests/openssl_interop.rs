@@ -13,7 +13,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use mtls_certs::{CertificateAuthority, LeafParams, SpiffeId};
-use support::{ChildGuard, Pki, example_bin};
+use mtls_test_support::ChildGuard;
+use support::{Pki, example_bin};
 
 const SERVER_ID: &str = "spiffe://example.org/ns/prod/sa/api";
 const CLIENT_ID: &str = "spiffe://example.org/ns/prod/sa/web";
@@ -66,7 +67,7 @@ struct EchoServer {
 }
 
 fn start_echo_server(dir: &Path, extra: &[&str]) -> EchoServer {
-    let mut guard = ChildGuard::spawn(
+    let mut guard = ChildGuard::spawn_with_stdin(
         "echo_server",
         Command::new(example_bin("echo_server"))
             .arg("--ca")
@@ -104,7 +105,7 @@ fn s_client(dir: &Path, addr: &str, cert: Option<&str>, extra: &[&str]) -> bool 
         cmd.arg("-cert_chain")
             .arg(dir.join(format!("{name}-intermediates.pem")));
     }
-    let mut guard = ChildGuard::spawn("openssl s_client", &mut cmd);
+    let mut guard = ChildGuard::spawn_with_stdin("openssl s_client", &mut cmd);
     let out = lines_of(guard.child.stdout.take().unwrap());
     let mut stdin = guard.child.stdin.take().unwrap();
     // The handshake may still be refused after s_client thinks it is done (TLS 1.3 client
@@ -247,7 +248,7 @@ fn echo_client_against_openssl_s_server() {
         &pki.root,
         &LeafParams::svid(SpiffeId::new(SERVER_ID).unwrap()),
     );
-    let mut s_server = ChildGuard::spawn(
+    let mut s_server = ChildGuard::spawn_with_stdin(
         "openssl s_server",
         Command::new("openssl")
             .args([
@@ -276,7 +277,7 @@ fn echo_client_against_openssl_s_server() {
         if let Some(file) = keylog {
             cmd.env("SSLKEYLOGFILE", file);
         }
-        let mut client = ChildGuard::spawn(
+        let mut client = ChildGuard::spawn_with_stdin(
             "echo_client",
             cmd.arg("--ca")
                 .arg(dir.path().join("ca.pem"))

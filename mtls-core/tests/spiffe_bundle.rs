@@ -7,7 +7,7 @@
 // Tests may panic: a failed setup step should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -23,24 +23,10 @@ fn td(name: &str) -> TrustDomain {
     name.parse().unwrap()
 }
 
-fn python() -> PathBuf {
-    let path = std::env::var_os("MTLS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
-        });
-    assert!(
-        path.exists(),
-        "no Python at {}: run ./ci.sh (it installs the test peers)",
-        path.display()
-    );
-    path
-}
-
 /// Runs tests/support/bundle_peer.py; its stdout lines, or a panic with its stderr.
 fn peer(args: &[&str]) -> Vec<String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/bundle_peer.py");
-    let out = Command::new(python())
+    let out = Command::new(mtls_test_support::peers::python())
         .arg(script)
         .args(args)
         .output()

@@ -1,14 +1,15 @@
 //! Shared test support: a test PKI (mtls-certs for normal certificates, rcgen for the
-//! malformed ones mtls-certs refuses to make), a loopback handshake harness, and a child
-//! process guard.
+//! malformed ones mtls-certs refuses to make) and a loopback handshake harness; the
+//! shared helpers (the child-process guard, the test peers) are in mtls-test-support, used
+//! by the test files themselves (those stay out of the package; this module needs nothing
+//! outside it).
 // Tests may panic: a failed setup step should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
 use std::io;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mtls_certs::{CaParams, CertificateAuthority, LeafParams, SpiffeId};
 use mtls_core::{Identity, PeerIdentity};
@@ -237,52 +238,6 @@ pub async fn connect(
 /// The rustls error inside an I/O error.
 pub fn tls_error(err: &io::Error) -> Option<&rustls::Error> {
     err.get_ref()?.downcast_ref::<rustls::Error>()
-}
-
-/// A child process killed (by PID) and reaped when dropped.
-pub struct ChildGuard {
-    pub child: Child,
-    pub name: String,
-}
-
-impl ChildGuard {
-    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
-        let child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self {
-            child,
-            name: name.to_owned(),
-        }
-    }
-
-    /// Waits for exit, at most `limit`; kills on timeout. Returns (exited in time, status success).
-    pub fn wait_for(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
 }
 
 /// Path of a built example binary (cargo builds examples for integration tests).
