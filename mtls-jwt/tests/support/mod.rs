@@ -1,12 +1,20 @@
 //! Shared helpers for mtls-jwt's integration tests: the project's Python (PyJWT peer), a
 //! loopback JWKS server run as a child process, and tokens minted by PyJWT.
 // Tests may panic on a missing tool or a broken fixture: that is the failure we want to see.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    unreachable_pub,
+    unused_imports
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use mtls_test_support::ChildGuard;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -14,20 +22,8 @@ use serde_json::Value;
 
 pub mod fault_server;
 
-/// `MTLS_PYTHON`, else `<workspace>/.venv/bin/python`.
-pub fn python() -> PathBuf {
-    let path = std::env::var_os("MTLS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
-        });
-    assert!(
-        path.exists(),
-        "no Python at {}: run ./ci.sh (it installs the test peers)",
-        path.display()
-    );
-    path
-}
+/// Python with PyJWT: `MTLS_PYTHON`, else the project venv (a failure when missing).
+pub use mtls_test_support::peers::python;
 
 /// A file next to this module.
 pub fn script(name: &str) -> PathBuf {
@@ -66,16 +62,6 @@ impl PyTokens {
     }
 }
 
-/// A child process killed (and reaped) on drop.
-pub struct ChildGuard(pub Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The Python JWKS server on 127.0.0.1 (see jwks_server.py for its controls).
 pub struct JwksServer {
     pub port: u16,
@@ -91,7 +77,10 @@ impl JwksServer {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let guard = ChildGuard(child);
+        let guard = ChildGuard {
+            child,
+            name: "jwks_server.py".to_owned(),
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
