@@ -12,8 +12,8 @@ mod fault_server;
 
 use std::time::{Duration, Instant};
 
-use mtls_jwt::{Algorithm, Error, RemoteJwks, SigningKey, TokenSpec, Validator};
 use fault_server::{FaultServer, Reply};
+use mtls_jwt::{Algorithm, Error, RemoteJwks, SigningKey, TokenSpec, Validator};
 
 /// The process's resident set, in KiB (`VmRSS` of /proc/self/status).
 fn rss_kib() -> u64 {

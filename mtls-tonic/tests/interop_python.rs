@@ -5,42 +5,14 @@
 
 mod support;
 
-use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
+use mtls_test_support::{ChildGuard, peers, put};
 use mtls_tonic::{balance::BalancedChannel, client::MtlsConnector, server::MtlsIncoming};
 use support::pki::{CLIENT_ID, Pki, SERVER_ID, SERVICE_NAME};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("MTLS_PYTHON") {
-        return p.into();
-    }
-    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run ./ci.sh (it installs the test peers)",
-        p.display()
-    );
-    p
-}
-
-/// Kills and reaps the child on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const CLIENT_PY: &str = r#"
 import sys, grpc
@@ -72,34 +44,22 @@ print(port, flush=True)
 server.wait_for_termination()
 "#;
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+/// Starts Python on `script` with `args` and returns it with its first stdout line (a
+/// 20 s bound); the guard kills it by PID when dropped.
+fn python_first_line(script: &str, args: &[&str]) -> (ChildGuard, String) {
+    let mut child = ChildGuard::spawn(
+        "python",
+        Command::new(peers::python())
+            .arg("-c")
+            .arg(script)
+            .args(args),
+    );
+    let line = child.wait_for_line("");
+    (child, line.trim().to_owned())
 }
 
 fn run_client(args: &[&str]) -> String {
-    let mut child = Guard(
-        Command::new(python())
-            .arg("-c")
-            .arg(CLIENT_PY)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("python client timed out")
-        .trim()
-        .to_owned()
+    python_first_line(CLIENT_PY, args).1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,10 +67,10 @@ async fn grpcio_client_calls_our_server_and_is_rejected_without_certificate() {
     support::init_tracing();
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let ca = write(dir.path(), "ca.pem", &pki.root_pem());
+    let ca = put(dir.path(), "ca.pem", &pki.root_pem());
     let (chain, key) = pki.svid_pem(CLIENT_ID, &[]);
-    let chain = write(dir.path(), "client.pem", &chain);
-    let key = write(dir.path(), "client-key.pem", &key);
+    let chain = put(dir.path(), "client.pem", &chain);
+    let key = put(dir.path(), "client-key.pem", &key);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -145,33 +105,14 @@ async fn our_client_calls_grpcio_server_requiring_client_auth() {
     support::init_tracing();
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let ca = write(dir.path(), "ca.pem", &pki.root_pem());
+    let ca = put(dir.path(), "ca.pem", &pki.root_pem());
     let (chain, key) = pki.svid_pem(SERVER_ID, &[SERVICE_NAME]);
-    let chain = write(dir.path(), "server.pem", &chain);
-    let key = write(dir.path(), "server-key.pem", &key);
-    let mut child = Guard(
-        Command::new(python())
-            .arg("-c")
-            .arg(SERVER_PY)
-            .args([&ca, &chain, &key])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let port: u16 = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("grpcio server did not start")
-        .trim()
+    let chain = put(dir.path(), "server.pem", &chain);
+    let key = put(dir.path(), "server-key.pem", &key);
+    let (child, line) = python_first_line(SERVER_PY, &[&ca, &chain, &key]);
+    let port: u16 = line
         .parse()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("expected the grpcio server's port, saw {line:?}: {e}"));
 
     // Plain tonic Channel through our connector.
     let connector = MtlsConnector::new(pki.client_config(CLIENT_ID))

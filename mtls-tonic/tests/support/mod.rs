@@ -1,14 +1,18 @@
 //! Shared test fixtures: test PKI, an in-process DNS server (hickory-server) whose records
 //! change at run time, and tonic replicas on 127.0.0.2.. sharing one port.
 // Test fixtures may panic on a broken fixture: that is a failed test, not a library bug.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    unreachable_pub,
+    unused_imports
+)]
 
 pub mod dns;
 pub mod fixture;
 pub mod pki;
 pub mod replica;
-
-use std::time::{Duration, Instant};
 
 /// Logs for failing tests: `RUST_LOG=mtls_tonic=debug cargo test`.
 pub fn init_tracing() {
@@ -60,19 +64,8 @@ impl CapturedLogs {
     }
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
-pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Polling with a deadline, as every crate's tests do it.
+pub use mtls_test_support::wait_until;
 
 /// Serves the health probe on `addr`'s listener with `config` (on the caller's runtime).
 pub fn serve_probe(
