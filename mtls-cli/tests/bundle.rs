@@ -8,7 +8,7 @@ mod support;
 
 use mtls_certs::{CaParams, CertificateAuthority, LeafParams, SpiffeId};
 use serde_json::Value;
-use support::{mtls_err, mtls_ok, openssl};
+use support::{mtls_err, mtls_ok, openssl, words};
 
 #[test]
 fn make_show_convert_round_trip() {
@@ -26,26 +26,15 @@ fn make_show_convert_round_trip() {
     std::fs::write(d.join("root.pem"), root.cert_pem()).unwrap();
     std::fs::write(d.join("int.pem"), int.cert_pem()).unwrap();
     std::fs::write(d.join("leaf.pem"), leaf.cert_pem()).unwrap();
-    mtls_ok(d, &["jwt", "keygen", "--name", "signer"]);
-    let jwks = mtls_ok(d, &["jwt", "jwks", "signer.pub.pem", "--kid", "signer-1"]);
+    mtls_ok(d, &words("jwt keygen --name signer"));
+    let jwks = mtls_ok(d, &words("jwt jwks signer.pub.pem --kid signer-1"));
     std::fs::write(d.join("jwks.json"), jwks).unwrap();
 
     let json = mtls_ok(
         d,
-        &[
-            "bundle",
-            "make",
-            "--trust-domain",
-            "example.org",
-            "--ca-file",
-            "root.pem",
-            "--jwks",
-            "jwks.json",
-            "--sequence",
-            "3",
-            "--refresh-hint",
-            "5m",
-        ],
+        &words(
+            "bundle make --trust-domain example.org --ca-file root.pem --jwks jwks.json --sequence 3 --refresh-hint 5m",
+        ),
     );
     let doc: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["spiffe_sequence"], 3);
@@ -62,13 +51,7 @@ fn make_show_convert_round_trip() {
 
     let shown = mtls_ok(
         d,
-        &[
-            "bundle",
-            "show",
-            "bundle.json",
-            "--trust-domain",
-            "example.org",
-        ],
+        &words("bundle show bundle.json --trust-domain example.org"),
     );
     let lines: Vec<&str> = shown.lines().collect();
     assert_eq!(
@@ -83,28 +66,13 @@ fn make_show_convert_round_trip() {
 
     mtls_ok(
         d,
-        &[
-            "bundle",
-            "convert",
-            "bundle.json",
-            "--trust-domain",
-            "example.org",
-            "--to",
-            "pem",
-            "--out-file",
-            "bundle.pem",
-        ],
+        &words(
+            "bundle convert bundle.json --trust-domain example.org --to pem --out-file bundle.pem",
+        ),
     );
     let (ok, text) = openssl(
         d,
-        &[
-            "verify",
-            "-CAfile",
-            "bundle.pem",
-            "-untrusted",
-            "int.pem",
-            "leaf.pem",
-        ],
+        &words("verify -CAfile bundle.pem -untrusted int.pem leaf.pem"),
     );
     assert!(ok, "openssl verify with the converted PEM: {text}");
     // The PEM is exactly the X.509 authorities: the root, no JWT key.
@@ -115,17 +83,7 @@ fn make_show_convert_round_trip() {
 
     let back = mtls_ok(
         d,
-        &[
-            "bundle",
-            "convert",
-            "bundle.pem",
-            "--trust-domain",
-            "example.org",
-            "--to",
-            "spiffe",
-            "--sequence",
-            "4",
-        ],
+        &words("bundle convert bundle.pem --trust-domain example.org --to spiffe --sequence 4"),
     );
     let back: Value = serde_json::from_str(&back).unwrap();
     assert_eq!(back["keys"][0]["x5c"], doc["keys"][0]["x5c"]);
@@ -141,36 +99,20 @@ fn bad_inputs_are_named() {
     std::fs::write(d.join("leaf.pem"), leaf.cert_pem()).unwrap();
     let err = mtls_err(
         d,
-        &[
-            "bundle",
-            "make",
-            "--trust-domain",
-            "example.org",
-            "--ca-file",
-            "leaf.pem",
-        ],
+        &words("bundle make --trust-domain example.org --ca-file leaf.pem"),
     );
     assert!(
         err.contains("leaf.pem: SPIFFE bundle of trust domain example.org: expected a CA certificate (basicConstraints cA=true), saw the end-entity certificate"),
         "{err}"
     );
-    let err = mtls_err(d, &["bundle", "make", "--trust-domain", "example.org"]);
+    let err = mtls_err(d, &words("bundle make --trust-domain example.org"));
     assert!(
         err.contains("expected at least one --ca-file or --jwks, saw neither"),
         "{err}"
     );
 
     std::fs::write(d.join("cut.json"), r#"{"keys": [{"use": "x509-svid""#).unwrap();
-    let err = mtls_err(
-        d,
-        &[
-            "bundle",
-            "show",
-            "cut.json",
-            "--trust-domain",
-            "example.org",
-        ],
-    );
+    let err = mtls_err(d, &words("bundle show cut.json --trust-domain example.org"));
     assert!(
         err.contains(
             "cut.json: SPIFFE bundle of trust domain example.org: expected a JSON document"
@@ -181,15 +123,7 @@ fn bad_inputs_are_named() {
     std::fs::write(d.join("jwt-only.json"), r#"{"keys": []}"#).unwrap();
     let err = mtls_err(
         d,
-        &[
-            "bundle",
-            "convert",
-            "jwt-only.json",
-            "--trust-domain",
-            "example.org",
-            "--to",
-            "pem",
-        ],
+        &words("bundle convert jwt-only.json --trust-domain example.org --to pem"),
     );
     assert!(
         err.contains("expected X.509 authorities to write as PEM, saw none"),

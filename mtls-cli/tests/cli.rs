@@ -4,146 +4,73 @@
 
 mod support;
 
-use support::{cfssl_fixtures, mtls_err, mtls_ok, openssl};
+use support::{cfssl_fixtures, mtls_err, mtls_ok, openssl, words, words_and};
 
 #[test]
 fn quick_start_chain_verifies_with_openssl() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    mtls_ok(d, &["ca", "init", "--out", "root", "--cn", "Mesh Root"]);
+    mtls_ok(d, &words_and("ca init --out root --cn", &["Mesh Root"]));
     mtls_ok(
         d,
-        &[
-            "ca",
-            "intermediate",
-            "--ca",
-            "root",
-            "--out",
-            "int",
-            "--cn",
-            "Mesh Intermediate",
-        ],
+        &words_and(
+            "ca intermediate --ca root --out int --cn",
+            &["Mesh Intermediate"],
+        ),
     );
     mtls_ok(
         d,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "int",
-            "--out",
-            "certs",
-            "--name",
-            "server",
-            "--profile",
-            "server",
-            "--san",
-            "bookstore.local",
-            "--san",
-            "127.0.0.1",
-        ],
+        &words(
+            "cert issue --ca int --out certs --name server --profile server --san bookstore.local --san 127.0.0.1",
+        ),
     );
     mtls_ok(
         d,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "int",
-            "--out",
-            "certs",
-            "--name",
-            "client",
-            "--profile",
-            "client",
-            "--san",
-            "app-internal-api",
-        ],
+        &words(
+            "cert issue --ca int --out certs --name client --profile client --san app-internal-api",
+        ),
     );
     mtls_ok(
         d,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "int",
-            "--out",
-            "certs",
-            "--name",
-            "bookstore",
-            "--profile",
-            "svid",
-            "--spiffe-id",
-            "spiffe://mesh.internal/ns/shop/sa/bookstore",
-            "--ttl",
-            "1h",
-        ],
+        &words(
+            "cert issue --ca int --out certs --name bookstore --profile svid --spiffe-id spiffe://mesh.internal/ns/shop/sa/bookstore --ttl 1h",
+        ),
     );
     mtls_ok(
         d,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "int",
-            "--out",
-            "certs",
-            "--name",
-            "peer",
-            "--profile",
-            "peer",
-            "--san",
-            "peer.local",
-            "--key-alg",
-            "rsa2048",
-        ],
+        &words(
+            "cert issue --ca int --out certs --name peer --profile peer --san peer.local --key-alg rsa2048",
+        ),
     );
 
     for name in ["server", "client", "bookstore", "peer"] {
         let leaf = format!("certs/{name}.pem");
         let (ok, out) = openssl(
             d,
-            &[
-                "verify",
-                "-CAfile",
-                "root/ca.pem",
-                "-untrusted",
-                "int/ca.pem",
-                &leaf,
-            ],
+            &words_and("verify -CAfile root/ca.pem -untrusted int/ca.pem", &[&leaf]),
         );
         assert!(ok, "{out}");
         // NAME.pem holds leaf then intermediate, so it is its own -untrusted bundle
         let (ok, out) = openssl(
             d,
-            &[
-                "verify",
-                "-CAfile",
-                "root/ca.pem",
-                "-untrusted",
-                &leaf,
-                &leaf,
-            ],
+            &words_and("verify -CAfile root/ca.pem -untrusted", &[&leaf, &leaf]),
         );
         assert!(ok, "{out}");
-        let (ok, text) = openssl(d, &["x509", "-text", "-noout", "-in", &leaf]);
+        let (ok, text) = openssl(d, &words_and("x509 -text -noout -in", &[&leaf]));
         assert!(ok);
         assert!(text.contains("CA:FALSE"), "{text}");
         assert!(text.contains("X509v3 Authority Key Identifier"));
         assert!(text.contains("X509v3 Subject Key Identifier"));
-        mtls_ok(d, &["cert", "verify", "--ca", "root/ca.pem", &leaf]);
+        mtls_ok(d, &words_and("cert verify --ca root/ca.pem", &[&leaf]));
     }
-    let (_, root) = openssl(d, &["x509", "-text", "-noout", "-in", "root/ca.pem"]);
+    let (_, root) = openssl(d, &words("x509 -text -noout -in root/ca.pem"));
     assert!(root.contains("CA:TRUE, pathlen:1"));
-    let (_, int) = openssl(d, &["x509", "-text", "-noout", "-in", "int/ca.pem"]);
+    let (_, int) = openssl(d, &words("x509 -text -noout -in int/ca.pem"));
     assert!(int.contains("CA:TRUE, pathlen:0"));
-    let (_, svid) = openssl(
-        d,
-        &["x509", "-text", "-noout", "-in", "certs/bookstore.pem"],
-    );
+    let (_, svid) = openssl(d, &words("x509 -text -noout -in certs/bookstore.pem"));
     assert!(svid.contains("URI:spiffe://mesh.internal/ns/shop/sa/bookstore"));
     assert!(svid.contains("TLS Web Server Authentication, TLS Web Client Authentication"));
-    let (_, peer) = openssl(d, &["x509", "-text", "-noout", "-in", "certs/peer.pem"]);
+    let (_, peer) = openssl(d, &words("x509 -text -noout -in certs/peer.pem"));
     assert!(peer.contains("Digital Signature, Key Encipherment"));
 
     #[cfg(unix)]
@@ -161,7 +88,7 @@ fn quick_start_chain_verifies_with_openssl() {
     // inspect --json
     let json: serde_json::Value = serde_json::from_str(&mtls_ok(
         d,
-        &["cert", "inspect", "--json", "certs/bookstore.pem"],
+        &words("cert inspect --json certs/bookstore.pem"),
     ))
     .unwrap();
     let leaf = &json[0];
@@ -180,14 +107,7 @@ fn quick_start_chain_verifies_with_openssl() {
     assert!(out.contains("not due"), "{out}");
     let out = mtls_ok(
         d,
-        &[
-            "cert",
-            "renew-check",
-            "--json",
-            "--fraction",
-            "0.5",
-            "certs/server.pem",
-        ],
+        &words("cert renew-check --json --fraction 0.5 certs/server.pem"),
     );
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["due"], false);
@@ -197,57 +117,23 @@ fn quick_start_chain_verifies_with_openssl() {
 fn sign_csr_made_by_openssl() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    mtls_ok(d, &["ca", "init", "--out", "ca"]);
+    mtls_ok(d, &words("ca init --out ca"));
     let (ok, out) = openssl(
         d,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "w.key",
-            "-out",
-            "w.csr",
-            "-subj",
-            "/CN=worker",
-            "-addext",
-            "subjectAltName=URI:spiffe://example.org/worker",
-        ],
+        &words(
+            "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout w.key -out w.csr -subj /CN=worker -addext subjectAltName=URI:spiffe://example.org/worker",
+        ),
     );
     assert!(ok, "{out}");
     mtls_ok(
         d,
-        &[
-            "cert",
-            "sign-csr",
-            "--ca",
-            "ca",
-            "--profile",
-            "svid",
-            "--trust-domain",
-            "example.org",
-            "--out",
-            "w.pem",
-            "w.csr",
-        ],
+        &words("cert sign-csr --ca ca --profile svid --trust-domain example.org --out w.pem w.csr"),
     );
-    let (ok, out) = openssl(d, &["verify", "-CAfile", "ca/ca.pem", "w.pem"]);
+    let (ok, out) = openssl(d, &words("verify -CAfile ca/ca.pem w.pem"));
     assert!(ok, "{out}");
     let err = mtls_err(
         d,
-        &[
-            "cert",
-            "sign-csr",
-            "--ca",
-            "ca",
-            "--trust-domain",
-            "other.org",
-            "w.csr",
-        ],
+        &words("cert sign-csr --ca ca --trust-domain other.org w.csr"),
     );
     assert!(
         err.contains("expected only SPIFFE IDs in trust domain other.org"),
@@ -256,35 +142,16 @@ fn sign_csr_made_by_openssl() {
 
     let (ok, out) = openssl(
         d,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca2.key",
-            "-out",
-            "ca2.csr",
-            "-subj",
-            "/CN=wannabe",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "subjectAltName=DNS:x.local",
-        ],
+        &words(
+            "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca2.key -out ca2.csr -subj /CN=wannabe -addext basicConstraints=critical,CA:TRUE -addext subjectAltName=DNS:x.local",
+        ),
     );
     assert!(ok, "{out}");
-    let err = mtls_err(d, &["cert", "sign-csr", "--ca", "ca", "ca2.csr"]);
+    let err = mtls_err(d, &words("cert sign-csr --ca ca ca2.csr"));
     assert!(err.contains("CA:TRUE"), "{err}");
-    let chain = mtls_ok(
-        d,
-        &["cert", "sign-csr", "--ca", "ca", "--strip-ca", "ca2.csr"],
-    );
+    let chain = mtls_ok(d, &words("cert sign-csr --ca ca --strip-ca ca2.csr"));
     std::fs::write(d.join("stripped.pem"), chain).unwrap();
-    let (_, text) = openssl(d, &["x509", "-text", "-noout", "-in", "stripped.pem"]);
+    let (_, text) = openssl(d, &words("x509 -text -noout -in stripped.pem"));
     assert!(text.contains("CA:FALSE"), "{text}");
 }
 
@@ -297,37 +164,24 @@ fn cfssl_fixtures_through_the_cli() {
     mtls_ok(d, &["cfssl", "initca", &f("ca-csr.json"), "--out", "out"]);
     mtls_ok(
         d,
-        &[
-            "cfssl",
-            "gencert",
-            "--ca",
-            "out/ca.pem",
-            "--ca-key",
-            "out/ca-key.pem",
-            "--config",
-            &f("server-config.json"),
-            &f("server.json"),
-            "--out",
-            "out",
-        ],
+        &words_and(
+            "cfssl gencert --ca out/ca.pem --ca-key out/ca-key.pem --config",
+            &[&f("server-config.json"), &f("server.json"), "--out", "out"],
+        ),
     );
     mtls_ok(
         d,
-        &[
-            "cfssl",
-            "gencert",
-            "--ca",
-            "out/ca.pem",
-            "--ca-key",
-            "out/ca-key.pem",
-            "--config",
-            &f("client-config.json"),
-            &f("client.json"),
-            "--out",
-            "out",
-            "--bare",
-            "client",
-        ],
+        &words_and(
+            "cfssl gencert --ca out/ca.pem --ca-key out/ca-key.pem --config",
+            &[
+                &f("client-config.json"),
+                &f("client.json"),
+                "--out",
+                "out",
+                "--bare",
+                "client",
+            ],
+        ),
     );
     for file in [
         "ca.pem",
@@ -344,39 +198,20 @@ fn cfssl_fixtures_through_the_cli() {
     }
     let (ok, out) = openssl(
         d,
-        &[
-            "verify",
-            "-CAfile",
-            "out/ca.pem",
-            "out/server.pem",
-            "out/client.pem",
-        ],
+        &words("verify -CAfile out/ca.pem out/server.pem out/client.pem"),
     );
     assert!(ok, "{out}");
-    let (_, client) = openssl(d, &["x509", "-text", "-noout", "-in", "out/client.pem"]);
+    let (_, client) = openssl(d, &words("x509 -text -noout -in out/client.pem"));
     assert!(client.contains("DNS:app-internal-api"), "{client}");
     assert!(client.contains("TLS Web Client Authentication"));
     assert!(client.contains("Digital Signature, Key Encipherment"));
-    let (_, server) = openssl(d, &["x509", "-text", "-noout", "-in", "out/server.pem"]);
+    let (_, server) = openssl(d, &words("x509 -text -noout -in out/server.pem"));
     assert!(server.contains("TLS Web Server Authentication"));
 
     // our CLI commands work on the cfssl output directory too
     mtls_ok(
         d,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "out",
-            "--out",
-            "out",
-            "--name",
-            "extra",
-            "--profile",
-            "peer",
-            "--san",
-            "extra.local",
-        ],
+        &words("cert issue --ca out --out out --name extra --profile peer --san extra.local"),
     );
 }
 
@@ -384,48 +219,22 @@ fn cfssl_fixtures_through_the_cli() {
 fn errors_name_expected_and_found() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    mtls_ok(d, &["ca", "init", "--out", "ca"]);
+    mtls_ok(d, &words("ca init --out ca"));
 
     // never overwrite a key without --force
-    let err = mtls_err(d, &["ca", "init", "--out", "ca"]);
+    let err = mtls_err(d, &words("ca init --out ca"));
     assert!(
         err.contains("refusing to overwrite") && err.contains("ca-key.pem"),
         "{err}"
     );
-    mtls_ok(d, &["ca", "init", "--out", "ca", "--force"]);
+    mtls_ok(d, &words("ca init --out ca --force"));
     mtls_ok(
         d,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "ca",
-            "--out",
-            "o",
-            "--name",
-            "a",
-            "--profile",
-            "server",
-            "--san",
-            "a.local",
-        ],
+        &words("cert issue --ca ca --out o --name a --profile server --san a.local"),
     );
     let err = mtls_err(
         d,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "ca",
-            "--out",
-            "o",
-            "--name",
-            "a",
-            "--profile",
-            "server",
-            "--san",
-            "a.local",
-        ],
+        &words("cert issue --ca ca --out o --name a --profile server --san a.local"),
     );
     assert!(err.contains("--force"), "{err}");
 
@@ -435,18 +244,7 @@ fn errors_name_expected_and_found() {
     std::fs::copy(d.join("o/a-key.pem"), d.join("fake/ca-key.pem")).unwrap();
     let err = mtls_err(
         d,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "fake",
-            "--out",
-            "o",
-            "--name",
-            "b",
-            "--profile",
-            "client",
-        ],
+        &words("cert issue --ca fake --out o --name b --profile client"),
     );
     assert!(
         err.contains("expected basicConstraints CA:TRUE, presented CA:FALSE"),
@@ -456,33 +254,22 @@ fn errors_name_expected_and_found() {
     // invalid SPIFFE ID, RSA 1024, unknown profile, bad duration
     let err = mtls_err(
         d,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "ca",
-            "--out",
-            "o",
-            "--name",
-            "s",
-            "--profile",
-            "svid",
-            "--spiffe-id",
-            "spiffe://Example.org/x",
-        ],
+        &words(
+            "cert issue --ca ca --out o --name s --profile svid --spiffe-id spiffe://Example.org/x",
+        ),
     );
     assert!(err.contains("invalid SPIFFE ID"), "{err}");
-    let err = mtls_err(d, &["ca", "init", "--out", "rsa", "--key-alg", "rsa1024"]);
+    let err = mtls_err(d, &words("ca init --out rsa --key-alg rsa1024"));
     assert!(
         err.contains("expected 2048, 3072 or 4096 bits, presented 1024"),
         "{err}"
     );
-    let err = mtls_err(d, &["ca", "init", "--out", "x", "--ttl", "soon"]);
+    let err = mtls_err(d, &words("ca init --out x --ttl soon"));
     assert!(err.contains("expected e.g. 24h"), "{err}");
 
     // verification against the wrong CA
-    mtls_ok(d, &["ca", "init", "--out", "other"]);
-    let err = mtls_err(d, &["cert", "verify", "--ca", "other/ca.pem", "o/a.pem"]);
+    mtls_ok(d, &words("ca init --out other"));
+    let err = mtls_err(d, &words("cert verify --ca other/ca.pem o/a.pem"));
     assert!(err.contains("chain verification failed"), "{err}");
 
     // garbage input
@@ -499,19 +286,10 @@ fn errors_name_expected_and_found() {
     let fx = cfssl_fixtures().join("server.json");
     let err = mtls_err(
         d,
-        &[
-            "cfssl",
-            "gencert",
-            "--ca",
-            "ca/ca.pem",
-            "--ca-key",
-            "ca/ca-key.pem",
-            "--config",
-            "bad-config.json",
-            fx.to_str().unwrap(),
-            "--out",
-            "c",
-        ],
+        &words_and(
+            "cfssl gencert --ca ca/ca.pem --ca-key ca/ca-key.pem --config bad-config.json",
+            &[fx.to_str().unwrap(), "--out", "c"],
+        ),
     );
     assert!(err.contains("unknown cfssl usage \"server auht\""), "{err}");
 }
@@ -522,7 +300,7 @@ fn errors_name_expected_and_found() {
 fn spiffe_flags_are_parsed_strictly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    mtls_ok(d, &["ca", "init", "--out", "ca"]);
+    mtls_ok(d, &words("ca init --out ca"));
     for (bad, why) in [
         ("spiffe://Example.org/web", "lower case"),
         ("SPIFFE://example.org/web", "scheme"),
@@ -530,20 +308,10 @@ fn spiffe_flags_are_parsed_strictly() {
     ] {
         let err = mtls_err(
             d,
-            &[
-                "cert",
-                "issue",
-                "--ca",
-                "ca",
-                "--out",
-                "certs",
-                "--name",
-                "w",
-                "--profile",
-                "svid",
-                "--spiffe-id",
-                bad,
-            ],
+            &words_and(
+                "cert issue --ca ca --out certs --name w --profile svid --spiffe-id",
+                &[bad],
+            ),
         );
         assert!(
             err.contains("--spiffe-id") && err.contains(why),
@@ -552,23 +320,9 @@ fn spiffe_flags_are_parsed_strictly() {
     }
     let (ok, out) = openssl(
         d,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "w-key.pem",
-            "-subj",
-            "/CN=w",
-            "-addext",
-            "subjectAltName=URI:spiffe://example.org/w",
-            "-out",
-            "w.csr",
-        ],
+        &words(
+            "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout w-key.pem -subj /CN=w -addext subjectAltName=URI:spiffe://example.org/w -out w.csr",
+        ),
     );
     assert!(ok, "{out}");
     for (bad, why) in [
@@ -577,15 +331,7 @@ fn spiffe_flags_are_parsed_strictly() {
     ] {
         let err = mtls_err(
             d,
-            &[
-                "cert",
-                "sign-csr",
-                "--ca",
-                "ca",
-                "--trust-domain",
-                bad,
-                "w.csr",
-            ],
+            &words_and("cert sign-csr --ca ca --trust-domain", &[bad, "w.csr"]),
         );
         assert!(
             err.contains("--trust-domain") && err.contains(why),

@@ -7,7 +7,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{mtls_err, mtls_ok};
+use support::{mtls_err, mtls_ok, words, words_and};
 
 #[test]
 fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
@@ -34,18 +34,11 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
         pubs.push(format!("keys/{name}.pub.pem"));
     }
     // Refuses to overwrite a key without --force.
-    let err = mtls_err(
-        d,
-        &[
-            "jwt", "keygen", "--alg", "ES256", "--out", "keys", "--name", "es",
-        ],
-    );
+    let err = mtls_err(d, &words("jwt keygen --alg ES256 --out keys --name es"));
     assert!(err.contains("es-key.pem"), "{err}");
     mtls_ok(
         d,
-        &[
-            "jwt", "keygen", "--alg", "ES256", "--out", "keys", "--name", "es2", "--force",
-        ],
+        &words("jwt keygen --alg ES256 --out keys --name es2 --force"),
     );
 
     let mut args = vec!["jwt", "jwks"];
@@ -84,17 +77,10 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
     for token in &tokens {
         let out = mtls_ok(
             d,
-            &[
-                "jwt",
-                "verify",
-                "--jwks",
-                "jwks.json",
-                "--iss",
-                "https://issuer.test",
-                "--aud",
-                "bookstore",
-                token,
-            ],
+            &words_and(
+                "jwt verify --jwks jwks.json --iss https://issuer.test --aud bookstore",
+                &[token],
+            ),
         );
         let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(claims["sub"], "spiffe://example.org/client");
@@ -122,84 +108,24 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
 
     // Named failures, non-zero exit.
-    let err = mtls_err(
-        d,
-        &[
-            "jwt",
-            "verify",
-            "--jwks",
-            "jwks.json",
-            "--iss",
-            "https://issuer.test",
-            "--aud",
-            "other",
-            &tokens[0],
-        ],
-    );
-    assert!(err.contains("Audiences in Jwt are not allowed"), "{err}");
-    let err = mtls_err(
-        d,
-        &[
-            "jwt",
-            "verify",
-            "--jwks",
-            "jwks.json",
-            "--iss",
-            "https://evil.test",
-            "--aud",
-            "bookstore",
-            &tokens[0],
-        ],
-    );
-    assert!(err.contains("Jwt issuer is not configured"), "{err}");
     let expired = mtls_ok(
         d,
-        &[
-            "jwt",
-            "mint",
-            "--key",
-            "keys/es-key.pem",
-            "--iss",
-            "https://issuer.test",
-            "--aud",
-            "bookstore",
-            "--sub",
-            "s",
-            "--ttl",
-            "1s",
-            "--claim",
-            "exp=1000",
-        ],
+        &words(
+            "jwt mint --key keys/es-key.pem --iss https://issuer.test --aud bookstore --sub s --ttl 1s --claim exp=1000",
+        ),
     );
-    let err = mtls_err(
-        d,
-        &[
-            "jwt",
-            "verify",
-            "--jwks",
-            "jwks.json",
-            "--iss",
-            "https://issuer.test",
-            "--aud",
-            "bookstore",
-            expired.trim(),
-        ],
-    );
+    let refused = |iss: &str, aud: &str, token: &str| {
+        let mut args = words("jwt verify --jwks jwks.json --iss");
+        args.extend([iss, "--aud", aud, token]);
+        mtls_err(d, &args)
+    };
+    let err = refused("https://issuer.test", "other", &tokens[0]);
+    assert!(err.contains("Audiences in Jwt are not allowed"), "{err}");
+    let err = refused("https://evil.test", "bookstore", &tokens[0]);
+    assert!(err.contains("Jwt issuer is not configured"), "{err}");
+    let err = refused("https://issuer.test", "bookstore", expired.trim());
     assert!(err.contains("Jwt is expired"), "{err}");
-    let err = mtls_err(
-        d,
-        &[
-            "jwt",
-            "verify",
-            "--jwks",
-            "jwks.json",
-            "--iss",
-            "i",
-            "--aud",
-            "a",
-            "a.b",
-        ],
-    );
+    let err = refused("i", "a", "a.b");
     assert!(
         err.contains("Jwt is not in the form of Header.Payload.Signature"),
         "{err}"
@@ -210,96 +136,33 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
 fn jwks_kids_and_mint_kid_options() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    mtls_ok(
-        d,
-        &[
-            "jwt", "keygen", "--alg", "RS256", "--out", ".", "--name", "k",
-        ],
-    );
-    let jwks = mtls_ok(
-        d,
-        &[
-            "jwt",
-            "jwks",
-            "k.pub.pem",
-            "--kid",
-            "my-key",
-            "--alg",
-            "PS256",
-        ],
-    );
+    mtls_ok(d, &words("jwt keygen --alg RS256 --out . --name k"));
+    let jwks = mtls_ok(d, &words("jwt jwks k.pub.pem --kid my-key --alg PS256"));
     let doc: serde_json::Value = serde_json::from_str(&jwks).unwrap();
     assert_eq!(doc["keys"][0]["kid"], "my-key");
     assert_eq!(doc["keys"][0]["alg"], "PS256");
     std::fs::write(d.join("jwks.json"), &jwks).unwrap();
     let token = mtls_ok(
         d,
-        &[
-            "jwt",
-            "mint",
-            "--key",
-            "k-key.pem",
-            "--alg",
-            "PS256",
-            "--kid",
-            "my-key",
-            "--iss",
-            "i",
-            "--aud",
-            "a",
-            "--sub",
-            "s",
-            "--ttl",
-            "1m",
-        ],
+        &words(
+            "jwt mint --key k-key.pem --alg PS256 --kid my-key --iss i --aud a --sub s --ttl 1m",
+        ),
     );
     mtls_ok(
         d,
-        &[
-            "jwt",
-            "verify",
-            "--jwks",
-            "jwks.json",
-            "--iss",
-            "i",
-            "--aud",
-            "a",
-            token.trim(),
-        ],
+        &words_and(
+            "jwt verify --jwks jwks.json --iss i --aud a",
+            &[token.trim()],
+        ),
     );
     // RS256 token against the PS256-only JWK: the kid's alg does not match.
     let rs = mtls_ok(
         d,
-        &[
-            "jwt",
-            "mint",
-            "--key",
-            "k-key.pem",
-            "--kid",
-            "my-key",
-            "--iss",
-            "i",
-            "--aud",
-            "a",
-            "--sub",
-            "s",
-            "--ttl",
-            "1m",
-        ],
+        &words("jwt mint --key k-key.pem --kid my-key --iss i --aud a --sub s --ttl 1m"),
     );
     let err = mtls_err(
         d,
-        &[
-            "jwt",
-            "verify",
-            "--jwks",
-            "jwks.json",
-            "--iss",
-            "i",
-            "--aud",
-            "a",
-            rs.trim(),
-        ],
+        &words_and("jwt verify --jwks jwks.json --iss i --aud a", &[rs.trim()]),
     );
     assert!(
         err.contains("Jwks doesn't have key to match kid or alg from Jwt"),
@@ -308,37 +171,14 @@ fn jwks_kids_and_mint_kid_options() {
     // No kid: matched by algorithm.
     let nokid = mtls_ok(
         d,
-        &[
-            "jwt",
-            "mint",
-            "--key",
-            "k-key.pem",
-            "--alg",
-            "PS256",
-            "--no-kid",
-            "--iss",
-            "i",
-            "--aud",
-            "a",
-            "--sub",
-            "s",
-            "--ttl",
-            "1m",
-        ],
+        &words("jwt mint --key k-key.pem --alg PS256 --no-kid --iss i --aud a --sub s --ttl 1m"),
     );
     mtls_ok(
         d,
-        &[
-            "jwt",
-            "verify",
-            "--jwks",
-            "jwks.json",
-            "--iss",
-            "i",
-            "--aud",
-            "a",
-            nokid.trim(),
-        ],
+        &words_and(
+            "jwt verify --jwks jwks.json --iss i --aud a",
+            &[nokid.trim()],
+        ),
     );
     let err = mtls_err(d, &["jwt", "jwks", "missing.pem"]);
     assert!(err.contains("missing.pem"), "{err}");
@@ -477,12 +317,7 @@ fn as_strs(v: &[String]) -> Vec<&str> {
 fn verify_reads_the_token_from_stdin_or_a_token_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    mtls_ok(
-        d,
-        &[
-            "jwt", "keygen", "--alg", "ES256", "--out", ".", "--name", "k",
-        ],
-    );
+    mtls_ok(d, &words("jwt keygen --alg ES256 --out . --name k"));
     std::fs::write(
         d.join("jwks.json"),
         mtls_ok(d, &["jwt", "jwks", "k.pub.pem"]),
@@ -490,20 +325,7 @@ fn verify_reads_the_token_from_stdin_or_a_token_file() {
     .unwrap();
     let token = mtls_ok(
         d,
-        &[
-            "jwt",
-            "mint",
-            "--key",
-            "k-key.pem",
-            "--iss",
-            "https://i.test",
-            "--aud",
-            "a",
-            "--sub",
-            "piped",
-            "--ttl",
-            "5m",
-        ],
+        &words("jwt mint --key k-key.pem --iss https://i.test --aud a --sub piped --ttl 5m"),
     );
     let token = token.trim();
     let verify = [

@@ -9,26 +9,13 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use support::mtls;
+use support::{mtls, words};
 
 fn issue_leaf(dir: &std::path::Path) {
-    assert!(mtls(dir, &["ca", "init", "--out", "ca"]).status.success());
+    assert!(mtls(dir, &words("ca init --out ca")).status.success());
     let out = mtls(
         dir,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "ca",
-            "--out",
-            "leaf",
-            "--name",
-            "web",
-            "--profile",
-            "server",
-            "--san",
-            "web.local",
-        ],
+        &words("cert issue --ca ca --out leaf --name web --profile server --san web.local"),
     );
     assert!(
         out.status.success(),
@@ -108,12 +95,12 @@ fn times_are_rfc3339_and_the_fraction_reads_as_a_ratio() {
     assert!(!text.contains("+00:00:00"), "{text}");
     let out = mtls(
         dir.path(),
-        &["cert", "renew-check", "--fraction", "1/2", "leaf/web.pem"],
+        &words("cert renew-check --fraction 1/2 leaf/web.pem"),
     );
     assert!(out.status.success());
     let out = mtls(
         dir.path(),
-        &["cert", "renew-check", "--fraction", "3/2", "leaf/web.pem"],
+        &words("cert renew-check --fraction 3/2 leaf/web.pem"),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -129,22 +116,9 @@ fn an_expired_svid_is_named_by_its_id_with_rfc3339_times() {
     issue_leaf(dir.path());
     let out = mtls(
         dir.path(),
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "ca",
-            "--out",
-            "leaf",
-            "--name",
-            "svid",
-            "--profile",
-            "svid",
-            "--spiffe-id",
-            "spiffe://example.org/w",
-            "--ttl",
-            "1s",
-        ],
+        &words(
+            "cert issue --ca ca --out leaf --name svid --profile svid --spiffe-id spiffe://example.org/w --ttl 1s",
+        ),
     );
     assert!(
         out.status.success(),
@@ -154,7 +128,7 @@ fn an_expired_svid_is_named_by_its_id_with_rfc3339_times() {
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let out = mtls(
         dir.path(),
-        &["cert", "verify", "--ca", "ca/ca.pem", "leaf/svid.pem"],
+        &words("cert verify --ca ca/ca.pem leaf/svid.pem"),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -176,20 +150,9 @@ fn bad_input_is_named_before_the_overwrite_check() {
     // leaf/web-key.pem exists: a bad SAN or SPIFFE ID is still reported as what it is.
     let out = mtls(
         dir.path(),
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "ca",
-            "--out",
-            "leaf",
-            "--name",
-            "web",
-            "--profile",
-            "svid",
-            "--spiffe-id",
-            "spiffe://Upper.Case/x",
-        ],
+        &words(
+            "cert issue --ca ca --out leaf --name web --profile svid --spiffe-id spiffe://Upper.Case/x",
+        ),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -201,20 +164,7 @@ fn bad_input_is_named_before_the_overwrite_check() {
     // Good input for an existing key file: the overwrite check speaks.
     let out = mtls(
         dir.path(),
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "ca",
-            "--out",
-            "leaf",
-            "--name",
-            "web",
-            "--profile",
-            "server",
-            "--san",
-            "web.local",
-        ],
+        &words("cert issue --ca ca --out leaf --name web --profile server --san web.local"),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -225,24 +175,13 @@ fn bad_input_is_named_before_the_overwrite_check() {
 fn an_svid_without_its_spiffe_id_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     assert!(
-        mtls(dir.path(), &["ca", "init", "--out", "ca"])
+        mtls(dir.path(), &words("ca init --out ca"))
             .status
             .success()
     );
     let out = mtls(
         dir.path(),
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            "ca",
-            "--out",
-            "o",
-            "--name",
-            "s",
-            "--profile",
-            "svid",
-        ],
+        &words("cert issue --ca ca --out o --name s --profile svid"),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

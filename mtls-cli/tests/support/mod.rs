@@ -16,6 +16,21 @@ pub fn cfssl_fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../mtls-certs/tests/fixtures/cfssl")
 }
 
+/// A command line's words (split at white space; write arguments with spaces as arrays).
+///
+/// `mtls_ok(d, &words("cert issue --ca ca --out o --name a"))` instead of an array of
+/// string literals that rustfmt stacks one per line.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// [`words`] of `line`, then `rest` (arguments that are not literals, or hold spaces).
+pub fn words_and<'a>(line: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = words(line);
+    args.extend_from_slice(rest);
+    args
+}
+
 /// Runs `mtls ARGS...` in `dir`.
 pub fn mtls(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mtls"))
