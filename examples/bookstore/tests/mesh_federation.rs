@@ -236,6 +236,15 @@ async fn two_trust_domains_federate_on_both_paths_and_a_ca_rotation_crosses_over
         mtls_certs::parse_certificates_pem(&held).unwrap(),
         mtls_certs::parse_certificates_pem(&domains.bookstore_agent().bundle_pem()).unwrap()
     );
+    // The side-by-side figures: each refusal counted by its reason on both paths.
+    println!("{}", outcome.stats_table());
+    assert_eq!(outcome.stats.len(), 2, "{}", outcome.stats_table());
+    for row in &outcome.stats {
+        assert!(row.proxyless.1 >= Some(1), "{}", outcome.stats_table());
+        if paths.contains(&PathKind::Envoy) {
+            assert!(row.envoy.1 >= Some(1), "{}", outcome.stats_table());
+        }
+    }
     assert!(outcome.passed(), "{}", outcome.table());
 
     // Every Envoy it started is gone once the run returned.

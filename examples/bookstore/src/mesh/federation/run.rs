@@ -29,7 +29,10 @@ pub async fn run_federated(
     tokens: &MeshPki,
     dir: &Path,
 ) -> Result<MeshOutcome> {
-    let mut outcome = MeshOutcome::default();
+    let mut outcome = MeshOutcome {
+        stats: refusal_stats(),
+        ..MeshOutcome::default()
+    };
     let (envoy, install_failed) = super::super::run::choose_envoy(options)?;
     say!(options, "==> identities: {}", domains.describe());
     say!(
@@ -92,6 +95,7 @@ pub async fn run_federated(
         let before = our_refusals(caller);
         let result = probe(domains, policy, caller, replicas.port(), dns.addr(), &token).await;
         let counted = before.zip(our_refusals(caller));
+        set_stat(&mut outcome.stats, caller, PathKind::Proxyless, counted);
         outcome.checks.push(refusal_check(
             PathKind::Proxyless,
             caller,
@@ -151,6 +155,12 @@ pub async fn run_federated(
                 let result =
                     probe(domains, policy, caller, sidecars.port(), dns.addr(), &token).await;
                 let after = sum_counter(sidecars.servers(), stat).await;
+                set_stat(
+                    &mut outcome.stats,
+                    caller,
+                    PathKind::Envoy,
+                    before.zip(after),
+                );
                 outcome.checks.push(refusal_check(
                     PathKind::Envoy,
                     caller,
@@ -274,6 +284,50 @@ fn our_metric(caller: BookstoreCaller) -> String {
         mtls_core::metrics::SERVER_TLS_HANDSHAKES.replace('.', "_"),
         mtls_core::metrics::HANDSHAKE_RESULT.replace('.', "_"),
     )
+}
+
+/// Stats row: handshakes refused for a SPIFFE ID the policy does not admit.
+pub(super) const STAT_NOT_ADMITTED: &str = "handshakes refused: SPIFFE ID not admitted";
+/// Stats row: handshakes refused for a certificate of an unknown CA (unfederated domain).
+pub(super) const STAT_UNKNOWN_CA: &str = "handshakes refused: unknown CA";
+
+/// The side-by-side rows of the federation scenario: each refusal, counted by reason.
+fn refusal_stats() -> Vec<StatRow> {
+    vec![
+        StatRow {
+            event: STAT_NOT_ADMITTED,
+            proxyless: (
+                "grpc_server_tls_handshakes{authorizer_denied|san_mismatch}",
+                None,
+            ),
+            envoy: ("ssl.fail_verify_san", None),
+        },
+        StatRow {
+            event: STAT_UNKNOWN_CA,
+            proxyless: ("grpc_server_tls_handshakes{unknown_ca}", None),
+            envoy: ("ssl.fail_verify_error", None),
+        },
+    ]
+}
+
+/// Fills `caller`'s refusal row for `path` with the change of its figure.
+fn set_stat(
+    rows: &mut [StatRow],
+    caller: BookstoreCaller,
+    path: PathKind,
+    counted: Option<(u64, u64)>,
+) {
+    let event = match caller {
+        BookstoreCaller::Neighbour => STAT_NOT_ADMITTED,
+        _ => STAT_UNKNOWN_CA,
+    };
+    let value = counted.map(|(before, after)| after.saturating_sub(before));
+    if let Some(row) = rows.iter_mut().find(|r| r.event == event) {
+        match path {
+            PathKind::Proxyless => row.proxyless.1 = value,
+            PathKind::Envoy => row.envoy.1 = value,
+        }
+    }
 }
 
 /// The server sidecars' stat for the reason `caller` should be refused for.
