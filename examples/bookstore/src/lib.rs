@@ -43,10 +43,14 @@
 //!   [`mesh::proxyless_channel`], [`mesh::envoy_channel`]. With identities that rotate
 //!   (an agent), each path's scenario runs in two halves around a forced rotation
 //!   ([`mesh::Rotation`]: the new serial must be in use, no call may fail).
+//!   [`mesh::federation`]: two federated trust domains ([`mesh::FederatedDomains`]: an
+//!   agent and a CA each, bundle endpoints both ways) and a CA rotation crossing over
+//!   ([`mesh::CaRotation`]).
 //!
 //! ## Binaries
 //! - `bookstore-mesh`: the main job (see the README); `--agent` for identities from an
-//!   in-process `mtls-agent` (Workload API + SDS) with a rotation mid-scenario.
+//!   in-process `mtls-agent` (Workload API + SDS) with a rotation mid-scenario;
+//!   `--federation` for the client and the bookstore in two federated trust domains.
 //! - `bookstore-server`: one replica, mTLS + SPIFFE authorization + JWT, or `--plaintext`
 //!   on loopback behind a sidecar.
 //! - `bookstore-client`: the scenario, proxyless or through a local sidecar.
