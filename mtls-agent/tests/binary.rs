@@ -1,6 +1,7 @@
 //! The `mtls-agent` binary: creates and keeps its CA and JWT key (0600) in the state
 //! directory, rotates on SIGHUP (re-reading the registration), logs issuances and
-//! rotations, stops cleanly on SIGTERM, and explains bad start-up input.
+//! rotations, stops cleanly on SIGTERM, explains bad start-up input, and rotates its CA with
+//! `--rotate-ca-every` (the new CA stored in the state directory).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -263,4 +264,100 @@ async fn binaries_federate_over_the_bundle_endpoint() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("federated bundle installed"), "{text}");
     client_agent.kill_and_output();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_rotates_its_ca_every_interval_and_stores_the_new_one() {
+    let help = Command::new(env!("CARGO_BIN_EXE_mtls-agent"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--rotate-ca-every") && help.contains("--ca-activation-delay"),
+        "{help}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("reg.yaml"), web_for_me()).unwrap();
+    let socket = dir.path().join("run/workload.sock");
+    let endpoint = format!("unix://{}", socket.display());
+    let log = dir.path().join("agent.log");
+    let mut agent = ChildGuard::spawn_logging(
+        "mtls-agent",
+        agent_cmd(dir.path()).args(["--rotate-ca-every", "1s", "--svid-ttl", "30s"]),
+        &log,
+    );
+    wait_for_socket(&socket, &mut agent, &log).await;
+    let first_ca = std::fs::read_to_string(dir.path().join("state/ca.pem")).unwrap();
+    let client = WorkloadApiClient::connect_to(&endpoint).await.unwrap();
+    let td = TD.parse().unwrap();
+    // Rotated (no bundle endpoint: activated at once): the bundle holds the first CA and a
+    // newer one, and the state directory holds the newest.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let roots = loop {
+        let bundles = client.fetch_x509_bundles().await.unwrap();
+        let roots: Vec<Vec<u8>> = bundles
+            .get(&td)
+            .unwrap()
+            .authorities()
+            .iter()
+            .map(|c| c.as_bytes().to_vec())
+            .collect();
+        if roots.len() >= 2 {
+            break roots;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no CA rotation within 20 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let first = mtls_certs::parse_certificates_pem(&first_ca).unwrap();
+    assert_eq!(
+        roots[0],
+        first[0].as_ref(),
+        "the first CA stays in the bundle"
+    );
+    let stored = std::fs::read_to_string(dir.path().join("state/ca.pem")).unwrap();
+    assert_ne!(stored, first_ca, "the new CA replaced the stored one");
+    let stored = mtls_certs::parse_certificates_pem(&stored).unwrap();
+    assert!(
+        roots.iter().any(|r| r == stored[0].as_ref()),
+        "the stored CA is in the bundle"
+    );
+    // The current SVID chains to a CA other than the first.
+    let svid = client.fetch_x509_svid().await.unwrap();
+    let leaf: String = svid
+        .cert_chain()
+        .iter()
+        .map(|c| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(c.as_bytes());
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|l| std::str::from_utf8(l).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            )
+        })
+        .collect();
+    assert!(
+        mtls_certs::verify_chain_pem(&leaf, &first_ca, mtls_certs::Usage::Client).is_err(),
+        "the SVID is no longer the first CA's"
+    );
+    signal(agent.pid(), "-TERM");
+    assert!(agent.wait_for(Duration::from_secs(5)).is_some());
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in [
+        "prepared a new CA",
+        "activated the new CA",
+        "stored the new CA",
+    ] {
+        assert!(text.contains(line), "log mentions {line:?}:\n{text}");
+    }
 }
