@@ -12,7 +12,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::authorizer::Authorizer;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::policy::TlsPolicy;
 use crate::san::SanMatcher;
 use crate::source::{IdentitySource, TrustSource};
@@ -86,52 +86,6 @@ impl ClientConfigBuilder {
         }
     }
 
-    /// Accept only servers whose SPIFFE ID `authorizer` allows (implies the X509-SVID rules).
-    pub fn authorize(mut self, authorizer: impl Authorizer) -> Self {
-        self.policy.authorizer = Some(Arc::new(authorizer));
-        self
-    }
-
-    /// Accept only servers with a SAN that one of `matchers` accepts (Envoy's
-    /// `match_typed_subject_alt_names` on an `UpstreamTlsContext`).
-    pub fn match_sans(mut self, matchers: impl IntoIterator<Item = SanMatcher>) -> Self {
-        self.policy.sans.extend(matchers);
-        self
-    }
-
-    /// Also offer TLS 1.2 (TLS 1.3 only by default): lowers the policy's `min_version`.
-    pub fn allow_tls12(mut self) -> Self {
-        self.tls = self.tls.allow_tls12();
-        self
-    }
-
-    /// Replaces the [`TlsPolicy`] (versions, key-exchange groups, cipher suites; the
-    /// default prefers hybrid post-quantum X25519MLKEM768). Checked by [`build`](Self::build).
-    ///
-    /// ```
-    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
-    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["api.internal"]))?;
-    /// # let identity = std::sync::Arc::new(mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?);
-    /// # let trust = std::sync::Arc::new(mtls_core::TrustBundle::from_pem(ca.cert_pem())?);
-    /// use mtls_core::{TlsPolicy, TlsPreset};
-    /// let builder = mtls_core::ClientConfigBuilder::new(identity, trust);
-    /// let err = builder.tls_policy(TlsPolicy::preset(TlsPreset::Tls13Only).allow_tls12()).build().unwrap_err();
-    /// assert!(err.to_string().starts_with("invalid TLS policy: cipher_suites:"), "{err}");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn tls_policy(mut self, policy: TlsPolicy) -> Self {
-        self.tls = policy;
-        self
-    }
-
-    /// Writes this side's TLS secrets to the file named by `SSLKEYLOGFILE` (NSS key log
-    /// format, for Wireshark) — only if that variable is set too; a warning is logged when
-    /// it is. Off by default: anyone who can read the file can decrypt the traffic.
-    pub fn key_log_from_env(mut self) -> Self {
-        self.key_log = true;
-        self
-    }
-
     /// Allows TLS session resumption (off by default). A resumed session is not
     /// re-verified, so it does not see a rotated trust bundle or a new server identity
     /// until the ticket expires; see [`ServerConfigBuilder::enable_resumption`](crate::ServerConfigBuilder::enable_resumption).
@@ -140,22 +94,11 @@ impl ClientConfigBuilder {
         self
     }
 
-    /// Replaces the ALPN protocols (`h2` by default; empty to disable ALPN).
-    pub fn alpn_protocols(
-        mut self,
-        protocols: impl IntoIterator<Item = impl Into<Vec<u8>>>,
-    ) -> Self {
-        self.alpn = protocols.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Uses another crypto provider (e.g. aws-lc-rs in FIPS mode). The [`TlsPolicy`]
-    /// picks its groups and suites from it, and [`build`](Self::build) refuses a policy
-    /// naming one the provider lacks.
-    pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
-        self.provider = provider;
-        self
-    }
+    crate::builder::tls_setters!(
+        ClientConfigBuilder,
+        "servers",
+        " on an `UpstreamTlsContext`"
+    );
 
     /// Builds the config; refuses an impossible [`TlsPolicy`], naming the field.
     pub fn build(self) -> Result<rustls::ClientConfig> {
@@ -168,9 +111,7 @@ impl ClientConfigBuilder {
         ));
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
-            .map_err(|e| Error::InvalidConfig {
-                reason: e.to_string(),
-            })?
+            .map_err(crate::builder::versions_refused)?
             .dangerous() // our verifier replaces webpki's; see ServerVerifier
             .with_custom_certificate_verifier(Arc::new(verifier));
         let mut config = match self.identity {

@@ -185,6 +185,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authorizer;
+mod builder;
 mod bundle;
 mod cert;
 mod client;

@@ -71,30 +71,6 @@ impl ServerConfigBuilder {
         }
     }
 
-    /// Accept only clients whose SPIFFE ID `authorizer` allows (implies the X509-SVID rules).
-    pub fn authorize(mut self, authorizer: impl Authorizer) -> Self {
-        self.policy.authorizer = Some(Arc::new(authorizer));
-        self
-    }
-
-    /// Accept only clients with a SAN that one of `matchers` accepts (Envoy's
-    /// `match_typed_subject_alt_names`). With [`authorize`](Self::authorize) too, both must pass.
-    ///
-    /// ```
-    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
-    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["api.internal"]))?;
-    /// # let identity = std::sync::Arc::new(mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?);
-    /// # let trust = std::sync::Arc::new(mtls_core::TrustBundle::from_pem(ca.cert_pem())?);
-    /// let envoy_block = r#"[{"san_type": "URI", "matcher": {"prefix": "spiffe://example.org/ns/prod/"}}]"#;
-    /// let matchers: Vec<mtls_core::SanMatcher> = serde_json::from_str(envoy_block)?;
-    /// let config = mtls_core::ServerConfigBuilder::new(identity, trust).match_sans(matchers).build()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn match_sans(mut self, matchers: impl IntoIterator<Item = SanMatcher>) -> Self {
-        self.policy.sans.extend(matchers);
-        self
-    }
-
     /// **Permissive mode** (Istio `PERMISSIVE`): clients without a certificate are let in
     /// and show up as [`PeerIdentity::is_authenticated`](crate::PeerIdentity::is_authenticated)
     /// `== false`. A client that *does* present a certificate must still pass verification.
@@ -109,39 +85,6 @@ impl ServerConfigBuilder {
     /// ```
     pub fn allow_unauthenticated(mut self) -> Self {
         self.permissive = true;
-        self
-    }
-
-    /// Also offer TLS 1.2 (TLS 1.3 only by default): lowers the policy's `min_version`.
-    pub fn allow_tls12(mut self) -> Self {
-        self.tls = self.tls.allow_tls12();
-        self
-    }
-
-    /// Replaces the [`TlsPolicy`] (versions, key-exchange groups, cipher suites; the
-    /// default prefers hybrid post-quantum X25519MLKEM768). Checked by [`build`](Self::build).
-    ///
-    /// ```
-    /// # let ca = mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("Root"))?;
-    /// # let leaf = ca.issue(&mtls_certs::LeafParams::server(["api.internal"]))?;
-    /// # let identity = std::sync::Arc::new(mtls_core::Identity::from_pem(leaf.chain_pem(), leaf.key_pem())?);
-    /// # let trust = std::sync::Arc::new(mtls_core::TrustBundle::from_pem(ca.cert_pem())?);
-    /// use mtls_core::{TlsPolicy, TlsPreset};
-    /// let builder = mtls_core::ServerConfigBuilder::new(identity, trust);
-    /// let err = builder.tls_policy(TlsPolicy::preset(TlsPreset::Tls13Only).allow_tls12()).build().unwrap_err();
-    /// assert!(err.to_string().starts_with("invalid TLS policy: cipher_suites:"), "{err}");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn tls_policy(mut self, policy: TlsPolicy) -> Self {
-        self.tls = policy;
-        self
-    }
-
-    /// Writes this side's TLS secrets to the file named by `SSLKEYLOGFILE` (NSS key log
-    /// format, for Wireshark) — only if that variable is set too; a warning is logged when
-    /// it is. Off by default: anyone who can read the file can decrypt the traffic.
-    pub fn key_log_from_env(mut self) -> Self {
-        self.key_log = true;
         self
     }
 
@@ -176,22 +119,7 @@ impl ServerConfigBuilder {
         self
     }
 
-    /// Replaces the ALPN protocols (`h2` by default; empty to disable ALPN).
-    pub fn alpn_protocols(
-        mut self,
-        protocols: impl IntoIterator<Item = impl Into<Vec<u8>>>,
-    ) -> Self {
-        self.alpn = protocols.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Uses another crypto provider (e.g. aws-lc-rs in FIPS mode). The [`TlsPolicy`]
-    /// picks its groups and suites from it, and [`build`](Self::build) refuses a policy
-    /// naming one the provider lacks.
-    pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
-        self.provider = provider;
-        self
-    }
+    crate::builder::tls_setters!(ServerConfigBuilder, "clients", "");
 
     /// Builds the config; refuses an impossible [`TlsPolicy`], naming the field.
     pub fn build(self) -> Result<rustls::ServerConfig> {
@@ -202,9 +130,7 @@ impl ServerConfigBuilder {
         };
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
-            .map_err(|e| Error::InvalidConfig {
-                reason: e.to_string(),
-            })?
+            .map_err(crate::builder::versions_refused)?
             .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(Arc::new(IdentityResolver(self.identity)));
         config.alpn_protocols = self.alpn;
