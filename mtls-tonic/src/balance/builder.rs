@@ -32,7 +32,7 @@ use super::{
     round_robin::RoundRobin,
     target::Target,
 };
-use crate::{Keepalive, Result, client::MtlsConnector, client::parse_server_name_pub};
+use crate::{Keepalive, Result, client::parse_server_name_pub};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -124,7 +124,7 @@ pub enum LoadPolicy {
 #[must_use]
 pub struct BalancedChannelBuilder {
     pub(super) target: String,
-    pub(super) connector: MtlsConnector,
+    pub(super) connector: super::dial::Dialer,
     pub(super) dns: DnsSettings,
     pub(super) endpoint: EndpointSettings,
     pub(super) policy: LoadPolicy,
@@ -231,7 +231,7 @@ impl BalancedChannelBuilder {
     /// Bound on TCP + TLS + the server's first HTTP/2 frame per attempt (default 20 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.endpoint.connect_timeout = timeout;
-        self.connector = self.connector.connect_timeout(timeout);
+        self.connector = self.connector.map_mtls(|c| c.connect_timeout(timeout));
         self
     }
 
@@ -399,10 +399,11 @@ impl BalancedChannelBuilder {
     }
 
     /// `TCP_NODELAY` on each endpoint's socket (tonic `Endpoint::tcp_nodelay`; default on).
-    /// Applies to the channel's connector (an endpoint with its own connector keeps that
-    /// connector's setting).
+    /// Applies to the channel's [`MtlsConnector`](crate::client::MtlsConnector) (an endpoint
+    /// with its own connector keeps that connector's setting; a user's
+    /// [`Connector`](super::Connector) sets its own).
     pub fn tcp_nodelay(mut self, enabled: bool) -> Self {
-        self.connector = self.connector.tcp_nodelay(enabled);
+        self.connector = self.connector.map_mtls(|c| c.tcp_nodelay(enabled));
         self
     }
 
@@ -419,7 +420,7 @@ impl BalancedChannelBuilder {
     /// # }
     /// ```
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
-        self.connector = self.connector.tcp_keepalive(idle);
+        self.connector = self.connector.map_mtls(|c| c.tcp_keepalive(idle));
         self
     }
 
@@ -441,7 +442,11 @@ impl BalancedChannelBuilder {
                     target: self.target.clone(),
                     expected: "host:port, dns:///host:port or [ipv6]:port",
                 })?;
-        let sni = match self.connector.configured_server_name() {
+        let sni = match self
+            .connector
+            .mtls()
+            .and_then(|c| c.configured_server_name())
+        {
             Some(name) => name.clone(),
             None => parse_server_name_pub(&target.host)?,
         };

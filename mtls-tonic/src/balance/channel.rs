@@ -11,6 +11,7 @@ use tonic::body::Body;
 use tower::buffer::Buffer;
 use tower_service::Service;
 
+use super::dial::{Connector, Dialer};
 use super::{
     Backoff, BalancedChannelBuilder, BalancedEndpoint, ChannelState, Discovery, EndpointInfo,
     LoadPolicy, OutlierDetection, ResolutionState, ServiceConfig,
@@ -22,7 +23,7 @@ use super::{
     limit::Gate,
     source::StaticList,
 };
-use crate::{Result, client::MtlsConnector};
+use crate::Result;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,8 +62,9 @@ impl Drop for Tasks {
 ///   ceiling, with jitter; a failed connection triggers an early (rate-limited) re-resolution;
 ///   DNS failures keep the last good set, while an authoritative "no records" empties it
 ///   ([`BalancedChannel::resolution`] tells the two apart);
-/// - dials every address through the [`MtlsConnector`] with the *service name* as TLS server
-///   name, and counts an endpoint ready only once the server has sent its first HTTP/2 frame
+/// - dials every address through the [`MtlsConnector`](crate::client::MtlsConnector) with
+///   the *service name* as TLS server name (or through any other
+///   [`Connector`](crate::balance::Connector)), and counts an endpoint ready only once the server has sent its first HTTP/2 frame
 ///   (so an endpoint that rejected our certificate is never picked);
 /// - reconnects with gRPC's backoff (1 s × 1.6, jitter, cap) per endpoint;
 /// - picks with tower's p2c over calls in flight (or peak EWMA, or round robin), only among
@@ -125,8 +127,23 @@ impl BalancedChannel {
     /// A builder for a channel to `target` (`host:port`, `dns:///host:port`, or an IP
     /// literal with port for a single endpoint), dialing through `connector`. Unless the
     /// connector has a server name, the target's host is the TLS server name.
-    pub fn builder(target: impl Into<String>, connector: MtlsConnector) -> BalancedChannelBuilder {
-        Self::builder_from(target.into(), connector, None)
+    ///
+    /// `connector` is an [`MtlsConnector`](crate::client::MtlsConnector) or any other
+    /// [`Connector`] (a `Service<Uri>`, as tonic's `Endpoint::connect_with_connector` takes),
+    /// e.g. plain TCP to an h2c server:
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use mtls_tonic::balance::BalancedChannel;
+    /// let plain = tower::service_fn(|uri: http::Uri| async move {
+    ///     let addr = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    ///     tokio::net::TcpStream::connect(addr).await.map(hyper_util::rt::TokioIo::new)
+    /// });
+    /// let channel = BalancedChannel::builder("127.0.0.1:50051", plain).build()?;
+    /// # let _ = channel; Ok(()) }
+    /// ```
+    pub fn builder(target: impl Into<String>, connector: impl Connector) -> BalancedChannelBuilder {
+        Self::builder_from(target.into(), Dialer::new(connector), None)
     }
 
     /// A builder for a channel over a fixed list of endpoints, without DNS (tonic's
@@ -153,10 +170,10 @@ impl BalancedChannel {
     pub fn static_list(
         service: impl Into<String>,
         endpoints: impl IntoIterator<Item = BalancedEndpoint>,
-        connector: MtlsConnector,
+        connector: impl Connector,
     ) -> BalancedChannelBuilder {
         let list = StaticList(endpoints.into_iter().collect());
-        Self::builder_from(service.into(), connector, Some(Box::new(list)))
+        Self::builder_from(service.into(), Dialer::new(connector), Some(Box::new(list)))
     }
 
     /// A builder for a channel whose endpoints come from `discovery`: a push handle
@@ -166,14 +183,18 @@ impl BalancedChannel {
     pub fn discovery(
         service: impl Into<String>,
         discovery: impl Discovery,
-        connector: MtlsConnector,
+        connector: impl Connector,
     ) -> BalancedChannelBuilder {
-        Self::builder_from(service.into(), connector, Some(Box::new(discovery)))
+        Self::builder_from(
+            service.into(),
+            Dialer::new(connector),
+            Some(Box::new(discovery)),
+        )
     }
 
     fn builder_from(
         target: String,
-        connector: MtlsConnector,
+        connector: Dialer,
         source: Option<Box<dyn Discovery>>,
     ) -> BalancedChannelBuilder {
         BalancedChannelBuilder {

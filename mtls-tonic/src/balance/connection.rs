@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     ctx::Ctx,
+    dial::{CustomIo, Dialer, dial_custom},
     endpoint::{Phase, Shared},
     health,
 };
@@ -43,13 +44,28 @@ enum Failure {
 /// made that task ~2.6 KiB (past glibc's per-thread cache, several `memmove`s of it per
 /// call: a fifth of the client's CPU at concurrency 128); boxed, as tonic's `Channel` boxes
 /// its I/O, it is a pointer.
-type Io = TokioIo<Box<Watched<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>>;
+/// (A user's connector's I/O is boxed once more inside: `dial::CustomIo`.)
+type Io<I> = TokioIo<Box<Watched<I>>>;
 
-type Conn = hyper::client::conn::http2::Connection<Io, Body, TokioExecutor>;
+type Conn<I> = hyper::client::conn::http2::Connection<Io<I>, Body, TokioExecutor>;
 
-struct Connected {
+/// The mTLS connector's stream, polled without indirection.
+type TlsIo = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A connection over the mTLS connector's stream or a user's connector's I/O.
+enum Attempt {
+    Tls(Connected<TlsIo>),
+    Custom(Connected<CustomIo>),
+}
+
+/// What a connection runs over: the mTLS stream or a user's connector's I/O.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+struct Connected<I: Stream> {
     sender: SendRequest<Body>,
-    conn: Conn,
+    conn: Conn<I>,
     /// The server's first bytes arrived (`Ok`), or why none came (`Err`: a TLS alert, a
     /// reset, a close).
     first_read: oneshot::Receiver<Result<(), ReadFailure>>,
@@ -66,17 +82,30 @@ struct ReadFailure {
     tls: bool,
 }
 
-async fn connect(ctx: &Ctx, shared: &Shared) -> Result<Connected, Error> {
+async fn connect(ctx: &Ctx, shared: &Shared) -> Result<Attempt, Error> {
     let addr = shared.addr;
-    let (connector, sni) = match &shared.dial {
-        Some((connector, sni)) => (connector, sni),
-        None => (&ctx.connector, &ctx.sni),
+    let (connector, sni) = match (&shared.dial, &ctx.connector) {
+        (Some((connector, sni)), _) => (connector, sni),
+        (None, Dialer::Mtls(connector)) => (connector, &ctx.sni),
+        (None, Dialer::Custom(dial)) => {
+            let io = dial_custom(dial.as_ref(), addr, ctx.settings.connect_timeout).await?;
+            return Ok(Attempt::Custom(handshake(ctx, addr, io).await?));
+        }
     };
     let tls = connector.connect(addr, Some(sni)).await?;
+    Ok(Attempt::Tls(handshake(ctx, addr, tls).await?))
+}
+
+/// HTTP/2 over `inner`, watched for the server's first bytes and its GOAWAY.
+async fn handshake<I: Stream>(
+    ctx: &Ctx,
+    addr: std::net::SocketAddr,
+    inner: I,
+) -> Result<Connected<I>, Error> {
     let (tx, first_read) = oneshot::channel();
     let (goaway_tx, goaway) = oneshot::channel();
-    let io: Io = TokioIo::new(Box::new(Watched {
-        inner: tls,
+    let io: Io<I> = TokioIo::new(Box::new(Watched {
+        inner,
         first: Some(tx),
         frames: Scanner::new(false),
         goaway: Some(goaway_tx),
@@ -166,7 +195,12 @@ pub(crate) async fn run(ctx: Arc<Ctx>, shared: Arc<Shared>) {
             crate::metrics::connect_failed(&ctx.target);
         }
         let reason = match attempt {
-            Ok(connected) => match serve(&ctx, &shared, connected).await.counted(&ctx) {
+            Ok(attempt) => match match attempt {
+                Attempt::Tls(connected) => serve(&ctx, &shared, connected).await,
+                Attempt::Custom(connected) => serve(&ctx, &shared, connected).await,
+            }
+            .counted(&ctx)
+            {
                 Ended::Removed => break,
                 Ended::Closed { .. } | Ended::GoingAway { .. }
                     if shared.not_in_dns_since().is_some() =>
@@ -248,7 +282,7 @@ async fn drain(ctx: &Ctx, shared: &Shared) {
     }
 }
 
-async fn serve(ctx: &Ctx, shared: &Arc<Shared>, connected: Connected) -> Ended {
+async fn serve<I: Stream>(ctx: &Ctx, shared: &Arc<Shared>, connected: Connected<I>) -> Ended {
     let Connected {
         sender,
         conn,

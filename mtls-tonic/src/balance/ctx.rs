@@ -17,7 +17,6 @@ use super::{
     Backoff, ChannelState, EndpointInfo, OutlierDetection, ResolutionState, endpoint::Shared,
     retry::Retries, target::Target,
 };
-use crate::client::MtlsConnector;
 
 /// Knobs of the endpoint tasks.
 #[derive(Clone, Debug)]
@@ -134,7 +133,7 @@ pub(crate) struct Ctx {
     pub(crate) target: Target,
     /// The `grpc.target` label of the per-call metrics.
     pub(crate) labels: crate::metrics::ClientLabels,
-    pub(crate) connector: MtlsConnector,
+    pub(crate) connector: super::dial::Dialer,
     pub(crate) sni: ServerName<'static>,
     pub(crate) authority: http::uri::Authority,
     pub(crate) settings: EndpointSettings,
@@ -163,7 +162,7 @@ impl Ctx {
     )]
     pub(crate) fn new(
         target: Target,
-        connector: MtlsConnector,
+        connector: super::dial::Dialer,
         sni: ServerName<'static>,
         authority: http::uri::Authority,
         settings: EndpointSettings,

@@ -227,13 +227,19 @@ pub(crate) async fn run_source(ctx: Arc<Ctx>, mut source: Box<dyn Discovery>, tx
                     drain_out(&mut current, addr, &tx);
                 }
                 info!(target = %ctx.target, endpoint = %addr, "endpoint added");
-                let dial =
-                    (endpoint.connector.is_some() || endpoint.server_name.is_some()).then(|| {
-                        let connector = endpoint
+                // An endpoint's own server name needs an mTLS connector: its own, else the
+                // channel's (a channel over a user's connector has no server name to set).
+                let own = endpoint.connector.is_some() || endpoint.server_name.is_some();
+                let dial = own
+                    .then(|| {
+                        endpoint
                             .connector
                             .clone()
-                            .unwrap_or_else(|| ctx.connector.clone())
-                            .connect_timeout(ctx.settings.connect_timeout);
+                            .or_else(|| ctx.connector.mtls().cloned())
+                    })
+                    .flatten()
+                    .map(|connector| {
+                        let connector = connector.connect_timeout(ctx.settings.connect_timeout);
                         let sni = endpoint
                             .server_name
                             .clone()

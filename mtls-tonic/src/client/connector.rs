@@ -132,6 +132,7 @@ impl MtlsConnector {
     }
 
     /// The configured server name, if any.
+    #[cfg(feature = "balance")]
     pub(crate) fn configured_server_name(&self) -> Option<&ServerName<'static>> {
         self.server_name.as_ref()
     }
