@@ -20,6 +20,7 @@ use crate::client::ClientConfigBuilder;
 use crate::error::{Error, Result};
 use crate::source::{Cell, TrustSource};
 use crate::trust::TrustBundle;
+use mtls_identity::source::Publisher;
 use mtls_identity::{SpiffeId, TrustDomain};
 
 /// The largest bundle document we read (SPIRE's bundles are a few KB).
@@ -276,29 +277,28 @@ pub struct EndpointStatus {
 }
 
 struct Shared {
-    bundles: watch::Sender<Arc<BundleSet>>,
+    bundles: Publisher<BundleSet>,
     trust: Cell<TrustBundle>,
     status: Mutex<BTreeMap<TrustDomain, EndpointStatus>>,
 }
 
 impl Shared {
     fn bundles(&self) -> Arc<BundleSet> {
-        self.bundles.borrow().clone()
+        self.bundles.current()
     }
 
     /// Installs `bundle` if [`BundleSet::insert`] takes it; the trust bundle follows.
     fn offer(&self, bundle: SpiffeBundle) -> Result<bool> {
         let mut result = Ok(false);
         let mut trust = None;
-        self.bundles.send_if_modified(|set| {
+        self.bundles.update_if(|set| {
             let mut next = BundleSet::clone(set);
             result = next.insert(bundle);
             if matches!(result, Ok(true)) {
                 trust = Some(next.to_trust_bundle());
-                *set = Arc::new(next);
-                true
+                Some(next)
             } else {
-                false
+                None
             }
         });
         if let Some(trust) = trust {
@@ -400,7 +400,7 @@ impl FederatedTrustSource {
     /// A receiver that sees every new bundle set (e.g. to hand federated bundles to
     /// workloads).
     pub fn subscribe_bundles(&self) -> watch::Receiver<Arc<BundleSet>> {
-        self.shared.bundles.subscribe()
+        self.shared.bundles.source().subscribe()
     }
 
     /// Replaces a local bundle (our own trust domain's, after a CA rotation). The
@@ -507,7 +507,7 @@ impl FederationBuilder {
         })?;
         let shared = Arc::new(Shared {
             trust: Cell::new(set.to_trust_bundle()?),
-            bundles: watch::Sender::new(Arc::new(set)),
+            bundles: Publisher::new(set),
             status: Mutex::new(BTreeMap::new()),
         });
         let timing = Timing {

@@ -172,3 +172,52 @@ async fn headers_and_typed_claims() {
         v.validate_now(&token).unwrap()
     );
 }
+
+/// Issue 14: a JWKS file is polled by the family's one file poller (its own thread), so a
+/// validator over one needs no runtime, and a key set published into a `Publisher` is used
+/// from the next token on — both from plain sync code.
+#[test]
+fn file_and_published_key_sets_work_without_a_runtime() {
+    let (k1, k2) = (
+        SigningKey::generate(Algorithm::ES256).unwrap(),
+        SigningKey::generate(Algorithm::ES256).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, mtls_jwt::jwks_json([k1.jwk(None)])).unwrap();
+    let v = Validator::builder()
+        .jwks(mtls_jwt::FileJwks::new(&path).poll_interval(Duration::from_millis(5)))
+        .build()
+        .expect("a file JWKS builds outside a runtime");
+    v.validate_now(&k1.mint(&spec()).unwrap()).unwrap();
+    std::fs::write(&path, mtls_jwt::jwks_json([k2.jwk(None)])).unwrap();
+    let t2 = k2.mint(&spec()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while v.validate_now(&t2).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new file not used within 10 s"
+        );
+        std::thread::yield_now();
+    }
+
+    // The validator's source feeds another validator; a Publisher is a source too.
+    let follower = Validator::builder()
+        .jwks(JwksSource::source(v.jwks().unwrap()))
+        .build()
+        .unwrap();
+    follower.validate_now(&t2).unwrap();
+    let keys = mtls_identity::source::Publisher::new(
+        mtls_jwt::KeySet::from_json(&mtls_jwt::jwks_json([k1.jwk(None)])).unwrap(),
+    );
+    let published = Validator::builder()
+        .jwks(JwksSource::source(keys.source()))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        published.validate_now(&t2),
+        Err(Error::UnknownKid { .. })
+    ));
+    keys.publish(mtls_jwt::KeySet::from_json(&mtls_jwt::jwks_json([k2.jwk(None)])).unwrap());
+    published.validate_now(&t2).unwrap();
+}

@@ -194,6 +194,27 @@ impl<T> Publisher<T> {
         self.tx.send_modify(|value| *value = Arc::new(f(value)));
     }
 
+    /// Puts `f(current)` in place if it is `Some`, atomically; true if it did. For writers
+    /// that publish only what passes a check against the current value (a newer sequence).
+    ///
+    /// ```
+    /// let publisher = mtls_identity::source::Publisher::new(3u64);
+    /// let source = publisher.source();
+    /// assert!(!publisher.update_if(|seq| (5 < *seq).then_some(5)), "older: refused");
+    /// assert!(!source.has_changed());
+    /// assert!(publisher.update_if(|seq| (4 > *seq).then_some(4)));
+    /// assert_eq!(*source.current(), 4);
+    /// ```
+    pub fn update_if(&self, f: impl FnOnce(&T) -> Option<T>) -> bool {
+        self.tx.send_if_modified(|value| match f(value) {
+            Some(next) => {
+                *value = Arc::new(next);
+                true
+            }
+            None => false,
+        })
+    }
+
     /// The value in place now.
     pub fn current(&self) -> Arc<T> {
         Arc::clone(&self.tx.borrow())
