@@ -832,6 +832,215 @@ mod tests {
         );
     }
 
+    /// A run with a point of every scenario and variant the report reads, at the issues'
+    /// concurrencies, and every other kind of input but soak and abuse (their sections are
+    /// rendered by `soak` and `abuse`); points and A/B results go through their JSON form, as
+    /// `bench-report` reads them.
+    fn fixture() -> ReportInput {
+        let mut points = Vec::new();
+        for (i, &c) in [1usize, 16, 128].iter().enumerate() {
+            let k = (i + 1) as f64;
+            for replicas in [1, 3] {
+                let r = replicas as f64;
+                points.push(point(
+                    "proxyless",
+                    "",
+                    replicas,
+                    c,
+                    9000.0 * k * r,
+                    110.0 * k,
+                ));
+                points.push(point("envoy", "", replicas, c, 2500.0 * k * r, 430.0 * k));
+                points.push(point(
+                    "plain-tonic",
+                    "",
+                    replicas,
+                    c,
+                    8800.0 * k * r,
+                    95.0 * k,
+                ));
+                points.push(point(
+                    "plain-tonic-mtls",
+                    "",
+                    replicas,
+                    c,
+                    8100.0 * k * r,
+                    120.0 * k,
+                ));
+            }
+            for (variant, thr) in [
+                ("mtls-core", 1900.0),
+                ("envoy", 1500.0),
+                ("mtls-core-resumed", 6100.0),
+                ("envoy-resumed", 4200.0),
+                ("mtls-core-hybrid", 1700.0),
+                ("envoy-hybrid", 1300.0),
+            ] {
+                let mut p = point("handshake", variant, 1, c, thr * k, 900.0 * k);
+                p.calls_per_server_cpu_s = thr * 1.5;
+                points.push(p);
+            }
+        }
+        let mut metrics = vec![point("proxyless", "", 3, 16, 52_000.0, 230.0)];
+        crate::result::mark_metrics(&mut metrics);
+        points.extend(metrics);
+        let mut ours = point("recycling", "proxyless", 3, 16, 21_000.0, 400.0);
+        ours.recycle_every_s = Some(2.0);
+        let mut envoy = point("recycling", "envoy", 3, 16, 6000.0, 1700.0);
+        envoy.recycle_every_s = Some(2.0);
+        envoy.errors = 3;
+        points.extend([ours, envoy]);
+        points[0].processes[0].peak_rss_kib = 31 * 1024;
+        let points: Vec<PointResult> =
+            serde_json::from_str(&serde_json::to_string(&points).unwrap()).unwrap();
+
+        let ab = vec![
+            crate::ab::AbResult {
+                name: "leaf_issuance_p256".into(),
+                ours: "mtls_certs".into(),
+                baseline: "raw_rcgen".into(),
+                ours_ns: 31_000.0,
+                baseline_ns: 29_500.0,
+                speed_ratio: 0.95,
+                ratio_range: (0.88, 1.02),
+                rounds: 40,
+                batch: 800,
+            },
+            crate::ab::AbResult {
+                name: "ES256".into(),
+                ours: "mtls_jwt uncached".into(),
+                baseline: "jsonwebtoken::decode".into(),
+                ours_ns: 48_000.0,
+                baseline_ns: 50_000.0,
+                speed_ratio: 1.04,
+                ratio_range: (0.97, 1.11),
+                rounds: 40,
+                batch: 200,
+            },
+        ];
+        let ab: Vec<crate::ab::AbResult> =
+            serde_json::from_str(&serde_json::to_string(&ab).unwrap()).unwrap();
+        let estimate = |group: &str, function: &str, median_ns: f64, elements| Estimate {
+            group: group.into(),
+            function: function.into(),
+            mean_ns: median_ns * 1.02,
+            mean_ci_ns: (median_ns * 0.99, median_ns * 1.05),
+            median_ns,
+            elements,
+        };
+        let estimates = vec![
+            estimate("leaf_issuance_p256", "mtls_certs", 31_000.0, None),
+            estimate("leaf_issuance_p256", "raw_rcgen", 30_000.0, None),
+            estimate("ES256", "mtls_jwt uncached", 48_000.0, None),
+            estimate("ES256", "mtls_jwt cached", 900.0, None),
+            estimate("ES256", "jsonwebtoken::decode", 50_000.0, None),
+            estimate("RS256", "mtls_jwt uncached", 21_000.0, None),
+            estimate("RS256", "jsonwebtoken::decode", 22_000.0, None),
+            estimate(
+                "mtls_handshake",
+                "mtls_core_spiffe_verifier",
+                410_000.0,
+                None,
+            ),
+            estimate(
+                "mtls_handshake",
+                "rustls_webpki_client_verifier",
+                400_000.0,
+                None,
+            ),
+            estimate("kx", "X25519MLKEM768", 95_000.0, None),
+            estimate("kx", "X25519", 40_000.0, None),
+            estimate(
+                "unary_calls",
+                "balanced_channel_3_replicas",
+                1_200_000.0,
+                Some(100),
+            ),
+            estimate(
+                "unary_calls",
+                "tonic_channel_1_replica",
+                1_100_000.0,
+                Some(100),
+            ),
+        ];
+        ReportInput {
+            machine: Machine {
+                cpu_model: "Fixture CPU @ 2.0GHz".into(),
+                cpus: 2,
+                kernel: "6.1.0-fixture".into(),
+                memory: "7.8 GiB".into(),
+                envoy: "envoy 1.40.0".into(),
+                rustc: "rustc 1.90.0".into(),
+                commit: "abc1234".into(),
+                date: "2026-01-02 03:04 UTC".into(),
+            },
+            points,
+            estimates,
+            ab,
+            note: "a fixture".into(),
+            chart_file: "benchmarks.svg".into(),
+            command: "loadgen run --fixture".into(),
+            soak: None,
+            abuse: None,
+            crypto: Some(crate::crypto::OpensslSpeed {
+                version: "OpenSSL 3.0.0".into(),
+                seconds: 1,
+                p256_sign_per_s: 40_000.0,
+                p256_verify_per_s: 14_000.0,
+                x25519_per_s: 25_000.0,
+                p256_ecdh_per_s: 17_000.0,
+            }),
+            layers: Some(crate::layers::LayersResult {
+                rounds: 3,
+                window_ms: 500,
+                rows: vec![
+                    crate::layers::LayerRow {
+                        name: "tonic TLS".into(),
+                        adds: "the floor".into(),
+                        client_cpu_us: 40.0,
+                        server_cpu_us: 35.0,
+                        latency_us: 120.0,
+                        calls: 9000,
+                    },
+                    crate::layers::LayerRow {
+                        name: "+ mTLS transport".into(),
+                        adds: "client certificates, SPIFFE authorization".into(),
+                        client_cpu_us: 41.5,
+                        server_cpu_us: 37.0,
+                        latency_us: 124.0,
+                        calls: 8800,
+                    },
+                ],
+            }),
+        }
+    }
+
+    /// The whole document for the fixture, byte for byte as rendered before the report was
+    /// split into modules (`report/fixture.md`): a change to the rendering shows here as a
+    /// diff of that file, to be made on purpose.
+    #[test]
+    fn the_fixture_renders_as_before() {
+        let md = markdown(&fixture());
+        if let Ok(path) = std::env::var("MTLS_BENCH_WRITE_FIXTURE") {
+            std::fs::write(path, &md).unwrap();
+        }
+        let expected = include_str!("report/fixture.md");
+        if md != expected {
+            let line = md
+                .lines()
+                .zip(expected.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(md.lines().count().min(expected.lines().count()));
+            panic!(
+                "report/fixture.md: expected the rendering to be unchanged; first difference at \
+                 line {}: expected {:?}, rendered {:?}",
+                line + 1,
+                expected.lines().nth(line),
+                md.lines().nth(line)
+            );
+        }
+    }
+
     #[test]
     fn empty_input_renders_without_panicking() {
         let md = markdown(&ReportInput::default());
