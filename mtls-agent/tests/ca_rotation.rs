@@ -4,6 +4,7 @@
 //!   is still the old CA's, then a new SVID chaining to the new root: `openssl verify`
 //!   passes against the served bundle and fails against the old root alone; retiring
 //!   leaves the new root only, and the sequence rises at every bundle change.
+//! - Delivered trust-bundle files hold old + new roots during the overlap, then the new.
 //! - An mtls-tonic server and client on the Workload API keep calling across the rotation
 //!   with zero failed calls.
 //! - A second agent federating with this one (bundle endpoint, `https_spiffe` and
@@ -163,6 +164,42 @@ async fn without_a_delay_rotate_ca_activates_at_once_and_the_old_root_retires_af
     })
     .await;
     assert_eq!(t.agent.bundle_sequence(), sequence + 1);
+}
+
+#[tokio::test]
+async fn delivered_trust_bundle_files_follow_the_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("creds");
+    let to = folder.clone();
+    let t = TestAgent::start_with(&web_for_me(), move |c| {
+        c.ca_activation_delay(Duration::from_secs(3600))
+            .deliver(mtls_agent::Delivery::new(to, WEB.parse().unwrap()))
+    })
+    .await;
+    let file = folder.join(mtls_agent::trust_bundle_file(&TD.parse().unwrap()));
+    let read = || std::fs::read_to_string(&file).unwrap();
+    assert_eq!(read(), t.agent.bundle_pem());
+    t.agent.rotate_ca().unwrap();
+    let both = t.agent.bundle_pem();
+    eventually(
+        Duration::from_secs(10),
+        "old + new roots in the file",
+        || (read() == both).then_some(()),
+    )
+    .await;
+    assert_eq!(
+        mtls_certs::parse_certificates_pem(&read()).unwrap().len(),
+        2
+    );
+    t.agent.activate_prepared_ca().unwrap();
+    t.agent.retire_old_cas().unwrap();
+    let new_root = t.agent.ca().cert_pem();
+    eventually(
+        Duration::from_secs(10),
+        "the new root alone in the file",
+        || (read() == new_root).then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test]
