@@ -18,7 +18,7 @@ use mtls_tonic::{
 };
 use support::{
     dns::DnsServer,
-    fixture::{Fixture, NAME, TTL, call, finish, ip, load, ready_count},
+    fixture::{Fixture, NAME, TTL, assert_ready, call, finish, ip, load, ready_count},
     pki::{CLIENT_ID, Pki},
     replica::Replica,
     wait_until,
@@ -28,10 +28,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// 3000 calls from 10 concurrent callers through `channel`: how many each replica served.
 async fn spread_3000_calls(channel: &BalancedChannel) -> HashMap<String, usize> {
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(channel, 3, Duration::from_secs(5)).await;
     let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
     let mut tasks = Vec::new();
     for _ in 0..10 {
@@ -99,10 +96,7 @@ async fn spreads_3000_calls_evenly_over_three_replicas() {
 async fn fourth_record_gets_calls_within_one_refresh() {
     let mut fx = Fixture::start(4, 3).await;
     let channel = fx.channel();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let all: Vec<Ipv4Addr> = (2..6).map(ip).collect();
     fx.dns.set_a(NAME, &all, TTL).await;
     let added = Instant::now();
@@ -125,10 +119,7 @@ async fn fourth_record_gets_calls_within_one_refresh() {
 async fn removed_record_drains_without_failed_calls() {
     let mut fx = Fixture::start(3, 3).await;
     let channel = fx.channel();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let (outcomes, stop, handles) = load(&channel, 8, "slow:30");
     tokio::time::sleep(Duration::from_millis(500)).await;
     fx.dns.set_a(NAME, &[ip(2), ip(3)], TTL).await;
@@ -171,10 +162,7 @@ async fn removed_record_drains_without_failed_calls() {
 async fn killed_replica_is_avoided_then_used_again() {
     let mut fx = Fixture::start(3, 3).await;
     let channel = fx.channel();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let (outcomes, stop, handles) = load(&channel, 8, "slow:20");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let victim = ip(3);
@@ -219,19 +207,13 @@ async fn killed_replica_is_avoided_then_used_again() {
 async fn all_replicas_down_fails_unavailable_within_bound() {
     let mut fx = Fixture::start(3, 3).await;
     let channel = fx.channel();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     for replica in fx.replicas.values_mut() {
         replica.kill();
     }
     // The channel notices the closed connections (a call racing the kill itself may fail
     // UNAVAILABLE on the dying connection instead).
-    assert!(
-        wait_until(Duration::from_secs(2), || ready_count(&channel) == 0).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 0, Duration::from_secs(2)).await;
     for _ in 0..3 {
         let started = Instant::now();
         let status = tokio::time::timeout(Duration::from_secs(5), call(&channel, ""))
@@ -264,10 +246,7 @@ async fn all_replicas_down_fails_unavailable_within_bound() {
 async fn dns_stopped_keeps_last_good_set() {
     let mut fx = Fixture::start(3, 3).await;
     let channel = fx.channel();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     fx.dns.stop().await;
     let unreachable = wait_until(Duration::from_secs(5), || {
         matches!(channel.resolution(), ResolutionState::Unreachable { .. })
@@ -297,10 +276,7 @@ async fn dns_stopped_keeps_last_good_set() {
 async fn no_records_is_told_apart_and_fails_unavailable() {
     let mut fx = Fixture::start(1, 1).await;
     let channel = fx.builder().strict_empty_answer().build().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 1).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 1, Duration::from_secs(5)).await;
     fx.dns.set_a(NAME, &[], TTL).await;
     let empty = wait_until(Duration::from_secs(3), || {
         matches!(channel.resolution(), ResolutionState::NoRecords { .. })
@@ -320,10 +296,7 @@ async fn no_records_is_told_apart_and_fails_unavailable() {
 async fn not_serving_endpoint_is_not_picked() {
     let fx = Fixture::start(2, 2).await;
     let channel = fx.builder().health_check("").build().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 2, Duration::from_secs(5)).await;
     let sick = &fx.replicas[&ip(2)];
     sick.set_serving(false).await;
     assert!(
@@ -337,10 +310,7 @@ async fn not_serving_endpoint_is_not_picked() {
         assert_eq!(call(&channel, "").await.unwrap(), ip(3).to_string());
     }
     sick.set_serving(true).await;
-    assert!(
-        wait_until(Duration::from_secs(2), || ready_count(&channel) == 2).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 2, Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,10 +321,7 @@ async fn round_robin_and_peak_ewma_policies_reach_every_replica() {
         mtls_tonic::balance::LoadPolicy::PeakEwma,
     ] {
         let channel = fx.builder().load_policy(policy).build().unwrap();
-        assert!(
-            wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-            "{channel:?}"
-        );
+        assert_ready(&channel, 3, Duration::from_secs(5)).await;
         let mut seen = HashMap::<String, usize>::new();
         for _ in 0..90 {
             *seen.entry(call(&channel, "").await.unwrap()).or_default() += 1;
@@ -379,10 +346,7 @@ async fn round_robin_rotates_over_ready_endpoints_and_follows_readiness() {
         .load_policy(mtls_tonic::balance::LoadPolicy::RoundRobin)
         .build()
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let mut order = Vec::new();
     for _ in 0..100 {
         order.push(call(&channel, "").await.unwrap());
@@ -393,10 +357,7 @@ async fn round_robin_rotates_over_ready_endpoints_and_follows_readiness() {
     let victim = ip(3);
     let addr = fx.replicas[&victim].addr;
     fx.replicas.get_mut(&victim).unwrap().kill();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 2, Duration::from_secs(5)).await;
     let mut order = Vec::new();
     for _ in 0..40 {
         order.push(call(&channel, "").await.unwrap());
@@ -405,10 +366,7 @@ async fn round_robin_rotates_over_ready_endpoints_and_follows_readiness() {
     assert_rotates(&order, 2);
     fx.replicas
         .insert(victim, Replica::restart(addr, fx.config.clone()));
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let mut order = Vec::new();
     for _ in 0..60 {
         order.push(call(&channel, "").await.unwrap());
@@ -448,17 +406,11 @@ async fn untrusted_server_is_never_ready() {
 async fn wait_for_ready_is_bounded_by_the_call_deadline() {
     let mut fx = Fixture::start(1, 1).await;
     let channel = fx.builder().wait_for_ready().build().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 1).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 1, Duration::from_secs(5)).await;
     for replica in fx.replicas.values_mut() {
         replica.kill();
     }
-    assert!(
-        wait_until(Duration::from_secs(2), || ready_count(&channel) == 0).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 0, Duration::from_secs(2)).await;
     let mut request = tonic::Request::new(HealthCheckRequest::default());
     request.set_timeout(Duration::from_millis(500));
     let started = Instant::now();
@@ -497,10 +449,7 @@ async fn connection_failure_triggers_early_reresolution() {
         .reresolve_min_interval(Duration::from_millis(200))
         .build()
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 2, Duration::from_secs(5)).await;
     fx.dns.set_a(NAME, &[ip(2), ip(3), ip(4)], 60).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

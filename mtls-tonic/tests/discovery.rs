@@ -23,7 +23,7 @@ use mtls_tonic::{
     client::MtlsConnector,
 };
 use support::{
-    fixture::{assert_no_failed_call, call, finish, ip, load, ready_count},
+    fixture::{assert_no_failed_call, assert_ready, call, finish, ip, load, ready_count},
     pki::{CLIENT_ID, Pki, SERVER_ID, SERVICE_NAME},
     replica::{Replica, bind_shared_port},
     wait_until,
@@ -181,19 +181,13 @@ async fn pushed_changes_add_and_drain_under_load_lose_no_call() {
     for addr in &fx.addrs[..2] {
         assert!(endpoints.insert(*addr));
     }
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 2, Duration::from_secs(5)).await;
     let (outcomes, stop, handles) = load(&channel, 8, "slow:10");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Added under load: it gets calls.
     let added = Instant::now();
     endpoints.insert(fx.addrs[2]);
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Removed under load: its calls in flight finish, then it gets none.
     endpoints.remove(fx.addrs[0]);
@@ -286,10 +280,7 @@ async fn a_custom_discovery_drives_the_channel() {
     ))
     .build()
     .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 2, Duration::from_secs(5)).await;
     let (outcomes, stop, handles) = load(&channel, 8, "slow:5");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The registry now lists only the third replica.

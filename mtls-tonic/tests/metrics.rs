@@ -177,21 +177,31 @@ async fn health_call(
     result.err().map_or(tonic::Code::Ok, |s| s.code())
 }
 
+/// A loopback listener admitting members of `pki`'s trust domain: its address and the mTLS
+/// incoming stream.
+async fn member_listener(pki: &Pki) -> (std::net::SocketAddr, mtls_tonic::server::MtlsIncoming) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming =
+        mtls_tonic::server::MtlsIncoming::new(listener, pki.server_config(Pki::member_policy()));
+    (addr, incoming)
+}
+
+/// Only CLIENT_ID may call Check; every other caller and path is denied.
+fn only_client_checks() -> MethodPolicy {
+    MethodPolicy::deny_by_default()
+        .allow(CHECK, Authorize::exact(CLIENT_ID.parse().unwrap()))
+        .unwrap()
+}
+
 #[test]
 fn authorization_counts_allowed_and_denied_by_method_and_unnamed_methods_as_other() {
     let pki = Pki::new();
     let rec = Recorded::new();
     let values = rec.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         // TLS admits the trust domain; the method policy lets only CLIENT_ID call Check.
-        let incoming = mtls_tonic::server::MtlsIncoming::new(
-            listener,
-            pki.server_config(Pki::member_policy()),
-        );
-        let policy = MethodPolicy::deny_by_default()
-            .allow(CHECK, Authorize::exact(CLIENT_ID.parse().unwrap()))
-            .unwrap();
+        let (addr, incoming) = member_listener(&pki).await;
+        let policy = only_client_checks();
         let (_reporter, service) = support::replica::probe("solo");
         let server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -466,16 +476,9 @@ fn per_call_metrics_record_each_calls_final_status_on_client_and_server() {
     let pki = Pki::new();
     let rec = Recorded::new();
     let values = rec.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = mtls_tonic::server::MtlsIncoming::new(
-            listener,
-            pki.server_config(Pki::member_policy()),
-        );
+        let (addr, incoming) = member_listener(&pki).await;
         // Only CLIENT_ID may call Check; every other path is denied.
-        let policy = MethodPolicy::deny_by_default()
-            .allow(CHECK, Authorize::exact(CLIENT_ID.parse().unwrap()))
-            .unwrap();
+        let policy = only_client_checks();
         let fail_with = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
         let (_reporter, service) =
             support::replica::probe_failing("solo", fail_with.clone(), Default::default());

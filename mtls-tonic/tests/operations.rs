@@ -19,7 +19,10 @@ use mtls_tonic::{
     server::ConnectionAge,
 };
 use support::{
-    fixture::{Fixture, NAME, TTL, assert_no_failed_call, call, finish, ip, load, ready_count},
+    fixture::{
+        Fixture, NAME, TTL, assert_no_failed_call, assert_ready, call, finish, ip, load,
+        ready_count,
+    },
     pki::{CLIENT_ID, Pki},
     replica::Replica,
     wait_until,
@@ -239,10 +242,7 @@ async fn refused_by_handshake_time_authorization_fails_fast_with_the_alert_every
 async fn empty_dns_answers_lose_no_call_then_a_smaller_set_drains_the_rest() {
     let mut fx = Fixture::start(3, 3).await;
     let channel = fx.channel();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let (outcomes, stop, handles) = load(&channel, 8, "slow:10");
     tokio::time::sleep(Duration::from_millis(300)).await;
     fx.dns.set_a(NAME, &[], TTL).await; // NXDOMAIN
@@ -288,10 +288,7 @@ async fn empty_dns_answers_lose_no_call_then_a_smaller_set_drains_the_rest() {
 async fn strict_empty_answer_drops_everything() {
     let mut fx = Fixture::start(2, 2).await;
     let channel = fx.builder().strict_empty_answer().build().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 2).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 2, Duration::from_secs(5)).await;
     fx.dns.set_a(NAME, &[], TTL).await;
     assert!(
         wait_until(Duration::from_secs(3), || channel.endpoints().is_empty()).await,
@@ -311,10 +308,7 @@ async fn strict_empty_answer_drops_everything() {
 async fn rolling_restarts(rounds: usize) -> (usize, Vec<String>) {
     let mut fx = Fixture::start(3, 3).await;
     let channel = fx.channel();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let (outcomes, stop, handles) = load(&channel, 8, "slow:5");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ips: Vec<Ipv4Addr> = (2..5).map(ip).collect();
@@ -423,10 +417,7 @@ async fn recycling_while_identities_rotate(recycler: Recycler) {
     .nameserver(dns.addr)
     .build()
     .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     // Callers note which replica saw which client certificate.
     let seen = Arc::new(Mutex::new(
         Vec::<(Instant, Result<(String, String), String>)>::new(),
@@ -527,10 +518,7 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
     .nameserver(dns.addr)
     .build()
     .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 1).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 1, Duration::from_secs(5)).await;
     // A call longer than age + grace on the first connection is cut at the end of the grace.
     let long = {
         let channel = channel.clone();
@@ -611,10 +599,7 @@ async fn single_replica_recycling(recycler: Recycler, age: Duration) {
     .nameserver(dns.addr)
     .build()
     .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 1).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 1, Duration::from_secs(5)).await;
     let ports = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
     let failed = Arc::new(Mutex::new(Vec::<String>::new()));
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));

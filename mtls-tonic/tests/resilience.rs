@@ -16,7 +16,7 @@ use std::{
 
 use mtls_tonic::balance::{EndpointState, OutlierDetection, RetryPolicy, ServiceConfig};
 use support::{
-    fixture::{Fixture, assert_no_failed_call, call, finish, ip, load, ready_count},
+    fixture::{Fixture, assert_no_failed_call, assert_ready, call, finish, ip, load},
     wait_until,
 };
 use tonic::Code;
@@ -39,10 +39,7 @@ async fn retry_policy_hides_a_replica_answering_unavailable() {
         )
         .build()
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let (outcomes, stop, handles) = load(&channel, 8, "");
     tokio::time::sleep(Duration::from_secs(2)).await;
     finish(stop, handles).await;
@@ -78,10 +75,7 @@ async fn throttling_stops_retries_when_every_replica_fails() {
         .service_config(config)
         .build()
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     for _ in 0..50 {
         assert_eq!(
             call(&channel, "").await.unwrap_err().code(),
@@ -111,10 +105,7 @@ async fn non_retryable_codes_are_returned_at_once() {
         )
         .build()
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let started = Instant::now();
     let status = call(&channel, "").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -140,10 +131,7 @@ async fn outlier_detection_ejects_a_fast_failing_replica_and_takes_it_back() {
         )
         .build()
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let bad = &fx.replicas[&ip(2)];
     bad.answer_with(Code::Unavailable);
     let (outcomes, stop, handles) = load(&channel, 8, "");
@@ -211,10 +199,7 @@ async fn ejection_never_exceeds_the_max_ejection_percent() {
         .outlier_detection(OutlierDetection::default().max_ejection_percent(50))
         .build()
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || ready_count(&channel) == 3).await,
-        "{channel:?}"
-    );
+    assert_ready(&channel, 3, Duration::from_secs(5)).await;
     fx.replicas[&ip(2)].answer_with(Code::Internal);
     fx.replicas[&ip(3)].answer_with(Code::Internal);
     let mut most = 0;

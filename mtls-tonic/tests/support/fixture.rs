@@ -115,6 +115,17 @@ pub fn ready_count(channel: &BalancedChannel) -> usize {
         .count()
 }
 
+/// Waits (polling, at most `within`) until exactly `want` endpoints of `channel` are
+/// ready; panics with the channel's state otherwise.
+pub async fn assert_ready(channel: &BalancedChannel, want: usize, within: std::time::Duration) {
+    let ready = super::wait_until(within, || ready_count(channel) == want).await;
+    assert!(
+        ready,
+        "expected {want} ready endpoints within {within:?}, saw {}: {channel:?}",
+        ready_count(channel)
+    );
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub started: Instant,
