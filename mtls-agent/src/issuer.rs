@@ -230,23 +230,30 @@ impl Issuer {
         authorities.sequence = next_sequence;
         self.publish_bundle(&authorities, "CA prepared");
         crate::metrics::ca_rotation("prepared");
-        if activate_in.is_zero() {
-            self.activate_locked(&mut authorities)?;
-        }
+        let activated = if activate_in.is_zero() {
+            self.activate_locked(&mut authorities)
+        } else {
+            Ok(())
+        };
         drop(authorities);
+        // Also after a failed activation: the CA task retries it.
         self.ca_changed.notify_one();
-        Ok(next_sequence)
+        activated.map(|()| next_sequence)
     }
 
     /// The prepared CA (if any) starts issuing: every SVID is reissued from it and pushed;
     /// the former CA stays in the bundle until its last SVID has expired.
     fn activate_locked(&self, authorities: &mut Authorities) -> Result<()> {
-        let Some((ca, _)) = authorities.prepared.take() else {
+        let Some((ca, at)) = authorities.prepared.take() else {
             return Ok(());
         };
         if let Some(dir) = &self.state_dir {
             // Stored before it issues anything: a restart keeps issuing from it.
-            store_ca(dir, &ca)?;
+            if let Err(e) = store_ca(dir, &ca) {
+                // Still prepared (and in the bundle): the next attempt retries.
+                authorities.prepared = Some((ca, at));
+                return Err(e);
+            }
         }
         let former = std::mem::replace(&mut authorities.active, ca);
         // Every SVID the former CA issued was issued before now and lives at most
@@ -255,7 +262,7 @@ impl Issuer {
             .retiring
             .push((former, Instant::now() + self.svid_ttl));
         let generation = self.current().generation + 1;
-        let next = issue_all(
+        let next = match issue_all(
             authorities,
             &self.jwt_key,
             &self.trust_domain,
@@ -263,7 +270,17 @@ impl Issuer {
             &self.registration(),
             generation,
             self.federated(),
-        )?;
+        ) {
+            Ok(next) => next,
+            Err(e) => {
+                // Back to prepared: the former CA keeps issuing, both stay in the bundle.
+                if let Some((former, _)) = authorities.retiring.pop() {
+                    let ca = std::mem::replace(&mut authorities.active, former);
+                    authorities.prepared = Some((ca, at));
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(generation, ca = %authorities.active.subject(), svids = next.svids.len(), "activated the new CA");
         crate::metrics::rotation("CA rotation");
         crate::metrics::ca_rotation("activated");

@@ -203,6 +203,48 @@ async fn delivered_trust_bundle_files_follow_the_rotation() {
 }
 
 #[tokio::test]
+async fn the_new_ca_is_stored_in_the_state_directory_and_a_failed_store_keeps_it_prepared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dir = state.clone();
+    let t = TestAgent::start_with(&web_for_me(), move |c| {
+        c.state_dir(dir).ca_activation_delay(Duration::ZERO)
+    })
+    .await;
+    let first = t.agent.ca().cert_pem();
+    assert_eq!(
+        std::fs::read_to_string(state.join("ca.pem")).unwrap(),
+        first
+    );
+    // The key path made unwritable (a directory: renaming over it fails even for root).
+    std::fs::remove_file(state.join("ca-key.pem")).unwrap();
+    std::fs::create_dir(state.join("ca-key.pem")).unwrap();
+    let err = t.agent.rotate_ca().unwrap_err().to_string();
+    assert!(err.contains("ca-key.pem"), "{err}");
+    // Prepared, not active: the old CA issues, both roots are in the bundle.
+    assert_eq!(t.agent.ca().cert_pem(), first);
+    assert_eq!(t.agent.bundle_roots_pem().len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(state.join("ca.pem")).unwrap(),
+        first
+    );
+    // Fixed: the agent's retry (or an explicit activation) stores and activates it.
+    std::fs::remove_dir(state.join("ca-key.pem")).unwrap();
+    t.agent.activate_prepared_ca().unwrap(); // true, or false if the retry came first
+    let new_ca = t.agent.ca();
+    assert_ne!(new_ca.cert_pem(), first);
+    assert_eq!(t.agent.bundle_roots_pem(), [first, new_ca.cert_pem()]);
+    assert_eq!(
+        std::fs::read_to_string(state.join("ca.pem")).unwrap(),
+        new_ca.cert_pem()
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("ca-key.pem")).unwrap(),
+        new_ca.key_pem()
+    );
+}
+
+#[tokio::test]
 async fn an_intermediate_ca_is_not_rotated() {
     let root =
         mtls_certs::CertificateAuthority::new_root(&mtls_certs::CaParams::new("upstream")).unwrap();
