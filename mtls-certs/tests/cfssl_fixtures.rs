@@ -60,7 +60,10 @@ fn seed_fixtures_make_ca_server_and_client() {
     openssl_verify(&p("ca.pem"), None, &p("server.pem"));
     openssl_verify(&p("ca.pem"), None, &p("client.pem"));
     for csr in ["ca.csr", "server.csr", "client.csr"] {
-        let (ok, text) = openssl(&["req", "-verify", "-noout", "-in", &p(csr)]);
+        let (ok, text) = openssl(&mtls_test_support::words_and(
+            "req -verify -noout -in",
+            &[&p(csr)],
+        ));
         assert!(ok, "{csr}: {text}");
     }
 

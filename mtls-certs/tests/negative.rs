@@ -99,28 +99,22 @@ fn ca_without_key_cert_sign_is_not_a_ca() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
     let crt = dir.path().join("c.pem");
-    let (ok, out) = support::openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        crt.to_str().unwrap(),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=no-certsign",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,digitalSignature",
-    ]);
+    let (ok, out) = support::openssl(&mtls_test_support::words_and(
+        "req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout",
+        &[
+            key.to_str().unwrap(),
+            "-out",
+            crt.to_str().unwrap(),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=no-certsign",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,digitalSignature",
+        ],
+    ));
     assert!(ok, "{out}");
     let err = CertificateAuthority::from_pem(
         &std::fs::read_to_string(&crt).unwrap(),
@@ -295,15 +289,10 @@ fn rsa_1024_is_refused_everywhere() {
     // A 1024-bit key made by openssl is refused when loaded.
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("rsa1024.pem");
-    let (ok, out) = support::openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:1024",
-        "-out",
-        key.to_str().unwrap(),
-    ]);
+    let (ok, out) = support::openssl(&mtls_test_support::words_and(
+        "genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out",
+        &[key.to_str().unwrap()],
+    ));
     assert!(ok, "{out}");
     let err = KeyPair::from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap_err();
     assert!(

@@ -193,29 +193,27 @@ fn our_csrs_pass_openssl_req_verify_and_openssl_csrs_are_signed() {
     )
     .unwrap();
     let csr_path = put(dir.path(), "ours.csr", &csr.pem());
-    let (ok, out) = openssl(&["req", "-verify", "-noout", "-in", &csr_path]);
+    let (ok, out) = openssl(&mtls_test_support::words_and(
+        "req -verify -noout -in",
+        &[&csr_path],
+    ));
     assert!(ok && out.contains("verify OK"), "{out}");
 
     // A CSR made by openssl, signed under an SVID policy.
     let key = dir.path().join("theirs.key");
     let their_csr = dir.path().join("theirs.csr");
-    let (ok, out) = openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        their_csr.to_str().unwrap(),
-        "-subj",
-        "/CN=worker",
-        "-addext",
-        "subjectAltName=URI:spiffe://example.org/worker",
-    ]);
+    let (ok, out) = openssl(&mtls_test_support::words_and(
+        "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout",
+        &[
+            key.to_str().unwrap(),
+            "-out",
+            their_csr.to_str().unwrap(),
+            "-subj",
+            "/CN=worker",
+            "-addext",
+            "subjectAltName=URI:spiffe://example.org/worker",
+        ],
+    ));
     assert!(ok, "{out}");
     let csr =
         CertificateSigningRequest::from_pem(&std::fs::read_to_string(&their_csr).unwrap()).unwrap();
@@ -236,7 +234,10 @@ fn our_csrs_pass_openssl_req_verify_and_openssl_csrs_are_signed() {
         "CA:FALSE"
     );
     // the key openssl made matches the certificate we issued
-    let (ok, cert_pub) = openssl(&["x509", "-noout", "-pubkey", "-in", &leaf_pem]);
+    let (ok, cert_pub) = openssl(&mtls_test_support::words_and(
+        "x509 -noout -pubkey -in",
+        &[&leaf_pem],
+    ));
     assert!(ok);
     let (ok, key_pub) = openssl(&["pkey", "-pubout", "-in", key.to_str().unwrap()]);
     assert!(ok);
@@ -259,33 +260,27 @@ fn ca_loaded_from_pem_keeps_issuing_verifiable_chains() {
     // A CA made by openssl (SEC1 key, SHA-1 SKI) can be loaded and issue too.
     let ca_key = dir.path().join("ossl-ca.key");
     let ca_crt = dir.path().join("ossl-ca.pem");
-    let (ok, out) = openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        ca_key.to_str().unwrap(),
-    ]);
+    let (ok, out) = openssl(&mtls_test_support::words_and(
+        "ecparam -name prime256v1 -genkey -noout -out",
+        &[ca_key.to_str().unwrap()],
+    ));
     assert!(ok, "{out}");
-    let (ok, out) = openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        ca_key.to_str().unwrap(),
-        "-out",
-        ca_crt.to_str().unwrap(),
-        "-days",
-        "30",
-        "-subj",
-        "/CN=openssl CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE,pathlen:0",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
+    let (ok, out) = openssl(&mtls_test_support::words_and(
+        "req -x509 -new -key",
+        &[
+            ca_key.to_str().unwrap(),
+            "-out",
+            ca_crt.to_str().unwrap(),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=openssl CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    ));
     assert!(ok, "{out}");
     let ossl_ca = CertificateAuthority::from_pem(
         &std::fs::read_to_string(&ca_crt).unwrap(),

@@ -2,13 +2,8 @@
 //! the shared ones come from mtls-test-support.
 // Tests may panic: a failed setup step should stop the test with its message; each test
 // file uses a different subset of these helpers.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    dead_code,
-    unreachable_pub,
-    unused_imports
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(unused_imports)] // the shared helpers re-exported here: each test uses a part
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,13 +1,8 @@
 //! mtls-certs' own test helpers (the shared ones are in mtls-test-support): its cfssl
 //! fixtures and reading the real `openssl` CLI's verdicts.
 // Tests may panic on a broken fixture or a missing tool: that is the failure we want to see.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    dead_code,
-    unreachable_pub,
-    unused_imports
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(unused_imports)] // the shared helpers re-exported here: each test uses a part
 
 use std::path::{Path, PathBuf};
 

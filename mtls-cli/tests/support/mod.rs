@@ -1,12 +1,7 @@
 //! Shared helpers for the CLI tests: the `mtls` binary and the real `openssl` CLI.
 // Tests may panic on a missing tool or a broken fixture: that is the failure we want to see.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    dead_code,
-    unreachable_pub,
-    unused_imports
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(unused_imports)] // the shared helpers re-exported here: each test uses a part
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,20 +11,8 @@ pub fn cfssl_fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../mtls-certs/tests/fixtures/cfssl")
 }
 
-/// A command line's words (split at white space; write arguments with spaces as arrays).
-///
-/// `mtls_ok(d, &words("cert issue --ca ca --out o --name a"))` instead of an array of
-/// string literals that rustfmt stacks one per line.
-pub fn words(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
-}
-
-/// [`words`] of `line`, then `rest` (arguments that are not literals, or hold spaces).
-pub fn words_and<'a>(line: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
-    let mut args = words(line);
-    args.extend_from_slice(rest);
-    args
-}
+/// Command lines as one string (shared with the other crates' tests).
+pub use mtls_test_support::{words, words_and};
 
 /// Runs `mtls ARGS...` in `dir`.
 pub fn mtls(dir: &Path, args: &[&str]) -> Output {

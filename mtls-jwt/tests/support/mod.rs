@@ -1,13 +1,8 @@
 //! Shared helpers for mtls-jwt's integration tests: the project's Python (PyJWT peer), a
 //! loopback JWKS server run as a child process, and tokens minted by PyJWT.
 // Tests may panic on a missing tool or a broken fixture: that is the failure we want to see.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    dead_code,
-    unreachable_pub,
-    unused_imports
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(unused_imports)] // the shared helpers re-exported here: each test uses a part
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

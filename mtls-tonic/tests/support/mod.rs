@@ -1,13 +1,8 @@
 //! Shared test fixtures: test PKI, an in-process DNS server (hickory-server) whose records
 //! change at run time, and tonic replicas on 127.0.0.2.. sharing one port.
 // Test fixtures may panic on a broken fixture: that is a failed test, not a library bug.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    dead_code,
-    unreachable_pub,
-    unused_imports
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(unused_imports)] // the shared helpers re-exported here: each test uses a part
 
 pub mod dns;
 pub mod fixture;

@@ -8,7 +8,8 @@
 //!   missing Envoy from a skip into a failure) and the `openssl` CLI.
 //! - [`eventually`] and [`wait_until`]: polling with a deadline instead of sleeping.
 //! - [`free_port`], [`free_addr`], [`http_get`]: loopback helpers.
-//! - [`put`]: a PEM (or any text) written into a test's temp dir.
+//! - [`put`]: a PEM (or any text) written into a test's temp dir; [`words`] and
+//!   [`words_and`]: command lines written as one string.
 //!
 //! ```
 //! let dir = tempfile::tempdir().unwrap();
@@ -23,6 +24,6 @@ pub mod peers;
 mod process;
 mod wait;
 
-pub use net::{free_addr, free_port, http_get, put};
+pub use net::{free_addr, free_port, http_get, put, words, words_and};
 pub use process::{ChildGuard, run_group_within, run_within, wait_on};
 pub use wait::{eventually, wait_until};

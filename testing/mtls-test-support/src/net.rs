@@ -76,3 +76,26 @@ pub fn put(dir: &Path, name: &str, contents: &str) -> String {
         .unwrap_or_else(|| panic!("expected a UTF-8 path, got {}", path.display()))
         .to_owned()
 }
+
+/// A command line's words, split at white space: `openssl(&words("req -new -nodes"))`
+/// instead of an array of string literals rustfmt stacks one per line (write arguments
+/// holding spaces with [`words_and`]).
+///
+/// ```
+/// assert_eq!(mtls_test_support::words("x509 -noout  -text"), ["x509", "-noout", "-text"]);
+/// ```
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// [`words`] of `line`, then `rest` (arguments that are not literals, or hold spaces).
+///
+/// ```
+/// let path = String::from("/tmp/a b.pem");
+/// assert_eq!(mtls_test_support::words_and("x509 -in", &[&path]), ["x509", "-in", "/tmp/a b.pem"]);
+/// ```
+pub fn words_and<'a>(line: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = words(line);
+    args.extend_from_slice(rest);
+    args
+}
