@@ -38,7 +38,7 @@ pub use channel::BalancedChannel;
 pub use dial::Connector;
 pub use endpoint::ServedBy;
 pub use info::{ChannelState, EndpointInfo, EndpointState, ResolutionState};
-pub use outlier::OutlierDetection;
+pub use outlier::{FailurePercentage, OutlierDetection};
 pub use retry::{MethodConfig, RetryPolicy, RetryThrottling, ServiceConfig};
 pub use source::{
     BalancedEndpoint, Discovery, EndpointChange, EndpointReceiver, EndpointSender, endpoint_channel,

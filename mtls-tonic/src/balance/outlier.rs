@@ -46,7 +46,49 @@ pub struct OutlierDetection {
     pub(crate) max_ejection_time: Duration,
     pub(crate) max_ejection_percent: u32,
     pub(crate) consecutive_failures: Option<u32>,
-    pub(crate) failure_percentage: Option<(u32, usize, u64)>,
+    pub(crate) failure_percentage: Option<FailurePercentage>,
+}
+
+/// Failure-percentage ejection (Envoy's `failure_percentage_*`): at each interval, an
+/// endpoint whose calls failed at least `threshold` % of the time over at least
+/// `request_volume` calls is ejected, once `minimum_hosts` endpoints have that many calls
+/// (default 85 %, 5, 50).
+///
+/// ```
+/// use mtls_tonic::balance::{FailurePercentage, OutlierDetection};
+/// let rule = FailurePercentage::new(50, 2, 20);
+/// assert_eq!((rule.threshold, rule.minimum_hosts, rule.request_volume), (50, 2, 20));
+/// assert_eq!(FailurePercentage::default().threshold, 85);
+/// let detection = OutlierDetection::default().failure_percentage(Some(rule));
+/// # let _ = detection;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailurePercentage {
+    /// The failure rate, in percent, at which an endpoint is ejected (at most 100).
+    pub threshold: u32,
+    /// How many endpoints must have `request_volume` calls in the interval (at least 1).
+    pub minimum_hosts: usize,
+    /// Calls an endpoint needs in the interval to be judged (at least 1).
+    pub request_volume: u64,
+}
+
+impl FailurePercentage {
+    /// Eject at `threshold` % failures over `request_volume` calls, once `minimum_hosts`
+    /// endpoints have that many.
+    pub fn new(threshold: u32, minimum_hosts: usize, request_volume: u64) -> Self {
+        Self {
+            threshold,
+            minimum_hosts,
+            request_volume,
+        }
+    }
+}
+
+impl Default for FailurePercentage {
+    fn default() -> Self {
+        Self::new(85, 5, 50)
+    }
 }
 
 impl Default for OutlierDetection {
@@ -57,7 +99,7 @@ impl Default for OutlierDetection {
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 10,
             consecutive_failures: Some(5),
-            failure_percentage: Some((85, 5, 50)),
+            failure_percentage: Some(FailurePercentage::default()),
         }
     }
 }
@@ -78,11 +120,17 @@ impl OutlierDetection {
         self
     }
 
-    /// Eject, at each interval, endpoints whose failure rate is at least `threshold` % over
-    /// at least `request_volume` calls, once `minimum_hosts` endpoints have that many calls
-    /// (default 85 %, 5, 50; `None`: off).
-    pub fn failure_percentage(mut self, rule: Option<(u32, usize, u64)>) -> Self {
-        self.failure_percentage = rule.map(|(t, h, v)| (t.min(100), h.max(1), v.max(1)));
+    /// Eject, at each interval, endpoints whose failure rate is at least the rule's
+    /// `threshold` % ([`FailurePercentage`]; default 85 % over 50 calls once 5 endpoints
+    /// have that many; `None`: off).
+    pub fn failure_percentage(mut self, rule: Option<FailurePercentage>) -> Self {
+        self.failure_percentage = rule.map(|r| {
+            FailurePercentage::new(
+                r.threshold.min(100),
+                r.minimum_hosts.max(1),
+                r.request_volume.max(1),
+            )
+        });
         self
     }
 
@@ -193,7 +241,12 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                 (s.clone(), ok, failed)
             })
             .collect();
-        if let Some((threshold, minimum_hosts, volume)) = detection.failure_percentage {
+        if let Some(FailurePercentage {
+            threshold,
+            minimum_hosts,
+            request_volume: volume,
+        }) = detection.failure_percentage
+        {
             let enough: Vec<_> = windows
                 .iter()
                 .filter(|(_, ok, f)| ok + f >= volume)
@@ -215,5 +268,31 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         for (shared, _, _) in &windows {
             shared.decay_ejections();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_percentage_rule_out_of_range_is_taken_within_bounds() {
+        let detection =
+            OutlierDetection::default().failure_percentage(Some(FailurePercentage::new(150, 0, 0)));
+        assert_eq!(
+            detection.failure_percentage,
+            Some(FailurePercentage::new(100, 1, 1)),
+            "expected threshold at most 100 %, at least one host and one call"
+        );
+        assert!(
+            OutlierDetection::default()
+                .failure_percentage(None)
+                .is_enabled()
+        );
+        assert!(
+            !OutlierDetection::disabled()
+                .failure_percentage(None)
+                .is_enabled()
+        );
     }
 }
