@@ -9,7 +9,7 @@ mod support;
 use std::os::unix::fs::MetadataExt;
 
 use bookstore::{CLIENT_ID, MeshPki, MeshPolicy, SERVER_ID, SERVICE_NAME};
-use support::{ChildGuard, bin, free_addr, run, s, server_args};
+use support::{ChildGuard, bin, client_args, free_addr, run, server_args};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_and_server_take_their_identities_from_the_workload_api() {
@@ -88,19 +88,10 @@ fn client_verifies_the_server_by_dns_name() {
         run(
             "bookstore-client",
             &[
-                "--target",
-                &listen,
-                "--server-name",
-                name,
-                "--ca",
-                s(pki.bundle_path()),
-                "--cert",
-                s(&pki.client().cert),
-                "--key",
-                s(&pki.client().key),
-                "--calls",
-                "9",
-            ],
+                client_args(&pki, &listen),
+                vec!["--server-name", name, "--calls", "9"],
+            ]
+            .concat(),
         )
     };
     // The server's certificate carries the service's DNS name.

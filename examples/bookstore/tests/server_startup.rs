@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 
 use bookstore::{AUDIENCE, MeshPki, MeshPolicy};
-use support::{ChildGuard, bin, free_addr, run, s, server_args};
+use support::{ChildGuard, bin, client_args, free_addr, run, s, server_args};
 
 fn pki(dir: &Path) -> MeshPki {
     MeshPki::create(dir, &MeshPolicy::bookstore()).unwrap()
@@ -52,18 +52,7 @@ fn server_and_client_processes_run_the_scenario_over_mtls_and_plaintext() {
     std::fs::write(&token, pki.token(AUDIENCE).unwrap()).unwrap();
     let out = run(
         "bookstore-client",
-        &[
-            "--target",
-            &listen,
-            "--ca",
-            s(pki.bundle_path()),
-            "--cert",
-            s(&pki.client().cert),
-            "--key",
-            s(&pki.client().key),
-            "--token-file",
-            s(&token),
-        ],
+        &[client_args(&pki, &listen), vec!["--token-file", s(&token)]].concat(),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -80,18 +69,7 @@ fn server_and_client_processes_run_the_scenario_over_mtls_and_plaintext() {
     // Without a token the client's calls fail, and it says so with a non-zero exit.
     let out = run(
         "bookstore-client",
-        &[
-            "--target",
-            &listen,
-            "--ca",
-            s(pki.bundle_path()),
-            "--cert",
-            s(&pki.client().cert),
-            "--key",
-            s(&pki.client().key),
-            "--calls",
-            "1",
-        ],
+        &[client_args(&pki, &listen), vec!["--calls", "1"]].concat(),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());

@@ -89,3 +89,18 @@ pub fn server_args<'a>(pki: &'a bookstore::MeshPki, listen: &'a str, jwt: bool) 
     }
     args
 }
+
+/// `bookstore-client`'s arguments for calling `target` with `pki`'s client SVID and trust
+/// bundle (add `--token-file`, `--calls`, … after them).
+pub fn client_args<'a>(pki: &'a bookstore::MeshPki, target: &'a str) -> Vec<&'a str> {
+    vec![
+        "--target",
+        target,
+        "--ca",
+        s(pki.bundle_path()),
+        "--cert",
+        s(&pki.client().cert),
+        "--key",
+        s(&pki.client().key),
+    ]
+}
