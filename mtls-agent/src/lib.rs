@@ -180,6 +180,7 @@
 //! anyone who can ptrace a registered process, can act as it. `uid` selectors hold against
 //! other users in each case (the kernel records the uid at `connect`): pin the uid.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod agent;
 mod authority;
