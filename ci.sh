@@ -43,6 +43,21 @@ fuzz=(--manifest-path fuzz/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-$PWD/tar
 cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 cargo clippy "${fuzz[@]}" --features targets --all-targets -- -D warnings
 cargo test "${fuzz[@]}"
+echo "==> tests that use the workspace's test support stay out of the packages"
+# mtls-test-support is a path-only dev-dependency, which cargo package strips: a packaged test
+# that uses it (directly or through its crate's tests/support/mod.rs) would not build.
+for crate in mtls-certs mtls-cli mtls-core mtls-jwt mtls-tonic mtls-agent; do
+  support_uses_it=false
+  grep -q mtls_test_support "$crate/tests/support/mod.rs" 2>/dev/null && support_uses_it=true
+  for test in "$crate"/tests/*.rs; do
+    if grep -q mtls_test_support "$test" || { $support_uses_it && grep -q '^mod support;' "$test"; }; then
+      if ! grep -q "\"tests/$(basename "$test")\"" "$crate/Cargo.toml"; then
+        echo "$test uses mtls-test-support: expected it in the exclude list of $crate/Cargo.toml, saw it missing" >&2
+        exit 1
+      fi
+    fi
+  done
+done
 echo "==> cargo package (verified: each package builds from its .crate, our crates from the local overlay)"
 # The packaged crates are their own workspaces: give them the workspace's dev profile so the
 # verification builds reuse the dependencies compiled above instead of building them again.
