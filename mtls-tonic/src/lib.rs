@@ -288,6 +288,30 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// `get_ref`, `get_mut` and `into_inner` (tower's accessor trio) for a middleware service
+/// whose wrapped service is its `inner: S` field: written once for the crate's services.
+macro_rules! inner_service_accessors {
+    ($service:ident<S $(, $param:ident)*>) => {
+        impl<S $(, $param)*> $service<S $(, $param)*> {
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+
+            /// The wrapped service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                &mut self.inner
+            }
+
+            /// Unwraps the service.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+    };
+}
+pub(crate) use inner_service_accessors;
+
 // Public modules, tower style (`tower::balance`, `tonic::transport`): one per concern.
 // The root keeps the crate-wide vocabulary only, as tower keeps `Service`/`ServiceExt`
 // and tonic `Request`/`Status`: `Error`, `Result`, `MethodPattern`, `Keepalive` (server and
@@ -300,6 +324,7 @@ pub mod client;
 mod denial;
 mod error;
 mod frames;
+mod inner_or_ready;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;

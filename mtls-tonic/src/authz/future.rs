@@ -6,36 +6,27 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::inner_or_ready::InnerOrReady;
+
 pin_project_lite::pin_project! {
     /// Either the inner service's future or an immediate denial.
     #[derive(Debug)]
     pub struct ResponseFuture<F, B> {
         #[pin]
-        kind: Kind<F, B>,
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = KindProj]
-    #[derive(Debug)]
-    enum Kind<F, B> {
-        Inner { #[pin] future: F },
-        Denied { response: Option<http::Response<B>> },
+        kind: InnerOrReady<F, B>,
     }
 }
 
 impl<F, B> ResponseFuture<F, B> {
     pub(crate) fn inner(future: F) -> Self {
         Self {
-            kind: Kind::Inner { future },
+            kind: InnerOrReady::inner(future),
         }
     }
 
     pub(crate) fn denied(response: http::Response<B>) -> Self {
         Self {
-            kind: Kind::Denied {
-                response: Some(response),
-            },
+            kind: InnerOrReady::ready(response),
         }
     }
 }
@@ -47,12 +38,6 @@ where
     type Output = Result<http::Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx),
-            KindProj::Denied { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => Poll::Pending,
-            },
-        }
+        self.project().kind.poll(cx)
     }
 }

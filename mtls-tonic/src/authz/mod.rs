@@ -57,22 +57,9 @@ impl<S> AuthzService<S> {
             denials,
         }
     }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+crate::inner_service_accessors!(AuthzService<S>);
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthzService<S>
 where

@@ -7,6 +7,8 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::inner_or_ready::InnerOrReady;
+
 type Boxed<B, E> = Pin<Box<dyn Future<Output = Result<http::Response<B>, E>> + Send>>;
 
 pin_project_lite::pin_project! {
@@ -22,8 +24,7 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E> {
-        Inner { #[pin] future: F },
-        Rejected { response: Option<http::Response<B>> },
+        Decided { #[pin] future: InnerOrReady<F, B> },
         Validating { future: Boxed<B, E> },
     }
 }
@@ -31,14 +32,16 @@ pin_project_lite::pin_project! {
 impl<F, B, E> ResponseFuture<F, B, E> {
     pub(crate) fn inner(future: F) -> Self {
         Self {
-            kind: Kind::Inner { future },
+            kind: Kind::Decided {
+                future: InnerOrReady::inner(future),
+            },
         }
     }
 
     pub(crate) fn rejected(response: http::Response<B>) -> Self {
         Self {
-            kind: Kind::Rejected {
-                response: Some(response),
+            kind: Kind::Decided {
+                future: InnerOrReady::ready(response),
             },
         }
     }
@@ -57,8 +60,12 @@ impl<F, B, E> ResponseFuture<F, B, E> {
 impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
-            Kind::Inner { .. } => "inner",
-            Kind::Rejected { .. } => "rejected",
+            Kind::Decided {
+                future: InnerOrReady::Inner { .. },
+            } => "inner",
+            Kind::Decided {
+                future: InnerOrReady::Denied { .. },
+            } => "rejected",
             Kind::Validating { .. } => "validating",
         };
         f.debug_struct("ResponseFuture")
@@ -75,11 +82,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx),
-            KindProj::Rejected { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => Poll::Pending,
-            },
+            KindProj::Decided { future } => future.poll(cx),
             KindProj::Validating { future } => future.as_mut().poll(cx),
         }
     }

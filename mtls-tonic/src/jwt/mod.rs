@@ -80,22 +80,9 @@ impl<S, V> JwtService<S, V> {
             denials,
         }
     }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+crate::inner_service_accessors!(JwtService<S, V>);
 
 impl<S, V, ReqBody, ResBody> Service<http::Request<ReqBody>> for JwtService<S, V>
 where

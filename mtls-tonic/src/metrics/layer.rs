@@ -125,22 +125,7 @@ pub struct CallMetricsService<S> {
     labels: Arc<Vec<::metrics::Label>>,
 }
 
-impl<S> CallMetricsService<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_service_accessors!(CallMetricsService<S>);
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for CallMetricsService<S>
 where

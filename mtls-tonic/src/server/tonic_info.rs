@@ -71,22 +71,9 @@ impl<S> TonicConnectInfoService<S> {
     pub fn new(inner: S) -> Self {
         Self { inner }
     }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+crate::inner_service_accessors!(TonicConnectInfoService<S>);
 
 impl<S, B> Service<http::Request<B>> for TonicConnectInfoService<S>
 where
