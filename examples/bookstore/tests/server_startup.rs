@@ -19,6 +19,13 @@ fn mtls_args<'a>(pki: &'a MeshPki, listen: &'a str) -> Vec<&'a str> {
     server_args(pki, listen, true)
 }
 
+/// [`refused`] with argument `at` of [`mtls_args`] replaced by `value`.
+fn refused_with(pki: &MeshPki, listen: &str, at: usize, value: &str) -> String {
+    let mut args = mtls_args(pki, listen);
+    args[at] = value;
+    refused(&args)
+}
+
 /// Runs the server expecting it to refuse to start; returns stderr.
 fn refused(args: &[&str]) -> String {
     let out = run("bookstore-server", args);
@@ -109,30 +116,22 @@ fn server_refuses_missing_or_mismatched_certificate_and_key() {
     let listen = free_addr().to_string();
 
     let missing = dir.path().join("nope.pem");
-    let mut args = mtls_args(&pki, &listen);
-    args[5] = s(&missing); // --cert
-    let err = refused(&args);
+    let err = refused_with(&pki, &listen, 5, s(&missing)); // --cert
     assert!(err.contains("--cert") && err.contains("nope.pem"), "{err}");
     assert!(err.contains("No such file"), "{err}");
 
     // The client's key with the server's certificate.
-    let mut args = mtls_args(&pki, &listen);
-    args[7] = s(&pki.client().key); // --key
-    let err = refused(&args);
+    let err = refused_with(&pki, &listen, 7, s(&pki.client().key)); // --key
     assert!(
         err.contains("private key does not match certificate"),
         "{err}"
     );
 
     // A key file that holds no key.
-    let mut args = mtls_args(&pki, &listen);
-    args[7] = s(pki.bundle_path());
-    let err = refused(&args);
+    let err = refused_with(&pki, &listen, 7, s(pki.bundle_path()));
     assert!(err.contains("--key"), "{err}");
 
-    let mut args = mtls_args(&pki, &listen);
-    args[3] = s(&missing); // --ca
-    let err = refused(&args);
+    let err = refused_with(&pki, &listen, 3, s(&missing)); // --ca
     assert!(
         err.contains("trust bundle (--ca)") && err.contains("nope.pem"),
         "{err}"
@@ -146,9 +145,7 @@ fn server_refuses_unreadable_jwks() {
     let listen = free_addr().to_string();
 
     let missing = dir.path().join("missing-jwks.json");
-    let mut args = mtls_args(&pki, &listen);
-    args[11] = s(&missing);
-    let err = refused(&args);
+    let err = refused_with(&pki, &listen, 11, s(&missing));
     assert!(
         err.contains("JWKS (--jwks)") && err.contains("missing-jwks.json"),
         "{err}"
@@ -156,9 +153,7 @@ fn server_refuses_unreadable_jwks() {
 
     let garbage = dir.path().join("garbage.json");
     std::fs::write(&garbage, "this is not JSON").unwrap();
-    let mut args = mtls_args(&pki, &listen);
-    args[11] = s(&garbage);
-    let err = refused(&args);
+    let err = refused_with(&pki, &listen, 11, s(&garbage));
     assert!(
         err.contains("is not a usable JWKS") && err.contains("garbage.json"),
         "{err}"
