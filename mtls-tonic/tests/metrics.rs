@@ -187,6 +187,23 @@ async fn member_listener(pki: &Pki) -> (std::net::SocketAddr, mtls_tonic::server
     (addr, incoming)
 }
 
+/// [`member_listener`] for a hand-made server: the bound listener, its address and a TLS
+/// acceptor admitting members of `pki`'s trust domain.
+async fn member_acceptor(
+    pki: &Pki,
+) -> (
+    tokio::net::TcpListener,
+    std::net::SocketAddr,
+    tokio_rustls::TlsAcceptor,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+        pki.server_config(Pki::member_policy()),
+    ));
+    (listener, addr, acceptor)
+}
+
 /// Only CLIENT_ID may call Check; every other caller and path is denied.
 fn only_client_checks() -> MethodPolicy {
     MethodPolicy::deny_by_default()
@@ -360,11 +377,7 @@ fn a_connection_reset_without_goaway_counts_as_an_error_disconnection() {
     let values = rec.block_on(async {
         // A real HTTP/2 server (the h2 crate) over mTLS that, once the client is connected,
         // resets the TCP connection (SO_LINGER 0) without a GOAWAY.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
-            pki.server_config(Pki::member_policy()),
-        ));
+        let (listener, addr, acceptor) = member_acceptor(&pki).await;
         let (reset_tx, reset_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
@@ -606,11 +619,7 @@ fn a_refused_stream_is_retried_transparently_and_counted() {
         // A real HTTP/2 server (the h2 crate) over mTLS that refuses the first stream
         // (RST_STREAM REFUSED_STREAM before any response: gRFC A6's transparent case) and
         // answers the next ones SERVING.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
-            pki.server_config(Pki::member_policy()),
-        ));
+        let (listener, addr, acceptor) = member_acceptor(&pki).await;
         let streams = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let seen = streams.clone();
         let server = tokio::spawn(async move {
