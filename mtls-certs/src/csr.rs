@@ -1,7 +1,6 @@
 //! Certificate signing requests: creating them, and signing them under a policy.
 
 use mtls_identity::TrustDomain;
-use rcgen::PublicKeyData;
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
 use x509_parser::certification_request::X509CertificationRequest;
@@ -217,31 +216,16 @@ impl CertificateSigningRequest {
     }
 }
 
+const CSR_KEY_ALGS: &str = "p256, p384, ed25519 or RSA >= 2048";
+
 fn key_algorithm_of_spki(spki: &[u8]) -> Result<KeyAlgorithm> {
     let key = rcgen::SubjectPublicKeyInfo::from_der(spki).map_err(|e| {
         Error::UnsupportedKeyAlgorithm {
-            expected: "p256, p384, ed25519 or RSA >= 2048",
+            expected: CSR_KEY_ALGS,
             presented: e.to_string(),
         }
     })?;
-    let alg = key.algorithm();
-    if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
-        Ok(KeyAlgorithm::EcdsaP256)
-    } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
-        Ok(KeyAlgorithm::EcdsaP384)
-    } else if alg == &rcgen::PKCS_ED25519 {
-        Ok(KeyAlgorithm::Ed25519)
-    } else if alg == &rcgen::PKCS_RSA_SHA256
-        || alg == &rcgen::PKCS_RSA_SHA384
-        || alg == &rcgen::PKCS_RSA_SHA512
-    {
-        KeyAlgorithm::rsa(crate::key::rsa_modulus_bits(key.der_bytes()))
-    } else {
-        Err(Error::UnsupportedKeyAlgorithm {
-            expected: "p256, p384, ed25519 or RSA >= 2048",
-            presented: format!("{alg:?}"),
-        })
-    }
+    crate::key::algorithm_of(&key, CSR_KEY_ALGS)
 }
 
 /// What to do with a CSR that asks for `CA:TRUE`.

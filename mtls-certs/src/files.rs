@@ -36,7 +36,7 @@ pub fn write_private_key(path: &Path, contents: &str, overwrite: bool) -> Result
         source,
     };
     if !overwrite {
-        let mut f = secret_options()
+        let mut f = options_with_mode(0o600)
             .create_new(true)
             .open(path)
             .map_err(|e| match e.kind() {
@@ -47,17 +47,7 @@ pub fn write_private_key(path: &Path, contents: &str, overwrite: bool) -> Result
             })?;
         return f.write_all(contents.as_bytes()).map_err(io);
     }
-    let tmp = temporary_beside(path);
-    let written = secret_options()
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
-        .and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    Ok(())
+    replace_through_temporary(path, contents, 0o600)
 }
 
 /// Writes a public file (certificate, CSR): replaced if it exists, mode 0644.
@@ -80,25 +70,24 @@ pub fn write_private_key(path: &Path, contents: &str, overwrite: bool) -> Result
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn write_file(path: &Path, contents: &str) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    replace_through_temporary(path, contents, 0o644)
+}
+
+/// Writes `contents` to a new temporary file beside `path` (created exclusively with `mode`)
+/// and renames it over `path`; the temporary file is removed if any step fails.
+fn replace_through_temporary(path: &Path, contents: &str, mode: u32) -> Result<()> {
     let tmp = temporary_beside(path);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o644);
-    }
-    let written = options
+    let written = options_with_mode(mode)
+        .create_new(true)
         .open(&tmp)
         .and_then(|mut f| f.write_all(contents.as_bytes()))
         .and_then(|()| fs::rename(&tmp, path));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(io(e));
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        });
     }
     Ok(())
 }
@@ -122,13 +111,16 @@ fn temporary_beside(path: &Path) -> std::path::PathBuf {
     ))
 }
 
-fn secret_options() -> fs::OpenOptions {
+/// Write-only open options creating files with `mode` (on unix; elsewhere the default).
+fn options_with_mode(mode: u32) -> fs::OpenOptions {
     let mut options = fs::OpenOptions::new();
     options.write(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     options
 }

@@ -191,7 +191,7 @@ impl KeyPair {
         let inner = rcgen::KeyPair::try_from(der).map_err(|e| Error::InvalidKey {
             presented: e.to_string(),
         })?;
-        let algorithm = algorithm_of(&inner)?;
+        let algorithm = algorithm_of(&inner, EXPECTED_ALGS)?;
         Ok(Self { inner, algorithm })
     }
 
@@ -234,7 +234,12 @@ impl fmt::Debug for KeyPair {
     }
 }
 
-fn algorithm_of(key: &rcgen::KeyPair) -> Result<KeyAlgorithm> {
+/// The algorithm of a key pair's or a CSR's public key; `expected` names the accepted ones in
+/// the error for any other.
+pub(crate) fn algorithm_of(
+    key: &impl PublicKeyData,
+    expected: &'static str,
+) -> Result<KeyAlgorithm> {
     let alg = key.algorithm();
     if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
         Ok(KeyAlgorithm::EcdsaP256)
@@ -249,7 +254,7 @@ fn algorithm_of(key: &rcgen::KeyPair) -> Result<KeyAlgorithm> {
         KeyAlgorithm::rsa(rsa_modulus_bits(key.der_bytes()))
     } else {
         Err(Error::UnsupportedKeyAlgorithm {
-            expected: EXPECTED_ALGS,
+            expected,
             presented: format!("{alg:?}"),
         })
     }
