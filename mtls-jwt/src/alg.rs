@@ -48,7 +48,7 @@ pub enum Algorithm {
     EdDSA,
 }
 
-/// Every asymmetric algorithm: the default allow-list.
+/// Every asymmetric algorithm: the default allow-list (EdDSA last: [`JWT_SVID`] is the rest).
 pub(crate) const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
@@ -62,18 +62,9 @@ pub(crate) const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::EdDSA,
 ];
 
-/// The JWT-SVID profile: RS/ES/PS only.
-pub(crate) const JWT_SVID: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::ES512,
-];
+/// The JWT-SVID profile: RS/ES/PS only, that is every asymmetric algorithm but EdDSA.
+pub(crate) const JWT_SVID: &[Algorithm] = ASYMMETRIC.split_at(ASYMMETRIC.len() - 1).0;
+const _: () = assert!(matches!(ASYMMETRIC[ASYMMETRIC.len() - 1], Algorithm::EdDSA));
 
 impl Algorithm {
     /// The JOSE name (`"ES256"`).
