@@ -30,17 +30,21 @@ async fn both_servers_enforce_the_same_san_policy() {
         listener,
         handshake::server_config(&files).unwrap(),
     ));
-    let port = mtls_benches::scenario::free_port().unwrap();
+    // Port 0: the kernel picks Envoy's port as it binds it (read back from the admin).
+    let configured = 0;
     let envoy_process = Envoy::start(
         "envoy-handshake",
         Role::ServerProxy,
         dir.path(),
-        &handshake::envoy_bootstrap(&files, port),
+        &handshake::envoy_bootstrap(&files, configured),
         1,
     )
     .await
     .unwrap();
-    let envoy: SocketAddr = ([127, 0, 0, 1], port).into();
+    let listeners = mtls_test_support::envoy_listeners(&envoy_process.admin().to_string());
+    let envoy: SocketAddr = *listeners
+        .get("handshake")
+        .unwrap_or_else(|| panic!("expected Envoy's listener `handshake`, found {listeners:?}"));
 
     let insider = handshake::client_config(&files).unwrap();
     let outsider =
@@ -58,7 +62,8 @@ async fn both_servers_enforce_the_same_san_policy() {
         );
     }
     // Envoy did the same work as our server: X25519, AES-128-GCM, ECDSA P-256 signatures.
-    let prefix = format!("listener.127.0.0.1_{port}.ssl");
+    // Envoy names a listener's stats by its configured address (port 0 here).
+    let prefix = format!("listener.127.0.0.1_{configured}.ssl");
     let stats = envoy_process.stats().await.unwrap();
     for stat in [
         "curves.X25519",

@@ -192,7 +192,6 @@ async fn binaries_federate_over_the_bundle_endpoint() {
     )
     .unwrap();
     std::fs::write(d.join("reg.yaml"), web_for_me()).unwrap();
-    let port = free_port();
     let client_socket = d.join("client/workload.sock");
     let client_log = d.join("client.log");
     let mut client_agent = ChildGuard::spawn_logging(
@@ -202,7 +201,8 @@ async fn binaries_federate_over_the_bundle_endpoint() {
             .arg(d.join("client-reg.yaml"))
             .arg("--socket")
             .arg(&client_socket)
-            .args(["--bundle-endpoint-listen", &format!("127.0.0.1:{port}")])
+            // Port 0: the kernel picks it; the agent says which on stderr.
+            .args(["--bundle-endpoint-listen", "127.0.0.1:0"])
             .args([
                 "--bundle-endpoint-id",
                 "spiffe://client.local/bundle-endpoint",
@@ -212,6 +212,18 @@ async fn binaries_federate_over_the_bundle_endpoint() {
         &client_log,
     );
     wait_for_socket(&client_socket, &mut client_agent, &client_log).await;
+    let endpoint = eventually(
+        Duration::from_secs(10),
+        "client.local's agent to say where its bundle endpoint listens",
+        || {
+            std::fs::read_to_string(&client_log)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("mtls-agent: bundle endpoint on "))
+                .map(str::to_owned)
+        },
+    )
+    .await;
     // The initial bundle, obtained out of band: here from client.local's Workload API.
     let client = WorkloadApiClient::connect_to(format!("unix://{}", client_socket.display()))
         .await
@@ -232,7 +244,7 @@ async fn binaries_federate_over_the_bundle_endpoint() {
     let mut agent = ChildGuard::spawn_logging(
         "mtls-agent bookstore.local",
         agent_cmd(d).arg("--federate").arg(format!(
-            "client.local,https://127.0.0.1:{port}/,https_spiffe,spiffe://client.local/bundle-endpoint,{}",
+            "client.local,{endpoint},https_spiffe,spiffe://client.local/bundle-endpoint,{}",
             d.join("client-bundle.pem").display()
         )),
         &log,

@@ -22,11 +22,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NODE_ID: &str = "envoy-test";
 
-/// The tests of this file run one at a time: each picks its listener ports with
-/// `free_port` before Envoy binds them, and the other's load loop (new connections all the
-/// time, each on an ephemeral port) could take one in between.
-static ONE_ENVOY_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn sds_config(sds_socket_cluster: &str, initial_fetch_timeout: &str) -> Value {
     json!({
         "resource_api_version": "V3",
@@ -72,15 +67,9 @@ fn tls_listener(name: &str, port: u16, cert_name: &str, ca_name: &str, wait: &st
     })
 }
 
-/// Envoy with the listener `mtls` on `good_port` (its validation context the SDS secret
-/// `ca_name`) and `unknown_name` on `bad_port`.
-fn bootstrap(
-    sds_socket: &Path,
-    good_port: u16,
-    bad_port: u16,
-    upstream_port: u16,
-    ca_name: &str,
-) -> Value {
+/// Envoy with the listener `mtls` (its validation context the SDS secret `ca_name`) and
+/// `unknown_name`, both on a port the kernel picks (read back with `envoy_ports`).
+fn bootstrap(sds_socket: &Path, upstream_port: u16, ca_name: &str) -> Value {
     json!({
         "node": { "id": NODE_ID, "cluster": "mtls-agent-test" },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
@@ -116,8 +105,8 @@ fn bootstrap(
                 }
             ],
             "listeners": [
-                tls_listener("mtls", good_port, ENVOY, ca_name, "5s"),
-                tls_listener("unknown_name", bad_port, "no-such-secret", "ROOTCA", "0.3s")
+                tls_listener("mtls", 0, ENVOY, ca_name, "5s"),
+                tls_listener("unknown_name", 0, "no-such-secret", "ROOTCA", "0.3s")
             ]
         }
     })
@@ -185,25 +174,16 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
     let Some(envoy) = envoy_or_skip("envoy_sds") else {
         return;
     };
-    let _one = ONE_ENVOY_AT_A_TIME.lock().await;
     let reg = format!(
         "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ uid: {uid}, sds_node_id: {NODE_ID} }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {uid} }}\n",
         uid = my_uid()
     );
     let t = TestAgent::start(&reg).await;
     let upstream = echo_server().await;
-    let (good, bad) = (free_port(), free_port());
     let config = t.dir.path().join("envoy.json");
     std::fs::write(
         &config,
-        bootstrap(
-            &t.sds_socket(),
-            good,
-            bad,
-            upstream,
-            "spiffe://bookstore.local",
-        )
-        .to_string(),
+        bootstrap(&t.sds_socket(), upstream, "spiffe://bookstore.local").to_string(),
     )
     .unwrap();
     let admin_path = t.dir.path().join("admin.txt");
@@ -234,19 +214,27 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
         .unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
 
-    // Ready: admin address written and the mTLS listener completes a round trip.
+    // Ready: the listeners are bound and the mTLS listener completes a round trip.
     let started = Instant::now();
-    let admin = loop {
+    let ports = envoy_ports(
+        &mut proc,
+        &admin_path,
+        Some(&log_path),
+        &["mtls", "unknown_name"],
+        Duration::from_secs(30),
+    );
+    let admin = ports.admin.clone();
+    let (good, bad) = (
+        ports.listener("mtls").port(),
+        ports.listener("unknown_name").port(),
+    );
+    loop {
         if let Some(status) = proc.child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             panic!("envoy exited with {status}: {log}");
         }
-        if let Some(admin) = std::fs::read_to_string(&admin_path)
-            .ok()
-            .filter(|a| !a.trim().is_empty())
-            && round_trip(&connector, good, 0).await.is_ok()
-        {
-            break admin.trim().to_owned();
+        if round_trip(&connector, good, 0).await.is_ok() {
+            break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -254,7 +242,7 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
     let envoy_id = ENVOY.parse().unwrap();
     let first = t.agent.serial_of(&envoy_id).unwrap();
     let certs = http_get(&admin, "/certs");
@@ -382,7 +370,6 @@ async fn envoy_validating_with_all_keeps_serving_across_a_ca_rotation() {
     let Some(envoy) = envoy_or_skip("envoy_sds") else {
         return;
     };
-    let _one = ONE_ENVOY_AT_A_TIME.lock().await;
     let reg = format!(
         "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ uid: {uid}, sds_node_id: {NODE_ID} }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {uid} }}\n",
         uid = my_uid()
@@ -390,11 +377,10 @@ async fn envoy_validating_with_all_keeps_serving_across_a_ca_rotation() {
     // Prepared until the test activates it, once Envoy and the client have the new root.
     let t = TestAgent::start_with(&reg, |c| c.ca_activation_delay(Duration::from_secs(3600))).await;
     let upstream = echo_server().await;
-    let (good, bad) = (free_port(), free_port());
     let config = t.dir.path().join("envoy.json");
     std::fs::write(
         &config,
-        bootstrap(&t.sds_socket(), good, bad, upstream, "ALL").to_string(),
+        bootstrap(&t.sds_socket(), upstream, "ALL").to_string(),
     )
     .unwrap();
     let admin_path = t.dir.path().join("admin.txt");
@@ -422,17 +408,25 @@ async fn envoy_validating_with_all_keeps_serving_across_a_ca_rotation() {
         .unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
     let started = Instant::now();
-    let admin = loop {
+    let ports = envoy_ports(
+        &mut proc,
+        &admin_path,
+        Some(&log_path),
+        &["mtls", "unknown_name"],
+        Duration::from_secs(30),
+    );
+    let admin = ports.admin.clone();
+    let (good, bad) = (
+        ports.listener("mtls").port(),
+        ports.listener("unknown_name").port(),
+    );
+    loop {
         if let Some(status) = proc.child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             panic!("envoy exited with {status}: {log}");
         }
-        if let Some(admin) = std::fs::read_to_string(&admin_path)
-            .ok()
-            .filter(|a| !a.trim().is_empty())
-            && round_trip(&connector, good, 0).await.is_ok()
-        {
-            break admin.trim().to_owned();
+        if round_trip(&connector, good, 0).await.is_ok() {
+            break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -440,7 +434,7 @@ async fn envoy_validating_with_all_keeps_serving_across_a_ca_rotation() {
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));

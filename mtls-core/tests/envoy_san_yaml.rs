@@ -21,7 +21,7 @@ use mtls_certs::LeafParams;
 use mtls_core::{
     ClientConfigBuilder, SanMatcher, SanType, StringMatcher, SubjectAltName, TrustBundle,
 };
-use mtls_test_support::ChildGuard;
+use mtls_test_support::{ChildGuard, envoy_ports};
 use serde_json::{Value, json};
 use support::{Pki, rcgen_leaf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -306,21 +306,15 @@ fn to_rcgen(san: &SubjectAltName) -> rcgen::SanType {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A TLS listener requiring a client certificate from `ca` and matching `sans`, answering
-/// every HTTP request with 200.
-fn listener(port: u16, dir: &Path, sans: &Value) -> Value {
+/// The TLS listener `name` (its stats under `listener.<name>.`, its port picked by the
+/// kernel) requiring a client certificate from `ca` and matching `sans`, answering every
+/// HTTP request with 200.
+fn listener(name: &str, dir: &Path, sans: &Value) -> Value {
     let file = |name: &str| json!({ "filename": dir.join(name).to_str().unwrap() });
     json!({
-        "name": format!("san_{port}"),
-        "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+        "name": name,
+        "stat_prefix": name,
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
         "filter_chains": [{
             "transport_socket": {
                 "name": "envoy.transport_sockets.tls",
@@ -444,11 +438,11 @@ async fn live_envoy_agrees_with_our_matcher() {
         })
         .collect();
     policies.push((block.clone(), load()));
-    let ports: Vec<u16> = policies.iter().map(|_| free_port()).collect();
+    let names: Vec<String> = (0..policies.len()).map(|i| format!("san_{i}")).collect();
     let listeners: Vec<Value> = policies
         .iter()
-        .zip(&ports)
-        .map(|((sans, _), port)| listener(*port, dir.path(), sans))
+        .zip(&names)
+        .map(|((sans, _), name)| listener(name, dir.path(), sans))
         .collect();
     let bootstrap = json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
@@ -457,7 +451,8 @@ async fn live_envoy_agrees_with_our_matcher() {
     let config = dir.path().join("envoy.json");
     std::fs::write(&config, bootstrap.to_string()).unwrap();
     let admin_path = dir.path().join("admin.txt");
-    let mut envoy = ChildGuard::spawn_with_stdin(
+    let log_path = dir.path().join("envoy.log");
+    let mut envoy = ChildGuard::spawn_logging(
         "envoy",
         Command::new(&envoy_path)
             .arg("-c")
@@ -466,35 +461,35 @@ async fn live_envoy_agrees_with_our_matcher() {
             .arg("--admin-address-path")
             .arg(&admin_path)
             .args(["-l", "error"]),
+        &log_path,
     );
 
-    // Ready when the admin address is written and every listener accepts.
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(30);
-    let admin = loop {
+    // Ready when every listener is bound (the kernel picked the ports) and accepts.
+    let names_ref: Vec<&str> = names.iter().map(String::as_str).collect();
+    let bound = envoy_ports(
+        &mut envoy,
+        &admin_path,
+        Some(&log_path),
+        &names_ref,
+        Duration::from_secs(30),
+    );
+    let ports: Vec<u16> = names.iter().map(|n| bound.listener(n).port()).collect();
+    let admin = bound.admin.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ports
+        .iter()
+        .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+    {
         if let Some(status) = envoy.child.try_wait().unwrap() {
-            let mut err = String::new();
-            envoy
-                .child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("envoy exited with {status}: {err}");
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("envoy exited with {status}: {log}");
         }
-        let ready = std::fs::read_to_string(&admin_path).ok().filter(|a| {
-            !a.trim().is_empty()
-                && ports
-                    .iter()
-                    .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
-        });
-        if let Some(admin) = ready {
-            break admin.trim().to_owned();
-        }
-        assert!(Instant::now() < deadline, "envoy did not start listening");
+        assert!(
+            Instant::now() < deadline,
+            "envoy listeners {ports:?} did not all accept"
+        );
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
     let probes_accepted = std::net::TcpStream::connect(&admin).is_ok();
     assert!(probes_accepted, "admin at {admin}");
 
@@ -554,8 +549,8 @@ async fn live_envoy_agrees_with_our_matcher() {
 
     // Every refusal was Envoy's SAN check, not some other verification failure.
     let stats = admin_get(&admin, "/stats?filter=ssl.fail_verify");
-    for (port, expected) in ports.iter().zip(&expected_san_failures) {
-        let name = format!("listener.127.0.0.1_{port}.ssl.fail_verify_san: ");
+    for (listener, expected) in names.iter().zip(&expected_san_failures) {
+        let name = format!("listener.{listener}.ssl.fail_verify_san: ");
         let seen: u64 = stats
             .lines()
             .find_map(|l| l.strip_prefix(&name))
@@ -577,7 +572,7 @@ async fn live_envoy_agrees_with_our_matcher() {
     let refused = json!([{ "san_type": "URI",
         "matcher": { "safe_regex": { "google_re2": {}, "regex": "a" }, "ignore_case": true } }]);
     let bootstrap = json!({
-        "static_resources": { "listeners": [listener(free_port(), dir.path(), &refused)] },
+        "static_resources": { "listeners": [listener("refused", dir.path(), &refused)] },
     });
     let invalid = dir.path().join("regex-ignore-case.json");
     std::fs::write(&invalid, bootstrap.to_string()).unwrap();

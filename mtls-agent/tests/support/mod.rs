@@ -16,7 +16,7 @@ use tempfile::TempDir;
 // with py-spiffe if there is one, Envoy with MTLS_REQUIRE_ENVOY=1 making a missing one a
 // failure), loopback helpers and polling with a deadline.
 pub use mtls_test_support::peers::{envoy_binary, envoy_or_skip, python_if_present as python};
-pub use mtls_test_support::{ChildGuard, eventually, free_port, http_get};
+pub use mtls_test_support::{ChildGuard, envoy_ports, eventually, http_get};
 
 pub const TD: &str = "bookstore.local";
 pub const WEB: &str = "spiffe://bookstore.local/web";

@@ -8,6 +8,8 @@
 //!   missing Envoy from a skip into a failure) and the `openssl` CLI.
 //! - [`eventually`] and [`wait_until`]: polling with a deadline instead of sleeping.
 //! - [`free_port`], [`free_addr`], [`http_get`]: loopback helpers.
+//! - [`envoy_ports`], [`envoy_listeners`]: the ports an Envoy given port 0 was bound to
+//!   (admin and listeners).
 //! - [`put`]: a PEM (or any text) written into a test's temp dir; [`words`] and
 //!   [`words_and`]: command lines written as one string.
 //!
@@ -19,11 +21,13 @@
 // Test support: a panic is the failed test, with the message saying what was expected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod envoy;
 mod net;
 pub mod peers;
 mod process;
 mod wait;
 
+pub use envoy::{EnvoyPorts, envoy_listeners, envoy_ports};
 pub use net::{free_addr, free_port, http_get, put, words, words_and};
 pub use process::{ChildGuard, run_group_within, run_within, wait_on};
 pub use wait::{eventually, wait_until};

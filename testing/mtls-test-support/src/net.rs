@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// A free port on 127.0.0.1 (bound and released).
+/// A free port on 127.0.0.1 (bound and released): free *now* only, so not for a port
+/// another process binds later (anything else may take it in between); give Envoy port 0
+/// and read its ports with [`envoy_ports`](crate::envoy_ports) instead.
 ///
 /// ```
 /// assert_ne!(mtls_test_support::free_port(), 0);
