@@ -144,6 +144,12 @@ pub(super) fn intruder_check(
         expected.push_str(", ssl.fail_verify_san rises");
     }
     let san_ok = san.is_none_or(|(before, after)| after > before);
+    // The server's figure for the reason proves the refusal, whatever the caller saw (as
+    // on the --federation path): in TLS 1.3 the client's handshake ends before the server
+    // checks its certificate, and Envoy's alert may be lost to the closed connection
+    // ("connection closed before HTTP/2 SETTINGS"). Without the figure (the proxyless
+    // path), the caller must have seen the alert.
+    let san_rose = san.is_some_and(|(before, after)| after > before);
     let san_text = san
         .map(|(b, a)| format!(" (ssl.fail_verify_san {b} -> {a})"))
         .unwrap_or_default();
@@ -180,7 +186,7 @@ pub(super) fn intruder_check(
                 name: checks::INTRUDER,
                 expected,
                 observed,
-                passed: status.code() == Code::Unavailable && refused > 0 && san_ok,
+                passed: status.code() == Code::Unavailable && san_ok && (refused > 0 || san_rose),
                 status: Some((status.code(), message.to_owned())),
             }
         }
@@ -238,5 +244,40 @@ pub(super) async fn refusal_checks(
             },
         };
         outcome.checks.push(check);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the caller saw when Envoy's TLS 1.3 alert was lost to the closed connection.
+    fn lost_alert() -> std::result::Result<Option<String>, tonic::Status> {
+        Err(tonic::Status::unavailable(
+            "no ready endpoint for bookstore.local (waited 2.0s): 10.0.0.1:443 transient failure (connection closed before HTTP/2 SETTINGS)",
+        ))
+    }
+
+    #[test]
+    fn a_lost_alert_is_a_refusal_when_the_san_figure_rose() {
+        assert!(intruder_check(PathKind::Envoy, lost_alert(), Some((2, 5))).passed);
+        // The figure did not rise: not proven refused for the right reason.
+        assert!(!intruder_check(PathKind::Envoy, lost_alert(), Some((2, 2))).passed);
+        // No figure (the proxyless path): the caller must have seen the alert.
+        assert!(!intruder_check(PathKind::Proxyless, lost_alert(), None).passed);
+    }
+
+    #[test]
+    fn a_seen_alert_still_needs_the_figure_to_rise() {
+        let seen = || {
+            Err(tonic::Status::unavailable(
+                "no ready endpoint for bookstore.local: 10.0.0.1:443 refused (CertificateUnknown)",
+            ))
+        };
+        assert!(intruder_check(PathKind::Proxyless, seen(), None).passed);
+        assert!(intruder_check(PathKind::Envoy, seen(), Some((0, 3))).passed);
+        assert!(!intruder_check(PathKind::Envoy, seen(), Some((3, 3))).passed);
+        let answered = intruder_check(PathKind::Envoy, Ok(Some("r1".into())), Some((0, 3)));
+        assert!(!answered.passed, "{answered:?}");
     }
 }
