@@ -161,3 +161,31 @@ pub fn init_logging(default: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Completes on Ctrl-C or (on unix) SIGTERM: how the bookstore binaries learn to shut down.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // No signal arrives here, so the other branch wins.
+/// let stopped = tokio::select! {
+///     _ = bookstore::shutdown_signal() => true,
+///     _ = std::future::ready(()) => false,
+/// };
+/// assert!(!stopped);
+/// # }
+/// ```
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

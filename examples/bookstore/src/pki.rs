@@ -266,11 +266,7 @@ impl MeshPki {
     /// The bookstore's rustls server configuration: client certificate required, only the
     /// policy's allowed clients accepted in the handshake.
     pub fn server_config(&self) -> Result<rustls::ServerConfig> {
-        ServerConfigBuilder::new(self.server.identity()?, self.trust()?)
-            .authorize(self.policy.server_authorizer())
-            .tls_policy(self.policy.tls.clone())
-            .build()
-            .map_err(|e| Error::tls("building the server TLS configuration", e))
+        self.server_config_with(&self.policy)
     }
 
     /// [`MeshPki::server_config`] under another policy (its authorizer and TLS policy).
@@ -284,18 +280,23 @@ impl MeshPki {
 
     /// [`MeshPki::client_config`] for the client's SVID under another policy.
     pub fn client_config_with(&self, policy: &MeshPolicy) -> Result<rustls::ClientConfig> {
-        ClientConfigBuilder::new(self.client.identity()?, self.trust()?)
-            .authorize(policy.client_authorizer())
-            .tls_policy(policy.tls.clone())
-            .build()
-            .map_err(|e| Error::tls("building the client TLS configuration", e))
+        self.client_config_for(&self.client, policy)
     }
 
     /// A client configuration presenting `svid` and accepting only the bookstore's ID.
     pub fn client_config(&self, svid: &SvidFiles) -> Result<rustls::ClientConfig> {
+        self.client_config_for(svid, &self.policy)
+    }
+
+    /// A client configuration presenting `svid` under `policy`.
+    fn client_config_for(
+        &self,
+        svid: &SvidFiles,
+        policy: &MeshPolicy,
+    ) -> Result<rustls::ClientConfig> {
         ClientConfigBuilder::new(svid.identity()?, self.trust()?)
-            .authorize(self.policy.client_authorizer())
-            .tls_policy(self.policy.tls.clone())
+            .authorize(policy.client_authorizer())
+            .tls_policy(policy.tls.clone())
             .build()
             .map_err(|e| Error::tls("building the client TLS configuration", e))
     }

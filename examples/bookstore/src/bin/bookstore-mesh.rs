@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         tokio::select! {
             // Dropping the mesh future stops the replicas and kills every Envoy.
             outcome = mesh::run(&options) => Some(outcome),
-            _ = shutdown_signal() => None,
+            _ = bookstore::shutdown_signal() => None,
         }
     });
     // Replica tasks are aborted with the runtime.
@@ -129,19 +129,4 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

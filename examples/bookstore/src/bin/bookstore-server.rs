@@ -149,7 +149,7 @@ async fn run(args: Args) -> Result<(), Error> {
     );
     tokio::select! {
         result = handle.wait() => result,
-        _ = shutdown_signal() => {
+        _ = bookstore::shutdown_signal() => {
             println!("bookstore-server {replica}: stopping");
             Ok(())
         }
@@ -319,19 +319,4 @@ async fn mtls(args: &Args) -> Result<(Security, String), Error> {
         },
         describe,
     ))
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
