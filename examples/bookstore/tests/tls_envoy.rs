@@ -61,10 +61,11 @@ fn tls_socket(kind: &str, extra: Value) -> Value {
 }
 
 /// A TLS listener (client certificate required) that echoes what it reads.
-fn echo_listener(name: &str, addr: SocketAddr, common_tls_context: Value) -> Value {
+fn echo_listener(name: &str, common_tls_context: Value) -> Value {
     json!({
         "name": name,
-        "address": socket(addr),
+        "stat_prefix": name,
+        "address": socket(ANY_PORT),
         "filter_chains": [{
             "filters": [{
                 "name": "envoy.filters.network.echo",
@@ -78,11 +79,13 @@ fn echo_listener(name: &str, addr: SocketAddr, common_tls_context: Value) -> Val
     })
 }
 
-/// A plaintext TCP listener proxied to `cluster`.
-fn tcp_proxy_listener(name: &str, addr: SocketAddr, cluster: &str) -> Value {
+/// A plaintext TCP listener proxied to `cluster` (on a port the kernel picks, see
+/// [`ANY_PORT`]).
+fn tcp_proxy_listener(name: &str, cluster: &str) -> Value {
     json!({
         "name": name,
-        "address": socket(addr),
+        "stat_prefix": name,
+        "address": socket(ANY_PORT),
         "filter_chains": [{ "filters": [{
             "name": "envoy.filters.network.tcp_proxy",
             "typed_config": {
@@ -106,6 +109,20 @@ fn tls_cluster(name: &str, upstream: SocketAddr, common_tls_context: Value) -> V
         },
         "transport_socket": tls_socket("UpstreamTlsContext", json!({ "common_tls_context": common_tls_context })),
     })
+}
+
+/// Where every listener binds: port 0, so the kernel picks the port as Envoy binds it (no
+/// port picked beforehand that something else could take); [`bound`] reads it back. Stats
+/// are then under `listener.<name>.`, each listener's `stat_prefix`.
+const ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// The address Envoy's listener `name` is bound to.
+fn bound(envoy: &EnvoyProcess, name: &str) -> SocketAddr {
+    let listeners = mtls_test_support::envoy_listeners(&envoy.admin().to_string());
+    *listeners
+        .get(name)
+        .unwrap_or_else(|| panic!("expected Envoy's listener {name:?}, found {listeners:?}"))
 }
 
 fn socket(addr: SocketAddr) -> Value {
@@ -232,18 +249,15 @@ async fn hybrid_post_quantum_on_every_hop_with_envoy_defaults() {
         .unwrap()
         .remove("tls_params");
 
-    let echo = free_addr();
-    let upstream_rendered = free_addr();
-    let upstream_default = free_addr();
     let mut listener_tls =
         files(&pki, pki.server()).common_tls_context(&policy.client_san_matchers(), &policy.tls);
     // The listener runs Envoy's own defaults: no tls_params at all.
     listener_tls.as_object_mut().unwrap().remove("tls_params");
     let config = bootstrap(
         vec![
-            echo_listener("echo", echo, listener_tls),
-            tcp_proxy_listener("to_rendered", upstream_rendered, "rendered"),
-            tcp_proxy_listener("to_default", upstream_default, "envoy_default"),
+            echo_listener("echo", listener_tls),
+            tcp_proxy_listener("to_rendered", "rendered"),
+            tcp_proxy_listener("to_default", "envoy_default"),
         ],
         vec![
             tls_cluster("rendered", server_addr, envoy_defaults),
@@ -253,6 +267,9 @@ async fn hybrid_post_quantum_on_every_hop_with_envoy_defaults() {
     let envoy = EnvoyProcess::start(&binary, "tls-defaults", &config, dir.path())
         .await
         .unwrap();
+    let echo = bound(&envoy, "echo");
+    let upstream_rendered = bound(&envoy, "to_rendered");
+    let upstream_default = bound(&envoy, "to_default");
 
     // mtls client -> Envoy listener (defaults): hybrid, one ClientHello.
     let ours = through_echo(echo, pki.client_config(pki.client()).unwrap()).await;
@@ -285,7 +302,7 @@ async fn hybrid_post_quantum_on_every_hop_with_envoy_defaults() {
     }
 
     let stats = envoy.stats().await.unwrap();
-    let listener = format!("listener.{}_{}.ssl", echo.ip(), echo.port());
+    let listener = "listener.echo.ssl";
     assert!(
         stat(&stats, &format!("{listener}.curves.X25519MLKEM768")) >= 1,
         "Envoy's listener stats: {}",
@@ -327,22 +344,20 @@ async fn each_preset_against_envoy_running_the_same_preset() {
         let mut policy = base.clone();
         policy.tls = TlsPolicy::preset(preset);
         let (server_addr, reports) = mtls_server(pki.server_config_with(&policy).unwrap()).await;
-        let (echo, upstream) = (free_addr(), free_addr());
         let name = preset.name().replace('-', "_");
         listeners.push(echo_listener(
             &format!("echo_{name}"),
-            echo,
             files(&pki, pki.server())
                 .common_tls_context(&policy.client_san_matchers(), &policy.tls),
         ));
-        listeners.push(tcp_proxy_listener(&format!("to_{name}"), upstream, &name));
+        listeners.push(tcp_proxy_listener(&format!("to_{name}"), &name));
         clusters.push(tls_cluster(
             &name,
             server_addr,
             files(&pki, pki.client())
                 .common_tls_context(&policy.server_san_matchers(), &policy.tls),
         ));
-        cases.push((preset, policy, echo, upstream, reports));
+        cases.push((preset, policy, reports));
     }
     let envoy = EnvoyProcess::start(
         &binary,
@@ -354,8 +369,11 @@ async fn each_preset_against_envoy_running_the_same_preset() {
     .unwrap();
 
     let mut failures = Vec::new();
-    for (preset, policy, echo, upstream, mut reports) in cases {
+    for (preset, policy, mut reports) in cases {
         let group = expected(preset);
+        let name = preset.name().replace('-', "_");
+        let echo = bound(&envoy, &format!("echo_{name}"));
+        let upstream = bound(&envoy, &format!("to_{name}"));
         let ours = through_echo(echo, pki.client_config_with(&policy).unwrap()).await;
         if ours.kx_group() != Some(group) || ours.handshake_kind() != Some(HandshakeKind::Full) {
             failures.push(format!(
@@ -376,13 +394,7 @@ async fn each_preset_against_envoy_running_the_same_preset() {
             Err(e) => failures.push(format!("{preset}: Envoy -> mtls server refused: {e}")),
         }
         let stats = envoy.stats().await.unwrap();
-        let name = preset.name().replace('-', "_");
-        let listener = format!(
-            "listener.{}_{}.ssl.curves.{}",
-            echo.ip(),
-            echo.port(),
-            group.envoy_name()
-        );
+        let listener = format!("listener.echo_{name}.ssl.curves.{}", group.envoy_name());
         let cluster = format!("cluster.{name}.ssl.curves.{}", group.envoy_name());
         for stat_name in [listener, cluster] {
             if stat(&stats, &stat_name) < 1 {
