@@ -110,6 +110,18 @@ impl Envoy {
         self.process.log_path()
     }
 
+    /// The address of the listener `name` (given port 0 in its bootstrap: the kernel picks
+    /// the port as Envoy binds it); bookstore's [`EnvoyProcess::listener_addr`].
+    pub async fn listener_addr(&self, name: &str) -> Result<SocketAddr> {
+        self.process
+            .listener_addr(name)
+            .await
+            .map_err(|e| Error::Child {
+                role: self.process.name().to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
     /// Every counter and gauge from `/stats`, by name (e.g.
     /// `listener.127.0.0.1_4000.ssl.handshake`).
     pub async fn stats(&self) -> Result<BTreeMap<String, u64>> {

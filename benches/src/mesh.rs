@@ -470,9 +470,9 @@ impl Mesh<'_> {
                 .await?,
             );
         }
-        let listen = SocketAddr::from(([127, 0, 0, 1], crate::scenario::free_port()?));
+        // Port 0: the kernel picks the client sidecar's port as Envoy binds it.
         let mut client = ClientSidecar::new(
-            listen,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
             self.ports.sidecar,
             CertSource::Files {
                 chain: self.pki.client().cert.clone(),
@@ -489,6 +489,9 @@ impl Mesh<'_> {
             self.opts.server_threads,
         )
         .await?;
+        let listen = client_sidecar
+            .listener_addr(bookstore::envoy::STAT_PREFIX_OUTBOUND)
+            .await?;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{listen}"))
             .map_err(|e| Error::Pki(e.to_string()))?
             .connect_lazy();

@@ -215,16 +215,17 @@ pub async fn run_handshake(opts: &RunOptions) -> Result<Vec<PointResult>> {
     let (ours_resumed, ours_resumed_addr) = spawn_handshake_server(opts, "server-resumed", true)?;
     let files_ref = &files;
     let envoy_at = |name: &'static str, resumption: bool| async move {
-        let port = free_port()?;
+        // Port 0: the kernel picks the listener's port as Envoy binds it.
         let envoy = Envoy::start(
             name,
             Role::ServerProxy,
             &opts.dir,
-            &handshake::envoy_bootstrap_with(files_ref, port, resumption),
+            &handshake::envoy_bootstrap_with(files_ref, 0, resumption),
             opts.server_threads,
         )
         .await?;
-        Ok::<_, Error>((envoy, std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+        let addr = envoy.listener_addr("handshake").await?;
+        Ok::<_, Error>((envoy, addr))
     };
     let (envoy, envoy_addr) = envoy_at("envoy-server", false).await?;
     let (envoy_resumed, envoy_resumed_addr) = envoy_at("envoy-server-resumed", true).await?;

@@ -288,6 +288,44 @@ impl EnvoyProcess {
             .collect())
     }
 
+    /// The address Envoy's listener `name` is bound to (`GET /listeners?format=json`): for a
+    /// listener given port 0, so the kernel picks its port as Envoy binds it and nothing can
+    /// take it in between.
+    ///
+    /// ```no_run
+    /// # async fn doc(envoy: &bookstore::envoy::EnvoyProcess) -> bookstore::Result<()> {
+    /// let addr = envoy.listener_addr("handshake").await?;
+    /// assert_ne!(addr.port(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn listener_addr(&self, name: &str) -> Result<SocketAddr> {
+        let (_, body) = self.admin_get("/listeners?format=json").await?;
+        let json: Value = serde_json::from_str(&body).map_err(|e| {
+            Error::envoy(
+                &self.name,
+                format!("expected JSON from /listeners?format=json, got {e}: {body}"),
+            )
+        })?;
+        json["listener_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["name"] == name)
+            .find_map(|l| {
+                let socket = &l["local_address"]["socket_address"];
+                let ip: std::net::IpAddr = socket["address"].as_str()?.parse().ok()?;
+                let port = u16::try_from(socket["port_value"].as_u64()?).ok()?;
+                (port != 0).then_some(SocketAddr::new(ip, port))
+            })
+            .ok_or_else(|| {
+                Error::envoy(
+                    &self.name,
+                    format!("expected a bound listener {name:?} in /listeners, got {body}"),
+                )
+            })
+    }
+
     /// The sum of the counters whose name ends with `suffix` (e.g. `ssl.fail_verify_san`
     /// matches `listener.127.0.0.2_8443.ssl.fail_verify_san`).
     pub async fn counter(&self, suffix: &str) -> Result<u64> {
