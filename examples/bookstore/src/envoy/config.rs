@@ -227,7 +227,11 @@ pub struct ClientSidecar {
     /// Retries of a call answered UNAVAILABLE (gRPC status 14), as the route's
     /// `retry_policy: {retry_on: "unavailable", num_retries}` with Envoy's default
     /// back-off (25 ms base, 250 ms max), each retry preferring a host the call has not
-    /// tried (`previous_hosts`); 0 (the default): no retry policy.
+    /// tried (`previous_hosts`); 0 (the default): no retry policy. With a retry policy the
+    /// cluster's circuit breaker allows any number of retries in flight, as Istio configures
+    /// its sidecars (every threshold at its maximum unless a DestinationRule says otherwise):
+    /// Envoy's default `max_retries` of 3 would refuse retries under more than 3 concurrent
+    /// failing calls, and the balanced channel has no such cap (gRFC A6 throttling off).
     pub unavailable_retries: u32,
 }
 
@@ -264,6 +268,8 @@ impl ClientSidecar {
     /// let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
     /// assert_eq!(route["retry_policy"]["retry_on"], "unavailable");
     /// assert_eq!(route["retry_policy"]["num_retries"], 2);
+    /// let breakers = &bootstrap["static_resources"]["clusters"][0]["circuit_breakers"];
+    /// assert_eq!(breakers["thresholds"][0]["max_retries"], u32::MAX);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn bootstrap(&self, policy: &MeshPolicy) -> Value {
@@ -302,7 +308,7 @@ impl ClientSidecar {
                 },
             })
         });
-        let bootstrap = json!({
+        let mut bootstrap = json!({
             "node": self.certs.node("bookstore-client-sidecar".to_owned(), "bookstore-client"),
             "admin": { "address": socket_address(self.admin) },
             "static_resources": {
@@ -339,6 +345,11 @@ impl ClientSidecar {
                 }],
             },
         });
+        if self.unavailable_retries > 0 {
+            bootstrap["static_resources"]["clusters"][0]["circuit_breakers"] = json!({
+                "thresholds": [{ "priority": "DEFAULT", "max_retries": u32::MAX }],
+            });
+        }
         with_sds_cluster(bootstrap, &self.certs)
     }
 }

@@ -190,7 +190,8 @@ impl Sidecars {
     }
 
     /// The client sidecar's `cluster.bookstore.upstream_rq_retry_overflow`: retries its
-    /// circuit breaker refused (Envoy's default `max_retries`: 3 in flight per cluster).
+    /// circuit breaker refused (0 with the mesh's uncapped `max_retries`; Envoy's default
+    /// is 3 in flight per cluster).
     pub async fn upstream_rq_retry_overflow(&self) -> Result<u64> {
         self.client
             .counter("cluster.bookstore.upstream_rq_retry_overflow")
