@@ -2,8 +2,43 @@
 
 use tonic::Code;
 
+use super::print::print_report;
 use super::*;
-use crate::{MeshPolicy, Report, Scenario};
+use crate::{MeshPolicy, Report, Result, Scenario};
+
+/// Prints a path's report, adds its scenario and TLS checks, and keeps it in `outcome`: the
+/// proxyless path's when `sidecars` is `None`, else the Envoy path's (its TLS check read from
+/// the sidecars' curve counters).
+pub(super) async fn record_path(
+    outcome: &mut MeshOutcome,
+    options: &MeshOptions,
+    policy: &MeshPolicy,
+    report: Report,
+    replicas: &[String],
+    client: &str,
+    sidecars: Option<&Sidecars>,
+) -> Result<()> {
+    let path = match sidecars {
+        None => PathKind::Proxyless,
+        Some(_) => PathKind::Envoy,
+    };
+    print_report(options, &report);
+    scenario_checks(outcome, path, &report, replicas, options.min_share, client);
+    match sidecars {
+        None => {
+            outcome.checks.push(proxyless_tls_check(policy, &report));
+            outcome.proxyless = Some(report);
+        }
+        Some(sidecars) => {
+            outcome.envoy = Some(report);
+            let (client_curves, server_curves) = sidecars.curves().await?;
+            outcome
+                .checks
+                .push(envoy_tls_check(policy, &client_curves, &server_curves));
+        }
+    }
+    Ok(())
+}
 
 pub(super) fn scenario_checks(
     outcome: &mut MeshOutcome,

@@ -150,17 +150,16 @@ pub async fn run_with(
         || proxyless_serials(ids, policy, &addrs),
     )
     .await?;
-    print_report(options, &report);
-    scenario_checks(
+    record_path(
         &mut outcome,
-        PathKind::Proxyless,
-        &report,
+        options,
+        policy,
+        report,
         &replicas.names(),
-        options.min_share,
         &client_id,
-    );
-    outcome.checks.push(proxyless_tls_check(policy, &report));
-    outcome.proxyless = Some(report);
+        None,
+    )
+    .await?;
 
     let before = our_san_refusals();
     let intruder = intruder_channel(policy, ids, replicas.port(), dns.addr())?;
@@ -300,20 +299,16 @@ pub async fn run_with(
                 stats.set(event, PathKind::Proxyless, delta(ours0, ours1));
                 stats.set(event, PathKind::Envoy, delta(envoy0, envoy1));
             }
-            print_report(options, &report);
-            scenario_checks(
+            record_path(
                 &mut outcome,
-                PathKind::Envoy,
-                &report,
+                options,
+                policy,
+                report,
                 &replicas.names(),
-                options.min_share,
                 &client_id,
-            );
-            outcome.envoy = Some(report);
-            let (client_curves, server_curves) = sidecars.curves().await?;
-            outcome
-                .checks
-                .push(envoy_tls_check(policy, &client_curves, &server_curves));
+                Some(&sidecars),
+            )
+            .await?;
 
             // The intruder (no sidecar of its own) dials the server sidecars with its valid,
             // same-CA SVID.

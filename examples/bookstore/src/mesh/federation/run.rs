@@ -77,17 +77,16 @@ pub async fn run_federated(
     let report = Scenario::new(boxed(channel.clone()), Some(token.clone()))
         .run(options.calls)
         .await;
-    print_report(options, &report);
-    scenario_checks(
+    record_path(
         &mut outcome,
-        PathKind::Proxyless,
-        &report,
+        options,
+        policy,
+        report,
         &replicas.names(),
-        options.min_share,
         &client_id,
-    );
-    outcome.checks.push(proxyless_tls_check(policy, &report));
-    outcome.proxyless = Some(report);
+        None,
+    )
+    .await?;
     outcome
         .checks
         .push(proxyless_federation_check(domains, policy));
@@ -131,20 +130,16 @@ pub async fn run_federated(
             let report = Scenario::new(boxed(channel), Some(token.clone()))
                 .run(options.calls)
                 .await;
-            print_report(options, &report);
-            scenario_checks(
+            record_path(
                 &mut outcome,
-                PathKind::Envoy,
-                &report,
+                options,
+                policy,
+                report,
                 &replicas.names(),
-                options.min_share,
                 &client_id,
-            );
-            outcome.envoy = Some(report);
-            let (client_curves, server_curves) = sidecars.curves().await?;
-            outcome
-                .checks
-                .push(envoy_tls_check(policy, &client_curves, &server_curves));
+                Some(&sidecars),
+            )
+            .await?;
             outcome
                 .checks
                 .push(envoy_federation_check(domains, policy, &sidecars).await);
