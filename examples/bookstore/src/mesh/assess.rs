@@ -188,13 +188,37 @@ pub(super) fn intruder_check(
     let san_text = san
         .map(|(b, a)| format!(" (ssl.fail_verify_san {b} -> {a})"))
         .unwrap_or_default();
+    handshake_refusal(
+        path,
+        checks::INTRUDER,
+        expected,
+        result,
+        &san_text,
+        san_ok,
+        san_rose,
+    )
+}
+
+/// The verdict on one call that a handshake must refuse: failed if it was answered; passed
+/// if it failed `Unavailable` with `counted_ok` and either the endpoints' `refused (<TLS
+/// alert>)` or the server's figure having `rose`. `counted_text` (the figure's before and
+/// after, or empty) is added to what was observed.
+pub(super) fn handshake_refusal(
+    path: PathKind,
+    name: &'static str,
+    expected: String,
+    result: std::result::Result<Option<String>, tonic::Status>,
+    counted_text: &str,
+    counted_ok: bool,
+    rose: bool,
+) -> Check {
     match result {
         Ok(replica) => Check {
             path,
-            name: checks::INTRUDER,
+            name,
             expected,
             observed: format!(
-                "call answered by {}{san_text}",
+                "call answered by {}{counted_text}",
                 replica.as_deref().unwrap_or("?")
             ),
             passed: false,
@@ -209,19 +233,18 @@ pub(super) fn intruder_check(
             let reason = message
                 .split_once("refused (")
                 .and_then(|(_, rest)| rest.split_once(')'))
-                .map(|(reason, _)| reason)
-                .unwrap_or(message);
+                .map_or(message, |(reason, _)| reason);
             let observed = if status.code() == Code::Unavailable && refused > 0 {
-                format!("{refused} endpoints refused it{san_text}: {reason}")
+                format!("{refused} endpoints refused it{counted_text}: {reason}")
             } else {
-                format!("{:?}{san_text}: {message}", status.code())
+                format!("{:?}{counted_text}: {message}", status.code())
             };
             Check {
                 path,
-                name: checks::INTRUDER,
+                name,
                 expected,
                 observed,
-                passed: status.code() == Code::Unavailable && san_ok && (refused > 0 || san_rose),
+                passed: status.code() == Code::Unavailable && counted_ok && (refused > 0 || rose),
                 status: Some((status.code(), message.to_owned())),
             }
         }

@@ -8,7 +8,6 @@ use mtls_tonic::{
     balance::{BalancedChannel, LoadPolicy},
     client::MtlsConnector,
 };
-use tonic::Code;
 
 use super::super::*;
 use super::super::{assess::*, print::*};
@@ -372,40 +371,15 @@ fn refusal_check(
     let counted_text = counted
         .map(|(b, a)| format!(" ({metric} {b} -> {a})"))
         .unwrap_or_default();
-    match result {
-        Ok(replica) => Check {
-            path,
-            name,
-            expected,
-            observed: format!(
-                "call answered by {}{counted_text}",
-                replica.as_deref().unwrap_or("?")
-            ),
-            passed: false,
-            status: None,
-        },
-        Err(status) => {
-            let message = status.message();
-            let refused = message.matches("refused (").count();
-            let reason = message
-                .split_once("refused (")
-                .and_then(|(_, rest)| rest.split_once(')'))
-                .map_or(message, |(reason, _)| reason);
-            let observed = if status.code() == Code::Unavailable && refused > 0 {
-                format!("{refused} endpoints refused it{counted_text}: {reason}")
-            } else {
-                format!("{:?}{counted_text}: {message}", status.code())
-            };
-            Check {
-                path,
-                name,
-                expected,
-                observed,
-                passed: status.code() == Code::Unavailable && counted_ok && (refused > 0 || rose),
-                status: Some((status.code(), message.to_owned())),
-            }
-        }
-    }
+    handshake_refusal(
+        path,
+        name,
+        expected,
+        result,
+        &counted_text,
+        counted_ok,
+        rose,
+    )
 }
 
 /// Proxyless: the client's source trusts `bookstore.local` with exactly the roots
