@@ -9,7 +9,7 @@ mod support;
 use std::os::unix::fs::MetadataExt;
 
 use bookstore::{CLIENT_ID, MeshPki, MeshPolicy, SERVER_ID, SERVICE_NAME};
-use support::{ChildGuard, bin, client_args, free_addr, run, server_args};
+use support::{ANY_PORT, ChildGuard, bin, client_args, listening_addr, run, server_args};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_and_server_take_their_identities_from_the_workload_api() {
@@ -40,15 +40,14 @@ async fn client_and_server_take_their_identities_from_the_workload_api() {
     .unwrap();
     let endpoint = agent.workload_endpoint();
 
-    let addr = free_addr().to_string();
     let mut server = ChildGuard::spawn(
         "bookstore-server --workload-api",
         std::process::Command::new(bin("bookstore-server"))
-            .args(["--listen", &addr, "--allow-spiffe-id", CLIENT_ID])
+            .args(["--listen", ANY_PORT, "--allow-spiffe-id", CLIENT_ID])
             .args(["--workload-api", &endpoint])
             .env("RUST_LOG", "warn"),
     );
-    server.wait_for_line("listening on");
+    let addr = listening_addr(&server.wait_for_line("listening on"));
 
     let args = [
         "--target",
@@ -78,12 +77,12 @@ async fn client_and_server_take_their_identities_from_the_workload_api() {
 fn client_verifies_the_server_by_dns_name() {
     let dir = tempfile::tempdir().unwrap();
     let pki = MeshPki::create(dir.path(), &MeshPolicy::bookstore()).unwrap();
-    let listen = free_addr().to_string();
     let mut server = ChildGuard::spawn(
         "bookstore-server",
-        std::process::Command::new(bin("bookstore-server")).args(server_args(&pki, &listen, false)),
+        std::process::Command::new(bin("bookstore-server"))
+            .args(server_args(&pki, ANY_PORT, false)),
     );
-    server.wait_for_line("listening on");
+    let listen = listening_addr(&server.wait_for_line("listening on"));
     let client = |name: &str| {
         run(
             "bookstore-client",

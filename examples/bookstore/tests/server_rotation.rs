@@ -26,7 +26,7 @@ use mtls_certs::{CaParams, CertificateAuthority, Credential, LeafParams, SpiffeI
 use mtls_core::{
     Authorize, ClientConfigBuilder, Identity, IdentityHandle, PeerIdentity, TrustBundle,
 };
-use support::{ChildGuard, bin, free_addr, run};
+use support::{ANY_PORT, ChildGuard, bin, free_addr, listening_addr, run};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -201,10 +201,9 @@ struct Server {
 
 impl Server {
     fn start(files: &Files) -> Self {
-        let addr = free_addr();
         let mut command = Command::new(bin("bookstore-server"));
         command
-            .args(["--listen", &addr.to_string(), "--reload-interval", "100ms"])
+            .args(["--listen", ANY_PORT, "--reload-interval", "100ms"])
             .args(["--allow-spiffe-id", CLIENT_ID])
             .args(files.args())
             .env("RUST_LOG", "warn")
@@ -220,6 +219,7 @@ impl Server {
         });
         let line = guard.wait_for_line("listening on");
         assert!(line.contains("reloaded on change"), "{line}");
+        let addr: SocketAddr = listening_addr(&line).parse().unwrap();
         Self {
             guard,
             addr,
@@ -708,21 +708,16 @@ async fn workload_api_identity_rotates_under_the_probe() {
     .await
     .unwrap();
 
-    let addr = free_addr();
     let mut guard = ChildGuard::spawn(
         "bookstore-server --workload-api",
         Command::new(bin("bookstore-server"))
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--allow-spiffe-id",
-                CLIENT_ID,
-            ])
+            .args(["--listen", ANY_PORT, "--allow-spiffe-id", CLIENT_ID])
             .args(["--workload-api", &agent.workload_endpoint()])
             .env("RUST_LOG", "warn"),
     );
     let line = guard.wait_for_line("listening on");
     assert!(line.contains("SPIFFE Workload API"), "{line}");
+    let addr: SocketAddr = listening_addr(&line).parse().unwrap();
 
     // The probe: a client SVID of the agent's CA, the agent's bundle.
     let client = agent

@@ -9,7 +9,9 @@ mod support;
 use std::path::Path;
 
 use bookstore::{AUDIENCE, MeshPki, MeshPolicy};
-use support::{ChildGuard, bin, client_args, free_addr, run, s, server_args};
+use support::{
+    ANY_PORT, ChildGuard, bin, client_args, free_addr, listening_addr, run, s, server_args,
+};
 
 fn pki(dir: &Path) -> MeshPki {
     MeshPki::create(dir, &MeshPolicy::bookstore()).unwrap()
@@ -42,14 +44,14 @@ fn refused(args: &[&str]) -> String {
 fn server_and_client_processes_run_the_scenario_over_mtls_and_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let listen = free_addr().to_string();
     let mut server = ChildGuard::spawn(
         "bookstore-server",
         std::process::Command::new(bin("bookstore-server"))
-            .args(mtls_args(&pki, &listen))
+            .args(mtls_args(&pki, ANY_PORT))
             .args(["--replica-name", "replica-a"]),
     );
     let line = server.wait_for_line("listening on");
+    let listen = listening_addr(&line);
     assert!(
         line.contains("replica-a") && line.contains("mTLS") && line.contains("JWT"),
         "{line}"
@@ -86,16 +88,16 @@ fn server_and_client_processes_run_the_scenario_over_mtls_and_plaintext() {
     );
 
     // Plaintext mode (behind a sidecar), and the client's plaintext mode.
-    let plain = free_addr().to_string();
     let mut server = ChildGuard::spawn(
         "bookstore-server --plaintext",
         std::process::Command::new(bin("bookstore-server")).args([
             "--plaintext",
             "--listen",
-            &plain,
+            ANY_PORT,
         ]),
     );
     let line = server.wait_for_line("listening on");
+    let plain = listening_addr(&line);
     assert!(line.contains("plaintext"), "{line}");
     let out = run(
         "bookstore-client",
@@ -258,11 +260,10 @@ async fn client_balances_over_independent_server_processes() {
 fn redirected_logs_have_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let listen = free_addr().to_string();
     let mut server = ChildGuard::spawn(
         "bookstore-server",
         std::process::Command::new(bin("bookstore-server"))
-            .args(mtls_args(&pki, &listen))
+            .args(mtls_args(&pki, ANY_PORT))
             .env("RUST_LOG", "debug"),
     );
     server.wait_for_line("listening on");

@@ -18,6 +18,20 @@ pub use mtls_test_support::{
     ChildGuard, free_addr, run_group_within, run_within as run_command_within, wait_on,
 };
 
+/// What a `bookstore-server` the test starts is given to `--listen`: port 0, so the kernel
+/// picks the port as the server binds it (no port picked beforehand that something else
+/// could take); [`listening_addr`] reads it back from the server's line.
+pub const ANY_PORT: &str = "127.0.0.1:0";
+
+/// The address in a `bookstore-server NAME listening on ADDR — ...` line.
+pub fn listening_addr(line: &str) -> String {
+    line.split_once("listening on ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .filter(|addr| addr.parse::<std::net::SocketAddr>().is_ok())
+        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"))
+        .to_owned()
+}
+
 pub fn bin(name: &str) -> PathBuf {
     match name {
         "bookstore-server" => PathBuf::from(env!("CARGO_BIN_EXE_bookstore-server")),
