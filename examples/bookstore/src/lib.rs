@@ -189,3 +189,34 @@ pub async fn shutdown_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Runs a bookstore binary's `run` on a new multi-threaded runtime and returns its exit
+/// code; on an error (or a runtime that cannot start) prints `<binary>: error: …` to stderr
+/// and fails.
+///
+/// ```
+/// use std::process::ExitCode;
+///
+/// let ok = bookstore::block_on("demo", async { Ok(ExitCode::SUCCESS) });
+/// assert_eq!(ok, ExitCode::SUCCESS);
+/// let failed = bookstore::block_on("demo", async {
+///     Err(bookstore::Error::Config("no --listen given".into()))
+/// });
+/// assert_eq!(failed, ExitCode::FAILURE);
+/// ```
+pub fn block_on(
+    binary: &str,
+    run: impl std::future::Future<Output = Result<std::process::ExitCode>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{binary}: error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run).unwrap_or_else(|e| {
+        eprintln!("{binary}: error: {e}");
+        std::process::ExitCode::FAILURE
+    })
+}

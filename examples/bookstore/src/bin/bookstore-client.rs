@@ -131,21 +131,13 @@ fn parse_server_id(text: &str) -> Result<SpiffeId, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     bookstore::init_logging("error");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bookstore-client: error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("bookstore-client: error: {e}");
+    bookstore::block_on("bookstore-client", async {
+        Ok(if run(args).await? {
+            ExitCode::SUCCESS
+        } else {
             ExitCode::FAILURE
-        }
-    }
+        })
+    })
 }
 
 async fn run(args: Args) -> Result<bool, Error> {

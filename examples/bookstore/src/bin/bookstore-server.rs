@@ -104,20 +104,9 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     bookstore::init_logging("warn");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bookstore-server: error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bookstore-server: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bookstore::block_on("bookstore-server", async {
+        run(args).await.map(|()| ExitCode::SUCCESS)
+    })
 }
 
 async fn run(args: Args) -> Result<(), Error> {
