@@ -11,35 +11,14 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mtls_certs::{CaParams, CertificateAuthority, LeafParams, SpiffeId};
 use mtls_core::{Authorize, ClientConfigBuilder, Identity, ServerConfigBuilder, TrustBundle};
+use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConnection, RootCertStore, ServerConnection};
+
+#[path = "support/pump.rs"]
+mod pump;
 
 fn handshake(server_cfg: &Arc<rustls::ServerConfig>, client_cfg: &Arc<rustls::ClientConfig>) {
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut client = ClientConnection::new(Arc::clone(client_cfg), name).unwrap();
-    let mut server = ServerConnection::new(Arc::clone(server_cfg)).unwrap();
-    let mut buf = Vec::with_capacity(8192);
-    while client.is_handshaking() || server.is_handshaking() {
-        buf.clear();
-        while client.wants_write() {
-            client.write_tls(&mut buf).unwrap();
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            server.read_tls(&mut rd).unwrap();
-        }
-        server.process_new_packets().unwrap();
-        buf.clear();
-        while server.wants_write() {
-            server.write_tls(&mut buf).unwrap();
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            client.read_tls(&mut rd).unwrap();
-        }
-        client.process_new_packets().unwrap();
-    }
-    assert!(server.peer_certificates().is_some());
+    pump::handshake(server_cfg, client_cfg);
 }
 
 fn bench(c: &mut Criterion) {

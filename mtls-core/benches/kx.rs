@@ -16,7 +16,9 @@ use mtls_core::{
     Authorize, ClientConfigBuilder, Identity, KxGroup, ServerConfigBuilder, TlsPolicy, TrustBundle,
 };
 use rustls::crypto::SupportedKxGroup;
-use rustls::{ClientConnection, ServerConnection};
+
+#[path = "support/pump.rs"]
+mod pump;
 
 /// One key exchange as a handshake does it: client share, server answer, client secret.
 fn exchange(group: &dyn SupportedKxGroup) {
@@ -31,40 +33,7 @@ fn handshake(
     server_cfg: &Arc<rustls::ServerConfig>,
     client_cfg: &Arc<rustls::ClientConfig>,
 ) -> (usize, usize) {
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut client = ClientConnection::new(Arc::clone(client_cfg), name).unwrap();
-    let mut server = ServerConnection::new(Arc::clone(server_cfg)).unwrap();
-    let mut buf = Vec::with_capacity(16384);
-    let mut sizes = (0, 0);
-    let mut first = true;
-    while client.is_handshaking() || server.is_handshaking() {
-        buf.clear();
-        while client.wants_write() {
-            client.write_tls(&mut buf).unwrap();
-        }
-        if first {
-            sizes.0 = buf.len();
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            server.read_tls(&mut rd).unwrap();
-        }
-        server.process_new_packets().unwrap();
-        buf.clear();
-        while server.wants_write() {
-            server.write_tls(&mut buf).unwrap();
-        }
-        if first {
-            sizes.1 = buf.len();
-            first = false;
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            client.read_tls(&mut rd).unwrap();
-        }
-        client.process_new_packets().unwrap();
-    }
-    assert!(server.peer_certificates().is_some());
+    let (server, sizes) = pump::handshake(server_cfg, client_cfg);
     assert_eq!(server.handshake_kind(), Some(rustls::HandshakeKind::Full));
     sizes
 }
