@@ -280,6 +280,26 @@ fn signal_exit(name: &str) -> ExitCode {
     ExitCode::from(if name == "SIGTERM" { 143 } else { 130 })
 }
 
+/// The end of a run that writes nothing when interrupted: the last words, and that `what`
+/// (e.g. "the soak") left no results.
+fn cut_short(
+    signal: &'static str,
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    what: &str,
+) -> Result<Option<&'static str>, Error> {
+    say_interrupted(signal, dir, rt);
+    eprintln!("loadgen: {what} was cut short: no results written");
+    Ok(Some(signal))
+}
+
+/// The machine's cores (2 when unknown): the default worker count.
+fn available_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
 /// The last words of an interrupted run: what was stopped and removed.
 fn say_interrupted(name: &str, dir: tempfile::TempDir, rt: tokio::runtime::Runtime) {
     // Remaining client tasks end with the runtime; the children are already gone.
@@ -425,11 +445,7 @@ fn parse_scenarios(names: &[String]) -> Result<Vec<Scenario>, Error> {
 /// `Ok(Some(signal))` when a signal stopped the run (the points so far are written).
 fn run(args: RunArgs) -> Result<Option<&'static str>, Error> {
     let scenarios = parse_scenarios(&args.scenario)?;
-    let client_threads = args.client_threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
+    let client_threads = args.client_threads.unwrap_or_else(available_threads);
     let dir = tempfile::Builder::new()
         .prefix("mtls-bench-")
         .tempdir()
@@ -541,9 +557,7 @@ fn scratch_dir() -> Result<tempfile::TempDir, Error> {
 fn soak(args: SoakArgs) -> Result<Option<&'static str>, Error> {
     let dir = scratch_dir()?;
     let opts = scratch_options(args.warmup, args.duration, args.server_threads, dir.path())?;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let threads = available_threads();
     let rt = runtime(threads)?;
     let work = mesh::run_soak(&opts, args.replicas, args.concurrency, args.sample_every);
     match until_signal(&rt, work)? {
@@ -553,11 +567,7 @@ fn soak(args: SoakArgs) -> Result<Option<&'static str>, Error> {
             write_any(&result, args.out)?;
             Ok(None)
         }
-        Ended::Interrupted(signal) => {
-            say_interrupted(signal, dir, rt);
-            eprintln!("loadgen: the soak was cut short: no results written");
-            Ok(Some(signal))
-        }
+        Ended::Interrupted(signal) => cut_short(signal, dir, rt, "the soak"),
     }
 }
 
@@ -569,9 +579,7 @@ fn layers(
 ) -> Result<Option<&'static str>, Error> {
     let dir = scratch_dir()?;
     let opts = scratch_options(Duration::ZERO, window, server_threads, dir.path())?;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let threads = available_threads();
     let rt = runtime(threads)?;
     match until_signal(&rt, mtls_benches::layers::run(&opts, rounds, window))? {
         Ended::Done(result) => {
@@ -586,11 +594,7 @@ fn layers(
             )?;
             Ok(None)
         }
-        Ended::Interrupted(signal) => {
-            say_interrupted(signal, dir, rt);
-            eprintln!("loadgen: the layers run was cut short: no results written");
-            Ok(Some(signal))
-        }
+        Ended::Interrupted(signal) => cut_short(signal, dir, rt, "the layers run"),
     }
 }
 
@@ -602,9 +606,7 @@ fn abuse(args: AbuseArgs) -> Result<Option<&'static str>, Error> {
         args.server_threads,
         dir.path(),
     )?;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let threads = available_threads();
     let plan = mtls_benches::abuse::Plan {
         idle: args.idle,
         slowloris: args.slowloris,
@@ -621,11 +623,7 @@ fn abuse(args: AbuseArgs) -> Result<Option<&'static str>, Error> {
             write_any(&result, args.out)?;
             Ok(None)
         }
-        Ended::Interrupted(signal) => {
-            say_interrupted(signal, dir, rt);
-            eprintln!("loadgen: the abuse run was cut short: no results written");
-            Ok(Some(signal))
-        }
+        Ended::Interrupted(signal) => cut_short(signal, dir, rt, "the abuse run"),
     }
 }
 
