@@ -6,18 +6,29 @@ use super::print::print_report;
 use super::*;
 use crate::{MeshPolicy, Report, Result, Scenario};
 
-/// Prints a path's report, adds its scenario and TLS checks, and keeps it in `outcome`: the
-/// proxyless path's when `sidecars` is `None`, else the Envoy path's (its TLS check read from
-/// the sidecars' curve counters).
+/// What a run's path reports are judged against: its options and policy, and the caller's
+/// SPIFFE ID.
+pub(super) struct PathJudge<'a> {
+    pub(super) options: &'a MeshOptions,
+    pub(super) policy: &'a MeshPolicy,
+    pub(super) client: &'a str,
+}
+
+/// Prints a path's report, adds its scenario and TLS checks (the calls shared among
+/// `replicas`), and keeps it in `outcome`: the proxyless path's when `sidecars` is `None`,
+/// else the Envoy path's (its TLS check read from the sidecars' curve counters).
 pub(super) async fn record_path(
     outcome: &mut MeshOutcome,
-    options: &MeshOptions,
-    policy: &MeshPolicy,
+    judge: &PathJudge<'_>,
     report: Report,
     replicas: &[String],
-    client: &str,
     sidecars: Option<&Sidecars>,
 ) -> Result<()> {
+    let PathJudge {
+        options,
+        policy,
+        client,
+    } = *judge;
     let path = match sidecars {
         None => PathKind::Proxyless,
         Some(_) => PathKind::Envoy,

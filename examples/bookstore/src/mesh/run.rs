@@ -118,6 +118,11 @@ pub async fn run_with(
         .first()
         .map(ToString::to_string)
         .unwrap_or_default();
+    let judge = PathJudge {
+        options,
+        policy,
+        client: &client_id,
+    };
     let wrong_audience = tokens.mint(
         &TokenSpec::new(policy.token_ttl)
             .issuer(policy.issuer.clone())
@@ -150,16 +155,7 @@ pub async fn run_with(
         || proxyless_serials(ids, policy, &addrs),
     )
     .await?;
-    record_path(
-        &mut outcome,
-        options,
-        policy,
-        report,
-        &replicas.names(),
-        &client_id,
-        None,
-    )
-    .await?;
+    record_path(&mut outcome, &judge, report, &replicas.names(), None).await?;
 
     let before = our_san_refusals();
     let intruder = intruder_channel(policy, ids, replicas.port(), dns.addr())?;
@@ -301,11 +297,9 @@ pub async fn run_with(
             }
             record_path(
                 &mut outcome,
-                options,
-                policy,
+                &judge,
                 report,
                 &replicas.names(),
-                &client_id,
                 Some(&sidecars),
             )
             .await?;

@@ -57,6 +57,11 @@ pub async fn run_federated(
     );
     let token = tokens.token(&policy.audience)?;
     let client_id = domains.caller_id(BookstoreCaller::Client).to_string();
+    let judge = PathJudge {
+        options,
+        policy,
+        client: &client_id,
+    };
 
     // ---- proxyless ----------------------------------------------------------------------
     say!(
@@ -76,16 +81,7 @@ pub async fn run_federated(
     let report = Scenario::new(boxed(channel.clone()), Some(token.clone()))
         .run(options.calls)
         .await;
-    record_path(
-        &mut outcome,
-        options,
-        policy,
-        report,
-        &replicas.names(),
-        &client_id,
-        None,
-    )
-    .await?;
+    record_path(&mut outcome, &judge, report, &replicas.names(), None).await?;
     outcome
         .checks
         .push(proxyless_federation_check(domains, policy));
@@ -131,11 +127,9 @@ pub async fn run_federated(
                 .await;
             record_path(
                 &mut outcome,
-                options,
-                policy,
+                &judge,
                 report,
                 &replicas.names(),
-                &client_id,
                 Some(&sidecars),
             )
             .await?;
