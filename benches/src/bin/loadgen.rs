@@ -189,6 +189,13 @@ struct SoakArgs {
     /// Worker threads per server process.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    #[command(flatten)]
+    written: Written,
+}
+
+/// Where a soak's or an abuse run's results go, and the note rendered with them.
+#[derive(Args, Debug)]
+struct Written {
     /// A note on the conditions (what else ran), rendered beside the table.
     #[arg(long, env = "BENCH_NOTE", default_value = "")]
     note: String,
@@ -220,12 +227,8 @@ struct AbuseArgs {
     /// Worker threads per server process and Envoy.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
-    /// A note on the conditions (what else ran), rendered beside the table.
-    #[arg(long, env = "BENCH_NOTE", default_value = "")]
-    note: String,
-    /// Write the JSON here.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    written: Written,
 }
 
 /// Server children exit when the load generator that started them is gone (killed with
@@ -562,9 +565,9 @@ fn soak(args: SoakArgs) -> Result<Option<&'static str>, Error> {
     let work = mesh::run_soak(&opts, args.replicas, args.concurrency, args.sample_every);
     match until_signal(&rt, work)? {
         Ended::Done(mut result) => {
-            result.conditions.note = args.note;
+            result.conditions.note = args.written.note;
             eprintln!("{}", mtls_benches::soak::markdown(&result));
-            write_any(&result, args.out)?;
+            write_any(&result, args.written.out)?;
             Ok(None)
         }
         Ended::Interrupted(signal) => cut_short(signal, dir, rt, "the soak"),
@@ -618,9 +621,9 @@ fn abuse(args: AbuseArgs) -> Result<Option<&'static str>, Error> {
     let rt = runtime(threads)?;
     match until_signal(&rt, mesh::run_abuse(&opts, &plan))? {
         Ended::Done(mut result) => {
-            result.conditions.note = args.note;
+            result.conditions.note = args.written.note;
             eprintln!("{}", mtls_benches::abuse::markdown(&result));
-            write_any(&result, args.out)?;
+            write_any(&result, args.written.out)?;
             Ok(None)
         }
         Ended::Interrupted(signal) => cut_short(signal, dir, rt, "the abuse run"),
