@@ -1,7 +1,6 @@
 //! cfssl JSON: CSR documents (`cfssl genkey`/`gencert` input) and signing configurations.
 
-use mtls_certs::cfssl::{CfsslCsr, SigningConfig};
-use mtls_certs::parse_duration;
+use mtls_certs::cfssl::{CfsslCsr, SigningConfig, parse_duration};
 
 /// `data` = a mode byte, then JSON: a cfssl CSR (mode even) or a signing config (mode odd).
 /// Everything derived from a document that loads (key algorithm, subject, SANs, every
