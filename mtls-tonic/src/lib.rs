@@ -287,6 +287,18 @@
 //! - `thiserror`, `tracing`: errors and events.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The crate docs link the items of every feature (docs.rs builds with all of them); a
+// build with fewer features has nothing to link to.
+#![cfg_attr(
+    not(all(
+        feature = "balance",
+        feature = "jwt",
+        feature = "testing",
+        feature = "workload-api",
+        feature = "metrics"
+    )),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 /// `get_ref`, `get_mut` and `into_inner` (tower's accessor trio) for a middleware service
 /// whose wrapped service is its `inner: S` field: written once for the crate's services.
