@@ -130,6 +130,74 @@ async fn echo_server() -> u16 {
     port
 }
 
+/// Callers making a new mTLS connection and round trip through Envoy, over and over, until
+/// [`Load::finish`]: what each call saw (the serial Envoy presented) or why it failed.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<BTreeSet<String>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(callers: u64, connector: &tokio_rustls::TlsConnector, port: u16) -> Self {
+        let load = Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            ok: Arc::new(AtomicU64::new(0)),
+            failures: Arc::new(Mutex::new(Vec::new())),
+            seen: Arc::new(Mutex::new(BTreeSet::new())),
+            workers: Vec::new(),
+        };
+        let workers = (0..callers)
+            .map(|w| {
+                let (stop, ok, failures, seen, connector) = (
+                    load.stop.clone(),
+                    load.ok.clone(),
+                    load.failures.clone(),
+                    load.seen.clone(),
+                    connector.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut n = w * 1_000_000;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        match round_trip(&connector, port, n).await {
+                            Ok(serial) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                seen.lock().unwrap().insert(serial);
+                            }
+                            Err(e) => failures.lock().unwrap().push(e),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { workers, ..load }
+    }
+
+    /// Calls that succeeded so far.
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Whether a call saw Envoy present the certificate with `serial`.
+    fn has_seen(&self, serial: &str) -> bool {
+        self.seen.lock().unwrap().contains(serial)
+    }
+
+    /// Stops the callers and waits for them: calls that succeeded, the failures, the serials seen.
+    async fn finish(self) -> (u64, Vec<String>, BTreeSet<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        let seen = self.seen.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failures, seen)
+    }
+}
+
 /// One mTLS round trip through Envoy; returns the serial of the certificate Envoy showed.
 async fn round_trip(
     connector: &tokio_rustls::TlsConnector,
@@ -253,35 +321,9 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
     assert!(certs.contains(ENVOY), "{certs}");
 
     // Load loop across a forced rotation: new connections all the time.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
-    let mut workers = Vec::new();
-    for w in 0..4u64 {
-        let (stop, ok, failures, seen, connector) = (
-            stop.clone(),
-            ok.clone(),
-            failures.clone(),
-            seen.clone(),
-            connector.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut n = w * 1_000_000;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                match round_trip(&connector, good, n).await {
-                    Ok(serial) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                        seen.lock().unwrap().insert(serial);
-                    }
-                    Err(e) => failures.lock().unwrap().push(e),
-                }
-            }
-        }));
-    }
+    let load = Load::start(4, &connector, good);
     eventually(Duration::from_secs(10), "calls before rotation", || {
-        (ok.load(Ordering::Relaxed) >= 50).then_some(())
+        (load.ok() >= 50).then_some(())
     })
     .await;
     t.agent.rotate_now().unwrap();
@@ -301,32 +343,23 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
         !certs.contains(&first.replace(':', "")),
         "old serial gone from /certs: {certs}"
     );
-    let at_rotation = ok.load(Ordering::Relaxed);
+    let at_rotation = load.ok();
     eventually(Duration::from_secs(10), "calls after rotation", || {
-        (ok.load(Ordering::Relaxed) >= at_rotation + 50 && seen.lock().unwrap().contains(&second))
-            .then_some(())
+        (load.ok() >= at_rotation + 50 && load.has_seen(&second)).then_some(())
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
+    let (calls, failures, seen) = load.finish().await;
     assert!(
         failures.is_empty(),
         "{} failed calls across the rotation: {failures:?}",
         failures.len()
     );
-    let seen = seen.lock().unwrap().clone();
     assert!(seen.contains(&first) && seen.contains(&second), "{seen:?}");
     // No restart: same process, still running.
     assert!(proc.child.try_wait().unwrap().is_none());
     assert_eq!(proc.pid(), envoy_pid);
     let stats = http_get(&admin, "/stats?filter=sds");
-    eprintln!(
-        "{} calls, 0 failed, serials {seen:?}; Envoy SDS stats:\n{stats}",
-        ok.load(Ordering::Relaxed)
-    );
+    eprintln!("{calls} calls, 0 failed, serials {seen:?}; Envoy SDS stats:\n{stats}");
 
     // The listener whose certificate name is unknown: the agent refuses the name, Envoy
     // counts an SDS update failure and logs the agent's message; no handshake succeeds.
@@ -433,39 +466,13 @@ async fn envoy_validating_with_all_keeps_serving_across_a_ca_rotation() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
-    let mut workers = Vec::new();
-    for w in 0..2u64 {
-        let (stop, ok, failures, seen, connector) = (
-            stop.clone(),
-            ok.clone(),
-            failures.clone(),
-            seen.clone(),
-            connector.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut n = w * 1_000_000;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                match round_trip(&connector, good, n).await {
-                    Ok(serial) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                        seen.lock().unwrap().insert(serial);
-                    }
-                    Err(e) => failures.lock().unwrap().push(e),
-                }
-            }
-        }));
-    }
+    let load = Load::start(2, &connector, good);
     let calls = |what: &'static str| {
-        let ok = ok.clone();
+        let load = &load;
         async move {
-            let at = ok.load(Ordering::Relaxed);
+            let at = load.ok();
             eventually(Duration::from_secs(20), what, || {
-                (ok.load(Ordering::Relaxed) >= at + 30).then_some(())
+                (load.ok() >= at + 30).then_some(())
             })
             .await;
         }
@@ -507,10 +514,9 @@ async fn envoy_validating_with_all_keeps_serving_across_a_ca_rotation() {
         },
     )
     .await;
-    let at = ok.load(Ordering::Relaxed);
+    let at = load.ok();
     eventually(Duration::from_secs(20), "calls with the new CA", || {
-        (ok.load(Ordering::Relaxed) >= at + 30 && seen.lock().unwrap().contains(&second))
-            .then_some(())
+        (load.ok() >= at + 30 && load.has_seen(&second)).then_some(())
     })
     .await;
 
@@ -525,11 +531,7 @@ async fn envoy_validating_with_all_keeps_serving_across_a_ca_rotation() {
     .await;
     calls("calls after retirement").await;
 
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
+    let (_, failures, _) = load.finish().await;
     assert!(
         failures.is_empty(),
         "{} failed calls across the CA rotation: {failures:?}",
