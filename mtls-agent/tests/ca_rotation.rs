@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use mtls_agent::{Agent, AgentConfig, Registration, ServeProfile};
 use mtls_core::{
-    Authorize, BundleEndpoint, ClientConfigBuilder, IdentitySource, ServerConfigBuilder,
-    SpiffeBundle, TrustSource, WorkloadApiSource,
+    Authorize, BundleEndpoint, IdentitySource, ServerConfigBuilder, SpiffeBundle, TrustSource,
+    WorkloadApiSource,
 };
 use mtls_tonic::{client::MtlsConnector, server::MtlsIncoming};
 use support::pb::workload::{
@@ -287,17 +287,7 @@ async fn tonic_calls_keep_succeeding_across_a_ca_rotation() {
             .add_service(health)
             .serve_with_incoming(MtlsIncoming::new(listener, server_config)),
     );
-    let client_source = WorkloadApiSource::builder()
-        .endpoint(t.endpoint())
-        .connect()
-        .await
-        .unwrap();
-    let client_config = Arc::new(
-        ClientConfigBuilder::new(client_source.clone(), client_source.clone())
-            .authorize(Authorize::exact(BOOKSTORE.parse().unwrap()))
-            .build()
-            .unwrap(),
-    );
+    let (client_source, client_config) = t.client(BOOKSTORE).await;
     let connector = MtlsConnector::new(client_config.clone())
         .server_name("bookstore.local")
         .unwrap();

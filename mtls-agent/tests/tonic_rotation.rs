@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mtls_core::{
-    Authorize, ClientConfigBuilder, IdentitySource, ServerConfigBuilder, WorkloadApiSource,
-};
+use mtls_core::{Authorize, IdentitySource, ServerConfigBuilder, WorkloadApiSource};
 use mtls_tonic::{
     client::{BearerInterceptor, MtlsConnector, TokenSource, WorkloadJwtToken},
     jwt::{JwtLayer, JwtRules},
@@ -73,17 +71,7 @@ async fn tonic_server_on_workload_api_identity_rotates_under_load_with_zero_fail
     );
 
     // Client: its own Workload API source and a JWT-SVID token source.
-    let client_source = WorkloadApiSource::builder()
-        .endpoint(t.endpoint())
-        .connect()
-        .await
-        .unwrap();
-    let client_config = Arc::new(
-        ClientConfigBuilder::new(client_source.clone(), client_source.clone())
-            .authorize(Authorize::exact(BOOKSTORE.parse().unwrap()))
-            .build()
-            .unwrap(),
-    );
+    let (_client_source, client_config) = t.client(BOOKSTORE).await;
     let tokens = WorkloadJwtToken::builder(["bookstore"])
         .endpoint(t.endpoint())
         .connect()

@@ -62,6 +62,27 @@ impl TestAgent {
     pub fn sds_socket(&self) -> PathBuf {
         self.agent.sds_socket().unwrap().to_owned()
     }
+
+    /// A workload of this agent: its Workload API source, and a client config on that source
+    /// that accepts only the server `server_id`.
+    pub async fn client(
+        &self,
+        server_id: &str,
+    ) -> (
+        mtls_core::WorkloadApiSource,
+        std::sync::Arc<rustls::ClientConfig>,
+    ) {
+        let source = mtls_core::WorkloadApiSource::builder()
+            .endpoint(self.endpoint())
+            .connect()
+            .await
+            .unwrap();
+        let config = mtls_core::ClientConfigBuilder::new(source.clone(), source.clone())
+            .authorize(mtls_core::Authorize::exact(server_id.parse().unwrap()))
+            .build()
+            .unwrap();
+        (source, std::sync::Arc::new(config))
+    }
 }
 
 /// A registration giving our uid the web identity.
