@@ -7,15 +7,11 @@ mod support;
 use bookstore::mesh::{self, MeshOptions, PathKind, checks};
 use tonic::Code;
 
-fn require_envoy() -> bool {
-    std::env::var("MTLS_REQUIRE_ENVOY").as_deref() == Ok("1")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
     let mut options = MeshOptions::default();
     options.calls = 45;
-    options.require_envoy = require_envoy();
+    options.require_envoy = support::envoy_required();
     // The stats table's proxyless figures: this process's recorder, as the binary's.
     bookstore::metrics::record().unwrap();
     let outcome = match mesh::run(&options).await {
@@ -65,7 +61,7 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
         (Some(_), _) => paths.push(PathKind::Envoy),
         (None, reason) => {
             assert!(
-                !require_envoy(),
+                !support::envoy_required(),
                 "MTLS_REQUIRE_ENVOY=1 but the Envoy path did not run: {reason:?}"
             );
             eprintln!(
@@ -255,12 +251,7 @@ fn mesh_binary_without_envoy_skips_it_and_says_how_to_get_it() {
 /// children reading configs from its temporary directory) survives; the directory is gone.
 #[test]
 fn mesh_interrupted_stops_every_envoy_it_started() {
-    if bookstore::envoy::find_envoy(None).is_none() {
-        assert!(
-            !require_envoy(),
-            "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh"
-        );
-        eprintln!("no Envoy: skipping");
+    if !support::mesh_finds_envoy("skipping") {
         return;
     }
     let mut mesh = support::ChildGuard::spawn(

