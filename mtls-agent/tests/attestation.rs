@@ -165,10 +165,7 @@ fn helper() {
 /// The first FetchX509SVID message over `socket`, or the status code that refused it.
 async fn fetch_x509(socket: PathBuf) -> Result<X509svidResponse, tonic::Code> {
     let mut client = SpiffeWorkloadApiClient::new(unix_channel(socket).await);
-    let mut request = tonic::Request::new(X509svidRequest {});
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let request = workload_request(X509svidRequest {});
     let call = async {
         let mut stream = client.fetch_x509svid(request).await?.into_inner();
         stream
@@ -481,10 +478,7 @@ async fn a_stream_ends_when_its_caller_exits() {
     let mut out = BufReader::new(caller.child.stdout.take().unwrap());
     let _relay = relay_pid(&mut out);
     let mut client = SpiffeWorkloadApiClient::new(unix_channel(relay).await);
-    let mut request = tonic::Request::new(X509svidRequest {});
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let request = workload_request(X509svidRequest {});
     let mut stream = client.fetch_x509svid(request).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.svids[0].spiffe_id, WEB);
@@ -506,10 +500,7 @@ async fn a_stream_follows_its_entry_and_ends_when_the_entry_moves_to_another_uid
     })
     .await;
     let mut client = SpiffeWorkloadApiClient::new(unix_channel(lab.socket.clone()).await);
-    let mut request = tonic::Request::new(X509svidRequest {});
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let request = workload_request(X509svidRequest {});
     let mut stream = client.fetch_x509svid(request).await.unwrap().into_inner();
     assert_eq!(stream.message().await.unwrap().unwrap().svids.len(), 1);
     let reload = |yaml: String| {

@@ -12,22 +12,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use spiffe::{WorkloadApiClient, X509Source};
+use spiffe::WorkloadApiClient;
 use support::*;
 
+/// The agent binary for `dir/reg.yaml`, its sockets in `dir/run`, its state in `dir/state`.
 fn agent_cmd(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtls-agent"));
-    cmd.args(["--trust-domain", TD])
-        .arg("--registration")
-        .arg(dir.join("reg.yaml"))
-        .arg("--socket")
-        .arg(dir.join("run/workload.sock"))
-        .arg("--sds-socket")
-        .arg(dir.join("run/sds.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .env("RUST_LOG", "info");
-    cmd
+    agent_binary(
+        dir,
+        &dir.join("run/workload.sock"),
+        Some(&dir.join("run/sds.sock")),
+        &dir.join("state"),
+    )
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -72,13 +67,8 @@ async fn binary_keeps_state_rotates_on_sighup_and_stops_on_sigterm() {
     }
     let ca_pem = std::fs::read_to_string(state.join("ca.pem")).unwrap();
 
-    let source = X509Source::builder()
-        .endpoint(&endpoint)
-        .initial_sync_timeout(Duration::from_secs(5))
-        .build()
-        .await
-        .unwrap();
-    let first = serial_of_der(source.svid().unwrap().leaf().as_bytes());
+    let source = x509_source(&endpoint).await;
+    let first = svid_serial(&source);
     assert_eq!(source.svid().unwrap().spiffe_id().to_string(), WEB);
 
     // SIGHUP: re-read the registration (now with a second identity) and rotate.
@@ -93,11 +83,8 @@ async fn binary_keeps_state_rotates_on_sighup_and_stops_on_sigterm() {
     .unwrap();
     let mut updates = source.updated();
     signal(agent.pid(), "-HUP");
-    tokio::time::timeout(Duration::from_secs(5), updates.changed())
-        .await
-        .unwrap()
-        .unwrap();
-    let second = serial_of_der(source.svid().unwrap().leaf().as_bytes());
+    next_update(&mut updates, "the SVIDs of the re-read registration").await;
+    let second = svid_serial(&source);
     assert_ne!(first, second);
     let client = WorkloadApiClient::connect_to(&endpoint).await.unwrap();
     assert_eq!(client.fetch_all_x509_svids().await.unwrap().len(), 2);

@@ -16,26 +16,17 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mtls_agent::{Agent, AgentConfig, Registration, ServeProfile};
-use mtls_core::{
-    Authorize, BundleEndpoint, IdentitySource, ServerConfigBuilder, SpiffeBundle, TrustSource,
-    WorkloadApiSource,
-};
+use mtls_agent::{Agent, ServeProfile};
+use mtls_core::{BundleEndpoint, IdentitySource, TrustSource};
 use mtls_tonic::{client::MtlsConnector, server::MtlsIncoming};
 use support::pb::workload::{
     X509svidRequest, X509svidResponse, spiffe_workload_api_client::SpiffeWorkloadApiClient,
 };
 use support::*;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 const BOOKSTORE: &str = "spiffe://bookstore.local/bookstore";
-const FOREIGN: &str = "client.local";
-const ENDPOINT_ID: &str = "spiffe://client.local/bundle-endpoint";
 
 fn pem(der: &[u8]) -> String {
     use base64::Engine;
@@ -94,10 +85,7 @@ async fn a_workload_sees_old_and_new_roots_then_an_svid_of_the_new_ca() {
     let first_sequence = t.agent.bundle_sequence();
     let mut raw =
         SpiffeWorkloadApiClient::new(unix_channel(t.agent.workload_socket().into()).await);
-    let mut request = tonic::Request::new(X509svidRequest {});
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let request = workload_request(X509svidRequest {});
     let mut stream = raw.fetch_x509svid(request).await.unwrap().into_inner();
     let m0 = stream.message().await.unwrap().unwrap();
     assert_eq!(split_der(&m0.svids[0].bundle), [old_root.as_str()]);
@@ -269,16 +257,7 @@ async fn tonic_calls_keep_succeeding_across_a_ca_rotation() {
     )
     .await;
     let td: mtls_core::TrustDomain = TD.parse().unwrap();
-    let source = WorkloadApiSource::builder()
-        .endpoint(t.endpoint())
-        .startup_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap();
-    let server_config = ServerConfigBuilder::new(source.clone(), source.clone())
-        .authorize(Authorize::member_of(td.clone()))
-        .build()
-        .unwrap();
+    let (source, server_config) = t.server().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_reporter, health) = tonic_health::server::health_reporter();
@@ -293,56 +272,10 @@ async fn tonic_calls_keep_succeeding_across_a_ca_rotation() {
         .unwrap();
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut workers = Vec::new();
     // A long-lived channel (made with the old SVIDs) and a loop making a new connection
     // (a new handshake) for every call.
-    for w in 0..2 {
-        let (stop, ok, failures, connector, endpoint) = (
-            stop.clone(),
-            ok.clone(),
-            failures.clone(),
-            connector.clone(),
-            endpoint.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let fresh_each_call = w == 1;
-            let mut channel = None;
-            while !stop.load(Ordering::Relaxed) {
-                if channel.is_none() || fresh_each_call {
-                    match endpoint.connect_with_connector(connector.clone()).await {
-                        Ok(c) => channel = Some(c),
-                        Err(e) => {
-                            failures.lock().unwrap().push(format!("connect: {e:?}"));
-                            continue;
-                        }
-                    }
-                }
-                let Some(c) = channel.clone() else { continue };
-                match HealthClient::new(c)
-                    .check(HealthCheckRequest::default())
-                    .await
-                {
-                    Ok(_) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(status) => failures.lock().unwrap().push(format!("{status:?}")),
-                }
-            }
-        }));
-    }
-    let calls = |n: u64, what: &'static str| {
-        let ok = ok.clone();
-        async move {
-            let at = ok.load(Ordering::Relaxed);
-            eventually(Duration::from_secs(20), what, || {
-                (ok.load(Ordering::Relaxed) >= at + n).then_some(())
-            })
-            .await;
-        }
-    };
+    let load = HealthLoad::start(2, &connector, &endpoint, no_interceptor);
+    let calls = |n, what| load.calls(n, what);
     calls(50, "calls before the rotation").await;
     let old_serial = IdentitySource::current(&source).serial().to_string();
 
@@ -378,15 +311,7 @@ async fn tonic_calls_keep_succeeding_across_a_ca_rotation() {
     calls(50, "calls with the new SVIDs").await;
 
     // A new handshake now sees a certificate of the new CA.
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(client_config.clone())
-        .connect(
-            rustls_pki_types::ServerName::try_from("bookstore.local").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
-    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let presented = presented_certificate(client_config.clone(), addr).await;
     mtls_certs::verify_chain_pem(
         &pem(presented.as_ref()),
         &t.agent.ca().cert_pem(),
@@ -408,41 +333,14 @@ async fn tonic_calls_keep_succeeding_across_a_ca_rotation() {
     .await;
     calls(50, "calls after retirement").await;
 
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let (ok, failures) = load.finish().await;
     server.abort();
-    let failures = failures.lock().unwrap().clone();
     assert!(
         failures.is_empty(),
         "{} of {} calls failed across the CA rotation: {failures:?}",
         failures.len(),
-        ok.load(Ordering::Relaxed) + failures.len() as u64
+        ok + failures.len() as u64
     );
-}
-
-/// `client.local`'s agent serving its bundle endpoint with `profile` and a 1 s hint.
-async fn foreign_agent(dir: &Path, profile: ServeProfile) -> Agent {
-    let registration = Registration::from_yaml(&format!(
-        "entries:\n  - spiffe_id: spiffe://client.local/app\n    selectors: {{ uid: {} }}\n",
-        my_uid()
-    ))
-    .unwrap();
-    Agent::start(
-        AgentConfig::new(
-            FOREIGN.parse().unwrap(),
-            dir.join("client.sock"),
-            registration,
-        )
-        .serve_bundle_endpoint(
-            "127.0.0.1:0".parse().unwrap(),
-            profile,
-            Duration::from_secs(1),
-        ),
-    )
-    .await
-    .unwrap()
 }
 
 /// The federating agent picks up `foreign`'s new root at its next refresh, with a higher
@@ -497,20 +395,11 @@ async fn a_federated_agent_takes_the_new_root_over_https_spiffe() {
     let foreign = foreign_agent(
         tmp.path(),
         ServeProfile::HttpsSpiffe {
-            endpoint_id: ENDPOINT_ID.parse().unwrap(),
+            endpoint_id: FOREIGN_ENDPOINT_ID.parse().unwrap(),
         },
     )
     .await;
-    let initial = SpiffeBundle::new(FOREIGN.parse().unwrap())
-        .add_x509_authorities_pem(foreign.bundle_pem())
-        .unwrap();
-    let endpoint = BundleEndpoint::https_spiffe(
-        FOREIGN.parse().unwrap(),
-        &format!("https://{}/", foreign.bundle_endpoint_addr().unwrap()),
-        ENDPOINT_ID.parse().unwrap(),
-        initial,
-    )
-    .unwrap();
+    let endpoint = https_spiffe_endpoint(&foreign, FOREIGN_ENDPOINT_ID);
     federated_peer_follows_the_rotation(&foreign, endpoint).await;
 }
 

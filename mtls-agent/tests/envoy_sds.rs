@@ -9,13 +9,14 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mtls_core::{Authorize, ClientConfigBuilder, WorkloadApiSource};
+use mtls_test_support::envoy_config::mtls_transport_socket;
 use serde_json::{Value, json};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,20 +42,13 @@ fn tls_listener(name: &str, port: u16, cert_name: &str, ca_name: &str, wait: &st
         "name": name,
         "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
         "filter_chains": [{
-            "transport_socket": {
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                    "require_client_certificate": true,
-                    "common_tls_context": {
-                        "tls_certificate_sds_secret_configs": [
-                            { "name": cert_name, "sds_config": sds_config("sds_agent", wait) }
-                        ],
-                        "validation_context_sds_secret_config":
-                            { "name": ca_name, "sds_config": sds_config("sds_agent", wait) }
-                    }
-                }
-            },
+            "transport_socket": mtls_transport_socket(json!({
+                "tls_certificate_sds_secret_configs": [
+                    { "name": cert_name, "sds_config": sds_config("sds_agent", wait) }
+                ],
+                "validation_context_sds_secret_config":
+                    { "name": ca_name, "sds_config": sds_config("sds_agent", wait) }
+            })),
             "filters": [{
                 "name": "envoy.filters.network.tcp_proxy",
                 "typed_config": {
@@ -237,39 +231,18 @@ async fn round_trip(
     Ok(serial)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_restart() {
-    let Some(envoy) = envoy_or_skip("envoy_sds") else {
-        return;
-    };
-    let reg = format!(
+/// A registration giving our uid the web identity, and Envoy's identity to our uid on the
+/// SDS node `NODE_ID`.
+fn envoy_and_web_for_me() -> String {
+    format!(
         "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ uid: {uid}, sds_node_id: {NODE_ID} }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {uid} }}\n",
         uid = my_uid()
-    );
-    let t = TestAgent::start(&reg).await;
-    let upstream = echo_server().await;
-    let config = t.dir.path().join("envoy.json");
-    std::fs::write(
-        &config,
-        bootstrap(&t.sds_socket(), upstream, "spiffe://bookstore.local").to_string(),
     )
-    .unwrap();
-    let admin_path = t.dir.path().join("admin.txt");
-    let log_path = t.dir.path().join("envoy.log");
-    let mut proc = ChildGuard::spawn_logging(
-        "envoy",
-        Command::new(&envoy)
-            .arg("-c")
-            .arg(&config)
-            .arg("--disable-hot-restart")
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .args(["-l", "info"]),
-        &log_path,
-    );
-    let envoy_pid = proc.pid();
+}
 
-    // The workload side of the test gets its own SVID from the agent too.
+/// A workload of the agent `t`: its Workload API source and a connector (ALPN `echo`) that
+/// accepts only Envoy's identity.
+async fn echo_connector(t: &TestAgent) -> (WorkloadApiSource, tokio_rustls::TlsConnector) {
     let source = WorkloadApiSource::builder()
         .endpoint(t.endpoint())
         .connect()
@@ -280,37 +253,102 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
         .alpn_protocols(["echo"])
         .build()
         .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    (source, tokio_rustls::TlsConnector::from(Arc::new(client)))
+}
 
-    // Ready: the listeners are bound and the mTLS listener completes a round trip.
-    let started = Instant::now();
-    let ports = envoy_ports(
-        &mut proc,
-        &admin_path,
-        Some(&log_path),
-        &["mtls", "unknown_name"],
-        Duration::from_secs(30),
-    );
-    let admin = ports.admin.clone();
-    let (good, bad) = (
-        ports.listener("mtls").port(),
-        ports.listener("unknown_name").port(),
-    );
-    loop {
-        if let Some(status) = proc.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            panic!("envoy exited with {status}: {log}");
-        }
-        if round_trip(&connector, good, 0).await.is_ok() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "envoy did not serve mTLS with SDS secrets; log:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
+/// Envoy on [`bootstrap`] in front of an echo server, serving: its process, the ports of its
+/// admin and `listeners`, its log.
+struct Served {
+    proc: ChildGuard,
+    ports: EnvoyPorts,
+    log: PathBuf,
+}
+
+impl Served {
+    /// Starts Envoy with its validation context the SDS secret `ca_name` and waits (30 s at
+    /// most) until `listeners` are bound and the `mtls` listener completes a round trip over
+    /// `connector`; `how` says in the failure what was being served.
+    async fn start(
+        t: &TestAgent,
+        envoy: &Path,
+        ca_name: &str,
+        listeners: &[&str],
+        connector: &tokio_rustls::TlsConnector,
+        how: &str,
+    ) -> Self {
+        let upstream = echo_server().await;
+        let config = t.dir.path().join("envoy.json");
+        std::fs::write(
+            &config,
+            bootstrap(&t.sds_socket(), upstream, ca_name).to_string(),
+        )
+        .unwrap();
+        let admin_path = t.dir.path().join("admin.txt");
+        let log = t.dir.path().join("envoy.log");
+        let mut proc = ChildGuard::spawn_logging(
+            "envoy",
+            Command::new(envoy)
+                .arg("-c")
+                .arg(&config)
+                .arg("--disable-hot-restart")
+                .arg("--admin-address-path")
+                .arg(&admin_path)
+                .args(["-l", "info"]),
+            &log,
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let ports = envoy_ports(
+            &mut proc,
+            &admin_path,
+            Some(&log),
+            listeners,
+            Duration::from_secs(30),
+        );
+        let good = ports.listener("mtls").port();
+        loop {
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("envoy exited with {status}: {log}");
+            }
+            if round_trip(connector, good, 0).await.is_ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "envoy did not serve mTLS {how}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { proc, ports, log }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_restart() {
+    let Some(envoy) = envoy_or_skip("envoy_sds") else {
+        return;
+    };
+    let reg = envoy_and_web_for_me();
+    let t = TestAgent::start(&reg).await;
+    // The workload side of the test gets its own SVID from the agent too.
+    let (_source, connector) = echo_connector(&t).await;
+    let mut served = Served::start(
+        &t,
+        &envoy,
+        "spiffe://bookstore.local",
+        &["mtls", "unknown_name"],
+        &connector,
+        "with SDS secrets",
+    )
+    .await;
+    let (proc, log_path) = (&mut served.proc, &served.log);
+    let envoy_pid = proc.pid();
+    let admin = served.ports.admin.clone();
+    let (good, bad) = (
+        served.ports.listener("mtls").port(),
+        served.ports.listener("unknown_name").port(),
+    );
     let envoy_id = ENVOY.parse().unwrap();
     let first = t.agent.serial_of(&envoy_id).unwrap();
     let certs = http_get(&admin, "/certs");
@@ -379,7 +417,7 @@ async fn envoy_gets_svid_and_bundle_over_sds_and_rotates_under_load_without_rest
     )
     .await;
     assert!(round_trip(&connector, bad, 1).await.is_err());
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
     assert!(
         // grpc-message arrives percent-encoded: "unknown%20SDS%20secret%20name%20%22no-such-secret%22..."
         log.contains(
@@ -403,68 +441,22 @@ async fn envoy_validating_with_all_keeps_serving_across_a_ca_rotation() {
     let Some(envoy) = envoy_or_skip("envoy_sds") else {
         return;
     };
-    let reg = format!(
-        "entries:\n  - spiffe_id: {ENVOY}\n    selectors: {{ uid: {uid}, sds_node_id: {NODE_ID} }}\n  - spiffe_id: {WEB}\n    selectors: {{ uid: {uid} }}\n",
-        uid = my_uid()
-    );
+    let reg = envoy_and_web_for_me();
     // Prepared until the test activates it, once Envoy and the client have the new root.
     let t = TestAgent::start_with(&reg, |c| c.ca_activation_delay(Duration::from_secs(3600))).await;
-    let upstream = echo_server().await;
-    let config = t.dir.path().join("envoy.json");
-    std::fs::write(
-        &config,
-        bootstrap(&t.sds_socket(), upstream, "ALL").to_string(),
-    )
-    .unwrap();
-    let admin_path = t.dir.path().join("admin.txt");
-    let log_path = t.dir.path().join("envoy.log");
-    let mut proc = ChildGuard::spawn_logging(
-        "envoy",
-        Command::new(&envoy)
-            .arg("-c")
-            .arg(&config)
-            .arg("--disable-hot-restart")
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .args(["-l", "info"]),
-        &log_path,
-    );
-    let source = WorkloadApiSource::builder()
-        .endpoint(t.endpoint())
-        .connect()
-        .await
-        .unwrap();
-    let client = ClientConfigBuilder::new(source.clone(), source.clone())
-        .authorize(Authorize::exact(ENVOY.parse().unwrap()))
-        .alpn_protocols(["echo"])
-        .build()
-        .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let started = Instant::now();
-    let ports = envoy_ports(
-        &mut proc,
-        &admin_path,
-        Some(&log_path),
+    let (source, connector) = echo_connector(&t).await;
+    let mut served = Served::start(
+        &t,
+        &envoy,
+        "ALL",
         &["mtls"],
-        Duration::from_secs(30),
-    );
-    let admin = ports.admin.clone();
-    let good = ports.listener("mtls").port();
-    loop {
-        if let Some(status) = proc.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            panic!("envoy exited with {status}: {log}");
-        }
-        if round_trip(&connector, good, 0).await.is_ok() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "envoy did not serve mTLS validating with ALL (SPIFFE validator); log:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        &connector,
+        "validating with ALL (SPIFFE validator)",
+    )
+    .await;
+    let proc = &mut served.proc;
+    let admin = served.ports.admin.clone();
+    let good = served.ports.listener("mtls").port();
 
     let load = Load::start(2, &connector, good);
     let calls = |what: &'static str| {

@@ -14,19 +14,15 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use mtls_agent::{Agent, AgentConfig, Delivery, Registration, ServeProfile};
-use mtls_core::{BundleEndpoint, SpiffeBundle};
+use mtls_agent::{Agent, Delivery, ServeProfile};
+use mtls_core::BundleEndpoint;
 use prost::Message as _;
-use support::pb::envoy::config::core::v3::{Node, data_source};
+use support::pb::envoy::config::core::v3::data_source;
 use support::pb::envoy::extensions::transport_sockets::tls::v3::{
     Secret, SpiffeCertValidatorConfig, secret,
 };
-use support::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use support::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use support::*;
-
-const FOREIGN: &str = "client.local";
-const ENDPOINT_ID: &str = "spiffe://client.local/bundle-endpoint";
 
 const PY: &str = r#"
 import sys
@@ -42,51 +38,31 @@ jwt = client.fetch_jwt_bundles().get_bundle_for_trust_domain(td)
 print("jwt", sorted(jwt.jwt_authorities.keys()))
 "#;
 
-/// `client.local`'s agent, serving its bundle endpoint on a loopback port.
-async fn foreign_agent(dir: &std::path::Path) -> Agent {
-    let registration = Registration::from_yaml(&format!(
-        "entries:\n  - spiffe_id: spiffe://client.local/app\n    selectors: {{ uid: {} }}\n",
-        my_uid()
-    ))
-    .unwrap();
-    Agent::start(
-        AgentConfig::new(
-            FOREIGN.parse().unwrap(),
-            dir.join("client.sock"),
-            registration,
-        )
-        .serve_bundle_endpoint(
-            "127.0.0.1:0".parse().unwrap(),
-            ServeProfile::HttpsSpiffe {
-                endpoint_id: ENDPOINT_ID.parse().unwrap(),
-            },
-            Duration::from_secs(1),
-        ),
-    )
-    .await
-    .unwrap()
+/// `client.local`'s agent, serving its bundle endpoint (`https_spiffe`) on a loopback port.
+async fn foreign_spiffe_agent(dir: &std::path::Path) -> Agent {
+    let endpoint_id = FOREIGN_ENDPOINT_ID.parse().unwrap();
+    foreign_agent(dir, ServeProfile::HttpsSpiffe { endpoint_id }).await
 }
 
-fn endpoint(foreign: &Agent, id: &str) -> BundleEndpoint {
-    let initial = SpiffeBundle::new(FOREIGN.parse().unwrap())
-        .add_x509_authorities_pem(foreign.bundle_pem())
-        .unwrap();
-    BundleEndpoint::https_spiffe(
-        FOREIGN.parse().unwrap(),
-        &format!("https://{}/", foreign.bundle_endpoint_addr().unwrap()),
-        id.parse().unwrap(),
-        initial,
-    )
-    .unwrap()
+/// The bundle `t`'s agent holds for `client.local`.
+fn federated(t: &TestAgent) -> mtls_core::SpiffeBundle {
+    t.agent
+        .federated_bundles()
+        .get(&FOREIGN.parse().unwrap())
+        .cloned()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_spiffe_reads_the_bundles_of_a_federated_trust_domain() {
     let python = python().expect("no Python with py-spiffe: set MTLS_PYTHON");
     let tmp = tempfile::tempdir().unwrap();
-    let foreign = foreign_agent(tmp.path()).await;
+    let foreign = foreign_spiffe_agent(tmp.path()).await;
     let creds = tmp.path().join("creds");
-    let (ep, folder) = (endpoint(&foreign, ENDPOINT_ID), creds.clone());
+    let (ep, folder) = (
+        https_spiffe_endpoint(&foreign, FOREIGN_ENDPOINT_ID),
+        creds.clone(),
+    );
     let t = TestAgent::start_with(&web_for_me(), move |c| {
         c.federate_with(ep)
             .deliver(Delivery::new(folder, WEB.parse().unwrap()))
@@ -119,11 +95,7 @@ async fn py_spiffe_reads_the_bundles_of_a_federated_trust_domain() {
         "py-spiffe: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let kids: Vec<String> = t
-        .agent
-        .federated_bundles()
-        .get(&FOREIGN.parse().unwrap())
-        .unwrap()
+    let kids: Vec<String> = federated(&t)
         .jwt_authorities()
         .iter()
         .map(|a| format!("'{}'", a.kid()))
@@ -138,12 +110,7 @@ async fn py_spiffe_reads_the_bundles_of_a_federated_trust_domain() {
     );
 
     // A JWT-SVID of client.local verifies with the federated JWT bundle.
-    let bundle = t
-        .agent
-        .federated_bundles()
-        .get(&FOREIGN.parse().unwrap())
-        .cloned()
-        .unwrap();
+    let bundle = federated(&t);
     let token = {
         let client = spiffe::WorkloadApiClient::connect_to(foreign.workload_endpoint())
             .await
@@ -166,15 +133,7 @@ async fn py_spiffe_reads_the_bundles_of_a_federated_trust_domain() {
     // Envoy SDS: the foreign domain's validation context, named as SPIRE names it.
     let mut sds = SecretDiscoveryServiceClient::new(unix_channel(t.sds_socket()).await);
     let response = sds
-        .fetch_secrets(DiscoveryRequest {
-            node: Some(Node {
-                id: "sidecar".to_owned(),
-                cluster: "c".to_owned(),
-            }),
-            resource_names: vec!["spiffe://client.local".to_owned()],
-            type_url: mtls_agent::SECRET_TYPE_URL.to_owned(),
-            ..Default::default()
-        })
+        .fetch_secrets(sds_request("sidecar", &["spiffe://client.local"]))
         .await
         .unwrap()
         .into_inner();
@@ -192,15 +151,7 @@ async fn py_spiffe_reads_the_bundles_of_a_federated_trust_domain() {
     // SPIRE's ALL: ours and the federated domain, each with its own bundle, in Envoy's
     // SPIFFE validator (never merged into one trusted_ca).
     let response = sds
-        .fetch_secrets(DiscoveryRequest {
-            node: Some(Node {
-                id: "sidecar".to_owned(),
-                cluster: "c".to_owned(),
-            }),
-            resource_names: vec!["ALL".to_owned()],
-            type_url: mtls_agent::SECRET_TYPE_URL.to_owned(),
-            ..Default::default()
-        })
+        .fetch_secrets(sds_request("sidecar", &["ALL"]))
         .await
         .unwrap()
         .into_inner();
@@ -243,8 +194,8 @@ async fn py_spiffe_reads_the_bundles_of_a_federated_trust_domain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_endpoint_id_federates_nothing_new() {
     let tmp = tempfile::tempdir().unwrap();
-    let foreign = foreign_agent(tmp.path()).await;
-    let ep = endpoint(&foreign, "spiffe://client.local/someone-else");
+    let foreign = foreign_spiffe_agent(tmp.path()).await;
+    let ep = https_spiffe_endpoint(&foreign, "spiffe://client.local/someone-else");
     let t = TestAgent::start_with(&web_for_me(), move |c| c.federate_with(ep)).await;
     // The fetch is made and refused, naming the ID the endpoint presented and the one expected.
     let td = FOREIGN.parse().unwrap();
@@ -262,17 +213,12 @@ async fn a_wrong_endpoint_id_federates_nothing_new() {
     };
     assert!(
         refusal.contains(&format!(
-            "presented {ENDPOINT_ID}; expected spiffe://client.local/someone-else"
+            "presented {FOREIGN_ENDPOINT_ID}; expected spiffe://client.local/someone-else"
         )),
         "{refusal}"
     );
     // Only the initial bundle (no sequence, no JWT authority): nothing was installed.
-    let bundle = t
-        .agent
-        .federated_bundles()
-        .get(&FOREIGN.parse().unwrap())
-        .cloned()
-        .unwrap();
+    let bundle = federated(&t);
     assert_eq!(bundle.sequence(), None);
     assert!(bundle.jwt_authorities().is_empty());
 }
@@ -285,24 +231,14 @@ async fn the_bundle_endpoint_serves_https_web_too() {
     let site = web
         .issue(&mtls_certs::LeafParams::server(["127.0.0.1"]))
         .unwrap();
-    let registration = Registration::from_yaml("entries: []").unwrap();
-    let foreign = Agent::start(
-        AgentConfig::new(
-            FOREIGN.parse().unwrap(),
-            tmp.path().join("client.sock"),
-            registration,
-        )
-        .serve_bundle_endpoint(
-            "127.0.0.1:0".parse().unwrap(),
-            ServeProfile::HttpsWeb {
-                chain_pem: site.chain_pem(),
-                key_pem: site.key_pem(),
-            },
-            Duration::from_secs(1),
-        ),
+    let foreign = foreign_agent(
+        tmp.path(),
+        ServeProfile::HttpsWeb {
+            chain_pem: site.chain_pem(),
+            key_pem: site.key_pem(),
+        },
     )
-    .await
-    .unwrap();
+    .await;
     let url = format!("https://{}/", foreign.bundle_endpoint_addr().unwrap());
     // Fetched with WebPKI rules against the web CA; the document is client.local's bundle.
     let fetched = BundleEndpoint::https_web(FOREIGN.parse().unwrap(), &url, web.cert_pem())

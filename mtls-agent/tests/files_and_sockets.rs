@@ -27,6 +27,41 @@ fn refused(cmd: &mut std::process::Command) -> String {
     err
 }
 
+/// With root, a shared temp dir (see `shared_tmp`) registering our uid as the web
+/// workload; without, `None` (the test is skipped, saying so).
+fn root_shared_tmp(test: &str) -> Option<tempfile::TempDir> {
+    root_or_skip(test).then(|| shared_tmp(&web_for_me()))
+}
+
+/// A first agent in `dir` (its `reg.yaml` registering our uid as the web workload), logging
+/// to `dir/first.log`, once it serves `socket` (and `sds`, if given).
+async fn first_agent(dir: &Path, socket: &Path, sds: Option<&Path>, state: &Path) -> ChildGuard {
+    std::fs::write(dir.join("reg.yaml"), web_for_me()).unwrap();
+    let log = dir.join("first.log");
+    let mut first = ChildGuard::spawn_logging(
+        "first mtls-agent",
+        &mut agent_binary(dir, socket, sds, state),
+        &log,
+    );
+    wait_until_serving(socket, &mut first, &log).await;
+    if let Some(sds) = sds {
+        wait_until_serving(sds, &mut first, &log).await;
+    }
+    first
+}
+
+/// The agent at `socket` still serves: a new client gets the web X509-SVID.
+async fn assert_serves_web(socket: &Path) {
+    let client = WorkloadApiClient::connect_to(format!("unix://{}", socket.display()))
+        .await
+        .unwrap();
+    let svid = tokio::time::timeout(Duration::from_secs(5), client.fetch_x509_svid())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(svid.spiffe_id().to_string(), WEB);
+}
+
 fn mkdir_as(uid: u32, path: &Path) {
     let status = as_uid(uid, "mkdir")
         .arg("-m")
@@ -39,10 +74,9 @@ fn mkdir_as(uid: u32, path: &Path) {
 
 #[test]
 fn a_state_directory_of_another_user_is_refused_naming_the_path() {
-    if !root_or_skip("foreign state directory") {
+    let Some(dir) = root_shared_tmp("foreign state directory") else {
         return;
-    }
-    let dir = shared_tmp(&web_for_me());
+    };
     let state = dir.path().join("state");
     // The attacker gets there first, with their own CA (any file will do: it must not be read).
     mkdir_as(ATTACKER_UID, &state);
@@ -89,10 +123,9 @@ fn a_state_directory_of_another_user_is_refused_naming_the_path() {
 
 #[test]
 fn a_socket_directory_of_another_user_is_refused_and_a_failed_start_leaves_no_socket() {
-    if !root_or_skip("foreign socket directory") {
+    let Some(dir) = root_shared_tmp("foreign socket directory") else {
         return;
-    }
-    let dir = shared_tmp(&web_for_me());
+    };
     let state = dir.path().join("state");
     let attacker_run = dir.path().join("attacker-run");
     mkdir_as(ATTACKER_UID, &attacker_run);
@@ -134,16 +167,9 @@ fn a_socket_directory_of_another_user_is_refused_and_a_failed_start_leaves_no_so
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_refuses_a_live_socket_and_the_first_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("reg.yaml"), web_for_me()).unwrap();
     let socket = dir.path().join("run/workload.sock");
     let state = dir.path().join("state");
-    let log = dir.path().join("first.log");
-    let mut first = ChildGuard::spawn_logging(
-        "first mtls-agent",
-        &mut agent_binary(dir.path(), &socket, None, &state),
-        &log,
-    );
-    wait_until_serving(&socket, &mut first, &log).await;
+    let mut first = first_agent(dir.path(), &socket, None, &state).await;
 
     let err = refused(&mut agent_binary(dir.path(), &socket, None, &state));
     assert!(
@@ -151,14 +177,7 @@ async fn a_second_agent_refuses_a_live_socket_and_the_first_keeps_serving() {
         "{err}"
     );
     assert!(socket.exists(), "the second agent removed the live socket");
-    let client = WorkloadApiClient::connect_to(format!("unix://{}", socket.display()))
-        .await
-        .unwrap();
-    let svid = tokio::time::timeout(Duration::from_secs(5), client.fetch_x509_svid())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(svid.spiffe_id().to_string(), WEB);
+    assert_serves_web(&socket).await;
     assert!(
         first.child.try_wait().unwrap().is_none(),
         "the first agent died"
@@ -172,17 +191,11 @@ async fn a_second_agent_refuses_a_live_socket_and_the_first_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_refuses_a_live_sds_socket_and_the_first_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("reg.yaml"), web_for_me()).unwrap();
     let socket = dir.path().join("run/workload.sock");
     let sds = dir.path().join("run/sds.sock");
     let log = dir.path().join("first.log");
-    let mut first = ChildGuard::spawn_logging(
-        "first mtls-agent",
-        &mut agent_binary(dir.path(), &socket, Some(&sds), &dir.path().join("state")),
-        &log,
-    );
-    wait_until_serving(&socket, &mut first, &log).await;
-    wait_until_serving(&sds, &mut first, &log).await;
+    let state = dir.path().join("state");
+    let mut first = first_agent(dir.path(), &socket, Some(&sds), &state).await;
 
     let other = dir.path().join("run/other.sock");
     let err = refused(&mut agent_binary(
@@ -203,14 +216,7 @@ async fn a_second_agent_refuses_a_live_sds_socket_and_the_first_keeps_serving() 
     );
     // Both of the first agent's sockets still answer.
     tokio::net::UnixStream::connect(&sds).await.unwrap();
-    let client = WorkloadApiClient::connect_to(format!("unix://{}", socket.display()))
-        .await
-        .unwrap();
-    let svid = tokio::time::timeout(Duration::from_secs(5), client.fetch_x509_svid())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(svid.spiffe_id().to_string(), WEB);
+    assert_serves_web(&socket).await;
 
     // SIGTERM: the first agent removes what it created and says so.
     let kill = std::process::Command::new("kill")
@@ -236,10 +242,9 @@ async fn a_second_agent_refuses_a_live_sds_socket_and_the_first_keeps_serving() 
 /// time (so never chmods anything), and the target keeps its mode over 200 restarts.
 #[test]
 fn a_symlink_raced_onto_the_socket_path_never_changes_its_target() {
-    if !root_or_skip("symlink chmod race") {
+    let Some(dir) = root_shared_tmp("symlink chmod race") else {
         return;
-    }
-    let dir = shared_tmp(&web_for_me());
+    };
     let target = dir.path().join("root-only");
     std::fs::write(&target, "secret").unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();

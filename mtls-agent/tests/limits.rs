@@ -9,7 +9,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use mtls_agent::Limits;
-use spiffe::X509Source;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -124,24 +123,17 @@ async fn handshake_and_idle_timeouts_close_connections_but_not_open_streams() {
     }
     // An open FetchX509SVID stream is a call in flight: its connection outlives the idle
     // timeout and still receives rotations.
-    let source = X509Source::builder()
-        .endpoint(t.endpoint())
-        .initial_sync_timeout(Duration::from_secs(5))
-        .build()
-        .await
-        .unwrap();
-    let first = serial_of_der(source.svid().unwrap().leaf().as_bytes());
+    let source = x509_source(&t.endpoint()).await;
+    let first = svid_serial(&source);
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let mut updates = source.updated();
     t.agent.rotate_now().unwrap();
-    tokio::time::timeout(Duration::from_secs(5), updates.changed())
-        .await
-        .expect("the stream outlived the idle timeout")
-        .unwrap();
-    assert_ne!(
-        serial_of_der(source.svid().unwrap().leaf().as_bytes()),
-        first
-    );
+    next_update(
+        &mut updates,
+        "a rotation on the stream open past the idle timeout",
+    )
+    .await;
+    assert_ne!(svid_serial(&source), first);
 }
 
 #[tokio::test]
@@ -203,12 +195,7 @@ async fn calls_in_flight_per_uid_are_bounded() {
     let t = TestAgent::start_with(&web_for_me(), |c| c.limits(limits)).await;
     let mut client =
         SpiffeWorkloadApiClient::new(unix_channel(t.dir.path().join("workload.sock")).await);
-    let request = || {
-        let mut r = tonic::Request::new(X509svidRequest {});
-        r.metadata_mut()
-            .insert("workload.spiffe.io", "true".parse().unwrap());
-        r
-    };
+    let request = || workload_request(X509svidRequest {});
     // Three open streams: the uid's budget.
     let mut streams = Vec::new();
     for _ in 0..3 {

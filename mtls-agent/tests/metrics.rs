@@ -20,10 +20,7 @@ use support::*;
 
 async fn fetch(socket: std::path::PathBuf) -> tonic::Code {
     let mut client = SpiffeWorkloadApiClient::new(unix_channel(socket).await);
-    let mut request = tonic::Request::new(X509svidRequest {});
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let request = workload_request(X509svidRequest {});
     match client.fetch_x509svid(request).await {
         Ok(mut stream) => match stream.get_mut().message().await {
             Ok(Some(_)) => tonic::Code::Ok,

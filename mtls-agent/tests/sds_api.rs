@@ -8,7 +8,7 @@ mod support;
 
 use mtls_agent::SECRET_TYPE_URL;
 use prost::Message;
-use support::pb::envoy::config::core::v3::{Node, data_source};
+use support::pb::envoy::config::core::v3::data_source;
 use support::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
 use support::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use support::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
@@ -18,18 +18,6 @@ async fn sds_client(
     socket: std::path::PathBuf,
 ) -> SecretDiscoveryServiceClient<tonic::transport::Channel> {
     SecretDiscoveryServiceClient::new(unix_channel(socket).await)
-}
-
-fn request(node: &str, names: &[&str]) -> DiscoveryRequest {
-    DiscoveryRequest {
-        node: Some(Node {
-            id: node.to_owned(),
-            cluster: "c".to_owned(),
-        }),
-        resource_names: names.iter().map(|s| (*s).to_owned()).collect(),
-        type_url: SECRET_TYPE_URL.to_owned(),
-        ..Default::default()
-    }
 }
 
 fn secrets(resources: &[prost_types::Any]) -> Vec<Secret> {
@@ -93,7 +81,7 @@ async fn secrets_are_named_as_spire_names_them() {
         "ALL",
     ];
     let response = client
-        .fetch_secrets(request("sidecar", &names))
+        .fetch_secrets(sds_request("sidecar", &names))
         .await
         .unwrap()
         .into_inner();
@@ -139,7 +127,7 @@ async fn refusals_name_the_callers_own_names_and_never_which_ids_exist() {
     let mut client = sds_client(t.sds_socket()).await;
     // Unknown name: INVALID_ARGUMENT listing the caller's valid names.
     let status = client
-        .fetch_secrets(request("sidecar", &["no-such-secret"]))
+        .fetch_secrets(sds_request("sidecar", &["no-such-secret"]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -150,12 +138,12 @@ async fn refusals_name_the_callers_own_names_and_never_which_ids_exist() {
     // A registered ID the caller is not entitled to is answered exactly as an unregistered
     // one: the peer cannot probe which identities exist.
     let registered = client
-        .fetch_secrets(request("sidecar", &[WEB]))
+        .fetch_secrets(sds_request("sidecar", &[WEB]))
         .await
         .unwrap_err();
     let unregistered = "spiffe://bookstore.local/nobody";
     let unknown = client
-        .fetch_secrets(request("sidecar", &[unregistered]))
+        .fetch_secrets(sds_request("sidecar", &[unregistered]))
         .await
         .unwrap_err();
     assert_eq!(
@@ -175,7 +163,7 @@ async fn refusals_name_the_callers_own_names_and_never_which_ids_exist() {
     // Duplicated names are answered once; too many distinct names are refused.
     let names = vec!["ROOTCA"; 5000];
     let response = client
-        .fetch_secrets(request("sidecar", &names))
+        .fetch_secrets(sds_request("sidecar", &names))
         .await
         .unwrap()
         .into_inner();
@@ -183,7 +171,7 @@ async fn refusals_name_the_callers_own_names_and_never_which_ids_exist() {
     let many: Vec<String> = (0..33).map(|i| format!("name-{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     let status = client
-        .fetch_secrets(request("sidecar", &many))
+        .fetch_secrets(sds_request("sidecar", &many))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -194,13 +182,13 @@ async fn refusals_name_the_callers_own_names_and_never_which_ids_exist() {
     // A request message over max_sds_request_size (256 KiB) is refused by the codec.
     let big = "n".repeat(300 * 1024);
     let status = client
-        .fetch_secrets(request("sidecar", &[&big]))
+        .fetch_secrets(sds_request("sidecar", &[&big]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     // An unregistered node (and uid): PERMISSION_DENIED for anything.
     let status = client
-        .fetch_secrets(request("stranger", &["ROOTCA"]))
+        .fetch_secrets(sds_request("stranger", &["ROOTCA"]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
@@ -215,7 +203,7 @@ async fn stream_pushes_rotations_and_stays_quiet_on_acks() {
     let t = TestAgent::start(&registration()).await;
     let mut client = sds_client(t.sds_socket()).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(request("sidecar", &[ENVOY])).await.unwrap();
+    tx.send(sds_request("sidecar", &[ENVOY])).await.unwrap();
     let mut responses = client
         .stream_secrets(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -227,7 +215,7 @@ async fn stream_pushes_rotations_and_stays_quiet_on_acks() {
     tx.send(DiscoveryRequest {
         version_info: first.version_info.clone(),
         response_nonce: first.nonce.clone(),
-        ..request("", &[ENVOY])
+        ..sds_request("", &[ENVOY])
     })
     .await
     .unwrap();

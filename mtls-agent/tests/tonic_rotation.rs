@@ -5,11 +5,9 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mtls_core::{Authorize, IdentitySource, ServerConfigBuilder, WorkloadApiSource};
+use mtls_core::IdentitySource;
 use mtls_tonic::{
     client::{BearerInterceptor, MtlsConnector, TokenSource, WorkloadJwtToken},
     jwt::{JwtLayer, JwtRules},
@@ -17,8 +15,6 @@ use mtls_tonic::{
 };
 use spiffe::WorkloadApiClient;
 use support::*;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 const BOOKSTORE: &str = "spiffe://bookstore.local/bookstore";
 
@@ -32,12 +28,7 @@ async fn tonic_server_on_workload_api_identity_rotates_under_load_with_zero_fail
 
     // Server: identity + trust from the Workload API; JWT-SVIDs checked against the agent's
     // JWT bundle and bound to the mTLS peer.
-    let source = WorkloadApiSource::builder()
-        .endpoint(t.endpoint())
-        .startup_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap();
+    let (source, server_config) = t.server().await;
     let jwks = {
         let client = WorkloadApiClient::connect_to(t.endpoint()).await.unwrap();
         let bundles = client.fetch_jwt_bundles().await.unwrap();
@@ -51,10 +42,6 @@ async fn tonic_server_on_workload_api_identity_rotates_under_load_with_zero_fail
     let validator = mtls_jwt::Validator::builder()
         .jwks(mtls_jwt::JwksSource::inline(jwks))
         .jwt_svid("bookstore")
-        .build()
-        .unwrap();
-    let server_config = ServerConfigBuilder::new(source.clone(), source.clone())
-        .authorize(Authorize::member_of(TD.parse().unwrap()))
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -83,51 +70,10 @@ async fn tonic_server_on_workload_api_identity_rotates_under_load_with_zero_fail
         .unwrap();
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut workers = Vec::new();
     // Two long-lived channels and two loops that open a new connection (a new handshake)
     // for every call.
-    for w in 0..4 {
-        let (stop, ok, failures, connector, endpoint, tokens) = (
-            stop.clone(),
-            ok.clone(),
-            failures.clone(),
-            connector.clone(),
-            endpoint.clone(),
-            tokens.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let fresh_each_call = w % 2 == 1;
-            let mut channel = None;
-            while !stop.load(Ordering::Relaxed) {
-                if channel.is_none() || fresh_each_call {
-                    match endpoint.connect_with_connector(connector.clone()).await {
-                        Ok(c) => channel = Some(c),
-                        Err(e) => {
-                            failures.lock().unwrap().push(format!("connect: {e:?}"));
-                            continue;
-                        }
-                    }
-                }
-                let Some(c) = channel.clone() else { continue };
-                let mut client =
-                    HealthClient::with_interceptor(c, BearerInterceptor::new(tokens.clone()));
-                match client.check(HealthCheckRequest::default()).await {
-                    Ok(_) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(status) => failures.lock().unwrap().push(format!("{status:?}")),
-                }
-            }
-        }));
-    }
-
-    eventually(Duration::from_secs(10), "calls before rotation", || {
-        (ok.load(Ordering::Relaxed) >= 100).then_some(())
-    })
-    .await;
+    let load = HealthLoad::start(4, &connector, &endpoint, BearerInterceptor::new(tokens));
+    load.calls(100, "calls before rotation").await;
     let before = IdentitySource::current(&source).serial().to_string();
     for round in 0..2 {
         t.agent.rotate_now().unwrap();
@@ -139,40 +85,21 @@ async fn tonic_server_on_workload_api_identity_rotates_under_load_with_zero_fail
         )
         .await;
         // A new handshake now sees the new certificate.
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(client_config.clone())
-            .connect(
-                rustls_pki_types::ServerName::try_from("bookstore.local").unwrap(),
-                tcp,
-            )
-            .await
-            .unwrap();
-        let presented = serial_of_der(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref());
-        assert_eq!(presented, want, "round {round}");
-        let at = ok.load(Ordering::Relaxed);
-        eventually(Duration::from_secs(10), "calls after rotation", || {
-            (ok.load(Ordering::Relaxed) >= at + 100).then_some(())
-        })
-        .await;
+        let presented = presented_certificate(client_config.clone(), addr).await;
+        assert_eq!(serial_of_der(presented.as_ref()), want, "round {round}");
+        load.calls(100, "calls after rotation").await;
     }
     assert_ne!(
         before,
         IdentitySource::current(&source).serial().to_string()
     );
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let (ok, failures) = load.finish().await;
     server.abort();
-    let failures = failures.lock().unwrap().clone();
     assert!(
         failures.is_empty(),
         "{} of {} calls failed across rotations: {failures:?}",
         failures.len(),
-        ok.load(Ordering::Relaxed) + failures.len() as u64
+        ok + failures.len() as u64
     );
-    eprintln!(
-        "{} calls across 2 rotations, 0 failed",
-        ok.load(Ordering::Relaxed)
-    );
+    eprintln!("{ok} calls across 2 rotations, 0 failed");
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use spiffe::{SpiffeId, TrustDomain, WorkloadApiClient, WorkloadApiError, X509Source};
+use spiffe::{SpiffeId, TrustDomain, WorkloadApiClient, WorkloadApiError};
 use support::pb::workload::{X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient};
 use support::*;
 
@@ -72,20 +72,12 @@ async fn x509_source_follows_rotations_and_each_message_carries_full_state() {
         uid = my_uid()
     );
     let t = TestAgent::start(&reg).await;
-    let source = X509Source::builder()
-        .endpoint(t.endpoint())
-        .initial_sync_timeout(Duration::from_secs(5))
-        .build()
-        .await
-        .unwrap();
-    let first = serial_of_der(source.svid().unwrap().leaf().as_bytes());
+    let source = x509_source(&t.endpoint()).await;
+    let first = svid_serial(&source);
     let mut updates = source.updated();
     let generation = t.agent.rotate_now().unwrap();
-    tokio::time::timeout(Duration::from_secs(5), updates.changed())
-        .await
-        .unwrap()
-        .unwrap();
-    let second = serial_of_der(source.svid().unwrap().leaf().as_bytes());
+    next_update(&mut updates, "the rotated SVID").await;
+    let second = svid_serial(&source);
     assert_ne!(first, second);
     assert_eq!(
         second,
@@ -113,10 +105,7 @@ async fn x509_source_follows_rotations_and_each_message_carries_full_state() {
         "spiffe://bookstore.local/admin"
     );
     let mut raw = raw_client(t.agent.workload_socket().to_owned()).await;
-    let mut request = tonic::Request::new(X509svidRequest {});
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let request = workload_request(X509svidRequest {});
     let mut stream = raw.fetch_x509svid(request).await.unwrap().into_inner();
     let m1 = stream.message().await.unwrap().unwrap();
     t.agent.rotate_now().unwrap();
@@ -171,10 +160,7 @@ async fn unregistered_uid_is_permission_denied() {
     );
     // On the wire: PERMISSION_DENIED, tersely (the log says why; the peer learns nothing).
     let mut raw = raw_client(t.agent.workload_socket().to_owned()).await;
-    let mut request = tonic::Request::new(X509svidRequest {});
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
+    let request = workload_request(X509svidRequest {});
     let status = raw.fetch_x509svid(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert_eq!(status.message(), "no identity issued", "{status:?}");
@@ -239,6 +225,12 @@ async fn jwt_svid_validation_refuses_foreign_and_tampered_tokens() {
 
 /// JWT-SVID rules: validation is keyed by trust domain (a `sub` in another trust domain is
 /// refused even when our own key signed it), and empty or oversized audiences are refused.
+/// `status` is INVALID_ARGUMENT with a message containing `needle`.
+fn assert_invalid_argument(status: &tonic::Status, needle: &str) {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains(needle), "{status:?}");
+}
+
 #[tokio::test]
 async fn jwt_svid_rules_trust_domain_and_audiences() {
     let key = mtls_jwt::SigningKey::generate(mtls_jwt::Algorithm::ES256).unwrap();
@@ -257,13 +249,10 @@ async fn jwt_svid_rules_trust_domain_and_audiences() {
     };
     let mut raw = raw_client(t.dir.path().join("workload.sock")).await;
     let validate = |svid: String, audience: &str| {
-        let mut r = tonic::Request::new(support::pb::workload::ValidateJwtsvidRequest {
+        workload_request(support::pb::workload::ValidateJwtsvidRequest {
             audience: audience.to_owned(),
             svid,
-        });
-        r.metadata_mut()
-            .insert("workload.spiffe.io", "true".parse().unwrap());
-        r
+        })
     };
     // Ours, signed by our key: valid.
     let ok = raw
@@ -277,13 +266,7 @@ async fn jwt_svid_rules_trust_domain_and_audiences() {
         .validate_jwtsvid(validate(mint("spiffe://other.org/web"), "bookstore"))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("not in a trust domain this agent validates"),
-        "{status:?}"
-    );
+    assert_invalid_argument(&status, "not in a trust domain this agent validates");
     // Empty and oversized audiences.
     let status = raw
         .validate_jwtsvid(validate(mint(WEB), ""))
@@ -301,13 +284,10 @@ async fn jwt_svid_rules_trust_domain_and_audiences() {
         "{status:?}"
     );
     let fetch_for = |audience: Vec<String>, spiffe_id: &str| {
-        let mut r = tonic::Request::new(support::pb::workload::JwtsvidRequest {
+        workload_request(support::pb::workload::JwtsvidRequest {
             audience,
             spiffe_id: spiffe_id.to_owned(),
-        });
-        r.metadata_mut()
-            .insert("workload.spiffe.io", "true".parse().unwrap());
-        r
+        })
     };
     let fetch = |audience: Vec<String>| fetch_for(audience, "");
     // The requested spiffe_id is parsed as strictly as configuration: the canonical form is
@@ -337,12 +317,9 @@ async fn jwt_svid_rules_trust_domain_and_audiences() {
         .fetch_jwtsvid(fetch(vec![String::new()]))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("audience 1 is empty; expected a non-empty audience"),
-        "{status:?}"
+    assert_invalid_argument(
+        &status,
+        "audience 1 is empty; expected a non-empty audience",
     );
     let status = raw
         .fetch_jwtsvid(fetch(vec!["bookstore".into(), String::new()]))
@@ -374,24 +351,22 @@ async fn jwt_svid_rules_trust_domain_and_audiences() {
 async fn absent_agent_socket_startup_error_names_the_socket_path() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("no-agent-here.sock");
-    let err = mtls_core::WorkloadApiSource::builder()
-        .endpoint(socket.to_str().unwrap())
-        .startup_timeout(Duration::from_millis(300))
+    let (endpoint, within) = (socket.to_str().unwrap(), Duration::from_millis(300));
+    let source = mtls_core::WorkloadApiSource::builder()
+        .endpoint(endpoint)
+        .startup_timeout(within)
         .connect()
-        .await
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(text.contains(socket.to_str().unwrap()), "{text}");
-    assert!(text.contains("does not exist"), "{text}");
-
-    let err = mtls_tonic::client::WorkloadJwtToken::builder(["bookstore"])
-        .endpoint(socket.to_str().unwrap())
-        .startup_timeout(Duration::from_millis(300))
+        .await;
+    let tokens = mtls_tonic::client::WorkloadJwtToken::builder(["bookstore"])
+        .endpoint(endpoint)
+        .startup_timeout(within)
         .connect()
-        .await
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(text.contains(socket.to_str().unwrap()), "{text}");
+        .await;
+    let source_err = source.unwrap_err().to_string();
+    assert!(source_err.contains("does not exist"), "{source_err}");
+    for text in [source_err, tokens.unwrap_err().to_string()] {
+        assert!(text.contains(endpoint), "{text}");
+    }
 }
 
 #[tokio::test]

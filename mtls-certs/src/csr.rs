@@ -55,18 +55,16 @@ impl CsrParams {
         }
     }
 
-    /// Adds names, classified as cfssl does.
-    pub fn add_names<I, S>(mut self, names: I) -> Self
+    /// Adds names, classified as cfssl does (as [`LeafParams::add_names`](crate::LeafParams::add_names)).
+    pub fn add_names<I, S>(self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.sans.extend(
-            names
-                .into_iter()
-                .filter_map(|n| SubjectAltName::classify(n.as_ref())),
-        );
-        self
+        names
+            .into_iter()
+            .filter_map(|n| SubjectAltName::classify(n.as_ref()))
+            .fold(self, Self::add_san)
     }
 
     /// Adds a typed SAN.

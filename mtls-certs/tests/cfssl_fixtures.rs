@@ -37,18 +37,8 @@ fn seed_fixtures_make_ca_server_and_client() {
             .write_bare(out, name, false)
             .unwrap();
     }
-    for f in [
-        "ca.pem",
-        "ca-key.pem",
-        "ca.csr",
-        "server.pem",
-        "server-key.pem",
-        "server.csr",
-        "client.pem",
-        "client-key.pem",
-        "client.csr",
-    ] {
-        assert!(out.join(f).is_file(), "{f} missing");
+    for f in mtls_test_support::cfssl_files::bare(&["ca", "server", "client"]) {
+        assert!(out.join(&f).is_file(), "{f} missing");
     }
     #[cfg(unix)]
     for f in ["ca-key.pem", "server-key.pem", "client-key.pem"] {

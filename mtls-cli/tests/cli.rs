@@ -183,18 +183,8 @@ fn cfssl_fixtures_through_the_cli() {
             ],
         ),
     );
-    for file in [
-        "ca.pem",
-        "ca-key.pem",
-        "ca.csr",
-        "server.pem",
-        "server-key.pem",
-        "server.csr",
-        "client.pem",
-        "client-key.pem",
-        "client.csr",
-    ] {
-        assert!(d.join("out").join(file).is_file(), "{file}");
+    for file in mtls_test_support::cfssl_files::bare(&["ca", "server", "client"]) {
+        assert!(d.join("out").join(&file).is_file(), "{file}");
     }
     let (ok, out) = openssl(
         d,

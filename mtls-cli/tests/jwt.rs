@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::{mtls_err, mtls_ok, words, words_and};
 
 #[test]
@@ -90,22 +88,13 @@ fn keygen_jwks_mint_verify_round_trip_and_pyjwt_agrees() {
 
     // The default kid of `mint` is the thumbprint `jwks` gives, so an independent verifier
     // finds the key by kid.
-    let out = Command::new(mtls_test_support::peers::python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../mtls-jwt/tests/support/verify_tokens.py"
-        ))
-        .arg(d.join("jwks.json"))
-        .args(["https://issuer.test", "bookstore"])
-        .args(&tokens)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "PyJWT refused: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = mtls_test_support::pyjwt::verify(
+        &d.join("jwks.json"),
+        "https://issuer.test",
+        "bookstore",
+        &tokens,
     );
-    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
+    assert_eq!(out.lines().count(), 3);
 
     // Named failures, non-zero exit.
     let expired = mtls_ok(

@@ -10,30 +10,23 @@
 //! reason if the handshake fails. With neither `--allow-spiffe-id` nor `--allow-san`, the
 //! server certificate must be valid for `--server-name` (default: the host of `--connect`).
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use mtls_core::{
     Authorize, ClientConfigBuilder, Identity, PeerIdentity, SanMatcher, SpiffeId, TrustBundle,
 };
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(about = "mTLS echo client (mtls-core example)")]
 struct Args {
-    /// CA bundle (PEM) the server certificate must chain to.
-    #[arg(long)]
-    ca: PathBuf,
-    /// Our certificate chain (PEM, leaf first).
-    #[arg(long)]
-    cert: PathBuf,
-    /// Our private key (PEM).
-    #[arg(long)]
-    key: PathBuf,
+    #[command(flatten)]
+    files: common::PemFiles,
     /// Server address.
     #[arg(long)]
     connect: SocketAddr,
@@ -49,29 +42,16 @@ struct Args {
     /// Line to send.
     #[arg(long, default_value = "hello")]
     message: String,
-    /// Also offer TLS 1.2.
-    #[arg(long)]
-    tls12: bool,
-    /// TLS policy preset: default, tls13-only, classical, nist.
-    #[arg(long, default_value = "default")]
-    tls_policy: mtls_core::TlsPolicy,
-    /// Log TLS secrets to $SSLKEYLOGFILE (only if that is set too).
-    #[arg(long)]
-    keylog: bool,
+    #[command(flatten)]
+    tls: common::TlsArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    let args = Args::parse();
+    let args: Args = common::start();
 
-    let identity = Arc::new(Identity::from_pem_files(&args.cert, &args.key)?);
-    let trust = Arc::new(TrustBundle::from_pem_file(&args.ca)?);
+    let identity = Arc::new(Identity::from_pem_files(&args.files.cert, &args.files.key)?);
+    let trust = Arc::new(TrustBundle::from_pem_file(&args.files.ca)?);
     let mut builder = ClientConfigBuilder::new(identity, trust);
     if !args.allow_spiffe_id.is_empty() {
         builder = builder.authorize(Authorize::one_of(args.allow_spiffe_id));
@@ -79,13 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !args.allow_san.is_empty() {
         builder = builder.match_sans(args.allow_san);
     }
-    builder = builder.tls_policy(args.tls_policy);
-    if args.tls12 {
-        builder = builder.allow_tls12();
-    }
-    if args.keylog {
-        builder = builder.key_log_from_env();
-    }
+    builder = common::with_tls_args!(builder, &args.tls);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(builder.build()?));
     let name = args
         .server_name

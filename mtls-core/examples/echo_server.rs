@@ -10,12 +10,13 @@
 //! The first line is `listening on ADDR` (use port 0 and read the port back). The
 //! certificate, key and CA files are watched: replacing them rotates without a restart.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use mtls_core::{
     Authorize, FileIdentitySource, FileTrustSource, PeerIdentity, SanMatcher, ServerConfigBuilder,
     SpiffeId,
@@ -23,18 +24,11 @@ use mtls_core::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(about = "mTLS echo server (mtls-core example)")]
 struct Args {
-    /// CA bundle (PEM) that client certificates must chain to.
-    #[arg(long)]
-    ca: PathBuf,
-    /// Our certificate chain (PEM, leaf first).
-    #[arg(long)]
-    cert: PathBuf,
-    /// Our private key (PEM).
-    #[arg(long)]
-    key: PathBuf,
+    #[command(flatten)]
+    files: common::PemFiles,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
@@ -47,29 +41,17 @@ struct Args {
     /// Admit clients without a certificate (reported as unauthenticated).
     #[arg(long)]
     permissive: bool,
-    /// Also accept TLS 1.2.
-    #[arg(long)]
-    tls12: bool,
-    /// TLS policy preset: default, tls13-only, classical, nist.
-    #[arg(long, default_value = "default")]
-    tls_policy: mtls_core::TlsPolicy,
-    /// Log TLS secrets to $SSLKEYLOGFILE (only if that is set too).
-    #[arg(long)]
-    keylog: bool,
+    #[command(flatten)]
+    tls: common::TlsArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    let args = Args::parse();
+    let args: Args = common::start();
 
-    let identity = FileIdentitySource::watch(&args.cert, &args.key, Duration::from_secs(1))?;
-    let trust = FileTrustSource::watch(&args.ca, None::<PathBuf>, Duration::from_secs(1))?;
+    let identity =
+        FileIdentitySource::watch(&args.files.cert, &args.files.key, Duration::from_secs(1))?;
+    let trust = FileTrustSource::watch(&args.files.ca, None::<PathBuf>, Duration::from_secs(1))?;
     let mut builder = ServerConfigBuilder::new(identity, trust).alpn_protocols(["h2", "echo"]);
     if !args.allow_spiffe_id.is_empty() {
         builder = builder.authorize(Authorize::one_of(args.allow_spiffe_id));
@@ -80,13 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.permissive {
         builder = builder.allow_unauthenticated();
     }
-    builder = builder.tls_policy(args.tls_policy);
-    if args.tls12 {
-        builder = builder.allow_tls12();
-    }
-    if args.keylog {
-        builder = builder.key_log_from_env();
-    }
+    builder = common::with_tls_args!(builder, &args.tls);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(builder.build()?));
 
     let listener = TcpListener::bind(args.listen).await?;

@@ -316,24 +316,17 @@ fn listener(name: &str, dir: &Path, sans: &Value) -> Value {
         "stat_prefix": name,
         "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
         "filter_chains": [{
-            "transport_socket": {
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                    "require_client_certificate": true,
-                    "common_tls_context": {
-                        "alpn_protocols": ["http/1.1"],
-                        "tls_certificates": [{
-                            "certificate_chain": file("server.pem"),
-                            "private_key": file("server-key.pem"),
-                        }],
-                        "validation_context": {
-                            "trusted_ca": file("ca.pem"),
-                            "match_typed_subject_alt_names": sans,
-                        },
-                    },
+            "transport_socket": mtls_test_support::envoy_config::mtls_transport_socket(json!({
+                "alpn_protocols": ["http/1.1"],
+                "tls_certificates": [{
+                    "certificate_chain": file("server.pem"),
+                    "private_key": file("server-key.pem"),
+                }],
+                "validation_context": {
+                    "trusted_ca": file("ca.pem"),
+                    "match_typed_subject_alt_names": sans,
                 },
-            },
+            })),
             "filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
                 "typed_config": {

@@ -151,14 +151,12 @@ fn a_client_refusing_the_server_counts_on_the_client_side() {
         counted(server(&pki), wants_other).await;
     });
     let values = rec.take();
+    let denied = [(HANDSHAKE_RESULT, "authorizer_denied")];
+    let sets = values.label_sets(CLIENT_TLS_HANDSHAKES);
     assert_eq!(
-        values.counter(
-            CLIENT_TLS_HANDSHAKES,
-            &[(HANDSHAKE_RESULT, "authorizer_denied")]
-        ),
+        values.counter(CLIENT_TLS_HANDSHAKES, &denied),
         1,
-        "{:?}",
-        values.label_sets(CLIENT_TLS_HANDSHAKES)
+        "{sets:?}"
     );
     assert_eq!(
         values.counter(SERVER_TLS_HANDSHAKES, &[(HANDSHAKE_RESULT, "success")]),

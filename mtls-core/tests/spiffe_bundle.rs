@@ -244,16 +244,23 @@ fn warnings_during<T>(f: impl FnOnce() -> T) -> (T, String) {
     (out, text)
 }
 
+/// A new root CA named `name`.
+fn root(name: &str) -> CertificateAuthority {
+    CertificateAuthority::new_root(&CaParams::new(name)).unwrap()
+}
+
+/// `example.org`'s bundle of `ca`'s root, at the SPIFFE sequence `seq`.
+fn example_org_bundle(ca: &CertificateAuthority, seq: u64) -> SpiffeBundle {
+    SpiffeBundle::new(td("example.org"))
+        .add_x509_authorities_pem(ca.cert_pem())
+        .unwrap()
+        .spiffe_sequence(seq)
+}
+
 #[test]
 fn other_authorities_under_the_same_sequence_are_refused_with_a_warning() {
-    let old_ca = CertificateAuthority::new_root(&CaParams::new("old")).unwrap();
-    let new_ca = CertificateAuthority::new_root(&CaParams::new("new")).unwrap();
-    let v = |ca: &CertificateAuthority, seq| {
-        SpiffeBundle::new(td("example.org"))
-            .add_x509_authorities_pem(ca.cert_pem())
-            .unwrap()
-            .spiffe_sequence(seq)
-    };
+    let (old_ca, new_ca) = (root("old"), root("new"));
+    let v = example_org_bundle;
     let mut set = BundleSet::new();
     assert!(set.insert(v(&old_ca, 7)).unwrap());
     // The same contents again: unchanged, no warning.
@@ -285,14 +292,8 @@ fn other_authorities_under_the_same_sequence_are_refused_with_a_warning() {
 
 #[test]
 fn a_lower_sequence_never_replaces_a_higher_one() {
-    let old_ca = CertificateAuthority::new_root(&CaParams::new("old")).unwrap();
-    let new_ca = CertificateAuthority::new_root(&CaParams::new("new")).unwrap();
-    let v = |ca: &CertificateAuthority, seq| {
-        SpiffeBundle::new(td("example.org"))
-            .add_x509_authorities_pem(ca.cert_pem())
-            .unwrap()
-            .spiffe_sequence(seq)
-    };
+    let (old_ca, new_ca) = (root("old"), root("new"));
+    let v = example_org_bundle;
     let mut set = BundleSet::new();
     assert!(set.insert(v(&new_ca, 5)).unwrap());
     let err = set.insert(v(&old_ca, 4)).unwrap_err();

@@ -157,6 +157,18 @@ fn keys_sharing_a_kid_are_each_tried() {
     assert!(matches!(err, Error::BadSignature), "{err}");
 }
 
+/// Runs `command` (the openssl CLI), which must succeed (its stderr in the failure): its
+/// stdout.
+fn openssl(command: &mut Command) -> Vec<u8> {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A 1024-bit RSA key made by the openssl CLI: (PEM path holder, JWK).
 fn weak_rsa(kid: &str) -> (tempfile::TempDir, serde_json::Value) {
     openssl_rsa(kid, 1024)
@@ -166,34 +178,24 @@ fn weak_rsa(kid: &str) -> (tempfile::TempDir, serde_json::Value) {
 fn openssl_rsa(kid: &str, bits: usize) -> (tempfile::TempDir, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("weak.pem");
-    let out = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            &format!("rsa_keygen_bits:{bits}"),
-            "-out",
-        ])
-        .arg(&pem)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    openssl(
+        Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                &format!("rsa_keygen_bits:{bits}"),
+                "-out",
+            ])
+            .arg(&pem),
     );
-    let out = Command::new("openssl")
-        .args(["rsa", "-noout", "-modulus", "-in"])
-        .arg(&pem)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = openssl(
+        Command::new("openssl")
+            .args(["rsa", "-noout", "-modulus", "-in"])
+            .arg(&pem),
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(out).unwrap();
     let hex = text.trim().strip_prefix("Modulus=").unwrap();
     let n: Vec<u8> = (0..hex.len())
         .step_by(2)
@@ -209,18 +211,12 @@ fn openssl_rsa(kid: &str, bits: usize) -> (tempfile::TempDir, serde_json::Value)
 fn openssl_rs256(dir: &tempfile::TempDir, input: &str) -> Vec<u8> {
     let data = dir.path().join("input");
     std::fs::write(&data, input).unwrap();
-    let out = Command::new("openssl")
-        .args(["dgst", "-sha256", "-sign"])
-        .arg(dir.path().join("weak.pem"))
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    openssl(
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(dir.path().join("weak.pem"))
+            .arg(&data),
+    )
 }
 
 #[test]

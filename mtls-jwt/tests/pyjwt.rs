@@ -182,20 +182,8 @@ fn pyjwt_verifies_tokens_we_mint() {
     }
     let file = dir.path().join("jwks.json");
     std::fs::write(&file, mtls_jwt::jwks_json(jwks)).unwrap();
-    let out = std::process::Command::new(support::python())
-        .arg(support::script("verify_tokens.py"))
-        .arg(&file)
-        .args(["https://issuer.test", "bookstore"])
-        .args(&tokens)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "PyJWT refused our tokens: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let out = mtls_test_support::pyjwt::verify(&file, "https://issuer.test", "bookstore", &tokens);
+    let lines: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

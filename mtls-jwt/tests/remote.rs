@@ -38,12 +38,39 @@ async fn validator(source: RemoteJwks) -> Validator {
     v
 }
 
+/// A JWKS server holding `key`, and a validator on the remote source `remote` makes for it
+/// (once it has made its first fetch).
+async fn serving(
+    key: &SigningKey,
+    remote: impl FnOnce(&JwksServer) -> RemoteJwks,
+) -> (JwksServer, Validator) {
+    let server = JwksServer::start(&jwks(&[key]));
+    let v = validator(remote(&server)).await;
+    (server, v)
+}
+
+/// The remote source at the server's `/jwks`.
+fn at_jwks(server: &JwksServer) -> RemoteJwks {
+    RemoteJwks::new(server.url("/jwks"))
+}
+
+/// A validator on `remote` whose first fetch fails (waited for 2 s at most; the next
+/// attempt a minute away), and what validating a token of `key` fails with.
+async fn first_fetch_failure(remote: RemoteJwks, key: &SigningKey) -> (Validator, Error) {
+    let v = Validator::builder()
+        .jwks(remote.retry_interval(Duration::from_secs(60)))
+        .first_fetch_wait(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = v.validate(&token(key)).await.unwrap_err();
+    (v, err)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_validates_a_new_kid_after_one_refetch() {
     let k1 = SigningKey::generate(Algorithm::ES256).unwrap();
     let k2 = SigningKey::generate(Algorithm::RS256).unwrap();
-    let server = JwksServer::start(&jwks(&[&k1]));
-    let v = validator(RemoteJwks::new(server.url("/jwks"))).await;
+    let (server, v) = serving(&k1, at_jwks).await;
     assert_eq!(server.hits(), 1);
     v.validate(&token(&k1)).await.unwrap();
     assert_eq!(server.hits(), 1, "a known key needs no fetch");
@@ -60,10 +87,9 @@ async fn rotation_validates_a_new_kid_after_one_refetch() {
 async fn unknown_kid_refetches_are_rate_limited() {
     let k1 = SigningKey::generate(Algorithm::ES256).unwrap();
     let stranger = SigningKey::generate(Algorithm::ES256).unwrap();
-    let server = JwksServer::start(&jwks(&[&k1]));
-    let v = validator(
-        RemoteJwks::new(server.url("/jwks")).refetch_min_interval(Duration::from_secs(2)),
-    )
+    let (server, v) = serving(&k1, |s| {
+        at_jwks(s).refetch_min_interval(Duration::from_secs(2))
+    })
     .await;
     let bad = token(&stranger);
     for _ in 0..20 {
@@ -99,8 +125,7 @@ async fn unknown_kid_refetches_are_rate_limited() {
 async fn default_rate_limit_is_one_refetch_per_10_s() {
     let k1 = SigningKey::generate(Algorithm::ES256).unwrap();
     let stranger = SigningKey::generate(Algorithm::ES256).unwrap();
-    let server = JwksServer::start(&jwks(&[&k1]));
-    let v = validator(RemoteJwks::new(server.url("/jwks"))).await;
+    let (server, v) = serving(&k1, at_jwks).await;
     for _ in 0..10 {
         let _ = v.validate(&token(&stranger)).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -111,12 +136,11 @@ async fn default_rate_limit_is_one_refetch_per_10_s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_down_keeps_the_last_good_keys() {
     let k1 = SigningKey::generate(Algorithm::EdDSA).unwrap();
-    let mut server = JwksServer::start(&jwks(&[&k1]));
-    let v = validator(
-        RemoteJwks::new(server.url("/jwks"))
+    let (mut server, v) = serving(&k1, |s| {
+        at_jwks(s)
             .cache_duration(Duration::from_millis(200))
-            .retry_interval(Duration::from_millis(200)),
-    )
+            .retry_interval(Duration::from_millis(200))
+    })
     .await;
     server.down(); // answers 500
     let err = v.refresh().await.unwrap_err();
@@ -132,9 +156,7 @@ async fn server_down_keeps_the_last_good_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_fetch_does_not_stall_validation_of_known_keys() {
     let k1 = SigningKey::generate(Algorithm::ES256).unwrap();
-    let server = JwksServer::start(&jwks(&[&k1]));
-    let v = validator(RemoteJwks::new(server.url("/jwks")).fetch_timeout(Duration::from_secs(20)))
-        .await;
+    let (server, v) = serving(&k1, |s| at_jwks(s).fetch_timeout(Duration::from_secs(20))).await;
     let good = token(&k1);
     server.stall_next(5);
     let refresher = {
@@ -172,8 +194,7 @@ async fn a_stalled_fetch_does_not_stall_validation_of_known_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_discovery_finds_the_jwks_uri() {
     let k1 = SigningKey::generate(Algorithm::PS256).unwrap();
-    let server = JwksServer::start(&jwks(&[&k1]));
-    let v = validator(RemoteJwks::oidc_discovery(server.url(""))).await;
+    let (_server, v) = serving(&k1, |s| RemoteJwks::oidc_discovery(s.url(""))).await;
     v.validate(&token(&k1)).await.unwrap();
 }
 
@@ -261,16 +282,8 @@ async fn the_url_policy_applies_to_every_redirect_hop() {
     let refused = format!("http://jwks.test:{port}/keys");
     let to_refused = FaultServer::start("127.0.0.1", vec![], Reply::Redirect(refused)).await;
     let url = to_refused.url("/jwks");
-    let v = Validator::builder()
-        .jwks(
-            RemoteJwks::new(url.clone())
-                .follow_redirects(true)
-                .retry_interval(Duration::from_secs(60)),
-        )
-        .first_fetch_wait(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let err = v.validate(&token(&key)).await.unwrap_err();
+    let (_, err) =
+        first_fetch_failure(RemoteJwks::new(url.clone()).follow_redirects(true), &key).await;
     let text = err.to_string();
     assert!(matches!(err, Error::JwksFetchFailed { .. }), "{text}");
     assert!(
@@ -284,16 +297,7 @@ async fn the_url_policy_applies_to_every_redirect_hop() {
         .resolve("jwks.test", keys.addr)
         .build()
         .unwrap();
-    let v = Validator::builder()
-        .jwks(
-            RemoteJwks::new(url)
-                .http_client(client)
-                .retry_interval(Duration::from_secs(60)),
-        )
-        .first_fetch_wait(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let err = v.validate(&token(&key)).await.unwrap_err();
+    let (v, err) = first_fetch_failure(RemoteJwks::new(url).http_client(client), &key).await;
     let text = err.to_string();
     assert!(
         text.contains("jwks.test") && text.contains("not allowed"),

@@ -51,15 +51,17 @@ fn validator() -> Validator {
         .unwrap()
 }
 
+/// What a token for `sub` and `aud` from [`ISSUER`] says, valid for ten minutes from now.
+fn spec(sub: &str, aud: &str) -> TokenSpec {
+    TokenSpec::new(Duration::from_secs(600))
+        .issuer(ISSUER)
+        .subject(sub)
+        .audience(aud)
+}
+
+/// [`spec`] signed with the issuer's key.
 fn token(sub: &str, aud: &str) -> String {
-    signing_key()
-        .mint(
-            &TokenSpec::new(Duration::from_secs(600))
-                .issuer(ISSUER)
-                .subject(sub)
-                .audience(aud),
-        )
-        .unwrap()
+    signing_key().mint(&spec(sub, aud)).unwrap()
 }
 
 /// Check: any member of example.org, with a token whose sub is the peer. Watch: admin only.
@@ -107,17 +109,6 @@ async fn server_denying<V: TokenValidator>(
     (addr, task)
 }
 
-async fn channel(pki_config: rustls::ClientConfig, addr: SocketAddr) -> Channel {
-    let connector = MtlsConnector::new(pki_config)
-        .server_name(SERVICE_NAME)
-        .unwrap();
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector(connector)
-        .await
-        .unwrap()
-}
-
 fn client(
     channel: Channel,
     bearer: String,
@@ -130,7 +121,7 @@ async fn check(
     addr: SocketAddr,
     bearer: Option<String>,
 ) -> Result<String, tonic::Status> {
-    let channel = channel(pki.client_config(CLIENT_ID), addr).await;
+    let channel = support::mtls_channel(pki.client_config(CLIENT_ID), addr).await;
     let response = match bearer {
         Some(b) => {
             client(channel, b)
@@ -143,13 +134,33 @@ async fn check(
                 .await?
         }
     };
-    Ok(response
-        .metadata()
-        .get("x-peer")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned())
+    Ok(support::meta(&response, "x-peer"))
+}
+
+/// A Check call as [`CLIENT_ID`] presenting `bearer` (`None`: no token) to a fresh
+/// [`server`], which must refuse it with `code`: the refusal's message.
+async fn refused(bearer: Option<String>, code: Code) -> String {
+    support::init_tracing();
+    let pki = Pki::new();
+    let (addr, task) = server(&pki).await;
+    let status = check(&pki, addr, bearer).await.unwrap_err();
+    task.abort();
+    assert_eq!(status.code(), code, "{status:?}");
+    status.message().to_owned()
+}
+
+/// Asserts that `message` starts with `prefix` and names each of `names`.
+fn assert_message(message: &str, prefix: &str, names: &[&str]) {
+    assert!(
+        message.starts_with(prefix),
+        "expected a message starting {prefix:?}, saw {message:?}"
+    );
+    for name in names {
+        assert!(
+            message.contains(name),
+            "expected a message naming {name:?}, saw {message:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -205,19 +216,15 @@ async fn method_not_allowed_is_permission_denied() {
     support::init_tracing();
     let pki = Pki::new();
     let (addr, task) = server(&pki).await;
-    let channel = channel(pki.client_config(CLIENT_ID), addr).await;
+    let channel = support::mtls_channel(pki.client_config(CLIENT_ID), addr).await;
     let mut health = client(channel, token(CLIENT_ID, AUDIENCE));
     let status = health
         .watch(HealthCheckRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains(CLIENT_ID), "{}", status.message());
-    assert!(
-        status.message().contains("/grpc.health.v1.Health/Watch"),
-        "{}",
-        status.message()
-    );
+    let watch = "/grpc.health.v1.Health/Watch";
+    assert_message(status.message(), "", &[CLIENT_ID, watch]);
     task.abort();
 }
 
@@ -230,17 +237,12 @@ async fn denials_tell_the_caller_no_policy_and_the_log_everything() {
     let (captured, _guard) = support::CapturedLogs::warnings();
     let pki = Pki::new();
     let other_issuer = signing_key()
-        .mint(
-            &TokenSpec::new(Duration::from_secs(600))
-                .issuer("https://elsewhere.example.org")
-                .subject(CLIENT_ID)
-                .audience(AUDIENCE),
-        )
+        .mint(&spec(CLIENT_ID, AUDIENCE).issuer("https://elsewhere.example.org"))
         .unwrap();
     for detailed in [false, true] {
         let (addr, task) = server_denying(&pki, Arc::new(validator()), detailed).await;
         // The SPIFFE policy: Watch is for the admin only.
-        let channel = channel(pki.client_config(CLIENT_ID), addr).await;
+        let channel = support::mtls_channel(pki.client_config(CLIENT_ID), addr).await;
         let status = client(channel, token(CLIENT_ID, AUDIENCE))
             .watch(HealthCheckRequest::default())
             .await
@@ -312,7 +314,7 @@ async fn denial_logs_are_rate_limited() {
     let (captured, _guard) = support::CapturedLogs::warnings();
     let pki = Pki::new();
     let (addr, task) = server(&pki).await;
-    let channel = channel(pki.client_config(CLIENT_ID), addr).await;
+    let channel = support::mtls_channel(pki.client_config(CLIENT_ID), addr).await;
     let mut health = client(channel, token(CLIENT_ID, AUDIENCE));
     for _ in 0..30 {
         let status = health
@@ -350,68 +352,28 @@ async fn denial_logs_are_rate_limited() {
 
 #[tokio::test]
 async fn missing_token_is_unauthenticated() {
-    support::init_tracing();
-    let pki = Pki::new();
-    let (addr, task) = server(&pki).await;
-    let status = check(&pki, addr, None).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert_eq!(status.message(), "Jwt is missing");
-    task.abort();
+    let message = refused(None, Code::Unauthenticated).await;
+    assert_eq!(message, "Jwt is missing");
 }
 
 #[tokio::test]
 async fn wrong_audience_is_permission_denied() {
-    support::init_tracing();
-    let pki = Pki::new();
-    let (addr, task) = server(&pki).await;
-    let status = check(&pki, addr, Some(token(CLIENT_ID, "someone-else")))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(
-        status
-            .message()
-            .starts_with("Audiences in Jwt are not allowed"),
-        "{}",
-        status.message()
-    );
-    task.abort();
+    let wrong = token(CLIENT_ID, "someone-else");
+    let message = refused(Some(wrong), Code::PermissionDenied).await;
+    assert_message(&message, "Audiences in Jwt are not allowed", &[]);
 }
 
 #[tokio::test]
 async fn garbage_token_is_unauthenticated() {
-    support::init_tracing();
-    let pki = Pki::new();
-    let (addr, task) = server(&pki).await;
-    let status = check(&pki, addr, Some("not.a.jwt".into()))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(
-        status
-            .message()
-            .starts_with("Jwt header is an invalid JSON"),
-        "{}",
-        status.message()
-    );
-    task.abort();
+    let message = refused(Some("not.a.jwt".into()), Code::Unauthenticated).await;
+    assert_message(&message, "Jwt header is an invalid JSON", &[]);
 }
 
 #[tokio::test]
 async fn subject_other_than_peer_is_permission_denied() {
-    support::init_tracing();
-    let pki = Pki::new();
-    let (addr, task) = server(&pki).await;
-    let status = check(
-        &pki,
-        addr,
-        Some(token("spiffe://example.org/ns/default/sa/other", AUDIENCE)),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains(CLIENT_ID), "{}", status.message());
-    task.abort();
+    let other = token("spiffe://example.org/ns/default/sa/other", AUDIENCE);
+    let message = refused(Some(other), Code::PermissionDenied).await;
+    assert_message(&message, "", &[CLIENT_ID]);
 }
 
 #[tokio::test]
@@ -445,7 +407,7 @@ async fn silent_client_does_not_stall_accepts() {
         .unwrap();
     // A real client is served well within the 5 s handshake timeout of the silent ones.
     let started = std::time::Instant::now();
-    let channel = channel(pki.client_config(CLIENT_ID), addr).await;
+    let channel = support::mtls_channel(pki.client_config(CLIENT_ID), addr).await;
     HealthClient::new(channel)
         .check(HealthCheckRequest::default())
         .await
@@ -461,82 +423,33 @@ async fn silent_client_does_not_stall_accepts() {
 
 #[tokio::test]
 async fn expired_token_is_unauthenticated() {
-    support::init_tracing();
-    let pki = Pki::new();
-    let (addr, task) = server(&pki).await;
     let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     let expired = signing_key()
-        .mint(
-            &TokenSpec::new(Duration::from_secs(600))
-                .issuer(ISSUER)
-                .subject(CLIENT_ID)
-                .audience(AUDIENCE)
-                .issued_at(an_hour_ago),
-        )
+        .mint(&spec(CLIENT_ID, AUDIENCE).issued_at(an_hour_ago))
         .unwrap();
-    let status = check(&pki, addr, Some(expired)).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(
-        status.message().starts_with("Jwt is expired"),
-        "{}",
-        status.message()
-    );
-    task.abort();
+    let message = refused(Some(expired), Code::Unauthenticated).await;
+    assert_message(&message, "Jwt is expired", &[]);
 }
 
 #[tokio::test]
 async fn token_signed_by_another_key_is_unauthenticated() {
-    support::init_tracing();
-    let pki = Pki::new();
-    let (addr, task) = server(&pki).await;
     let stranger = SigningKey::generate(Algorithm::ES256).unwrap();
-    let forged = stranger
-        .mint(
-            &TokenSpec::new(Duration::from_secs(600))
-                .issuer(ISSUER)
-                .subject(CLIENT_ID)
-                .audience(AUDIENCE),
-        )
-        .unwrap();
-    let status = check(&pki, addr, Some(forged)).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(
-        status
-            .message()
-            .starts_with("Jwks doesn't have key to match kid or alg from Jwt"),
-        "{}",
-        status.message()
-    );
-    assert!(
-        status.message().contains(stranger.kid()),
-        "{}",
-        status.message()
-    );
-    task.abort();
+    let forged = stranger.mint(&spec(CLIENT_ID, AUDIENCE)).unwrap();
+    let message = refused(Some(forged), Code::Unauthenticated).await;
+    let unknown_key = "Jwks doesn't have key to match kid or alg from Jwt";
+    assert_message(&message, unknown_key, &[stranger.kid()]);
 }
 
 #[tokio::test]
 async fn token_from_another_issuer_is_unauthenticated() {
-    support::init_tracing();
-    let pki = Pki::new();
-    let (addr, task) = server(&pki).await;
-    let other = signing_key()
-        .mint(
-            &TokenSpec::new(Duration::from_secs(600))
-                .issuer("https://elsewhere.example.org")
-                .subject(CLIENT_ID)
-                .audience(AUDIENCE),
-        )
-        .unwrap();
-    let status = check(&pki, addr, Some(other)).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(
-        status.message().starts_with("Jwt issuer is not configured")
-            && status.message().contains("elsewhere.example.org"),
-        "{}",
-        status.message()
+    let elsewhere = spec(CLIENT_ID, AUDIENCE).issuer("https://elsewhere.example.org");
+    let other = signing_key().mint(&elsewhere).unwrap();
+    let message = refused(Some(other), Code::Unauthenticated).await;
+    assert_message(
+        &message,
+        "Jwt issuer is not configured",
+        &["elsewhere.example.org"],
     );
-    task.abort();
 }
 
 /// mtls-jwt's validator, counting which way the layer asked: a full validation, or a
@@ -603,7 +516,7 @@ async fn a_cached_token_is_not_validated_again_and_stays_bound_to_the_peer() {
     let counted = Counted::new();
     let (addr, task) = server_with(&pki, counted.clone()).await;
     let mut health = client(
-        channel(pki.client_config(CLIENT_ID), addr).await,
+        support::mtls_channel(pki.client_config(CLIENT_ID), addr).await,
         token(CLIENT_ID, AUDIENCE),
     );
     for call in 1..=3 {
@@ -622,7 +535,7 @@ async fn a_cached_token_is_not_validated_again_and_stays_bound_to_the_peer() {
 
     // A verified token whose `sub` is another workload: refused on the cache hit too.
     let mut stolen = client(
-        channel(pki.client_config(CLIENT_ID), addr).await,
+        support::mtls_channel(pki.client_config(CLIENT_ID), addr).await,
         token("spiffe://example.org/ns/default/sa/other", AUDIENCE),
     );
     for call in 1..=2 {

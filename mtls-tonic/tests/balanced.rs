@@ -18,7 +18,10 @@ use mtls_tonic::{
 };
 use support::{
     dns::DnsServer,
-    fixture::{Fixture, NAME, TTL, assert_ready, call, finish, ip, load, ready_count},
+    fixture::{
+        Fixture, NAME, TTL, assert_fails_for_no_records, assert_ready, call, finish,
+        finish_without, ip, ready_count,
+    },
     pki::{CLIENT_ID, Pki},
     replica::Replica,
     wait_until,
@@ -94,9 +97,7 @@ async fn spreads_3000_calls_evenly_over_three_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fourth_record_gets_calls_within_one_refresh() {
-    let mut fx = Fixture::start(4, 3).await;
-    let channel = fx.channel();
-    assert_ready(&channel, 3, Duration::from_secs(5)).await;
+    let (mut fx, channel) = Fixture::ready(4, 3).await;
     let all: Vec<Ipv4Addr> = (2..6).map(ip).collect();
     fx.dns.set_a(NAME, &all, TTL).await;
     let added = Instant::now();
@@ -117,11 +118,8 @@ async fn fourth_record_gets_calls_within_one_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_record_drains_without_failed_calls() {
-    let mut fx = Fixture::start(3, 3).await;
-    let channel = fx.channel();
-    assert_ready(&channel, 3, Duration::from_secs(5)).await;
-    let (outcomes, stop, handles) = load(&channel, 8, "slow:30");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut fx, channel, (outcomes, stop, handles)) =
+        Fixture::under_load("slow:30", Duration::from_millis(500)).await;
     fx.dns.set_a(NAME, &[ip(2), ip(3)], TTL).await;
     let removed = ip(4).to_string();
     let gone = wait_until(Duration::from_secs(3), || {
@@ -132,20 +130,12 @@ async fn removed_record_drains_without_failed_calls() {
     })
     .await;
     assert!(gone, "{channel:?}");
-    let refreshed = Instant::now();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    finish(stop, handles).await;
-    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    assert!(failed.is_empty(), "failed calls: {failed:?}");
-    let late = outcomes
-        .iter()
-        .filter(|o| o.started > refreshed && o.result.as_deref() == Ok(removed.as_str()))
-        .count();
-    assert_eq!(
-        late, 0,
-        "calls started after the refresh went to the removed replica"
-    );
+    let outcomes = finish_without(
+        (outcomes, stop, handles),
+        &removed,
+        Duration::from_millis(800),
+    )
+    .await;
     let before = outcomes
         .iter()
         .filter(|o| o.result.as_deref() == Ok(removed.as_str()))
@@ -160,11 +150,8 @@ async fn removed_record_drains_without_failed_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_replica_is_avoided_then_used_again() {
-    let mut fx = Fixture::start(3, 3).await;
-    let channel = fx.channel();
-    assert_ready(&channel, 3, Duration::from_secs(5)).await;
-    let (outcomes, stop, handles) = load(&channel, 8, "slow:20");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (mut fx, channel, (outcomes, stop, handles)) =
+        Fixture::under_load("slow:20", Duration::from_millis(400)).await;
     let victim = ip(3);
     let addr = fx.replicas[&victim].addr;
     let killed = Instant::now();
@@ -205,9 +192,7 @@ async fn killed_replica_is_avoided_then_used_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_replicas_down_fails_unavailable_within_bound() {
-    let mut fx = Fixture::start(3, 3).await;
-    let channel = fx.channel();
-    assert_ready(&channel, 3, Duration::from_secs(5)).await;
+    let (mut fx, channel) = Fixture::ready(3, 3).await;
     for replica in fx.replicas.values_mut() {
         replica.kill();
     }
@@ -244,9 +229,7 @@ async fn all_replicas_down_fails_unavailable_within_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_stopped_keeps_last_good_set() {
-    let mut fx = Fixture::start(3, 3).await;
-    let channel = fx.channel();
-    assert_ready(&channel, 3, Duration::from_secs(5)).await;
+    let (mut fx, channel) = Fixture::ready(3, 3).await;
     fx.dns.stop().await;
     let unreachable = wait_until(Duration::from_secs(5), || {
         matches!(channel.resolution(), ResolutionState::Unreachable { .. })
@@ -274,22 +257,13 @@ async fn dns_stopped_keeps_last_good_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_records_is_told_apart_and_fails_unavailable() {
-    let mut fx = Fixture::start(1, 1).await;
-    let channel = fx.builder().strict_empty_answer().build().unwrap();
-    assert_ready(&channel, 1, Duration::from_secs(5)).await;
-    fx.dns.set_a(NAME, &[], TTL).await;
+    let (_fx, channel) = Fixture::strict_then_empty(1).await;
     let empty = wait_until(Duration::from_secs(3), || {
         matches!(channel.resolution(), ResolutionState::NoRecords { .. })
     })
     .await;
     assert!(empty, "{:?}", channel.resolution());
-    let status = call(&channel, "").await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("DNS: no records"),
-        "{}",
-        status.message()
-    );
+    assert_fails_for_no_records(&channel).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

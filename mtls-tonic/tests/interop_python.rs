@@ -8,7 +8,7 @@ mod support;
 use std::{process::Command, time::Duration};
 
 use mtls_test_support::{ChildGuard, peers, put};
-use mtls_tonic::{balance::BalancedChannel, client::MtlsConnector, server::MtlsIncoming};
+use mtls_tonic::{balance::BalancedChannel, client::MtlsConnector};
 use support::pki::{CLIENT_ID, Pki, SERVER_ID, SERVICE_NAME};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -74,13 +74,7 @@ async fn grpcio_client_calls_our_server_and_is_rejected_without_certificate() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let incoming = MtlsIncoming::new(listener, pki.server_config(Pki::member_policy()));
-    let (_reporter, service) = support::replica::probe("solo");
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming),
-    );
+    let server = support::serve_probe(listener, pki.server_config(Pki::member_policy()));
 
     let args = [addr.clone(), ca.clone(), chain.clone(), key.clone()];
     let out = tokio::task::spawn_blocking(move || run_client(&args.each_ref().map(String::as_str)))

@@ -22,7 +22,7 @@ use mtls_tonic::metrics::{
 };
 use mtls_tonic::{
     authz::{AuthzLayer, MethodPolicy},
-    balance::{BalancedChannel, OutlierDetection, RetryPolicy},
+    balance::BalancedChannel,
     client::MtlsConnector,
 };
 use recorded::{Recorded, Values};
@@ -154,15 +154,7 @@ async fn health_call(
     watch: bool,
 ) -> tonic::Code {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let connector = MtlsConnector::new(client)
-        .server_name(SERVICE_NAME)
-        .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector(connector)
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
+    let mut health = HealthClient::new(support::mtls_channel(client, addr).await);
     let result = if watch {
         health
             .watch(HealthCheckRequest::default())
@@ -268,16 +260,7 @@ fn balanced_channel_counts_connections_goaway_and_errors_retries_and_dns() {
     let rec = Recorded::new();
     let (values, retried) = rec.block_on(async {
         let mut fx = Fixture::start(2, 2).await;
-        let channel = fx
-            .builder()
-            .outlier_detection(OutlierDetection::disabled())
-            .retry_policy(
-                RetryPolicy::new(3)
-                    .backoff(Duration::from_millis(5), Duration::from_millis(20), 2.0)
-                    .retryable([tonic::Code::Unavailable]),
-            )
-            .build()
-            .unwrap();
+        let channel = fx.retrying_builder().build().unwrap();
         assert!(
             wait_until(LIMIT, || ready_count(&channel) == 2).await,
             "{channel:?}"

@@ -20,8 +20,8 @@ use mtls_tonic::{
 };
 use support::{
     fixture::{
-        Fixture, NAME, TTL, assert_no_failed_call, assert_ready, call, finish, ip, load,
-        ready_count,
+        Fixture, NAME, TTL, assert_fails_for_no_records, assert_no_failed_call, assert_ready, call,
+        finish, finish_without, ip, load, ready_count,
     },
     pki::{CLIENT_ID, Pki},
     replica::Replica,
@@ -35,13 +35,41 @@ async fn check(
     request: tonic::Request<HealthCheckRequest>,
 ) -> Result<String, tonic::Status> {
     let response = HealthClient::new(channel.clone()).check(request).await?;
-    Ok(response
-        .metadata()
-        .get("x-replica")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned())
+    Ok(support::meta(&response, "x-replica"))
+}
+
+/// A DNS server naming `ips` and a channel with the default timings to them (on `port`)
+/// through `client`, once every one of them is ready: the server (keep it alive) and the
+/// channel.
+async fn named_and_ready(
+    ips: &[Ipv4Addr],
+    port: u16,
+    client: rustls::ClientConfig,
+) -> (support::dns::DnsServer, BalancedChannel) {
+    let mut dns = support::dns::DnsServer::start().await;
+    dns.set_a(NAME, ips, TTL).await;
+    let channel =
+        BalancedChannel::builder(format!("bookstore.test:{port}"), MtlsConnector::new(client))
+            .nameserver(dns.addr)
+            .build()
+            .unwrap();
+    assert_ready(&channel, ips.len(), Duration::from_secs(5)).await;
+    (dns, channel)
+}
+
+/// Asserts that `status` names every one of `addrs` and says they refused.
+fn assert_names_refusals(status: &tonic::Status, addrs: &[std::net::SocketAddr]) {
+    let message = status.message();
+    for addr in addrs {
+        assert!(
+            message.contains(&addr.to_string()),
+            "expected {addr} named, saw {message:?}"
+        );
+    }
+    assert!(
+        message.to_lowercase().contains("refused"),
+        "expected \"refused\", saw {message:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,18 +86,7 @@ async fn every_endpoint_refusing_fails_fast_and_wait_for_ready_waits() {
     let took = started.elapsed();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(took <= Duration::from_secs(1), "first call took {took:?}");
-    for addr in &addrs {
-        assert!(
-            status.message().contains(&addr.to_string()),
-            "{}",
-            status.message()
-        );
-    }
-    assert!(
-        status.message().to_lowercase().contains("refused"),
-        "{}",
-        status.message()
-    );
+    assert_names_refusals(&status, &addrs);
     assert_eq!(channel.state(), ChannelState::TransientFailure);
     // Later calls fail at once.
     let mut took = Vec::new();
@@ -107,18 +124,7 @@ async fn every_endpoint_refusing_fails_fast_and_wait_for_ready_waits() {
         took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
         "{took:?}"
     );
-    for addr in &addrs {
-        assert!(
-            status.message().contains(&addr.to_string()),
-            "{}",
-            status.message()
-        );
-    }
-    assert!(
-        status.message().to_lowercase().contains("refused"),
-        "{}",
-        status.message()
-    );
+    assert_names_refusals(&status, &addrs);
     assert!(
         status.message().contains("waiting for a ready endpoint"),
         "{}",
@@ -240,11 +246,8 @@ async fn refused_by_handshake_time_authorization_fails_fast_with_the_alert_every
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_dns_answers_lose_no_call_then_a_smaller_set_drains_the_rest() {
-    let mut fx = Fixture::start(3, 3).await;
-    let channel = fx.channel();
-    assert_ready(&channel, 3, Duration::from_secs(5)).await;
-    let (outcomes, stop, handles) = load(&channel, 8, "slow:10");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut fx, channel, (outcomes, stop, handles)) =
+        Fixture::under_load("slow:10", Duration::from_millis(300)).await;
     fx.dns.set_a(NAME, &[], TTL).await; // NXDOMAIN
     let empty = wait_until(Duration::from_secs(3), || {
         matches!(channel.resolution(), ResolutionState::NoRecords { .. })
@@ -272,45 +275,29 @@ async fn empty_dns_answers_lose_no_call_then_a_smaller_set_drains_the_rest() {
     })
     .await;
     assert!(dropped, "{channel:?}");
-    let refreshed = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    finish(stop, handles).await;
-    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    assert_no_failed_call(&outcomes, 0);
-    let late = outcomes
-        .iter()
-        .filter(|o| o.started > refreshed && o.result.as_deref() == Ok(ip(4).to_string().as_str()))
-        .count();
-    assert_eq!(late, 0, "calls went to the dropped endpoint");
+    finish_without(
+        (outcomes, stop, handles),
+        &ip(4).to_string(),
+        Duration::from_millis(300),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_empty_answer_drops_everything() {
-    let mut fx = Fixture::start(2, 2).await;
-    let channel = fx.builder().strict_empty_answer().build().unwrap();
-    assert_ready(&channel, 2, Duration::from_secs(5)).await;
-    fx.dns.set_a(NAME, &[], TTL).await;
+    let (_fx, channel) = Fixture::strict_then_empty(2).await;
     assert!(
         wait_until(Duration::from_secs(3), || channel.endpoints().is_empty()).await,
         "{channel:?}"
     );
-    let status = call(&channel, "").await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("DNS: no records"),
-        "{}",
-        status.message()
-    );
+    assert_fails_for_no_records(&channel).await;
 }
 
 /// `workers` callers run while each replica in turn shuts down gracefully (GOAWAY, drain)
 /// and comes back on the same address, `rounds` times over the three replicas.
 async fn rolling_restarts(rounds: usize) -> (usize, Vec<String>) {
-    let mut fx = Fixture::start(3, 3).await;
-    let channel = fx.channel();
-    assert_ready(&channel, 3, Duration::from_secs(5)).await;
-    let (outcomes, stop, handles) = load(&channel, 8, "slow:5");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut fx, channel, (outcomes, stop, handles)) =
+        Fixture::under_load("slow:5", Duration::from_millis(300)).await;
     let ips: Vec<Ipv4Addr> = (2..5).map(ip).collect();
     for _ in 0..rounds {
         for victim in &ips {
@@ -404,20 +391,11 @@ async fn recycling_while_identities_rotate(recycler: Recycler) {
             }),
         })
         .collect();
-    let mut dns = support::dns::DnsServer::start().await;
-    dns.set_a(NAME, &ips, TTL).await;
     let client_config = ClientConfigBuilder::new(client_identity.clone(), pki.trust())
         .authorize(Authorize::exact(support::pki::SERVER_ID.parse().unwrap()))
         .build()
         .unwrap();
-    let channel = BalancedChannel::builder(
-        format!("bookstore.test:{port}"),
-        MtlsConnector::new(client_config),
-    )
-    .nameserver(dns.addr)
-    .build()
-    .unwrap();
-    assert_ready(&channel, 3, Duration::from_secs(5)).await;
+    let (_dns, channel) = named_and_ready(&ips, port, client_config).await;
     // Callers note which replica saw which client certificate.
     let seen = Arc::new(Mutex::new(
         Vec::<(Instant, Result<(String, String), String>)>::new(),
@@ -509,16 +487,7 @@ async fn server_recycling_sends_goaway_at_age_and_closes_after_grace() {
         Replica::start_with_options(listeners.remove(0), config, options, move |server| {
             apply.apply(server)
         });
-    let mut dns = support::dns::DnsServer::start().await;
-    dns.set_a(NAME, &[ip(2)], TTL).await;
-    let channel = BalancedChannel::builder(
-        format!("bookstore.test:{port}"),
-        MtlsConnector::new(pki.client_config(CLIENT_ID)),
-    )
-    .nameserver(dns.addr)
-    .build()
-    .unwrap();
-    assert_ready(&channel, 1, Duration::from_secs(5)).await;
+    let (_dns, channel) = named_and_ready(&[ip(2)], port, pki.client_config(CLIENT_ID)).await;
     // A call longer than age + grace on the first connection is cut at the end of the grace.
     let long = {
         let channel = channel.clone();
@@ -590,16 +559,7 @@ async fn single_replica_recycling(recycler: Recycler, age: Duration) {
             server.max_connection_age(age)
         }),
     };
-    let mut dns = support::dns::DnsServer::start().await;
-    dns.set_a(NAME, &[ip(2)], TTL).await;
-    let channel = BalancedChannel::builder(
-        format!("bookstore.test:{port}"),
-        MtlsConnector::new(pki.client_config(CLIENT_ID)),
-    )
-    .nameserver(dns.addr)
-    .build()
-    .unwrap();
-    assert_ready(&channel, 1, Duration::from_secs(5)).await;
+    let (_dns, channel) = named_and_ready(&[ip(2)], port, pki.client_config(CLIENT_ID)).await;
     let ports = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
     let failed = Arc::new(Mutex::new(Vec::<String>::new()));
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -8,10 +8,7 @@ mod support;
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
@@ -22,6 +19,7 @@ use mtls_tonic::{
 };
 use support::{
     fixture::Fixture,
+    meta,
     pki::{CLIENT_ID, Pki, SERVICE_NAME},
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -40,16 +38,11 @@ async fn every_response_names_the_endpoint_that_served_it() {
     let mut served: HashMap<String, usize> = HashMap::new();
     for _ in 0..30 {
         let response = client.check(HealthCheckRequest::default()).await.unwrap();
-        let replica = response
-            .metadata()
-            .get("x-replica")
-            .unwrap()
-            .to_str()
-            .unwrap();
+        let replica = meta(&response, "x-replica");
         let ServedBy(addr) = *response.extensions().get::<ServedBy>().unwrap();
         assert_eq!(addr.ip().to_string(), replica);
         assert_eq!(addr.port(), fixture.port);
-        *served.entry(replica.to_owned()).or_default() += 1;
+        *served.entry(replica).or_default() += 1;
     }
     assert_eq!(served.len(), 3, "{served:?}");
 }
@@ -113,13 +106,7 @@ async fn echo_server(
     mtls_tonic::balance::BalancedChannelBuilder,
 ) {
     let options = ServerOptions::default();
-    let listener = options.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let incoming = MtlsIncoming::configured(
-        listener,
-        pki.server_config(Pki::member_policy()),
-        options.clone(),
-    );
+    let (addr, incoming) = support::member_incoming(pki, "127.0.0.2", &options);
     let server = tokio::spawn(
         options
             .server()
@@ -162,16 +149,6 @@ fn grpc_timeout(value: &str) -> Duration {
         "n" => Duration::from_nanos(n),
         other => panic!("unit {other}"),
     }
-}
-
-fn meta(response: &tonic::Response<tonic_health::pb::HealthCheckResponse>, key: &str) -> String {
-    response
-        .metadata()
-        .get(key)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// `timeout`: a call without its own deadline gets the channel's (DEADLINE_EXCEEDED when
@@ -256,7 +233,7 @@ async fn client_first_flight(
     config: rustls::ServerConfig,
 ) -> (HashMap<u16, u32>, u32) {
     use tokio::io::AsyncReadExt;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let (tcp, _) = listener.accept().await.unwrap();
     let mut tls = acceptor.accept(tcp).await.unwrap();
     let mut preface = [0u8; 24];

@@ -29,16 +29,7 @@ fn checks(fx: &Fixture) -> u64 {
 async fn retry_policy_hides_a_replica_answering_unavailable() {
     let fx = Fixture::start(3, 3).await;
     fx.replicas[&ip(2)].answer_with(Code::Unavailable);
-    let channel = fx
-        .builder()
-        .outlier_detection(OutlierDetection::disabled())
-        .retry_policy(
-            RetryPolicy::new(3)
-                .backoff(Duration::from_millis(5), Duration::from_millis(20), 2.0)
-                .retryable([Code::Unavailable]),
-        )
-        .build()
-        .unwrap();
+    let channel = fx.retrying_builder().build().unwrap();
     assert_ready(&channel, 3, Duration::from_secs(5)).await;
     let (outcomes, stop, handles) = load(&channel, 8, "");
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use mtls_tonic::{client::MtlsConnector, server::MtlsIncoming};
+use mtls_tonic::client::MtlsConnector;
 use support::pki::{CLIENT_ID, Pki, SERVICE_NAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -19,13 +19,7 @@ async fn failed_handshakes_are_logged_with_reason_and_server_keeps_serving() {
     let pki = Pki::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let incoming = MtlsIncoming::new(listener, pki.server_config(Pki::member_policy()));
-    let (_reporter, service) = support::replica::probe("solo");
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming),
-    );
+    let server = support::serve_probe(listener, pki.server_config(Pki::member_policy()));
 
     // 1. A client certificate from an untrusted CA.
     let intruder = MtlsConnector::new(pki.intruder_client_config())
@@ -114,13 +108,7 @@ async fn tonic_accessors_name_both_addresses_over_mtls_incoming() {
     let pki = Pki::new();
     for with_options in [true, false] {
         let options = mtls_tonic::server::ServerOptions::default();
-        let listener = options.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = MtlsIncoming::configured(
-            listener,
-            pki.server_config(Pki::member_policy()),
-            options.clone(),
-        );
+        let (addr, incoming) = support::member_incoming(&pki, "127.0.0.2", &options);
         let service = tonic_health::pb::health_server::HealthServer::new(Accessors);
         let server = if with_options {
             tokio::spawn(
@@ -153,15 +141,7 @@ async fn tonic_accessors_name_both_addresses_over_mtls_incoming() {
                 .check(tonic_health::pb::HealthCheckRequest::default())
                 .await
                 .unwrap();
-            let meta = |key: &str| {
-                response
-                    .metadata()
-                    .get(key)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_owned()
-            };
+            let meta = |key: &str| support::meta(&response, key);
             let remote: std::net::SocketAddr = meta("x-remote").parse().unwrap();
             assert_eq!(remote.ip().to_string(), "127.0.0.5", "{with_options}");
             assert_ne!(remote.port(), 0);

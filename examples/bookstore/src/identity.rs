@@ -124,6 +124,30 @@ pub fn client_tls(
         .map_err(|e| Error::tls(format!("building the {workload}'s TLS configuration"), e))
 }
 
+/// A bookstore binary's identity and trust from the SPIFFE Workload API (its
+/// `--workload-api ENDPOINT`): at `endpoint`, or at `$SPIFFE_ENDPOINT_SOCKET` when it is
+/// empty. A failure is an [`Error::Tls`] saying it was getting our identity.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = bookstore::identity::workload_api("ftp://agent.invalid")
+///     .await
+///     .unwrap_err();
+/// assert!(err.to_string().contains("(--workload-api)"), "{err}");
+/// # }
+/// ```
+pub async fn workload_api(endpoint: &str) -> Result<mtls_core::WorkloadApiSource> {
+    let mut builder = mtls_core::WorkloadApiSource::builder();
+    if !endpoint.is_empty() {
+        builder = builder.endpoint(endpoint);
+    }
+    builder
+        .connect()
+        .await
+        .map_err(|e| Error::tls("getting our identity (--workload-api)", e))
+}
+
 /// How long before its certificate expires a bookstore binary warns about it.
 pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 

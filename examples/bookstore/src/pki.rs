@@ -61,9 +61,44 @@ pub struct MeshPki {
     server: SvidFiles,
     client: SvidFiles,
     intruder: SvidFiles,
-    jwt_key: SigningKey,
+    jwt: JwtIssuer,
+}
+
+/// The mesh's JWT signing key and its JWKS (the public half), as JSON and as a file.
+#[derive(Debug)]
+struct JwtIssuer {
+    key: SigningKey,
     jwks: String,
     jwks_path: PathBuf,
+}
+
+impl JwtIssuer {
+    /// A new ES256 key, written to `dir` (`jwt-signing-key.pem`, mode 0600) with its JWKS
+    /// (`jwks.json`).
+    fn generate(dir: &Path) -> Result<Self> {
+        let key = SigningKey::generate(Algorithm::ES256)
+            .map_err(|e| Error::jwt("generating the JWT signing key", e))?;
+        let jwks = mtls_jwt::jwks_json([key.jwk(Some(key.kid()))]);
+        let jwks_path = dir.join("jwks.json");
+        write(&jwks_path, &jwks, false)?;
+        write(&dir.join("jwt-signing-key.pem"), &key.private_pem(), true)?;
+        Ok(Self {
+            key,
+            jwks,
+            jwks_path,
+        })
+    }
+}
+
+/// The IDs of the PKI's client (`policy`'s first allowed one) and of the intruder.
+fn client_and_intruder(policy: &MeshPolicy) -> Result<(&SpiffeId, SpiffeId)> {
+    let client = policy
+        .allowed_clients
+        .first()
+        .ok_or_else(|| Error::Config("the policy allows no client".into()))?;
+    let intruder = SpiffeId::new(INTRUDER_ID)
+        .map_err(|e| Error::Config(format!("intruder ID {INTRUDER_ID}: {e}")))?;
+    Ok((client, intruder))
 }
 
 impl MeshPki {
@@ -86,8 +121,7 @@ impl MeshPki {
             false,
         )?;
 
-        let intruder_id = SpiffeId::new(INTRUDER_ID)
-            .map_err(|e| Error::Config(format!("intruder ID {INTRUDER_ID}: {e}")))?;
+        let (client_id, intruder_id) = client_and_intruder(policy)?;
         let server = issue(
             &intermediate,
             &dir,
@@ -95,10 +129,6 @@ impl MeshPki {
             LeafParams::svid(policy.server_id.clone()).add_dns_name(policy.service_name.clone()),
             &policy.server_id,
         )?;
-        let client_id = policy
-            .allowed_clients
-            .first()
-            .ok_or_else(|| Error::Config("the policy allows no client".into()))?;
         let client = issue(
             &intermediate,
             &dir,
@@ -114,16 +144,7 @@ impl MeshPki {
             &intruder_id,
         )?;
 
-        let jwt_key = SigningKey::generate(Algorithm::ES256)
-            .map_err(|e| Error::jwt("generating the JWT signing key", e))?;
-        let jwks = mtls_jwt::jwks_json([jwt_key.jwk(Some(jwt_key.kid()))]);
-        let jwks_path = dir.join("jwks.json");
-        write(&jwks_path, &jwks, false)?;
-        write(
-            &dir.join("jwt-signing-key.pem"),
-            &jwt_key.private_pem(),
-            true,
-        )?;
+        let jwt = JwtIssuer::generate(&dir)?;
         Ok(Self {
             dir,
             policy: policy.clone(),
@@ -132,9 +153,7 @@ impl MeshPki {
             server,
             client,
             intruder,
-            jwt_key,
-            jwks,
-            jwks_path,
+            jwt,
         })
     }
 
@@ -181,23 +200,22 @@ impl MeshPki {
             ));
         }
         let (bundle, _) = read("bundle.pem", "the trust bundle")?;
+        let (client_id, intruder_id) = client_and_intruder(policy)?;
         let server = svid("bookstore", &policy.server_id)?;
-        let client_id = policy
-            .allowed_clients
-            .first()
-            .ok_or_else(|| Error::Config("the policy allows no client".into()))?;
         let client = svid("client", client_id)?;
-        let intruder_id = SpiffeId::new(INTRUDER_ID)
-            .map_err(|e| Error::Config(format!("intruder ID {INTRUDER_ID}: {e}")))?;
         let intruder = svid("intruder", &intruder_id)?;
         let (jwks_path, jwks) = read("jwks.json", "the JWKS")?;
         let (key_path, key_pem) = read("jwt-signing-key.pem", "the JWT signing key")?;
-        let jwt_key = SigningKey::from_pem(&key_pem).map_err(|e| {
-            Error::jwt(
-                format!("loading the JWT signing key {}", key_path.display()),
-                e,
-            )
-        })?;
+        let jwt = JwtIssuer {
+            key: SigningKey::from_pem(&key_pem).map_err(|e| {
+                Error::jwt(
+                    format!("loading the JWT signing key {}", key_path.display()),
+                    e,
+                )
+            })?,
+            jwks,
+            jwks_path,
+        };
         Ok(Self {
             dir,
             policy: policy.clone(),
@@ -206,9 +224,7 @@ impl MeshPki {
             server,
             client,
             intruder,
-            jwt_key,
-            jwks,
-            jwks_path,
+            jwt,
         })
     }
 
@@ -245,12 +261,12 @@ impl MeshPki {
 
     /// The JWKS document (the public half of the signing key).
     pub fn jwks_json(&self) -> &str {
-        &self.jwks
+        &self.jwt.jwks
     }
 
     /// The JWKS file.
     pub fn jwks_path(&self) -> &Path {
-        &self.jwks_path
+        &self.jwt.jwks_path
     }
 
     /// The trust bundle of the trust domain, as mtls-core wants it.
@@ -310,13 +326,14 @@ impl MeshPki {
                 .issuer(self.policy.issuer.clone())
                 .audience(audience)
                 .subject(sub)
-                .kid(self.jwt_key.kid()),
+                .kid(self.jwt.key.kid()),
         )
     }
 
     /// Mints any token with the mesh's signing key.
     pub fn mint(&self, spec: &TokenSpec) -> Result<String> {
-        self.jwt_key
+        self.jwt
+            .key
             .mint(spec)
             .map_err(|e| Error::jwt("minting a token", e))
     }

@@ -204,33 +204,14 @@ pub fn spawn_with(
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
                     .await
             }
-            Security::Mtls {
-                tls,
-                policy,
-                jwt: None,
-            } => {
+            Security::Mtls { tls, policy, jwt } => {
+                // Tokens, when validated, after the caller's SPIFFE ID.
+                let jwt = jwt.map(|(validator, rules)| JwtLayer::new(validator, rules));
                 options
                     .server()
                     .layer(metrics)
                     .layer(AuthzLayer::new(policy))
-                    .add_service(health)
-                    .add_service(bookstore)
-                    .serve_with_incoming_shutdown(
-                        MtlsIncoming::configured(listener, tls, options.clone()),
-                        signal,
-                    )
-                    .await
-            }
-            Security::Mtls {
-                tls,
-                policy,
-                jwt: Some((validator, rules)),
-            } => {
-                options
-                    .server()
-                    .layer(metrics)
-                    .layer(AuthzLayer::new(policy))
-                    .layer(JwtLayer::new(validator, rules))
+                    .layer(tower::util::option_layer(jwt))
                     .add_service(health)
                     .add_service(bookstore)
                     .serve_with_incoming_shutdown(

@@ -192,6 +192,7 @@ pub struct BookstoreService {
     replica: MetadataValue<tonic::metadata::Ascii>,
     name: Arc<str>,
     faults: Option<FailFirstAttempts>,
+    echo_caller: bool,
 }
 
 impl BookstoreService {
@@ -207,6 +208,7 @@ impl BookstoreService {
             replica: value,
             name: replica.into(),
             faults: None,
+            echo_caller: true,
         })
     }
 
@@ -225,6 +227,34 @@ impl BookstoreService {
     pub fn fail_first_attempts(mut self, faults: FailFirstAttempts) -> Self {
         self.faults = Some(faults);
         self
+    }
+
+    /// Whether responses also carry who called ([`CALLER_HEADER`]) and what our handshake
+    /// with the caller negotiated ([`TLS_HEADER`]); on by default (the mesh demo shows
+    /// them). The benchmarks turn it off so that every scenario's replicas answer the same
+    /// bytes (only [`REPLICA_HEADER`]), whatever the transport knows about the caller.
+    ///
+    /// ```
+    /// use bookstore::{BookstoreService, Store};
+    /// let service = BookstoreService::new(Store::seeded(), "r1")?.echo_caller(false);
+    /// # let _ = service;
+    /// # Ok::<(), bookstore::Error>(())
+    /// ```
+    pub fn echo_caller(mut self, on: bool) -> Self {
+        self.echo_caller = on;
+        self
+    }
+
+    /// Who called, when responses echo it.
+    fn who<T>(&self, request: &Request<T>) -> Caller {
+        if self.echo_caller {
+            who(request)
+        } else {
+            Caller {
+                id: None,
+                tls: None,
+            }
+        }
     }
 
     /// The replica name.
@@ -247,7 +277,7 @@ impl BookstoreService {
             .to_str()
             .ok()?;
         let status = faults.first_attempt(id)?;
-        Some(self.answer(who(request), Err(status)))
+        Some(self.answer(self.who(request), Err(status)))
     }
 
     fn answer<T>(&self, caller: Caller, result: Result<T, Status>) -> Result<Response<T>, Status> {
@@ -286,7 +316,7 @@ impl Bookstore for BookstoreService {
             return failed;
         }
         self.answer(
-            who(&request),
+            self.who(&request),
             Ok(ListShelvesResponse {
                 shelves: self.store.list_shelves(),
             }),
@@ -300,7 +330,7 @@ impl Bookstore for BookstoreService {
         if let Some(failed) = self.injected(&request) {
             return failed;
         }
-        let caller = who(&request);
+        let caller = self.who(&request);
         let result = match request.into_inner().shelf {
             None => Err(Status::invalid_argument("CreateShelf: shelf is required")),
             Some(shelf) if shelf.theme.trim().is_empty() => Err(Status::invalid_argument(
@@ -318,7 +348,10 @@ impl Bookstore for BookstoreService {
         if let Some(failed) = self.injected(&request) {
             return failed;
         }
-        self.answer(who(&request), self.store.shelf(request.get_ref().shelf))
+        self.answer(
+            self.who(&request),
+            self.store.shelf(request.get_ref().shelf),
+        )
     }
 
     async fn delete_shelf(
@@ -329,7 +362,7 @@ impl Bookstore for BookstoreService {
             return failed;
         }
         self.answer(
-            who(&request),
+            self.who(&request),
             self.store.delete_shelf(request.get_ref().shelf),
         )
     }
@@ -343,7 +376,7 @@ impl Bookstore for BookstoreService {
         }
         let books = self.store.list_books(request.get_ref().shelf);
         self.answer(
-            who(&request),
+            self.who(&request),
             books.map(|books| ListBooksResponse { books }),
         )
     }
@@ -355,7 +388,7 @@ impl Bookstore for BookstoreService {
         if let Some(failed) = self.injected(&request) {
             return failed;
         }
-        let caller = who(&request);
+        let caller = self.who(&request);
         let CreateBookRequest { shelf, book } = request.into_inner();
         let result = match book {
             None => Err(Status::invalid_argument("CreateBook: book is required")),
@@ -372,7 +405,7 @@ impl Bookstore for BookstoreService {
             return failed;
         }
         let r = request.get_ref();
-        self.answer(who(&request), self.store.book(r.shelf, r.book))
+        self.answer(self.who(&request), self.store.book(r.shelf, r.book))
     }
 
     async fn delete_book(
@@ -383,7 +416,7 @@ impl Bookstore for BookstoreService {
             return failed;
         }
         let r = request.get_ref();
-        self.answer(who(&request), self.store.delete_book(r.shelf, r.book))
+        self.answer(self.who(&request), self.store.delete_book(r.shelf, r.book))
     }
 }
 

@@ -63,12 +63,7 @@ async fn client_and_server_take_their_identities_from_the_workload_api() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::success_stdout(&out);
     assert!(stdout.contains("9 / 9 calls ok"), "{stdout}");
     drop(server);
 }
@@ -95,12 +90,7 @@ fn client_verifies_the_server_by_dns_name() {
     };
     // The server's certificate carries the service's DNS name.
     let out = client(SERVICE_NAME);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::success_stdout(&out);
     assert!(stdout.contains("9 / 9 calls ok"), "{stdout}");
 
     // Another name is refused, and the refusal names it.

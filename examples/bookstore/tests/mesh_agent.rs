@@ -9,7 +9,6 @@ mod support;
 
 use bookstore::mesh::{self, MeshOptions, PathKind, checks, same_serial};
 use bookstore::{AgentIdentities, MeshPki, MeshPolicy, Workload, WorkloadIdentities};
-use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_mode_both_paths_identities_from_the_agent_and_rotation_with_no_failed_call() {
@@ -54,63 +53,16 @@ async fn agent_mode_both_paths_identities_from_the_agent_and_rotation_with_no_fa
         .unwrap_or_else(|e| panic!("the mesh did not run in agent mode: {e}"));
     println!("{}", outcome.table());
 
-    let mut paths = vec![PathKind::Proxyless];
-    match (&outcome.envoy, &outcome.envoy_skipped) {
-        (Some(_), _) => paths.push(PathKind::Envoy),
-        (None, reason) => assert!(
-            !support::envoy_required(),
-            "MTLS_REQUIRE_ENVOY=1 but the Envoy path did not run: {reason:?}"
-        ),
-    }
-
-    for path in &paths {
-        let path = *path;
-        let report = match path {
-            PathKind::Proxyless => outcome.proxyless.as_ref(),
-            _ => outcome.envoy.as_ref(),
-        }
-        .unwrap();
-        let check = |name: &str| {
-            outcome
-                .check(path, name)
-                .unwrap_or_else(|| panic!("{path}: no check {name:?}\n{}", outcome.table()))
-        };
+    let paths = support::paths_run(&outcome);
+    for path in paths.iter().copied() {
+        let report = support::report(&outcome, path);
+        let check = |name: &str| support::check(&outcome, path, name);
 
         // Every call succeeds (across the rotation), each replica serves >= 20 %.
         assert_eq!(report.total(), 36, "{path}");
-        assert_eq!(
-            report.succeeded(),
-            report.total(),
-            "{path}: {}",
-            check(checks::SCENARIO).observed
-        );
-        for replica in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
-            let share = report.share(replica);
-            assert!(
-                share >= 0.2,
-                "{path}: {replica} served {:.0}%:\n{}",
-                share * 100.0,
-                report.distribution()
-            );
-        }
-        assert_eq!(
-            report.callers.iter().collect::<Vec<_>>(),
-            [bookstore::CLIENT_ID],
-            "{path}"
-        );
-
+        support::assert_served_evenly_to(&outcome, path, bookstore::CLIENT_ID);
         // The three refusals, as with file identities.
-        let intruder = check(checks::INTRUDER);
-        assert!(intruder.passed, "{path}: {intruder:?}");
-        assert_eq!(intruder.status.as_ref().unwrap().0, Code::Unavailable);
-        assert_eq!(
-            check(checks::NO_TOKEN).status,
-            Some((Code::Unauthenticated, "Jwt is missing".to_owned())),
-            "{path}"
-        );
-        let (code, message) = check(checks::WRONG_AUDIENCE).status.clone().unwrap();
-        assert_eq!(code, Code::PermissionDenied, "{path}: {message}");
-        assert!(message.starts_with("Audiences in Jwt are not allowed"));
+        support::assert_refusals(&outcome, path);
 
         // Before the rotation, every SVID in use was the agent's.
         let identities = check(checks::AGENT_IDENTITIES);
@@ -187,18 +139,11 @@ async fn agent_mode_both_paths_identities_from_the_agent_and_rotation_with_no_fa
 /// The binary: `--agent` prints the agent line and the agent-mode rows, exits 0.
 #[test]
 fn mesh_binary_agent_mode_prints_agent_rows() {
-    let envoy = bookstore::envoy::find_envoy(None);
-    assert!(
-        envoy.is_some() || !support::envoy_required(),
-        "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh"
-    );
-    let out = support::run("bookstore-mesh", &["--agent", "--calls", "18"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let envoy = support::mesh_finds_envoy("the binary runs its proxyless path only");
+    let stdout = support::success_stdout(&support::run(
+        "bookstore-mesh",
+        &["--agent", "--calls", "18"],
+    ));
     assert!(
         stdout.contains("==> identities: mtls-agent in process: Workload API unix://"),
         "{stdout}"
@@ -211,7 +156,7 @@ fn mesh_binary_agent_mode_prints_agent_rows() {
         .lines()
         .filter(|l| l.contains(" rotation ") || l.contains(" agent identities "))
         .collect();
-    let want = if envoy.is_some() { 4 } else { 2 };
+    let want = if envoy { 4 } else { 2 };
     assert_eq!(rows.len(), want, "{stdout}");
     assert!(
         rows.iter().all(|r| r.trim_end().ends_with("ok")),
@@ -244,22 +189,5 @@ fn mesh_agent_mode_interrupted_stops_every_envoy_and_the_agent() {
         .unwrap()
         .to_owned();
     assert!(std::path::Path::new(&socket).exists(), "{socket}");
-    support::wait_on(&lines, "client sidecar on", &mut mesh);
-    let envoys = support::envoy_pids_using(&dir);
-    assert_eq!(envoys.len(), 4, "4 Envoys expected, found {envoys:?}");
-
-    let pid = mesh.child.id().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = mesh.child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{status}");
-    let left = support::envoy_pids_using(&dir);
-    assert!(left.is_empty(), "processes still using {dir}: {left:?}");
-    assert!(
-        !std::path::Path::new(&dir).exists(),
-        "{dir} was not removed"
-    );
+    support::interrupt_mesh_and_expect_cleanup(mesh, &lines, &dir);
 }

@@ -113,20 +113,9 @@ async fn two_trust_domains_federate_on_both_paths_and_a_ca_rotation_crosses_over
     .unwrap_or_else(|e| panic!("the federation mesh did not run: {e}"));
     println!("{}", outcome.table());
 
-    let mut paths = vec![PathKind::Proxyless];
-    match (&outcome.envoy, &outcome.envoy_skipped) {
-        (Some(_), _) => paths.push(PathKind::Envoy),
-        (None, reason) => assert!(
-            !support::envoy_required(),
-            "MTLS_REQUIRE_ENVOY=1 but the Envoy path did not run: {reason:?}"
-        ),
-    }
+    let paths = support::paths_run(&outcome);
     for path in paths.iter().copied() {
-        let check = |name: &str| {
-            outcome
-                .check(path, name)
-                .unwrap_or_else(|| panic!("{path}: no check {name:?}\n{}", outcome.table()))
-        };
+        let check = |name: &str| support::check(&outcome, path, name);
         for name in [
             checks::SCENARIO,
             checks::BALANCE,
@@ -140,11 +129,7 @@ async fn two_trust_domains_federate_on_both_paths_and_a_ca_rotation_crosses_over
             let c = check(name);
             assert!(c.passed, "{path} {name}: {c:?}\n{}", outcome.table());
         }
-        let report = match path {
-            PathKind::Proxyless => outcome.proxyless.as_ref(),
-            _ => outcome.envoy.as_ref(),
-        }
-        .unwrap();
+        let report = support::report(&outcome, path);
         assert_eq!(report.total(), 18, "{path}");
         assert_eq!(report.succeeded(), 18, "{path}");
         // The bookstore saw exactly the foreign client, on both paths.
@@ -245,25 +230,18 @@ async fn two_trust_domains_federate_on_both_paths_and_a_ca_rotation_crosses_over
 /// exits 0, and leaves no process or directory behind.
 #[test]
 fn mesh_binary_federation_prints_its_rows_and_stops_everything() {
-    let envoy = bookstore::envoy::find_envoy(None);
-    assert!(
-        envoy.is_some() || !support::envoy_required(),
-        "MTLS_REQUIRE_ENVOY=1 but no Envoy: run ./scripts/install-test-tools.sh"
-    );
-    let out = support::run("bookstore-mesh", &["--federation", "--calls", "18"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let envoy = support::mesh_finds_envoy("the binary runs its proxyless path only");
+    let stdout = support::success_stdout(&support::run(
+        "bookstore-mesh",
+        &["--federation", "--calls", "18"],
+    ));
     let dir = stdout
         .split("three mtls-agents in process in ")
         .nth(1)
         .and_then(|rest| rest.split(',').next())
         .unwrap_or_else(|| panic!("no identities line: {stdout}"))
         .to_owned();
-    let paths = if envoy.is_some() { 2 } else { 1 };
+    let paths = if envoy { 2 } else { 1 };
     for name in [checks::FEDERATION, checks::NEIGHBOUR, checks::UNFEDERATED] {
         let rows: Vec<&str> = stdout
             .lines()

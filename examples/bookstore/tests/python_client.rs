@@ -55,12 +55,7 @@ async fn python_grpcio_client_lists_the_seeded_shelves_over_mtls() {
         tokio::task::spawn_blocking(move || support::run_command("python client", &mut command))
             .await
             .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::success_stdout(&out);
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(
         result["shelves"],

@@ -69,29 +69,19 @@ fn prepare(dir: &Path) {
             std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
         }
     }
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-subj", "/CN=worker", "-keyout", "worker-key.pem"])
-        .args([
-            "-addext",
-            "subjectAltName=URI:spiffe://mesh.internal/ns/shop/sa/worker",
-        ])
-        .args(["-out", "worker.csr"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::success_stdout(&support::run_command(
+        "openssl req",
+        Command::new("openssl")
+            .args(["req", "-new", "-newkey", "ec"])
+            .args(["-pkeyopt", "ec_paramgen_curve:P-256"])
+            .args(["-nodes", "-subj", "/CN=worker", "-keyout", "worker-key.pem"])
+            .args([
+                "-addext",
+                "subjectAltName=URI:spiffe://mesh.internal/ns/shop/sa/worker",
+            ])
+            .args(["-out", "worker.csr"])
+            .current_dir(dir),
+    ));
 }
 
 #[test]

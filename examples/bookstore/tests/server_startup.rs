@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::{path::Path, process::Command};
 
 use bookstore::{AUDIENCE, MeshPki, MeshPolicy};
 use support::{
@@ -21,11 +21,56 @@ fn mtls_args<'a>(pki: &'a MeshPki, listen: &'a str) -> Vec<&'a str> {
     server_args(pki, listen, true)
 }
 
-/// [`refused`] with argument `at` of [`mtls_args`] replaced by `value`.
-fn refused_with(pki: &MeshPki, listen: &str, at: usize, value: &str) -> String {
-    let mut args = mtls_args(pki, listen);
-    args[at] = value;
-    refused(&args)
+/// `bookstore-server` with [`mtls_args`] on `listen` and what `more` adds (arguments, its
+/// environment), once it is listening: the process and its `listening on` line.
+fn mtls_server(
+    pki: &MeshPki,
+    listen: &str,
+    more: impl FnOnce(&mut Command) -> &mut Command,
+) -> (ChildGuard, String) {
+    let mut command = Command::new(bin("bookstore-server"));
+    command.args(mtls_args(pki, listen));
+    let mut server = ChildGuard::spawn("bookstore-server", more(&mut command));
+    let line = server.wait_for_line("listening on");
+    (server, line)
+}
+
+/// A fresh PKI and a free address: the server's [`mtls_args`] that a test spoils one at a
+/// time, expecting the server to refuse to start.
+struct Spoiled {
+    dir: tempfile::TempDir,
+    pki: MeshPki,
+    listen: String,
+}
+
+impl Spoiled {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki(dir.path());
+        let listen = free_addr().to_string();
+        Self { dir, pki, listen }
+    }
+
+    /// `name` in the test's directory.
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// [`refused`] with argument `at` of [`mtls_args`] replaced by `value`: the refusal
+    /// says each of `says`.
+    fn refuses(&self, at: usize, value: &Path, says: &[&str]) {
+        let mut args = mtls_args(&self.pki, &self.listen);
+        args[at] = s(value);
+        let err = refused(&args);
+        for words in says {
+            assert!(
+                err.contains(words),
+                "{} for {}: expected {words:?} in {err}",
+                value.display(),
+                args[at - 1]
+            );
+        }
+    }
 }
 
 /// Runs the server expecting it to refuse to start; returns stderr.
@@ -44,13 +89,7 @@ fn refused(args: &[&str]) -> String {
 fn server_and_client_processes_run_the_scenario_over_mtls_and_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let mut server = ChildGuard::spawn(
-        "bookstore-server",
-        std::process::Command::new(bin("bookstore-server"))
-            .args(mtls_args(&pki, ANY_PORT))
-            .args(["--replica-name", "replica-a"]),
-    );
-    let line = server.wait_for_line("listening on");
+    let (_server, line) = mtls_server(&pki, ANY_PORT, |c| c.args(["--replica-name", "replica-a"]));
     let listen = listening_addr(&line);
     assert!(
         line.contains("replica-a") && line.contains("mTLS") && line.contains("JWT"),
@@ -63,12 +102,7 @@ fn server_and_client_processes_run_the_scenario_over_mtls_and_plaintext() {
         "bookstore-client",
         &[client_args(&pki, &listen), vec!["--token-file", s(&token)]].concat(),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::success_stdout(&out);
     assert!(stdout.contains("18 / 18 calls ok"), "{stdout}");
     assert!(
         stdout.contains("replica-a") && stdout.contains("ListShelves"),
@@ -113,53 +147,25 @@ fn server_and_client_processes_run_the_scenario_over_mtls_and_plaintext() {
 
 #[test]
 fn server_refuses_missing_or_mismatched_certificate_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let listen = free_addr().to_string();
-
-    let missing = dir.path().join("nope.pem");
-    let err = refused_with(&pki, &listen, 5, s(&missing)); // --cert
-    assert!(err.contains("--cert") && err.contains("nope.pem"), "{err}");
-    assert!(err.contains("No such file"), "{err}");
-
+    let spoiled = Spoiled::new();
+    let missing = spoiled.path("nope.pem");
+    spoiled.refuses(5, &missing, &["--cert", "nope.pem", "No such file"]);
     // The client's key with the server's certificate.
-    let err = refused_with(&pki, &listen, 7, s(&pki.client().key)); // --key
-    assert!(
-        err.contains("private key does not match certificate"),
-        "{err}"
-    );
-
+    let client_key = &spoiled.pki.client().key;
+    spoiled.refuses(7, client_key, &["private key does not match certificate"]);
     // A key file that holds no key.
-    let err = refused_with(&pki, &listen, 7, s(pki.bundle_path()));
-    assert!(err.contains("--key"), "{err}");
-
-    let err = refused_with(&pki, &listen, 3, s(&missing)); // --ca
-    assert!(
-        err.contains("trust bundle (--ca)") && err.contains("nope.pem"),
-        "{err}"
-    );
+    spoiled.refuses(7, spoiled.pki.bundle_path(), &["--key"]);
+    spoiled.refuses(3, &missing, &["trust bundle (--ca)", "nope.pem"]);
 }
 
 #[test]
 fn server_refuses_unreadable_jwks() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let listen = free_addr().to_string();
-
-    let missing = dir.path().join("missing-jwks.json");
-    let err = refused_with(&pki, &listen, 11, s(&missing));
-    assert!(
-        err.contains("JWKS (--jwks)") && err.contains("missing-jwks.json"),
-        "{err}"
-    );
-
-    let garbage = dir.path().join("garbage.json");
+    let spoiled = Spoiled::new();
+    let missing = spoiled.path("missing-jwks.json");
+    spoiled.refuses(11, &missing, &["JWKS (--jwks)", "missing-jwks.json"]);
+    let garbage = spoiled.path("garbage.json");
     std::fs::write(&garbage, "this is not JSON").unwrap();
-    let err = refused_with(&pki, &listen, 11, s(&garbage));
-    assert!(
-        err.contains("is not a usable JWKS") && err.contains("garbage.json"),
-        "{err}"
-    );
+    spoiled.refuses(11, &garbage, &["is not a usable JWKS", "garbage.json"]);
 }
 
 #[test]
@@ -196,13 +202,8 @@ async fn client_balances_over_independent_server_processes() {
     let mut servers = Vec::new();
     for ip in ips {
         let listen = format!("{ip}:{port}");
-        let mut server = ChildGuard::spawn(
-            "bookstore-server",
-            std::process::Command::new(bin("bookstore-server"))
-                .args(mtls_args(&pki, &listen))
-                .args(["--replica-name", &format!("pod-{ip}")]),
-        );
-        server.wait_for_line("listening on");
+        let name = format!("pod-{ip}");
+        let (server, _) = mtls_server(&pki, &listen, |c| c.args(["--replica-name", &name]));
         servers.push(server);
     }
     let dns = bookstore::MeshDns::start("bookstore.local", &ips, 5)
@@ -210,36 +211,23 @@ async fn client_balances_over_independent_server_processes() {
         .unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, pki.token(AUDIENCE).unwrap()).unwrap();
+    let (target, nameserver) = (format!("bookstore.local:{port}"), dns.addr().to_string());
     let args: Vec<String> = [
-        "--target",
-        &format!("bookstore.local:{port}"),
-        "--nameserver",
-        &dns.addr().to_string(),
-        "--ca",
-        s(pki.bundle_path()),
-        "--cert",
-        s(&pki.client().cert),
-        "--key",
-        s(&pki.client().key),
-        "--token-file",
-        s(&token),
-        "--calls",
-        "27",
+        client_args(&pki, &target),
+        vec!["--nameserver", &nameserver, "--token-file", s(&token)],
+        vec!["--calls", "27"],
     ]
+    .concat()
+    .into_iter()
     .map(str::to_owned)
-    .to_vec();
+    .collect();
     let out = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run("bookstore-client", &args)
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::success_stdout(&out);
     for ip in ips {
         assert!(
             stdout.contains(&format!("pod-{ip}")),
@@ -260,13 +248,7 @@ async fn client_balances_over_independent_server_processes() {
 fn redirected_logs_have_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let mut server = ChildGuard::spawn(
-        "bookstore-server",
-        std::process::Command::new(bin("bookstore-server"))
-            .args(mtls_args(&pki, ANY_PORT))
-            .env("RUST_LOG", "debug"),
-    );
-    server.wait_for_line("listening on");
+    let (mut server, _) = mtls_server(&pki, ANY_PORT, |c| c.env("RUST_LOG", "debug"));
     let _ = server.child.kill();
     let _ = server.child.wait();
     let mut stderr = String::new();

@@ -411,31 +411,16 @@ async fn each_preset_against_envoy_running_the_same_preset() {
 fn validate(binary: &Path, dir: &Path, name: &str, config: &Value) -> Result<(), String> {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(config).unwrap()).unwrap();
-    let mut child = support::ChildGuard::spawn(
-        "envoy --mode validate",
-        std::process::Command::new(binary)
-            .args([
-                "--mode",
-                "validate",
-                "--disable-hot-restart",
-                "-l",
-                "error",
-                "-c",
-            ])
-            .arg(&path),
-    );
-    let status = child.child.wait().unwrap();
-    let mut out = String::new();
-    if let Some(mut stdout) = child.child.stdout.take() {
-        std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
-    }
-    if let Some(mut stderr) = child.child.stderr.take() {
-        std::io::Read::read_to_string(&mut stderr, &mut out).unwrap();
-    }
-    if status.success() {
+    let out = support::envoy_validate(binary, &path);
+    if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{name}: {status}: {out}"))
+        Err(format!(
+            "{name}: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 

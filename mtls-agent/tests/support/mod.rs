@@ -16,7 +16,7 @@ use tempfile::TempDir;
 // with py-spiffe if there is one, Envoy with MTLS_REQUIRE_ENVOY=1 making a missing one a
 // failure), loopback helpers and polling with a deadline.
 pub use mtls_test_support::peers::{envoy_binary, envoy_or_skip, python_if_present as python};
-pub use mtls_test_support::{ChildGuard, envoy_ports, eventually, http_get};
+pub use mtls_test_support::{ChildGuard, EnvoyPorts, envoy_ports, eventually, http_get};
 
 pub const TD: &str = "bookstore.local";
 pub const WEB: &str = "spiffe://bookstore.local/web";
@@ -63,6 +63,22 @@ impl TestAgent {
         self.agent.sds_socket().unwrap().to_owned()
     }
 
+    /// A server workload of this agent: its Workload API source (the first SVID within
+    /// 5 s), and a server config on that source that admits the members of our trust domain.
+    pub async fn server(&self) -> (mtls_core::WorkloadApiSource, rustls::ServerConfig) {
+        let source = mtls_core::WorkloadApiSource::builder()
+            .endpoint(self.endpoint())
+            .startup_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        let config = mtls_core::ServerConfigBuilder::new(source.clone(), source.clone())
+            .authorize(mtls_core::Authorize::member_of(TD.parse().unwrap()))
+            .build()
+            .unwrap();
+        (source, config)
+    }
+
     /// A workload of this agent: its Workload API source, and a client config on that source
     /// that accepts only the server `server_id`.
     pub async fn client(
@@ -101,6 +117,209 @@ pub fn serial_of_der(der: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// The spiffe crate's `X509Source` on the Workload API at `endpoint`, synced (5 s at most).
+pub async fn x509_source(endpoint: &str) -> spiffe::X509Source {
+    spiffe::X509Source::builder()
+        .endpoint(endpoint)
+        .initial_sync_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The serial of the X509-SVID `source` holds now.
+pub fn svid_serial(source: &spiffe::X509Source) -> String {
+    serial_of_der(source.svid().unwrap().leaf().as_bytes())
+}
+
+/// Waits (5 s at most) for the next update on `updates` (taken before the change); `what`
+/// names the update in the failure.
+pub async fn next_update(updates: &mut spiffe::X509SourceUpdates, what: &str) {
+    tokio::time::timeout(Duration::from_secs(5), updates.changed())
+        .await
+        .unwrap_or_else(|_| panic!("expected {what} within 5 s, saw none"))
+        .unwrap();
+}
+
+/// The certificate a server at `addr` presents to a new handshake made with `config` (server
+/// name `bookstore.local`).
+pub async fn presented_certificate(
+    config: std::sync::Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+) -> rustls_pki_types::CertificateDer<'static> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(
+            rustls_pki_types::ServerName::try_from("bookstore.local").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// gRPC health checks over mTLS until [`HealthLoad::finish`], each through `interceptor`:
+/// the even-numbered callers keep one channel (made with the SVIDs of when it connected),
+/// the odd-numbered ones make a new connection (a new handshake) for every call.
+pub struct HealthLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl HealthLoad {
+    pub fn start<I>(
+        callers: u64,
+        connector: &mtls_tonic::client::MtlsConnector,
+        endpoint: &tonic::transport::Endpoint,
+        interceptor: I,
+    ) -> Self
+    where
+        I: tonic::service::Interceptor + Clone + Send + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let load = Self {
+            stop: Default::default(),
+            ok: Default::default(),
+            failures: Default::default(),
+            workers: Vec::new(),
+        };
+        let workers = (0..callers)
+            .map(|w| {
+                let (stop, ok, failures) =
+                    (load.stop.clone(), load.ok.clone(), load.failures.clone());
+                let (connector, endpoint, interceptor) =
+                    (connector.clone(), endpoint.clone(), interceptor.clone());
+                tokio::spawn(async move {
+                    let fresh_each_call = w % 2 == 1;
+                    let mut channel = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        if channel.is_none() || fresh_each_call {
+                            match endpoint.connect_with_connector(connector.clone()).await {
+                                Ok(c) => channel = Some(c),
+                                Err(e) => {
+                                    failures.lock().unwrap().push(format!("connect: {e:?}"));
+                                    continue;
+                                }
+                            }
+                        }
+                        let Some(c) = channel.clone() else { continue };
+                        let mut client = HealthClient::with_interceptor(c, interceptor.clone());
+                        match client.check(HealthCheckRequest::default()).await {
+                            Ok(_) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(status) => failures.lock().unwrap().push(format!("{status:?}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { workers, ..load }
+    }
+
+    /// Calls that succeeded so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (20 s at most) for `n` more calls to succeed; `what` names them in the failure.
+    pub async fn calls(&self, n: u64, what: &str) {
+        let at = self.ok();
+        eventually(Duration::from_secs(20), what, || {
+            (self.ok() >= at + n).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops the callers and waits for them: the calls that succeeded and the failures.
+    pub async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(std::sync::atomic::Ordering::Relaxed), failures)
+    }
+}
+
+/// An interceptor that passes every request on unchanged (for [`HealthLoad`] without one).
+pub fn no_interceptor(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    Ok(request)
+}
+
+/// `client.local`, the trust domain of the agent the federation tests federate with.
+pub const FOREIGN: &str = "client.local";
+/// The SPIFFE ID of `client.local`'s bundle endpoint (`https_spiffe`).
+pub const FOREIGN_ENDPOINT_ID: &str = "spiffe://client.local/bundle-endpoint";
+
+/// `client.local`'s agent (workload socket `dir/client.sock`) serving its bundle endpoint on
+/// a loopback port with `profile` and a 1 s refresh hint.
+pub async fn foreign_agent(dir: &Path, profile: mtls_agent::ServeProfile) -> Agent {
+    let registration = Registration::from_yaml(&format!(
+        "entries:\n  - spiffe_id: spiffe://client.local/app\n    selectors: {{ uid: {} }}\n",
+        my_uid()
+    ))
+    .unwrap();
+    Agent::start(
+        AgentConfig::new(
+            FOREIGN.parse().unwrap(),
+            dir.join("client.sock"),
+            registration,
+        )
+        .serve_bundle_endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            profile,
+            Duration::from_secs(1),
+        ),
+    )
+    .await
+    .unwrap()
+}
+
+/// `foreign`'s bundle endpoint as `https_spiffe`, expecting the endpoint SPIFFE ID `id`,
+/// starting from `foreign`'s bundle.
+pub fn https_spiffe_endpoint(foreign: &Agent, id: &str) -> mtls_core::BundleEndpoint {
+    let initial = mtls_core::SpiffeBundle::new(FOREIGN.parse().unwrap())
+        .add_x509_authorities_pem(foreign.bundle_pem())
+        .unwrap();
+    mtls_core::BundleEndpoint::https_spiffe(
+        FOREIGN.parse().unwrap(),
+        &format!("https://{}/", foreign.bundle_endpoint_addr().unwrap()),
+        id.parse().unwrap(),
+        initial,
+    )
+    .unwrap()
+}
+
+/// A Workload API request carrying `message` and the security header
+/// (`workload.spiffe.io: true`) the API requires.
+pub fn workload_request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    request
+}
+
+/// An SDS request for the secrets `names`, from the Envoy node `node` (cluster `c`).
+pub fn sds_request(
+    node: &str,
+    names: &[&str],
+) -> pb::envoy::service::discovery::v3::DiscoveryRequest {
+    pb::envoy::service::discovery::v3::DiscoveryRequest {
+        node: Some(pb::envoy::config::core::v3::Node {
+            id: node.to_owned(),
+            cluster: "c".to_owned(),
+        }),
+        resource_names: names.iter().map(|s| (*s).to_owned()).collect(),
+        type_url: mtls_agent::SECRET_TYPE_URL.to_owned(),
+        ..Default::default()
+    }
 }
 
 /// A tonic channel over the agent's Unix socket at `socket`.

@@ -65,6 +65,37 @@ impl Fixture {
         }
     }
 
+    /// [`Fixture::start`] and a [`Fixture::channel`], once the `in_dns` endpoints are ready
+    /// (within 5 s; panics otherwise).
+    pub async fn ready(started: u8, in_dns: u8) -> (Self, BalancedChannel) {
+        let fx = Self::start(started, in_dns).await;
+        let channel = fx.channel();
+        assert_ready(&channel, usize::from(in_dns), Duration::from_secs(5)).await;
+        (fx, channel)
+    }
+
+    /// [`Fixture::ready`] with 3 replicas, all in DNS, and [`load`] on its channel: 8
+    /// callers of `service`, given `warm_up` to get going.
+    pub async fn under_load(
+        service: &'static str,
+        warm_up: Duration,
+    ) -> (Self, BalancedChannel, LoadRun) {
+        let (fx, channel) = Self::ready(3, 3).await;
+        let run = load(&channel, 8, service);
+        tokio::time::sleep(warm_up).await;
+        (fx, channel, run)
+    }
+
+    /// `replicas` replicas, all in DNS, behind a `strict_empty_answer()` channel; once they
+    /// are ready (within 5 s), DNS answers with no records.
+    pub async fn strict_then_empty(replicas: u8) -> (Self, BalancedChannel) {
+        let mut fx = Self::start(replicas, replicas).await;
+        let channel = fx.builder().strict_empty_answer().build().unwrap();
+        assert_ready(&channel, usize::from(replicas), Duration::from_secs(5)).await;
+        fx.dns.set_a(NAME, &[], TTL).await;
+        (fx, channel)
+    }
+
     pub fn channel(&self) -> BalancedChannel {
         self.builder().build().unwrap()
     }
@@ -90,6 +121,20 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// [`Fixture::builder`] with outlier detection off and a retry policy of 3 attempts
+    /// (5 to 20 ms backoff) for UNAVAILABLE: retries alone hide a replica answering it.
+    pub fn retrying_builder(&self) -> mtls_tonic::balance::BalancedChannelBuilder {
+        self.builder()
+            .outlier_detection(mtls_tonic::balance::OutlierDetection::disabled())
+            .retry_policy(
+                mtls_tonic::balance::RetryPolicy::new(3)
+                    .backoff(Duration::from_millis(5), Duration::from_millis(20), 2.0)
+                    .retryable([Code::Unavailable]),
+            )
+    }
+}
+
 /// One unary call; the replica that served it.
 pub async fn call(channel: &BalancedChannel, service: &str) -> Result<String, tonic::Status> {
     let mut client = HealthClient::new(channel.clone());
@@ -98,13 +143,7 @@ pub async fn call(channel: &BalancedChannel, service: &str) -> Result<String, to
             service: service.to_owned(),
         })
         .await?;
-    Ok(response
-        .metadata()
-        .get("x-replica")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned())
+    Ok(super::meta(&response, "x-replica"))
 }
 
 pub fn ready_count(channel: &BalancedChannel) -> usize {
@@ -113,6 +152,17 @@ pub fn ready_count(channel: &BalancedChannel) -> usize {
         .iter()
         .filter(|e| e.state.is_ready())
         .count()
+}
+
+/// A call through `channel`, whose DNS name has no records, fails UNAVAILABLE saying so.
+pub async fn assert_fails_for_no_records(channel: &BalancedChannel) {
+    let status = call(channel, "").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("DNS: no records"),
+        "expected \"DNS: no records\", saw {:?}",
+        status.message()
+    );
 }
 
 /// Waits (polling, at most `within`) until exactly `want` endpoints of `channel` are
@@ -182,6 +232,29 @@ pub fn assert_no_failed_call(outcomes: &[Outcome], at_least: usize) {
         &failed[..failed.len().min(5)]
     );
     assert!(outcomes.len() > at_least, "{}", outcomes.len());
+}
+
+/// Once the replica `gone` has left the channel: lets the callers of `run` go on for
+/// `quiet`, stops them, and asserts that no call failed and that none started from now on
+/// went to `gone`. Every call's outcome.
+pub async fn finish_without(run: LoadRun, gone: &str, quiet: Duration) -> Vec<Outcome> {
+    let (outcomes, stop, handles) = run;
+    let left = Instant::now();
+    tokio::time::sleep(quiet).await;
+    finish(stop, handles).await;
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    assert_no_failed_call(&outcomes, 0);
+    let late: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.started > left && o.result.as_deref() == Ok(gone))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "expected no call started after {gone} left to go to it, saw {}: {:?}",
+        late.len(),
+        &late[..late.len().min(5)]
+    );
+    outcomes
 }
 
 pub async fn finish(

@@ -76,20 +76,54 @@ pub fn serve_probe(
     )
 }
 
+/// A tonic channel to `addr` through an [`MtlsConnector`](mtls_tonic::client::MtlsConnector)
+/// with `client`, checking the server name `bookstore.test`.
+pub async fn mtls_channel(
+    client: rustls::ClientConfig,
+    addr: std::net::SocketAddr,
+) -> tonic::transport::Channel {
+    let connector = mtls_tonic::client::MtlsConnector::new(client)
+        .server_name(pki::SERVICE_NAME)
+        .unwrap();
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .unwrap()
+}
+
+/// An mTLS incoming stream on a fresh port of `ip`, bound with `options` and admitting
+/// members of `pki`'s trust domain: its address and the stream.
+pub fn member_incoming(
+    pki: &pki::Pki,
+    ip: &str,
+    options: &mtls_tonic::server::ServerOptions,
+) -> (std::net::SocketAddr, mtls_tonic::server::MtlsIncoming) {
+    let listener = options.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = pki.server_config(pki::Pki::member_policy());
+    let incoming = mtls_tonic::server::MtlsIncoming::configured(listener, config, options.clone());
+    (addr, incoming)
+}
+
 /// One health check as `client` against `addr` (server name `bookstore.test`); panics if
 /// it fails.
 pub async fn health_check_as(client: rustls::ClientConfig, addr: std::net::SocketAddr) {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let connector = mtls_tonic::client::MtlsConnector::new(client)
-        .server_name(pki::SERVICE_NAME)
-        .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector(connector)
-        .await
-        .unwrap();
-    HealthClient::new(channel)
+    HealthClient::new(mtls_channel(client, addr).await)
         .check(HealthCheckRequest::default())
         .await
         .unwrap();
+}
+
+/// The metadata value `key` of `response` (the test replicas name themselves in `x-replica`
+/// and the caller's identity in `x-peer`); panics if it is missing or not text.
+pub fn meta<T>(response: &tonic::Response<T>, key: &str) -> String {
+    response
+        .metadata()
+        .get(key)
+        .unwrap_or_else(|| panic!("expected metadata {key}, saw {:?}", response.metadata()))
+        .to_str()
+        .unwrap()
+        .to_owned()
 }

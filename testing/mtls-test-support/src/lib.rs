@@ -9,7 +9,8 @@
 //! - [`eventually`] and [`wait_until`]: polling with a deadline instead of sleeping.
 //! - [`free_port`], [`free_addr`], [`http_get`]: loopback helpers.
 //! - [`envoy_ports`], [`envoy_listeners`]: the ports an Envoy given port 0 was bound to
-//!   (admin and listeners).
+//!   (admin and listeners); [`envoy_config`]: configuration pieces several tests write alike.
+//! - [`pyjwt::verify`]: PyJWT checking our tokens; [`cfssl_files::bare`]: the files cfssl writes.
 //! - [`put`]: a PEM (or any text) written into a test's temp dir; [`words`] and
 //!   [`words_and`]: command lines written as one string.
 //!
@@ -21,10 +22,13 @@
 // Test support: a panic is the failed test, with the message saying what was expected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cfssl_files;
 mod envoy;
+pub mod envoy_config;
 mod net;
 pub mod peers;
 mod process;
+pub mod pyjwt;
 mod wait;
 
 pub use envoy::{EnvoyPorts, envoy_listeners, envoy_ports};

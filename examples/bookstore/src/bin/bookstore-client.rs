@@ -21,7 +21,6 @@ use bookstore::{Error, Scenario, scenario::boxed};
 use clap::Parser;
 use mtls_core::{
     Authorize, ClientConfigBuilder, Identity, IdentitySource, SpiffeId, TrustBundle, TrustSource,
-    WorkloadApiSource,
 };
 use mtls_tonic::{
     balance::{BalancedChannel, LoadPolicy},
@@ -209,14 +208,7 @@ async fn proxyless(args: &Args) -> Result<BalancedChannel, Error> {
     let (identity, trust): (Arc<dyn IdentitySource>, Arc<dyn TrustSource>) =
         match (&args.workload_api, &args.ca, &args.cert, &args.key) {
             (Some(endpoint), _, _, _) => {
-                let mut builder = WorkloadApiSource::builder();
-                if !endpoint.is_empty() {
-                    builder = builder.endpoint(endpoint.clone());
-                }
-                let source = builder
-                    .connect()
-                    .await
-                    .map_err(tls("getting our identity (--workload-api)".into()))?;
+                let source = bookstore::identity::workload_api(endpoint).await?;
                 (Arc::new(source.clone()), Arc::new(source))
             }
             (None, Some(ca), Some(cert), Some(key)) => {

@@ -26,7 +26,7 @@ use bookstore::{BookstoreService, Error, Security, Store, server};
 use clap::Parser;
 use mtls_core::{
     Authorize, FileIdentitySource, FileTrustSource, IdentitySource, ServerConfigBuilder, SpiffeId,
-    TrustSource, WorkloadApiSource,
+    TrustSource,
 };
 use mtls_jwt::{JwksSource, KeySet, Validator};
 use mtls_tonic::{authz::MethodPolicy, jwt::JwtRules};
@@ -206,14 +206,7 @@ async fn mtls(args: &Args) -> Result<(Security, String), Error> {
     let (identity, trust, source): (Arc<dyn IdentitySource>, Arc<dyn TrustSource>, String) =
         match (&args.workload_api, &args.ca, &args.cert, &args.key) {
             (Some(endpoint), _, _, _) => {
-                let mut builder = WorkloadApiSource::builder();
-                if !endpoint.is_empty() {
-                    builder = builder.endpoint(endpoint.clone());
-                }
-                let source = builder
-                    .connect()
-                    .await
-                    .map_err(|e| tls_error("getting our identity (--workload-api)", e))?;
+                let source = bookstore::identity::workload_api(endpoint).await?;
                 let describe = format!(
                     "identity from the SPIFFE Workload API at {}",
                     source.endpoint()

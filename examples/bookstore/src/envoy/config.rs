@@ -334,14 +334,10 @@ impl ClientSidecar {
                         }}}}]}],
                     },
                     "typed_extension_protocol_options": http2_upstream(),
-                    "transport_socket": {
-                        "name": "envoy.transport_sockets.tls",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                            "sni": policy.service_name,
-                            "common_tls_context": self.certs.common_tls_context(&policy.server_san_matchers(), &policy.tls),
-                        },
-                    },
+                    "transport_socket": tls_socket("UpstreamTlsContext", json!({
+                        "sni": policy.service_name,
+                        "common_tls_context": self.certs.common_tls_context(&policy.server_san_matchers(), &policy.tls),
+                    })),
                 }],
             },
         });
@@ -445,14 +441,10 @@ impl ServerSidecar {
                     "name": STAT_PREFIX_INBOUND,
                     "address": socket_address(self.listen),
                     "filter_chains": [{
-                        "transport_socket": {
-                            "name": "envoy.transport_sockets.tls",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                                "require_client_certificate": true,
-                                "common_tls_context": self.certs.common_tls_context(&policy.client_san_matchers(), &policy.tls),
-                            },
-                        },
+                        "transport_socket": tls_socket("DownstreamTlsContext", json!({
+                            "require_client_certificate": true,
+                            "common_tls_context": self.certs.common_tls_context(&policy.client_san_matchers(), &policy.tls),
+                        })),
                         "filters": [http_connection_manager(STAT_PREFIX_INBOUND, "replica", vec![jwt_authn, router()], Some(xfcc), None)],
                     }],
                 }],
@@ -481,6 +473,18 @@ fn with_sds_cluster(mut bootstrap: Value, certs: &CertSource) -> Value {
         clusters.push(cluster);
     }
     bootstrap
+}
+
+/// Envoy's TLS transport socket: a `context` (`UpstreamTlsContext` or
+/// `DownstreamTlsContext`) with `fields`.
+fn tls_socket(context: &str, fields: Value) -> Value {
+    let mut typed = json!({
+        "@type": format!("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.{context}"),
+    });
+    if let (Value::Object(typed), Value::Object(fields)) = (&mut typed, fields) {
+        typed.extend(fields);
+    }
+    json!({ "name": "envoy.transport_sockets.tls", "typed_config": typed })
 }
 
 pub(crate) fn socket_address(addr: SocketAddr) -> Value {

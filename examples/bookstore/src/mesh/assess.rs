@@ -6,28 +6,45 @@ use super::print::print_report;
 use super::*;
 use crate::{MeshPolicy, Report, Result, Scenario};
 
-/// What a run's path reports are judged against: its options and policy, and the caller's
-/// SPIFFE ID.
+/// What a run's path reports are judged against: its options and policy, the caller's
+/// SPIFFE ID and the replicas' names (the calls are shared among them).
 pub(super) struct PathJudge<'a> {
     pub(super) options: &'a MeshOptions,
     pub(super) policy: &'a MeshPolicy,
     pub(super) client: &'a str,
+    pub(super) replicas: &'a [String],
 }
 
-/// Prints a path's report, adds its scenario and TLS checks (the calls shared among
-/// `replicas`), and keeps it in `outcome`: the proxyless path's when `sidecars` is `None`,
-/// else the Envoy path's (its TLS check read from the sidecars' curve counters).
+impl<'a> PathJudge<'a> {
+    pub(super) fn new(
+        options: &'a MeshOptions,
+        policy: &'a MeshPolicy,
+        client: &'a str,
+        replicas: &'a [String],
+    ) -> Self {
+        Self {
+            options,
+            policy,
+            client,
+            replicas,
+        }
+    }
+}
+
+/// Prints a path's report, adds its scenario and TLS checks, and keeps it in `outcome`:
+/// the proxyless path's when `sidecars` is `None`, else the Envoy path's (its TLS check
+/// read from the sidecars' curve counters).
 pub(super) async fn record_path(
     outcome: &mut MeshOutcome,
     judge: &PathJudge<'_>,
     report: Report,
-    replicas: &[String],
     sidecars: Option<&Sidecars>,
 ) -> Result<()> {
     let PathJudge {
         options,
         policy,
         client,
+        replicas,
     } = *judge;
     let path = match sidecars {
         None => PathKind::Proxyless,

@@ -67,15 +67,15 @@ pub async fn run_with(
     // Decided first: a required but missing Envoy fails before anything starts.
     let (envoy, install_failed) = choose_envoy(options)?;
     say!(options, "==> identities: {}", ids.describe());
+    let client_id = policy
+        .allowed_clients
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     say!(
         options,
-        "    bookstore {}  client {}  intruder {}",
+        "    bookstore {}  client {client_id}  intruder {}",
         policy.server_id,
-        policy
-            .allowed_clients
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
         crate::INTRUDER_ID
     );
     say!(
@@ -98,31 +98,13 @@ pub async fn run_with(
     say!(
         options,
         "==> 3 replicas (one shared in-memory store): mTLS + JWT on {}; plaintext for sidecars on {}",
-        replicas
-            .mtls_addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        replicas
-            .plaintext_addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed(&replicas.mtls_addrs()),
+        listed(&replicas.plaintext_addrs())
     );
 
     let token = tokens.token(&policy.audience)?;
-    let client_id = policy
-        .allowed_clients
-        .first()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let judge = PathJudge {
-        options,
-        policy,
-        client: &client_id,
-    };
+    let names = replicas.names();
+    let judge = PathJudge::new(options, policy, &client_id, &names);
     let wrong_audience = tokens.mint(
         &TokenSpec::new(policy.token_ttl)
             .issuer(policy.issuer.clone())
@@ -155,7 +137,7 @@ pub async fn run_with(
         || proxyless_serials(ids, policy, &addrs),
     )
     .await?;
-    record_path(&mut outcome, &judge, report, &replicas.names(), None).await?;
+    record_path(&mut outcome, &judge, report, None).await?;
 
     let before = our_san_refusals();
     let intruder = intruder_channel(policy, ids, replicas.port(), dns.addr())?;
@@ -174,47 +156,27 @@ pub async fn run_with(
     outcome
         .checks
         .push(intruder_check(PathKind::Proxyless, result, None));
-    for (which, reason) in STAT_REFUSALS {
-        let before = our_jwt_denied(reason);
-        refusal_checks(
-            &mut outcome,
-            PathKind::Proxyless,
-            boxed(channel.clone()),
-            &wrong_audience,
-            which,
-        )
-        .await;
-        stats.set(
-            which,
-            PathKind::Proxyless,
-            delta(before, our_jwt_denied(reason)),
-        );
-    }
-    let (retries, served) = (our_retries(), our_calls_ok());
-    let retried = retried_calls(
-        boxed(channel.clone()),
-        &token,
+    counted_refusals(
+        &mut outcome,
+        &mut stats,
         PathKind::Proxyless,
-        &replicas,
+        boxed(channel.clone()),
+        &wrong_audience,
+        |reason| std::future::ready(our_jwt_denied(reason)),
     )
     .await;
-    stats.set(
-        STAT_RETRIES,
-        PathKind::Proxyless,
-        delta(retries, our_retries()),
-    );
-    stats.set(
-        STAT_RETRIED_SERVED,
-        PathKind::Proxyless,
-        delta(served, our_calls_ok()),
-    );
-    let check = retries_check(PathKind::Proxyless, &retried);
-    say!(
+    counted_retries(
+        &mut outcome,
+        &mut stats,
         options,
-        "==> proxyless: {RETRIED_CALLS} calls marked to fail their first attempt (UNAVAILABLE), retried by the channel's policy: {}",
-        check.observed
-    );
-    outcome.checks.push(check);
+        PathKind::Proxyless,
+        boxed(channel.clone()),
+        &token,
+        &replicas,
+        "the channel's policy",
+        || std::future::ready((our_retries(), our_calls_ok())),
+    )
+    .await;
     say!(
         options,
         "==> proxyless: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
@@ -295,14 +257,7 @@ pub async fn run_with(
                 stats.set(event, PathKind::Proxyless, delta(ours0, ours1));
                 stats.set(event, PathKind::Envoy, delta(envoy0, envoy1));
             }
-            record_path(
-                &mut outcome,
-                &judge,
-                report,
-                &replicas.names(),
-                Some(&sidecars),
-            )
-            .await?;
+            record_path(&mut outcome, &judge, report, Some(&sidecars)).await?;
 
             // The intruder (no sidecar of its own) dials the server sidecars with its valid,
             // same-CA SVID.
@@ -333,40 +288,34 @@ pub async fn run_with(
                 result,
                 Some((before, after)),
             ));
-            for (which, _) in STAT_REFUSALS {
-                let before = sidecars.jwt_denied().await.ok();
-                refusal_checks(
-                    &mut outcome,
-                    PathKind::Envoy,
-                    boxed(channel.clone()),
-                    &wrong_audience,
-                    which,
-                )
-                .await;
-                let after = sidecars.jwt_denied().await.ok();
-                stats.set(which, PathKind::Envoy, delta(before, after));
-            }
-            let retries = sidecars.upstream_rq_retry().await.ok();
-            let served = sidecars.upstream_rq_retry_success().await.ok();
-            let retried =
-                retried_calls(boxed(channel.clone()), &token, PathKind::Envoy, &replicas).await;
-            let (retries_after, served_after) = (
-                sidecars.upstream_rq_retry().await.ok(),
-                sidecars.upstream_rq_retry_success().await.ok(),
-            );
-            stats.set(STAT_RETRIES, PathKind::Envoy, delta(retries, retries_after));
-            stats.set(
-                STAT_RETRIED_SERVED,
+            // The server sidecars count every JWT refusal as one, whatever its reason.
+            let counted = &sidecars;
+            counted_refusals(
+                &mut outcome,
+                &mut stats,
                 PathKind::Envoy,
-                delta(served, served_after),
-            );
-            let check = retries_check(PathKind::Envoy, &retried);
-            say!(
+                boxed(channel.clone()),
+                &wrong_audience,
+                move |_| async move { counted.jwt_denied().await.ok() },
+            )
+            .await;
+            counted_retries(
+                &mut outcome,
+                &mut stats,
                 options,
-                "==> envoy: {RETRIED_CALLS} calls marked to fail their first attempt (UNAVAILABLE), retried by the client sidecar's route: {}",
-                check.observed
-            );
-            outcome.checks.push(check);
+                PathKind::Envoy,
+                boxed(channel.clone()),
+                &token,
+                &replicas,
+                "the client sidecar's route",
+                move || async move {
+                    (
+                        counted.upstream_rq_retry().await.ok(),
+                        counted.upstream_rq_retry_success().await.ok(),
+                    )
+                },
+            )
+            .await;
             say!(
                 options,
                 "==> envoy: rolling restart (each replica: graceful shutdown, back on the same address) under 8 callers"
@@ -400,6 +349,61 @@ pub async fn run_with(
 /// Which Envoy the mesh uses (`None`: skip the Envoy path), and why installing one failed
 /// if it was tried. A required but missing Envoy is an error (an explicit `--no-envoy`
 /// wins over the requirement).
+/// The JWT refusal checks on `path` (no token, a wrong audience), each one's figure in
+/// `stats` the rise of `denied(reason)` across it.
+async fn counted_refusals<F: std::future::Future<Output = Option<u64>>>(
+    outcome: &mut MeshOutcome,
+    stats: &mut StatsTable,
+    path: PathKind,
+    channel: crate::scenario::BoxChannel,
+    wrong_audience: &str,
+    denied: impl Fn(&'static str) -> F,
+) {
+    for (which, reason) in STAT_REFUSALS {
+        let before = denied(reason).await;
+        refusal_checks(outcome, path, channel.clone(), wrong_audience, which).await;
+        stats.set(which, path, delta(before, denied(reason).await));
+    }
+}
+
+/// The calls marked to fail their first attempt, made on `path` (its `channel`, `token`
+/// and `replicas`), retried by `how`; their figures in `stats` the rise of `counted()`
+/// (retries, retried calls served) across them; their check in `outcome`.
+#[allow(clippy::too_many_arguments)]
+async fn counted_retries<F: std::future::Future<Output = (Option<u64>, Option<u64>)>>(
+    outcome: &mut MeshOutcome,
+    stats: &mut StatsTable,
+    options: &MeshOptions,
+    path: PathKind,
+    channel: crate::scenario::BoxChannel,
+    token: &str,
+    replicas: &Replicas,
+    how: &str,
+    counted: impl Fn() -> F,
+) {
+    let (retries, served) = counted().await;
+    let retried = retried_calls(channel, token, path, replicas).await;
+    let (retries_after, served_after) = counted().await;
+    stats.set(STAT_RETRIES, path, delta(retries, retries_after));
+    stats.set(STAT_RETRIED_SERVED, path, delta(served, served_after));
+    let check = retries_check(path, &retried);
+    say!(
+        options,
+        "==> {path}: {RETRIED_CALLS} calls marked to fail their first attempt (UNAVAILABLE), retried by {how}: {}",
+        check.observed
+    );
+    outcome.checks.push(check);
+}
+
+/// The addresses, as a `, `-separated list.
+pub(super) fn listed(addrs: &[std::net::SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(super) fn choose_envoy(
     options: &MeshOptions,
 ) -> Result<(Option<std::path::PathBuf>, Option<String>)> {

