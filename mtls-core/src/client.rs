@@ -103,12 +103,9 @@ impl ClientConfigBuilder {
     /// Builds the config; refuses an impossible [`TlsPolicy`], naming the field.
     pub fn build(self) -> Result<rustls::ClientConfig> {
         let (provider, versions) = crate::policy::apply(&self.tls, &self.provider)?;
-        let verifier = ServerVerifier(PeerVerifier::new(
-            Side::Client,
-            self.trust,
-            self.policy,
-            &provider,
-        ));
+        let verifier = ServerVerifier {
+            inner: PeerVerifier::new(Side::Client, self.trust, self.policy, &provider),
+        };
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
             .map_err(crate::builder::versions_refused)?
@@ -165,7 +162,9 @@ impl ResolvesClientCert for ClientIdentityResolver {
 /// Replaces rustls' WebPkiServerVerifier: same chain validation, but the dialed name is
 /// checked only when no policy is configured (see [`ClientConfigBuilder`]).
 #[derive(Debug)]
-struct ServerVerifier(PeerVerifier);
+struct ServerVerifier {
+    inner: PeerVerifier,
+}
 
 impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
@@ -176,30 +175,10 @@ impl ServerCertVerifier for ServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        self.0
+        self.inner
             .verify(end_entity, intermediates, Some(server_name), now)?;
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
+    crate::verify::signature_checks!(inner);
 }

@@ -62,7 +62,9 @@ pub trait IdentitySource: Send + Sync + fmt::Debug + 'static {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait TrustSource: Send + Sync + fmt::Debug + 'static {
-    /// The bundle to verify peers against now. Must be cheap.
+    /// The bundle to verify peers against now. Must be cheap, and return the same `Arc`
+    /// while the bundle is unchanged: verifiers remember the chains they verified per
+    /// bundle (by `Arc` identity), and a new `Arc` makes them verify every chain again.
     fn current(&self) -> Arc<TrustBundle>;
 
     /// A receiver that sees every new bundle, or `None` if this source never changes.

@@ -7,9 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use webpki::{EndEntityCert, KeyUsage, RevocationOptionsBuilder, UnknownStatusPolicy};
 
@@ -66,6 +64,8 @@ pub(crate) struct PeerVerifier {
     pub(crate) trust: Arc<dyn TrustSource>,
     pub(crate) policy: Policy,
     pub(crate) algorithms: WebPkiSupportedAlgorithms,
+    /// Chains already verified against the current trust bundle.
+    chains: VerifiedChains,
 }
 
 impl PeerVerifier {
@@ -80,6 +80,7 @@ impl PeerVerifier {
             trust,
             policy,
             algorithms: provider.signature_verification_algorithms,
+            chains: VerifiedChains::default(),
         }
     }
 
@@ -139,10 +140,74 @@ impl PeerVerifier {
                 }
             };
 
-        let cert =
+        let end_entity_cert = || {
             EndEntityCert::try_from(end_entity).map_err(|e| Error::MalformedCertificate {
                 reason: format!("{}: {e}", leaf.display_name()),
-            })?;
+            })
+        };
+        if !self.chains.holds(&trust, end_entity, intermediates, now) {
+            self.verify_chain(
+                &end_entity_cert()?,
+                intermediates,
+                &leaf,
+                &trust,
+                anchors,
+                trusted,
+                now,
+            )?;
+            self.chains.insert(&trust, end_entity, intermediates, &leaf);
+        }
+
+        if let (Some(authorizer), Some(id)) = (&self.policy.authorizer, &spiffe_id)
+            && !authorizer.authorize(id)
+        {
+            return Err(Error::Unauthorized {
+                presented: id.to_string(),
+                expected: authorizer.describe(),
+            });
+        }
+        if !self.policy.sans.is_empty() && !SanMatcher::matches_any(&self.policy.sans, &leaf.sans) {
+            return Err(Error::SanMismatch {
+                presented: sans_text(&leaf.sans),
+                expected: self
+                    .policy
+                    .sans
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        // A client with no policy falls back to the usual check of the dialed name. With
+        // a policy, the policy *is* the server's identity check, so dialing an IP or
+        // `localhost` works against URI-only SVIDs.
+        if let (Side::Client, true, Some(name)) = (self.side, self.policy.is_empty(), server_name) {
+            end_entity_cert()?
+                .verify_is_valid_for_subject_name(name)
+                .map_err(|_| Error::NameMismatch {
+                    presented: sans_text(&leaf.sans),
+                    expected: name.to_str().into_owned(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// webpki's path building and signature checks (with CRLs and our CA rules) from
+    /// `cert` to one of `anchors`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the pieces `check` already derived, passed on rather than derived again"
+    )]
+    fn verify_chain(
+        &self,
+        cert: &EndEntityCert<'_>,
+        intermediates: &[CertificateDer<'_>],
+        leaf: &LeafInfo,
+        trust: &TrustBundle,
+        anchors: &crate::trust::Anchors,
+        trusted: String,
+        now: UnixTime,
+    ) -> Result<()> {
         let crl_refs: Vec<&webpki::CertRevocationList<'_>> =
             trust.crls().iter().map(|c| &**c).collect();
         let revocation = match RevocationOptionsBuilder::new(&crl_refs) {
@@ -199,62 +264,173 @@ impl PeerVerifier {
         )
         .map_err(|e| match refused_ca.take() {
             Some(ours) if e == CA_MAY_NOT_SIGN => ours,
-            _ => chain_error(e, &leaf, trusted, now),
-        })?;
+            _ => chain_error(e, leaf, trusted, now),
+        })
+        .map(|_path| ())
+    }
 
-        if let (Some(authorizer), Some(id)) = (&self.policy.authorizer, &spiffe_id)
-            && !authorizer.authorize(id)
+    /// The signature algorithms handshake signatures are checked with.
+    pub(crate) fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.algorithms
+    }
+}
+
+/// The handshake-signature methods of a rustls verifier trait (`ServerCertVerifier`,
+/// `ClientCertVerifier`: the same three on each), checked with the algorithms of the
+/// [`PeerVerifier`] at `self.$verifier`. The module using it imports `CertificateDer`,
+/// `DigitallySignedStruct`, `HandshakeSignatureValid` and `SignatureScheme`.
+macro_rules! signature_checks {
+    ($verifier:ident) => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, self.$verifier.algorithms())
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, self.$verifier.algorithms())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.$verifier.algorithms().supported_schemes()
+        }
+    };
+}
+pub(crate) use signature_checks;
+
+/// Chains this verifier has already verified against one trust bundle — the webpki path,
+/// its signatures, the CA rules and the bundle's CRLs — so that a peer presenting the same
+/// certificates again (every new connection of the same workload) is not verified again:
+/// a chain signature check is about a quarter of a server's CPU per mTLS handshake.
+///
+/// What is remembered is exact: the presented DER bytes (leaf and intermediates), under the
+/// same bundle (a rotated bundle, with other roots or CRLs, forgets every chain), within the
+/// validity of every presented certificate. Everything else — the X509-SVID rules, the
+/// trust domain's roots, the authorizer and SAN policy, and the handshake signature that
+/// proves the peer holds the key — is checked on every handshake. Only verified chains are
+/// kept, at most [`VerifiedChains::MAX`] (then all are forgotten), so a peer without a
+/// valid chain cannot grow it.
+#[derive(Default)]
+pub(crate) struct VerifiedChains {
+    inner: std::sync::Mutex<Chains>,
+}
+
+#[derive(Default)]
+struct Chains {
+    /// The bundle the chains were verified against.
+    bundle: Option<Arc<TrustBundle>>,
+    chains: std::collections::HashMap<u64, Verified>,
+}
+
+/// One verified chain: its bytes and when every certificate in it is valid.
+struct Verified {
+    chain: Vec<Vec<u8>>,
+    from: u64,
+    until: u64,
+}
+
+impl VerifiedChains {
+    /// Chains kept per verifier.
+    pub(crate) const MAX: usize = 1024;
+
+    fn key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        end_entity.as_ref().hash(&mut hasher);
+        for der in intermediates {
+            der.as_ref().hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Chains> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether exactly this chain was verified against `bundle` and is valid at `now`.
+    pub(crate) fn holds(
+        &self,
+        bundle: &Arc<TrustBundle>,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> bool {
+        let mut chains = self.lock();
+        if !chains
+            .bundle
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(b, bundle))
         {
-            return Err(Error::Unauthorized {
-                presented: id.to_string(),
-                expected: authorizer.describe(),
-            });
+            // The bundle rotated: what was verified against the old one is forgotten.
+            chains.bundle = None;
+            chains.chains.clear();
+            return false;
         }
-        if !self.policy.sans.is_empty() && !SanMatcher::matches_any(&self.policy.sans, &leaf.sans) {
-            return Err(Error::SanMismatch {
-                presented: sans_text(&leaf.sans),
-                expected: self
-                    .policy
-                    .sans
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-        // A client with no policy falls back to the usual check of the dialed name. With
-        // a policy, the policy *is* the server's identity check, so dialing an IP or
-        // `localhost` works against URI-only SVIDs.
-        if let (Side::Client, true, Some(name)) = (self.side, self.policy.is_empty(), server_name) {
-            cert.verify_is_valid_for_subject_name(name)
-                .map_err(|_| Error::NameMismatch {
-                    presented: sans_text(&leaf.sans),
-                    expected: name.to_str().into_owned(),
-                })?;
-        }
-        Ok(())
+        let Some(verified) = chains.chains.get(&Self::key(end_entity, intermediates)) else {
+            return false;
+        };
+        let now = now.as_secs();
+        verified.from <= now
+            && now <= verified.until
+            && verified.chain.len() == 1 + intermediates.len()
+            && std::iter::once(end_entity)
+                .chain(intermediates)
+                .zip(&verified.chain)
+                .all(|(presented, kept)| presented.as_ref() == kept.as_slice())
     }
 
-    pub(crate) fn verify_tls12_signature(
+    /// Remembers a chain just verified against `bundle` (not when an intermediate does not
+    /// parse: it is then verified again next time).
+    pub(crate) fn insert(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    pub(crate) fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    pub(crate) fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        bundle: &Arc<TrustBundle>,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        leaf: &LeafInfo,
+    ) {
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        let (mut from, mut until) = (secs(leaf.not_before), secs(leaf.not_after));
+        for der in intermediates {
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+                return;
+            };
+            let validity = cert.validity();
+            from = from.max(u64::try_from(validity.not_before.timestamp()).unwrap_or(u64::MAX));
+            until = until.min(u64::try_from(validity.not_after.timestamp()).unwrap_or(0));
+        }
+        let mut chains = self.lock();
+        if !chains
+            .bundle
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(b, bundle))
+        {
+            chains.bundle = Some(bundle.clone());
+            chains.chains.clear();
+        }
+        if chains.chains.len() >= Self::MAX {
+            chains.chains.clear();
+        }
+        let chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|der| der.as_ref().to_vec())
+            .collect();
+        chains.chains.insert(
+            Self::key(end_entity, intermediates),
+            Verified { chain, from, until },
+        );
     }
 }
 
@@ -376,6 +552,80 @@ pub(crate) fn check_own_chain(
 
 #[cfg(test)]
 mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use mtls_certs::{CaParams, CertificateAuthority, LeafParams};
+    use rustls_pki_types::UnixTime;
+
+    use super::{Error, PeerVerifier, Policy, Side, TrustBundle};
+
+    fn verifier(bundle: &Arc<std::sync::Mutex<Arc<TrustBundle>>>) -> PeerVerifier {
+        #[derive(Debug)]
+        struct Current(Arc<std::sync::Mutex<Arc<TrustBundle>>>);
+        impl crate::source::TrustSource for Current {
+            fn current(&self) -> Arc<TrustBundle> {
+                self.0.lock().unwrap().clone()
+            }
+        }
+        PeerVerifier::new(
+            Side::Server,
+            Arc::new(Current(bundle.clone())),
+            Policy::default(),
+            &rustls::crypto::aws_lc_rs::default_provider(),
+        )
+    }
+
+    /// A chain verified once is not verified again, but only while it is the same bytes,
+    /// under the same bundle, and every certificate in it is valid.
+    #[test]
+    fn a_verified_chain_is_remembered_only_for_its_bytes_bundle_and_validity() {
+        let root = CertificateAuthority::new_root(&CaParams::new("Root")).unwrap();
+        let intermediate = root
+            .new_intermediate(&CaParams::new("Intermediate"))
+            .unwrap();
+        let leaf = intermediate
+            .issue(&LeafParams::client(["client.test"]).valid_for(Duration::from_secs(3600)))
+            .unwrap();
+        let chain = leaf.cert_chain();
+        let (end_entity, intermediates) = (&chain[0], &chain[1..]);
+        assert_eq!(intermediates.len(), 1, "leaf and intermediate presented");
+        let bundle = Arc::new(TrustBundle::from_der([root.cert_der().clone()]).unwrap());
+        let current = Arc::new(std::sync::Mutex::new(bundle.clone()));
+        let v = verifier(&current);
+        let now = UnixTime::now();
+
+        assert!(!v.chains.holds(&bundle, end_entity, intermediates, now));
+        v.verify(end_entity, intermediates, None, now).unwrap();
+        assert!(
+            v.chains.holds(&bundle, end_entity, intermediates, now),
+            "remembered"
+        );
+        v.verify(end_entity, intermediates, None, now).unwrap();
+
+        // Other bytes: a chain without its intermediate is not the remembered one, and fails.
+        assert!(!v.chains.holds(&bundle, end_entity, &[], now));
+        assert!(v.verify(end_entity, &[], None, now).is_err());
+
+        // Past the leaf's validity: refused as expired, though remembered.
+        let later = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() + 7200));
+        assert!(!v.chains.holds(&bundle, end_entity, intermediates, later));
+        let err = v.check(end_entity, intermediates, None, later).unwrap_err();
+        assert!(
+            matches!(err, Error::Expired { .. }),
+            "expected expired, saw {err}"
+        );
+
+        // A rotated bundle without this root: refused, the remembered chain forgotten.
+        let other = CertificateAuthority::new_root(&CaParams::new("Other Root")).unwrap();
+        let rotated = Arc::new(TrustBundle::from_der([other.cert_der().clone()]).unwrap());
+        *current.lock().unwrap() = rotated.clone();
+        assert!(!v.chains.holds(&rotated, end_entity, intermediates, now));
+        assert!(v.verify(end_entity, intermediates, None, now).is_err());
+        assert!(
+            !v.chains.holds(&bundle, end_entity, intermediates, now),
+            "forgotten"
+        );
+    }
     #[test]
     fn webpki_errors_read_as_words() {
         assert_eq!(

@@ -463,6 +463,7 @@ impl BalancedChannelBuilder {
             self.calls,
             self.outlier.is_enabled().then_some(self.outlier),
             Retries::new(self.service_config),
+            matches!(self.policy, LoadPolicy::PendingRequests),
         ));
         let (tx, rx) = mpsc::unbounded_channel::<Change<SocketAddr, Subchannel>>();
         let changes = UnboundedReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
@@ -500,6 +501,7 @@ impl BalancedChannelBuilder {
         Ok(BalancedChannel {
             gate: (!limits.is_none()).then(|| super::limit::Gate::new(limits)),
             buffer: buffer.clone(),
+            reserved: false,
             ctx: ctx.clone(),
             tasks: Arc::new(Tasks {
                 discovery,

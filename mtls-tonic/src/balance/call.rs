@@ -22,7 +22,11 @@ use tower_service::Service;
 use tracing::debug;
 
 use super::{
-    ChannelState, RetryPolicy, channel::Tasks, ctx::Ctx, endpoint::ServedBy, gate::BoxFuture,
+    ChannelState, RetryPolicy,
+    channel::Tasks,
+    ctx::Ctx,
+    endpoint::{ServedBy, SubchannelFuture},
+    gate::BoxFuture,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -247,12 +251,14 @@ fn call_options(request: &http::Request<Body>, ctx: &Ctx) -> (bool, Option<Retry
 type BufferFuture =
     <Buffer<http::Request<Body>, BoxFuture> as Service<http::Request<Body>>>::Future;
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the fast phase is the common one; boxing it would cost an allocation per call"
-)]
 enum Phase {
-    /// Dispatched at once; a `NotSent` moves it to `Slow`.
+    /// Sent at once to the endpoint the call picked; a `NotSent` moves it to `Slow`.
+    Direct {
+        inner: SubchannelFuture,
+        replay: Option<Replay>,
+        wfr: bool,
+    },
+    /// Dispatched at once through the buffer's balancer; a `NotSent` moves it to `Slow`.
     Fast {
         inner: BufferFuture,
         replay: Option<Replay>,
@@ -286,10 +292,11 @@ impl std::fmt::Debug for ResponseFuture {
 }
 
 impl ResponseFuture {
-    /// Starts a call: `buffer` has a slot reserved by the channel's `poll_ready`.
+    /// Starts a call: on an endpoint it picks itself when one is ready, else through
+    /// `buffer` when the channel's `poll_ready` reserved a slot in it, else in the slow path.
     pub(crate) fn start(
         tasks: &Arc<Tasks>,
-        buffer: &mut Buffer<http::Request<Body>, BoxFuture>,
+        buffer: Option<&mut Buffer<http::Request<Body>, BoxFuture>>,
         request: http::Request<Body>,
     ) -> Self {
         let started = Instant::now();
@@ -303,28 +310,35 @@ impl ResponseFuture {
             ChannelState::TransientFailure if !wfr => {
                 Phase::Failed(Some(no_ready_endpoint(ctx, Duration::ZERO)))
             }
-            ChannelState::Ready if policy.is_none() => {
+            state => {
                 let (request, replay) = prepare(request);
-                Phase::Fast {
-                    inner: buffer.call(request),
-                    replay,
-                    wfr,
-                }
-            }
-            _ => {
-                let (request, replay) = prepare(request);
-                Phase::Slow(Box::pin(slow(
-                    tasks.clone(),
-                    Some(request),
-                    replay,
-                    Options {
+                // READY and no retry policy: sent at once, on an endpoint the call picks or
+                // through the buffer slot `poll_ready` reserved.
+                let now = state == ChannelState::Ready && policy.is_none();
+                match (now.then(|| ctx.pick()).flatten(), buffer.filter(|_| now)) {
+                    (Some(ready), _) => Phase::Direct {
+                        inner: ready.shared.dispatch_on(ready.sender, request),
+                        replay,
                         wfr,
-                        policy,
-                        started,
-                        deadline: timeout.map(|t| started + t),
                     },
-                    0,
-                )))
+                    (None, Some(buffer)) => Phase::Fast {
+                        inner: buffer.call(request),
+                        replay,
+                        wfr,
+                    },
+                    (None, None) => Phase::Slow(Box::pin(slow(
+                        tasks.clone(),
+                        Some(request),
+                        replay,
+                        Options {
+                            wfr,
+                            policy,
+                            started,
+                            deadline: timeout.map(|t| started + t),
+                        },
+                        0,
+                    ))),
+                }
             }
         };
         Self {
@@ -389,6 +403,10 @@ impl ResponseFuture {
                     Poll::Ready(result) => return Poll::Ready(result),
                     Poll::Pending => break,
                 },
+                Phase::Direct { inner, .. } => match Pin::new(inner).poll(cx) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => break,
+                },
                 Phase::Fast { inner, .. } => match Pin::new(inner).poll(cx) {
                     Poll::Ready(result) => result,
                     Poll::Pending => break,
@@ -402,10 +420,10 @@ impl ResponseFuture {
                 Ok(not_sent) => not_sent,
                 Err(error) => return Poll::Ready(Err(error)),
             };
-            let Phase::Fast { replay, wfr, .. } =
+            let (Phase::Direct { replay, wfr, .. } | Phase::Fast { replay, wfr, .. }) =
                 std::mem::replace(&mut this.phase, Phase::Failed(None))
             else {
-                unreachable!("only the fast phase gets here")
+                unreachable!("only the direct and fast phases get here")
             };
             debug!(target = %this.tasks.ctx.target, reason = %not_sent, "call not sent: re-dispatching");
             let deadline = this.deadline.as_ref().map(|d| d.deadline());

@@ -67,8 +67,11 @@ impl Drop for Tasks {
 ///   [`Connector`](crate::balance::Connector)), and counts an endpoint ready only once the server has sent its first HTTP/2 frame
 ///   (so an endpoint that rejected our certificate is never picked);
 /// - reconnects with gRPC's backoff (1 s × 1.6, jitter, cap) per endpoint;
-/// - picks with tower's p2c over calls in flight (or peak EWMA, or round robin), only among
-///   ready (and, with [`BalancedChannelBuilder::health_check`], SERVING) endpoints;
+/// - picks with p2c over calls in flight (or peak EWMA, or round robin), only among
+///   ready (and, with [`BalancedChannelBuilder::health_check`], SERVING) endpoints. With
+///   the default p2c each call picks in its own task from a lock-free snapshot of the ready
+///   endpoints, as grpc-go's picker does (no hop through a balancer task); peak EWMA and
+///   round robin run tower's balancer behind a buffer;
 /// - fails fast like gRPC: while every endpoint has failed its latest attempt (or DNS names
 ///   none) a call fails UNAVAILABLE at once, naming each endpoint's state, last error and the
 ///   DNS state; while endpoints are still connecting it waits up to
@@ -103,13 +106,27 @@ impl Drop for Tasks {
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct BalancedChannel {
     pub(super) buffer: Buffer<http::Request<Body>, BoxFuture>,
+    /// Whether `buffer` holds a slot reserved by `poll_ready` for the next `call`.
+    pub(super) reserved: bool,
     pub(super) ctx: Arc<Ctx>,
     pub(super) tasks: Arc<Tasks>,
     /// Concurrency and rate limits (`None` when neither is set).
     pub(super) gate: Option<Gate>,
+}
+
+impl Clone for BalancedChannel {
+    /// Another handle on the same connections (with no buffer slot of its own reserved).
+    fn clone(&self) -> Self {
+        Self {
+            buffer: self.buffer.clone(),
+            reserved: false,
+            ctx: self.ctx.clone(),
+            tasks: self.tasks.clone(),
+            gate: self.gate.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for BalancedChannel {
@@ -262,12 +279,20 @@ impl Service<http::Request<Body>> for BalancedChannel {
         if let Some(gate) = self.gate.as_mut() {
             std::task::ready!(gate.poll_ready(cx));
         }
-        self.buffer.poll_ready(cx)
+        // A ready endpoint: the call picks it itself, no buffer slot needed (if it is gone
+        // by then, the call waits in its own future).
+        if self.reserved || self.ctx.has_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(self.buffer.poll_ready(cx))?;
+        self.reserved = true;
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> ResponseFuture {
         self.ctx.calls.defaults.apply(&mut request);
         let permit = self.gate.as_mut().and_then(Gate::take);
-        ResponseFuture::start(&self.tasks, &mut self.buffer, request).holding(permit)
+        let buffer = std::mem::take(&mut self.reserved).then_some(&mut self.buffer);
+        ResponseFuture::start(&self.tasks, buffer, request).holding(permit)
     }
 }

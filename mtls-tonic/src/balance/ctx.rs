@@ -144,11 +144,26 @@ pub(crate) struct Ctx {
     pub(crate) retries: Option<Arc<Retries>>,
     pub(crate) reresolve: Notify,
     registry: Mutex<Vec<Arc<Shared>>>,
+    /// The endpoints a call may be sent to now, with their senders: rebuilt (under the
+    /// registry lock, so the last snapshot stored is the latest) on every state change, read
+    /// by each call without a lock ([`Ctx::pick`]). Empty unless the load policy is p2c over
+    /// calls in flight, whose pick the snapshot reproduces.
+    ready: arc_swap::ArcSwap<Vec<Ready>>,
+    /// Whether calls pick from `ready` themselves (p2c over calls in flight) instead of
+    /// going through the buffer's balancer task.
+    direct: bool,
     resolution: Mutex<ResolutionState>,
     /// The aggregated [`ChannelState`] for the per-call fast path ...
     state: AtomicU8,
     /// ... and for calls waiting on a change.
     state_tx: watch::Sender<ChannelState>,
+}
+
+/// A ready endpoint and a sender on its connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Ready {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) sender: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,6 +184,7 @@ impl Ctx {
         calls: CallSettings,
         outlier: Option<OutlierDetection>,
         retries: Option<Arc<Retries>>,
+        direct: bool,
     ) -> Self {
         Self {
             labels: crate::metrics::ClientLabels::new(&target),
@@ -182,6 +198,8 @@ impl Ctx {
             retries,
             reresolve: Notify::new(),
             registry: Mutex::new(Vec::new()),
+            ready: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            direct,
             resolution: Mutex::new(ResolutionState::Pending),
             state: AtomicU8::new(ChannelState::Connecting.to_u8()),
             state_tx: watch::Sender::new(ChannelState::Connecting),
@@ -204,7 +222,9 @@ impl Ctx {
     pub(crate) fn recompute_state(&self) {
         let resolution = self.resolution();
         let (mut ready, mut live, mut failed) = (false, 0usize, 0usize);
-        for shared in lock(&self.registry).iter() {
+        let registry = lock(&self.registry);
+        let mut pickable = Vec::new();
+        for shared in registry.iter() {
             let (is_ready, is_failed, draining) = shared.health();
             if draining {
                 continue;
@@ -214,7 +234,18 @@ impl Ctx {
             if is_failed {
                 failed += 1;
             }
+            if self.direct
+                && is_ready
+                && let Some(sender) = shared.ready_sender()
+            {
+                pickable.push(Ready {
+                    shared: shared.clone(),
+                    sender,
+                });
+            }
         }
+        self.ready.store(Arc::new(pickable));
+        drop(registry);
         let state = if ready {
             ChannelState::Ready
         } else if live == 0 {
@@ -248,6 +279,38 @@ impl Ctx {
         lock(&self.registry).retain(|s| !Arc::ptr_eq(s, shared));
         shared.uncount();
         self.recompute_state();
+    }
+
+    /// A ready endpoint for a call, picked as tower's p2c picks (two at random, the one with
+    /// fewer calls in flight), with its sender; `None` when none is ready (or the load
+    /// policy is not p2c over calls in flight: the buffer's balancer picks then).
+    ///
+    /// This is the per-call fast path: one snapshot load, no lock, no hop through the
+    /// buffer's task (grpc-go's picker does the same).
+    pub(crate) fn pick(&self) -> Option<Ready> {
+        let ready = self.ready.load();
+        let chosen = match ready.len() {
+            0 => return None,
+            1 => &ready[0],
+            n => {
+                let a = fastrand::usize(..n);
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                let (a, b) = (&ready[a], &ready[b]);
+                if b.shared.in_flight.load(Ordering::Relaxed)
+                    < a.shared.in_flight.load(Ordering::Relaxed)
+                {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        chosen.sender.is_ready().then(|| chosen.clone())
+    }
+
+    /// Whether [`Ctx::pick`] has an endpoint to pick now.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.load().is_empty()
     }
 
     /// The ready endpoint with the fewest calls in flight among those not in `avoid`.

@@ -84,6 +84,13 @@ pub(super) struct Inner {
     pub(super) ejections: u32,
 }
 
+impl Inner {
+    /// Whether calls may be sent here: connected, serving and not ejected.
+    fn takes_calls(&self) -> bool {
+        matches!(self.phase, Phase::Connected) && self.serving && self.ejected.is_none()
+    }
+}
+
 /// What the endpoint task, the balancer's service and introspection share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -201,10 +208,9 @@ impl Shared {
     /// (ready, failed since last ready or not serving, draining) for the channel state.
     pub(crate) fn health(&self) -> (bool, bool, bool) {
         let inner = lock(&self.inner);
-        let ejected = inner.ejected.is_some();
-        let ready = matches!(inner.phase, Phase::Connected) && inner.serving && !ejected;
+        let ready = inner.takes_calls();
         let failed = inner.failed
-            || ejected
+            || inner.ejected.is_some()
             || matches!(inner.phase, Phase::Failed(_) | Phase::Refused(_))
             || (matches!(inner.phase, Phase::Connected) && !inner.serving);
         (ready, failed, matches!(inner.phase, Phase::Draining))
@@ -275,18 +281,32 @@ impl Shared {
         self: &Arc<Self>,
         request: http::Request<Body>,
     ) -> Result<SubchannelFuture, http::Request<Body>> {
-        let sender = {
-            let inner = lock(&self.inner);
-            let ready =
-                matches!(inner.phase, Phase::Connected) && inner.serving && inner.ejected.is_none();
-            match inner.sender.as_ref() {
-                Some(sender) if ready && sender.is_ready() => sender.clone(),
-                _ => return Err(request),
-            }
-        };
+        match self.ready_sender() {
+            Some(sender) => Ok(self.dispatch_on(sender, request)),
+            None => Err(request),
+        }
+    }
+
+    /// A sender on this endpoint's connection while calls may be sent to it (connected,
+    /// serving, not ejected, the connection open).
+    pub(crate) fn ready_sender(&self) -> Option<SendRequest<Body>> {
+        let inner = lock(&self.inner);
+        inner
+            .sender
+            .as_ref()
+            .filter(|sender| inner.takes_calls() && sender.is_ready())
+            .cloned()
+    }
+
+    /// Sends `request` on `sender` (a sender of this endpoint's connection).
+    pub(crate) fn dispatch_on(
+        self: &Arc<Self>,
+        sender: SendRequest<Body>,
+        request: http::Request<Body>,
+    ) -> SubchannelFuture {
         let mut subchannel = Subchannel::new(self.clone());
         subchannel.ready = Some(sender);
-        Ok(subchannel.dispatch(request))
+        subchannel.dispatch(request)
     }
 
     /// Whether this endpoint is only kept because of the empty-answer grace.
@@ -395,7 +415,7 @@ impl Shared {
     fn poll_sender(&self, cx: &mut Context<'_>) -> Option<SendRequest<Body>> {
         self.waker.register(cx.waker());
         let mut inner = lock(&self.inner);
-        if !(matches!(inner.phase, Phase::Connected) && inner.serving && inner.ejected.is_none()) {
+        if !inner.takes_calls() {
             return None;
         }
         let sender = inner.sender.as_mut()?;

@@ -12,7 +12,7 @@ use tonic::Code;
 #[cfg(all(feature = "metrics", feature = "balance"))]
 use super::{CLIENT_ATTEMPT_DURATION, CLIENT_ATTEMPT_STARTED, CLIENT_CALL_DURATION, TARGET};
 #[cfg(feature = "metrics")]
-use super::{METHOD, SERVER_CALL_DURATION, SERVER_CALL_STARTED, STATUS, status_name};
+use super::{SERVER_CALL_DURATION, SERVER_CALL_STARTED};
 
 /// The status code a caller sees for a transport or body error: a [`tonic::Status`]'s own
 /// code, an HTTP/2 reset mapped as tonic maps it (CANCEL: CANCELLED, REFUSED_STREAM:
@@ -60,9 +60,128 @@ pub(crate) struct CallRecorder {
 #[cfg(feature = "metrics")]
 #[derive(Debug)]
 struct Pending {
-    histogram: &'static str,
+    series: std::sync::Arc<series::Series>,
     started: std::time::Instant,
-    labels: Vec<::metrics::Label>,
+}
+
+/// Registered metric handles, made once per method and status instead of a key with labels
+/// built (and looked up by the recorder) on every call.
+///
+/// Handles belong to the recorder that made them: each series remembers which recorder
+/// that was, and a call under another one (installed later, or a thread's local recorder)
+/// registers the series again.
+#[cfg(feature = "metrics")]
+pub(crate) mod series {
+    use std::{
+        collections::HashMap,
+        sync::{Arc, OnceLock, PoisonError, RwLock},
+    };
+
+    use metrics::{Counter, Histogram, Label};
+    use tonic::Code;
+
+    use super::super::{METHOD, STATUS, status_name};
+
+    /// Methods kept per family; beyond it (a client calling many distinct paths) a call's
+    /// series is made for that call alone.
+    const MAX_METHODS: usize = 1024;
+
+    /// One metric family (a histogram, optionally a counter of starts) over its methods,
+    /// with the labels every series of it carries.
+    #[derive(Debug)]
+    pub(crate) struct Family {
+        started: Option<&'static str>,
+        histogram: &'static str,
+        labels: Vec<Label>,
+        methods: RwLock<HashMap<Box<str>, Arc<Series>>>,
+    }
+
+    /// One method's handles: its start counter and its duration histogram per status.
+    #[derive(Debug)]
+    pub(crate) struct Series {
+        recorder: usize,
+        histogram: &'static str,
+        labels: Vec<Label>,
+        started: Option<Counter>,
+        durations: [OnceLock<Histogram>; 17],
+    }
+
+    /// Which recorder the macros would use here now (local, global or the no-op one).
+    fn recorder() -> usize {
+        metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize)
+    }
+
+    impl Family {
+        pub(crate) fn new(
+            started: Option<&'static str>,
+            histogram: &'static str,
+            labels: Vec<Label>,
+        ) -> Self {
+            Self {
+                started,
+                histogram,
+                labels,
+                methods: RwLock::new(HashMap::new()),
+            }
+        }
+
+        /// `method`'s series under the current recorder, its start counted.
+        pub(crate) fn start(&self, method: &str) -> Arc<Series> {
+            let recorder = recorder();
+            let cached = self
+                .methods
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(method)
+                .filter(|s| s.recorder == recorder)
+                .cloned();
+            let series = cached.unwrap_or_else(|| {
+                let series = Arc::new(self.series(method, recorder));
+                let mut methods = self.methods.write().unwrap_or_else(PoisonError::into_inner);
+                if methods.len() < MAX_METHODS || methods.contains_key(method) {
+                    methods.insert(method.into(), series.clone());
+                }
+                series
+            });
+            if let Some(started) = &series.started {
+                started.increment(1);
+            }
+            series
+        }
+
+        fn series(&self, method: &str, recorder: usize) -> Series {
+            let mut labels = Vec::with_capacity(1 + self.labels.len());
+            labels.push(Label::new(METHOD, method.to_owned()));
+            labels.extend(self.labels.iter().cloned());
+            Series {
+                recorder,
+                histogram: self.histogram,
+                started: self
+                    .started
+                    .map(|name| metrics::counter!(name, labels.iter())),
+                labels,
+                durations: Default::default(),
+            }
+        }
+    }
+
+    impl Series {
+        /// Records one duration with its status.
+        pub(crate) fn record(&self, code: Code, seconds: f64) {
+            let slot = usize::try_from(i32::from(code))
+                .ok()
+                .and_then(|i| self.durations.get(i));
+            let Some(slot) = slot else {
+                return;
+            };
+            slot.get_or_init(|| {
+                let mut labels = self.labels.clone();
+                labels.push(Label::from_static_parts(STATUS, status_name(code)));
+                metrics::histogram!(self.histogram, labels)
+            })
+            .record(seconds);
+        }
+    }
 }
 
 /// One client attempt, client call or server call (nothing without the feature `metrics`).
@@ -76,11 +195,7 @@ impl CallRecorder {
     #[inline]
     pub(crate) fn client_attempt(target: &ClientLabels, method: &str) -> Self {
         #[cfg(feature = "metrics")]
-        {
-            let labels = target.labels(method);
-            ::metrics::counter!(CLIENT_ATTEMPT_STARTED, labels.iter()).increment(1);
-            Self::start(CLIENT_ATTEMPT_DURATION, labels)
-        }
+        return Self::start(target.attempts.start(method));
         #[cfg(not(feature = "metrics"))]
         {
             let _ = (target, method);
@@ -93,7 +208,7 @@ impl CallRecorder {
     #[inline]
     pub(crate) fn client_call(target: &ClientLabels, method: &str) -> Self {
         #[cfg(feature = "metrics")]
-        return Self::start(CLIENT_CALL_DURATION, target.labels(method));
+        return Self::start(target.calls.start(method));
         #[cfg(not(feature = "metrics"))]
         {
             let _ = (target, method);
@@ -101,16 +216,22 @@ impl CallRecorder {
         }
     }
 
-    /// A server call of `method` (already `other` if not served), with the server's constant
-    /// `extra` labels: counts `grpc.server.call.started`.
+    /// A server call of `method` (already `other` if not served) in `family` (the server's
+    /// constant labels): counts `grpc.server.call.started`.
     #[cfg(feature = "metrics")]
     #[inline]
-    pub(crate) fn server_call(method: ::metrics::SharedString, extra: &[::metrics::Label]) -> Self {
-        let mut labels = Vec::with_capacity(2 + extra.len());
-        labels.push(::metrics::Label::new(METHOD, method));
-        labels.extend_from_slice(extra);
-        ::metrics::counter!(SERVER_CALL_STARTED, labels.iter()).increment(1);
-        Self::start(SERVER_CALL_DURATION, labels)
+    pub(crate) fn server_call(family: &series::Family, method: &str) -> Self {
+        Self::start(family.start(method))
+    }
+
+    /// The family of a server's calls, with its constant `extra` labels.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn server_family(extra: &[::metrics::Label]) -> series::Family {
+        series::Family::new(
+            Some(SERVER_CALL_STARTED),
+            SERVER_CALL_DURATION,
+            extra.to_vec(),
+        )
     }
 
     /// A recorder that records nothing (a call that never started).
@@ -124,12 +245,11 @@ impl CallRecorder {
     }
 
     #[cfg(feature = "metrics")]
-    fn start(histogram: &'static str, labels: Vec<::metrics::Label>) -> Self {
+    fn start(series: std::sync::Arc<series::Series>) -> Self {
         Self {
             pending: Some(Pending {
-                histogram,
+                series,
                 started: std::time::Instant::now(),
-                labels,
             }),
         }
     }
@@ -138,17 +258,8 @@ impl CallRecorder {
     #[inline]
     pub(crate) fn finish(&mut self, code: Code) {
         #[cfg(feature = "metrics")]
-        if let Some(Pending {
-            histogram,
-            started,
-            mut labels,
-        }) = self.pending.take()
-        {
-            labels.push(::metrics::Label::from_static_parts(
-                STATUS,
-                status_name(code),
-            ));
-            ::metrics::histogram!(histogram, labels).record(started.elapsed().as_secs_f64());
+        if let Some(Pending { series, started }) = self.pending.take() {
+            series.record(code, started.elapsed().as_secs_f64());
         }
         #[cfg(not(feature = "metrics"))]
         let _ = code;
@@ -205,8 +316,12 @@ impl Drop for CallRecorder {
 #[cfg(feature = "balance")]
 #[derive(Clone, Debug)]
 pub(crate) struct ClientLabels {
+    /// `grpc.client.attempt.*` of this channel.
     #[cfg(feature = "metrics")]
-    target: std::sync::Arc<str>,
+    attempts: std::sync::Arc<series::Family>,
+    /// `grpc.client.call.duration` of this channel.
+    #[cfg(feature = "metrics")]
+    calls: std::sync::Arc<series::Family>,
 }
 
 #[cfg(feature = "balance")]
@@ -214,18 +329,18 @@ impl ClientLabels {
     pub(crate) fn new(target: &impl std::fmt::Display) -> Self {
         #[cfg(not(feature = "metrics"))]
         let _ = target;
+        #[cfg(feature = "metrics")]
+        let target = vec![::metrics::Label::new(TARGET, target.to_string())];
         Self {
             #[cfg(feature = "metrics")]
-            target: target.to_string().into(),
+            attempts: std::sync::Arc::new(series::Family::new(
+                Some(CLIENT_ATTEMPT_STARTED),
+                CLIENT_ATTEMPT_DURATION,
+                target.clone(),
+            )),
+            #[cfg(feature = "metrics")]
+            calls: std::sync::Arc::new(series::Family::new(None, CLIENT_CALL_DURATION, target)),
         }
-    }
-
-    #[cfg(feature = "metrics")]
-    fn labels(&self, method: &str) -> Vec<::metrics::Label> {
-        vec![
-            ::metrics::Label::new(METHOD, method.to_owned()),
-            ::metrics::Label::new(TARGET, ::metrics::SharedString::from(self.target.clone())),
-        ]
     }
 }
 
@@ -285,5 +400,75 @@ where
     #[inline]
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::series::Family;
+
+    /// What `recorder` holds: (calls started, durations recorded, each series as
+    /// "name label=value,…" with its labels sorted).
+    fn read(recorder: &DebuggingRecorder) -> (u64, usize, Vec<String>) {
+        let (mut started, mut durations, mut series) = (0, 0, Vec::new());
+        for (key, _, _, value) in recorder.snapshotter().snapshot().into_vec() {
+            let mut labels: Vec<String> = key
+                .key()
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            series.push(format!("{} {}", key.key().name(), labels.join(",")));
+            match value {
+                DebugValue::Counter(n) if key.key().name() == "started" => started += n,
+                DebugValue::Histogram(v) if key.key().name() == "duration" => durations += v.len(),
+                _ => {}
+            }
+        }
+        (started, durations, series)
+    }
+
+    #[test]
+    fn a_series_follows_the_recorder_in_use_and_keeps_its_labels() {
+        let family = Family::new(
+            Some("started"),
+            "duration",
+            vec![metrics::Label::new("grpc.target", "svc:1")],
+        );
+        let first = DebuggingRecorder::new();
+        metrics::with_local_recorder(&first, || {
+            for _ in 0..3 {
+                family.start("/pkg.Svc/Get").record(tonic::Code::Ok, 0.001);
+            }
+            family
+                .start("/pkg.Svc/Get")
+                .record(tonic::Code::NotFound, 0.002);
+        });
+        let (started, durations, series) = read(&first);
+        assert_eq!((started, durations), (4, 4), "every call counted and timed");
+        for expected in [
+            "started grpc.method=/pkg.Svc/Get,grpc.target=svc:1",
+            "duration grpc.method=/pkg.Svc/Get,grpc.status=OK,grpc.target=svc:1",
+            "duration grpc.method=/pkg.Svc/Get,grpc.status=NOT_FOUND,grpc.target=svc:1",
+        ] {
+            assert!(
+                series.iter().any(|k| k == expected),
+                "expected a series {expected:?}, saw {series:?}"
+            );
+        }
+        // Another recorder in use (installed later): the first one's cached handles are not
+        // used; the call is counted and timed by the recorder in use.
+        let second = DebuggingRecorder::new();
+        metrics::with_local_recorder(&second, || {
+            family.start("/pkg.Svc/Get").record(tonic::Code::Ok, 0.001);
+        });
+        let (started, durations, _) = read(&second);
+        assert_eq!(
+            (started, durations),
+            (1, 1),
+            "the recorder in use sees the call"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::{
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::call::{CallMetricsBody, CallRecorder, code_of_error};
+use super::call::{CallMetricsBody, CallRecorder, code_of_error, series::Family};
 
 /// Records gRFC A66's server metrics for every call: `grpc.server.call.started` and the
 /// histogram `grpc.server.call.duration` (seconds, with `grpc.method` and `grpc.status`:
@@ -33,10 +33,22 @@ use super::call::{CallMetricsBody, CallRecorder, code_of_error};
 ///     .layer(AuthzLayer::new(MethodPolicy::deny_by_default()))
 ///     .add_service(health);
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CallMetricsLayer {
     services: Arc<Vec<String>>,
     labels: Arc<Vec<::metrics::Label>>,
+    /// The series of this server's calls (made again when a label is added).
+    family: Arc<Family>,
+}
+
+impl Default for CallMetricsLayer {
+    fn default() -> Self {
+        Self {
+            services: Arc::default(),
+            labels: Arc::default(),
+            family: Arc::new(CallRecorder::server_family(&[])),
+        }
+    }
 }
 
 impl CallMetricsLayer {
@@ -71,6 +83,7 @@ impl CallMetricsLayer {
     /// ```
     pub fn label(mut self, key: &'static str, value: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.labels).push(::metrics::Label::new(key, value.into()));
+        self.family = Arc::new(CallRecorder::server_family(&self.labels));
         self
     }
 
@@ -104,7 +117,7 @@ impl<S> Layer<S> for CallMetricsLayer {
         CallMetricsService {
             inner,
             services: self.services.clone(),
-            labels: self.labels.clone(),
+            family: self.family.clone(),
         }
     }
 }
@@ -122,7 +135,7 @@ impl<S> Layer<S> for CallMetricsLayer {
 pub struct CallMetricsService<S> {
     inner: S,
     services: Arc<Vec<String>>,
-    labels: Arc<Vec<::metrics::Label>>,
+    family: Arc<Family>,
 }
 
 crate::inner_service_accessors!(CallMetricsService<S>);
@@ -144,13 +157,13 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
-        let method: ::metrics::SharedString = if records(&self.services, path) {
-            path.to_owned().into()
+        let method = if records(&self.services, path) {
+            path
         } else {
-            "other".into()
+            "other"
         };
         CallMetricsFuture {
-            recorder: Some(CallRecorder::server_call(method, &self.labels)),
+            recorder: Some(CallRecorder::server_call(&self.family, method)),
             inner: self.inner.call(request),
         }
     }
