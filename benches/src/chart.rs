@@ -18,10 +18,20 @@ pub struct Series {
 
 const PANEL_W: f64 = 470.0;
 const PANEL_H: f64 = 330.0;
-const MARGIN_L: f64 = 70.0;
-const MARGIN_R: f64 = 20.0;
-const MARGIN_T: f64 = 52.0;
-const MARGIN_B: f64 = 45.0;
+/// The room around a panel's plot area for its axes' labels and titles.
+struct Margins {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+}
+
+const MARGIN: Margins = Margins {
+    left: 70.0,
+    right: 20.0,
+    top: 52.0,
+    bottom: 45.0,
+};
 const LEGEND_ROW: f64 = 20.0;
 
 fn esc(s: &str) -> String {
@@ -130,7 +140,7 @@ struct Panel<'a> {
 pub fn render(title: &str, xs: &[f64], series: &[Series]) -> String {
     let legend_rows = series.len().div_ceil(3).max(1) as f64;
     let width = 2.0 * PANEL_W;
-    let height = PANEL_H + MARGIN_T + 20.0 + legend_rows * LEGEND_ROW + 10.0;
+    let height = PANEL_H + MARGIN.top + 20.0 + legend_rows * LEGEND_ROW + 10.0;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -165,10 +175,10 @@ pub fn render(title: &str, xs: &[f64], series: &[Series]) -> String {
         (1.0, 2.0)
     };
     for panel in &panels {
-        let left = panel.x0 + MARGIN_L;
-        let right = panel.x0 + PANEL_W - MARGIN_R;
-        let top = MARGIN_T;
-        let bottom = PANEL_H - MARGIN_B + MARGIN_T;
+        let left = panel.x0 + MARGIN.left;
+        let right = panel.x0 + PANEL_W - MARGIN.right;
+        let top = MARGIN.top;
+        let bottom = PANEL_H - MARGIN.bottom + MARGIN.top;
         let ys: Vec<f64> = series
             .iter()
             .flat_map(|s| s.points.iter().map(panel.y_of))
@@ -253,7 +263,7 @@ pub fn render(title: &str, xs: &[f64], series: &[Series]) -> String {
     }
     // legend
     // Below the axis titles (plot bottom + ticks + title).
-    let legend_top = PANEL_H + MARGIN_T + 20.0;
+    let legend_top = PANEL_H + MARGIN.top + 20.0;
     for (i, s) in series.iter().enumerate() {
         let col = (i % 3) as f64;
         let row = (i / 3) as f64;

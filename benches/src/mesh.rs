@@ -72,7 +72,11 @@ pub async fn serve_replica(
     let policy = MeshPolicy::bookstore();
     // The mesh's PKI, as the load generator's `MeshPki::create` wrote it.
     let pki = MeshPki::open(dir, &policy).map_err(bs)?;
-    let service = bookstore::BookstoreService::new(bookstore::Store::seeded(), name).map_err(bs)?;
+    // Every scenario's replicas answer the same bytes: no caller/TLS echo (the demo's), which
+    // only the mTLS transports could fill in.
+    let service = bookstore::BookstoreService::new(bookstore::Store::seeded(), name)
+        .map_err(bs)?
+        .echo_caller(false);
     let listener = bookstore::server::bind(listen, mode == ReplicaMode::Plaintext)
         .await
         .map_err(bs)?;

@@ -57,6 +57,25 @@ fn run_with(scenarios: &str, args: &[&str]) -> RunFile {
     serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
 }
 
+/// `bench-report` over `run`: the folder it wrote in (the chart is there too) and the
+/// text of the BENCHMARKS.md it wrote.
+fn report(run: &RunFile) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    std::fs::write(&json, serde_json::to_string(run).unwrap()).unwrap();
+    let md = dir.path().join("BENCHMARKS.md");
+    let status = Command::new(env!("CARGO_BIN_EXE_bench-report"))
+        .arg("--results")
+        .arg(&json)
+        .arg("--out")
+        .arg(&md)
+        .status()
+        .unwrap();
+    assert!(status.success(), "bench-report failed: {status}");
+    let text = std::fs::read_to_string(&md).unwrap();
+    (dir, text)
+}
+
 fn names(p: &PointResult) -> BTreeSet<&str> {
     p.processes.iter().map(|u| u.name.as_str()).collect()
 }
@@ -188,19 +207,7 @@ fn every_scenario_runs_and_reports_sane_json() {
     }
 
     // The report renders from this run.
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("run.json");
-    std::fs::write(&json, serde_json::to_string(&run).unwrap()).unwrap();
-    let md = dir.path().join("BENCHMARKS.md");
-    let status = Command::new(env!("CARGO_BIN_EXE_bench-report"))
-        .arg("--results")
-        .arg(&json)
-        .arg("--out")
-        .arg(&md)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(&md).unwrap();
+    let (dir, text) = report(&run);
     assert!(text.contains("## Acceptance goals vs this run"), "{text}");
     assert!(text.contains("### proxyless vs tonic by hand"), "{text}");
     if envoy.is_ok() {
@@ -257,19 +264,7 @@ fn recycling_scenario_measures_both_paths_and_proxyless_loses_no_call() {
     assert!(envoy.calls > 0, "{envoy:#?}");
     assert_eq!(envoy.recycle_every_s, Some(0.3));
 
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("run.json");
-    std::fs::write(&json, serde_json::to_string(&run).unwrap()).unwrap();
-    let md = dir.path().join("BENCHMARKS.md");
-    let status = Command::new(env!("CARGO_BIN_EXE_bench-report"))
-        .arg("--results")
-        .arg(&json)
-        .arg("--out")
-        .arg(&md)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(&md).unwrap();
+    let (_dir, text) = report(&run);
     let row = format!("| 3 | 8 | {} | 0 |", ours.calls);
     assert!(
         text.contains("### connection recycling: proxyless vs Envoy") && text.contains(&row),

@@ -374,7 +374,7 @@ fn main() -> ExitCode {
                     speed.p256_ecdh_per_s,
                     speed.classical_bound_per_s()
                 );
-                write_json(
+                write_any(
                     &RunFile {
                         command: std::env::args().collect::<Vec<_>>().join(" "),
                         crypto: Some(speed),
@@ -502,7 +502,7 @@ fn run(args: RunArgs) -> Result<Option<&'static str>, Error> {
                 mtls_benches::result::mark_metrics(&mut points);
             }
             file.points = points;
-            write_json(&file, args.out)?;
+            write_any(&file, args.out)?;
             Ok(None)
         }
         Ended::Interrupted(signal) => {
@@ -517,7 +517,7 @@ fn run(args: RunArgs) -> Result<Option<&'static str>, Error> {
                 .out
                 .as_ref()
                 .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
-            write_json(&file, args.out)?;
+            write_any(&file, args.out)?;
             eprintln!("loadgen: wrote the {n} point(s) measured before {signal} to {to}");
             Ok(Some(signal))
         }
@@ -587,7 +587,7 @@ fn layers(
     match until_signal(&rt, mtls_benches::layers::run(&opts, rounds, window))? {
         Ended::Done(result) => {
             eprintln!("{}", result.markdown());
-            write_json(
+            write_any(
                 &RunFile {
                     command: std::env::args().collect::<Vec<_>>().join(" "),
                     layers: Some(result),
@@ -630,6 +630,7 @@ fn abuse(args: AbuseArgs) -> Result<Option<&'static str>, Error> {
     }
 }
 
+/// `value` as pretty JSON, into `out` or on stdout.
 fn write_any<T: serde::Serialize>(value: &T, out: Option<PathBuf>) -> Result<(), Error> {
     let json = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
         context: "serializing results".into(),
@@ -667,22 +668,7 @@ fn ab(rounds: usize, batch_time: Duration, out: Option<PathBuf>) -> Result<(), E
         ab: results,
         ..RunFile::default()
     };
-    write_json(&file, out)
-}
-
-fn write_json(file: &RunFile, out: Option<PathBuf>) -> Result<(), Error> {
-    let json = serde_json::to_string_pretty(file).map_err(|e| Error::Io {
-        context: "serializing results".into(),
-        source: e.into(),
-    })?;
-    match out {
-        Some(path) => std::fs::write(&path, json).map_err(|source| Error::Io {
-            context: format!("writing {}", path.display()),
-            source,
-        })?,
-        None => println!("{json}"),
-    }
-    Ok(())
+    write_any(&file, out)
 }
 
 fn serve_handshake(dir: PathBuf, threads: usize, resumption: bool) -> Result<(), Error> {
@@ -708,7 +694,10 @@ fn serve_handshake(dir: PathBuf, threads: usize, resumption: bool) -> Result<(),
         })?;
         println!("READY {addr}");
         let _ = std::io::stdout().flush();
-        handshake::serve(listener, config).await;
+        // The accept loop runs on a worker, as Envoy's listeners run on its workers: an
+        // accepted connection's task starts on the same thread (tokio's LIFO slot) instead of
+        // waking the main thread for the accept and a worker for the handshake.
+        let _ = tokio::spawn(handshake::serve(listener, config)).await;
         Ok(())
     })
 }

@@ -232,6 +232,20 @@ fn plain_tonic_text(replicas: usize, c: usize) -> String {
     )
 }
 
+/// Issue 17's fair floor over `REPLICAS` replicas: `proxyless` against `plain-tonic` from
+/// the same block, at every concurrency level.
+const fn plain_tonic_goal<const REPLICAS: usize>() -> RatioGoal {
+    RatioGoal {
+        issues: "17",
+        text: |c| plain_tonic_text(REPLICAS, c),
+        ours: side("proxyless", "", REPLICAS),
+        base: side("plain-tonic", "", REPLICAS),
+        metric: Metric::Throughput,
+        bound: |c| Bound::AtLeast(plain_tonic_floor(REPLICAS, c)),
+        only_at: None,
+    }
+}
+
 /// The ratio goals, in the table's order: each group's rows at every concurrency level, the
 /// levels in order, then the next group.
 const RATIO_GOALS: &[&[RatioGoal]] = &[
@@ -271,26 +285,7 @@ const RATIO_GOALS: &[&[RatioGoal]] = &[
         only_at: Some(16),
     }],
     // Issue 17: fair floors, each pair from the same block.
-    &[
-        RatioGoal {
-            issues: "17",
-            text: |c| plain_tonic_text(1, c),
-            ours: side("proxyless", "", 1),
-            base: side("plain-tonic", "", 1),
-            metric: Metric::Throughput,
-            bound: |c| Bound::AtLeast(plain_tonic_floor(1, c)),
-            only_at: None,
-        },
-        RatioGoal {
-            issues: "17",
-            text: |c| plain_tonic_text(3, c),
-            ours: side("proxyless", "", 3),
-            base: side("plain-tonic", "", 3),
-            metric: Metric::Throughput,
-            bound: |c| Bound::AtLeast(plain_tonic_floor(3, c)),
-            only_at: None,
-        },
-    ],
+    &[plain_tonic_goal::<1>(), plain_tonic_goal::<3>()],
     &[RatioGoal {
         issues: "17",
         text: |c| {

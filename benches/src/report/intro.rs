@@ -96,12 +96,20 @@ pub(super) fn intro(input: &ReportInput, md: &mut String) {
          tickets, with a client that resumes. \
          Server: the mtls-core `ServerConfig` (CA bundle + `match_typed_subject_alt_names`-\
          style URI prefix) on tokio-rustls, or an Envoy listener with the same certificates, \
-         the same SAN matcher, session resumption disabled and the `echo` filter. Metric: \
+         the same SAN matcher, session resumption disabled and the `echo` filter; both \
+         accept on their worker threads. The client presents the same certificate on every \
+         connection, as a workload does: mtls-core verifies its chain once and remembers it \
+         (same bytes, same bundle, within validity), Envoy verifies it every time; both \
+         check the handshake signature every time. Metric: \
          handshakes per CPU-second of the server process."
     );
     let _ = writeln!(
         md,
-        "- Like for like in `envoy`: the server sidecars' `jwt_authn` gets `jwt_cache_config` \
+        "- Like for like in every scenario: each replica is the same bookstore service and \
+         answers `GetBook` with the same bytes (the book and its `x-bookstore-replica` \
+         header; the demo's echo of the caller and of the negotiated TLS, which only the \
+         mTLS transports could fill in, is off).\n\
+         - Like for like in `envoy`: the server sidecars' `jwt_authn` gets `jwt_cache_config` \
          (100 tokens), as mtls-jwt's default cache on the proxyless replicas (Envoy caches \
          nothing unless told to); the client sidecar resolves the replicas through the same \
          in-process DNS server as the proxyless client. The application reaches its sidecar \
