@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::{AuthzService, MethodPolicy};
-use crate::denial::Denials;
+use crate::{denial::Denials, metrics::AuthzCounters};
 
 /// Applies [`AuthzService`] with a shared [`MethodPolicy`], e.g. in
 /// `tonic::transport::Server::builder().layer(AuthzLayer::new(policy))`.
@@ -29,6 +29,7 @@ use crate::denial::Denials;
 pub struct AuthzLayer {
     policy: Arc<MethodPolicy>,
     denials: Arc<Denials>,
+    counters: Arc<AuthzCounters>,
 }
 
 impl AuthzLayer {
@@ -37,6 +38,7 @@ impl AuthzLayer {
         Self {
             policy: policy.into(),
             denials: Arc::new(Denials::new(false)),
+            counters: Arc::default(),
         }
     }
 
@@ -59,6 +61,11 @@ impl<S> Layer<S> for AuthzLayer {
     type Service = AuthzService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthzService::with_denials(inner, self.policy.clone(), self.denials.clone())
+        AuthzService::with_denials(
+            inner,
+            self.policy.clone(),
+            self.denials.clone(),
+            self.counters.clone(),
+        )
     }
 }

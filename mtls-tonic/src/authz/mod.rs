@@ -29,7 +29,7 @@ pub use policy::MethodPolicy;
 use tower_service::Service;
 use tracing::warn;
 
-use crate::{PeerIdentityExt, denial::Denials};
+use crate::{PeerIdentityExt, denial::Denials, metrics::AuthzCounters};
 
 /// Checks each request's peer (from [`MtlsIncoming`](crate::server::MtlsIncoming)) against a
 /// [`MethodPolicy`] for the request's gRPC method. Denied calls get a trailers-only
@@ -41,20 +41,32 @@ pub struct AuthzService<S> {
     inner: S,
     policy: Arc<MethodPolicy>,
     denials: Arc<Denials>,
+    counters: Arc<AuthzCounters>,
 }
 
 impl<S> AuthzService<S> {
     /// Wraps `inner` with `policy` (terse denials; [`AuthzLayer::detailed_denials`] for
     /// the detailed ones).
     pub fn new(inner: S, policy: impl Into<Arc<MethodPolicy>>) -> Self {
-        Self::with_denials(inner, policy.into(), Arc::new(Denials::new(false)))
+        Self::with_denials(
+            inner,
+            policy.into(),
+            Arc::new(Denials::new(false)),
+            Arc::default(),
+        )
     }
 
-    pub(crate) fn with_denials(inner: S, policy: Arc<MethodPolicy>, denials: Arc<Denials>) -> Self {
+    pub(crate) fn with_denials(
+        inner: S,
+        policy: Arc<MethodPolicy>,
+        denials: Arc<Denials>,
+        counters: Arc<AuthzCounters>,
+    ) -> Self {
         Self {
             inner,
             policy,
             denials,
+            counters,
         }
     }
 }
@@ -78,7 +90,12 @@ where
         let verdict = self
             .policy
             .check(request.uri().path(), request.peer_identity());
-        crate::metrics::authz(&self.policy, request.uri().path(), verdict.is_ok());
+        crate::metrics::authz(
+            &self.counters,
+            &self.policy,
+            request.uri().path(),
+            verdict.is_ok(),
+        );
         match verdict {
             Ok(()) => ResponseFuture::inner(self.inner.call(request)),
             Err(denied) => {

@@ -84,7 +84,7 @@ pub(crate) mod series {
 
     /// Methods kept per family; beyond it (a client calling many distinct paths) a call's
     /// series is made for that call alone.
-    const MAX_METHODS: usize = 1024;
+    pub(crate) const MAX_METHODS: usize = 1024;
 
     /// One metric family (a histogram, optionally a counter of starts) over its methods,
     /// with the labels every series of it carries.
@@ -107,7 +107,7 @@ pub(crate) mod series {
     }
 
     /// Which recorder the macros would use here now (local, global or the no-op one).
-    fn recorder() -> usize {
+    pub(crate) fn recorder() -> usize {
         metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize)
     }
 

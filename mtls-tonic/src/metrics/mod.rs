@@ -250,17 +250,86 @@ pub fn describe() {
     }
 }
 
+/// Counters of one name by `grpc.method`, each registered once per method and recorder
+/// (as the A66 call series are) instead of a labelled key built on every call.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct MethodCounters {
+    name: &'static str,
+    methods: std::sync::RwLock<std::collections::HashMap<Box<str>, (usize, ::metrics::Counter)>>,
+}
+
+#[cfg(feature = "metrics")]
+impl MethodCounters {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            methods: std::sync::RwLock::default(),
+        }
+    }
+
+    /// Counts one for `method` under the recorder the macros would use now.
+    fn increment(&self, method: &str) {
+        use std::sync::PoisonError;
+        let recorder = call::series::recorder();
+        {
+            let methods = self.methods.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, counter)) = methods.get(method).filter(|(under, _)| *under == recorder)
+            {
+                counter.increment(1);
+                return;
+            }
+        }
+        let counter = ::metrics::counter!(self.name, METHOD => method.to_owned());
+        counter.increment(1);
+        let mut methods = self.methods.write().unwrap_or_else(PoisonError::into_inner);
+        if methods.len() < call::series::MAX_METHODS || methods.contains_key(method) {
+            methods.insert(method.into(), (recorder, counter));
+        }
+    }
+}
+
+/// The authorization counters of one [`AuthzLayer`](crate::authz::AuthzLayer) (or
+/// service made alone): `mtls.authz.allowed` and `mtls.authz.denied` by method.
+#[derive(Debug)]
+pub(crate) struct AuthzCounters {
+    #[cfg(feature = "metrics")]
+    allowed: MethodCounters,
+    #[cfg(feature = "metrics")]
+    denied: MethodCounters,
+}
+
+impl Default for AuthzCounters {
+    fn default() -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            allowed: MethodCounters::new(AUTHZ_ALLOWED),
+            #[cfg(feature = "metrics")]
+            denied: MethodCounters::new(AUTHZ_DENIED),
+        }
+    }
+}
+
 /// The policy's verdict on one call.
 #[inline]
-pub(crate) fn authz(policy: &crate::authz::MethodPolicy, path: &str, allowed: bool) {
+pub(crate) fn authz(
+    counters: &AuthzCounters,
+    policy: &crate::authz::MethodPolicy,
+    path: &str,
+    allowed: bool,
+) {
     #[cfg(feature = "metrics")]
     {
         let method = if policy.names(path) { path } else { "other" };
-        let name = if allowed { AUTHZ_ALLOWED } else { AUTHZ_DENIED };
-        ::metrics::counter!(name, METHOD => method.to_owned()).increment(1);
+        let counters = if allowed {
+            &counters.allowed
+        } else {
+            &counters.denied
+        };
+        counters.increment(method);
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (policy, path, allowed);
+    let _ = (counters, policy, path, allowed);
 }
 
 #[cfg(feature = "balance")]
@@ -402,4 +471,73 @@ pub(crate) fn endpoint_state(
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (target, from, to);
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::{AuthzCounters, authz};
+    use crate::authz::MethodPolicy;
+
+    /// Each counter `recorder` holds, as "name method=… value", sorted.
+    fn counters(recorder: &DebuggingRecorder) -> Vec<String> {
+        let mut seen: Vec<String> = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| match value {
+                DebugValue::Counter(n) => {
+                    let labels: Vec<String> = key
+                        .key()
+                        .labels()
+                        .map(|l| format!("{}={}", l.key(), l.value()))
+                        .collect();
+                    Some(format!("{} {} {n}", key.key().name(), labels.join(",")))
+                }
+                _ => None,
+            })
+            .collect();
+        seen.sort();
+        seen
+    }
+
+    #[test]
+    fn authz_counters_follow_the_recorder_in_use_and_label_unnamed_paths_other() {
+        let policy = MethodPolicy::deny_by_default()
+            .allow("pkg.Svc/*", mtls_core::Authorize::any())
+            .unwrap();
+        let cache = AuthzCounters::default();
+        let first = DebuggingRecorder::new();
+        metrics::with_local_recorder(&first, || {
+            for _ in 0..3 {
+                authz(&cache, &policy, "/pkg.Svc/Get", true);
+            }
+            authz(&cache, &policy, "/pkg.Svc/Get", false);
+            authz(&cache, &policy, "/made.Up/Path", false);
+        });
+        assert_eq!(
+            counters(&first),
+            [
+                "mtls.authz.allowed grpc.method=/pkg.Svc/Get 3",
+                "mtls.authz.denied grpc.method=/pkg.Svc/Get 1",
+                "mtls.authz.denied grpc.method=other 1",
+            ]
+        );
+        // The handles cached under the first recorder are not used under another.
+        let second = DebuggingRecorder::new();
+        metrics::with_local_recorder(&second, || {
+            authz(&cache, &policy, "/pkg.Svc/Get", true);
+        });
+        assert_eq!(
+            counters(&second),
+            ["mtls.authz.allowed grpc.method=/pkg.Svc/Get 1"]
+        );
+        assert_eq!(
+            counters(&first)[0],
+            "mtls.authz.allowed grpc.method=/pkg.Svc/Get 0",
+            "nothing more went to the first recorder (a snapshot takes what counters hold)"
+        );
+    }
 }
